@@ -1,0 +1,11 @@
+"""The toy world and the tiny text-to-video model that ships with numina-hooks.
+
+Importing this package needs only numpy and scipy; the model (``numina_hooks.toy.model``)
+needs the ``diffusers`` extra. See docs/toy.md.
+"""
+
+from .counter import count_objects, label_objects
+from .world import CATEGORIES, Clip, Prompt, held_out_prompts, is_held_out, make_clip
+
+__all__ = ["CATEGORIES", "Clip", "Prompt", "make_clip", "held_out_prompts", "is_held_out",
+           "count_objects", "label_objects"]

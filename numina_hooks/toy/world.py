@@ -1,0 +1,303 @@
+"""The toy world: short procedural clips where counting is exact.
+
+A clip is ``NUM_FRAMES`` frames of ``SIZE x SIZE`` RGB on a plain dark background, with
+1 to 3 object categories and 1 to 8 objects of each (at most ``MAX_OBJECTS`` in all).
+Each object is a fixed 5x5 sprite (red disc, blue square, yellow triangle) moving at a
+constant velocity of 0 or 1 pixel a frame along each axis. Objects never overlap; objects
+of *different* categories may touch, and objects of the *same* category keep at least one
+background pixel between them (8-connectivity), so that connected components per colour
+count them exactly. Placement is biased to put objects next to one another, so touching
+and nearly touching objects are common and instance separation is not trivially
+positional.
+
+Everything is a pure function of a seed::
+
+    clip = make_clip(seed=3)
+    clip.frames        # uint8 [F, H, W, 3]
+    clip.instances     # int16 [F, H, W], 0 = background, k = object k (1-based)
+    clip.categories    # category name of object k at index k - 1
+    clip.counts        # {"disc": 3, "square": 2}, what the caption asks for
+    clip.caption       # "three red discs and two blue squares drifting"
+
+Count combinations are split between training and evaluation by a stable hash
+(:func:`is_held_out`): training clips never show a held-out combination, and
+:func:`held_out_prompts` draws evaluation prompts from them only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NUM_FRAMES = 4
+SIZE = 24
+SPRITE = 5
+MAX_PER_CATEGORY = 8
+MAX_OBJECTS = 12
+BACKGROUND = (24, 24, 32)
+
+
+@dataclass(frozen=True)
+class Category:
+    """One object category: its name (the key in count dicts), words and colour."""
+
+    name: str
+    noun: str
+    plural: str
+    colour_word: str
+    rgb: tuple[int, int, int]
+    sprite: np.ndarray = field(repr=False, compare=False)
+
+
+def _disc() -> np.ndarray:
+    y, x = np.mgrid[0:SPRITE, 0:SPRITE]
+    return (x - 2) ** 2 + (y - 2) ** 2 <= 5
+
+
+def _square() -> np.ndarray:
+    return np.ones((SPRITE, SPRITE), dtype=bool)
+
+
+def _triangle() -> np.ndarray:
+    m = np.zeros((SPRITE, SPRITE), dtype=bool)
+    for row, half in enumerate((0, 0, 1, 1, 2)):
+        m[row, 2 - half : 3 + half] = True
+    return m
+
+
+def _dilated(sprite: np.ndarray) -> np.ndarray:
+    """The sprite grown by one pixel in the 8-neighbourhood: [SPRITE + 2, SPRITE + 2]."""
+    p = np.pad(sprite, 2)
+    out = np.zeros((SPRITE + 2, SPRITE + 2), dtype=bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            out |= p[dy : dy + SPRITE + 2, dx : dx + SPRITE + 2]
+    return out
+
+
+CATEGORIES: tuple[Category, ...] = (
+    Category("disc", "disc", "discs", "red", (220, 50, 50), _disc()),
+    Category("square", "square", "squares", "blue", (50, 90, 235), _square()),
+    Category("triangle", "triangle", "triangles", "yellow", (235, 215, 45), _triangle()),
+)
+CATEGORY_BY_NAME = {c.name: c for c in CATEGORIES}
+_DILATED = {c.name: _dilated(c.sprite) for c in CATEGORIES}
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
+_JOINERS = ("and", "beside", "next to", "with", "near", "alongside")
+_SUFFIXES = ("", "drifting", "moving", "floating", "slowly drifting", "moving around",
+             "on a dark background", "gliding")
+_SINGULAR_DETERMINERS = ("a", "one", "a single")
+
+
+@dataclass
+class Clip:
+    """One generated clip with its ground truth (see the module docstring for shapes)."""
+
+    seed: int
+    frames: np.ndarray
+    instances: np.ndarray
+    categories: list[str]
+    counts: dict[str, int]
+    caption: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """An evaluation prompt: the caption and the count per category name it asks for."""
+
+    text: str
+    counts: dict[str, int]
+
+
+def combo_key(counts: dict[str, int]) -> str:
+    """Canonical string of a count combination, e.g. ``"disc=3,square=2"``."""
+    return ",".join(f"{k}={counts[k]}" for k in sorted(counts) if counts[k] > 0)
+
+
+def is_held_out(counts: dict[str, int]) -> bool:
+    """True for the ~1 in 8 count combinations reserved for evaluation.
+
+    Keyed by a SHA-1 of :func:`combo_key`, so the split is stable across Python
+    versions and processes. Every single (category, count) pair still occurs in training
+    inside other combinations; only the exact combination is unseen.
+    """
+    digest = hashlib.sha1(combo_key(counts).encode()).digest()
+    return digest[0] % 8 == 0
+
+
+def sample_counts(rng: np.random.Generator) -> dict[str, int]:
+    """Draw 1-3 categories and 1-8 objects each, with at most ``MAX_OBJECTS`` in all."""
+    while True:
+        k = int(rng.integers(1, len(CATEGORIES) + 1))
+        names = [CATEGORIES[i].name for i in sorted(rng.choice(len(CATEGORIES), k, replace=False))]
+        counts = {n: int(rng.integers(1, MAX_PER_CATEGORY + 1)) for n in names}
+        if sum(counts.values()) <= MAX_OBJECTS:
+            return counts
+
+
+def _phrase(name: str, n: int, rng: np.random.Generator) -> str:
+    c = CATEGORY_BY_NAME[name]
+    if n == 1:
+        det = _SINGULAR_DETERMINERS[int(rng.integers(len(_SINGULAR_DETERMINERS)))]
+        return f"{det} {c.colour_word} {c.noun}"
+    return f"{NUMBER_WORDS[n]} {c.colour_word} {c.plural}"
+
+
+def make_caption(counts: dict[str, int], rng: np.random.Generator) -> str:
+    """A varied English caption stating each count as a word, in random order."""
+    names = list(counts)
+    rng.shuffle(names)
+    phrases = [_phrase(n, counts[n], rng) for n in names]
+    if len(phrases) == 1:
+        text = phrases[0]
+    elif len(phrases) == 2:
+        text = f"{phrases[0]} {_JOINERS[int(rng.integers(len(_JOINERS)))]} {phrases[1]}"
+    else:
+        text = f"{phrases[0]}, {phrases[1]} and {phrases[2]}"
+    suffix = _SUFFIXES[int(rng.integers(len(_SUFFIXES)))]
+    return f"{text} {suffix}".strip()
+
+
+def _place(counts: dict[str, int], rng: np.random.Generator, tries: int = 200):
+    """Top-left corners [F, 2] (row, col) per object, or None when the scene does not fit.
+
+    Objects move at a constant velocity; a proposal is rejected when it leaves the frame,
+    overlaps any object, or comes within one pixel (8-connectivity) of an object of its
+    own category, in any frame.
+    """
+    occupied = np.zeros((NUM_FRAMES, SIZE, SIZE), dtype=bool)
+    # Same-category exclusion zones, in a canvas padded by one pixel on each side.
+    zones = {n: np.zeros((NUM_FRAMES, SIZE + 2, SIZE + 2), dtype=bool) for n in counts}
+    objects: list[tuple[str, np.ndarray]] = []
+    order = [n for n in counts for _ in range(counts[n])]
+    rng.shuffle(order)
+    hi = SIZE - SPRITE
+    steps = np.arange(NUM_FRAMES)
+    for name in order:
+        sprite = CATEGORY_BY_NAME[name].sprite
+        grown = _DILATED[name]
+        zone = zones[name]
+        for _ in range(tries):
+            vy, vx = (int(v) for v in rng.integers(-1, 2, size=2))
+            if objects and rng.random() < 0.5:
+                # Propose right next to an existing object: touching / nearly touching.
+                other = objects[int(rng.integers(len(objects)))][1]
+                dy, dx = (int(v) for v in rng.integers(-(SPRITE + 1), SPRITE + 2, size=2))
+                r0, c0 = int(other[0, 0]) + dy, int(other[0, 1]) + dx
+            else:
+                r0, c0 = (int(v) for v in rng.integers(0, hi + 1, size=2))
+            r1, c1 = r0 + (NUM_FRAMES - 1) * vy, c0 + (NUM_FRAMES - 1) * vx
+            if min(r0, r1, c0, c1) < 0 or max(r0, r1, c0, c1) > hi:
+                continue
+            traj = np.stack([r0 + steps * vy, c0 + steps * vx], axis=1)
+            if any((occupied[f, r : r + SPRITE, c : c + SPRITE] & sprite).any()
+                   or (zone[f, r + 1 : r + 1 + SPRITE, c + 1 : c + 1 + SPRITE] & sprite).any()
+                   for f, (r, c) in enumerate(traj)):
+                continue
+            for f, (r, c) in enumerate(traj):
+                occupied[f, r : r + SPRITE, c : c + SPRITE] |= sprite
+                zone[f, r : r + SPRITE + 2, c : c + SPRITE + 2] |= grown
+            objects.append((name, traj))
+            break
+        else:
+            return None
+    return objects
+
+
+def render(objects: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 [F, H, W, 3] and instance ids int16 [F, H, W] from placed objects."""
+    frames = np.empty((NUM_FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
+    frames[:] = BACKGROUND
+    instances = np.zeros((NUM_FRAMES, SIZE, SIZE), dtype=np.int16)
+    for k, (name, traj) in enumerate(objects, start=1):
+        cat = CATEGORY_BY_NAME[name]
+        for f, (r, c) in enumerate(traj):
+            window = (f, slice(r, r + SPRITE), slice(c, c + SPRITE))
+            frames[window][cat.sprite] = cat.rgb
+            instances[window][cat.sprite] = k
+    return frames, instances
+
+
+def make_clip(seed: int, counts: dict[str, int] | None = None, split: str = "train") -> Clip:
+    """Generate one clip, deterministically from ``seed``.
+
+    ``counts`` fixes the combination (the caption still varies with the seed);
+    otherwise it is drawn, from the training combinations when ``split="train"``, from
+    the held-out ones when ``split="held_out"``, or from all when ``split="any"``.
+    """
+    if split not in ("train", "held_out", "any"):
+        raise ValueError(f"split must be 'train', 'held_out' or 'any', got {split!r}")
+    rng = np.random.default_rng([seed, 0x70F])
+    for _ in range(1000):
+        if counts is None:
+            want = sample_counts(rng)
+            if split == "train" and is_held_out(want):
+                continue
+            if split == "held_out" and not is_held_out(want):
+                continue
+        else:
+            want = dict(counts)
+        _check_counts(want)
+        objects = _place(want, rng)
+        if objects is None:
+            continue
+        frames, instances = render(objects)
+        caption = make_caption(want, rng)
+        return Clip(seed, frames, instances, [n for n, _ in objects], want, caption)
+    raise RuntimeError(f"could not place {counts} in a {SIZE}x{SIZE} frame after 1000 tries")
+
+
+def _check_counts(counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        if name not in CATEGORY_BY_NAME:
+            raise ValueError(f"unknown category {name!r}; expected one of {list(CATEGORY_BY_NAME)}")
+        if not 1 <= n <= MAX_PER_CATEGORY:
+            raise ValueError(f"count for {name!r} must be in 1..{MAX_PER_CATEGORY}, got {n}")
+    if not counts or sum(counts.values()) > MAX_OBJECTS:
+        raise ValueError(f"need 1..{MAX_OBJECTS} objects in all, got {counts}")
+
+
+def all_combinations() -> list[dict[str, int]]:
+    """Every count combination the world can draw, in a fixed order."""
+    import itertools
+
+    combos = []
+    for k in range(1, len(CATEGORIES) + 1):
+        for names in itertools.combinations([c.name for c in CATEGORIES], k):
+            for ns in itertools.product(range(1, MAX_PER_CATEGORY + 1), repeat=k):
+                if sum(ns) <= MAX_OBJECTS:
+                    combos.append(dict(zip(names, ns)))
+    return combos
+
+
+def held_out_prompts(n: int, seed: int = 0) -> list[Prompt]:
+    """``n`` evaluation prompts drawn (with a fixed seed) from held-out combinations only.
+
+    Combinations are drawn without replacement while they last, so small ``n`` covers
+    many different combinations; captions vary with the seed like training captions.
+    """
+    rng = np.random.default_rng([seed, 0xE7A1])
+    pool = [c for c in all_combinations() if is_held_out(c)]
+    out: list[Prompt] = []
+    while len(out) < n:
+        for i in rng.permutation(len(pool)):
+            if len(out) == n:
+                break
+            counts = pool[int(i)]
+            out.append(Prompt(make_caption(counts, rng), dict(counts)))
+    return out
+
+
+def vocabulary() -> list[str]:
+    """Every word a caption can contain, sorted (the tokenizer's vocabulary)."""
+    words = set(NUMBER_WORDS[1:])
+    for c in CATEGORIES:
+        words |= {c.noun, c.plural, c.colour_word}
+    for group in (_JOINERS, _SUFFIXES, _SINGULAR_DETERMINERS):
+        for phrase in group:
+            words |= set(phrase.split())
+    words.add(",")
+    return sorted(words)

@@ -1,0 +1,115 @@
+"""The toy world: deterministic clips, no overlaps, captions that say the counts,
+and an exact counter."""
+
+import re
+
+import numpy as np
+import pytest
+
+from numina_hooks.toy import world
+from numina_hooks.toy.counter import count_objects, label_objects
+from numina_hooks.toy.world import CATEGORIES, held_out_prompts, is_held_out, make_clip
+
+_WORD_VALUE = {w: i for i, w in enumerate(world.NUMBER_WORDS)} | {"a": 1, "single": 1}
+_NOUNS = {c.noun: c.name for c in CATEGORIES} | {c.plural: c.name for c in CATEGORIES}
+
+
+def parse_caption(text: str) -> dict[str, int]:
+    """A deliberately independent reading of a caption: '<count> <colour> <noun>'."""
+    out = {}
+    words = re.findall(r"[a-z]+", text)
+    for i, w in enumerate(words):
+        if w in _NOUNS:
+            det = words[i - 2]  # the word before the colour
+            out[_NOUNS[w]] = _WORD_VALUE[det]
+    return out
+
+
+def test_same_seed_same_clip_and_different_seed_differs():
+    a, b, c = make_clip(11), make_clip(11), make_clip(12)
+    assert np.array_equal(a.frames, b.frames) and a.caption == b.caption
+    assert np.array_equal(a.instances, b.instances) and a.counts == b.counts
+    assert not np.array_equal(a.frames, c.frames)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_clip_truth_is_consistent(seed):
+    clip = make_clip(seed, split="any")
+    f, h, w, _ = clip.frames.shape
+    assert (f, h, w) == (world.NUM_FRAMES, world.SIZE, world.SIZE)
+    assert clip.frames.dtype == np.uint8
+    # Objects never overlap: every object keeps its whole sprite in every frame.
+    for k, name in enumerate(clip.categories, start=1):
+        area = int(world.CATEGORY_BY_NAME[name].sprite.sum())
+        assert [(clip.instances[i] == k).sum() for i in range(f)] == [area] * f
+    # Requested counts, caption and objects agree.
+    assert parse_caption(clip.caption) == clip.counts
+    assert {n: clip.categories.count(n) for n in set(clip.categories)} == clip.counts
+    # Motion is 0 or 1 px a frame per axis.
+    for k in range(1, len(clip.categories) + 1):
+        tops = [np.argwhere(clip.instances[i] == k).min(axis=0) for i in range(f)]
+        assert np.abs(np.diff(tops, axis=0)).max() <= 1
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_counter_is_exact_on_world_clips(seed):
+    clip = make_clip(seed, split="any")
+    want = {c.name: clip.counts.get(c.name, 0) for c in CATEGORIES}
+    assert count_objects(clip.frames) == [want] * world.NUM_FRAMES
+
+
+def test_counter_separates_touching_objects_of_different_categories():
+    frames = np.empty((world.SIZE, world.SIZE, 3), np.uint8)
+    frames[:] = world.BACKGROUND
+    frames[2:7, 2:7] = CATEGORIES[1].rgb  # blue square
+    frames[2:7, 7:12] = CATEGORIES[1].rgb  # a second one touching: one component
+    frames[7:12, 2:7] = CATEGORIES[0].rgb  # red block touching the squares
+    frames[20, 20] = CATEGORIES[0].rgb  # a one-pixel speck is not an object
+    assert count_objects(frames) == [{"disc": 1, "square": 1, "triangle": 0}]
+    labels = label_objects(frames)
+    assert labels["square"][4, 4] == labels["square"][4, 9] == 1
+
+
+def test_worlds_show_touching_and_nearly_touching_objects():
+    close = 0
+    for seed in range(100):
+        clip = make_clip(seed, split="any")
+        inst = clip.instances[0]
+        # Is some pixel of one object within 2 px (Chebyshev) of another object?
+        for k in range(1, len(clip.categories) + 1):
+            grown = np.zeros_like(inst, dtype=bool)
+            for r, c in np.argwhere(inst == k):
+                grown[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3] = True
+            if ((inst != k) & (inst > 0) & grown).any():
+                close += 1
+                break
+    assert close >= 40
+
+
+def test_held_out_split():
+    combos = world.all_combinations()
+    held = [c for c in combos if is_held_out(c)]
+    assert 0.05 < len(held) / len(combos) < 0.25
+    for seed in range(50):
+        assert not is_held_out(make_clip(seed).counts)
+    prompts = held_out_prompts(30, seed=1)
+    assert prompts == held_out_prompts(30, seed=1)
+    assert len(prompts) == 30 and all(is_held_out(p.counts) for p in prompts)
+    assert all(parse_caption(p.text) == p.counts for p in prompts)
+    assert len({world.combo_key(p.counts) for p in prompts}) == 30
+
+
+def test_fixed_counts_and_bad_counts():
+    clip = make_clip(4, counts={"triangle": 8, "disc": 2})
+    assert count_objects(clip.frames)[0] == {"disc": 2, "square": 0, "triangle": 8}
+    with pytest.raises(ValueError, match="count for 'disc'"):
+        make_clip(0, counts={"disc": 9})
+    with pytest.raises(ValueError, match="unknown category"):
+        make_clip(0, counts={"cat": 1})
+
+
+def test_vocabulary_covers_captions():
+    vocab = set(world.vocabulary())
+    for seed in range(100):
+        words = make_clip(seed, split="any").caption.replace(",", " , ").split()
+        assert set(words) <= vocab
