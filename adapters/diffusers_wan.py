@@ -1,0 +1,93 @@
+"""diffusers Wan2.1 / Wan2.2 (``WanPipeline``, ``WanTransformer3DModel``).
+
+Token layout
+------------
+* ``blocks.N.attn1`` (self-attention): queries and keys are the video tokens,
+  ``F x H x W`` patches ordered frame, row, column (``F = frames // p_t``,
+  ``H = height // p_h``, ``W = width // p_w`` in latent units).
+* ``blocks.N.attn2`` (cross-attention): queries are the video tokens, keys
+  the text tokens (UMT5, zero-padded to 512, not masked). With an image
+  context (I2V), the processor first attends to the image tokens; that first
+  kernel call is passed through and the text call is the one viewed.
+* The kernel is diffusers' ``dispatch_attention_fn`` with q/k/v in
+  ``[batch, tokens, heads, head_dim]`` after ``norm_q``/``norm_k`` and RoPE.
+* Branch and step: the pipeline wraps each transformer call in
+  ``cache_context("cond"|"uncond", step_index=i, sigma=...)``.
+* Wan2.2 A14B: ``transformer`` (high noise) and ``transformer_2`` (low noise)
+  are both hooked; ``view.transformer`` tells which, layer indices are per
+  transformer and steps are the pipeline's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from numina_hooks.context import Geometry
+from numina_hooks.hooking import KernelTap
+from numina_hooks.views import AttentionView, Site
+
+from .base import Adapter, _class_named, register_adapter
+
+_MODEL = ("WanTransformer3DModel",)
+
+
+@register_adapter
+class WanAdapter(Adapter):
+    name = "diffusers-wan"
+    accepts = "diffusers WanPipeline (Wan2.1 T2V, Wan2.2 TI2V-5B and A14B) or a WanTransformer3DModel"
+    layout = "BLHD"
+
+    @classmethod
+    def matches(cls, target: Any) -> bool:
+        if _class_named(target, _MODEL):
+            return True
+        if isinstance(target, torch.nn.Module):
+            return False
+        return any(_class_named(getattr(target, n, None), _MODEL) for n in ("transformer", "transformer_2"))
+
+    def transformers(self):
+        if isinstance(self.target, torch.nn.Module):
+            return [("transformer", self.target)]
+        found = []
+        for name in ("transformer", "transformer_2"):
+            model = getattr(self.target, name, None)
+            if model is not None:
+                found.append((name, model))
+        return found
+
+    def sites(self, transformer_name, transformer):
+        out = []
+        for i, block in enumerate(transformer.blocks):
+            out.append((Site(i, "self", f"blocks.{i}.attn1", transformer_name), block.attn1))
+            out.append((Site(i, "cross", f"blocks.{i}.attn2", transformer_name), block.attn2))
+        return out
+
+    def kernel_taps(self):
+        from diffusers.models.transformers import transformer_wan
+
+        return [KernelTap(transformer_wan, "dispatch_attention_fn", "BLHD")]
+
+    def expected_kernel(self, site, attn):
+        return 1 if site.kind == "cross" and getattr(attn, "add_k_proj", None) is not None else 0
+
+    def geometry(self, module, args, kwargs) -> Geometry:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        p_t, p_h, p_w = module.config.patch_size
+        _, _, f, h, w = hidden.shape
+        n_text = 0 if text is None else int(text.shape[1])
+        if getattr(module.config, "image_dim", None) is not None and n_text > 512:
+            n_text = 512  # image context comes first, then the 512 text tokens
+        return Geometry(frames=f // p_t, height=h // p_h, width=w // p_w, text_tokens=n_text)
+
+    def make_views(self, site: Site, context, q, k, v, layout, scale):
+        n_q, n_k = q.shape[1], k.shape[1]  # BLHD
+        if site.kind == "self":
+            slices = dict(video_queries=slice(0, n_q), text_keys=None, video_keys=slice(0, n_k))
+        else:
+            slices = dict(video_queries=slice(0, n_q), text_keys=slice(0, n_k), video_keys=None)
+        yield AttentionView(
+            site=site, kind=site.kind, context=context, q=q, k=k, v=v, layout=layout, scale=scale, **slices
+        )

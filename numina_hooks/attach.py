@@ -1,0 +1,359 @@
+"""``numina_hooks.attach``: hook a pipeline or model, and undo it exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+import warnings
+import weakref
+from typing import Any, Iterator, Optional
+
+import pluggy
+import torch
+
+from . import hookspecs
+from .context import CallContext, ForwardCall, GenerationInfo, StepState
+from .hookspecs import hookimpl
+from .hooking import make_forward_hook, wrap_processor
+from .views import AttentionView, Site
+
+_FORWARD_HOOK_NAME = "numina_hooks.forward"
+_HOOK_NAMES = ("on_attention", "on_step", "on_forward", "on_generation_start", "on_generation_end")
+
+# transformer module -> handle, to refuse a second attach of the same model
+_attached: "weakref.WeakKeyDictionary[torch.nn.Module, Handle]" = weakref.WeakKeyDictionary()
+_attach_lock = threading.Lock()
+
+
+class _ModelRunner:
+    """The innermost ``on_forward`` implementation: runs the transformer."""
+
+    @hookimpl(trylast=True)
+    def on_forward(self, call: ForwardCall):
+        return call.run_model()
+
+
+class Handle:
+    """What :func:`attach` returns.
+
+    * ``handle.register(plugin)`` / ``handle.unregister(plugin)``;
+    * ``handle(**pipeline_kwargs)`` runs the pipeline with the step and
+      lifecycle hooks (plain ``pipe(...)`` calls still get ``on_forward`` and
+      ``on_attention``);
+    * ``handle.detach()`` (or leaving a ``with`` block) restores every
+      processor object, forward and module attribute exactly.
+    """
+
+    def __init__(self, target: Any, adapter, plugins=()):
+        self.target = target
+        self._adapter = adapter
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._pm.register(_ModelRunner(), name="numina_hooks.model_runner")
+        self._wants_attention = False
+        self._warned_untapped: set[str] = set()
+        self._installed_processors: list[tuple[torch.nn.Module, Any]] = []
+        self._installed_forward: list[tuple[torch.nn.Module, Any, bool, bool, Any]] = []
+        self._taps = []
+        self._user_context: Optional[dict] = None
+        self._attached = False
+        self._install()
+        try:
+            for plugin in plugins:
+                self.register(plugin)
+        except BaseException:
+            self.detach()
+            raise
+
+    # ------------------------------------------------------------------ plugins
+    def register(self, plugin: Any, name: Optional[str] = None) -> Any:
+        """Add a plugin (an object with ``@numina_hooks.hookimpl`` methods); returns it."""
+        self._check_attached()
+        impls = [n for n in dir(plugin) if not n.startswith("__") and self._pm.parse_hookimpl_opts(plugin, n)]
+        if not impls:
+            raise TypeError(
+                f"{plugin!r} is not a numina-hooks plugin: it has no method marked with @numina_hooks.hookimpl. "
+                f"Mark one or more of {', '.join(_HOOK_NAMES)}."
+            )
+        unknown = [n for n in impls if n not in _HOOK_NAMES]
+        if unknown:
+            raise TypeError(
+                f"{plugin!r} implements unknown hook(s) {unknown}; the hooks are {', '.join(_HOOK_NAMES)}"
+            )
+        if self._pm.is_registered(plugin):
+            raise ValueError(f"{plugin!r} is already registered on this handle")
+        self._pm.register(plugin, name=name)
+        self._refresh()
+        return plugin
+
+    def unregister(self, plugin: Any) -> None:
+        """Remove a registered plugin; ``ValueError`` if it is not registered."""
+        if not self._pm.is_registered(plugin):
+            raise ValueError(f"{plugin!r} is not registered on this handle")
+        self._pm.unregister(plugin)
+        self._refresh()
+
+    @property
+    def plugins(self) -> list:
+        """The registered plugins, oldest first."""
+        return [p for p in self._pm.get_plugins() if not isinstance(p, _ModelRunner)]
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    @property
+    def hook(self):
+        """pluggy's hook relay, for plugins that call hooks themselves."""
+        return self._pm.hook
+
+    def _refresh(self) -> None:
+        self._wants_attention = bool(self._pm.hook.on_attention.get_hookimpls())
+
+    # ------------------------------------------------------------------ install / undo
+    def _install(self) -> None:
+        adapter = self._adapter
+        transformers = adapter.transformers()
+        with _attach_lock:
+            for _, model in transformers:
+                if model in _attached:
+                    raise RuntimeError(
+                        f"{type(model).__name__} is already attached (handle {_attached[model]!r}); "
+                        "use that handle, or call its .detach() before attaching again"
+                    )
+            self._attached = True
+            try:
+                for tap in adapter.kernel_taps():
+                    tap.acquire()
+                    self._taps.append(tap)
+                for tname, model in transformers:
+                    for site, attn in adapter.sites(tname, model):
+                        original = attn.processor
+                        wrapped = wrap_processor(original, site, self, adapter.expected_kernel(site, attn))
+                        attn.set_processor(wrapped)
+                        self._installed_processors.append((attn, original))
+                    self._install_forward_hook(tname, model)
+                    _attached[model] = self
+            except BaseException:
+                self.detach()
+                raise
+
+    def _install_forward_hook(self, name: str, model: torch.nn.Module) -> None:
+        from diffusers.hooks.hooks import HookRegistry
+
+        had_registry = hasattr(model, "_diffusers_hook")
+        had_forward_attr = "forward" in model.__dict__
+        registry = HookRegistry.check_if_exists_or_initialize(model)
+        registry.register_hook(make_forward_hook(self, name), _FORWARD_HOOK_NAME)
+        ours = model.__dict__.get("forward")
+        self._installed_forward.append((model, registry, had_registry, had_forward_attr, ours))
+        if hasattr(registry, "invalidate_child_registries_cache"):
+            registry.invalidate_child_registries_cache()
+
+    def detach(self) -> None:
+        """Undo everything; idempotent. The model is then exactly as before attach."""
+        if not self._attached:
+            return
+        errors = []
+        for attn, original in reversed(self._installed_processors):
+            try:
+                attn.set_processor(original)
+            except Exception as exc:  # pragma: no cover - keep undoing the rest
+                errors.append(exc)
+        self._installed_processors.clear()
+        for model, registry, had_registry, had_forward_attr, ours in reversed(self._installed_forward):
+            try:
+                _remove_forward_hook(model, registry, had_registry, had_forward_attr, ours)
+            except Exception as exc:  # pragma: no cover
+                errors.append(exc)
+            _attached.pop(model, None)
+        self._installed_forward.clear()
+        for tap in reversed(self._taps):
+            tap.release()
+        self._taps.clear()
+        self._attached = False
+        if errors:  # pragma: no cover
+            raise RuntimeError(f"detach finished with errors: {errors}")
+
+    def _check_attached(self) -> None:
+        if not self._attached:
+            raise RuntimeError("this numina-hooks handle is detached; call numina_hooks.attach(...) again")
+
+    def __enter__(self) -> "Handle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def __repr__(self) -> str:
+        state = "attached" if self._attached else "detached"
+        return f"<numina_hooks.Handle {self._adapter.name} {state}, {len(self.plugins)} plugin(s)>"
+
+    # ------------------------------------------------------------------ context
+    @contextlib.contextmanager
+    def context(
+        self, *, branch=None, step: Optional[int] = None, num_steps: Optional[int] = None, timestep=None
+    ) -> Iterator[None]:
+        """Name the branch and step of model calls made inside the block.
+
+        For bare models driven by your own loop (no pipeline to read them from)::
+
+            with handle.context(branch="cond", step=i, num_steps=n):
+                model(...)
+        """
+        previous = self._user_context
+        self._user_context = dict(branch=branch, step=step, num_steps=num_steps, timestep=timestep)
+        try:
+            yield
+        finally:
+            self._user_context = previous
+
+    def _make_context(self, tname: str, module, args, kwargs, cache_ctx) -> CallContext:
+        adapter = self._adapter
+        geometry = adapter.geometry(module, args, kwargs)
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        batch = int(hidden.shape[0])
+        timestep = kwargs.get("timestep")
+        t_float = None
+        if timestep is not None:
+            t_float = float(torch.as_tensor(timestep).flatten()[0])
+        step = num_steps = sigma = None
+        branch = None
+        if cache_ctx is not None:
+            branch = adapter.branch(cache_ctx.name, batch)
+            step = cache_ctx.step_index
+            num_steps = cache_ctx.num_inference_steps
+            sigma = cache_ctx.sigma
+        if step is None:
+            step, n = adapter.step_from_timestep(t_float)
+            num_steps = num_steps or n
+        user = self._user_context
+        if user is not None:
+            branch = user["branch"] if user["branch"] is not None else branch
+            step = user["step"] if user["step"] is not None else step
+            num_steps = user["num_steps"] if user["num_steps"] is not None else num_steps
+            t_float = float(user["timestep"]) if user["timestep"] is not None else t_float
+        return CallContext(
+            transformer=tname,
+            step=step,
+            num_steps=num_steps,
+            timestep=t_float,
+            sigma=sigma,
+            branch=branch,
+            geometry=geometry,
+        )
+
+    def _fallback_context(self, tname: str) -> CallContext:
+        return CallContext(tname, None, None, None, None, None, None)
+
+    # ------------------------------------------------------------------ dispatch
+    def _run_forward(self, ctx: CallContext, module, args, kwargs, original_forward):
+        call = ForwardCall(ctx, module, args, kwargs, original_forward)
+        return self._pm.hook.on_forward(call=call)
+
+    def _dispatch_attention(self, view: AttentionView):
+        return self._pm.hook.on_attention(view=view)
+
+    def _warn_untapped(self, site: Site, processor) -> None:
+        key = type(processor).__qualname__
+        if key in self._warned_untapped:
+            return
+        self._warned_untapped.add(key)
+        warnings.warn(
+            f"numina-hooks: the attention processor {type(processor).__module__}.{key} on {site.name} does not "
+            "call an attention function numina-hooks can tap, so on_attention sees no view there. "
+            "Use the model's default processor, or open an issue naming that processor.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    # ------------------------------------------------------------------ pipeline calls
+    def __call__(self, *args, **kwargs):
+        """Run the attached pipeline with step and lifecycle hooks; returns its output."""
+        return self.run_pipeline(*args, **kwargs)
+
+    def run_pipeline(self, *args, **kwargs):
+        self._check_attached()
+        pipe = self._adapter.pipeline
+        if pipe is None:
+            raise TypeError(
+                f"this handle hooks a bare {type(self.target).__name__}; call the model yourself "
+                "(use handle.context(branch=..., step=...) to name branch and step)"
+            )
+        kwargs = self._with_step_callback(pipe, kwargs)
+        generation = GenerationInfo(pipeline=pipe, kwargs=kwargs)
+        self._pm.hook.on_generation_start(generation=generation)
+        error = None
+        try:
+            return pipe(*args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._pm.hook.on_generation_end(generation=generation, error=error)
+
+    def _with_step_callback(self, pipe, kwargs: dict) -> dict:
+        if not self._pm.hook.on_step.get_hookimpls():
+            return kwargs
+        kwargs = dict(kwargs)
+        user_cb = kwargs.get("callback_on_step_end")
+        inputs = list(kwargs.get("callback_on_step_end_tensor_inputs") or ["latents"])
+        tensor_inputs = getattr(user_cb, "tensor_inputs", None)
+        if tensor_inputs:
+            inputs = list(dict.fromkeys(list(tensor_inputs) + inputs))
+        if "latents" not in inputs:
+            inputs.append("latents")
+        num_steps = kwargs.get("num_inference_steps")
+        hook = self._pm.hook
+
+        def on_step_end(p, i, t, cb_kwargs):
+            state = StepState(
+                phase="end", step=int(i), num_steps=num_steps, timestep=float(t), latents=cb_kwargs.get("latents")
+            )
+            hook.on_step(state=state)
+            if state.stop_requested:
+                p._interrupt = True
+            if user_cb is not None:
+                return user_cb(p, i, t, cb_kwargs)
+            return {}
+
+        kwargs["callback_on_step_end"] = on_step_end
+        kwargs["callback_on_step_end_tensor_inputs"] = inputs
+        return kwargs
+
+
+def _remove_forward_hook(model, registry, had_registry, had_forward_attr, ours) -> None:
+    current = model.__dict__.get("forward")
+    registry.remove_hook(_FORWARD_HOOK_NAME, recurse=False)
+    if current is not ours and getattr(model, "_old_forward", None) is ours:
+        # accelerate wrapped the forward after us: keep its wrapper, unhook beneath it
+        restored = model.__dict__.get("forward")
+        model._old_forward = restored if restored is not None else type(model).forward.__get__(model)
+        model.forward = current
+    elif not had_forward_attr and not registry.hooks and "forward" in model.__dict__:
+        del model.forward
+    if not had_registry and not registry.hooks:
+        with contextlib.suppress(AttributeError):
+            del model._diffusers_hook
+    elif hasattr(registry, "invalidate_child_registries_cache"):
+        registry.invalidate_child_registries_cache()
+
+
+def attach(target: Any, *plugins: Any) -> Handle:
+    """Hook a diffusers Wan / CogVideoX pipeline or transformer; returns a :class:`Handle`.
+
+    ::
+
+        handle = numina_hooks.attach(pipe, MyPlugin())
+        out = handle(prompt="three cats", num_inference_steps=30)
+        handle.detach()          # pipe is exactly as before
+
+    :raises TypeError: ``target`` is not supported (the message lists what is),
+        or a plugin has no ``@hookimpl`` method.
+    :raises RuntimeError: a transformer of ``target`` is already attached.
+    """
+    from numina_hooks.adapters import adapter_for
+
+    adapter = adapter_for(target)
+    return Handle(target, adapter, plugins)

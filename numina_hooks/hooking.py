@@ -1,0 +1,288 @@
+"""The mechanics of hooking a model, shared by every adapter.
+
+Three pieces, each removable exactly:
+
+* :class:`HookedProcessor` wraps the attention processor a module already has
+  (diffusers' own, xDiT's, a user's) and delegates every call to it; while it
+  runs, it marks the *site* (which layer of which transformer) in a context
+  variable.
+* :class:`KernelTap` replaces one module-level attention function that the
+  processors call (``dispatch_attention_fn`` for Wan, ``F`` for CogVideoX)
+  with a function that, only inside a marked site and only when some plugin
+  implements ``on_attention``, builds an :class:`~numina_hooks.views.AttentionView`
+  and lets plugins observe or replace the kernel's output. Outside a site it
+  calls the original function with the original arguments. Taps are
+  reference-counted: installed by the first attach, removed by the last detach.
+* :class:`ForwardHook` is a diffusers ``ModelHook`` around the transformer's
+  forward: it receives the pipeline's ``cache_context`` (branch name, step index,
+  sigma), builds the :class:`~numina_hooks.context.CallContext`, and runs the
+  ``on_forward`` hook. Registering through diffusers' ``HookRegistry`` is what
+  diffusers' own caches do, so ours coexists with FirstBlockCache, MagCache
+  and TaylorSeer.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import math
+import threading
+import warnings
+from typing import Any, Callable, Optional
+
+import torch
+
+from .context import CallContext, current_call
+from .views import AttentionView, Site
+
+#: The hooked attention layer currently running, if any.
+_active_site: contextvars.ContextVar[Optional["SiteCall"]] = contextvars.ContextVar(
+    "numina_hooks_active_site", default=None
+)
+
+
+class SiteCall:
+    """State of one processor call of one hooked site."""
+
+    __slots__ = ("site", "handle", "context", "expected_kernel", "kernel_calls", "tapped")
+
+    def __init__(self, site: Site, handle, context: CallContext, expected_kernel: int):
+        self.site = site
+        self.handle = handle
+        self.context = context
+        self.expected_kernel = expected_kernel
+        self.kernel_calls = 0
+        self.tapped = False
+
+    def on_kernel(self, original: Callable, layout: str, args: tuple, kwargs: dict):
+        index = self.kernel_calls
+        self.kernel_calls += 1
+        if index != self.expected_kernel:
+            return original(*args, **kwargs)
+        self.tapped = True
+        q, k, v = _qkv_from(args, kwargs)
+        scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+        if scale is None:
+            scale = 1.0 / math.sqrt(q.shape[-1])
+        for view in self.handle._adapter.make_views(self.site, self.context, q, k, v, layout, float(scale)):
+            out = self.handle._dispatch_attention(view)
+            if out is not None:
+                return view.to_model_layout(_check_replacement(out, view))
+        return original(*args, **kwargs)
+
+
+def _qkv_from(args: tuple, kwargs: dict):
+    names = ("query", "key", "value")
+    vals = list(args[:3])
+    for name in names[len(vals):]:
+        vals.append(kwargs[name])
+    return vals
+
+
+def _check_replacement(out, view: AttentionView) -> torch.Tensor:
+    q, v = view.q, view.v
+    expected = (q.shape[0], q.shape[1], q.shape[2], v.shape[3])
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"on_attention returned {type(out).__name__} for layer {view.layer} ({view.site.name}); "
+            "expected None or a tensor [batch, heads, query_tokens, head_dim]"
+        )
+    if tuple(out.shape) != expected:
+        raise ValueError(
+            f"on_attention returned a tensor of shape {tuple(out.shape)} for layer {view.layer} "
+            f"({view.site.name}, kind={view.kind}); expected {expected} = [batch, heads, query_tokens, head_dim] "
+            "in the canonical layout"
+        )
+    if out.device != q.device:
+        raise ValueError(f"on_attention returned a tensor on {out.device}; the layer runs on {q.device}")
+    return out.to(q.dtype)
+
+
+# ----------------------------------------------------------------------------- processors
+
+_wrapper_classes: dict[type, type] = {}
+_FORWARDED_ATTRS = ("_attention_backend", "_parallel_config")
+
+
+class HookedProcessor:
+    """Wraps an installed attention processor and delegates to it.
+
+    Reads and writes of ``_attention_backend`` / ``_parallel_config`` go to the
+    wrapped processor, so ``model.set_attention_backend(...)`` keeps working
+    while attached. ``inspect.signature(wrapper.__call__)`` equals the wrapped
+    processor's, because diffusers' ``Attention.forward`` drops keyword
+    arguments the processor's signature does not name.
+    """
+
+    def __init__(self, inner, site: Site, handle, expected_kernel: int):
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "site", site)
+        object.__setattr__(self, "handle", handle)
+        object.__setattr__(self, "expected_kernel", expected_kernel)
+
+    def _call(self, attn, *args, **kwargs):
+        handle = self.handle
+        if not handle._wants_attention:
+            return self.inner(attn, *args, **kwargs)
+        ctx = current_call.get()
+        if ctx is None:
+            ctx = handle._fallback_context(self.site.transformer)
+        site_call = SiteCall(self.site, handle, ctx, self.expected_kernel)
+        token = _active_site.set(site_call)
+        try:
+            result = self.inner(attn, *args, **kwargs)
+        finally:
+            _active_site.reset(token)
+        if not site_call.tapped:
+            handle._warn_untapped(self.site, self.inner)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(object.__getattribute__(self, "inner"), name)
+
+    def __setattr__(self, name, value):
+        if name in _FORWARDED_ATTRS:
+            setattr(self.inner, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return f"HookedProcessor({self.inner!r}, layer={self.site.layer}, kind={self.site.kind})"
+
+
+def wrap_processor(inner, site: Site, handle, expected_kernel: int) -> HookedProcessor:
+    """A :class:`HookedProcessor` whose ``__call__`` has ``inner``'s signature."""
+    cls = type(inner)
+    wrapper_cls = _wrapper_classes.get(cls)
+    if wrapper_cls is None:
+
+        def __call__(self, attn, *args, **kwargs):
+            return self._call(attn, *args, **kwargs)
+
+        try:
+            __call__.__signature__ = inspect.signature(cls.__call__)
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            pass
+        wrapper_cls = type(f"Hooked{cls.__name__}", (HookedProcessor,), {"__call__": __call__})
+        _wrapper_classes[cls] = wrapper_cls
+    return wrapper_cls(inner, site, handle, expected_kernel)
+
+
+# ----------------------------------------------------------------------------- kernel taps
+
+
+class _FunctionalProxy:
+    """Stands in for ``torch.nn.functional`` inside one module: every attribute
+    is torch's, except ``scaled_dot_product_attention`` which is tapped."""
+
+    def __init__(self, functional, sdpa):
+        self._functional = functional
+        self.scaled_dot_product_attention = sdpa
+
+    def __getattr__(self, name):
+        return getattr(self._functional, name)
+
+
+class KernelTap:
+    """Replace ``owner.attribute`` (an attention function, or a module ``F`` whose
+    ``scaled_dot_product_attention`` is the kernel) while any handle needs it.
+
+    :param layout: ``"BLHD"`` (diffusers' dispatch layout) or ``"BHLD"`` (torch SDPA).
+    :param functional_proxy: the attribute is ``torch.nn.functional``; tap its SDPA.
+    """
+
+    _lock = threading.Lock()
+    _installed: dict[tuple[int, str], list] = {}
+
+    def __init__(self, owner, attribute: str, layout: str, functional_proxy: bool = False):
+        self.owner = owner
+        self.attribute = attribute
+        self.layout = layout
+        self.functional_proxy = functional_proxy
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (id(self.owner), self.attribute)
+
+    def acquire(self) -> None:
+        with self._lock:
+            entry = self._installed.get(self.key)
+            if entry is not None:
+                entry[1] += 1
+                return
+            original = getattr(self.owner, self.attribute)
+            layout = self.layout
+            if self.functional_proxy:
+                kernel = original.scaled_dot_product_attention
+                replacement = _FunctionalProxy(original, _make_tapped(kernel, layout))
+            else:
+                replacement = _make_tapped(original, layout)
+            setattr(self.owner, self.attribute, replacement)
+            self._installed[self.key] = [original, 1, replacement]
+
+    def release(self) -> None:
+        with self._lock:
+            entry = self._installed.get(self.key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                original, _, replacement = entry
+                if getattr(self.owner, self.attribute) is replacement:
+                    setattr(self.owner, self.attribute, original)
+                else:  # someone replaced it after us: leave theirs, say so
+                    warnings.warn(
+                        f"{self.owner.__name__}.{self.attribute} was replaced after numina-hooks tapped it; "
+                        "leaving the newer replacement in place",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                del self._installed[self.key]
+
+
+def _make_tapped(original: Callable, layout: str) -> Callable:
+    def tapped(*args, **kwargs):
+        site_call = _active_site.get()
+        if site_call is None:
+            return original(*args, **kwargs)
+        return site_call.on_kernel(original, layout, args, kwargs)
+
+    tapped.__wrapped__ = original
+    tapped.__numina_tap__ = True
+    return tapped
+
+
+# ----------------------------------------------------------------------------- forward hook
+
+
+def make_forward_hook(handle, transformer_name: str):
+    """A diffusers ``ModelHook`` (built lazily: diffusers is an optional extra)."""
+    from diffusers.hooks.hooks import ModelHook, StateManager
+
+    class _ContextReceiver(StateManager):
+        """Receives the pipeline's ``cache_context`` (diffusers calls
+        ``set_context`` on every ``StateManager`` of a stateful hook)."""
+
+        def __init__(self):
+            super().__init__(dict)
+
+    class ForwardHook(ModelHook):
+        _is_stateful = True
+
+        def __init__(self):
+            super().__init__()
+            self.receiver = _ContextReceiver()
+
+        def new_forward(self, module, *args, **kwargs):
+            ctx = handle._make_context(transformer_name, module, args, kwargs, self.receiver._context)
+            token = current_call.set(ctx)
+            try:
+                return handle._run_forward(ctx, module, args, kwargs, self.fn_ref.original_forward)
+            finally:
+                current_call.reset(token)
+
+        def reset_state(self, module):
+            self.receiver._context = None
+            return module
+
+    return ForwardHook()

@@ -1,0 +1,259 @@
+"""The attention view handed to ``on_attention`` plugins.
+
+A view is cheap to build: it holds references to the kernel's q/k/v and a few
+slices. Everything expensive (attention maps) is computed on request, in
+float32, one frame (and, for long key sequences, one group of heads) at a
+time, so memory stays bounded by one frame's ``HW x keys`` block per head
+group and the full ``tokens x tokens`` matrix is never built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from .context import CallContext, Geometry
+
+#: Elements of float32 scores materialised at once when computing maps.
+MAP_CHUNK_ELEMENTS = 1 << 25  # 32M floats = 128 MB
+
+
+@dataclass(frozen=True)
+class Site:
+    """One hooked attention layer.
+
+    :ivar layer: 0-based transformer block index.
+    :ivar kind: ``"self"``, ``"cross"`` or ``"joint"`` (CogVideoX: one softmax
+        over ``[text | video]`` keys, offered to plugins as a self view and a
+        cross view).
+    :ivar name: the module's qualified name (``"blocks.3.attn2"``).
+    :ivar transformer: the transformer's attribute name in its pipeline.
+    """
+
+    layer: int
+    kind: str
+    name: str
+    transformer: str
+
+
+class AttentionView:
+    """One call of an attention kernel, as plugins see it.
+
+    Tensor layout: ``q``, ``k``, ``v`` are ``[batch, heads, tokens, head_dim]``
+    views of exactly what the kernel receives (after the model's norms and
+    rotary embedding); no copy is made.
+
+    Token positions:
+
+    * ``video_queries``: slice of query tokens that are video tokens, ordered
+      frame, row, column (all of them for Wan; after the text for CogVideoX).
+    * ``text_keys``: slice of key tokens that are text tokens (``None`` for a
+      Wan self-attention).
+    * ``video_keys``: slice of key tokens that are video tokens (``None`` for a
+      Wan cross-attention).
+
+    ``kind`` is ``"self"`` or ``"cross"``. A joint layer is offered twice, first
+    with ``kind="self"`` then ``kind="cross"``, both with ``joint=True`` and the
+    full joint q/k/v; a replacement returned from either is the full joint
+    output.
+    """
+
+    __slots__ = (
+        "site",
+        "kind",
+        "context",
+        "scale",
+        "video_queries",
+        "text_keys",
+        "video_keys",
+        "_q",
+        "_k",
+        "_v",
+        "_layout",
+    )
+
+    def __init__(
+        self,
+        *,
+        site: Site,
+        kind: str,
+        context: CallContext,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layout: str,
+        scale: float,
+        video_queries: slice,
+        text_keys: Optional[slice],
+        video_keys: Optional[slice],
+    ):
+        self.site = site
+        self.kind = kind
+        self.context = context
+        self.scale = scale
+        self.video_queries = video_queries
+        self.text_keys = text_keys
+        self.video_keys = video_keys
+        self._q, self._k, self._v = q, k, v
+        self._layout = layout
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def layer(self) -> int:
+        """0-based block index within its transformer."""
+        return self.site.layer
+
+    @property
+    def joint(self) -> bool:
+        """True for a joint (text and video in one softmax) layer."""
+        return self.site.kind == "joint"
+
+    @property
+    def transformer(self) -> str:
+        return self.context.transformer
+
+    @property
+    def step(self) -> Optional[int]:
+        return self.context.step
+
+    @property
+    def timestep(self) -> Optional[float]:
+        return self.context.timestep
+
+    @property
+    def branch(self):
+        return self.context.branch
+
+    @property
+    def geometry(self) -> Geometry:
+        if self.context.geometry is None:  # pragma: no cover - adapters always set it
+            raise RuntimeError("this call has no known geometry")
+        return self.context.geometry
+
+    @property
+    def batch_size(self) -> int:
+        return self._q.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self._q.shape[1] if self._layout == "BHLD" else self._q.shape[2]
+
+    def rows_of(self, branch: str) -> list[int]:
+        """Batch rows that belong to ``branch`` (``"cond"`` / ``"uncond"``)."""
+        names = self.context.branch_rows(self.batch_size)
+        return [i for i, name in enumerate(names) if name == branch]
+
+    # ------------------------------------------------------------------ tensors
+    def _canonical(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self._layout == "BHLD" else t.transpose(1, 2)
+
+    @property
+    def q(self) -> torch.Tensor:
+        """Queries ``[batch, heads, query_tokens, head_dim]``."""
+        return self._canonical(self._q)
+
+    @property
+    def k(self) -> torch.Tensor:
+        """Keys ``[batch, heads, key_tokens, head_dim]``."""
+        return self._canonical(self._k)
+
+    @property
+    def v(self) -> torch.Tensor:
+        """Values ``[batch, heads, key_tokens, head_dim]``."""
+        return self._canonical(self._v)
+
+    def to_model_layout(self, out: torch.Tensor) -> torch.Tensor:
+        """Convert a canonical ``[B, H, L, d]`` output to the kernel's own layout."""
+        return out if self._layout == "BHLD" else out.transpose(1, 2)
+
+    # ------------------------------------------------------------------ maps
+    def self_attention_map(
+        self, frame: int, batch: Optional[Sequence[int]] = None, heads: Optional[Sequence[int]] = None
+    ) -> torch.Tensor:
+        """Frame-local self-attention: ``[batch, heads, HW, HW]`` float32.
+
+        Row ``i`` is the softmax, over the keys of the same latent ``frame``,
+        of ``q_i . k_j * scale``: how video token ``i`` of that frame attends
+        to the tokens of its own frame. Rows sum to 1.
+        """
+        if self.video_keys is None:
+            raise ValueError(
+                f"self_attention_map: layer {self.layer} ({self.site.name}) is a cross-attention; "
+                "ask a view with kind 'self' (or a joint view)"
+            )
+        geo = self.geometry
+        if not 0 <= frame < geo.frames:
+            raise ValueError(f"frame={frame} is out of range: this call has {geo.frames} latent frames (0..{geo.frames - 1})")
+        hw = geo.frame_tokens
+        q = self._select(self.q, batch, heads)
+        k = self._select(self.k, batch, heads)
+        q0 = self.video_queries.start + frame * hw
+        k0 = self.video_keys.start + frame * hw
+        qf = q[:, :, q0 : q0 + hw].float()
+        kf = k[:, :, k0 : k0 + hw].float()
+        return torch.softmax(torch.matmul(qf, kf.transpose(-1, -2)) * self.scale, dim=-1)
+
+    def cross_attention_map(
+        self,
+        token_columns: Sequence[int],
+        batch: Optional[Sequence[int]] = None,
+        heads: Optional[Sequence[int]] = None,
+    ) -> torch.Tensor:
+        """Video-to-text attention on given text columns: ``[batch, heads, F, H, W]`` float32.
+
+        ``token_columns`` index the text tokens (0 = first text token). The
+        value is the mean over those columns of the attention probability,
+        where the softmax runs over every key the model attends to: all text
+        tokens for Wan's cross-attention, the whole ``[text | video]`` sequence
+        for CogVideoX's joint attention (its video->text block).
+        """
+        if self.text_keys is None:
+            raise ValueError(
+                f"cross_attention_map: layer {self.layer} ({self.site.name}) is a self-attention; "
+                "ask a view with kind 'cross' (or a joint view)"
+            )
+        cols = torch.as_tensor(list(token_columns), dtype=torch.long)
+        n_text = self.text_keys.stop - self.text_keys.start
+        if cols.numel() == 0:
+            raise ValueError("cross_attention_map: token_columns is empty; pass the noun's text token indices")
+        if int(cols.min()) < 0 or int(cols.max()) >= n_text:
+            raise ValueError(
+                f"cross_attention_map: token_columns {cols.tolist()} out of range: the text has {n_text} tokens"
+            )
+        geo = self.geometry
+        q = self._select(self.q, batch, heads)
+        k = self._select(self.k, batch, heads)
+        key_cols = (cols + self.text_keys.start).to(k.device)
+        B, H = q.shape[0], q.shape[1]
+        hw = geo.frame_tokens
+        out = torch.empty(B, H, geo.frames, hw, dtype=torch.float32, device=q.device)
+        n_keys = k.shape[2]
+        head_chunk = max(1, min(H, MAP_CHUNK_ELEMENTS // max(1, B * hw * n_keys)))
+        k_cols = k.index_select(2, key_cols).float()
+        for f in range(geo.frames):
+            q0 = self.video_queries.start + f * hw
+            for h0 in range(0, H, head_chunk):
+                h1 = min(H, h0 + head_chunk)
+                qf = q[:, h0:h1, q0 : q0 + hw].float()
+                lse = torch.logsumexp(torch.matmul(qf, k[:, h0:h1].float().transpose(-1, -2)) * self.scale, dim=-1)
+                s_cols = torch.matmul(qf, k_cols[:, h0:h1].transpose(-1, -2)) * self.scale
+                out[:, h0:h1, f] = torch.exp(s_cols - lse.unsqueeze(-1)).mean(-1)
+        return out.view(B, H, geo.frames, geo.height, geo.width)
+
+    @staticmethod
+    def _select(t: torch.Tensor, batch, heads) -> torch.Tensor:
+        if batch is not None:
+            t = t[list(batch)]
+        if heads is not None:
+            t = t[:, list(heads)]
+        return t
+
+    def __repr__(self) -> str:
+        geo = self.context.geometry
+        return (
+            f"AttentionView(layer={self.layer}, kind={self.kind!r}, joint={self.joint}, step={self.step}, "
+            f"branch={self.branch!r}, transformer={self.transformer!r}, q={tuple(self.q.shape)}, "
+            f"k={tuple(self.k.shape)}, geometry={geo})"
+        )
