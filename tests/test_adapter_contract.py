@@ -1,0 +1,283 @@
+"""One contract suite, run over every adapter case (see adapter_cases.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import numina_hooks
+from numina_hooks import hookimpl
+
+from adapter_cases import CASES
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
+def case_and_pipe(request):
+    case = request.param
+    pipe = case.build()
+    plain = case.run(pipe)
+    return case, pipe, plain
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def on_attention(self, view):
+        self.calls.append((view.transformer, view.layer, view.kind, view.step, view.branch))
+
+
+def _module_state(pipe):
+    """Everything of ours could leave behind: processors, forwards, instance attributes."""
+    state = {}
+    for name in ("transformer", "transformer_2"):
+        model = getattr(pipe, name, None)
+        if model is None:
+            continue
+        for mname, module in model.named_modules():
+            proc = getattr(module, "processor", None)
+            state[(name, mname)] = (id(proc) if proc is not None else None, sorted(vars(module).keys()),
+                                    module.__dict__.get("forward"))
+    return state
+
+
+def test_passthrough_is_bit_identical(case_and_pipe):
+    case, pipe, plain = case_and_pipe
+    rec = Recorder()
+    with numina_hooks.attach(pipe, rec):
+        out = case.run(pipe)
+    assert rec.calls, "the observer saw no attention call"
+    assert torch.equal(out, plain)
+
+
+def test_no_plugin_is_bit_identical(case_and_pipe):
+    case, pipe, plain = case_and_pipe
+    with numina_hooks.attach(pipe):
+        out = case.run(pipe)
+    assert torch.equal(out, plain)
+
+
+def test_detach_restores_exactly(case_and_pipe):
+    case, pipe, plain = case_and_pipe
+    before = _module_state(pipe)
+    originals = {id(m): m.processor for m in pipe.transformer.modules() if hasattr(m, "processor")}
+    handle = numina_hooks.attach(pipe, Recorder())
+    assert _module_state(pipe) != before  # attached: processors are wrapped
+    handle.detach()
+    assert _module_state(pipe) == before
+    for m in pipe.transformer.modules():
+        if hasattr(m, "processor"):
+            assert m.processor is originals[id(m)]
+    assert torch.equal(case.run(pipe), plain)
+    handle.detach()  # idempotent
+
+
+def test_every_call_reports_layer_kind_step_branch(case_and_pipe):
+    case, pipe, _ = case_and_pipe
+    rec = Recorder()
+    with numina_hooks.attach(pipe, rec):
+        case.run(pipe)
+    seen = rec.calls
+    steps = {c[3] for c in seen}
+    assert steps == set(range(STEPS))
+    assert {c[0] for c in seen} == set(case.transformers)
+    # each (step, branch) runs every layer and kind exactly once, on one transformer
+    for step in range(STEPS):
+        for branch in case.branches:
+            rows = [c for c in seen if c[3] == step and c[4] == branch]
+            assert len({c[0] for c in rows}) == 1
+            assert sorted((c[1], c[2]) for c in rows) == sorted(
+                (layer, kind) for layer in range(case.layers) for kind in case.kinds
+            )
+    assert {c[4] for c in seen} == set(case.branches)
+
+
+def test_two_transformers_split_by_timestep():
+    case = next(c for c in CASES if c.id == "wan22-a14b")
+    pipe = case.build()
+    rec = Recorder()
+    with numina_hooks.attach(pipe, rec):
+        case.run(pipe)
+    by_step = {}
+    for tname, _, _, step, _ in rec.calls:
+        by_step.setdefault(step, set()).add(tname)
+    names = [by_step[s].pop() for s in range(STEPS)]
+    assert names[0] == "transformer" and names[-1] == "transformer_2"
+    assert names == sorted(names)  # high-noise expert first, then the low-noise one
+
+
+class MapChecker:
+    """At one layer and step, compare the view's maps with an explicit softmax."""
+
+    def __init__(self, layer=1, step=1):
+        self.layer, self.step = layer, step
+        self.checked = set()
+
+    @hookimpl
+    def on_attention(self, view):
+        if view.layer != self.layer or view.step != self.step:
+            return None
+        q, k = view.q.double(), view.k.double()
+        geo = view.geometry
+        hw = geo.frame_tokens
+        if view.kind == "self":
+            for frame in range(geo.frames):
+                got = view.self_attention_map(frame)
+                qs = q[:, :, view.video_queries.start + frame * hw:][:, :, :hw]
+                ks = k[:, :, view.video_keys.start + frame * hw:][:, :, :hw]
+                want = torch.softmax(qs @ ks.transpose(-1, -2) * view.scale, dim=-1)
+                assert got.shape == (q.shape[0], q.shape[1], hw, hw)
+                torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+        else:
+            cols = [1, 3]
+            got = view.cross_attention_map(cols)
+            probs = torch.softmax(q @ k.transpose(-1, -2) * view.scale, dim=-1)  # over every key
+            block = probs[:, :, view.video_queries, view.text_keys]
+            want = block[..., cols].mean(-1).reshape(q.shape[0], q.shape[1], geo.frames, geo.height, geo.width)
+            torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+            assert math.isclose(view.scale, 1 / math.sqrt(q.shape[-1]))
+        self.checked.add((view.kind, view.branch if isinstance(view.branch, str) else "batched"))
+        return None
+
+
+def test_maps_equal_explicit_softmax(case_and_pipe):
+    case, pipe, _ = case_and_pipe
+    checker = MapChecker()
+    with numina_hooks.attach(pipe, checker):
+        case.run(pipe)
+    assert {kind for kind, _ in checker.checked} == {"self", "cross"}
+
+
+class Replacer:
+    """Replace one layer's attention output with what the plugin computes itself."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.replaced = 0
+
+    @hookimpl
+    def on_attention(self, view):
+        if view.layer != 0 or view.kind != "self":
+            return None
+        self.replaced += 1
+        if self.mode == "zeros":
+            return torch.zeros(view.q.shape[:3] + (view.v.shape[-1],), dtype=view.q.dtype)
+        probs = torch.softmax(view.q.float() @ view.k.float().transpose(-1, -2) * view.scale, dim=-1)
+        return (probs @ view.v.float()).to(view.q.dtype)
+
+
+def test_returned_output_replaces_the_kernel_output(case_and_pipe):
+    case, pipe, plain = case_and_pipe
+    exact = Replacer("exact")
+    with numina_hooks.attach(pipe, exact):
+        same = case.run(pipe)
+    zeros = Replacer("zeros")
+    with numina_hooks.attach(pipe, zeros):
+        changed = case.run(pipe)
+    assert exact.replaced > 0 and zeros.replaced == exact.replaced
+    torch.testing.assert_close(same, plain, atol=1e-4, rtol=1e-4)  # layout round trip is right
+    assert (changed - plain).abs().max() > 1e-3  # and the replacement is really used
+
+
+def test_wrong_replacement_shape_is_a_clear_error(case_and_pipe):
+    case, pipe, plain = case_and_pipe
+
+    class Bad:
+        @hookimpl
+        def on_attention(self, view):
+            return torch.zeros(3)
+
+    with numina_hooks.attach(pipe, Bad()):
+        with pytest.raises(ValueError, match=r"expected \(.*\) = \[batch, heads, query_tokens, head_dim\]"):
+            case.run(pipe)
+    assert torch.equal(case.run(pipe), plain)
+
+
+def test_exception_inside_a_call_leaves_pipeline_working(case_and_pipe):
+    case, pipe, plain = case_and_pipe
+
+    class Boom:
+        @hookimpl
+        def on_attention(self, view):
+            if view.step == 2:
+                raise RuntimeError("boom")
+
+    boom = Boom()
+    handle = numina_hooks.attach(pipe, boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        case.run(pipe)
+    handle.unregister(boom)
+    assert torch.equal(case.run(pipe), plain)  # still attached, still exact
+    handle.detach()
+    assert torch.equal(case.run(pipe), plain)
+
+
+def test_forward_hook_can_skip_the_model(case_and_pipe):
+    case, pipe, plain = case_and_pipe
+
+    class SkipStep2:
+        def __init__(self):
+            self.ran = []
+
+        @hookimpl(wrapper=True)
+        def on_forward(self, call):
+            if call.context.step == 2:
+                call.skip_with((torch.zeros_like(call.hidden_states),))
+            out = yield
+            self.ran.append((call.context.step, call.skipped))
+            return out
+
+    plugin = SkipStep2()
+    rec = Recorder()
+    with numina_hooks.attach(pipe, plugin, rec):
+        out = case.run(pipe)
+    assert {s for s, skipped in plugin.ran if skipped} == {2}
+    assert 2 not in {c[3] for c in rec.calls}  # the skipped model ran no attention
+    assert not torch.equal(out, plain)
+
+
+def test_step_hooks_and_stop_request(case_and_pipe):
+    case, pipe, _ = case_and_pipe
+
+    class Steps:
+        def __init__(self):
+            self.events = []
+
+        @hookimpl
+        def on_generation_start(self, generation):
+            self.events.append("start")
+
+        @hookimpl
+        def on_step(self, state):
+            self.events.append((state.phase, state.step))
+            if state.step == 1:
+                state.request_stop("enough")
+
+        @hookimpl
+        def on_generation_end(self, generation, error):
+            self.events.append(("end", error))
+
+    steps, rec = Steps(), Recorder()
+    with numina_hooks.attach(pipe, steps, rec) as handle:
+        kwargs = dict(case.call, output_type="latent")
+        handle(prompt="three cats", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert steps.events == ["start", ("end", 0), ("end", 1), ("end", None)]
+    assert {c[3] for c in rec.calls} == {0, 1}  # the stop skipped steps 2 and 3
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id.startswith("wan")], ids=lambda c: c.id)
+def test_set_attention_backend_reaches_the_wrapped_processor(case):
+    pipe = case.build()
+    plain = case.run(pipe)
+    with numina_hooks.attach(pipe, Recorder()):
+        pipe.transformer.set_attention_backend("native")
+        inner = pipe.transformer.blocks[0].attn1.processor.inner
+        assert str(inner._attention_backend) in ("native", "AttentionBackendName.NATIVE")
+        out = case.run(pipe)
+    pipe.transformer.reset_attention_backend()
+    assert torch.equal(out, plain)
