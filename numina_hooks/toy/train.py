@@ -1,0 +1,218 @@
+"""Train the toy text-to-video model on procedural toy-world clips.
+
+    python -m numina_hooks.toy.train --out toy-train-run --steps 10000 --seed 0
+
+Objective: rectified flow. For a clean clip x0 (pixels in [-1, 1], see
+``model.frames_to_latents``), noise e and sigma ~ logit-normal(0, 1), the transformer sees
+x = (1 - sigma) x0 + sigma e at timestep 1000 sigma and predicts e - x0, which is what
+``FlowMatchEulerDiscreteScheduler`` integrates. The text encoder is trained jointly; 10% of
+captions are replaced by "" (the pipeline's default negative prompt) so classifier-free
+guidance works. AdamW, linear warm-up then constant learning rate, gradient clipping at 1,
+EMA of the weights (the EMA weights are what ships).
+
+Determinism and resumption: the clips and the noise of step k are functions of (seed, k)
+only, so a resumed run draws the same data as an uninterrupted one. ``OUT/checkpoint.pt``
+(rewritten every ``--ckpt-every`` steps and at the end) holds the weights and EMA in fp16
+and Adam's second moment in bf16 (about 8 MB, small enough to commit); resuming restarts
+Adam's first moment from zero. So a resumed run continues the same run closely but not
+bit-for-bit. Each checkpoint also writes ``OUT/loss.png`` and the EMA weights for shipping
+in ``OUT/weights/`` (``model.safetensors`` + ``info.json``, loadable with
+``load_toy_pipeline(OUT/weights)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import model as toy_model
+from . import world
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def batch_clips(seed: int, step: int, batch: int, drop: float):
+    """Frames latents [B, 3, F, H, W] and captions for training step ``step``."""
+    rng = np.random.default_rng([seed, step, 0xDA7A])
+    clips = [world.make_clip(int(s)) for s in rng.integers(0, 2**62, size=batch)]
+    captions = ["" if rng.random() < drop else c.caption for c in clips]
+    frames = np.stack([c.frames for c in clips])
+    return toy_model.frames_to_latents(frames), captions
+
+
+def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator) -> torch.Tensor:
+    """Rectified-flow loss of one batch (mean squared error on the velocity e - x0)."""
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=gen)
+    sigma = torch.sigmoid(torch.randn(b, generator=gen))
+    s = sigma.view(b, 1, 1, 1, 1)
+    x = (1 - s) * x0 + s * noise
+    text = toy_model.encode_text(pipe, captions)
+    pred = pipe.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=text,
+                            return_dict=False)[0]
+    return torch.mean((pred - (noise - x0)) ** 2)
+
+
+def _params(pipe) -> list[torch.nn.Parameter]:
+    return list(pipe.transformer.parameters()) + list(pipe.text_encoder.parameters())
+
+
+def save_checkpoint(path: Path, pipe, ema: list[torch.Tensor], opt, step: int, losses: list[float],
+                    args: dict) -> None:
+    """Compact checkpoint (see the module docstring); written atomically."""
+    params = _params(pipe)
+    exp_avg_sq = [opt.state[p]["exp_avg_sq"].to(torch.bfloat16) if p in opt.state else None
+                  for p in params]
+    state = {
+        "step": step,
+        "args": args,
+        "model": {k: v.to(torch.float16) for k, v in toy_model.model_state(pipe).items()},
+        "ema": [e.to(torch.float16) for e in ema],
+        "exp_avg_sq": exp_avg_sq,
+        "losses": torch.tensor(losses, dtype=torch.float32),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, pipe, ema: list[torch.Tensor], opt) -> tuple[int, list[float]]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    toy_model.load_model_state(pipe, {k: v.float() for k, v in state["model"].items()})
+    for e, saved in zip(ema, state["ema"]):
+        e.copy_(saved.float())
+    for p, sq in zip(_params(pipe), state["exp_avg_sq"]):
+        if sq is not None:
+            opt.state[p] = {"step": torch.tensor(float(state["step"])),
+                            "exp_avg": torch.zeros_like(p), "exp_avg_sq": sq.float()}
+    return int(state["step"]), state["losses"].tolist()
+
+
+def plot_losses(losses: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(losses)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(np.arange(1, len(y) + 1), y, lw=0.4, alpha=0.35, label="per step")
+    if len(y) >= 50:
+        k = 50
+        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k, len(y) + 1), smooth, lw=1.2, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_ema_weights(pipe, ema: list[torch.Tensor], out: Path, info: dict) -> None:
+    """Save the EMA weights as shippable toy weights in ``out``."""
+    params = _params(pipe)
+    live = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+        toy_model.save_weights(pipe, out, info)
+        for p, v in zip(params, live):
+            p.copy_(v)
+
+
+def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float = 1e-3,
+          warmup: int = 200, ema_decay: float = 0.995, caption_dropout: float = 0.1,
+          ckpt_every: int = 250, progress: bool = True) -> dict:
+    """Train (or resume) until ``steps`` optimizer steps are done; returns a summary."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    args = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "warmup": warmup,
+            "ema_decay": ema_decay, "caption_dropout": caption_dropout}
+    pipe = toy_model.build_pipeline(seed=seed)
+    pipe.transformer.train()
+    pipe.text_encoder.train()
+    params = _params(pipe)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    step, losses = 0, []
+    ckpt = out / CHECKPOINT
+    if ckpt.exists():
+        step, losses = load_checkpoint(ckpt, pipe, ema, opt)
+        print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
+
+    def finish_checkpoint(at: int) -> None:
+        save_checkpoint(ckpt, pipe, ema, opt, at, losses, args)
+        plot_losses(losses, out / "loss.png")
+        recent = float(np.mean(losses[-100:])) if losses else math.nan
+        write_ema_weights(pipe, ema, out / "weights",
+                          {"steps": at, "seed": seed, "train_args": args,
+                           "loss_last_100": recent})
+
+    bar = tqdm(total=steps, initial=step, disable=not progress, dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    t0, done_here = time.time(), 0
+    while step < steps:
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / warmup)
+        x0, captions = batch_clips(seed, step, batch, caption_dropout)
+        gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0xF10]).integers(2**62)))
+        loss = flow_loss(pipe, x0, captions, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - ema_decay)
+        step += 1
+        done_here += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}",
+                        s_per_step=f"{(time.time() - t0) / done_here:.2f}", refresh=False)
+        if step % ckpt_every == 0 or step == steps:
+            finish_checkpoint(step)
+    bar.close()
+    if done_here == 0 and not (out / "weights" / "model.safetensors").exists():
+        finish_checkpoint(step)
+    return {"steps": step, "loss_last_100": float(np.mean(losses[-100:])) if losses else math.nan,
+            "seconds_per_step": (time.time() - t0) / max(done_here, 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m numina_hooks.toy.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run folder (checkpoint, loss.png, weights/)")
+    p.add_argument("--steps", type=int, required=True, help="total optimizer steps to reach")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--ema", type=float, default=0.995, help="EMA decay per step")
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    summary = train(a.out, a.steps, a.seed, a.batch, a.lr, a.warmup, a.ema, a.caption_dropout,
+                    a.ckpt_every, progress=not a.no_progress)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

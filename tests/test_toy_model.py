@@ -1,0 +1,102 @@
+"""The toy model: a real diffusers WanPipeline over pixel latents, its shipped weights,
+and its training script."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from numina_hooks.toy import model as toy_model  # noqa: E402
+from numina_hooks.toy import train as toy_train  # noqa: E402
+from numina_hooks.toy.world import make_clip  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return toy_model.load_toy_pipeline()
+
+
+def test_shipped_pipeline_is_a_real_wan_pipeline(shipped):
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    assert isinstance(shipped, WanPipeline)
+    assert isinstance(shipped.transformer, WanTransformer3DModel)
+    assert len(shipped.transformer.blocks) == toy_model.TRANSFORMER_CONFIG["num_layers"]
+    n = sum(p.numel() for p in shipped.transformer.parameters())
+    assert 1.0e6 < n < 2.0e6
+
+
+def test_shipped_weights_generate_frames_quickly(shipped):
+    call = {**toy_model.TOY_CALL, "num_inference_steps": 2}
+    out = shipped(prompt="three red discs and two blue squares drifting",
+                  generator=torch.Generator().manual_seed(0), **call)
+    assert tuple(out.frames.shape) == (1, 3, 4, 24, 24)
+    frames = toy_model.toy_frames(out)
+    assert frames.shape == (4, 24, 24, 3) and frames.dtype == np.uint8
+    again = shipped(prompt="three red discs and two blue squares drifting",
+                    generator=torch.Generator().manual_seed(0), **call)
+    assert np.array_equal(toy_model.toy_frames(again), frames)
+
+
+def test_pixels_round_trip_through_latents():
+    clip = make_clip(3)
+    lat = toy_model.frames_to_latents(clip.frames)
+    assert tuple(lat.shape) == (1, 3, 4, 24, 24) and float(lat.abs().max()) <= 1.0
+    assert np.array_equal(toy_model.toy_frames(lat), clip.frames)
+    two = toy_model.frames_to_latents(np.stack([clip.frames, clip.frames]))
+    assert toy_model.toy_frames(two).shape == (2, 4, 24, 24, 3)
+    with pytest.raises(ValueError, match="output_type='latent'"):
+        toy_model.toy_frames(torch.zeros(1, 4, 24, 24))
+
+
+def test_tokenizer_is_word_level_with_offsets():
+    tok = toy_model.build_tokenizer()
+    text = "a yellow triangle beside four red discs"
+    enc = tok(text, return_offsets_mapping=True)
+    words = [text[a:b] for a, b in enc["offset_mapping"][:-1]]
+    assert words == text.split()
+    assert enc["input_ids"][-1] == tok.eos_token_id == 1 and tok.pad_token_id == 0
+    assert tok("a purple blob").input_ids[2] == tok.unk_token_id == 2
+    padded = tok([text], padding="max_length", max_length=toy_model.MAX_TEXT_TOKENS)
+    assert len(padded.input_ids[0]) == toy_model.MAX_TEXT_TOKENS
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="numina_hooks.toy.train"):
+        toy_model.load_toy_pipeline(tmp_path)
+
+
+def test_train_runs_two_steps_then_resumes(tmp_path):
+    first = toy_train.train(tmp_path, steps=2, seed=1, batch=2, progress=False)
+    assert first["steps"] == 2
+    ckpt = tmp_path / toy_train.CHECKPOINT
+    assert ckpt.exists() and ckpt.stat().st_size < 12e6
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 2 and len(state["losses"]) == 2
+
+    second = toy_train.train(tmp_path, steps=3, seed=1, batch=2, progress=False)
+    assert second["steps"] == 3
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 3 and len(state["losses"]) == 3
+    # The resumed step drew the data of step 2 of the same run, so its loss is finite
+    # and the first two losses are kept as they were.
+    assert torch.isfinite(state["losses"]).all()
+    pipe = toy_model.load_toy_pipeline(tmp_path / "weights")
+    out = pipe(prompt="a red disc", **{**toy_model.TOY_CALL, "num_inference_steps": 1})
+    assert toy_model.toy_frames(out).shape == (4, 24, 24, 3)
+
+
+def test_evaluate_plain_reports_paper_metrics(shipped):
+    from numina_hooks.toy.evaluate import evaluate_plain
+    from numina_hooks.toy.world import held_out_prompts
+
+    prompts = held_out_prompts(2, seed=0)
+    res = evaluate_plain(shipped, prompts, [0, 1], num_inference_steps=2)
+    assert res["videos"] == 2 and 0 <= res["count_acc"] <= 1 and 0 <= res["tc"] <= 1
+    assert [r["asked"] for r in res["rows"]] == [p.counts for p in prompts]
+    assert all(len(r["found"]) == 4 for r in res["rows"])
+    # batching does not change a prompt-seed pair's clip
+    one = evaluate_plain(shipped, prompts[1:], [1], num_inference_steps=2)
+    assert one["rows"][0]["found"] == res["rows"][1]["found"]
