@@ -1,0 +1,180 @@
+"""``NuminaConfig``: every knob of the method, grouped by phase, defaults from the paper.
+
+The reference step and layer can be fractions so that one config works for 50-step Wan2.1-1.3B
+(30 blocks), Wan 14B (40 blocks) and CogVideoX-5B (42 blocks). Invalid values fail at
+construction with a message that names the field, the value and what is expected.
+See docs/method.md for what each field does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+__all__ = ["NuminaConfig"]
+
+_CHOICES = {
+    "cross_head": ("max", "mean"),
+    "focus_clustering": ("dbscan", "hdbscan"),
+    "guidance": ("sparse", "dense"),
+    "target_mode": ("per_head", "shared"),
+}
+
+
+def _fail(name: str, value: object, expected: str) -> None:
+    raise ValueError(f"NuminaConfig.{name}={value!r} is invalid: expected {expected}")
+
+
+@dataclass(frozen=True)
+class NuminaConfig:
+    """Configuration of NUMINA (paper defaults). Immutable; use ``dataclasses.replace``."""
+
+    # --- identify (phase 1): where to read attention --------------------------------------
+    reference_step: float | int = 0.4
+    """t*: float in (0, 1) = fraction of the inference steps (0.4 -> step 20 of 50, the
+    paper's t* = 20); int = absolute 0-based step index."""
+    reference_layer: float | int = 0.5
+    """l*: float in (0, 1) = fraction of the depth (0.5 -> block 15 of 30); int = absolute
+    0-based block index."""
+
+    # --- identify: self-attention head score S = std + block + gamma * sobel -------------
+    gamma: float = 1.0
+    """Weight of the edge-clarity (mean Sobel magnitude) term; each term is normalised
+    across heads first (see heads.py), so 1.0 weighs the three terms alike."""
+    block_size: int = 3
+    """Side of the square blocks (in patches) of the structural-richness term."""
+    score_stride: int = 2
+    """Queries and keys are subsampled by this stride along both grid axes for the
+    head-scoring PCA (the score is computed on an H/2 x W/2 gray image). 1 = exact, slower."""
+
+    # --- identify: cross-attention and countable layout ----------------------------------
+    cross_head: Literal["max", "mean"] = "max"
+    """'max': the head with the highest peak (paper); 'mean': mean over heads."""
+    peak_ratio: float = 0.1
+    """Cross-attention pixels below peak_ratio * peak are dropped before density clustering."""
+    tau: float = 0.2
+    """A proposal is an instance when |proposal ∩ focus| / |proposal| >= tau."""
+    proposal_affinity: float = 0.5
+    """Neighbouring pixels join one proposal when the correlation of their (centred)
+    self-attention rows is at least this."""
+    proposal_rank: int = 16
+    """Rows are compared after projection on the map's top proposal_rank principal
+    components (denoising); keep it above the largest count you expect."""
+    min_region: int = 4
+    """Proposals smaller than this many patches are noise, never instances."""
+    max_region_fraction: float = 0.5
+    """Proposals larger than this fraction of the frame are background, never instances."""
+    focus_clustering: Literal["dbscan", "hdbscan"] = "dbscan"
+    """Density clustering of the focus pixels."""
+    focus_eps: float = 1.5
+    """DBSCAN neighbourhood radius in patches (1.5 = the 8 neighbours)."""
+    focus_min_samples: int = 3
+    """DBSCAN/HDBSCAN min_samples; HDBSCAN also uses it as min_cluster_size."""
+
+    # --- refine: layout refinement -------------------------------------------------------
+    circle_radius: float = 3.0
+    """Radius in patches of the circle template when no instance exists to copy."""
+    lam: float = 8.0
+    """lambda: weight of the temporal term (distance to the same added instance's centre in
+    the previous frame)."""
+    placement_stride: int = 1
+    """Spacing in patches of the grid of candidate centres."""
+
+    # --- guide (phase 2): layout-guided regeneration -------------------------------------
+    guidance: Literal["sparse", "dense"] = "sparse"
+    """'sparse': bias only the noun columns on the affected rows (LSE correction);
+    'dense': materialise the bias (reference path, for tests)."""
+    boost_k: float = 0.8
+    """k: circle additions get bias k * delta(t) (paper Table 10)."""
+    suppress_bias: float = -1e4
+    """Bias on the noun columns inside removed regions."""
+    delta_floor: float = 0.5
+    """Guidance is active while delta(t) >= delta_floor (0.5: the first half of the steps
+    with the linear schedule)."""
+    target_mode: Literal["per_head", "shared"] = "per_head"
+    """Template-copy target score: the reference instance's mean per head, or one mean
+    shared by all heads."""
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                _fail(name, getattr(self, name), f"one of {choices}")
+        for name in ("reference_step", "reference_layer"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                _fail(name, v, "a float in (0, 1) (fraction) or an int >= 0 (index)")
+            if isinstance(v, float) and not (0.0 < v < 1.0):
+                _fail(name, v, "a fraction strictly between 0 and 1, or an int index")
+            if isinstance(v, int) and v < 0:
+                _fail(name, v, "a non-negative 0-based index")
+        positive = ("gamma", "lam", "circle_radius", "focus_eps")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+                _fail(name, v, "a finite number > 0")
+        for name in ("block_size", "score_stride", "proposal_rank", "min_region", "focus_min_samples",
+                     "placement_stride"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                _fail(name, v, "an int >= 1")
+        unit = {"peak_ratio": (0.0, 1.0, False), "tau": (0.0, 1.0, True),
+                "max_region_fraction": (0.0, 1.0, True), "delta_floor": (0.0, 1.0, True),
+                "proposal_affinity": (-1.0, 1.0, True)}
+        for name, (lo, hi, hi_ok) in unit.items():
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or not (lo < v and (v <= hi if hi_ok else v < hi)):
+                _fail(name, v, f"a number in ({lo}, {hi}{']' if hi_ok else ')'}")
+        for name in ("boost_k",):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                _fail(name, v, "a finite number >= 0")
+        v = self.suppress_bias
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v < 0) or math.isnan(v):
+            _fail("suppress_bias", v, "a negative number (e.g. -1e4) or -inf")
+
+    # --- resolving fractions ---------------------------------------------------------------
+    @staticmethod
+    def _resolve(name: str, value: float | int, total: int, unit: str) -> int:
+        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+            raise ValueError(f"number of {unit}s must be an int >= 1, got {total!r}")
+        index = int(round(value * total)) if isinstance(value, float) else value
+        index = min(index, total - 1) if isinstance(value, float) else index
+        if not 0 <= index < total:
+            raise ValueError(
+                f"NuminaConfig.{name}={value!r} gives {unit} {index}, outside 0..{total - 1} "
+                f"for {total} {unit}s: use a smaller index or a fraction such as 0.4")
+        return index
+
+    def resolve_step(self, num_steps: int) -> int:
+        """0-based denoising step index of t* (``0.4`` of 50 steps -> 20)."""
+        return self._resolve("reference_step", self.reference_step, num_steps, "step")
+
+    def resolve_layer(self, num_layers: int) -> int:
+        """0-based block index of l* (``0.5`` of 30 blocks -> 15, of 40 -> 20)."""
+        return self._resolve("reference_layer", self.reference_layer, num_layers, "layer")
+
+    # --- guidance schedule -----------------------------------------------------------------
+    def delta(self, step: int, num_steps: int, sigma: float | None = None) -> float:
+        """Guidance intensity delta(t) in [0, 1], non-increasing over the steps.
+
+        With ``sigma`` (the flow-matching noise level of the step, 1 = pure noise) delta is
+        sigma clipped to [0, 1]: guidance follows how much layout is still undecided.
+        Otherwise delta = 1 - step / num_steps (1 at the first step, 1/num_steps at the
+        last)."""
+        if sigma is not None:
+            if not math.isfinite(sigma):
+                raise ValueError(f"delta: sigma must be finite, got {sigma!r}")
+            return float(min(max(sigma, 0.0), 1.0))
+        if num_steps < 1 or not 0 <= step < num_steps:
+            raise ValueError(f"delta: step {step!r} outside 0..{num_steps - 1} "
+                             f"for num_steps={num_steps!r}")
+        return 1.0 - step / num_steps
+
+    def guidance_active(self, step: int, num_steps: int, sigma: float | None = None) -> bool:
+        """Whether phase-2 guidance applies at this step (delta >= delta_floor)."""
+        return self.delta(step, num_steps, sigma) >= self.delta_floor
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

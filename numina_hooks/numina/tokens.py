@@ -1,0 +1,82 @@
+"""Noun -> token columns, with the pipeline's own (fast) tokenizer.
+
+The columns are 0-based positions in the token sequence exactly as the pipeline encodes the
+prompt (T5 / UMT5 style: no BOS, pieces of the text, then EOS, then padding), so they index
+the key axis of the cross-attention directly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+__all__ = ["noun_token_columns", "find_noun_spans"]
+
+
+def find_noun_spans(prompt: str, noun: str) -> list[tuple[int, int]]:
+    """Character spans [start, end) of ``noun`` in ``prompt``: case-insensitive, whole words.
+
+    A word boundary is any character that is not a letter or digit, so "balloons" is found
+    in "air-balloons" but "cat" is not found in "cats".
+    """
+    noun = noun.strip()
+    if not noun:
+        raise ValueError("noun_token_columns: got an empty noun; expected a word of the prompt")
+    pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(noun) + r"(?![0-9A-Za-z])", re.IGNORECASE)
+    return [m.span() for m in pattern.finditer(prompt)]
+
+
+def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
+                       max_length: int | None = None) -> dict[str, list[int]]:
+    """Token columns of each noun in ``prompt`` as the pipeline tokenizes it.
+
+    Args:
+        tokenizer: a Hugging Face *fast* tokenizer (``T5TokenizerFast`` for CogVideoX, the
+            UMT5 tokenizer of Wan); it must support ``return_offsets_mapping``.
+        prompt: the prompt, exactly as passed to the pipeline.
+        nouns: nouns as written in the prompt (the keys of ``parse_counts``).
+        max_length: the pipeline's text length (512 for Wan, 226 for CogVideoX). When given,
+            the prompt is truncated as the pipeline truncates it, and a noun that falls past
+            the end is an error.
+
+    Returns:
+        {noun: sorted 0-based token positions}. A noun split into several pieces gives
+        several columns; a noun written twice gives the columns of both occurrences. Special
+        tokens (EOS, padding) are never returned. Matching is case-insensitive on whole words.
+
+    Raises:
+        ValueError: a noun is not in the prompt (or was truncated away); the message names
+            the noun and shows the tokenized prompt.
+        TypeError: the tokenizer cannot give offsets (a slow tokenizer).
+    """
+    nouns = list(nouns)
+    kwargs: dict[str, Any] = {"add_special_tokens": True, "return_offsets_mapping": True}
+    if max_length is not None:
+        kwargs.update(max_length=int(max_length), truncation=True)
+    try:
+        encoding = tokenizer(prompt, **kwargs)
+    except NotImplementedError as err:  # slow tokenizers refuse offsets
+        raise TypeError(
+            f"noun_token_columns needs a fast tokenizer with offset mapping; "
+            f"{type(tokenizer).__name__} cannot return offsets ({err}). "
+            "Load it with use_fast=True.") from err
+    offsets = encoding["offset_mapping"]
+    ids = encoding["input_ids"]
+    if len(offsets) and isinstance(offsets[0][0], (list, tuple)):
+        offsets, ids = offsets[0], ids[0]  # a batch of one
+    columns: dict[str, list[int]] = {}
+    for noun in nouns:
+        spans = find_noun_spans(prompt, noun)
+        cols = sorted({
+            k for k, (s, e) in enumerate(offsets)
+            if e > s and any(s < span_end and e > span_start for span_start, span_end in spans)
+        })
+        if not cols:
+            pieces = tokenizer.convert_ids_to_tokens(list(ids))
+            where = "is not in the prompt" if not spans else "was truncated away (max_length)"
+            raise ValueError(
+                f"noun {noun!r} {where}; prompt {prompt!r} tokenizes to "
+                f"{list(enumerate(pieces))}. Pass nouns exactly as written in the prompt "
+                "(the keys of parse_counts), or pass counts= with such nouns.")
+        columns[noun] = cols
+    return columns

@@ -1,0 +1,65 @@
+"""parse_counts: the CountBench file and handwritten prompts outside it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from numina_hooks.numina.counts import parse_counts
+
+COUNTBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "countbench"
+if not COUNTBENCH.exists():
+    COUNTBENCH = Path("/work/shared/data/countbench")
+
+
+@pytest.mark.skipif(not (COUNTBENCH / "prompts.txt").exists(), reason="CountBench data not found")
+def test_countbench_exact_match_at_least_95_percent():
+    prompts = (COUNTBENCH / "prompts.txt").read_text().splitlines()
+    truth = [json.loads(line) for line in (COUNTBENCH / "noun_counts.jsonl").read_text().splitlines()]
+    assert len(prompts) == len(truth) == 210
+    hits = sum(parse_counts(p) == t for p, t in zip(prompts, truth))
+    assert hits / len(prompts) >= 0.95, hits
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("Three hot air balloons drifting over the hills", {"balloons": 3}),
+    ("Two fire-breathing dragons circling a tower", {"dragons": 2}),
+    ("A pair of swans gliding on a lake", {"swans": 2}),
+    ("A dozen eggs in a basket", {"eggs": 12}),
+    ("5 apples and 2 pears on a table", {"apples": 5, "pears": 2}),
+    ("Two geese and three oxen crossing a road", {"geese": 2, "oxen": 3}),
+    ("Four women and a child laughing", {"women": 4, "child": 1}),
+    ("Seven mice and a cat in a barn", {"mice": 7, "cat": 1}),
+    ("Ten sheep grazing near an old barn", {"sheep": 10}),
+    ("Eleven deer and twelve fish", {"deer": 11, "fish": 12}),
+    ("A flamingo standing on one leg in a pond", {"flamingo": 1}),
+    ("A man reading a book in a quiet library", {"man": 1}),
+    ("A lone wolf howling", {"wolf": 1}),
+    ("One single candle", {"candle": 1}),
+    ("Two police officers chasing a thief", {"officers": 2}),
+    ("A knight with a sword riding a horse", {"knight": 1, "sword": 1}),
+    ("Six small yellow rubber ducks floating in a bathtub", {"ducks": 6}),
+    ("A flock of nine pigeons above the square", {"pigeons": 9}),
+    ("Three goldfish and two jellyfish in a tank", {"goldfish": 3, "jellyfish": 2}),
+    ("Two children and their mothers at the zoo", {"children": 2}),
+    ("Three cats; two of them asleep", {"cats": 3}),
+])
+def test_handwritten_prompts(prompt, expected):
+    assert parse_counts(prompt) == expected
+
+
+@pytest.mark.parametrize("prompt", [
+    "A sunny beach at dusk", "Cats playing in the garden", "", "The sky over the sea",
+    "A group of people at a party", "Rain falling on the city at night",
+])
+def test_nothing_countable_gives_empty_dict(prompt):
+    assert parse_counts(prompt) == {}
+
+
+def test_same_noun_twice_adds_up_and_keeps_first_spelling():
+    assert parse_counts("A cat, a dog and a Cat") == {"cat": 2, "dog": 1}
+
+
+def test_rejects_non_string():
+    with pytest.raises(TypeError, match="str"):
+        parse_counts(3)  # type: ignore[arg-type]
