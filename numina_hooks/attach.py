@@ -45,8 +45,10 @@ class Handle:
       processor object, forward and module attribute exactly.
     """
 
-    def __init__(self, target: Any, adapter, plugins=()):
+    def __init__(self, target: Any, adapter, plugins=(), config=None):
         self.target = target
+        #: the NUMINA configuration; ``None`` when the handle only runs plugins
+        self.config = config
         self._adapter = adapter
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
@@ -270,10 +272,29 @@ class Handle:
 
     # ------------------------------------------------------------------ pipeline calls
     def __call__(self, *args, **kwargs):
-        """Run the attached pipeline with step and lifecycle hooks; returns its output."""
-        return self.run_pipeline(*args, **kwargs)
+        """Run the attached pipeline; returns its own output type.
+
+        With NUMINA enabled (``handle.config`` set) this is the two-phase
+        generation and the output carries ``out.numina`` (a
+        :class:`~numina_hooks.numina.report.NuminaReport`); ``counts=`` overrides
+        the counts parsed from the prompt. Otherwise it is one pipeline call with
+        the step and lifecycle hooks (:meth:`run_pipeline`).
+        """
+        if self.config is None:
+            return self.run_pipeline(*args, **kwargs)
+        from .numina.generate import run_numina
+
+        self._check_attached()
+        if args:
+            if "prompt" in kwargs or len(args) > 1:
+                raise TypeError("pass the prompt once, as prompt=... (other pipeline arguments by keyword)")
+            kwargs["prompt"] = args[0]
+        if "prompt" not in kwargs:
+            raise TypeError("NUMINA needs prompt=...: the text whose counts it enforces")
+        return run_numina(self, self.config, **kwargs)
 
     def run_pipeline(self, *args, **kwargs):
+        """One pipeline call with the step and lifecycle hooks (no NUMINA)."""
         self._check_attached()
         pipe = self._adapter.pipeline
         if pipe is None:
@@ -340,14 +361,20 @@ def _remove_forward_hook(model, registry, had_registry, had_forward_attr, ours) 
         registry.invalidate_child_registries_cache()
 
 
-def attach(target: Any, *plugins: Any) -> Handle:
+def attach(target: Any, *plugins: Any, config=None) -> Handle:
     """Hook a diffusers Wan / CogVideoX pipeline or transformer; returns a :class:`Handle`.
 
     ::
 
-        handle = numina_hooks.attach(pipe, MyPlugin())
-        out = handle(prompt="three cats", num_inference_steps=30)
+        numina = numina_hooks.attach(pipe)                       # NUMINA with paper defaults
+        out = numina(prompt="Three cats chasing two dogs")      # out.numina: the report
+        handle = numina_hooks.attach(pipe, MyPlugin())           # plugins only: no NUMINA
+        handle = numina_hooks.attach(pipe, EasyCache(), config=NuminaConfig())  # both
         handle.detach()          # pipe is exactly as before
+
+    NUMINA is enabled when ``config`` is given, or when a *pipeline* is attached
+    with no plugin at all (the one-line use above). It only acts in calls made
+    through the handle; plain ``pipe(...)`` calls see the plugins alone.
 
     :raises TypeError: ``target`` is not supported (the message lists what is),
         or a plugin has no ``@hookimpl`` method.
@@ -356,4 +383,17 @@ def attach(target: Any, *plugins: Any) -> Handle:
     from numina_hooks.adapters import adapter_for
 
     adapter = adapter_for(target)
-    return Handle(target, adapter, plugins)
+    if config is None and not plugins and adapter.pipeline is not None:
+        from .numina.config import NuminaConfig
+
+        config = NuminaConfig()
+    if config is not None:
+        from .numina.config import NuminaConfig
+
+        if not isinstance(config, NuminaConfig):
+            raise TypeError(f"config={config!r}: expected a numina_hooks.NuminaConfig")
+        if adapter.pipeline is None:
+            raise TypeError(
+                "NUMINA runs a whole generation, so it needs the pipeline: attach the pipeline, not its transformer"
+            )
+    return Handle(target, adapter, plugins, config=config)

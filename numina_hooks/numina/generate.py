@@ -1,0 +1,230 @@
+"""The two-phase NUMINA generation (identify, decide, refine, guide).
+
+``run_numina(handle, config, prompt=..., counts=None, **pipeline_kwargs)`` is
+what ``handle(prompt=...)`` runs when NUMINA is enabled on a handle:
+
+1. counts from ``counts=`` or :func:`parse_counts`; token columns from the
+   pipeline's own tokenizer;
+2. phase 1 samples from the caller's noise (``generator`` state is saved,
+   ``latents`` reused) and reads the layout at (t*, l*) of the cond branch;
+3. if every noun has its count in every frame, phase 1 simply runs on and is
+   the result (bit-identical to the plain pipeline, no second pass); otherwise
+   it stops right after the cond forward of t*;
+4. the layouts are refined and phase 2 regenerates from the same noise with
+   layout-guided cross-attention.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..hookspecs import hookimpl
+from .config import NuminaConfig
+from .counts import parse_counts
+from .guidance import LayoutGuidance, plan_from_refinement
+from .identify import LayoutReader
+from .refine import refine_layouts
+from .report import NuminaReport
+from .tokens import noun_token_columns
+
+
+class _Phase1Done(Exception):
+    """Raised inside phase 1 once the layout is read and needs correcting."""
+
+
+class _Phase1Control:
+    """Counts model calls; stops phase 1 after the cond forward of t* on a mismatch."""
+
+    def __init__(self, reader: LayoutReader, counts: dict, step: int):
+        self.reader = reader
+        self.counts = counts
+        self.step = step
+        self.calls = 0
+
+    @hookimpl(wrapper=True)
+    def on_forward(self, call):
+        ctx = call.context
+        out = yield
+        self.calls += 0 if call.skipped else 1
+        has_cond = ctx.branch == "cond" or (isinstance(ctx.branch, tuple) and "cond" in ctx.branch)
+        if ctx.step == self.step and has_cond:
+            if not self.reader.done:
+                raise RuntimeError(
+                    f"NUMINA read no layout at reference step {self.step}, layer {self.reader.layer}: the "
+                    "transformer did not run its attention there (a cache skipped the step?). "
+                    "Let that step compute fully, or choose another NuminaConfig.reference_step."
+                )
+            if not self.reader.matches(self.counts):
+                raise _Phase1Done()
+        return out
+
+
+class _CallCounter:
+    def __init__(self):
+        self.calls = 0
+
+    @hookimpl(wrapper=True)
+    def on_forward(self, call):
+        out = yield
+        self.calls += 0 if call.skipped else 1
+        return out
+
+
+def _signature_default(pipe, name: str, fallback):
+    param = inspect.signature(type(pipe).__call__).parameters.get(name)
+    if param is None or param.default is inspect.Parameter.empty or param.default is None:
+        return fallback
+    return param.default
+
+
+def _validate_counts(counts: Any) -> dict[str, int]:
+    if not isinstance(counts, dict) or not counts:
+        raise ValueError(f"counts={counts!r}: expected a non-empty dict noun -> int >= 1, e.g. {{'cats': 3}}")
+    out = {}
+    for noun, n in counts.items():
+        if not isinstance(noun, str) or not noun.strip():
+            raise ValueError(f"counts has key {noun!r}: expected a noun as written in the prompt")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"counts[{noun!r}]={n!r}: expected an int >= 1 (how many {noun} to show)")
+        out[noun] = int(n)
+    return out
+
+
+def _text_for_tokenizer(pipe, prompt: str) -> str:
+    """The prompt as the pipeline tokenizes it (Wan cleans it with ftfy and whitespace rules)."""
+    clean = getattr(sys.modules.get(type(pipe).__module__), "prompt_clean", None)
+    return clean(prompt) if callable(clean) else prompt
+
+
+def _generators(kwargs: dict) -> list:
+    gen = kwargs.get("generator")
+    if gen is None:
+        return []
+    return list(gen) if isinstance(gen, (list, tuple)) else [gen]
+
+
+def _attach_report(out, report: NuminaReport):
+    if isinstance(out, tuple):
+        out = _OutputTuple(out)
+    out.numina = report
+    return out
+
+
+class _OutputTuple(tuple):
+    """The pipeline's ``return_dict=False`` tuple, with ``.numina``."""
+
+    numina: NuminaReport
+
+
+def run_numina(handle, config: NuminaConfig, *, prompt: str, counts: Optional[dict] = None, **kwargs):
+    pipe = handle._adapter.pipeline
+    if not isinstance(prompt, str):
+        raise ValueError(
+            f"prompt={prompt!r}: NUMINA takes one prompt string per call (it reads one layout); loop over prompts"
+        )
+    if kwargs.get("num_videos_per_prompt", 1) not in (None, 1):
+        raise ValueError("num_videos_per_prompt must be 1 with NUMINA: call once per video with its own generator")
+    t_start = time.perf_counter()
+    asked = _validate_counts(counts) if counts is not None else parse_counts(prompt)
+    report = NuminaReport(prompt=prompt, counts_asked=dict(asked))
+    if not asked:
+        report.reason = "nothing to count: the prompt names no countable object and no counts= was given"
+        out = handle.run_pipeline(prompt=prompt, **kwargs)
+        report.timings["total"] = time.perf_counter() - t_start
+        return _attach_report(out, report)
+
+    max_len = kwargs.get("max_sequence_length") or _signature_default(pipe, "max_sequence_length", None)
+    columns = noun_token_columns(pipe.tokenizer, _text_for_tokenizer(pipe, prompt), asked, max_length=max_len)
+    report.token_columns = columns
+    num_steps = int(kwargs.get("num_inference_steps") or _signature_default(pipe, "num_inference_steps", 50))
+    transformers = handle._adapter.transformers()
+    depth = len({site.layer for site, _ in handle._adapter.sites(*transformers[0])})
+    step, layer = config.resolve_step(num_steps), config.resolve_layer(depth)
+    report.reference_step, report.reference_layer, report.num_steps = step, layer, num_steps
+
+    kwargs = dict(kwargs)
+    if kwargs.get("latents") is None and kwargs.get("generator") is None:
+        report.seed = int(torch.seed() % (2**63))
+        kwargs["generator"] = torch.Generator(device=getattr(pipe, "_execution_device", "cpu")).manual_seed(report.seed)
+    states = [g.get_state() for g in _generators(kwargs)]
+
+    # ---- phase 1
+    reader = LayoutReader(columns, step, layer, config)
+    control = _Phase1Control(reader, asked, step)
+    handle.register(reader)
+    handle.register(control)
+    t0 = time.perf_counter()
+    out = None
+    try:
+        out = handle.run_pipeline(prompt=prompt, **kwargs)
+    except _Phase1Done:
+        if hasattr(pipe, "maybe_free_model_hooks"):
+            pipe.maybe_free_model_hooks()  # what the pipeline does at the end of a call
+    finally:
+        handle.unregister(reader)
+        handle.unregister(control)
+    report.timings["phase1"] = time.perf_counter() - t0
+    report.timings["identify"] = reader.seconds
+    report.model_calls["phase1"] = control.calls
+    _fill_reading(report, reader)
+    if out is not None:
+        report.reason = "every noun had its count in every frame of the layout: phase 1 ran on and is the result"
+        report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}
+        report.timings["total"] = time.perf_counter() - t_start
+        return _attach_report(out, report)
+
+    # ---- refine
+    t0 = time.perf_counter()
+    refined = {
+        noun: refine_layouts(list(report.layouts_before[noun]), asked[noun], config) for noun in asked
+    }
+    report.layouts_after = {n: np.stack([rf.labels_after for rf in frames]) for n, frames in refined.items()}
+    report.edits = {
+        n: {
+            "removed": sum(len(rf.removed) for rf in frames),
+            "added_circle": sum(1 for rf in frames for e in rf.added if e.kind == "add_circle"),
+            "added_copy": sum(1 for rf in frames for e in rf.added if e.kind == "add_copy"),
+        }
+        for n, frames in refined.items()
+    }
+    plan = plan_from_refinement(refined, columns, reader.grid)
+    report.timings["refine"] = time.perf_counter() - t0
+
+    # ---- phase 2, from the same noise
+    for gen, state in zip(_generators(kwargs), states):
+        gen.set_state(state)
+    guidance = LayoutGuidance(plan, config, num_steps)
+    counter = _CallCounter()
+    handle.register(guidance)
+    handle.register(counter)
+    t0 = time.perf_counter()
+    try:
+        out = handle.run_pipeline(prompt=prompt, **kwargs)
+    finally:
+        handle.unregister(guidance)
+        handle.unregister(counter)
+    report.phase2_ran = True
+    report.reason = "the layout's counts differ from the asked counts: refined and regenerated with guidance"
+    report.timings["phase2"] = time.perf_counter() - t0
+    report.model_calls["phase2"] = counter.calls
+    report.guided_steps = sorted(guidance.guided_steps)
+    report.timings["total"] = time.perf_counter() - t_start
+    return _attach_report(out, report)
+
+
+def _fill_reading(report: NuminaReport, reader: LayoutReader) -> None:
+    report.reference_transformer = reader.transformer
+    report.counts_found = reader.counts_found()
+    report.self_heads = [fr.self_head for fr in reader.frames]
+    if reader.frames:
+        report.pca_images = np.stack([fr.pca_rgb for fr in reader.frames])
+    for noun, r in reader.nouns.items():
+        report.cross_heads[noun] = list(r.cross_heads)
+        report.layouts_before[noun] = np.stack(r.labels).astype(np.int32)
+        report.cross_maps[noun] = np.stack(r.cross_maps)

@@ -1,0 +1,133 @@
+"""Phase 2 as a plugin: layout-guided cross-attention.
+
+:class:`GuidancePlan` turns the refined layouts into token indices once;
+:class:`LayoutGuidance` applies it in the cross-attention of the conditional
+branch of every block while ``config.guidance_active(step)``:
+
+* removed regions: the noun's columns are suppressed (``mode="suppress"``);
+* circle additions: bias ``+ k * delta(t)`` on the noun's columns (``"boost"``);
+* template-copy additions: the noun's pre-softmax scores are set to the mean
+  score of the reference instance (per head, or shared by heads) times
+  ``delta(t)`` (``"set"``).
+
+The unconditional branch, text rows and every other column are untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..attention import ColumnEdit, guided_attention, pre_softmax_scores
+from ..hookspecs import hookimpl
+from .config import NuminaConfig
+
+
+@dataclass
+class CopyGroup:
+    """Template-copy additions of one frame: rows to set, rows of the reference instance."""
+
+    rows: torch.Tensor  # [R] video token indices (frame offset included)
+    reference_rows: torch.Tensor  # [Rref]
+
+
+@dataclass
+class NounPlan:
+    columns: torch.Tensor  # [T] text token columns
+    suppress_rows: torch.Tensor  # [R]
+    boost_rows: torch.Tensor  # [R]
+    copies: list = field(default_factory=list)  # list[CopyGroup]
+
+    @property
+    def empty(self) -> bool:
+        return self.suppress_rows.numel() == 0 and self.boost_rows.numel() == 0 and not self.copies
+
+
+@dataclass
+class GuidancePlan:
+    """Everything phase 2 changes, as token indices. ``nouns``: noun -> :class:`NounPlan`."""
+
+    nouns: dict
+    frame_tokens: int
+
+    @property
+    def empty(self) -> bool:
+        return all(p.empty for p in self.nouns.values())
+
+
+def _rows(mask: np.ndarray, frame: int, hw: int) -> torch.Tensor:
+    return torch.from_numpy(np.flatnonzero(mask.reshape(-1)) + frame * hw).long()
+
+
+def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tuple[int, int]) -> GuidancePlan:
+    """Build the plan from ``refine_layouts`` output: noun -> list of per-frame refinements."""
+    hw = grid[0] * grid[1]
+    nouns = {}
+    for noun, frames in refined.items():
+        suppress, boost, copies = [], [], []
+        for f, rf in enumerate(frames):
+            added_here = np.zeros(grid, dtype=bool)
+            for edit in rf.added:
+                added_here |= edit.mask
+                if edit.kind == "add_circle" or edit.reference is None:
+                    boost.append(_rows(edit.mask, f, hw))
+                else:
+                    copies.append(CopyGroup(rows=_rows(edit.mask, f, hw), reference_rows=_rows(edit.reference, f, hw)))
+            for mask in rf.removed:
+                # an addition placed over a removed region wins there
+                suppress.append(_rows(mask & ~added_here, f, hw))
+        nouns[noun] = NounPlan(
+            columns=torch.as_tensor(columns[noun], dtype=torch.long),
+            suppress_rows=torch.cat(suppress) if suppress else torch.zeros(0, dtype=torch.long),
+            boost_rows=torch.cat(boost) if boost else torch.zeros(0, dtype=torch.long),
+            copies=[c for c in copies if c.rows.numel() and c.reference_rows.numel()],
+        )
+    return GuidancePlan(nouns=nouns, frame_tokens=hw)
+
+
+class LayoutGuidance:
+    """Return the guided attention output for the cond rows of every cross view."""
+
+    def __init__(self, plan: GuidancePlan, config: NuminaConfig, num_steps: int):
+        self.plan = plan
+        self.config = config
+        self.num_steps = num_steps
+        self.guided_calls = 0
+        self.guided_steps: set[int] = set()
+
+    def edits_for(self, view) -> list[ColumnEdit]:
+        """The edits of one cross view (empty when guidance is off at this step)."""
+        cfg = self.config
+        step, sigma = view.step, view.context.sigma
+        if step is None or not cfg.guidance_active(step, self.num_steps, sigma):
+            return []
+        delta = cfg.delta(step, self.num_steps, sigma)
+        q0, c0 = view.video_queries.start, view.text_keys.start
+        edits = []
+        for batch in view.rows_of("cond"):
+            for noun in self.plan.nouns.values():
+                cols = noun.columns + c0
+                if noun.suppress_rows.numel():
+                    edits.append(ColumnEdit(batch, noun.suppress_rows + q0, cols, "suppress"))
+                if noun.boost_rows.numel():
+                    edits.append(ColumnEdit(batch, noun.boost_rows + q0, cols, "boost", cfg.boost_k * delta))
+                for group in noun.copies:
+                    ref = pre_softmax_scores(view.q, view.k, group.reference_rows + q0, cols, batch, view.scale)
+                    target = ref.mean(dim=(1, 2))  # [heads]
+                    if cfg.target_mode == "shared":
+                        target = target.mean().expand_as(target)
+                    edits.append(ColumnEdit(batch, group.rows + q0, cols, "set", target * delta))
+        return edits
+
+    @hookimpl
+    def on_attention(self, view):
+        if view.kind != "cross":
+            return None
+        edits = self.edits_for(view)
+        if not edits:
+            return None
+        self.guided_calls += 1
+        self.guided_steps.add(view.step)
+        return guided_attention(view.q, view.k, view.v, edits, scale=view.scale, method=self.config.guidance)

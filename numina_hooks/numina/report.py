@@ -1,0 +1,122 @@
+"""``out.numina``: what NUMINA saw and did in one generation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class NuminaReport:
+    """The report attached to the pipeline output as ``out.numina``.
+
+    Grids are in latent patches (``[F, H, W]``). ``layouts_before`` are phase 1's
+    instance labels (0 background, 1..n instances); ``layouts_after`` the refined
+    layouts phase 2 was guided by (equal to before when no edit was needed).
+    """
+
+    prompt: str
+    counts_asked: dict
+    counts_found: dict = field(default_factory=dict)  # noun -> per-frame counts in phase 1
+    phase2_ran: bool = False
+    reason: str = ""
+    reference_step: Optional[int] = None
+    reference_layer: Optional[int] = None
+    reference_transformer: Optional[str] = None
+    num_steps: Optional[int] = None
+    token_columns: dict = field(default_factory=dict)
+    self_heads: list = field(default_factory=list)  # per frame
+    cross_heads: dict = field(default_factory=dict)  # noun -> per frame
+    layouts_before: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
+    layouts_after: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
+    edits: dict = field(default_factory=dict)  # noun -> {"removed": n, "added_circle": n, "added_copy": n}
+    timings: dict = field(default_factory=dict)  # seconds: phase1, identify, refine, phase2, total
+    model_calls: dict = field(default_factory=dict)  # phase1, phase2
+    guided_steps: list = field(default_factory=list)
+    seed: Optional[int] = None  # the seed numina-hooks drew when the caller gave no noise
+    cache: dict = field(default_factory=dict)  # cache statistics, when a cache plugin ran
+    pca_images: Optional[np.ndarray] = None  # float32 [F, H, W, 3]
+    cross_maps: dict = field(default_factory=dict)  # noun -> float32 [F, H, W]
+
+    def summary(self) -> dict:
+        """The JSON-friendly part of the report."""
+        return {
+            "prompt": self.prompt,
+            "counts_asked": self.counts_asked,
+            "counts_found": self.counts_found,
+            "counts_after": {n: [int(f.max()) for f in lay] for n, lay in self.layouts_after.items()},
+            "phase2_ran": self.phase2_ran,
+            "reason": self.reason,
+            "reference_step": self.reference_step,
+            "reference_layer": self.reference_layer,
+            "reference_transformer": self.reference_transformer,
+            "num_steps": self.num_steps,
+            "token_columns": self.token_columns,
+            "self_heads": self.self_heads,
+            "cross_heads": self.cross_heads,
+            "edits": self.edits,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "model_calls": self.model_calls,
+            "guided_steps": self.guided_steps,
+            "seed": self.seed,
+            "cache": self.cache,
+        }
+
+    def save(self, folder) -> Path:
+        """Write ``summary.json`` and one picture per frame: the chosen self-attention
+        head as a PCA colour image, each noun's cross-attention map, its layout before
+        and after refinement. Returns the folder."""
+        from PIL import Image, ImageDraw
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps(self.summary(), indent=2))
+        if self.pca_images is None:
+            return folder
+        frames, h, w, _ = self.pca_images.shape
+        cell = max(4, 96 // max(h, w))
+        tiles_w, tiles_h = w * cell, h * cell
+        nouns = list(self.layouts_before)
+        columns = 1 + 3 * len(nouns)
+        for f in range(frames):
+            canvas = Image.new("RGB", (columns * (tiles_w + 4), tiles_h + 16), "white")
+            draw = ImageDraw.Draw(canvas)
+            tiles = [("self head %s" % (self.self_heads[f] if f < len(self.self_heads) else "?"),
+                      _to_rgb(self.pca_images[f]))]
+            for noun in nouns:
+                tiles.append((f"{noun} cross", _heat(self.cross_maps[noun][f])))
+                tiles.append((f"{noun} before", _labels_rgb(self.layouts_before[noun][f])))
+                tiles.append((f"{noun} after", _labels_rgb(self.layouts_after[noun][f])))
+            for i, (title, img) in enumerate(tiles):
+                pic = Image.fromarray(img).resize((tiles_w, tiles_h), Image.NEAREST)
+                x = i * (tiles_w + 4)
+                canvas.paste(pic, (x, 16))
+                draw.text((x + 1, 2), title[:24], fill="black")
+            canvas.save(folder / f"frame_{f:02d}.png")
+        return folder
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _heat(m: np.ndarray) -> np.ndarray:
+    lo, hi = float(m.min()), float(m.max())
+    x = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    return _to_rgb(np.stack([x, x ** 2, 1 - x], axis=-1))
+
+
+_PALETTE = np.array(
+    [[255, 255, 255], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [170, 110, 40]],
+    dtype=np.uint8,
+)
+
+
+def _labels_rgb(labels: np.ndarray) -> np.ndarray:
+    idx = np.where(labels > 0, (labels - 1) % (len(_PALETTE) - 1) + 1, 0)
+    return _PALETTE[idx]
