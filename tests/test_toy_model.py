@@ -100,3 +100,25 @@ def test_evaluate_plain_reports_paper_metrics(shipped):
     # batching does not change a prompt-seed pair's clip
     one = evaluate_plain(shipped, prompts[1:], [1], num_inference_steps=2)
     assert one["rows"][0]["found"] == res["rows"][1]["found"]
+
+
+def test_attention_probe_reproduces_the_layer_output(shipped):
+    from numina_hooks.toy import evaluate
+
+    clip = make_clip(1)
+    x = 0.4 * toy_model.frames_to_latents(clip.frames) + 0.6 * torch.randn(
+        1, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0))
+    attn = shipped.transformer.blocks[3].attn1
+    seen = {}
+    hooks = [attn.register_forward_pre_hook(lambda m, a: seen.update(inp=a[0])),
+             attn.register_forward_hook(lambda m, a, o: seen.update(out=o))]
+    try:
+        maps = evaluate._self_attention_maps(shipped, x, 0.6, clip.caption)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(maps) == 6 and tuple(maps[3].shape) == (4, 576, 576)
+    with torch.no_grad():
+        v = attn.to_v(seen["inp"]).unflatten(2, (attn.heads, -1))[0].transpose(0, 1)
+        out = attn.to_out[0]((maps[3] @ v).transpose(0, 1).flatten(1)[None])
+    torch.testing.assert_close(out, seen["out"], atol=1e-5, rtol=1e-4)
