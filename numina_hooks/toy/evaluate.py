@@ -1,6 +1,6 @@
 """Count how well the plain toy model (no NUMINA) follows requested counts.
 
-    python -m numina_hooks.toy.evaluate --n 20 --seed 0 [--weights DIR] [--json PATH]
+    python -m numina_hooks.toy.evaluate --n 20 --seed 0 [--weights DIR] [--json PATH] [--probe 20]
 
 Each prompt-seed pair is generated with ``model.TOY_CALL`` (20 Euler steps, guidance 4),
 its frames are counted with the exact counter, and CountAcc / TC are computed as the
@@ -57,32 +57,6 @@ def evaluate_plain(pipe, prompts: Sequence[Prompt], seeds: Sequence[int], **call
                      "found": [{k: f[k] for k in p.counts} for f in found],
                      **video_scores(found, p.counts)})
     return {**summarize(videos), "rows": rows}
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m numina_hooks.toy.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", default=None, help="weights folder (default: shipped)")
-    ap.add_argument("--n", type=int, default=20, help="prompt-seed pairs")
-    ap.add_argument("--seed", type=int, default=0, help="selects prompts and noise seeds")
-    ap.add_argument("--steps", type=int, default=toy_model.TOY_CALL["num_inference_steps"])
-    ap.add_argument("--json", default=None, help="write the figures here")
-    a = ap.parse_args(argv)
-    pipe = toy_model.load_toy_pipeline(a.weights)
-    prompts = held_out_prompts(a.n, seed=a.seed)
-    seeds = [1000 * a.seed + i for i in range(a.n)]
-    res = evaluate_plain(pipe, prompts, seeds, num_inference_steps=a.steps)
-    print(f"{res['videos']} held-out prompt-seed pairs: CountAcc {res['count_acc']:.3f}  "
-          f"TC {res['tc']:.3f}")
-    for k, v in res["by_requested"].items():
-        print(f"  requested {k}: {v['acc']:.3f} of {v['frames']} frame-classes right")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(res, fh, indent=1)
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _self_attention_maps(pipe, latents: torch.Tensor, sigma: float, caption: str) -> list:
@@ -199,3 +173,39 @@ def instance_separation(pipe, seeds: Sequence[int], sigma: float = 0.6, near: in
             })
         layers.append(heads)
     return {"sigma": sigma, "clips": len(seeds), "layers": layers}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m numina_hooks.toy.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=None, help="weights folder (default: shipped)")
+    ap.add_argument("--n", type=int, default=20, help="prompt-seed pairs")
+    ap.add_argument("--seed", type=int, default=0, help="selects prompts and noise seeds")
+    ap.add_argument("--steps", type=int, default=toy_model.TOY_CALL["num_inference_steps"])
+    ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--probe", type=int, default=0, metavar="CLIPS",
+                    help="also measure self-attention instance separation on this many clips")
+    a = ap.parse_args(argv)
+    pipe = toy_model.load_toy_pipeline(a.weights)
+    prompts = held_out_prompts(a.n, seed=a.seed)
+    seeds = [1000 * a.seed + i for i in range(a.n)]
+    res = evaluate_plain(pipe, prompts, seeds, num_inference_steps=a.steps)
+    print(f"{res['videos']} held-out prompt-seed pairs: CountAcc {res['count_acc']:.3f}  "
+          f"TC {res['tc']:.3f}")
+    for k, v in res["by_requested"].items():
+        print(f"  requested {k}: {v['acc']:.3f} of {v['frames']} frame-classes right")
+    if a.probe:
+        sep = instance_separation(pipe, range(a.probe))
+        res["instance_separation"] = sep
+        print(f"self-attention instance separation at sigma {sep['sigma']} "
+              f"(AUC all pairs / pairs <= 2 patches apart), rows = layers, columns = heads:")
+        for li, heads in enumerate(sep["layers"]):
+            print(f"  layer {li}: " + "  ".join(f"{h['auc']:.2f}/{h['auc_near']:.2f}" for h in heads))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(res, fh, indent=1)
+
+
+
+if __name__ == "__main__":
+    main()
