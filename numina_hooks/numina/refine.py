@@ -1,0 +1,252 @@
+"""Layout refinement across frames (paper section 4.2, eqs. 5-6).
+
+Per frame, for one noun: while there are too many instances, remove the smallest; while too
+few, add one, copying the smallest existing instance as template (a circle of radius
+``circle_radius`` when there is none), centred at the argmin over a grid of candidate centres
+(spacing ``placement_stride``) of
+
+    C(c) = Co + Cc + lam * Ct
+
+- Co: overlap of the placed template with the existing layout, grown by one patch so that a
+  new instance never touches (and merges with) an existing one. Overlap is ranked first
+  (lexicographically): a candidate with less overlap always wins, so nothing is pasted over
+  an existing instance while free space exists.
+- Cc: squared distance from the candidate to the centroid of the layout's foreground (the
+  frame centre when empty), divided by the squared frame diagonal (so it lies in [0, 1]).
+- Ct: squared distance to the centre of the same added instance in the previous frame (the
+  j-th addition of a frame follows the j-th of the previous one), divided the same way; 0
+  in the first frame.
+
+Added instances stay put: when the previous frame's centre is still collision-free it is kept
+as is (the centroid term would otherwise drag the instance a little every frame).
+Pixels are painted only where the layout is background; the painted region is the largest
+4-connected part of the placed template. Everything removed or added is kept as named data in
+``RefinedFrame``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+from .config import NuminaConfig
+
+__all__ = ["Edit", "RefinedFrame", "refine_layouts", "refine_frame", "layout_counts",
+           "instance_masks"]
+
+
+@dataclass
+class Edit:
+    """One added instance.
+
+    kind: "add_copy" (template copied from an existing instance) or "add_circle".
+    mask: bool [H, W], the pixels painted as the new instance.
+    reference: bool [H, W], the instance the template was copied from (add_copy), else None.
+        Phase 2 uses its mean attention score as the target for ``mask``.
+    centre: (row, col) of the template centre where it was placed.
+    """
+    kind: Literal["add_copy", "add_circle"]
+    mask: np.ndarray
+    reference: np.ndarray | None
+    centre: tuple[float, float]
+
+
+@dataclass
+class RefinedFrame:
+    """The refinement of one frame for one noun.
+
+    labels_before / labels_after: int32 [H, W]; labels_after numbers instances 1..n in raster
+    order of their first pixel. removed: bool masks of the removed instances (phase 2 suppresses
+    the noun there). added: the additions, in order.
+    """
+    labels_before: np.ndarray
+    labels_after: np.ndarray
+    removed: list[np.ndarray] = field(default_factory=list)
+    added: list[Edit] = field(default_factory=list)
+
+    @property
+    def count_before(self) -> int:
+        return layout_count(self.labels_before)
+
+    @property
+    def count_after(self) -> int:
+        return layout_count(self.labels_after)
+
+
+def layout_count(labels: np.ndarray) -> int:
+    """Number of distinct instance labels (> 0)."""
+    return int(np.unique(labels[labels > 0]).size)
+
+
+def layout_counts(layouts: Sequence) -> list[int]:
+    """Instance count of each layout (label arrays or objects with ``.labels``)."""
+    return [layout_count(np.asarray(getattr(x, "labels", x))) for x in layouts]
+
+
+def instance_masks(labels: np.ndarray) -> list[np.ndarray]:
+    """Bool masks of the instances, in label order."""
+    return [labels == k for k in np.unique(labels[labels > 0])]
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    flat = labels.ravel()
+    out = np.zeros_like(flat, dtype=np.int32)
+    fg = np.flatnonzero(flat > 0)
+    if fg.size:
+        values, first = np.unique(flat[fg], return_index=True)
+        order = values[np.argsort(first)]
+        lut = {v: i + 1 for i, v in enumerate(order)}
+        out[fg] = np.vectorize(lut.get, otypes=[np.int32])(flat[fg])
+    return out.reshape(labels.shape)
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    g = mask.copy()
+    g[1:] |= mask[:-1]
+    g[:-1] |= mask[1:]
+    g[:, 1:] |= mask[:, :-1]
+    g[:, :-1] |= mask[:, 1:]
+    return g
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import label
+    lab, k = label(mask)
+    if k <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    return lab == (int(np.argmax(sizes)) + 1)
+
+
+def _template(labels: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(template offsets [k, 2] relative to its centre, reference mask or None)."""
+    masks = instance_masks(labels)
+    if masks:
+        sizes = [int(m.sum()) for m in masks]
+        ref = masks[int(np.argmin(sizes))]
+        pts = np.argwhere(ref).astype(np.float64)
+        centre = np.round(pts.mean(0))
+        return (pts - centre).astype(np.int64), ref
+    r = int(np.floor(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    inside = yy ** 2 + xx ** 2 <= radius ** 2
+    return np.stack([yy[inside], xx[inside]], 1).astype(np.int64), None
+
+
+def _place(offsets: np.ndarray, centre: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    pts = offsets + np.asarray(centre, dtype=np.int64)
+    ok = (pts[:, 0] >= 0) & (pts[:, 0] < shape[0]) & (pts[:, 1] >= 0) & (pts[:, 1] < shape[1])
+    m = np.zeros(shape, dtype=bool)
+    m[pts[ok, 0], pts[ok, 1]] = True
+    return m
+
+
+def _add_one(labels: np.ndarray, cfg: NuminaConfig, previous: tuple[float, float] | None
+             ) -> Edit:
+    H, W = labels.shape
+    offsets, reference = _template(labels, cfg.circle_radius)
+    occupied = labels > 0
+    blocked = _grow(occupied)
+    fg = np.argwhere(occupied)
+    c0 = fg.mean(0) if len(fg) else np.array([(H - 1) / 2, (W - 1) / 2])
+    diag2 = float(H * H + W * W)
+    # candidate centres: a grid, restricted to where the whole template fits if possible
+    lo = np.maximum(-offsets.min(0), 0)
+    hi = np.array([H - 1, W - 1]) - np.maximum(offsets.max(0), 0)
+    if (hi < lo).any():
+        lo, hi = np.array([0, 0]), np.array([H - 1, W - 1])
+    s = cfg.placement_stride
+    ys = np.arange(lo[0], hi[0] + 1, s)
+    xs = np.arange(lo[1], hi[1] + 1, s)
+    cy, cx = np.meshgrid(ys, xs, indexing="ij")
+    cands = np.stack([cy.ravel(), cx.ravel()], 1)
+    if previous is not None:  # the previous centre is always a candidate
+        cands = np.vstack([np.round(previous).astype(np.int64)[None], cands])
+        cands[0] = np.clip(cands[0], 0, [H - 1, W - 1])
+    # overlap of every candidate placement with the grown layout, via the template points
+    pts = cands[:, None, :] + offsets[None, :, :]  # [C, k, 2]
+    inside = ((pts[..., 0] >= 0) & (pts[..., 0] < H) & (pts[..., 1] >= 0) & (pts[..., 1] < W))
+    py = np.clip(pts[..., 0], 0, H - 1)
+    px = np.clip(pts[..., 1], 0, W - 1)
+    hard = (occupied[py, px] & inside).sum(1)  # pixels of existing instances covered
+    soft = (blocked[py, px] & inside).sum(1)  # ... or touched
+    outside = (~inside).sum(1)
+    cc = ((cands - c0) ** 2).sum(1) / diag2
+    ct = ((cands - np.asarray(previous)) ** 2).sum(1) / diag2 if previous is not None else 0.0
+    cost = cc + cfg.lam * ct
+    if previous is not None and hard[0] == 0 and soft[0] == 0 and outside[0] == 0:
+        best = 0  # stays put
+    else:
+        best = int(np.lexsort((cost, soft, hard, outside))[0])
+    centre = (int(cands[best, 0]), int(cands[best, 1]))
+    placed = _place(offsets, centre, (H, W))
+    paint = _largest_component(placed & ~occupied)
+    if not paint.any():  # no background left under any template: take one pixel
+        paint = np.zeros((H, W), dtype=bool)
+        free = np.argwhere(~occupied)
+        if len(free):
+            d = ((free - np.asarray(centre)) ** 2).sum(1)
+            y, x = free[int(np.argmin(d))]
+        else:  # every pixel belongs to an instance: split one pixel off the largest
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            big = int(np.argmax(sizes))
+            if sizes[big] < 2:
+                raise ValueError("refine: no room for another instance (every pixel is "
+                                 "already a one-pixel instance)")
+            y, x = np.argwhere(labels == big)[-1]
+        paint[y, x] = True
+    kind = "add_copy" if reference is not None else "add_circle"
+    return Edit(kind=kind, mask=paint, reference=reference, centre=(float(centre[0]), float(centre[1])))
+
+
+def refine_frame(labels: np.ndarray, target: int, config: NuminaConfig | None = None,
+                 previous_centres: Sequence[tuple[float, float]] = ()) -> RefinedFrame:
+    """Refine one frame's layout to ``target`` instances (see the module docstring).
+    ``previous_centres``: centres of the additions in the previous frame, in order."""
+    cfg = config or NuminaConfig()
+    before = np.asarray(labels)
+    if before.ndim != 2:
+        raise ValueError(f"refine: labels must be a 2-D [H, W] array, got shape {before.shape}")
+    if not np.issubdtype(before.dtype, np.integer):
+        raise ValueError(f"refine: labels must be integers (0 background), got {before.dtype}")
+    if int(target) < 0 or int(target) > before.size:
+        raise ValueError(f"refine: target={target!r} must be in 0..{before.size} (the number of "
+                         f"patches of a {before.shape} layout)")
+    work = np.where(before > 0, before, 0).astype(np.int64)
+    frame = RefinedFrame(labels_before=before.astype(np.int32).copy(), labels_after=work)
+    while layout_count(work) > target:
+        masks = instance_masks(work)
+        sizes = [int(m.sum()) for m in masks]
+        smallest = masks[int(np.argmin(sizes))]
+        frame.removed.append(smallest.copy())
+        work[smallest] = 0
+    next_id = int(work.max()) + 1
+    while layout_count(work) < target:
+        j = len(frame.added)
+        prev = previous_centres[j] if j < len(previous_centres) else None
+        edit = _add_one(work, cfg, prev)
+        work[edit.mask] = next_id
+        next_id += 1
+        frame.added.append(edit)
+    frame.labels_after = _relabel(work)
+    return frame
+
+
+def refine_layouts(layouts: Sequence, target: int, config: NuminaConfig | None = None
+                   ) -> list[RefinedFrame]:
+    """Refine the layouts of one noun, one per frame in temporal order, to ``target``
+    instances each. ``layouts``: int label arrays [H, W] (or ``Layout`` objects). Additions
+    follow their counterpart of the previous frame (temporal term, weight ``config.lam``)."""
+    cfg = config or NuminaConfig()
+    out: list[RefinedFrame] = []
+    previous: list[tuple[float, float]] = []
+    for layout in layouts:
+        labels = np.asarray(getattr(layout, "labels", layout))
+        frame = refine_frame(labels, target, cfg, previous)
+        out.append(frame)
+        if frame.added:
+            previous = [e.centre for e in frame.added]
+    return out

@@ -1,0 +1,105 @@
+"""Head scoring, cross-attention choice and the countable layout on synthetic scenes."""
+
+import numpy as np
+import pytest
+import torch
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.heads import score_self_attention_heads, select_cross_attention
+from numina_hooks.numina.layout import (layout_from_attention, layout_from_maps,
+                                        naive_cross_count)
+from numina_hooks.numina.synthetic import SELF_HEAD_TYPES, make_scene
+
+GRID = (20, 32)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [make_scene(n, GRID, noise=0.25, seed=10 + n, close=0.0) for n in (1, 2, 3, 4)]
+
+
+def test_easy_scenes_counted_exactly(scenes):
+    cfg = NuminaConfig(cross_head="mean")
+    for sc in scenes:
+        fr = sc.frames[0]
+        layout = layout_from_attention(fr.self_attn, fr.cross_attn, GRID, cfg)
+        assert layout.count == fr.count, (fr.count, SELF_HEAD_TYPES[layout.self_head])
+        assert layout.labels.dtype == np.int32 and layout.labels.shape == GRID
+        assert set(np.unique(layout.labels)) == set(range(layout.count + 1))
+
+
+def test_instances_are_4_connected_and_match_truth(scenes):
+    from scipy.ndimage import label
+    fr = scenes[2].frames[0]
+    inst = fr.self_attn[SELF_HEAD_TYPES.index("instance")]
+    cross, _ = select_cross_attention(fr.cross_attn, "mean")
+    layout = layout_from_maps(inst, cross, GRID, NuminaConfig())
+    assert layout.count == fr.count
+    for k in range(1, layout.count + 1):
+        assert label(layout.labels == k)[1] == 1
+        overlap = np.bincount(fr.labels[layout.labels == k], minlength=fr.count + 1)
+        assert overlap[1:].max() >= 0.6 * (layout.labels == k).sum()  # mostly one true object
+
+
+def test_head_score_prefers_structured_over_diffuse_and_local(scenes):
+    for sc in scenes[1:]:
+        scores = score_self_attention_heads(sc.frames[0].self_attn, GRID)
+        assert scores.shape == (len(SELF_HEAD_TYPES),)
+        best = SELF_HEAD_TYPES[int(scores.argmax())]
+        assert best in ("instance", "class", "mixed"), best
+
+
+def test_accepts_numpy_and_hw_cross_maps(scenes):
+    fr = scenes[1].frames[0]
+    a = layout_from_attention(fr.self_attn.numpy(), fr.cross_attn.reshape(-1, *GRID).numpy(), GRID)
+    b = layout_from_attention(fr.self_attn, fr.cross_attn, GRID)
+    assert a.count == b.count and (a.labels == b.labels).all()
+    assert a.focus.dtype == bool and a.proposals.shape == GRID
+
+
+def test_select_cross_attention_modes():
+    x = torch.zeros(3, 6)
+    x[1, 2] = 5.0
+    x[2] = 1.0
+    m, h = select_cross_attention(x, "max")
+    assert h == 1 and m[2] == 5.0
+    m, h = select_cross_attention(x, "mean")
+    assert h == -1 and torch.allclose(m, x.mean(0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_inf_is_a_clear_error(bad, scenes):
+    fr = scenes[0].frames[0]
+    sa = fr.self_attn.clone()
+    sa[0, 3, 4] = bad
+    with pytest.raises(ValueError, match="self_attn contains 1 NaN/inf"):
+        layout_from_attention(sa, fr.cross_attn, GRID)
+    ca = fr.cross_attn.clone()
+    ca[0, 0] = bad
+    with pytest.raises(ValueError, match="cross_attn contains"):
+        layout_from_attention(fr.self_attn, ca, GRID)
+
+
+def test_wrong_grid_is_a_clear_error(scenes):
+    fr = scenes[0].frames[0]
+    with pytest.raises(ValueError, match="grid"):
+        layout_from_attention(fr.self_attn, fr.cross_attn, (10, 10))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "constant_cross", "zero_cross", "tiny"])
+def test_flat_and_degenerate_maps_do_not_crash(kind):
+    grid = (1, 1) if kind == "tiny" else (6, 8)
+    n = grid[0] * grid[1]
+    sa = torch.full((3, n, n), 1.0 / n)
+    ca = torch.rand(3, n)
+    if kind == "constant_cross":
+        ca = torch.full((3, n), 0.3)
+    if kind == "zero_cross":
+        ca = torch.zeros(3, n)
+    layout = layout_from_attention(sa, ca, grid)
+    assert layout.count == 0 and layout.labels.shape == grid
+
+
+def test_naive_counter_merges_close_instances():
+    sc = make_scene(6, (30, 52), noise=0.5, seed=3, close=1.0)
+    assert naive_cross_count(sc.frames[0].cross_attn, (30, 52)) < sc.frames[0].count

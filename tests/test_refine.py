@@ -1,0 +1,110 @@
+"""Layout refinement: explicit edits, target always reached, nothing else touched."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.refine import layout_count, layout_counts, refine_layouts
+
+CFG = NuminaConfig()
+
+
+def _blobs(shape, boxes):
+    lab = np.zeros(shape, dtype=np.int32)
+    for k, (y0, y1, x0, x1) in enumerate(boxes, 1):
+        lab[y0:y1, x0:x1] = k
+    return lab
+
+
+def test_removes_smallest_first_and_records_it():
+    lab = _blobs((20, 30), [(1, 6, 1, 6), (10, 12, 10, 12), (2, 8, 20, 28)])
+    (fr,) = refine_layouts([lab], 2, CFG)
+    assert fr.count_after == 2 and len(fr.removed) == 1 and not fr.added
+    assert fr.removed[0].sum() == 4 and fr.removed[0][10, 10]
+
+
+def test_adds_copy_of_smallest_without_touching_existing_instances():
+    lab = _blobs((20, 30), [(2, 7, 2, 7), (12, 15, 20, 23)])
+    (fr,) = refine_layouts([lab], 4, CFG)
+    assert fr.count_after == 4 and len(fr.added) == 2
+    for e in fr.added:
+        assert e.kind == "add_copy" and e.mask.sum() == 9
+        assert e.reference is not None and e.reference.sum() == 9  # the smallest one
+        assert not (e.mask & (lab > 0)).any()
+
+
+def test_circle_when_empty_is_centred_and_stays_put_across_frames():
+    empty = np.zeros((21, 31), dtype=np.int32)
+    frames = refine_layouts([empty] * 5, 1, CFG)
+    centres = [f.added[0].centre for f in frames]
+    assert frames[0].added[0].kind == "add_circle"
+    assert centres[0] == (10.0, 15.0) and len(set(centres)) == 1
+
+
+def test_added_instance_stays_put_while_existing_one_drifts():
+    frames = []
+    for f in range(6):
+        frames.append(_blobs((20, 40), [(8, 12, 5 + f, 9 + f)]))
+    out = refine_layouts(frames, 2, CFG)
+    centres = [fr.added[0].centre for fr in out]
+    assert len(set(centres)) == 1
+    assert all(fr.count_after == 2 for fr in out)
+
+
+def test_moves_only_when_forced():
+    a = _blobs((20, 40), [(8, 12, 2, 6)])
+    out = refine_layouts([a], 2, CFG)
+    c = out[0].added[0].centre
+    # next frame: the existing instance moves onto the added one's place
+    y, x = int(c[0]), int(c[1])
+    b = np.zeros_like(a)
+    b[y - 2:y + 2, x - 2:x + 2] = 1
+    out2 = refine_layouts([a, b], 2, CFG)
+    assert out2[1].added[0].centre != c
+    assert not (out2[1].added[0].mask & (b > 0)).any()
+
+
+def test_target_beyond_patches_is_an_error():
+    with pytest.raises(ValueError, match="target=5"):
+        refine_layouts([np.zeros((2, 2), np.int32)], 5, CFG)
+
+
+def test_layout_counts():
+    assert layout_counts([np.zeros((3, 3), int), _blobs((9, 9), [(0, 2, 0, 2), (5, 7, 5, 7)])]) == [0, 2]
+
+
+label_maps = st.integers(1, 12).flatmap(lambda h: st.integers(1, 12).flatmap(
+    lambda w: arrays(np.int32, (h, w), elements=st.integers(0, 4))))
+
+
+@settings(max_examples=150, deadline=None)
+@given(labels=label_maps, target=st.integers(0, 6), frames=st.integers(1, 3))
+def test_property_reaches_target_and_touches_only_edits(labels, target, frames):
+    target = min(target, labels.size)
+    out = refine_layouts([labels] * frames, target, CFG)
+    for fr in out:
+        assert layout_count(fr.labels_after) == target
+        edited = np.zeros(labels.shape, bool)
+        for m in fr.removed:
+            edited |= m
+        for e in fr.added:
+            edited |= e.mask
+            assert e.mask.any()
+        before, after = fr.labels_before, fr.labels_after
+        same = ~edited
+        assert ((before > 0) == (after > 0))[same].all()
+        # the partition into instances is unchanged outside the edits
+        pairs = set(zip(before[same & (before > 0)].tolist(), after[same & (before > 0)].tolist()))
+        assert len({b for b, _ in pairs}) == len(pairs) == len({a for _, a in pairs})
+        for m in fr.removed:
+            assert (after[m] == 0).all() or any((e.mask & m).any() for e in fr.added)
+
+
+@pytest.mark.parametrize("labels", [np.zeros((1, 1), np.int32), np.ones((1, 1), np.int32),
+                                    np.ones((5, 7), np.int32), np.zeros((5, 7), np.int32)])
+@pytest.mark.parametrize("target", [0, 1])
+def test_degenerate_maps(labels, target):
+    (fr,) = refine_layouts([labels], target, CFG)
+    assert fr.count_after == target
