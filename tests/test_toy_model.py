@@ -122,3 +122,14 @@ def test_attention_probe_reproduces_the_layer_output(shipped):
         v = attn.to_v(seen["inp"]).unflatten(2, (attn.heads, -1))[0].transpose(0, 1)
         out = attn.to_out[0]((maps[3] @ v).transpose(0, 1).flatten(1)[None])
     torch.testing.assert_close(out, seen["out"], atol=1e-5, rtol=1e-4)
+
+
+def test_ship_copies_weights_and_writes_readme(tmp_path):
+    run = tmp_path / "run"
+    toy_train.train(run, steps=1, seed=2, batch=2, progress=False)
+    dest = tmp_path / "pkg"
+    toy_train.ship(run, dest)
+    readme = (dest / "README.md").read_text()
+    assert "step 1 of the seed-2 run" in readme and f"--out {run.as_posix()} --steps 1 --seed 2" in readme
+    assert toy_model.toy_frames(toy_model.load_toy_pipeline(dest)(
+        prompt="two blue squares", **{**toy_model.TOY_CALL, "num_inference_steps": 1})).shape == (4, 24, 24, 3)

@@ -192,11 +192,50 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
             "seconds_per_step": (time.time() - t0) / max(done_here, 1)}
 
 
+_WEIGHTS_README = """# Toy model weights
+
+`model.safetensors` (fp16) holds the EMA weights (decay {ema_decay}) of the toy transformer
+and text encoder. `info.json` holds the configs, the caption vocabulary and the training
+arguments. Load them with `numina_hooks.toy.model.load_toy_pipeline()`.
+
+**Current weights: step {steps} of the seed-{seed} run in `{run}/`**
+(target {target} steps). The mean training loss over the last 100 steps was {loss:.4f}.
+They were produced by:
+
+```
+nice -n 19 env OMP_NUM_THREADS=1 python -m numina_hooks.toy.train --out {run} --steps {target} --seed {seed}
+python -m numina_hooks.toy.train --out {run} --ship
+```
+
+Every run of the first command resumes from `{run}/checkpoint.pt`. The second
+command copies `{run}/weights/` here and rewrites this file.
+"""
+
+
+def ship(run_dir: str | Path, dest: str | Path = toy_model.WEIGHTS_DIR) -> dict:
+    """Copy a run's EMA weights into the package (``dest``) and write its README."""
+    import shutil
+
+    src = Path(run_dir) / "weights"
+    info = json.loads((src / "info.json").read_text())
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "info.json"):
+        shutil.copyfile(src / name, dest / name)
+    a = info["train_args"]
+    (dest / "README.md").write_text(_WEIGHTS_README.format(
+        steps=info["steps"], seed=info["seed"], target=a["steps"], ema_decay=a["ema_decay"],
+        loss=info["loss_last_100"], run=Path(run_dir).as_posix()))
+    return info
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m numina_hooks.toy.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="run folder (checkpoint, loss.png, weights/)")
-    p.add_argument("--steps", type=int, required=True, help="total optimizer steps to reach")
+    p.add_argument("--steps", type=int, help="total optimizer steps to reach")
+    p.add_argument("--ship", action="store_true",
+                   help="do not train: copy OUT/weights into numina_hooks/toy/weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -207,6 +246,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.ship:
+        info = ship(a.out)
+        print(f"shipped step {info['steps']} weights from {a.out} to {toy_model.WEIGHTS_DIR}")
+        return
+    if a.steps is None:
+        p.error("--steps is required unless --ship")
     if a.threads:
         torch.set_num_threads(a.threads)
     summary = train(a.out, a.steps, a.seed, a.batch, a.lr, a.warmup, a.ema, a.caption_dropout,
