@@ -31,11 +31,13 @@ _KIND = {"boost": BOOST, "set": SET, "suppress": SUPPRESS}
 
 def _as_index(x, name: str) -> torch.Tensor:
     t = torch.as_tensor(x)
+    if t.numel() == 0 and t.ndim == 1:  # [] arrives as float32
+        t = t.long()
     if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise TypeError(f"ColumnEdit.{name} must hold integer indices, got dtype {t.dtype}")
     if t.ndim != 1:
         raise ValueError(f"ColumnEdit.{name} must be 1-D, got shape {tuple(t.shape)}")
-    t = t.to(torch.long)
+    t = t.to(torch.long).contiguous()
     if t.numel() and torch.unique(t).numel() != t.numel():
         raise ValueError(f"ColumnEdit.{name} has repeated indices: {t.tolist()[:16]}; pass each index once")
     return t
