@@ -49,8 +49,10 @@ class NuminaConfig:
     head-scoring PCA (the score is computed on an H/2 x W/2 gray image). 1 = exact, slower."""
 
     # --- identify: cross-attention and countable layout ----------------------------------
-    cross_head: Literal["max", "mean"] = "max"
-    """'max': the head with the highest peak (paper); 'mean': mean over heads."""
+    cross_head: Literal["max", "mean"] = "mean"
+    """'mean': mean over heads (reference code; counts better in benchmarks/bench_identify.py,
+    because one attention-sink head with a sharp spike wins 'max'); 'max': the head with the
+    highest peak (paper)."""
     peak_ratio: float = 0.1
     """Cross-attention pixels below peak_ratio * peak are dropped before density clustering."""
     tau: float = 0.2

@@ -6,22 +6,24 @@ to 3 components, an H x W x 3 image, gray, then S = std + block + gamma * sobel.
 scored at once with batched tensor ops (one randomized PCA for the whole [heads, HW, HW]
 stack, no Python loop over heads, no host sync until the final argmax).
 
-Normalisation (why the terms are comparable): each head's gray image is standardised
-(zero mean, unit std over pixels) after the PCA, so the score measures *shape*, not the
-attention's absolute scale (peaky local heads have far larger entries than instance heads).
-Then
+Normalisation (why no term dominates): the score is computed on each head's gray image
+(PCA of the square-rooted, 2x-subsampled map; see ``pca_gray``) as
 
-- std term: the std of the raw gray image divided by the largest raw std over the heads:
-  how much structure the head has at all (diffuse, noise-only heads have tiny principal
-  components and score ~0 here);
-- block term: the std of block means of the standardised image (blocks of ``block_size``
-  patches), i.e. the fraction of the image's contrast that survives averaging over blocks:
-  1 for large flat regions, ~1/block_size for pixel noise;
-- sobel term: the mean Sobel magnitude of the block-smoothed standardised image over the
-  mean Sobel magnitude of the standardised image, times the block term... no: see
-  ``score_terms`` below for the exact formulas as implemented.
+- std: the std of the raw gray image (attention units): whether the head has structure at
+  all (diffuse heads have tiny principal components);
+- block: the std of the block means of the image standardised to unit std (blocks of
+  ``block_size`` patches): the share of the contrast at object scale, in [0, 1] (our
+  "variance of block sums", made scale-free: the reference code's raw block-sum variance grew
+  with the block area and was ~95% of the score);
+- sobel: the mean Sobel magnitude (/4, a unit step gives 1) of the standardised image after a
+  3x3 box smoothing: edge clarity at object scale;
 
-Each of the three terms lies in [0, 1] by construction, so none can dominate the sum.
+each divided by its largest value over the heads of the frame, so each lies in [0, 1], and
+S = std + block + gamma * sobel. Our addition: S is multiplied by (1 - R^2), R^2 being how
+well a cubic polynomial of (row, column) fits the standardised image. Positional heads'
+principal components are smooth functions of position, they score high on std and block
+and won every frame of our synthetic scenes without this factor; instance maps (plateaus on a
+flat background) have R^2 near 0.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
    correlate; across the seam between two touching objects they do not. Regions smaller
    than ``min_region`` patches (noise) or larger than ``max_region_fraction`` of the frame
    (background) are dropped. Every region is 4-connected by construction.
-2. Focus: the cross-attention map is thresholded at ``peak_ratio * peak`` and the remaining
+2. Focus: the cross-attention map is thresholded at ``median + peak_ratio * (peak - median)``
+   (the paper's peak ratio, measured above the map's background level) and the remaining
    pixels are density-clustered (DBSCAN or HDBSCAN on patch coordinates); the clustered
    pixels (not the density noise) form the focus mask F.
 3. A proposal r is an instance when |r ∩ F| / |r| >= tau. Instances are labelled 1..n in
@@ -122,7 +123,10 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     out = np.zeros((H, W), dtype=bool)
     if peak <= 0 or float(c.min()) == peak:
         return out  # no response, or a flat map: nothing stands out
-    fg = np.argwhere(c >= cfg.peak_ratio * peak)
+    # the ratio is taken above the map's background level (its median): a cross map with a
+    # floor of clutter at 20% of its peak would otherwise be foreground everywhere
+    floor = float(np.median(c))
+    fg = np.argwhere(c >= floor + cfg.peak_ratio * (peak - floor))
     if len(fg) < cfg.focus_min_samples:
         return out
     if cfg.focus_clustering == "dbscan":
