@@ -11,6 +11,10 @@
 from .attach import Handle, attach
 from .context import CallContext, ForwardCall, GenerationInfo, Geometry, StepState
 from .hookspecs import hookimpl, hookspec
+from .numina.config import NuminaConfig
+from .numina.counts import parse_counts
+from .numina.layout import Layout, layout_from_attention
+from .numina.report import NuminaReport
 from .views import AttentionView, Site
 
 __version__ = "0.1.0"
@@ -22,9 +26,14 @@ __all__ = [
     "GenerationInfo",
     "Geometry",
     "Handle",
+    "Layout",
+    "NuminaConfig",
+    "NuminaReport",
     "Site",
     "StepState",
     "attach",
     "hookimpl",
     "hookspec",
+    "layout_from_attention",
+    "parse_counts",
 ]

@@ -293,6 +293,18 @@ class Handle:
             raise TypeError("NUMINA needs prompt=...: the text whose counts it enforces")
         return run_numina(self, self.config, **kwargs)
 
+    def read_layout(self, **kwargs):
+        """NUMINA's phase 1 only: the layout at the reference step, as a report (no video).
+
+        Takes the same arguments as a NUMINA call; the caller's generator is left
+        as it was, so ``handle(...)`` with it afterwards samples the same noise.
+        """
+        from .numina.config import NuminaConfig
+        from .numina.generate import read_layout
+
+        self._check_attached()
+        return read_layout(self, self.config or NuminaConfig(), **kwargs)
+
     def run_pipeline(self, *args, **kwargs):
         """One pipeline call with the step and lifecycle hooks (no NUMINA)."""
         self._check_attached()

@@ -41,10 +41,11 @@ class _Phase1Done(Exception):
 class _Phase1Control:
     """Counts model calls; stops phase 1 after the cond forward of t* on a mismatch."""
 
-    def __init__(self, reader: LayoutReader, counts: dict, step: int):
+    def __init__(self, reader: LayoutReader, counts: dict, step: int, stop_always: bool = False):
         self.reader = reader
         self.counts = counts
         self.step = step
+        self.stop_always = stop_always
         self.calls = 0
 
     @hookimpl(wrapper=True)
@@ -60,7 +61,7 @@ class _Phase1Control:
                     "transformer did not run its attention there (a cache skipped the step?). "
                     "Let that step compute fully, or choose another NuminaConfig.reference_step."
                 )
-            if not self.reader.matches(self.counts):
+            if self.stop_always or not self.reader.matches(self.counts):
                 raise _Phase1Done()
         return out
 
@@ -122,7 +123,28 @@ class _OutputTuple(tuple):
     numina: NuminaReport
 
 
-def run_numina(handle, config: NuminaConfig, *, prompt: str, counts: Optional[dict] = None, **kwargs):
+def read_layout(handle, config: NuminaConfig, *, prompt: str, counts: Optional[dict] = None, **kwargs) -> NuminaReport:
+    """Phase 1 only: run to the reference step, read the layout, stop.
+
+    Returns the report (``counts_found``, ``layouts_before``, ``edits_needed``);
+    no video. The caller's generator is restored to its state before the call, so
+    a following ``handle(...)`` with it samples the same noise. Used by the
+    ``layout-seeds`` strategy (read several seeds, finish the best one).
+    """
+    return run_numina(handle, config, prompt=prompt, counts=counts, _phase1_only=True, **kwargs)
+
+
+def edits_needed(report: NuminaReport) -> int:
+    """Instances to add or remove, summed over nouns and frames, for the layout to match."""
+    total = 0
+    for noun, asked in report.counts_asked.items():
+        total += sum(abs(int(c) - asked) for c in report.counts_found.get(noun, []))
+    return total
+
+
+def run_numina(
+    handle, config: NuminaConfig, *, prompt: str, counts: Optional[dict] = None, _phase1_only: bool = False, **kwargs
+):
     pipe = handle._adapter.pipeline
     if not isinstance(prompt, str):
         raise ValueError(
@@ -135,6 +157,8 @@ def run_numina(handle, config: NuminaConfig, *, prompt: str, counts: Optional[di
     report = NuminaReport(prompt=prompt, counts_asked=dict(asked))
     if not asked:
         report.reason = "nothing to count: the prompt names no countable object and no counts= was given"
+        if _phase1_only:
+            return report
         out = handle.run_pipeline(prompt=prompt, **kwargs)
         report.timings["total"] = time.perf_counter() - t_start
         return _attach_report(out, report)
@@ -156,7 +180,7 @@ def run_numina(handle, config: NuminaConfig, *, prompt: str, counts: Optional[di
 
     # ---- phase 1
     reader = LayoutReader(columns, step, layer, config)
-    control = _Phase1Control(reader, asked, step)
+    control = _Phase1Control(reader, asked, step, stop_always=_phase1_only)
     handle.register(reader)
     handle.register(control)
     t0 = time.perf_counter()
@@ -173,6 +197,12 @@ def run_numina(handle, config: NuminaConfig, *, prompt: str, counts: Optional[di
     report.timings["identify"] = reader.seconds
     report.model_calls["phase1"] = control.calls
     _fill_reading(report, reader)
+    if _phase1_only:
+        for gen, state in zip(_generators(kwargs), states):
+            gen.set_state(state)
+        report.reason = "phase 1 only: layout read at the reference step"
+        report.timings["total"] = time.perf_counter() - t_start
+        return report
     if out is not None:
         report.reason = "every noun had its count in every frame of the layout: phase 1 ran on and is the result"
         report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}

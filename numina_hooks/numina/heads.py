@@ -144,9 +144,14 @@ def score_terms(gray: torch.Tensor, block_size: int = 3) -> dict[str, torch.Tens
     # Positional heads' principal components are smooth functions of position (R^2 ~ 1);
     # instance maps are plateaus on a flat background (R^2 ~ 0).
     design = _poly_design(H, W, gray.dtype)  # [HW, 10]
-    coef = torch.linalg.lstsq(design, z.reshape(h, -1).T).solution  # [10, h]
-    resid = z.reshape(h, -1) - (design @ coef).T
-    r2 = 1.0 - resid.square().mean(1)  # z has unit variance
+    if H * W >= 2 * design.shape[1]:
+        coef = torch.linalg.lstsq(design, z.reshape(h, -1).T).solution  # [10, h]
+        resid = z.reshape(h, -1) - (design @ coef).T
+        r2 = 1.0 - resid.square().mean(1)  # z has unit variance
+    else:
+        # too few pixels to tell a smooth positional pattern from content (an
+        # underdetermined fit is meaningless, and LAPACK's answer to it is not stable)
+        r2 = torch.zeros(h, dtype=gray.dtype)
     return {"std": std, "block": torch.where(zero, 0.0, block),
             "sobel": torch.where(zero, 0.0, sobel),
             "positional": torch.where(zero, 1.0, r2.clamp(0.0, 1.0))}
