@@ -100,10 +100,12 @@ class LayoutGuidance:
     def edits_for(self, view) -> list[ColumnEdit]:
         """The edits of one cross view (empty when guidance is off at this step)."""
         cfg = self.config
-        step, sigma = view.step, view.context.sigma
-        if step is None or not cfg.guidance_active(step, self.num_steps, sigma):
+        step = view.step
+        # the step-based schedule, so that delta_floor means the same share of steps on
+        # every model (a flow-matching sigma with Wan's shift stays high for ~80% of steps)
+        if step is None or not cfg.guidance_active(step, self.num_steps):
             return []
-        delta = cfg.delta(step, self.num_steps, sigma)
+        delta = cfg.delta(step, self.num_steps)
         q0, c0 = view.video_queries.start, view.text_keys.start
         edits = []
         for batch in view.rows_of("cond"):
