@@ -38,7 +38,7 @@ from .lse import attention_with_lse
 Recompute = Literal["guarded", "suppressed", "all"]
 
 #: Elements of ``[H, rows, max(|C|, d)]`` work tensors formed at once.
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 19
 
 
 def guided_attention_sparse(
@@ -62,45 +62,80 @@ def guided_attention_sparse(
     if out is None or lse is None:
         out, lse = attention_with_lse(q, k, v, scale=scale, backend=backend)
     f = compute_dtype(q.dtype)
-    h, dv = q.shape[1], v.shape[-1]
+    h, d, dv = q.shape[1], q.shape[-1], v.shape[-1]
     for plan in plans:
         b = plan.batch
-        kc = k[b].index_select(1, plan.columns).to(f)  # [H, C, d]
+        qb, ob = q[b], out[b]  # [H, Lq, d], [H, Lq, dv]
+        lb = lse[b].contiguous()  # kernels may return it strided; index_select would copy it per chunk
+        kct = k[b].index_select(1, plan.columns).to(f).transpose(-1, -2).contiguous()  # [H, d, C]
         vc = v[b].index_select(1, plan.columns).to(f)  # [H, C, dv]
         rest = None  # keys outside C, gathered on first need
         n_rows = plan.rows.numel()
-        step = max(1, CHUNK_ELEMENTS // max(1, h * max(plan.columns.numel(), dv, q.shape[-1])))
+        step = min(n_rows, max(1, CHUNK_ELEMENTS // max(1, h * max(plan.columns.numel(), dv, d))))
+        # work buffers reused by every chunk: fresh pages cost more than the arithmetic
+        ws = _Workspace(q.device)
         for i0 in range(0, n_rows, step):
             sl = slice(i0, min(n_rows, i0 + step))
             rows = plan.rows[sl]
-            qr = q[b].index_select(1, rows)  # [H, n, d]
-            s = torch.matmul(qr.to(f), kc.transpose(-1, -2)).mul_(scale)  # [H, n, C]
+            n = rows.numel()
+            qr = ws.gather("q", qb, rows, (h, n, d))  # [H, n, d] in q.dtype
+            qf = qr if qr.dtype == f else ws.get("qf", (h, n, d), f).copy_(qr)
+            s = torch.matmul(qf, kct).mul_(scale)  # [H, n, C]
             new = plan.new_logits(s, sl)
             kind = plan.kind[:, sl]
             changed = (kind != UNEDITED).any(-1)  # [H, n]
-            lr = lse[b].index_select(1, rows)[..., None]  # [H, n, 1]
-            o = out[b].index_select(1, rows)  # [H, n, dv]
+            lr = lb.index_select(1, rows)[..., None]  # [H, n, 1]
             a_new = new - lr
             m = a_new.amax(-1, keepdim=True).clamp_min(0)
             em = torch.exp(-m)
             w = torch.exp(a_new - m) - torch.exp((s - lr) - m)
             den = em + w.sum(-1, keepdim=True)
-            fixed = (em * o.to(f) + torch.matmul(w, vc)) / den
             c = (den * torch.exp(m))[..., 0]  # total mass after the edit, relative to before
+            # unedited (head, row) pairs get alpha = 1 and no added term: o passes through unchanged
+            keep = ~changed[..., None]
+            alpha = (em / den).masked_fill(keep, 1.0)
+            w = (w / den).masked_fill(keep, 0.0)
+            o = ws.gather("o", ob, rows, (h, n, dv))  # [H, n, dv] in out.dtype
             redo = (changed & ~(c >= guard)).any(0)  # [n]; NaN-safe
             if recompute == "all":
                 redo = changed.any(0)
             elif recompute == "suppressed":
                 redo = redo | (kind == SUPPRESS).any(-1).any(0)
-            result = torch.where(changed[..., None], fixed.to(o.dtype), o)
-            if redo.any():
+            idx = redo.nonzero()[:, 0] if redo.any() else None
+            if idx is not None:
+                o_redo = o.index_select(1, idx)
+            # (em O + sum_j w_j v_j) / den, in place on one float buffer
+            of = o if o.dtype == f else ws.get("of", (h, n, dv), f).copy_(o)
+            of.mul_(alpha).baddbmm_(w, vc)
+            result = of if of.dtype == o.dtype else o.copy_(of)
+            if idx is not None:
                 if rest is None:
                     rest = _rest_keys(k[b], v[b], plan.columns, f)
-                idx = redo.nonzero()[:, 0]
-                exact = _split_kv(qr.index_select(1, idx).to(f), new.index_select(1, idx), vc, rest, scale, backend)
-                result[:, idx] = torch.where(changed[:, idx, None], exact.to(o.dtype), o[:, idx])
-            out[b, :, rows] = result
+                exact = _split_kv(qf.index_select(1, idx), new.index_select(1, idx), vc, rest, scale, backend)
+                result[:, idx] = torch.where(changed[:, idx, None], exact.to(result.dtype), o_redo)
+            ob.index_copy_(1, rows, result)
     return out
+
+
+class _Workspace:
+    """Flat buffers, one per name, grown on demand and viewed to each chunk's shape."""
+
+    def __init__(self, device):
+        self.device = device
+        self.buffers: dict = {}
+
+    def get(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self.buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+            buf = self.buffers[name] = torch.empty(numel, dtype=dtype, device=self.device)
+        return buf[:numel].view(shape)
+
+    def gather(self, name: str, src: torch.Tensor, rows: torch.Tensor, shape: tuple) -> torch.Tensor:
+        """``src.index_select(1, rows)`` into the buffer ``name``."""
+        return torch.index_select(src, 1, rows, out=self.get(name, shape, src.dtype))
 
 
 def _rest_keys(k: torch.Tensor, v: torch.Tensor, columns: torch.Tensor, f: torch.dtype):
