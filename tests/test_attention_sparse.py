@@ -406,3 +406,11 @@ def test_sparse_path_allocates_nothing_of_size_queries_by_keys():
     with LargestTensor() as dense:  # the detector does see a [Lq, Lk] tensor
         guided_attention(q[:, :, :2048], k, v, [ColumnEdit(0, rows[:100], [5], "suppress")], method="dense")
     assert dense.largest >= h * 2048 * lk * 4
+
+
+def test_strided_inputs_as_attention_views_hand_them_over():
+    """Views of [B, L, H, d] tensors (what adapters see) work without a copy by the caller."""
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in _qkv())
+    assert not q.is_contiguous()
+    edits = [ColumnEdit(0, torch.arange(0, 48, 2), [1, 2], "suppress"), ColumnEdit(1, torch.arange(9), [3], "set", 2.0)]
+    assert _err(guided_attention(q, k, v, edits), reference(q, k, v, edits)) < ATOL[torch.float32]
