@@ -60,6 +60,14 @@ def _cmd_hooks_tour(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from numina_hooks.demo import run_demo
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    run_demo(out_dir=args.out, prompts=args.prompts, seeds=seeds, steps=args.steps, json_path=args.json)
+    return 0
+
+
 def _parse_counts_arg(text: Optional[str]) -> Optional[dict]:
     """``"cats=3,dogs=2"`` -> ``{"cats": 3, "dogs": 2}``."""
     if not text:
@@ -150,12 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="numina", description="Count-accurate text-to-video with NUMINA hooks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the embedded default: what the hooks see on a tiny Wan pipeline")
-    demo.add_argument("--prompt", default="three cats chasing two dogs")
-    demo.add_argument("--steps", type=int, default=4)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--two-transformers", action="store_true", help="a Wan2.2 A14B-style pipeline")
-    demo.set_defaults(func=_cmd_hooks_tour)
+    demo = sub.add_parser("demo", help="the embedded default: plain vs NUMINA on the shipped toy model")
+    demo.add_argument("--out", default="numina-out/demo", help="folder for the GIF and the layout pictures")
+    demo.add_argument("--prompts", type=int, default=4, help="how many held-out toy prompts")
+    demo.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    demo.add_argument("--steps", type=int, help="denoising steps (default: the toy model's 20)")
+    demo.add_argument("--json", help="write the figures to this JSON file")
+    demo.set_defaults(func=_cmd_demo)
+
+    tour = sub.add_parser("tour", help="what the hooks see on a tiny random-weight Wan pipeline")
+    tour.add_argument("--prompt", default="three cats chasing two dogs")
+    tour.add_argument("--steps", type=int, default=4)
+    tour.add_argument("--seed", type=int, default=0)
+    tour.add_argument("--two-transformers", action="store_true", help="a Wan2.2 A14B-style pipeline")
+    tour.set_defaults(func=_cmd_hooks_tour)
 
     gen = sub.add_parser("generate", help="NUMINA generation with any diffusers Wan / CogVideoX model")
     gen.add_argument("--model", required=True, help="model id (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) or local folder")

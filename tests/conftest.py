@@ -3,7 +3,9 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread: the models are tiny, and OpenMP threads that wait for a busy core
+# make a 2-thread run up to 40x slower when anything else runs on the machine
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
