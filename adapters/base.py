@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from numina_hooks.context import Branch, CallContext, Geometry
-from numina_hooks.hooking import KernelTap
+from numina_hooks.hooking import KernelTap, install_diffusers_forward_hook, install_processor_wrapper
 from numina_hooks.views import AttentionView, Site
 
 
@@ -50,6 +50,21 @@ class Adapter:
     def kernel_taps(self) -> list[KernelTap]:
         """The attention functions the processors of this family call."""
         raise NotImplementedError
+
+    # -------------------------------------------------------------- installing
+    # Each ``install_*`` does its part and returns a callable that undoes it exactly.
+    # The defaults are the diffusers mechanics; other frameworks override them.
+    def install_site(self, handle, site: Site, attn: torch.nn.Module):
+        """Mark calls of one attention module as ``site`` (default: wrap its processor)."""
+        return install_processor_wrapper(handle, site, attn, self.expected_kernel(site, attn))
+
+    def install_forward(self, handle, name: str, model: torch.nn.Module):
+        """Run ``on_forward`` around the transformer (default: a diffusers ``ModelHook``)."""
+        return install_diffusers_forward_hook(handle, name, model)
+
+    def install_pipeline(self, handle):
+        """Anything the pipeline itself needs (default: nothing); returns an undo or None."""
+        return None
 
     def expected_kernel(self, site: Site, attn: torch.nn.Module) -> int:
         """Which kernel call of one processor call is the one to view (0 = first)."""

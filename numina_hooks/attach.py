@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 import warnings
 import weakref
@@ -15,10 +14,8 @@ import torch
 from . import hookspecs
 from .context import CallContext, ForwardCall, GenerationInfo, StepState
 from .hookspecs import hookimpl
-from .hooking import make_forward_hook, wrap_processor
 from .views import AttentionView, Site
 
-_FORWARD_HOOK_NAME = "numina_hooks.forward"
 _HOOK_NAMES = ("on_attention", "on_step", "on_forward", "on_generation_start", "on_generation_end")
 
 # transformer module -> handle, to refuse a second attach of the same model
@@ -55,9 +52,7 @@ class Handle:
         self._pm.register(_ModelRunner(), name="numina_hooks.model_runner")
         self._wants_attention = False
         self._warned_untapped: set[str] = set()
-        self._installed_processors: list[tuple[torch.nn.Module, Any]] = []
-        self._installed_forward: list[tuple[torch.nn.Module, Any, bool, bool, Any]] = []
-        self._taps = []
+        self._undo: list = []  # what detach runs, last first
         self._user_context: Optional[dict] = None
         self._attached = False
         self._install()
@@ -128,52 +123,31 @@ class Handle:
             try:
                 for tap in adapter.kernel_taps():
                     tap.acquire()
-                    self._taps.append(tap)
+                    self._undo.append(tap.release)
                 for tname, model in transformers:
                     for site, attn in adapter.sites(tname, model):
-                        original = attn.processor
-                        wrapped = wrap_processor(original, site, self, adapter.expected_kernel(site, attn))
-                        attn.set_processor(wrapped)
-                        self._installed_processors.append((attn, original))
-                    self._install_forward_hook(tname, model)
+                        self._undo.append(adapter.install_site(self, site, attn))
+                    self._undo.append(adapter.install_forward(self, tname, model))
                     _attached[model] = self
+                    self._undo.append(lambda model=model: _attached.pop(model, None))
+                undo = adapter.install_pipeline(self)
+                if undo is not None:
+                    self._undo.append(undo)
             except BaseException:
                 self.detach()
                 raise
 
-    def _install_forward_hook(self, name: str, model: torch.nn.Module) -> None:
-        from diffusers.hooks.hooks import HookRegistry
-
-        had_registry = hasattr(model, "_diffusers_hook")
-        had_forward_attr = "forward" in model.__dict__
-        registry = HookRegistry.check_if_exists_or_initialize(model)
-        registry.register_hook(make_forward_hook(self, name), _FORWARD_HOOK_NAME)
-        ours = model.__dict__.get("forward")
-        self._installed_forward.append((model, registry, had_registry, had_forward_attr, ours))
-        if hasattr(registry, "invalidate_child_registries_cache"):
-            registry.invalidate_child_registries_cache()
-
     def detach(self) -> None:
-        """Undo everything; idempotent. The model is then exactly as before attach."""
+        """Undo everything, in reverse order; idempotent. The model is then exactly as before attach."""
         if not self._attached:
             return
         errors = []
-        for attn, original in reversed(self._installed_processors):
+        while self._undo:
+            undo = self._undo.pop()
             try:
-                attn.set_processor(original)
+                undo()
             except Exception as exc:  # pragma: no cover - keep undoing the rest
                 errors.append(exc)
-        self._installed_processors.clear()
-        for model, registry, had_registry, had_forward_attr, ours in reversed(self._installed_forward):
-            try:
-                _remove_forward_hook(model, registry, had_registry, had_forward_attr, ours)
-            except Exception as exc:  # pragma: no cover
-                errors.append(exc)
-            _attached.pop(model, None)
-        self._installed_forward.clear()
-        for tap in reversed(self._taps):
-            tap.release()
-        self._taps.clear()
         self._attached = False
         if errors:  # pragma: no cover
             raise RuntimeError(f"detach finished with errors: {errors}")
@@ -354,23 +328,6 @@ class Handle:
         kwargs["callback_on_step_end"] = on_step_end
         kwargs["callback_on_step_end_tensor_inputs"] = inputs
         return kwargs
-
-
-def _remove_forward_hook(model, registry, had_registry, had_forward_attr, ours) -> None:
-    current = model.__dict__.get("forward")
-    registry.remove_hook(_FORWARD_HOOK_NAME, recurse=False)
-    if current is not ours and getattr(model, "_old_forward", None) is ours:
-        # accelerate wrapped the forward after us: keep its wrapper, unhook beneath it
-        restored = model.__dict__.get("forward")
-        model._old_forward = restored if restored is not None else type(model).forward.__get__(model)
-        model.forward = current
-    elif not had_forward_attr and not registry.hooks and "forward" in model.__dict__:
-        del model.forward
-    if not had_registry and not registry.hooks:
-        with contextlib.suppress(AttributeError):
-            del model._diffusers_hook
-    elif hasattr(registry, "invalidate_child_registries_cache"):
-        registry.invalidate_child_registries_cache()
 
 
 def attach(target: Any, *plugins: Any, config=None) -> Handle:

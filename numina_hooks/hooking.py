@@ -28,7 +28,7 @@ import inspect
 import math
 import threading
 import warnings
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -286,3 +286,52 @@ def make_forward_hook(handle, transformer_name: str):
             return module
 
     return ForwardHook()
+
+
+FORWARD_HOOK_NAME = "numina_hooks.forward"
+
+
+def install_processor_wrapper(handle, site: Site, attn, expected_kernel: int):
+    """Wrap ``attn``'s processor; returns the undo (puts the very same object back)."""
+    original = attn.processor
+    attn.set_processor(wrap_processor(original, site, handle, expected_kernel))
+    return lambda: attn.set_processor(original)
+
+
+def install_diffusers_forward_hook(handle, name: str, model):
+    """Register our ``ModelHook`` in ``model``'s diffusers ``HookRegistry``; returns the undo.
+
+    The undo restores the instance exactly: the ``forward`` attribute is deleted again
+    when it was not an instance attribute before, ``_diffusers_hook`` is removed when we
+    created it, and if accelerate wrapped the forward after us, its wrapper stays on top.
+    """
+    from diffusers.hooks.hooks import HookRegistry
+
+    had_registry = hasattr(model, "_diffusers_hook")
+    had_forward_attr = "forward" in model.__dict__
+    registry = HookRegistry.check_if_exists_or_initialize(model)
+    registry.register_hook(make_forward_hook(handle, name), FORWARD_HOOK_NAME)
+    ours = model.__dict__.get("forward")
+    _invalidate(registry)
+
+    def undo():
+        current = model.__dict__.get("forward")
+        registry.remove_hook(FORWARD_HOOK_NAME, recurse=False)
+        if current is not ours and getattr(model, "_old_forward", None) is ours:
+            # accelerate wrapped the forward after us: keep its wrapper, unhook beneath it
+            restored = model.__dict__.get("forward")
+            model._old_forward = restored if restored is not None else type(model).forward.__get__(model)
+            model.forward = current
+        elif not had_forward_attr and not registry.hooks and "forward" in model.__dict__:
+            del model.forward
+        if not had_registry and not registry.hooks:
+            model.__dict__.pop("_diffusers_hook", None)
+        else:
+            _invalidate(registry)
+
+    return undo
+
+
+def _invalidate(registry) -> None:
+    if hasattr(registry, "invalidate_child_registries_cache"):
+        registry.invalidate_child_registries_cache()
