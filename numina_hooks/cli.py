@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="numina-out/video.gif", help="output video (.gif, or .mp4 with imageio-ffmpeg)")
     gen.add_argument("--report", help="folder for the report pictures and summary.json")
     gen.set_defaults(func=_cmd_generate)
+
+    from numina_hooks.eval import runner as eval_runner
+
+    ev = sub.add_parser("eval", help="CountBench-style evaluation of strategies side by side (docs/eval.md)")
+    eval_runner.add_arguments(ev)
+    ev.set_defaults(func=eval_runner.cmd_eval)
     return parser
 
 
