@@ -10,11 +10,12 @@ undoing it all) is shared and lives in :mod:`numina_hooks.hooking`.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
-from numina_hooks.context import Branch, CallContext, Geometry
+from numina_hooks.context import Branch, CallContext, Geometry, StepState
 from numina_hooks.hooking import KernelTap, install_diffusers_forward_hook, install_processor_wrapper
 from numina_hooks.views import AttentionView, Site
 
@@ -98,6 +99,57 @@ class Adapter:
     ) -> Iterable[AttentionView]:
         raise NotImplementedError
 
+    # -------------------------------------------------------------- pipeline calls
+    # What a whole generation needs from the framework (NUMINA's two phases, the
+    # step hooks). The defaults are diffusers'; other frameworks override them.
+    def call_pipeline(self, handle, args: tuple, kwargs: dict):
+        """Run the pipeline once, with ``on_step`` wired to its step callback."""
+        return self.pipeline(*args, **_with_step_callback(handle, kwargs))
+
+    def tokenizer(self):
+        """The fast tokenizer the pipeline encodes prompts with."""
+        return self.pipeline.tokenizer
+
+    def prompt_for_tokenizer(self, prompt: str) -> str:
+        """The prompt as the pipeline hands it to its tokenizer."""
+        return prompt
+
+    def text_length(self, kwargs: dict) -> Optional[int]:
+        """Text tokens the pipeline keeps (prompts are truncated to it)."""
+        return kwargs.get("max_sequence_length") or _signature_default(self.pipeline, "max_sequence_length", None)
+
+    def num_steps(self, kwargs: dict) -> int:
+        return int(kwargs.get("num_inference_steps") or _signature_default(self.pipeline, "num_inference_steps", 50))
+
+    def fix_noise(self, kwargs: dict):
+        """Make the call's noise repeatable: ``(kwargs, rewind, seed_or_None)``.
+
+        ``rewind()`` puts the noise source back where it was, so the next call samples
+        the same noise. diffusers: the ``generator`` states are saved (a seeded
+        generator is added when neither ``generator`` nor ``latents`` is given, and
+        its seed returned); ``latents`` are reused as they are.
+        """
+        kwargs = dict(kwargs)
+        seed = None
+        if kwargs.get("latents") is None and kwargs.get("generator") is None:
+            seed = int(torch.seed() % (2**63))
+            device = getattr(self.pipeline, "_execution_device", "cpu")
+            kwargs["generator"] = torch.Generator(device=device).manual_seed(seed)
+        gen = kwargs.get("generator")
+        generators = [] if gen is None else list(gen) if isinstance(gen, (list, tuple)) else [gen]
+        states = [g.get_state() for g in generators]
+
+        def rewind():
+            for g, state in zip(generators, states):
+                g.set_state(state)
+
+        return kwargs, rewind, seed
+
+    def after_abort(self) -> None:
+        """Clean up after a generation was stopped by an exception (NUMINA's phase 1)."""
+        if hasattr(self.pipeline, "maybe_free_model_hooks"):
+            self.pipeline.maybe_free_model_hooks()  # what the pipeline does at the end of a call
+
 
 _REGISTRY: list[type[Adapter]] = []
 
@@ -139,3 +191,41 @@ def _load_builtin() -> None:
 def _class_named(obj: Any, names: Sequence[str]) -> bool:
     """True when ``obj``'s class or a base has one of ``names`` (no import needed)."""
     return any(c.__name__ in names for c in type(obj).__mro__)
+
+
+def _signature_default(pipe, name: str, fallback):
+    param = inspect.signature(type(pipe).__call__).parameters.get(name)
+    if param is None or param.default is inspect.Parameter.empty or param.default is None:
+        return fallback
+    return param.default
+
+
+def _with_step_callback(handle, kwargs: dict) -> dict:
+    """``kwargs`` with diffusers' ``callback_on_step_end`` running ``on_step`` (and the caller's own)."""
+    if not handle.hook.on_step.get_hookimpls():
+        return kwargs
+    kwargs = dict(kwargs)
+    user_cb = kwargs.get("callback_on_step_end")
+    inputs = list(kwargs.get("callback_on_step_end_tensor_inputs") or ["latents"])
+    tensor_inputs = getattr(user_cb, "tensor_inputs", None)
+    if tensor_inputs:
+        inputs = list(dict.fromkeys(list(tensor_inputs) + inputs))
+    if "latents" not in inputs:
+        inputs.append("latents")
+    num_steps = kwargs.get("num_inference_steps")
+    hook = handle.hook
+
+    def on_step_end(p, i, t, cb_kwargs):
+        state = StepState(
+            phase="end", step=int(i), num_steps=num_steps, timestep=float(t), latents=cb_kwargs.get("latents")
+        )
+        hook.on_step(state=state)
+        if state.stop_requested:
+            p._interrupt = True
+        if user_cb is not None:
+            return user_cb(p, i, t, cb_kwargs)
+        return {}
+
+    kwargs["callback_on_step_end"] = on_step_end
+    kwargs["callback_on_step_end_tensor_inputs"] = inputs
+    return kwargs

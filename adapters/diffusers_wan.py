@@ -82,6 +82,11 @@ class WanAdapter(Adapter):
             n_text = 512  # image context comes first, then the 512 text tokens
         return Geometry(frames=f // p_t, height=h // p_h, width=w // p_w, text_tokens=n_text)
 
+    def prompt_for_tokenizer(self, prompt: str) -> str:
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # what the pipeline does first
+
+        return prompt_clean(prompt)
+
     def make_views(self, site: Site, context, q, k, v, layout, scale):
         n_q, n_k = q.shape[1], k.shape[1]  # BLHD
         if site.kind == "self":

@@ -12,7 +12,7 @@ import pluggy
 import torch
 
 from . import hookspecs
-from .context import CallContext, ForwardCall, GenerationInfo, StepState
+from .context import CallContext, ForwardCall, GenerationInfo
 from .hookspecs import hookimpl
 from .views import AttentionView, Site
 
@@ -288,46 +288,16 @@ class Handle:
                 f"this handle hooks a bare {type(self.target).__name__}; call the model yourself "
                 "(use handle.context(branch=..., step=...) to name branch and step)"
             )
-        kwargs = self._with_step_callback(pipe, kwargs)
         generation = GenerationInfo(pipeline=pipe, kwargs=kwargs)
         self._pm.hook.on_generation_start(generation=generation)
         error = None
         try:
-            return pipe(*args, **kwargs)
+            return self._adapter.call_pipeline(self, args, kwargs)
         except BaseException as exc:
             error = exc
             raise
         finally:
             self._pm.hook.on_generation_end(generation=generation, error=error)
-
-    def _with_step_callback(self, pipe, kwargs: dict) -> dict:
-        if not self._pm.hook.on_step.get_hookimpls():
-            return kwargs
-        kwargs = dict(kwargs)
-        user_cb = kwargs.get("callback_on_step_end")
-        inputs = list(kwargs.get("callback_on_step_end_tensor_inputs") or ["latents"])
-        tensor_inputs = getattr(user_cb, "tensor_inputs", None)
-        if tensor_inputs:
-            inputs = list(dict.fromkeys(list(tensor_inputs) + inputs))
-        if "latents" not in inputs:
-            inputs.append("latents")
-        num_steps = kwargs.get("num_inference_steps")
-        hook = self._pm.hook
-
-        def on_step_end(p, i, t, cb_kwargs):
-            state = StepState(
-                phase="end", step=int(i), num_steps=num_steps, timestep=float(t), latents=cb_kwargs.get("latents")
-            )
-            hook.on_step(state=state)
-            if state.stop_requested:
-                p._interrupt = True
-            if user_cb is not None:
-                return user_cb(p, i, t, cb_kwargs)
-            return {}
-
-        kwargs["callback_on_step_end"] = on_step_end
-        kwargs["callback_on_step_end_tensor_inputs"] = inputs
-        return kwargs
 
 
 def attach(target: Any, *plugins: Any, config=None) -> Handle:

@@ -16,13 +16,10 @@ what ``handle(prompt=...)`` runs when NUMINA is enabled on a handle:
 
 from __future__ import annotations
 
-import inspect
-import sys
 import time
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from ..hookspecs import hookimpl
 from .config import NuminaConfig
@@ -77,13 +74,6 @@ class _CallCounter:
         return out
 
 
-def _signature_default(pipe, name: str, fallback):
-    param = inspect.signature(type(pipe).__call__).parameters.get(name)
-    if param is None or param.default is inspect.Parameter.empty or param.default is None:
-        return fallback
-    return param.default
-
-
 def _validate_counts(counts: Any) -> dict[str, int]:
     if not isinstance(counts, dict) or not counts:
         raise ValueError(f"counts={counts!r}: expected a non-empty dict noun -> int >= 1, e.g. {{'cats': 3}}")
@@ -95,19 +85,6 @@ def _validate_counts(counts: Any) -> dict[str, int]:
             raise ValueError(f"counts[{noun!r}]={n!r}: expected an int >= 1 (how many {noun} to show)")
         out[noun] = int(n)
     return out
-
-
-def _text_for_tokenizer(pipe, prompt: str) -> str:
-    """The prompt as the pipeline tokenizes it (Wan cleans it with ftfy and whitespace rules)."""
-    clean = getattr(sys.modules.get(type(pipe).__module__), "prompt_clean", None)
-    return clean(prompt) if callable(clean) else prompt
-
-
-def _generators(kwargs: dict) -> list:
-    gen = kwargs.get("generator")
-    if gen is None:
-        return []
-    return list(gen) if isinstance(gen, (list, tuple)) else [gen]
 
 
 def _attach_report(out, report: NuminaReport):
@@ -145,7 +122,6 @@ def edits_needed(report: NuminaReport) -> int:
 def run_numina(
     handle, config: NuminaConfig, *, prompt: str, counts: Optional[dict] = None, _phase1_only: bool = False, **kwargs
 ):
-    pipe = handle._adapter.pipeline
     if not isinstance(prompt, str):
         raise ValueError(
             f"prompt={prompt!r}: NUMINA takes one prompt string per call (it reads one layout); loop over prompts"
@@ -163,20 +139,18 @@ def run_numina(
         report.timings["total"] = time.perf_counter() - t_start
         return _attach_report(out, report)
 
-    max_len = kwargs.get("max_sequence_length") or _signature_default(pipe, "max_sequence_length", None)
-    columns = noun_token_columns(pipe.tokenizer, _text_for_tokenizer(pipe, prompt), asked, max_length=max_len)
+    adapter = handle._adapter
+    columns = noun_token_columns(
+        adapter.tokenizer(), adapter.prompt_for_tokenizer(prompt), asked, max_length=adapter.text_length(kwargs)
+    )
     report.token_columns = columns
-    num_steps = int(kwargs.get("num_inference_steps") or _signature_default(pipe, "num_inference_steps", 50))
-    transformers = handle._adapter.transformers()
-    depth = len({site.layer for site, _ in handle._adapter.sites(*transformers[0])})
+    num_steps = adapter.num_steps(kwargs)
+    transformers = adapter.transformers()
+    depth = len({site.layer for site, _ in adapter.sites(*transformers[0])})
     step, layer = config.resolve_step(num_steps), config.resolve_layer(depth)
     report.reference_step, report.reference_layer, report.num_steps = step, layer, num_steps
 
-    kwargs = dict(kwargs)
-    if kwargs.get("latents") is None and kwargs.get("generator") is None:
-        report.seed = int(torch.seed() % (2**63))
-        kwargs["generator"] = torch.Generator(device=getattr(pipe, "_execution_device", "cpu")).manual_seed(report.seed)
-    states = [g.get_state() for g in _generators(kwargs)]
+    kwargs, rewind_noise, report.seed = adapter.fix_noise(kwargs)
 
     # ---- phase 1
     reader = LayoutReader(columns, step, layer, config)
@@ -188,8 +162,7 @@ def run_numina(
     try:
         out = handle.run_pipeline(prompt=prompt, **kwargs)
     except _Phase1Done:
-        if hasattr(pipe, "maybe_free_model_hooks"):
-            pipe.maybe_free_model_hooks()  # what the pipeline does at the end of a call
+        adapter.after_abort()
     finally:
         handle.unregister(reader)
         handle.unregister(control)
@@ -198,8 +171,7 @@ def run_numina(
     report.model_calls["phase1"] = control.calls
     _fill_reading(report, reader)
     if _phase1_only:
-        for gen, state in zip(_generators(kwargs), states):
-            gen.set_state(state)
+        rewind_noise()
         report.reason = "phase 1 only: layout read at the reference step"
         report.timings["total"] = time.perf_counter() - t_start
         return report
@@ -227,8 +199,7 @@ def run_numina(
     report.timings["refine"] = time.perf_counter() - t0
 
     # ---- phase 2, from the same noise
-    for gen, state in zip(_generators(kwargs), states):
-        gen.set_state(state)
+    rewind_noise()
     guidance = LayoutGuidance(plan, config, num_steps)
     counter = _CallCounter()
     handle.register(guidance)
