@@ -63,6 +63,10 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _INDEX_NAME = re.compile(r"^(\d+)(?:[_\-. ].*)?$")
 
 
+class SettingsMismatch(ValueError):
+    """The output folder holds results made with other settings."""
+
+
 @dataclass(frozen=True)
 class EvalItem:
     """One benchmark line: its 0-based index, the prompt and the counts it asks for."""
@@ -285,7 +289,7 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
                       if old["identity"].get(k) != settings["identity"].get(k))
         if keys:
             diff = ", ".join(f"{k}: {old['identity'].get(k)!r} -> {settings['identity'].get(k)!r}" for k in keys)
-            raise ValueError(f"{out_dir} holds results made with other settings ({diff}); "
+            raise SettingsMismatch(f"{out_dir} holds results made with other settings ({diff}); "
                              "use another --out folder, or delete that one to start over")
         settings = {**settings, "strategies": list(dict.fromkeys(old.get("strategies", []) + settings["strategies"]))}
     atomic_write_json(file, settings)
@@ -614,6 +618,13 @@ def _import_callable(spec: str) -> Callable[[str], str]:
 
 def cmd_eval(args, echo: Callable[[str], None] = print, on_result=None) -> int:
     """``numina eval``: run (or score) and print the table."""
+    try:
+        return _cmd_eval(args, echo, on_result)
+    except SettingsMismatch as err:
+        raise SystemExit(f"numina eval: {err}") from None
+
+
+def _cmd_eval(args, echo, on_result) -> int:
     from .detectors import make_counter
 
     if bool(args.model) == bool(args.videos):
