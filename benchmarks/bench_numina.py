@@ -62,7 +62,10 @@ def _easycache():
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: OpenMP threads waiting for a busy core distort ratios)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else 3
     steps = 10 if args.quick else 20
     pipe = testing.tiny_wan_pipeline(num_layers=6, heads=4, head_dim=32)

@@ -1,0 +1,94 @@
+"""Run every benchmark and write ``docs/benchmarks.md``.
+
+    python benchmarks/run_all.py [--quick]
+
+Each benchmark runs in its own process (its JSON and markdown land in
+``benchmarks/results/``); this script then assembles the tables, with the machine
+each was measured on, into ``docs/benchmarks.md``. Every figure is a ratio measured
+side by side within one run of one benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOC = HERE.parent / "docs" / "benchmarks.md"
+
+# (script, quick args, full args, title, what it measures and the aim)
+BENCHMARKS = [
+    ("bench_idle_overhead.py", ["--quick"], [], "Hooked but idle",
+     "Wall clock of a generation with numina-hooks attached and no plugin acting, relative to the "
+     "unhooked pipeline (small Wan pipeline, 6 blocks). Aim: under 1.02."),
+    ("bench_guided_attention.py", ["--quick", "--threads", "1"], ["--threads", "1"], "Guided cross-attention",
+     "The exact sparse-bias path against the same unguided kernel and the dense-bias path, at Wan "
+     "proportions (8192 video x 512 text tokens, 12 heads x 128). Aim: within 1.2x of unguided, well "
+     "ahead of dense, no allocation proportional to queries x keys."),
+    ("bench_identify.py", ["--seeds", "1"], [], "Identify stage",
+     "Seconds per frame and noun at the Wan2.1-1.3B geometry (30 x 52 patches, 12 heads), single "
+     "thread, and count accuracy on synthetic DiT-like scenes. Aim: under 0.03 s per frame and noun."),
+    ("bench_parse_counts.py", [], [], "Counts from prompts", "Exact-match rate of parse_counts on CountBench. Aim: 95%."),
+    ("bench_numina.py", ["--quick"], [], "NUMINA vs plain generation",
+     "Transformer calls, wall clock and peak memory of a NUMINA generation relative to a plain one, "
+     "for the match and mismatch cases, with and without EasyCache in phase 1. Aim (paper: 1.48x wall "
+     "clock, 1.22x with EasyCache): NUMINA + EasyCache at most 1.25x the calls in the mismatch case and "
+     "1.0x in the match case."),
+    ("bench_easycache.py", ["--quick"], [], "EasyCache alone",
+     "Speed-up and output difference (PSNR) against the plain result at several tau."),
+]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (minutes instead of tens of minutes)")
+    parser.add_argument("--only", nargs="*", help="run only these scripts (names as in BENCHMARKS)")
+    args = parser.parse_args(argv)
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    failures = []
+    for script, quick, full, title, _ in BENCHMARKS:
+        if args.only and script not in args.only:
+            continue
+        if not (HERE / script).exists():
+            print(f"-- {script}: not present, skipped")
+            continue
+        print(f"-- {title}: {script}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(HERE / script), *(quick if args.quick else full)], env=env)
+        print(f"   {time.perf_counter() - t0:.0f} s, exit {proc.returncode}")
+        if proc.returncode:
+            failures.append(script)
+    write_doc()
+    print(f"wrote {DOC}")
+    return 1 if failures else 0
+
+
+def write_doc() -> None:
+    parts = [
+        "# Benchmarks",
+        "",
+        "Made by `python benchmarks/run_all.py` (add `--quick` for a smoke run); each section is the",
+        "markdown its benchmark wrote to `benchmarks/results/`, with the machine it ran on. Ratios are",
+        "measured side by side within one run. CPU figures come from a shared 2-core machine: treat",
+        "small differences as noise. No GPU column yet: no GPU was available when these were measured.",
+        "",
+    ]
+    stems = {
+        "bench_idle_overhead.py": "idle_overhead", "bench_guided_attention.py": "guided_attention",
+        "bench_identify.py": "identify", "bench_parse_counts.py": "parse_counts", "bench_numina.py": "numina",
+        "bench_easycache.py": "easycache",
+    }
+    for script, _, _, title, what in BENCHMARKS:
+        md = RESULTS / f"{stems[script]}.md"
+        parts += [f"## {title}", "", what, "", f"`python benchmarks/{script}`", ""]
+        parts += [md.read_text().strip() if md.exists() else "_not measured yet_", ""]
+    DOC.write_text("\n".join(parts) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
