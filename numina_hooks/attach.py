@@ -193,7 +193,8 @@ class Handle:
         timestep = kwargs.get("timestep")
         t_float = None
         if timestep is not None:
-            t_float = float(torch.as_tensor(timestep).flatten()[0])
+            # Wan2.2 TI2V passes one timestep per token (0 on a conditioning first frame): take the max
+            t_float = float(torch.as_tensor(timestep).max())
         step = num_steps = sigma = None
         branch = None
         if cache_ctx is not None:

@@ -51,12 +51,18 @@ def tiny_tokenizer(extra_sentences: Optional[list[str]] = None, vocab_size: int 
 
 
 def tiny_wan_pipeline(
-    seed: int = 0, num_layers: int = 2, heads: int = 2, head_dim: int = 12, two_transformers: bool = False
+    seed: int = 0,
+    num_layers: int = 2,
+    heads: int = 2,
+    head_dim: int = 12,
+    two_transformers: bool = False,
+    expand_timesteps: bool = False,
 ):
     """A random-weight diffusers ``WanPipeline`` (64x64, 9 frames in well under a second a step).
 
     ``two_transformers=True`` builds a Wan2.2 A14B-style pipeline with
-    ``transformer`` and ``transformer_2`` split at ``boundary_ratio=0.5``.
+    ``transformer`` and ``transformer_2`` split at ``boundary_ratio=0.5``;
+    ``expand_timesteps=True`` a Wan2.2 TI2V-5B-style one (a timestep per token).
     """
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -81,7 +87,7 @@ def tiny_wan_pipeline(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
-    extra = {}
+    extra = {"expand_timesteps": True} if expand_timesteps else {}
     if two_transformers:
         extra = dict(transformer_2=transformer(), boundary_ratio=0.5)
     return WanPipeline(

@@ -33,6 +33,8 @@ CASES = [
          ("transformer",), 2),
     Case("wan22-a14b", lambda: testing.tiny_wan_pipeline(two_transformers=True), testing.WAN_CALL,
          ("self", "cross"), ("cond", "uncond"), ("transformer", "transformer_2"), 2),
+    Case("wan22-ti2v", lambda: testing.tiny_wan_pipeline(expand_timesteps=True), testing.WAN_CALL,
+         ("self", "cross"), ("cond", "uncond"), ("transformer",), 2),
     Case("cogvideox", lambda: testing.tiny_cogvideox_pipeline(), testing.COGVIDEOX_CALL, ("self", "cross"),
          (("uncond", "cond"),), ("transformer",), 2),
     Case("cogvideox-rope", lambda: testing.tiny_cogvideox_pipeline(rope=True), testing.COGVIDEOX_CALL,
