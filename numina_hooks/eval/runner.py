@@ -207,7 +207,7 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
         if guidance_scale is not None:
             call["guidance_scale"] = guidance_scale
         handle = numina_hooks.attach(pipe, config=config)
-        return EvalModel(handle, call, toy_frames, name="toy", device="cpu")
+        return EvalModel(handle, call, toy_frames, name="toy", device="cpu", info=_toy_weights_info())
 
     from diffusers import DiffusionPipeline
 
@@ -230,6 +230,19 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
             call[name] = value
     handle = numina_hooks.attach(pipe, config=config)
     return EvalModel(handle, call, _uint8_frames, name=model, device=device)
+
+
+def _toy_weights_info() -> dict:
+    """Which toy weights: their hash and training step (the shipped weights change as training goes)."""
+    import hashlib
+
+    from ..toy.model import WEIGHTS_DIR
+
+    info = {"weights_sha1": hashlib.sha1((WEIGHTS_DIR / "model.safetensors").read_bytes()).hexdigest()[:12]}
+    meta = WEIGHTS_DIR / "info.json"
+    if meta.exists():
+        info["weights_step"] = json.loads(meta.read_text()).get("steps")
+    return info
 
 
 # ---------------------------------------------------------------------------- files
@@ -333,6 +346,7 @@ def run_eval(items: Sequence[EvalItem], model: EvalModel, counter: Counter, out_
     config = getattr(model.handle, "config", None) or NuminaConfig()
     identity = {
         "model": model.name,
+        "model_info": model.info,
         "call": {k: v for k, v in model.call.items() if k != "output_type"},
         "seeds": seeds,
         "counter": counter.settings,

@@ -74,6 +74,7 @@ class EvalModel:
     to_frames: Callable[[Any], np.ndarray]
     name: str = "model"
     device: str = "cpu"
+    info: dict = field(default_factory=dict)  # recorded in the run's identity (e.g. the weights' hash)
 
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(int(seed))
