@@ -198,3 +198,21 @@ def test_adapters_ship_as_numina_hooks_adapters():
     assert adapters.__name__ == "numina_hooks.adapters"
     names = {cls.name for cls in adapters.registered_adapters()}
     assert {"diffusers-wan", "diffusers-cogvideox"} <= names
+
+
+def test_coexists_with_diffusers_group_offload():
+    pipe = testing.tiny_wan_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    plain = run(pipe)
+    cpu = torch.device("cpu")
+    pipe.transformer.enable_group_offload(
+        onload_device=cpu, offload_device=cpu, offload_type="block_level", num_blocks_per_group=1
+    )
+    obs = Observer()
+    with numina_hooks.attach(pipe, obs):
+        hooked = run(pipe)
+    assert obs.views and torch.equal(hooked, plain)
+    assert torch.equal(run(pipe), plain)  # the offload hooks are still in place and exact
+    offload_hooks = [name for m in pipe.transformer.modules() if hasattr(m, "_diffusers_hook")
+                     for name in m._diffusers_hook.hooks]
+    assert any("offload" in name for name in offload_hooks), offload_hooks
