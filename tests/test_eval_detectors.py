@@ -59,8 +59,8 @@ def test_select_boxes_threshold_clip_large_box_filter_and_nms():
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "cat", "cats", "dog", "dogs", "red", "disc", "discs"]
 
 
-@pytest.fixture(scope="module")
-def tiny_grounding_dino():
+def build_tiny_grounding_dino():
+    """A random-weight GroundingDINO (ResNet backbone, 1-layer BERT) and its processor, offline."""
     from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoProcessor, ResNetConfig)
     from transformers.models.grounding_dino import image_processing_pil_grounding_dino as gd_pil
@@ -82,6 +82,11 @@ def tiny_grounding_dino():
     torch.manual_seed(0)
     model = GroundingDinoForObjectDetection(config).eval()
     return model, processor
+
+
+@pytest.fixture(scope="module")
+def tiny_grounding_dino():
+    return build_tiny_grounding_dino()
 
 
 def test_grounding_dino_end_to_end_with_a_tiny_random_model(tiny_grounding_dino):

@@ -95,3 +95,40 @@ def test_eval_toy_all_strategies_interrupted_resumed_and_rescored(tmp_path, monk
     assert sorted(again) == sorted(results)
     for key, r in again.items():
         assert r["counts_found"] == results[key]["counts_found"], key
+
+
+def test_eval_real_pipeline_folder_with_tiny_grounding_dino(tmp_path):
+    """The real-model path offline: a (tiny, random) Wan pipeline saved to a folder and loaded
+    by ``load_model`` through ``DiffusionPipeline.from_pretrained``, counted by a (tiny,
+    random) GroundingDINO: plumbing, not accuracy."""
+    from test_eval_detectors import build_tiny_grounding_dino
+
+    from numina_hooks import testing
+    from numina_hooks.eval.detectors import ZeroShotDetector
+
+    torch.set_num_threads(1)
+    testing.tiny_wan_pipeline().save_pretrained(tmp_path / "wan")
+    model = runner.load_model(str(tmp_path / "wan"), steps=4, height=64, width=64, num_frames=9, dtype="fp32",
+                              device="cpu")
+    model.call["max_sequence_length"] = 24
+    gd_model, processor = build_tiny_grounding_dino()
+    detector = ZeroShotDetector("grounding-dino", model=gd_model, processor=processor, box_threshold=0.0,
+                                text_threshold=0.0, nms_iou=1.0, device="cpu")
+    items = [runner.EvalItem(0, "two cats chasing a dog", {"cats": 2, "dog": 1})]
+    out = tmp_path / "eval"
+    try:
+        summary = runner.run_eval(items, model, detector, out, strategies=["plain", "numina", "layout-seeds"],
+                                  seeds=[1, 2], save_videos=None, echo=lambda *_: None)
+    finally:
+        model.handle.detach()
+    assert summary["common_items"] == 1
+    for strategy in ("plain", "numina", "layout-seeds"):
+        r = json.loads((out / "results" / strategy / "0000.json").read_text())
+        assert "error" not in r, r.get("traceback")
+        # 9 decoded frames, every one of the 12 queries a box (threshold 0, NMS off)
+        assert r["frames"] == 9 and r["counts_found"] == {"cats": [12] * 9, "dog": [12] * 9}
+        assert r["count_acc"] == 0.0 and r["tc"] == 1.0
+        assert r["counter"]["box_threshold"] == 0.0 and r["counter"]["kind"] == "grounding-dino"
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["identity"]["model"] == str(tmp_path / "wan")
+    assert settings["identity"]["call"]["num_frames"] == 9
