@@ -293,6 +293,19 @@ def _write_video_atomic(frames: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_mp4_writer(out_dir: Path) -> None:
+    """Fail before generating anything when MP4 cannot be written here."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probe = out_dir / ".mp4-probe.mp4"
+    try:
+        _write_video_atomic(np.zeros((2, 16, 16, 3), dtype=np.uint8), probe)
+    except Exception as err:
+        raise RuntimeError(f"cannot write MP4 videos here ({type(err).__name__}: {err}); install imageio-ffmpeg "
+                           "(pip install imageio imageio-ffmpeg) or use --save-videos gif") from err
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _check_settings(out_dir: Path, settings: dict) -> None:
     """Refuse to mix results made with different settings in one folder."""
     file = out_dir / "settings.json"
@@ -343,6 +356,8 @@ def run_eval(items: Sequence[EvalItem], model: EvalModel, counter: Counter, out_
     if not seeds:
         raise ValueError("need at least one seed")
     out_dir = Path(out_dir)
+    if save_videos == "mp4":
+        _check_mp4_writer(out_dir)
     config = getattr(model.handle, "config", None) or NuminaConfig()
     identity = {
         "model": model.name,
