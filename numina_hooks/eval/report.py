@@ -63,13 +63,18 @@ def _figures(results: Sequence[dict]) -> dict:
 def summarize_results(out_dir, strategies: Optional[Sequence[str]] = None, items: Optional[int] = None) -> dict:
     """The summary of an evaluation folder (what ``summary.json`` holds)."""
     out_dir = Path(out_dir)
+    settings_file = out_dir / "settings.json"
+    settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else None
+    if strategies is None:  # the run's order (plain first as given), then any other folder
+        on_disk = sorted(p.name for p in (out_dir / "results").glob("*") if p.is_dir())
+        ran = (settings or {}).get("strategies", [])
+        strategies = [s for s in ran if s in on_disk] + [s for s in on_disk if s not in ran]
     loaded = load_results(out_dir, strategies)
     ok = {s: {i: r for i, r in rows.items() if "error" not in r} for s, rows in loaded.items()}
     names = [s for s in loaded if ok[s]]
     common = sorted(set.intersection(*(set(ok[s]) for s in names))) if names else []
-    settings_file = out_dir / "settings.json"
     summary = {
-        "settings": json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.exists() else None,
+        "settings": settings,
         "items": items,
         "common_items": len(common),
         "strategies": {},
