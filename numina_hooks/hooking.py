@@ -54,14 +54,13 @@ class SiteCall:
         self.kernel_calls = 0
         self.tapped = False
 
-    def on_kernel(self, original: Callable, layout: str, args: tuple, kwargs: dict):
+    def on_kernel(self, original: Callable, layout: str, args: tuple, kwargs: dict, read_arguments=None):
         index = self.kernel_calls
         self.kernel_calls += 1
         if index != self.expected_kernel:
             return original(*args, **kwargs)
         self.tapped = True
-        q, k, v = _qkv_from(args, kwargs)
-        scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+        q, k, v, scale = (read_arguments or read_dispatch_arguments)(args, kwargs)
         if scale is None:
             scale = 1.0 / math.sqrt(q.shape[-1])
         for view in self.handle._adapter.make_views(self.site, self.context, q, k, v, layout, float(scale)):
@@ -71,12 +70,15 @@ class SiteCall:
         return original(*args, **kwargs)
 
 
-def _qkv_from(args: tuple, kwargs: dict):
+def read_dispatch_arguments(args: tuple, kwargs: dict):
+    """``(q, k, v, scale_or_None)`` of a call of diffusers' ``dispatch_attention_fn`` or torch SDPA
+    (``query, key, value, attn_mask, dropout_p, is_causal, scale``)."""
     names = ("query", "key", "value")
     vals = list(args[:3])
     for name in names[len(vals):]:
         vals.append(kwargs[name])
-    return vals
+    scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+    return vals[0], vals[1], vals[2], scale
 
 
 def _check_replacement(out, view: AttentionView) -> torch.Tensor:
@@ -187,18 +189,25 @@ class KernelTap:
     """Replace ``owner.attribute`` (an attention function, or a module ``F`` whose
     ``scaled_dot_product_attention`` is the kernel) while any handle needs it.
 
-    :param layout: ``"BLHD"`` (diffusers' dispatch layout) or ``"BHLD"`` (torch SDPA).
+    :param layout: ``"BLHD"`` (diffusers' dispatch layout) or ``"BHLD"`` (torch SDPA); passed on
+        to the adapter's ``make_views``.
     :param functional_proxy: the attribute is ``torch.nn.functional``; tap its SDPA.
+    :param read_arguments: ``(args, kwargs) -> (q, k, v, scale_or_None)`` for a function whose
+        signature is not diffusers' (default :func:`read_dispatch_arguments`); ``scale=None``
+        means ``1 / sqrt(q.shape[-1])``.
     """
 
     _lock = threading.Lock()
     _installed: dict[tuple[int, str], list] = {}
 
-    def __init__(self, owner, attribute: str, layout: str, functional_proxy: bool = False):
+    def __init__(
+        self, owner, attribute: str, layout: str, functional_proxy: bool = False, read_arguments: Optional[Callable] = None
+    ):
         self.owner = owner
         self.attribute = attribute
         self.layout = layout
         self.functional_proxy = functional_proxy
+        self.read_arguments = read_arguments
 
     @property
     def key(self) -> tuple[int, str]:
@@ -214,9 +223,9 @@ class KernelTap:
             layout = self.layout
             if self.functional_proxy:
                 kernel = original.scaled_dot_product_attention
-                replacement = _FunctionalProxy(original, _make_tapped(kernel, layout))
+                replacement = _FunctionalProxy(original, _make_tapped(kernel, layout, self.read_arguments))
             else:
-                replacement = _make_tapped(original, layout)
+                replacement = _make_tapped(original, layout, self.read_arguments)
             setattr(self.owner, self.attribute, replacement)
             self._installed[self.key] = [original, 1, replacement]
 
@@ -240,12 +249,12 @@ class KernelTap:
                 del self._installed[self.key]
 
 
-def _make_tapped(original: Callable, layout: str) -> Callable:
+def _make_tapped(original: Callable, layout: str, read_arguments: Optional[Callable] = None) -> Callable:
     def tapped(*args, **kwargs):
         site_call = _active_site.get()
         if site_call is None:
             return original(*args, **kwargs)
-        return site_call.on_kernel(original, layout, args, kwargs)
+        return site_call.on_kernel(original, layout, args, kwargs, read_arguments)
 
     tapped.__wrapped__ = original
     tapped.__numina_tap__ = True

@@ -18,6 +18,8 @@ STEPS = 4
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
 def case_and_pipe(request):
     case = request.param
+    if case.missing():
+        pytest.skip(case.missing())
     pipe = case.build()
     plain = case.run(pipe)
     return case, pipe, plain
@@ -32,17 +34,19 @@ class Recorder:
         self.calls.append((view.transformer, view.layer, view.kind, view.step, view.branch))
 
 
-def _module_state(pipe):
-    """Everything of ours could leave behind: processors, forwards, instance attributes."""
+def _module_state(pipe, case):
+    """Everything of ours could leave behind: processors, forwards, torch hooks, instance attributes."""
     state = {}
-    for name in ("transformer", "transformer_2"):
+    for name in case.models:
         model = getattr(pipe, name, None)
         if model is None:
             continue
         for mname, module in model.named_modules():
             proc = getattr(module, "processor", None)
             state[(name, mname)] = (id(proc) if proc is not None else None, sorted(vars(module).keys()),
-                                    module.__dict__.get("forward"))
+                                    module.__dict__.get("forward"), len(module._forward_pre_hooks),
+                                    len(module._forward_hooks))
+    state["pipeline"] = {k: id(v) for k, v in vars(pipe).items() if callable(v) and not isinstance(v, torch.nn.Module)}
     return state
 
 
@@ -64,13 +68,14 @@ def test_no_plugin_is_bit_identical(case_and_pipe):
 
 def test_detach_restores_exactly(case_and_pipe):
     case, pipe, plain = case_and_pipe
-    before = _module_state(pipe)
-    originals = {id(m): m.processor for m in pipe.transformer.modules() if hasattr(m, "processor")}
+    before = _module_state(pipe, case)
+    model = getattr(pipe, case.models[0])
+    originals = {id(m): m.processor for m in model.modules() if hasattr(m, "processor")}
     handle = numina_hooks.attach(pipe, Recorder())
-    assert _module_state(pipe) != before  # attached: processors are wrapped
+    assert _module_state(pipe, case) != before  # attached: processors wrapped or hooks registered
     handle.detach()
-    assert _module_state(pipe) == before
-    for m in pipe.transformer.modules():
+    assert _module_state(pipe, case) == before
+    for m in model.modules():
         if hasattr(m, "processor"):
             assert m.processor is originals[id(m)]
     assert torch.equal(case.run(pipe), plain)
@@ -227,7 +232,7 @@ def test_forward_hook_can_skip_the_model(case_and_pipe):
         @hookimpl(wrapper=True)
         def on_forward(self, call):
             if call.context.step == 2:
-                call.skip_with((torch.zeros_like(call.hidden_states),))
+                call.skip_with(case.skip_output(call))
             out = yield
             self.ran.append((call.context.step, call.skipped))
             return out
@@ -264,8 +269,7 @@ def test_step_hooks_and_stop_request(case_and_pipe):
 
     steps, rec = Steps(), Recorder()
     with numina_hooks.attach(pipe, steps, rec) as handle:
-        kwargs = dict(case.call, output_type="latent")
-        handle(prompt="three cats", generator=torch.Generator().manual_seed(0), **kwargs)
+        handle(prompt="three cats", **case.kwargs(0))
     assert steps.events == ["start", ("end", 0), ("end", 1), ("end", None)]
     assert {c[3] for c in rec.calls} == {0, 1}  # the stop skipped steps 2 and 3
 
