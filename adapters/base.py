@@ -185,7 +185,7 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from . import diffsynth_wan, diffusers_cogvideox, diffusers_wan  # noqa: F401  (they register themselves)
+    from . import diffsynth_wan, diffusers_cogvideox, diffusers_wan, official_wan  # noqa: F401  (they register themselves)
 
 
 def _class_named(obj: Any, names: Sequence[str]) -> bool:
