@@ -147,6 +147,19 @@ def sample_t2v(
     return videos[0]
 
 
+def parse_counts_arg(text: Optional[str]) -> Optional[dict]:
+    """``"cats=3,dogs=2"`` -> ``{"cats": 3, "dogs": 2}``; ``None`` or ``""`` -> ``None`` (parse the prompt)."""
+    if not text:
+        return None
+    counts = {}
+    for item in text.split(","):
+        noun, sep, number = item.partition("=")
+        if not sep or not noun.strip() or not number.strip().isdigit():
+            raise ValueError(f"--numina_counts {text!r}: expected noun=count pairs, e.g. 'cats=3,dogs=2'")
+        counts[noun.strip()] = int(number)
+    return counts
+
+
 def generate_with_numina(wan_t2v, prompt: str, *, counts: Optional[dict] = None, config=None, **kwargs):
     """One NUMINA generation with a ``WanT2V``: attach, generate, detach.
 

@@ -236,3 +236,12 @@ def test_real_flash_attention_signature_is_the_described_one():
 
     params = list(inspect.signature(wan_model.flash_attention).parameters)
     assert params[:3] == ["q", "k", "v"] and params[OFFICIAL_WAN.attention.scale.position] == "softmax_scale"
+
+
+def test_counts_argument_of_the_patches():
+    from numina_hooks.official_wan import parse_counts_arg
+
+    assert parse_counts_arg("cats=3, dogs = 2") == {"cats": 3, "dogs": 2}
+    assert parse_counts_arg(None) is None and parse_counts_arg("") is None
+    with pytest.raises(ValueError, match="noun=count"):
+        parse_counts_arg("three cats")
