@@ -9,6 +9,7 @@
 """
 
 from .attach import Handle, attach
+from .cache import EasyCache
 from .context import CallContext, ForwardCall, GenerationInfo, Geometry, StepState
 from .hookspecs import hookimpl, hookspec
 from .numina.config import NuminaConfig
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AttentionView",
     "CallContext",
+    "EasyCache",
     "ForwardCall",
     "GenerationInfo",
     "Geometry",

@@ -280,8 +280,12 @@ class Handle:
         self._check_attached()
         return read_layout(self, self.config or NuminaConfig(), **kwargs)
 
-    def run_pipeline(self, *args, **kwargs):
-        """One pipeline call with the step and lifecycle hooks (no NUMINA)."""
+    def run_pipeline(self, *args, generation_extras: Optional[dict] = None, **kwargs):
+        """One pipeline call with the step and lifecycle hooks (no NUMINA).
+
+        ``generation_extras`` seeds ``generation.extras`` for the lifecycle hooks
+        (NUMINA passes ``numina_phase`` and ``must_compute_steps`` this way).
+        """
         self._check_attached()
         pipe = self._adapter.pipeline
         if pipe is None:
@@ -289,7 +293,7 @@ class Handle:
                 f"this handle hooks a bare {type(self.target).__name__}; call the model yourself "
                 "(use handle.context(branch=..., step=...) to name branch and step)"
             )
-        generation = GenerationInfo(pipeline=pipe, kwargs=kwargs)
+        generation = GenerationInfo(pipeline=pipe, kwargs=kwargs, extras=dict(generation_extras or {}))
         self._pm.hook.on_generation_start(generation=generation)
         error = None
         try:

@@ -44,12 +44,15 @@ class _Phase1Control:
         self.step = step
         self.stop_always = stop_always
         self.calls = 0
+        self.skipped: set = set()  # (transformer, step, branch) of calls a cache skipped
 
     @hookimpl(wrapper=True)
     def on_forward(self, call):
         ctx = call.context
         out = yield
         self.calls += 0 if call.skipped else 1
+        if call.skipped:
+            self.skipped.add((call.context.transformer, call.context.step, call.context.branch))
         has_cond = ctx.branch == "cond" or (isinstance(ctx.branch, tuple) and "cond" in ctx.branch)
         if ctx.step == self.step and has_cond:
             if not self.reader.done:
@@ -66,12 +69,20 @@ class _Phase1Control:
 class _CallCounter:
     def __init__(self):
         self.calls = 0
+        self.skipped: set = set()  # (transformer, step, branch) of calls a cache skipped
 
     @hookimpl(wrapper=True)
     def on_forward(self, call):
         out = yield
         self.calls += 0 if call.skipped else 1
+        if call.skipped:
+            self.skipped.add((call.context.transformer, call.context.step, call.context.branch))
         return out
+
+
+def _skip_summary(skipped: set) -> dict:
+    """Calls and denoising steps a cache skipped (a step counts once, whatever its branches)."""
+    return {"skipped_calls": len(skipped), "skipped_steps": len({(t, s) for t, s, _ in skipped})}
 
 
 def _validate_counts(counts: Any) -> dict[str, int]:
@@ -160,7 +171,9 @@ def run_numina(
     t0 = time.perf_counter()
     out = None
     try:
-        out = handle.run_pipeline(prompt=prompt, **kwargs)
+        out = handle.run_pipeline(
+            prompt=prompt, generation_extras={"numina_phase": "phase1", "must_compute_steps": {step}}, **kwargs
+        )
     except _Phase1Done:
         adapter.after_abort()
     finally:
@@ -169,6 +182,8 @@ def run_numina(
     report.timings["phase1"] = time.perf_counter() - t0
     report.timings["identify"] = reader.seconds
     report.model_calls["phase1"] = control.calls
+    if control.skipped:
+        report.cache["phase1"] = _skip_summary(control.skipped)
     _fill_reading(report, reader)
     if _phase1_only:
         rewind_noise()
@@ -206,7 +221,7 @@ def run_numina(
     handle.register(counter)
     t0 = time.perf_counter()
     try:
-        out = handle.run_pipeline(prompt=prompt, **kwargs)
+        out = handle.run_pipeline(prompt=prompt, generation_extras={"numina_phase": "phase2"}, **kwargs)
     finally:
         handle.unregister(guidance)
         handle.unregister(counter)
@@ -214,6 +229,8 @@ def run_numina(
     report.reason = "the layout's counts differ from the asked counts: refined and regenerated with guidance"
     report.timings["phase2"] = time.perf_counter() - t0
     report.model_calls["phase2"] = counter.calls
+    if counter.skipped:
+        report.cache["phase2"] = _skip_summary(counter.skipped)
     report.guided_steps = sorted(guidance.guided_steps)
     report.timings["total"] = time.perf_counter() - t_start
     return _attach_report(out, report)
