@@ -36,11 +36,13 @@ BENCHMARKS = [
     ("bench_parse_counts.py", [], [], "Counts from prompts", "Exact-match rate of parse_counts on CountBench. Aim: 95%."),
     ("bench_numina.py", ["--quick"], [], "NUMINA vs plain generation",
      "Transformer calls, wall clock and peak memory of a NUMINA generation relative to a plain one, "
-     "for the match and mismatch cases, with and without EasyCache in phase 1. Aim (paper: 1.48x wall "
-     "clock, 1.22x with EasyCache): NUMINA + EasyCache at most 1.25x the calls in the mismatch case and "
-     "1.0x in the match case."),
+     "for the match and mismatch cases, with EasyCache (tau 0.05) in both passes, in phase 1 only, and "
+     "without. Aim (paper: 1.48x wall clock, 1.22x with EasyCache): NUMINA + EasyCache at most 1.25x the "
+     "calls in the mismatch case and 1.0x in the match case, peak memory within 5% of plain."),
     ("bench_easycache.py", ["--quick"], [], "EasyCache alone",
-     "Speed-up and output difference (PSNR) against the plain result at several tau."),
+     "Speed-up and output difference (PSNR against the plain result) at several tau. Published for "
+     "Wan2.1 (50 steps, warm-up 10): tau 0.05 baseline quality, 0.1 about 2x, 0.2 about 3x; 2.54x at "
+     "PSNR 25.2 dB on Wan2.1-1.3B."),
 ]
 
 

@@ -200,6 +200,8 @@ class EasyCache:
     def on_forward(self, call):
         ctx = call.context
         step, num_steps = ctx.step, ctx.num_steps
+        if self.tau == 0.0:
+            return (yield)  # never skips: stay out of the way entirely (bit-identical, no bookkeeping)
         if not self._enabled or step is None:
             if step is None and not self._warned_no_step:
                 self._warned_no_step = True
@@ -230,7 +232,7 @@ class EasyCache:
             self.stats.skipped_steps.add((ctx.transformer, step))
         else:
             self.stats.computed_calls += 1
-            self._remember(state, x, output)
+            self._remember(state, x, output, step)
         state.prev_input = x
         state.last_step = step
         return output
@@ -264,10 +266,12 @@ class EasyCache:
         self._decisions[decision_key] = skip
         return skip
 
-    def _remember(self, state: _BranchState, x: torch.Tensor, output: Any) -> None:
+    def _remember(self, state: _BranchState, x: torch.Tensor, output: Any, step: int) -> None:
         sample = _sample_of(output).detach()
         x_in = _leading(x, sample).detach()
-        if state.computed_input is not None and state.computed_input.shape == x_in.shape:
+        state.k = None
+        # the rate is needed only once skipping may start: save the reductions during warm-up
+        if step + 1 >= self.warmup and state.computed_input is not None and state.computed_input.shape == x_in.shape:
             input_change = _mean_abs(x_in - state.computed_input)
             if input_change > 0:
                 state.k = _mean_abs(sample - state.computed_output) / input_change
