@@ -1,0 +1,172 @@
+"""How right is NUMINA's identify stage on the toy model? Layouts against the true objects.
+
+    python -m numina_hooks.toy.identify_study --n 100 --seed 0 [--weights DIR] [--json PATH]
+
+For each held-out prompt-seed pair, phase 1 runs to the reference step and reads the
+layout (``handle.read_layout``); the plain generation from the same noise is then run to
+the end and its objects are found exactly (connected components per colour,
+:mod:`numina_hooks.toy.counter`). Phase 1 *is* the start of that plain trajectory, so the
+plain video's objects are what the layout at t* should predict. Per noun and frame:
+
+* ``count_right``: the layout's instance count equals the video's object count;
+* ``instance_iou``: for each true object, the best IoU of a layout instance with it (on the
+  latent patch grid; a patch belongs to an object when at least 2 of its 4 pixels do),
+  averaged over objects (a missed object scores 0);
+* ``foreground_iou``: IoU of the union of layout instances with the union of the objects
+  (where, ignoring how many).
+
+Results are grouped by the video's true count. Nothing here tunes NUMINA: it reads the
+default :class:`~numina_hooks.numina.config.NuminaConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import model as toy_model
+from .counter import label_objects
+from .world import CATEGORY_BY_NAME, held_out_prompts
+
+
+def category_of(noun: str) -> Optional[str]:
+    """Toy category name of a noun as written (``"discs"`` -> ``"disc"``), or None."""
+    for name in (noun, noun[:-1] if noun.endswith("s") else noun, noun[:-2] if noun.endswith("es") else noun):
+        if name in CATEGORY_BY_NAME:
+            return name
+    return None
+
+
+def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 2) -> np.ndarray:
+    """Pixel instance labels [H, W] -> patch labels [H/patch, W/patch] (majority object, 0 = none)."""
+    h, w = labels.shape
+    blocks = labels.reshape(h // patch, patch, w // patch, patch).transpose(0, 2, 1, 3).reshape(h // patch, w // patch, -1)
+    out = np.zeros(blocks.shape[:2], dtype=np.int32)
+    for i in range(blocks.shape[0]):
+        for j in range(blocks.shape[1]):
+            vals, counts = np.unique(blocks[i, j][blocks[i, j] > 0], return_counts=True)
+            if len(vals) and counts.max() >= min_pixels:
+                out[i, j] = vals[counts.argmax()]
+    return out
+
+
+def compare_frame(layout: np.ndarray, truth: np.ndarray) -> dict:
+    """Layout instance labels vs true object labels, both [h, w] on one grid (0 = background)."""
+    true_ids = [t for t in np.unique(truth) if t > 0]
+    pred_ids = [p for p in np.unique(layout) if p > 0]
+    best = []
+    for t in true_ids:
+        tm = truth == t
+        ious = [np.logical_and(tm, layout == p).sum() / np.logical_or(tm, layout == p).sum() for p in pred_ids]
+        best.append(max(ious) if ious else 0.0)
+    fg_t, fg_p = truth > 0, layout > 0
+    union = np.logical_or(fg_t, fg_p).sum()
+    return {
+        "true_count": len(true_ids),
+        "layout_count": len(pred_ids),
+        "count_right": len(true_ids) == len(pred_ids),
+        "instance_iou": float(np.mean(best)) if best else None,
+        "foreground_iou": float(np.logical_and(fg_t, fg_p).sum() / union) if union else None,
+    }
+
+
+def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> dict:
+    """Run the comparison over ``n`` held-out prompts (seed ``seed + i`` for prompt ``i``)."""
+    import numina_hooks
+
+    from ..numina.config import NuminaConfig
+
+    call = dict(toy_model.TOY_CALL)
+    frames_rows = []
+    prompts = held_out_prompts(n, seed=seed)
+    iterator = enumerate(prompts)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(prompts), desc="identify study")
+    with numina_hooks.attach(pipe, config=config or NuminaConfig()) as handle, torch.no_grad():
+        for i, prompt in iterator:
+            gen_seed = seed + i
+            report = handle.read_layout(prompt=prompt.text,
+                                        generator=torch.Generator().manual_seed(gen_seed), **call)
+            video = toy_model.toy_frames(handle.run_pipeline(
+                prompt=prompt.text, generator=torch.Generator().manual_seed(gen_seed), **call))
+            truth = [label_objects(frame) for frame in video]
+            for noun, layouts in report.layouts_before.items():
+                cat = category_of(noun)
+                if cat is None:
+                    continue
+                for f, layout in enumerate(layouts):
+                    row = compare_frame(layout, patch_labels(truth[f][cat]))
+                    row.update(prompt=prompt.text, seed=gen_seed, noun=noun, frame=f, asked=prompt.counts.get(cat))
+                    frames_rows.append(row)
+    return summarize(frames_rows, n)
+
+
+def _mean(values) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def summarize(rows: list, pairs: int) -> dict:
+    """Aggregate per-frame rows: overall and by the video's true count."""
+    def agg(sel):
+        return {
+            "frames": len(sel),
+            "count_right": _mean([float(r["count_right"]) for r in sel]),
+            "instance_iou": _mean([r["instance_iou"] for r in sel]),
+            "foreground_iou": _mean([r["foreground_iou"] for r in sel]),
+            "mean_abs_count_error": _mean([abs(r["layout_count"] - r["true_count"]) for r in sel]),
+        }
+
+    by_count = {}
+    for c in sorted({r["true_count"] for r in rows}):
+        by_count[str(c)] = agg([r for r in rows if r["true_count"] == c])
+    return {"pairs": pairs, "overall": agg(rows), "by_true_count": by_count, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| true count | noun-frames | layout count right | instance IoU | foreground IoU | mean abs count error |",
+             "|---|---|---|---|---|---|"]
+
+    def fmt(v, pct=False):
+        if v is None:
+            return "-"
+        return f"{100 * v:.0f}%" if pct else f"{v:.2f}"
+
+    for key, a in [("all", result["overall"])] + list(result["by_true_count"].items()):
+        lines.append(f"| {key} | {a['frames']} | {fmt(a['count_right'], True)} | {fmt(a['instance_iou'])} | "
+                     f"{fmt(a['foreground_iou'])} | {fmt(a['mean_abs_count_error'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m numina_hooks.toy.identify_study", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100, help="held-out prompt-seed pairs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
+    ap.add_argument("--json", default=None, help="write the figures and per-frame rows here")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    if a.n < 1:
+        ap.error(f"--n {a.n}: expected at least 1 prompt-seed pair")
+    torch.set_num_threads(a.threads)
+    pipe = toy_model.load_toy_pipeline(a.weights)
+    pipe.set_progress_bar_config(disable=True)
+    result = study(pipe, a.n, a.seed)
+    print(markdown(result))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
+if __name__ == "__main__":
+    main()
