@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Run the whole test suite (sets up .venv first if it is missing).
+# Run the whole test suite: the main suite in .venv (set up first if missing), then the
+# DiffSynth-Studio suite in .venv-diffsynth (diffsynth needs a torch/torchvision pair of
+# its own; scripts/setup-diffsynth.sh creates it on first use, about 3 minutes).
+# NUMINA_SKIP_DIFFSYNTH=1 leaves the DiffSynth suite out, and says so.
+# Extra arguments go to the main suite's pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! .venv/bin/python -c "import numina_hooks, diffusers, pytest" >/dev/null 2>&1; then
   bash scripts/setup.sh --no-demo
 fi
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+if [ "${NUMINA_SKIP_DIFFSYNTH:-0}" = "1" ]; then
+  echo "NOT RUN: the DiffSynth-Studio suite (NUMINA_SKIP_DIFFSYNTH=1); run bash scripts/test-diffsynth.sh"
+else
+  bash scripts/test-diffsynth.sh
+fi
