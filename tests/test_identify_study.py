@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from numina_hooks.toy import identify_study as st
 

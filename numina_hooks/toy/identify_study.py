@@ -1,6 +1,6 @@
 """How right is NUMINA's identify stage on the toy model? Layouts against the true objects.
 
-    python -m numina_hooks.toy.identify_study --n 100 --seed 0 [--weights DIR] [--json PATH]
+    python -m numina_hooks.toy.identify_study --n 100 --seed 0 [--weights DIR] [--json PATH] [--config JSON]
 
 For each held-out prompt-seed pair, phase 1 runs to the reference step and reads the
 layout (``handle.read_layout``); the plain generation from the same noise is then run to
@@ -154,13 +154,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
     ap.add_argument("--json", default=None, help="write the figures and per-frame rows here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--config", default=None,
+                    help='NuminaConfig fields as JSON, e.g. \'{"reference_layer": 4}\' (default: the defaults)')
     a = ap.parse_args(argv)
     if a.n < 1:
         ap.error(f"--n {a.n}: expected at least 1 prompt-seed pair")
     torch.set_num_threads(a.threads)
     pipe = toy_model.load_toy_pipeline(a.weights)
     pipe.set_progress_bar_config(disable=True)
-    result = study(pipe, a.n, a.seed)
+    from ..numina.config import NuminaConfig
+
+    config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
+    result = study(pipe, a.n, a.seed, config=config)
+    result["config"] = a.config
     print(markdown(result))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

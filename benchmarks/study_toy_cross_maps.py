@@ -1,0 +1,113 @@
+"""Do the toy model's cross-attention maps find the noun's objects? AUC by step, layer and head.
+
+    python benchmarks/study_toy_cross_maps.py [--n 15]
+
+For held-out prompt-seed pairs, the plain generation runs once with a plugin that keeps the
+cond branch's cross-attention map of every noun (its token columns, per head) at several
+steps and every layer. Each map is scored against the final video's objects of the noun's
+category (exact counter, on the latent patch grid): the AUC of "object patches score higher
+than the rest" (0.5 = no better than chance), per head and for the mean over heads (what
+NUMINA's default ``cross_head="mean"`` reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_line  # noqa: E402
+
+import numina_hooks  # noqa: E402
+from numina_hooks import hookimpl  # noqa: E402
+from numina_hooks.numina.tokens import noun_token_columns  # noqa: E402
+from numina_hooks.toy import model as toy_model  # noqa: E402
+from numina_hooks.toy.counter import label_objects  # noqa: E402
+from numina_hooks.toy.identify_study import category_of, patch_labels  # noqa: E402
+from numina_hooks.toy.world import held_out_prompts  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class CrossMapRecorder:
+    """Keeps ``view.cross_attention_map(columns)`` of the cond row at the given steps."""
+
+    def __init__(self, columns: dict, steps):
+        self.columns, self.steps, self.maps = columns, set(steps), {}
+
+    @hookimpl
+    def on_attention(self, view):
+        if view.kind != "cross" or view.step not in self.steps:
+            return None
+        rows = view.rows_of("cond")
+        for noun, cols in self.columns.items() if rows else ():
+            self.maps[(view.step, view.layer, noun)] = view.cross_attention_map(cols, batch=[rows[0]])[0].float()
+        return None
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = np.concatenate([pos, neg]).argsort().argsort() + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=15)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    pipe = toy_model.load_toy_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    call = dict(toy_model.TOY_CALL)
+    n_steps = call["num_inference_steps"]
+    steps = sorted({int(f * n_steps) for f in (0.1, 0.2, 0.4, 0.6, 0.8)})
+    scores = collections.defaultdict(list)
+    with numina_hooks.attach(pipe) as handle, torch.no_grad():
+        tokenizer = handle._adapter.tokenizer()
+        for i, prompt in enumerate(held_out_prompts(a.n, seed=0)):
+            nouns = numina_hooks.parse_counts(prompt.text)
+            columns = noun_token_columns(tokenizer, prompt.text, nouns, max_length=call["max_sequence_length"])
+            rec = handle.register(CrossMapRecorder(columns, steps))
+            try:
+                video = toy_model.toy_frames(handle.run_pipeline(
+                    prompt=prompt.text, generator=torch.Generator().manual_seed(i), **call))
+            finally:
+                handle.unregister(rec)
+            truth = [label_objects(frame) for frame in video]
+            for (step, layer, noun), maps in rec.maps.items():
+                cat = category_of(noun)
+                for f in range(maps.shape[1]) if cat else ():
+                    fg = patch_labels(truth[f][cat]) > 0
+                    if not fg.any():
+                        continue
+                    for head in range(maps.shape[0]):
+                        m = maps[head, f].numpy()
+                        scores[(step, layer, str(head))].append(auc(m[fg], m[~fg]))
+                    m = maps[:, f].mean(0).numpy()
+                    scores[(step, layer, "mean")].append(auc(m[fg], m[~fg]))
+    layers = sorted({k[1] for k in scores})
+    heads = sorted({k[2] for k in scores if k[2] != "mean"}, key=int) + ["mean"]
+    table = {f"{s}/{ly}/{h}": float(np.nanmean(scores[(s, ly, h)])) for s in steps for ly in layers for h in heads}
+    md = ["AUC of the noun's cross-attention map against its objects (heads " + ", ".join(heads) + "):", "",
+          "| step | " + " | ".join(f"layer {ly}" for ly in layers) + " |", "|---" * (len(layers) + 1) + "|"]
+    for s in steps:
+        md.append(f"| {s} of {n_steps} | " + " | ".join(
+            " / ".join(f"{table[f'{s}/{ly}/{h}']:.2f}" for h in heads) for ly in layers) + " |")
+    weights = json.loads((toy_model.WEIGHTS_DIR / "info.json").read_text()).get("steps")
+    md += ["", f"{a.n} held-out prompt-seed pairs, toy weights at step {weights}; machine: {machine_line(describe())}."]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "toy_cross_maps.json").write_text(json.dumps({"pairs": a.n, "weights": weights, "auc": table}, indent=1))
+    (RESULTS / "toy_cross_maps.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return table
+
+
+if __name__ == "__main__":
+    main()
