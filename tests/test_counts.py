@@ -63,3 +63,24 @@ def test_same_noun_twice_adds_up_and_keeps_first_spelling():
 def test_rejects_non_string():
     with pytest.raises(TypeError, match="str"):
         parse_counts(3)  # type: ignore[arg-type]
+
+
+def test_toy_captions_parse_to_their_counts():
+    # "square" is both a shape adjective and the toy world's noun; before the fix
+    # "a single blue square floating" parsed as {'floating': 1} and 20 of 120 captions lost a noun
+    from numina_hooks.toy.identify_study import category_of
+    from numina_hooks.toy.world import held_out_prompts
+
+    for prompt in held_out_prompts(120, seed=0):
+        got = parse_counts(prompt.text)
+        assert {category_of(n): c for n, c in got.items()} == prompt.counts, prompt.text
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("a single red disc beside a single blue square floating", {"disc": 1, "square": 1}),
+    ("a blue square, five red discs and five yellow triangles moving", {"square": 1, "discs": 5, "triangles": 5}),
+    ("two glass bottles and a stone", {"bottles": 2, "stone": 1}),
+    ("three people in a town square", {"people": 3}),
+])
+def test_noun_adjectives_head_their_phrase(prompt, expected):
+    assert parse_counts(prompt) == expected

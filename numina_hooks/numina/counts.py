@@ -73,7 +73,7 @@ _SCENE_NOUNS = {
     "ground", "floor", "snow", "rain", "ice", "sand", "grass", "wind", "breeze", "storm",
     "alley", "market", "mall", "court", "arena", "stadium", "theater", "theatre",
     "classroom", "office", "hall", "corridor", "hallway", "laboratory", "lab", "airport",
-    "square", "plaza", "playground", "campus", "harbor", "harbour", "port",
+    "plaza", "playground", "campus", "harbor", "harbour", "port",
     "dock", "shore", "coast", "island", "cave", "canyon", "cliff", "glacier", "tundra",
     "swamp", "marsh", "countryside", "farm", "ranch", "zoo", "aquarium", "museum",
     "restaurant", "cafe", "bar", "shop", "store", "house", "home", "building", "set",
@@ -157,6 +157,12 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*|[.,;:!?]")
 _MAX_PHRASE = 6
 
 
+# Words listed as adjectives that are also nouns: at the end of a phrase, or before a verb
+# shape, they are the head ("a blue square floating", "a single red light").
+_NOUN_ADJECTIVES = {"square", "light", "glass", "stone", "paper", "metal", "plastic", "steel", "crystal",
+                    "cartoon", "baby", "adult", "female", "male"}
+
+
 def _is_plural_form(word: str) -> bool:
     w = word.lower().split("-")[-1]
     if w in _IRREGULAR_PLURALS or (w.endswith("men") and len(w) > 4):
@@ -207,6 +213,9 @@ def _read_phrase(tokens: list[str], start: int, count: int) -> tuple[int | None,
             break
         if have_noun and _is_verb_shape(low, count, have_noun):
             return (words[-1] if words else None), j, True
+        if (not have_noun and words and tokens[words[-1]].lower() in _NOUN_ADJECTIVES
+                and (low.endswith("ing") or low in _VERBS or (low.endswith("ly") and len(low) > 4))):
+            return words[-1], j, True  # "a blue square floating": the noun-adjective was the head
         words.append(j)
         j += 1
         if _is_adjective(low) or (not have_noun and (low.endswith("ing") or low.endswith("ed"))):
@@ -216,7 +225,8 @@ def _read_phrase(tokens: list[str], start: int, count: int) -> tuple[int | None,
             break  # the plural head closes the phrase: "two dogs playing"
     follows_verb = j < len(tokens) and tokens[j].lower() in {
         "is", "are", "was", "were", "has", "have", "had", "can", "will"}
-    if not words or (not have_noun and tokens[words[-1]].lower() in _ADJECTIVES):
+    last = tokens[words[-1]].lower() if words else None
+    if not words or (not have_noun and last in _ADJECTIVES and last not in _NOUN_ADJECTIVES):
         return None, j, follows_verb
     return words[-1], j, follows_verb  # with no clear noun, the last word ("jellyfish")
 
