@@ -15,6 +15,7 @@ rows, different heads) simply coexist.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional, Sequence, Union
@@ -88,6 +89,9 @@ class ColumnEdit:
         object.__setattr__(self, "columns", _as_index(self.columns, "columns"))
         if self.heads is not None:
             object.__setattr__(self, "heads", _as_index(self.heads, "heads"))
+        self._check_value()
+
+    def _check_value(self) -> None:
         value = self.value
         if isinstance(value, torch.Tensor):
             if value.is_complex() or value.dtype == torch.bool:
@@ -100,6 +104,17 @@ class ColumnEdit:
             raise TypeError(f"ColumnEdit.value must be a number or a tensor, got {type(value).__name__}")
         elif self.mode != "suppress" and not math.isfinite(value):
             raise ValueError(f"ColumnEdit.value must be finite for mode {self.mode!r}, got {value}; use mode='suppress'")
+
+    def with_value(self, value: Union[float, torch.Tensor]) -> "ColumnEdit":
+        """The same edit (batch, rows, columns, heads already checked) with another ``value``.
+
+        For callers that apply one edit structure many times with a value that changes per
+        call (a guidance schedule): it skips re-checking the index tensors.
+        """
+        new = copy.copy(self)
+        object.__setattr__(new, "value", value)
+        new._check_value()
+        return new
 
     @property
     def empty(self) -> bool:

@@ -96,6 +96,7 @@ class LayoutGuidance:
         self.num_steps = num_steps
         self.guided_calls = 0
         self.guided_steps: set[int] = set()
+        self._cache: dict = {}  # (video offset, text offset, batch row) -> fixed edits per noun
 
     def edits_for(self, view) -> list[ColumnEdit]:
         """The edits of one cross view (empty when guidance is off at this step)."""
@@ -109,19 +110,45 @@ class LayoutGuidance:
         q0, c0 = view.video_queries.start, view.text_keys.start
         edits = []
         for batch in view.rows_of("cond"):
-            for noun in self.plan.nouns.values():
-                cols = noun.columns + c0
-                if noun.suppress_rows.numel():
-                    edits.append(ColumnEdit(batch, noun.suppress_rows + q0, cols, "suppress"))
-                if noun.boost_rows.numel():
-                    edits.append(ColumnEdit(batch, noun.boost_rows + q0, cols, "boost", cfg.boost_k * delta))
-                for group in noun.copies:
-                    ref = pre_softmax_scores(view.q, view.k, group.reference_rows + q0, cols, batch, view.scale)
-                    target = ref.mean(dim=(1, 2))  # [heads]
-                    if cfg.target_mode == "shared":
-                        target = target.mean().expand_as(target)
-                    edits.append(ColumnEdit(batch, group.rows + q0, cols, "set", target * delta))
+            for noun, fixed in self._fixed_edits(q0, c0, batch):
+                suppress, boost, copies = fixed
+                if suppress is not None:
+                    edits.append(suppress)
+                if boost is not None:
+                    edits.append(boost.with_value(cfg.boost_k * delta))
+                if copies:
+                    edits.extend(self._copy_edits(view, batch, copies, delta))
         return edits
+
+    def _fixed_edits(self, q0: int, c0: int, batch: int) -> list:
+        """Per noun: (suppress edit, boost edit, [(set edit, reference rows)]) with the token
+        offsets of a view applied; built once per layout of the tokens, then reused."""
+        key = (q0, c0, batch)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = []
+            for name, noun in self.plan.nouns.items():
+                cols = noun.columns + c0
+                suppress = ColumnEdit(batch, noun.suppress_rows + q0, cols, "suppress") \
+                    if noun.suppress_rows.numel() else None
+                boost = ColumnEdit(batch, noun.boost_rows + q0, cols, "boost", 0.0) if noun.boost_rows.numel() else None
+                copies = [(ColumnEdit(batch, g.rows + q0, cols, "set", 0.0), g.reference_rows + q0) for g in noun.copies]
+                cached.append((name, (suppress, boost, copies)))
+            self._cache[key] = cached
+        return cached
+
+    def _copy_edits(self, view, batch: int, copies: list, delta: float) -> list[ColumnEdit]:
+        """"set" edits whose targets are the mean reference scores, one score matmul for all groups."""
+        cols = copies[0][0].columns
+        refs = [ref for _, ref in copies]
+        scores = pre_softmax_scores(view.q, view.k, torch.cat(refs), cols, batch, view.scale)  # [H, sum R, T]
+        out = []
+        for (edit, _), part in zip(copies, scores.split([r.numel() for r in refs], dim=1)):
+            target = part.mean(dim=(1, 2))  # [heads]
+            if self.config.target_mode == "shared":
+                target = target.mean().expand_as(target)
+            out.append(edit.with_value(target * delta))
+        return out
 
     @hookimpl
     def on_attention(self, view):

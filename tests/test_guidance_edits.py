@@ -1,0 +1,70 @@
+"""LayoutGuidance's edits: what the plan asks for, at the view's token offsets, per step."""
+
+from types import SimpleNamespace
+
+import torch
+
+from numina_hooks.attention import pre_softmax_scores
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.guidance import CopyGroup, GuidancePlan, LayoutGuidance, NounPlan
+
+
+def _view(step, q0=0, c0=0, batch_rows=(0,)):
+    torch.manual_seed(step)
+    q = torch.randn(2, 3, q0 + 32, 8)
+    k = torch.randn(2, 3, c0 + 10, 8)
+    return SimpleNamespace(
+        step=step, q=q, k=k, scale=None, video_queries=slice(q0, q0 + 32), text_keys=slice(c0, c0 + 10),
+        rows_of=lambda branch: list(batch_rows) if branch == "cond" else [],
+    )
+
+
+def _plan():
+    copies = [CopyGroup(rows=torch.tensor([20, 21]), reference_rows=torch.tensor([1, 2, 3])),
+              CopyGroup(rows=torch.tensor([25]), reference_rows=torch.tensor([5, 6]))]
+    return GuidancePlan(nouns={"cats": NounPlan(columns=torch.tensor([2, 3]), suppress_rows=torch.tensor([10, 11]),
+                                                boost_rows=torch.tensor([12]), copies=copies)}, frame_tokens=16)
+
+
+def test_edits_follow_the_plan_the_offsets_and_the_schedule():
+    cfg = NuminaConfig()
+    guidance = LayoutGuidance(_plan(), cfg, num_steps=10)
+    for step, q0, c0 in [(0, 0, 0), (1, 5, 3), (0, 0, 0), (2, 5, 3)]:
+        view = _view(step, q0, c0, batch_rows=(1,))
+        edits = guidance.edits_for(view)
+        delta = cfg.delta(step, 10)
+        by_mode = {}
+        for e in edits:
+            by_mode.setdefault(e.mode, []).append(e)
+        assert all(e.batch == 1 for e in edits)
+        assert by_mode["suppress"][0].rows.tolist() == [10 + q0, 11 + q0]
+        assert by_mode["suppress"][0].columns.tolist() == [2 + c0, 3 + c0]
+        assert by_mode["boost"][0].rows.tolist() == [12 + q0] and by_mode["boost"][0].value == cfg.boost_k * delta
+        sets = by_mode["set"]
+        assert [e.rows.tolist() for e in sets] == [[20 + q0, 21 + q0], [25 + q0]]
+        for e, ref in zip(sets, ([1, 2, 3], [5, 6])):
+            # the target: the reference instance's mean pre-softmax score per head, times delta
+            expected = pre_softmax_scores(view.q, view.k, torch.tensor(ref) + q0, torch.tensor([2, 3]) + c0, 1)
+            torch.testing.assert_close(e.value, expected.mean(dim=(1, 2)) * delta)
+
+
+def test_no_edits_once_guidance_is_off_or_on_uncond_rows():
+    cfg = NuminaConfig()
+    guidance = LayoutGuidance(_plan(), cfg, num_steps=10)
+    late = next(s for s in range(10) if not cfg.guidance_active(s, 10))
+    assert guidance.edits_for(_view(late)) == []
+    assert guidance.edits_for(_view(0, batch_rows=())) == []
+
+
+def test_with_value_keeps_the_indices_and_checks_the_value():
+    import pytest
+
+    from numina_hooks.attention import ColumnEdit
+
+    edit = ColumnEdit(0, [3, 1], [2], "boost", 0.5)
+    again = edit.with_value(2.0)
+    assert again.value == 2.0 and edit.value == 0.5 and again.rows is edit.rows
+    with pytest.raises(ValueError, match="finite"):
+        edit.with_value(float("nan"))
+    with pytest.raises(TypeError, match="number or a tensor"):
+        edit.with_value("big")
