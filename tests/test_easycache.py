@@ -254,3 +254,17 @@ def test_diffusers_cache_enabled_is_refused_clearly_and_leaves_the_pipeline_work
 def test_bad_settings_name_the_value(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         EasyCache(**kwargs)
+
+
+def test_image_to_video_inputs_use_their_leading_channels():
+    from numina_hooks.cache.easycache import _leading, _with_sample
+
+    x = torch.arange(36 * 2 * 2 * 2, dtype=torch.float32).reshape(1, 36, 2, 2, 2)  # Wan I2V: latents + condition
+    out = torch.zeros(1, 16, 2, 2, 2)
+    assert torch.equal(_leading(x, out), x[:, :16])
+    cog = torch.zeros(1, 3, 32, 4, 4)  # CogVideoX I2V concatenates on dim 2
+    assert _leading(cog, torch.zeros(1, 3, 16, 4, 4)).shape == (1, 3, 16, 4, 4)
+    with pytest.raises(ValueError, match="cannot be cached"):
+        _leading(torch.zeros(1, 36, 3, 2, 2), out)
+    # the skipped output keeps the model's own output type
+    assert _with_sample((out,), x[:, :16])[0] is not out and isinstance(_with_sample((out,), out), tuple)
