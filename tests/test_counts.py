@@ -84,3 +84,12 @@ def test_toy_captions_parse_to_their_counts():
 ])
 def test_noun_adjectives_head_their_phrase(prompt, expected):
     assert parse_counts(prompt) == expected
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("A misty morning over a lake", {}),  # was {'misty': 1}
+    ("a dog chasing two ducklings", {"dog": 1, "ducklings": 2}),
+    ("A person painting on a large canvas in a studio.", {"person": 1}),
+])
+def test_ing_nouns_are_not_verbs(prompt, expected):
+    assert parse_counts(prompt) == expected

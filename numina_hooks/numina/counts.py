@@ -163,6 +163,13 @@ _NOUN_ADJECTIVES = {"square", "light", "glass", "stone", "paper", "metal", "plas
                     "cartoon", "baby", "adult", "female", "male"}
 
 
+# Nouns ending in "-ing" that are not verb shapes ("a misty morning", "a wedding").
+# (Words that are as often verbs, "painting", "building", "swing", stay verb shapes.)
+_ING_NOUNS = {"morning", "evening", "buildings", "ceiling", "paintings", "wedding", "king", "kings", "rings",
+              "wings", "thing", "things", "swings", "sibling", "siblings", "duckling", "ducklings",
+              "seedling", "earring", "earrings", "pudding", "dumpling", "dumplings", "lightning", "railing"}
+
+
 def _is_plural_form(word: str) -> bool:
     w = word.lower().split("-")[-1]
     if w in _IRREGULAR_PLURALS or (w.endswith("men") and len(w) > 4):
@@ -187,7 +194,7 @@ def _is_verb_shape(word: str, count: int, have_noun: bool) -> bool:
     w = word.lower()
     if w in _VERBS:
         return True
-    if w.endswith("ing") or (w.endswith("ed") and len(w) > 3):
+    if (w.endswith("ing") and w not in _ING_NOUNS) or (w.endswith("ed") and len(w) > 3):
         return True
     if w.endswith("ly") and len(w) > 4 and w not in _LY_NOUNS:
         return True  # adverb
