@@ -71,7 +71,7 @@ def peak_extra_bytes(fn) -> int:
 
 def make_edits(mix: str, q, k, frac: float, g: torch.Generator) -> list[ColumnEdit]:
     """30% of the rows over 4 columns (two nouns of two tokens each)."""
-    h, lq = q.shape[1], q.shape[2]
+    lq = q.shape[2]
     rows = torch.randperm(lq, generator=g)[: int(frac * lq)].sort().values
     noun_a, noun_b = torch.tensor([5, 6]), torch.tensor([9, 10])
     both = torch.cat([noun_a, noun_b])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import numina_hooks
-from numina_hooks import NuminaConfig, hookimpl
+from numina_hooks import hookimpl
 from numina_hooks.adapters.diffsynth_wan import DiffSynthWanAdapter
 
 from tiny_diffsynth import CALL, tiny_pipeline
