@@ -132,3 +132,16 @@ def test_eval_real_pipeline_folder_with_tiny_grounding_dino(tmp_path):
     settings = json.loads((out / "settings.json").read_text())
     assert settings["identity"]["model"] == str(tmp_path / "wan")
     assert settings["identity"]["call"]["num_frames"] == 9
+
+
+def test_threads_option_is_checked_and_applied(tmp_path):
+    with pytest.raises(SystemExit, match="--threads 0"):
+        cli.main(["eval", "--model", "toy", "--limit", "1", "--threads", "0", "--out", str(tmp_path / "a")])
+    before = torch.get_num_threads()
+    try:
+        # --threads is applied before the settings are checked, so a run that then stops still sets it
+        with pytest.raises(SystemExit, match="either --model"):
+            cli.main(["eval", "--threads", "2", "--out", str(tmp_path / "b")])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
