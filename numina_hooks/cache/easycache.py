@@ -93,9 +93,15 @@ def _with_sample(template: Any, sample: torch.Tensor) -> Any:
 
 
 def _leading(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``x`` cut to ``like``'s shape along the one dimension where they differ (conditioning channels)."""
+    """``x`` made to ``like``'s shape: repeated along the batch when the model batches CFG inside
+    (DiffSynth's ``cfg_merge`` repeats the latents), and cut along the one dimension where they
+    still differ (conditioning channels of image-to-video models)."""
     if x.shape == like.shape:
         return x
+    if x.dim() == like.dim() and x.shape[0] != like.shape[0] and like.shape[0] % x.shape[0] == 0:
+        x = x.repeat(like.shape[0] // x.shape[0], *([1] * (x.dim() - 1)))
+        if x.shape == like.shape:
+            return x
     differing = [d for d in range(x.dim()) if x.shape[d] != like.shape[d]] if x.dim() == like.dim() else None
     if not differing or len(differing) != 1 or x.shape[differing[0]] < like.shape[differing[0]]:
         raise ValueError(
@@ -256,8 +262,10 @@ class EasyCache:
         )
         skip = False
         if not must:
-            rows = _cond_rows(ctx.branch, x.shape[0])
-            pick = (lambda t: t[rows]) if rows is not None else (lambda t: t)
+            def pick(t: torch.Tensor) -> torch.Tensor:
+                rows = _cond_rows(ctx.branch, t.shape[0])
+                return t[rows] if rows is not None else t
+
             input_change = _mean_abs(pick(x) - pick(state.prev_input))
             scale = _mean_abs(pick(state.computed_output))
             eps = state.k * input_change / max(scale, 1e-12)

@@ -155,3 +155,22 @@ def test_teacache_skipped_steps_run_no_attention():
         pipe(prompt=PROMPT, seed=0, tea_cache_l1_thresh=1e9, tea_cache_model_id="Wan2.1-T2V-1.3B", **CALL)
     # TeaCache always computes the first and the last step, and skips the rest at this threshold
     assert {c[3] for c in rec.calls} == {0, 3}
+
+
+@pytest.mark.parametrize("extra", [{}, {"cfg_merge": True}], ids=["separate-cfg", "cfg-merge"])
+def test_easycache_on_diffsynth(pipe, extra):
+    """EasyCache through the generic adapter: tau=0 is exact; a large tau skips steps, and
+    DiffSynth's cfg_merge (latents repeated inside the model) caches the same way as two calls."""
+    call = dict(CALL, num_inference_steps=10)
+    plain = pipe(prompt=PROMPT, seed=0, **call, **extra)
+    exact = numina_hooks.EasyCache(tau=0.0)
+    with numina_hooks.attach(pipe, exact):
+        assert torch.equal(pipe(prompt=PROMPT, seed=0, **call, **extra), plain)
+    cache = numina_hooks.EasyCache(tau=100.0, warmup=2)
+    with numina_hooks.attach(pipe, cache):
+        cached = pipe(prompt=PROMPT, seed=0, **call, **extra)
+    assert cache.stats.as_dict()["skipped_steps"] == 7  # steps 2..8: warm-up 2, the last step computes
+    reference = numina_hooks.EasyCache(tau=100.0, warmup=2)
+    with numina_hooks.attach(pipe, reference):
+        separate = pipe(prompt=PROMPT, seed=0, **call)
+    torch.testing.assert_close(cached, separate, rtol=1e-4, atol=1e-5)
