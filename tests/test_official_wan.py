@@ -245,3 +245,16 @@ def test_counts_argument_of_the_patches():
     assert parse_counts_arg(None) is None and parse_counts_arg("") is None
     with pytest.raises(ValueError, match="noun=count"):
         parse_counts_arg("three cats")
+
+
+def test_easycache_on_the_list_in_list_out_model(t2v, plain):
+    """The official model takes and returns lists of [C, F, H, W]: EasyCache stacks them for its
+    arithmetic and hands a list back when it skips."""
+    exact = numina_hooks.EasyCache(tau=0.0)
+    with attach_with(STANDIN, t2v, exact) as handle:
+        assert torch.equal(handle(prompt=PROMPT, **CALL), plain)
+    cache = numina_hooks.EasyCache(tau=100.0, warmup=1)
+    with attach_with(STANDIN, t2v, cache) as handle:
+        out = handle(prompt=PROMPT, **dict(CALL, sampling_steps=6))
+    assert cache.stats.as_dict()["skipped_steps"] == 3  # steps 2..4 (0-1 give the rate, 5 is last)
+    assert isinstance(out, type(plain)) and out.shape == plain.shape and torch.isfinite(out).all()

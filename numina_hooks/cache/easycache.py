@@ -81,8 +81,11 @@ def _sample_of(output: Any) -> torch.Tensor:
     )
 
 
-def _with_sample(template: Any, sample: torch.Tensor) -> Any:
-    """``template``'s type with ``sample`` in place of its sample."""
+def _with_sample(template: Any, sample: torch.Tensor, listed: bool = False) -> Any:
+    """``template``'s type with ``sample`` in place of its sample (``listed``: a list of the
+    batch's videos, as the official Wan model returns)."""
+    if listed:
+        return type(template)(sample.unbind(0))
     if isinstance(template, torch.Tensor):
         return sample
     if isinstance(template, tuple):
@@ -220,6 +223,11 @@ class EasyCache:
             return (yield)
 
         x = call.hidden_states
+        listed = isinstance(x, (list, tuple))  # the official Wan model takes and returns a list of [C, F, H, W]
+        if listed:
+            if not x or len({tuple(u.shape) for u in x}) != 1:
+                return (yield)  # videos of different sizes in one call: nothing to stack, always compute
+            x = torch.stack(list(x))
         key = (id(call.module), _branch_key(ctx.branch))
         state = self._states.get(key)
         if state is None or (state.last_step is not None and step <= state.last_step):
@@ -231,14 +239,14 @@ class EasyCache:
         skip = self._decide(call.module, ctx, state, x, step, num_steps)
         if skip:
             sample = _leading(x, state.delta) + state.delta
-            call.skip_with(_with_sample(state.output_template, sample))
+            call.skip_with(_with_sample(state.output_template, sample, listed))
         output = yield
         if skip:
             self.stats.skipped_calls += 1
             self.stats.skipped_steps.add((ctx.transformer, step))
         else:
             self.stats.computed_calls += 1
-            self._remember(state, x, output, step)
+            self._remember(state, x, output, step, listed)
         state.prev_input = x
         state.last_step = step
         return output
@@ -274,8 +282,8 @@ class EasyCache:
         self._decisions[decision_key] = skip
         return skip
 
-    def _remember(self, state: _BranchState, x: torch.Tensor, output: Any, step: int) -> None:
-        sample = _sample_of(output).detach()
+    def _remember(self, state: _BranchState, x: torch.Tensor, output: Any, step: int, listed: bool = False) -> None:
+        sample = (torch.stack(list(output)) if listed else _sample_of(output)).detach()
         x_in = _leading(x, sample).detach()
         state.k = None
         # the rate is needed only once skipping may start: save the reductions during warm-up
