@@ -219,11 +219,13 @@ def test_bare_model_with_named_steps_keeps_the_output_type():
     assert all(type(o) is type(outs[0]) and o.sample.shape == x.shape for o in outs)
 
 
-def test_diffusers_cache_enabled_is_refused_clearly_and_leaves_the_pipeline_working():
-    from diffusers import FirstBlockCacheConfig
+@pytest.mark.parametrize("cache_config", ["FirstBlockCacheConfig", "TaylorSeerCacheConfig"])
+def test_diffusers_cache_enabled_is_refused_clearly_and_leaves_the_pipeline_working(cache_config):
+    import diffusers
 
     pipe = _pipe("wan")
-    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.05))
+    config = getattr(diffusers, cache_config)
+    pipe.transformer.enable_cache(config(threshold=0.05) if cache_config == "FirstBlockCacheConfig" else config())
     try:
         reference = pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **_call("wan")).frames
         handle = numina_hooks.attach(pipe, EasyCache())
