@@ -29,8 +29,8 @@ from numina_hooks import hookimpl  # noqa: E402
 from numina_hooks.numina.tokens import noun_token_columns  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import label_objects  # noqa: E402
-from numina_hooks.toy.identify_study import category_of, patch_labels  # noqa: E402
-from numina_hooks.toy.world import held_out_prompts  # noqa: E402
+from numina_hooks.toy.identify_study import patch_labels  # noqa: E402
+from numina_hooks.toy.world import category_of_noun, held_out_prompts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
                 handle.unregister(rec)
             truth = [label_objects(frame) for frame in video]
             for (step, layer, noun), maps in rec.maps.items():
-                cat = category_of(noun)
+                cat = category_of_noun(noun)
                 for f in range(maps.shape[1]) if cat else ():
                     fg = patch_labels(truth[f][cat]) > 0
                     if not fg.any():

@@ -37,8 +37,8 @@ from numina_hooks.numina import generate as generate_mod  # noqa: E402
 from numina_hooks.numina.refine import Edit, RefinedFrame  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import count_objects  # noqa: E402
-from numina_hooks.toy.identify_study import category_of, patch_labels  # noqa: E402
-from numina_hooks.toy.world import held_out_prompts, make_clip  # noqa: E402
+from numina_hooks.toy.identify_study import patch_labels  # noqa: E402
+from numina_hooks.toy.world import category_of_noun, held_out_prompts, make_clip  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,7 +52,7 @@ def oracle_refiner(prompt_counts: dict, clip_seed: int):
     def refine(layouts, asked, config):
         noun = nouns_in_order[len(calls)]
         calls.append(noun)
-        cat = category_of(noun)
+        cat = category_of_noun(noun)
         if cat is None:  # a word parse_counts took for a noun ("floating"): leave it alone
             return [RefinedFrame(labels_before=b, labels_after=b) for b in layouts]
         frames = []

@@ -18,16 +18,6 @@ import numpy as np
 import torch
 
 
-def noun_category(noun: str) -> Optional[str]:
-    """Toy category of a noun as written (``"discs"`` -> ``"disc"``), or None."""
-    from .toy.world import CATEGORY_BY_NAME
-
-    for name in (noun, noun[:-1] if noun.endswith("s") else noun, noun[:-2] if noun.endswith("es") else noun):
-        if name in CATEGORY_BY_NAME:
-            return name
-    return None
-
-
 def frame_counts(frames: np.ndarray) -> list[dict[str, int]]:
     """Exact per-frame counts (category name -> n) of uint8 frames ``[F, H, W, 3]``."""
     from .toy.counter import count_objects

@@ -68,7 +68,7 @@ def test_rejects_non_string():
 def test_toy_captions_parse_to_their_counts():
     # "square" is both a shape adjective and the toy world's noun; before the fix
     # "a single blue square floating" parsed as {'floating': 1} and 20 of 120 captions lost a noun
-    from numina_hooks.toy.identify_study import category_of
+    from numina_hooks.toy.world import category_of_noun as category_of
     from numina_hooks.toy.world import held_out_prompts
 
     for prompt in held_out_prompts(120, seed=0):

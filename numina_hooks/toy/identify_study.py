@@ -32,15 +32,7 @@ import torch
 
 from . import model as toy_model
 from .counter import label_objects
-from .world import CATEGORY_BY_NAME, held_out_prompts
-
-
-def category_of(noun: str) -> Optional[str]:
-    """Toy category name of a noun as written (``"discs"`` -> ``"disc"``), or None."""
-    for name in (noun, noun[:-1] if noun.endswith("s") else noun, noun[:-2] if noun.endswith("es") else noun):
-        if name in CATEGORY_BY_NAME:
-            return name
-    return None
+from .world import category_of_noun, held_out_prompts
 
 
 def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 2) -> np.ndarray:
@@ -99,7 +91,7 @@ def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> di
                 prompt=prompt.text, generator=torch.Generator().manual_seed(gen_seed), **call))
             truth = [label_objects(frame) for frame in video]
             for noun, layouts in report.layouts_before.items():
-                cat = category_of(noun)
+                cat = category_of_noun(noun)
                 if cat is None:
                     continue
                 for f, layout in enumerate(layouts):

@@ -83,6 +83,14 @@ CATEGORIES: tuple[Category, ...] = (
     Category("triangle", "triangle", "triangles", "yellow", (235, 215, 45), _triangle()),
 )
 CATEGORY_BY_NAME = {c.name: c for c in CATEGORIES}
+
+
+def category_of_noun(noun: str) -> str | None:
+    """Category name of a noun as a prompt writes it (``"discs"`` -> ``"disc"``), or None."""
+    for name in (noun, noun[:-1] if noun.endswith("s") else noun, noun[:-2] if noun.endswith("es") else noun):
+        if name in CATEGORY_BY_NAME:
+            return name
+    return None
 _DILATED = {c.name: _dilated(c.sprite) for c in CATEGORIES}
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
