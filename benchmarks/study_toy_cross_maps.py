@@ -29,6 +29,7 @@ from numina_hooks import hookimpl  # noqa: E402
 from numina_hooks.numina.tokens import noun_token_columns  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import label_objects  # noqa: E402
+from numina_hooks.toy.evaluate import auc  # noqa: E402
 from numina_hooks.toy.identify_study import patch_labels  # noqa: E402
 from numina_hooks.toy.world import category_of_noun, held_out_prompts  # noqa: E402
 
@@ -49,13 +50,6 @@ class CrossMapRecorder:
         for noun, cols in self.columns.items() if rows else ():
             self.maps[(view.step, view.layer, noun)] = view.cross_attention_map(cols, batch=[rows[0]])[0].float()
         return None
-
-
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    ranks = np.concatenate([pos, neg]).argsort().argsort() + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def main(argv=None) -> dict:
@@ -84,13 +78,13 @@ def main(argv=None) -> dict:
             for (step, layer, noun), maps in rec.maps.items():
                 cat = category_of_noun(noun)
                 for f in range(maps.shape[1]) if cat else ():
-                    fg = patch_labels(truth[f][cat]) > 0
+                    fg = torch.from_numpy(patch_labels(truth[f][cat]) > 0)
                     if not fg.any():
                         continue
                     for head in range(maps.shape[0]):
-                        m = maps[head, f].numpy()
+                        m = maps[head, f]
                         scores[(step, layer, str(head))].append(auc(m[fg], m[~fg]))
-                    m = maps[:, f].mean(0).numpy()
+                    m = maps[:, f].mean(0)
                     scores[(step, layer, "mean")].append(auc(m[fg], m[~fg]))
     layers = sorted({k[1] for k in scores})
     heads = sorted({k[2] for k in scores if k[2] != "mean"}, key=int) + ["mean"]

@@ -101,7 +101,7 @@ def _self_attention_maps(pipe, latents: torch.Tensor, sigma: float, caption: str
     return maps
 
 
-def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """P(score of a positive > score of a negative), ties counted half."""
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
@@ -168,8 +168,8 @@ def instance_separation(pipe, seeds: Sequence[int], sigma: float = 0.6, near: in
         for h in range(pipe.transformer.config.num_attention_heads):
             key = (li, h)
             heads.append({
-                "auc": _auc(torch.cat(pos_all[key]), torch.cat(neg_all[key])),
-                "auc_near": _auc(torch.cat(pos_near[key]), torch.cat(neg_near[key])),
+                "auc": auc(torch.cat(pos_all[key]), torch.cat(neg_all[key])),
+                "auc_near": auc(torch.cat(pos_near[key]), torch.cat(neg_near[key])),
             })
         layers.append(heads)
     return {"sigma": sigma, "clips": len(seeds), "layers": layers}
