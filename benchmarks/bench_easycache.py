@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
 
 import numina_hooks  # noqa: E402
-from numina_hooks import EasyCache, hookimpl, testing  # noqa: E402
+from numina_hooks import EasyCache, testing  # noqa: E402
+from numina_hooks.numina.generate import CallCounter  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TAUS = (0.0, 0.05, 0.1, 0.2, 0.4)
@@ -65,21 +66,8 @@ def _subjects(quick: bool):
         lambda out: out.frames.float().numpy(), None)
 
 
-class _Counter:
-    """Transformer forwards that really ran."""
-
-    def __init__(self):
-        self.calls = 0
-
-    @hookimpl(wrapper=True)
-    def on_forward(self, call):
-        out = yield
-        self.calls += 0 if call.skipped else 1
-        return out
-
-
 def _generate(pipe, call, prompts, cache):
-    counter = _Counter()
+    counter = CallCounter()
     handle = numina_hooks.attach(pipe, counter, cache) if cache is not None else None
     outs = []
     try:

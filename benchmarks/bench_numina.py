@@ -37,23 +37,13 @@ from machine import describe, machine_line  # noqa: E402
 from memory import peak_memory  # noqa: E402
 
 import numina_hooks  # noqa: E402
-from numina_hooks import EasyCache, hookimpl, testing  # noqa: E402
+from numina_hooks import EasyCache, testing  # noqa: E402
 from numina_hooks.numina import identify  # noqa: E402
+from numina_hooks.numina.generate import CallCounter  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "three cats chasing two dogs in a park"
-
-
-class CallCounter:
-    def __init__(self):
-        self.calls = 0
-
-    @hookimpl(wrapper=True)
-    def on_forward(self, call):
-        out = yield
-        self.calls += 0 if call.skipped else 1
-        return out
 
 
 def _subjects(quick: bool):

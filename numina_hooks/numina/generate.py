@@ -35,24 +35,48 @@ class _Phase1Done(Exception):
     """Raised inside phase 1 once the layout is read and needs correcting."""
 
 
-class _Phase1Control:
+class CallCounter:
+    """Counts the transformer forwards that ran, and remembers the calls a cache skipped.
+
+    A plugin: register it on a handle, read ``calls`` (and ``skip_summary()``) afterwards.
+    """
+
+    def __init__(self):
+        self.calls = 0
+        self.skipped: set = set()  # (transformer, step, branch) of calls a cache skipped
+
+    def record(self, call) -> None:
+        if call.skipped:
+            self.skipped.add((call.context.transformer, call.context.step, call.context.branch))
+        else:
+            self.calls += 1
+
+    def skip_summary(self) -> dict:
+        """Calls and denoising steps a cache skipped (a step counts once, whatever its branches)."""
+        return {"skipped_calls": len(self.skipped), "skipped_steps": len({(t, s) for t, s, _ in self.skipped})}
+
+    @hookimpl(wrapper=True)
+    def on_forward(self, call):
+        out = yield
+        self.record(call)
+        return out
+
+
+class _Phase1Control(CallCounter):
     """Counts model calls; stops phase 1 after the cond forward of t* on a mismatch."""
 
     def __init__(self, reader: LayoutReader, counts: dict, step: int, stop_always: bool = False):
+        super().__init__()
         self.reader = reader
         self.counts = counts
         self.step = step
         self.stop_always = stop_always
-        self.calls = 0
-        self.skipped: set = set()  # (transformer, step, branch) of calls a cache skipped
 
     @hookimpl(wrapper=True)
     def on_forward(self, call):
         ctx = call.context
         out = yield
-        self.calls += 0 if call.skipped else 1
-        if call.skipped:
-            self.skipped.add((call.context.transformer, call.context.step, call.context.branch))
+        self.record(call)
         has_cond = ctx.branch == "cond" or (isinstance(ctx.branch, tuple) and "cond" in ctx.branch)
         if ctx.step == self.step and has_cond:
             if not self.reader.done:
@@ -64,25 +88,6 @@ class _Phase1Control:
             if self.stop_always or not self.reader.matches(self.counts):
                 raise _Phase1Done()
         return out
-
-
-class _CallCounter:
-    def __init__(self):
-        self.calls = 0
-        self.skipped: set = set()  # (transformer, step, branch) of calls a cache skipped
-
-    @hookimpl(wrapper=True)
-    def on_forward(self, call):
-        out = yield
-        self.calls += 0 if call.skipped else 1
-        if call.skipped:
-            self.skipped.add((call.context.transformer, call.context.step, call.context.branch))
-        return out
-
-
-def _skip_summary(skipped: set) -> dict:
-    """Calls and denoising steps a cache skipped (a step counts once, whatever its branches)."""
-    return {"skipped_calls": len(skipped), "skipped_steps": len({(t, s) for t, s, _ in skipped})}
 
 
 def _validate_counts(counts: Any) -> dict[str, int]:
@@ -183,7 +188,7 @@ def run_numina(
     report.timings["identify"] = reader.seconds
     report.model_calls["phase1"] = control.calls
     if control.skipped:
-        report.cache["phase1"] = _skip_summary(control.skipped)
+        report.cache["phase1"] = control.skip_summary()
     _fill_reading(report, reader)
     if _phase1_only:
         rewind_noise()
@@ -216,7 +221,7 @@ def run_numina(
     # ---- phase 2, from the same noise
     rewind_noise()
     guidance = LayoutGuidance(plan, config, num_steps)
-    counter = _CallCounter()
+    counter = CallCounter()
     handle.register(guidance)
     handle.register(counter)
     t0 = time.perf_counter()
@@ -230,7 +235,7 @@ def run_numina(
     report.timings["phase2"] = time.perf_counter() - t0
     report.model_calls["phase2"] = counter.calls
     if counter.skipped:
-        report.cache["phase2"] = _skip_summary(counter.skipped)
+        report.cache["phase2"] = counter.skip_summary()
     report.guided_steps = sorted(guidance.guided_steps)
     report.timings["total"] = time.perf_counter() - t_start
     return _attach_report(out, report)
