@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from .hookspecs import hookimpl
+
 _CORPUS = [
     "three cats chasing two dogs in a park",
     "a red ball and four blue cubes on a table",
@@ -26,6 +28,18 @@ _CORPUS = [
     "red discs blue squares yellow triangles drifting moving",
     "one two three four five six seven eight nine ten eleven twelve",
 ]
+
+
+class ViewRecorder:
+    """A plugin that records ``(transformer, layer, kind, step, branch, geometry)`` of every
+    attention view in ``calls``: what a test checks the hooks saw."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def on_attention(self, view):
+        self.calls.append((view.transformer, view.layer, view.kind, view.step, view.branch, view.geometry))
 
 
 def tiny_tokenizer(extra_sentences: Optional[list[str]] = None, vocab_size: int = 400):

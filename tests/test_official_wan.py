@@ -16,6 +16,7 @@ import torch
 
 import numina_hooks
 from numina_hooks import hookimpl
+from numina_hooks.testing import ViewRecorder as Recorder
 from numina_hooks.adapters.descriptions import OFFICIAL_WAN
 from numina_hooks.adapters.generic import attach_with
 from numina_hooks.adapters.official_wan import OfficialWanAdapter
@@ -49,15 +50,6 @@ class _Nothing:
     @hookimpl
     def on_generation_start(self, generation):
         return None
-
-
-class Recorder:
-    def __init__(self):
-        self.calls = []
-
-    @hookimpl
-    def on_attention(self, view):
-        self.calls.append((view.transformer, view.layer, view.kind, view.step, view.branch, view.geometry))
 
 
 def _hooks_state(model):

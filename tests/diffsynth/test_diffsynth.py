@@ -14,6 +14,7 @@ import torch
 
 import numina_hooks
 from numina_hooks import hookimpl
+from numina_hooks.testing import ViewRecorder as Recorder
 from numina_hooks.adapters.diffsynth_wan import DiffSynthWanAdapter
 
 from tiny_diffsynth import CALL, tiny_pipeline
@@ -29,15 +30,6 @@ def pipe():
 @pytest.fixture(scope="module")
 def plain(pipe):
     return pipe(prompt=PROMPT, seed=0, **CALL)
-
-
-class Recorder:
-    def __init__(self):
-        self.calls = []
-
-    @hookimpl
-    def on_attention(self, view):
-        self.calls.append((view.transformer, view.layer, view.kind, view.step, view.branch, view.geometry))
 
 
 def test_attach_picks_the_diffsynth_adapter(pipe):
