@@ -1,14 +1,17 @@
 """The toy world: short procedural clips where counting is exact.
 
 A clip is ``NUM_FRAMES`` frames of ``SIZE x SIZE`` RGB on a plain dark background, with
-1 to 3 object categories and 1 to 8 objects of each (at most ``MAX_OBJECTS`` in all).
-Each object is a fixed 5x5 sprite (red disc, blue square, yellow triangle) moving at a
-constant velocity of 0 or 1 pixel a frame along each axis. Objects never overlap; objects
-of *different* categories may touch, and objects of the *same* category keep at least one
-background pixel between them (8-connectivity), so that connected components per colour
-count them exactly. Placement is biased to put objects next to one another, so touching
-and nearly touching objects are common and instance separation is not trivially
-positional.
+1 to 3 object categories and 1 to ``MAX_PER_CATEGORY`` objects of each (at most
+``MAX_OBJECTS`` in all). Each object is a fixed 6x6 sprite (red disc, blue square, yellow
+triangle) whose top-left corner sits on the model's 2x2 patch grid and which moves at a
+constant velocity of -1, 0 or +1 patch (``PATCH`` pixels) a frame along each axis, so
+every object covers exactly 3x3 = 9 patches in every frame. Objects never overlap;
+objects of *different* categories may touch, and objects of the *same* category keep at
+least one whole background patch between them (8-connectivity), so that connected
+components per colour count them exactly, in pixels and at the patch grid alike
+(:func:`patch_masks`). Placement is biased to put objects next to one another, so
+touching and nearly touching objects are common and instance separation is not
+trivially positional.
 
 Everything is a pure function of a seed::
 
@@ -33,9 +36,11 @@ import numpy as np
 
 NUM_FRAMES = 4
 SIZE = 24
-SPRITE = 5
-MAX_PER_CATEGORY = 8
-MAX_OBJECTS = 12
+PATCH = 2  # the toy transformer's spatial patch size: counting is defined on this grid
+SPRITE = 6
+GAP = PATCH  # background pixels kept between objects of one category (one whole patch)
+MAX_PER_CATEGORY = 6
+MAX_OBJECTS = 8
 BACKGROUND = (24, 24, 32)
 
 
@@ -53,27 +58,28 @@ class Category:
 
 def _disc() -> np.ndarray:
     y, x = np.mgrid[0:SPRITE, 0:SPRITE]
-    return (x - 2) ** 2 + (y - 2) ** 2 <= 5
+    return (x - 2.5) ** 2 + (y - 2.5) ** 2 <= 7.5  # 28 px, touches all 9 patches
 
 
 def _square() -> np.ndarray:
-    return np.ones((SPRITE, SPRITE), dtype=bool)
+    return np.ones((SPRITE, SPRITE), dtype=bool)  # 36 px
 
 
 def _triangle() -> np.ndarray:
-    m = np.zeros((SPRITE, SPRITE), dtype=bool)
-    for row, half in enumerate((0, 0, 1, 1, 2)):
-        m[row, 2 - half : 3 + half] = True
+    m = np.zeros((SPRITE, SPRITE), dtype=bool)  # 26 px, a pyramid touching all 9 patches
+    for row, (a, b) in enumerate(((2, 4), (1, 5), (1, 5), (0, 6), (0, 6), (0, 6))):
+        m[row, a:b] = True
     return m
 
 
 def _dilated(sprite: np.ndarray) -> np.ndarray:
-    """The sprite grown by one pixel in the 8-neighbourhood: [SPRITE + 2, SPRITE + 2]."""
-    p = np.pad(sprite, 2)
-    out = np.zeros((SPRITE + 2, SPRITE + 2), dtype=bool)
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            out |= p[dy : dy + SPRITE + 2, dx : dx + SPRITE + 2]
+    """The sprite grown by ``GAP`` pixels (Chebyshev): [SPRITE + 2 GAP, SPRITE + 2 GAP]."""
+    n = SPRITE + 2 * GAP
+    p = np.pad(sprite, 2 * GAP)
+    out = np.zeros((n, n), dtype=bool)
+    for dy in range(2 * GAP + 1):
+        for dx in range(2 * GAP + 1):
+            out |= p[dy : dy + n, dx : dx + n]
     return out
 
 
@@ -91,7 +97,10 @@ def category_of_noun(noun: str) -> str | None:
         if name in CATEGORY_BY_NAME:
             return name
     return None
-_DILATED = {c.name: _dilated(c.sprite) for c in CATEGORIES}
+# Same-category exclusion zone: the sprite's whole box grown by GAP, so that two objects
+# of one category never share or touch a patch, whatever their shapes.
+_BOX = np.ones((SPRITE, SPRITE), dtype=bool)
+_ZONE = _dilated(_BOX)
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 _JOINERS = ("and", "beside", "next to", "with", "near", "alongside")
@@ -136,10 +145,14 @@ def is_held_out(counts: dict[str, int]) -> bool:
     return digest[0] % 8 == 0
 
 
+_CATEGORY_NUMBER_WEIGHTS = (0.4, 0.4, 0.2)  # clips with 1, 2, 3 categories
+
+
 def sample_counts(rng: np.random.Generator) -> dict[str, int]:
-    """Draw 1-3 categories and 1-8 objects each, with at most ``MAX_OBJECTS`` in all."""
+    """Draw 1-3 categories (40/40/20%) and 1-``MAX_PER_CATEGORY`` objects each
+    (uniform), rejecting draws over ``MAX_OBJECTS`` in all."""
     while True:
-        k = int(rng.integers(1, len(CATEGORIES) + 1))
+        k = int(rng.choice(len(CATEGORIES), p=_CATEGORY_NUMBER_WEIGHTS)) + 1
         names = [CATEGORIES[i].name for i in sorted(rng.choice(len(CATEGORIES), k, replace=False))]
         counts = {n: int(rng.integers(1, MAX_PER_CATEGORY + 1)) for n in names}
         if sum(counts.values()) <= MAX_OBJECTS:
@@ -172,42 +185,43 @@ def make_caption(counts: dict[str, int], rng: np.random.Generator) -> str:
 def _place(counts: dict[str, int], rng: np.random.Generator, tries: int = 200):
     """Top-left corners [F, 2] (row, col) per object, or None when the scene does not fit.
 
-    Objects move at a constant velocity; a proposal is rejected when it leaves the frame,
-    overlaps any object, or comes within one pixel (8-connectivity) of an object of its
-    own category, in any frame.
+    Corners lie on the ``PATCH`` grid and objects move at a constant velocity of -1, 0 or
+    +1 patch a frame per axis (half of the objects stand still along each axis); a
+    proposal is rejected when it leaves the frame, overlaps any object, or comes within
+    ``GAP`` pixels (8-connectivity) of an object of its own category, in any frame.
     """
     occupied = np.zeros((NUM_FRAMES, SIZE, SIZE), dtype=bool)
-    # Same-category exclusion zones, in a canvas padded by one pixel on each side.
-    zones = {n: np.zeros((NUM_FRAMES, SIZE + 2, SIZE + 2), dtype=bool) for n in counts}
+    # Same-category exclusion zones, in a canvas padded by GAP pixels on each side.
+    zones = {n: np.zeros((NUM_FRAMES, SIZE + 2 * GAP, SIZE + 2 * GAP), dtype=bool) for n in counts}
     objects: list[tuple[str, np.ndarray]] = []
     order = [n for n in counts for _ in range(counts[n])]
     rng.shuffle(order)
-    hi = SIZE - SPRITE
+    cells = (SIZE - SPRITE) // PATCH  # top-left corner, in patches: 0..cells
     steps = np.arange(NUM_FRAMES)
     for name in order:
         sprite = CATEGORY_BY_NAME[name].sprite
-        grown = _DILATED[name]
         zone = zones[name]
         for _ in range(tries):
-            vy, vx = (int(v) for v in rng.integers(-1, 2, size=2))
+            vy, vx = (int(v) if rng.random() < 0.5 else 0 for v in rng.choice((-1, 1), size=2))
             if objects and rng.random() < 0.5:
                 # Propose right next to an existing object: touching / nearly touching.
                 other = objects[int(rng.integers(len(objects)))][1]
-                dy, dx = (int(v) for v in rng.integers(-(SPRITE + 1), SPRITE + 2, size=2))
-                r0, c0 = int(other[0, 0]) + dy, int(other[0, 1]) + dx
+                reach = SPRITE // PATCH + 1
+                dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, size=2))
+                r0, c0 = int(other[0, 0]) // PATCH + dy, int(other[0, 1]) // PATCH + dx
             else:
-                r0, c0 = (int(v) for v in rng.integers(0, hi + 1, size=2))
+                r0, c0 = (int(v) for v in rng.integers(0, cells + 1, size=2))
             r1, c1 = r0 + (NUM_FRAMES - 1) * vy, c0 + (NUM_FRAMES - 1) * vx
-            if min(r0, r1, c0, c1) < 0 or max(r0, r1, c0, c1) > hi:
+            if min(r0, r1, c0, c1) < 0 or max(r0, r1, c0, c1) > cells:
                 continue
-            traj = np.stack([r0 + steps * vy, c0 + steps * vx], axis=1)
+            traj = np.stack([r0 + steps * vy, c0 + steps * vx], axis=1) * PATCH
             if any((occupied[f, r : r + SPRITE, c : c + SPRITE] & sprite).any()
-                   or (zone[f, r + 1 : r + 1 + SPRITE, c + 1 : c + 1 + SPRITE] & sprite).any()
+                   or zone[f, r + GAP : r + GAP + SPRITE, c + GAP : c + GAP + SPRITE].any()
                    for f, (r, c) in enumerate(traj)):
                 continue
             for f, (r, c) in enumerate(traj):
                 occupied[f, r : r + SPRITE, c : c + SPRITE] |= sprite
-                zone[f, r : r + SPRITE + 2, c : c + SPRITE + 2] |= grown
+                zone[f, r : r + SPRITE + 2 * GAP, c : c + SPRITE + 2 * GAP] |= _ZONE
             objects.append((name, traj))
             break
         else:
@@ -256,6 +270,21 @@ def make_clip(seed: int, counts: dict[str, int] | None = None, split: str = "tra
         caption = make_caption(want, rng)
         return Clip(seed, frames, instances, [n for n, _ in objects], want, caption)
     raise RuntimeError(f"could not place {counts} in a {SIZE}x{SIZE} frame after 1000 tries")
+
+
+def patch_masks(clip: "Clip") -> dict[str, np.ndarray]:
+    """Per category, bool [F, SIZE // PATCH, SIZE // PATCH]: patches holding any of its pixels.
+
+    This is the ground truth at the resolution the transformer (and every attention map)
+    sees; the 8-connected components of each mask are the category's objects.
+    """
+    g = SIZE // PATCH
+    out = {}
+    for name in clip.counts:
+        ids = [k for k, n in enumerate(clip.categories, start=1) if n == name]
+        px = np.isin(clip.instances, ids)
+        out[name] = px.reshape(NUM_FRAMES, g, PATCH, g, PATCH).any(axis=(2, 4))
+    return out
 
 
 def _check_counts(counts: dict[str, int]) -> None:
