@@ -1,6 +1,6 @@
 """Do the toy model's cross-attention maps find the noun's objects? AUC by step, layer and head.
 
-    python benchmarks/study_toy_cross_maps.py [--n 15]
+    python benchmarks/study_toy_cross_maps.py [--n 15] [--weights DIR]
 
 For held-out prompt-seed pairs, the plain generation runs once with a plugin that keeps the
 cond branch's cross-attention map of every noun (its token columns, per head) at several
@@ -55,13 +55,19 @@ class CrossMapRecorder:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=15)
+    ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    pipe = toy_model.load_toy_pipeline()
+    pipe = toy_model.load_toy_pipeline(a.weights)
     pipe.set_progress_bar_config(disable=True)
     call = dict(toy_model.TOY_CALL)
     n_steps = call["num_inference_steps"]
-    steps = sorted({int(f * n_steps) for f in (0.1, 0.2, 0.4, 0.6, 0.8)})
+    from numina_hooks.numina.config import NuminaConfig
+
+    reading = NuminaConfig()
+    read_step = reading.resolve_step(n_steps)
+    read_layer = reading.resolve_layer(len(pipe.transformer.blocks))
+    steps = sorted({int(f * n_steps) for f in (0.1, 0.2, 0.4, 0.6, 0.8)} | {read_step})
     scores = collections.defaultdict(list)
     with numina_hooks.attach(pipe) as handle, torch.no_grad():
         tokenizer = handle._adapter.tokenizer()
@@ -94,10 +100,16 @@ def main(argv=None) -> dict:
     for s in steps:
         md.append(f"| {s} of {n_steps} | " + " | ".join(
             " / ".join(f"{table[f'{s}/{ly}/{h}']:.2f}" for h in heads) for ly in layers) + " |")
-    weights = json.loads((toy_model.WEIGHTS_DIR / "info.json").read_text()).get("steps")
-    md += ["", f"{a.n} held-out prompt-seed pairs, toy weights at step {weights}; machine: {machine_line(describe())}."]
+    weights_dir = Path(a.weights) if a.weights else toy_model.WEIGHTS_DIR
+    weights = json.loads((weights_dir / "info.json").read_text()).get("steps")
+    at_reading = table[f"{read_step}/{read_layer}/mean"]
+    md += ["", f"At NUMINA's reading step {read_step} and layer {read_layer} (default config), the head-mean "
+               f"map scores AUC {at_reading:.3f}.",
+           "", f"{a.n} held-out prompt-seed pairs, toy weights at step {weights}; machine: {machine_line(describe())}."]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "toy_cross_maps.json").write_text(json.dumps({"pairs": a.n, "weights": weights, "auc": table}, indent=1))
+    (RESULTS / "toy_cross_maps.json").write_text(json.dumps(
+        {"pairs": a.n, "weights": weights, "reading": [read_step, read_layer], "auc_at_reading": at_reading,
+         "auc": table}, indent=1))
     (RESULTS / "toy_cross_maps.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return table

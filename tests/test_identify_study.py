@@ -11,8 +11,9 @@ def test_patch_labels_take_the_majority_object_of_each_patch():
     pixels[0:2, 0:2] = 1  # patch (0, 0) fully object 1
     pixels[2, 2] = 2  # patch (1, 1) has one pixel of 2: below min_pixels
     pixels[0, 2:4] = 3  # patch (0, 1) has two pixels of 3
-    out = st.patch_labels(pixels)
+    out = st.patch_labels(pixels, min_pixels=2)
     assert out.tolist() == [[1, 3], [0, 0]]
+    assert st.patch_labels(pixels).tolist() == [[1, 3], [0, 2]]  # default: any pixel
 
 
 def test_compare_frame_counts_and_overlaps():

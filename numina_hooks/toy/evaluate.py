@@ -101,6 +101,16 @@ def _self_attention_maps(pipe, latents: torch.Tensor, sigma: float, caption: str
     return maps
 
 
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion ``successes / n`` (``(nan, nan)`` for n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """P(score of a positive > score of a negative), ties counted half."""
     if len(pos) == 0 or len(neg) == 0:
@@ -193,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{res['videos']} held-out prompt-seed pairs: CountAcc {res['count_acc']:.3f}  "
           f"TC {res['tc']:.3f}")
     for k, v in res["by_requested"].items():
-        print(f"  requested {k}: {v['acc']:.3f} of {v['frames']} frame-classes right")
+        lo, hi = wilson(v["acc"] * v["frames"], v["frames"])
+        v["interval95"] = [lo, hi]
+        print(f"  requested {k}: {v['acc']:.3f} of {v['frames']} frame-classes right (95% {lo:.3f}..{hi:.3f})")
     if a.probe:
         sep = instance_separation(pipe, range(a.probe))
         res["instance_separation"] = sep

@@ -10,7 +10,8 @@ plain video's objects are what the layout at t* should predict. Per noun and fra
 
 * ``count_right``: the layout's instance count equals the video's object count;
 * ``instance_iou``: for each true object, the best IoU of a layout instance with it (on the
-  latent patch grid; a patch belongs to an object when at least 2 of its 4 pixels do),
+  latent patch grid; a patch belongs to an object when any of its 4 pixels does, as in
+  ``world.patch_masks``),
   averaged over objects (a missed object scores 0);
 * ``foreground_iou``: IoU of the union of layout instances with the union of the objects
   (where, ignoring how many).
@@ -35,8 +36,13 @@ from .counter import label_objects
 from .world import category_of_noun, held_out_prompts
 
 
-def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 2) -> np.ndarray:
-    """Pixel instance labels [H, W] -> patch labels [H/patch, W/patch] (majority object, 0 = none)."""
+def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 1) -> np.ndarray:
+    """Pixel instance labels [H, W] -> patch labels [H/patch, W/patch] (0 = none).
+
+    A patch takes the object holding most of its pixels, when that object holds at least
+    ``min_pixels`` of them. The default (any pixel) is the toy world's own definition of
+    an object's patches (``world.patch_masks``), under which counting is exact.
+    """
     h, w = labels.shape
     blocks = labels.reshape(h // patch, patch, w // patch, patch).transpose(0, 2, 1, 3).reshape(h // patch, w // patch, -1)
     out = np.zeros(blocks.shape[:2], dtype=np.int32)

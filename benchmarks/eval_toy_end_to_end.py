@@ -1,0 +1,206 @@
+"""End to end on the toy model: plain vs NUMINA vs NUMINA on the true layout vs seed search.
+
+    python benchmarks/eval_toy_end_to_end.py --n 120 [--seed 0] [--weights DIR] [--search 3]
+        [--config JSON] [--shard 0/2] [--out benchmarks/results/toy_end_to_end]
+    python benchmarks/eval_toy_end_to_end.py --n 120 --summarize      # merge shards, print the table
+
+For held-out prompt ``i`` (``toy.world.held_out_prompts(n, seed)``, count combinations never
+seen in training) and noise seed ``1000 * seed + i``, from the same noise:
+
+* ``plain``: the pipeline alone;
+* ``numina``: NUMINA's two-phase generation with the given (default) ``NuminaConfig``;
+* ``numina-oracle-layout``: phase 2 guided by a *true* layout (a toy-world clip drawn with
+  exactly the asked counts, on the patch grid) instead of the refined one: identify is taken
+  out of the loop, what remains is how well guidance draws a given layout;
+* ``seed-search``: the plain pipeline with ``--search`` seeds (the first is the plain one),
+  keeping the video the exact counter scores best (the paper's best-of-N, judged by the
+  counter that scores it: an upper bound of what picking costs and buys).
+
+Every video is counted exactly (``toy.counter``), scored with the paper's CountAcc and TC,
+and each strategy is compared with plain on the same pairs with a paired bootstrap 95%
+interval. Rows are appended to ``OUT/rows-<shard>.jsonl`` as they finish, so a rerun resumes;
+``--shard k/m`` runs every m-th pair (one process per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_line  # noqa: E402
+from study_toy_guidance import oracle_refiner  # noqa: E402
+
+import numina_hooks  # noqa: E402
+from numina_hooks.eval.metrics import video_scores  # noqa: E402
+from numina_hooks.numina import generate as generate_mod  # noqa: E402
+from numina_hooks.toy import model as toy_model  # noqa: E402
+from numina_hooks.toy.counter import count_objects  # noqa: E402
+from numina_hooks.toy.world import held_out_prompts  # noqa: E402
+
+STRATEGIES = ("plain", "numina", "numina-oracle-layout", "seed-search")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "toy_end_to_end"
+
+
+def paired_bootstrap(a, b, n_boot: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired items and its percentile bootstrap 95% interval."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _scores(out, target: dict) -> dict:
+    found = count_objects(toy_model.toy_frames(out))
+    return {**video_scores(found, target), "found": [{k: f[k] for k in target} for f in found]}
+
+
+def run_pair(handle, call: dict, prompt, noise_seed: int, search: int) -> dict:
+    """All four strategies for one prompt-seed pair (see the module docstring)."""
+    def gen(s):
+        return torch.Generator().manual_seed(int(s))
+
+    target = dict(prompt.counts)
+    row = {"prompt": prompt.text, "asked": target, "seed": noise_seed}
+    t0 = time.perf_counter()
+    candidates = [_scores(handle.run_pipeline(prompt=prompt.text, generator=gen(noise_seed), **call), target)]
+    row["plain"] = candidates[0]
+    row["plain"]["seconds"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    out = handle(prompt=prompt.text, generator=gen(noise_seed), **call)
+    row["numina"] = _scores(out, target)
+    row["numina"].update(seconds=time.perf_counter() - t0, phase2_ran=bool(out.numina.phase2_ran))
+
+    nouns = numina_hooks.parse_counts(prompt.text)
+    refine, order = oracle_refiner(target, 10_000 + noise_seed)
+    order.extend(nouns)  # run_numina refines the nouns in parse_counts' order
+    t0 = time.perf_counter()
+    with mock.patch.object(generate_mod, "refine_layouts", refine), \
+            mock.patch.object(generate_mod.LayoutReader, "matches", lambda self, c: False):
+        row["numina-oracle-layout"] = _scores(handle(prompt=prompt.text, generator=gen(noise_seed), **call), target)
+    row["numina-oracle-layout"]["seconds"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for k in range(1, search):
+        s = noise_seed + 100_000 * k
+        candidates.append(_scores(handle.run_pipeline(prompt=prompt.text, generator=gen(s), **call), target))
+    best = max(range(len(candidates)), key=lambda j: (candidates[j]["count_acc"], -j))
+    row["seed-search"] = {**candidates[best], "chosen": best, "candidates": len(candidates),
+                          "seconds": row["plain"]["seconds"] + time.perf_counter() - t0}
+    return row
+
+
+def load_rows(out: Path) -> list[dict]:
+    rows = []
+    for f in sorted(out.glob("rows-*.jsonl")):
+        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def summarize(rows: list[dict], settings: dict) -> tuple[dict, str]:
+    """Per strategy: CountAcc, TC, seconds; paired bootstrap deltas vs plain; by asked count."""
+    rows = sorted(rows, key=lambda r: r["index"])
+    summary = {"pairs": len(rows), "settings": settings, "strategies": {}}
+    plain = {m: [r["plain"][m] for r in rows] for m in ("count_acc", "tc")}
+    for s in STRATEGIES:
+        entry = {m: float(np.mean([r[s][m] for r in rows])) for m in ("count_acc", "tc")}
+        entry["seconds"] = float(np.mean([r[s]["seconds"] for r in rows]))
+        if s != "plain":
+            for m in ("count_acc", "tc"):
+                entry[f"{m}_vs_plain"] = paired_bootstrap([r[s][m] for r in rows], plain[m])
+        by = {}
+        for r in rows:
+            for noun_cat, asked in r["asked"].items():
+                cells = [f[noun_cat] == asked for f in r[s]["found"]]
+                by.setdefault(asked, []).extend(cells)
+        entry["by_asked"] = {str(k): {"acc": float(np.mean(v)), "cells": len(v)} for k, v in sorted(by.items())}
+        summary["strategies"][s] = entry
+    ran = [r["numina"]["phase2_ran"] for r in rows]
+    summary["numina_phase2_ran"] = float(np.mean(ran)) if ran else None
+
+    def pct(v):
+        return f"{100 * v:.1f}"
+
+    def delta(t):
+        return f"{100 * t[0]:+.1f} [{100 * t[1]:+.1f}, {100 * t[2]:+.1f}]"
+
+    md = ["| strategy | CountAcc (%) | vs plain (95% CI) | TC (%) | vs plain (95% CI) | s / video |",
+          "|---|---|---|---|---|---|"]
+    for s, e in summary["strategies"].items():
+        md.append(f"| {s} | {pct(e['count_acc'])} | {delta(e['count_acc_vs_plain']) if s != 'plain' else '-'} | "
+                  f"{pct(e['tc'])} | {delta(e['tc_vs_plain']) if s != 'plain' else '-'} | {e['seconds']:.2f} |")
+    counts = sorted({k for e in summary["strategies"].values() for k in e["by_asked"]}, key=int)
+    md += ["", "Cells (frame x noun) counted right, by asked count:", "",
+           "| strategy | " + " | ".join(f"asked {k}" for k in counts) + " |", "|---" * (len(counts) + 1) + "|"]
+    for s, e in summary["strategies"].items():
+        md.append(f"| {s} | " + " | ".join(
+            f"{pct(e['by_asked'][k]['acc'])} ({e['by_asked'][k]['cells']})" if k in e["by_asked"] else "-"
+            for k in counts) + " |")
+    md += ["", f"{len(rows)} held-out prompt-seed pairs; NUMINA ran phase 2 in "
+               f"{pct(summary['numina_phase2_ran'] or 0)}% of them; seed search over {settings.get('search')} seeds; "
+               f"toy weights step {settings.get('weights_step')}; config {settings.get('config') or 'default'}; "
+               f"machine: {settings.get('machine_line')}."]
+    return summary, "\n".join(md) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=120, help="held-out prompt-seed pairs")
+    ap.add_argument("--seed", type=int, default=0, help="selects the prompts and the noise seeds")
+    ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
+    ap.add_argument("--search", type=int, default=3, help="seeds tried by seed-search")
+    ap.add_argument("--config", default=None, help="NuminaConfig fields as JSON (default: the defaults)")
+    ap.add_argument("--shard", default="0/1", help="k/m: run pairs i with i %% m == k")
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--summarize", action="store_true", help="only merge the rows on disk and print the table")
+    a = ap.parse_args(argv)
+    k, m = (int(v) for v in a.shard.split("/"))
+    if a.n < 1 or a.search < 1 or not 0 <= k < m:
+        ap.error(f"need --n >= 1, --search >= 1 and a shard k/m with 0 <= k < m; got {a.n}, {a.search}, {a.shard}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_dir = Path(a.weights) if a.weights else toy_model.WEIGHTS_DIR
+    info = json.loads((weights_dir / "info.json").read_text())
+    settings = {"n": a.n, "seed": a.seed, "search": a.search, "config": a.config,
+                "weights": str(a.weights or "shipped"), "weights_step": info.get("steps"),
+                "machine": describe(), "machine_line": machine_line(describe())}
+    if not a.summarize:
+        from numina_hooks.numina.config import NuminaConfig
+
+        torch.set_num_threads(1)
+        config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
+        pipe = toy_model.load_toy_pipeline(a.weights)
+        pipe.set_progress_bar_config(disable=True)
+        call = dict(toy_model.TOY_CALL)
+        done = {r["index"] for r in load_rows(out)}
+        prompts = held_out_prompts(a.n, seed=a.seed)
+        with numina_hooks.attach(pipe, config=config) as handle, torch.no_grad(), \
+                open(out / f"rows-{k}.jsonl", "a") as fh:
+            for i, prompt in enumerate(prompts):
+                if i % m != k or i in done:
+                    continue
+                row = {"index": i, **run_pair(handle, call, prompt, 1000 * a.seed + i, a.search)}
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+                print(i, {s: round(row[s]["count_acc"], 2) for s in STRATEGIES}, flush=True)
+    rows = [r for r in load_rows(out) if r["index"] < a.n]
+    if not rows:
+        print("no rows yet")
+        return {}
+    summary, md = summarize(rows, settings)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "table.md").write_text(md)
+    print(md)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
