@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from numina_hooks.attention import pre_softmax_scores
@@ -26,8 +27,10 @@ def _plan():
                                                 boost_rows=torch.tensor([12]), copies=copies)}, frame_tokens=16)
 
 
-def test_edits_follow_the_plan_the_offsets_and_the_schedule():
-    cfg = NuminaConfig()
+@pytest.mark.parametrize("mode", ["absolute", "mass"])
+def test_edits_follow_the_plan_the_offsets_and_the_schedule(mode):
+    cfg = NuminaConfig(boost_mode=mode)
+    boost_mode, boost_value = {"absolute": ("boost", cfg.boost_k), "mass": ("share", cfg.boost_mass)}[mode]
     guidance = LayoutGuidance(_plan(), cfg, num_steps=10)
     for step, q0, c0 in [(0, 0, 0), (1, 5, 3), (0, 0, 0), (2, 5, 3)]:
         view = _view(step, q0, c0, batch_rows=(1,))
@@ -39,7 +42,9 @@ def test_edits_follow_the_plan_the_offsets_and_the_schedule():
         assert all(e.batch == 1 for e in edits)
         assert by_mode["suppress"][0].rows.tolist() == [10 + q0, 11 + q0]
         assert by_mode["suppress"][0].columns.tolist() == [2 + c0, 3 + c0]
-        assert by_mode["boost"][0].rows.tolist() == [12 + q0] and by_mode["boost"][0].value == cfg.boost_k * delta
+        # the boost of circle additions: a bias boost_k * delta, or a target share boost_mass * delta
+        assert by_mode[boost_mode][0].rows.tolist() == [12 + q0]
+        assert by_mode[boost_mode][0].value == boost_value * delta
         sets = by_mode["set"]
         assert [e.rows.tolist() for e in sets] == [[20 + q0, 21 + q0], [25 + q0]]
         for e, ref in zip(sets, ([1, 2, 3], [5, 6])):
@@ -57,8 +62,6 @@ def test_no_edits_once_guidance_is_off_or_on_uncond_rows():
 
 
 def test_with_value_keeps_the_indices_and_checks_the_value():
-    import pytest
-
     from numina_hooks.attention import ColumnEdit
 
     edit = ColumnEdit(0, [3, 1], [2], "boost", 0.5)

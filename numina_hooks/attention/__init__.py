@@ -7,6 +7,8 @@ One public operation, :func:`guided_attention`::
     edits = [
         ColumnEdit(batch=0, rows=removed_rows, columns=cat_tokens, mode="suppress"),
         ColumnEdit(batch=0, rows=added_rows, columns=cat_tokens, mode="boost", value=k * delta),
+        # or: raise the noun's softmax share on those rows to at least 40%
+        ColumnEdit(batch=0, rows=added_rows, columns=cat_tokens, mode="share", value=0.4),
     ]
     out = guided_attention(q, k, v, edits)   # q [B, H, Lq, d], k/v [B, H, Lk, d]
 
@@ -26,7 +28,7 @@ from typing import Literal, Optional, Sequence
 import torch
 
 from .dense import guided_attention_dense
-from .edits import ColumnEdit, build_plans, dense_bias, pre_softmax_scores, validate
+from .edits import ColumnEdit, build_plans, dense_bias, pre_softmax_scores, pre_softmax_spread, validate
 from .lse import AUTO_ORDER, BACKENDS, Backend, attention_with_lse, available_backends, choose_backend
 from .sparse import Recompute, guided_attention_sparse
 
@@ -41,6 +43,7 @@ __all__ = [
     "dense_bias",
     "guided_attention",
     "pre_softmax_scores",
+    "pre_softmax_spread",
 ]
 
 

@@ -11,6 +11,12 @@ Combining edits: edits are applied in list order and each one *assigns* its cell
 (a later boost replaces an earlier boost, it does not add to it). Cells named by
 no edit keep their score. Edits on disjoint cells (different nouns on the same
 rows, different heads) simply coexist.
+
+``"share"`` edits are the one kind whose bias depends on the row: each one raises the
+joint softmax share of its columns to at least ``value``, with one bias for all its
+columns, solved in closed form from the row's log-sum-exp ``L`` and the scores of the
+edited columns only (see :func:`share_biases`). It is how guidance states a strength that
+means the same on every model ("the noun holds at least 40% of the attention here").
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ from typing import Literal, Optional, Sequence, Union
 
 import torch
 
-Mode = Literal["suppress", "boost", "set"]
-MODES = ("suppress", "boost", "set")
+Mode = Literal["suppress", "boost", "set", "share"]
+MODES = ("suppress", "boost", "set", "share")
 
 # cell kinds in a plan
-UNEDITED, BOOST, SET, SUPPRESS = 0, 1, 2, 3
-_KIND = {"boost": BOOST, "set": SET, "suppress": SUPPRESS}
+UNEDITED, BOOST, SET, SUPPRESS, SHARE = 0, 1, 2, 3, 4
+_KIND = {"boost": BOOST, "set": SET, "suppress": SUPPRESS, "share": SHARE}
 
 
 def _as_index(x, name: str) -> torch.Tensor:
@@ -59,6 +65,14 @@ class ColumnEdit:
         * ``"set"``: the scores are overwritten, ``s := value`` (a target pre-softmax
           score, e.g. the mean score of a reference instance, see
           :func:`pre_softmax_scores`). The implied bias ``value - s`` may be negative.
+        * ``"share"``: ``value`` is a target share ``p`` in (0, 1): on each edited
+          (head, row), one bias ``b >= 0`` is added to all the edit's columns, the
+          smallest that makes their joint softmax share at least ``p``
+          (``b = max(0, logit(p) - logit(share before))``, from the row's log-sum-exp).
+          Rows already at ``p`` or above keep their scores. The share is exact after
+          every other edit of the row; several share edits on one row are solved jointly
+          (their targets must sum to less than 1). ``value`` may vary per head and row,
+          not per column.
     :ivar value: scalar, or a tensor broadcast to ``[Hs, R, T]`` where ``Hs`` is the
         number of heads edited (``H`` when ``heads`` is None, else ``len(heads)``):
 
@@ -104,6 +118,11 @@ class ColumnEdit:
             raise TypeError(f"ColumnEdit.value must be a number or a tensor, got {type(value).__name__}")
         elif self.mode != "suppress" and not math.isfinite(value):
             raise ValueError(f"ColumnEdit.value must be finite for mode {self.mode!r}, got {value}; use mode='suppress'")
+        elif self.mode == "share" and not 0.0 < value < 1.0:
+            raise ValueError(
+                f"ColumnEdit.value={value} is not a share: mode 'share' takes a target softmax share "
+                "strictly between 0 and 1 (e.g. 0.4)"
+            )
 
     def with_value(self, value: Union[float, torch.Tensor]) -> "ColumnEdit":
         """The same edit (batch, rows, columns, heads already checked) with another ``value``.
@@ -149,6 +168,18 @@ class ColumnEdit:
                 )
         if self.mode != "suppress" and not torch.isfinite(val).all():
             raise ValueError(f"ColumnEdit.value must be finite for mode {self.mode!r}; use mode='suppress' to remove columns")
+        if self.mode == "share":
+            if val.ndim == 3 and val.shape[2] != 1:
+                raise ValueError(
+                    f"ColumnEdit.value of shape {shape} varies per column; mode 'share' takes one target "
+                    f"share per head and row: pass a scalar, [{hs}], [{hs}, {r}] or [1, {r}]"
+                )
+            if not ((val > 0) & (val < 1)).all():
+                bad = val[~((val > 0) & (val < 1))].flatten()[:4].tolist()
+                raise ValueError(
+                    f"ColumnEdit.value holds {bad}, not shares: mode 'share' takes target softmax shares "
+                    "strictly between 0 and 1"
+                )
         return val.expand(hs, r, t)
 
 
@@ -186,12 +217,99 @@ def pre_softmax_scores(
     return torch.matmul(qr, kc.transpose(-1, -2)).mul_(_scale(q, scale))
 
 
+def pre_softmax_spread(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    rows,
+    batch: int,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Standard deviation over all keys of the scores ``q . k * scale`` of query ``rows``.
+
+    :param q: ``[B, H, Lq, d]``. :param k: ``[B, H, Lk, d]``. :param rows: ``[R]`` query indices.
+    :returns: ``[H, R]`` float32 (float64 for float64 inputs): the spread of each row's
+        logits, the scale guidance biases can be stated in. Exact, from the keys' mean and
+        centred second moment (``[H, d, d]``): no ``[R, Lk]`` score tensor is formed.
+    """
+    f = compute_dtype(q.dtype)
+    rows = torch.as_tensor(rows, dtype=torch.long, device=q.device)
+    qr = q[batch].index_select(1, rows).to(f)  # [H, R, d]
+    kb = k[batch].to(f)  # [H, Lk, d]
+    kc = kb - kb.mean(dim=1, keepdim=True)
+    cov = torch.matmul(kc.transpose(-1, -2), kc) / kb.shape[1]  # [H, d, d]
+    var = (torch.matmul(qr, cov) * qr).sum(-1).clamp_min(0)  # [H, R]
+    return var.sqrt().mul_(_scale(q, scale))
+
+
+def share_biases(
+    scores: torch.Tensor,
+    edited: torch.Tensor,
+    lse: torch.Tensor,
+    kind: torch.Tensor,
+    value: torch.Tensor,
+    group: torch.Tensor,
+    n_groups: int,
+) -> torch.Tensor:
+    """The bias of every "share" cell, solved in closed form per (head, row).
+
+    :param scores: ``[H, n, C]`` unedited scores of the plan's columns.
+    :param edited: ``[H, n, C]`` the same after every other edit (share cells unchanged).
+    :param lse: ``[H, n, 1]`` log-sum-exp of the unedited rows over *all* keys.
+    :param kind: ``[H, n, C]`` cell kinds; :param value: ``[H, n, C]`` target shares.
+    :param group: ``[H, n, C]`` index of the share edit owning each cell, -1 elsewhere.
+    :returns: ``[H, n, C]`` bias, 0 outside share cells.
+
+    With ``E_g`` the mass of group g's columns and ``R`` the rest of the row after the
+    other edits (both relative to ``e^L``), a group given bias ``b_g`` holds
+    ``e^{b_g} E_g / Z``. Boosting the groups of a set ``A`` to exactly their targets gives
+    ``Z = (R + sum_{g not in A} E_g) / (1 - sum_{g in A} p_g)`` and
+    ``b_g = log(p_g Z / E_g)``; groups whose ``b_g`` comes out negative already exceed
+    their target: they leave ``A`` and the solve repeats (at most ``n_groups`` times).
+    """
+    neg = float("-inf")
+    share = kind == SHARE
+    a = scores - lse  # log mass of each cell before any edit, relative to the row
+    a_share = a.masked_fill(~share, neg)
+    a_other = a.masked_fill(share, neg)
+    a_other_new = (edited - lse).masked_fill(share, neg)
+    m = a_other_new.amax(-1, keepdim=True).clamp_min(0)  # every exponential below is <= 1
+    rest = (
+        torch.exp(-m)
+        - torch.exp(a_share - m).sum(-1, keepdim=True)
+        + (torch.exp(a_other_new - m) - torch.exp(a_other - m)).sum(-1, keepdim=True)
+    )
+    log_rest = (torch.log(rest.clamp_min(0)) + m)[..., 0]  # [H, n]; -inf when nothing else is left
+    log_e, p, has = [], [], []
+    for g in range(n_groups):
+        mine = group == g
+        log_e.append(torch.logsumexp(a.masked_fill(~mine, neg), -1))
+        p.append(value.masked_fill(~mine, 0).amax(-1))
+        has.append(mine.any(-1))
+    log_e, p, has = torch.stack(log_e, -1), torch.stack(p, -1), torch.stack(has, -1)  # [H, n, G]
+    active = has.clone()
+    b = torch.zeros_like(p)
+    for _ in range(n_groups + 1):
+        others = torch.logsumexp(log_e.masked_fill(active | ~has, neg), -1)
+        num = torch.logaddexp(log_rest, others)
+        den = 1 - (p * active).sum(-1)
+        log_z = num - torch.log(den)
+        b = torch.log(p) + log_z[..., None] - log_e
+        drop = active & ~(b >= 0)  # NaN-safe
+        if not drop.any():
+            break
+        active &= ~drop
+    b = torch.where(active, b, torch.zeros_like(b))
+    return torch.gather(b, -1, group.clamp_min(0).long()).masked_fill(~share, 0.0)
+
+
 @dataclass
 class BatchPlan:
     """The combined edits of one batch row over ``rows x columns`` (unions).
 
-    ``kind[h, i, j]`` is UNEDITED, BOOST, SET or SUPPRESS for head ``h``, query
-    ``rows[i]``, key ``columns[j]``; ``value`` is the bias (BOOST) or target (SET).
+    ``kind[h, i, j]`` is UNEDITED, BOOST, SET, SUPPRESS or SHARE for head ``h``, query
+    ``rows[i]``, key ``columns[j]``; ``value`` is the bias (BOOST), target (SET) or
+    target share (SHARE). ``group[h, i, j]`` numbers the share edit owning a SHARE cell
+    (-1 elsewhere; None when the plan has no share edit).
     """
 
     batch: int
@@ -199,17 +317,28 @@ class BatchPlan:
     columns: torch.Tensor  # [C] sorted
     kind: torch.Tensor  # [H, U, C] int8
     value: torch.Tensor  # [H, U, C] compute dtype
+    group: Optional[torch.Tensor] = None  # [H, U, C] int16
+    n_groups: int = 0
 
-    def new_logits(self, scores: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+    def new_logits(
+        self, scores: torch.Tensor, rows: slice = slice(None), lse: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Edited pre-softmax logits ``s + b`` for the plan's cells (``-inf`` = removed).
 
         :param scores: ``[H, n, C]`` unedited scores of ``self.rows[rows]``.
+        :param lse: ``[H, n, 1]`` the rows' log-sum-exp over all keys; needed only by
+            share edits.
         """
         kind = self.kind[:, rows]
         val = self.value[:, rows]
         out = torch.where(kind == BOOST, scores + val, scores)
         out = torch.where(kind == SET, val, out)
-        return out.masked_fill(kind == SUPPRESS, float("-inf"))
+        out = out.masked_fill(kind == SUPPRESS, float("-inf"))
+        if self.n_groups:
+            if lse is None:
+                raise ValueError("share edits need the rows' log-sum-exp: pass lse=[H, n, 1]")
+            out = out + share_biases(scores, out, lse, kind, val, self.group[:, rows], self.n_groups)
+        return out
 
 
 def validate(edits: Sequence[ColumnEdit], q: torch.Tensor, k: torch.Tensor) -> list[ColumnEdit]:
@@ -246,6 +375,10 @@ def build_plans(edits: Sequence[ColumnEdit], q: torch.Tensor, k: torch.Tensor) -
         cols = torch.unique(torch.cat([e.columns for e in mine])).to(dev)
         kind = torch.zeros(h, rows.numel(), cols.numel(), dtype=torch.int8, device=dev)
         value = torch.zeros(h, rows.numel(), cols.numel(), dtype=f, device=dev)
+        group = None
+        n_groups = 0
+        if any(e.mode == "share" for e in mine):
+            group = torch.full((h, rows.numel(), cols.numel()), -1, dtype=torch.int16, device=dev)
         for e in mine:
             hi = e.head_index(h).to(dev)[:, None, None]
             ri = torch.searchsorted(rows, e.rows.to(dev))[None, :, None]
@@ -253,6 +386,17 @@ def build_plans(edits: Sequence[ColumnEdit], q: torch.Tensor, k: torch.Tensor) -
             kind[hi, ri, ci] = _KIND[e.mode]
             if e.mode != "suppress":
                 value[hi, ri, ci] = e.value_grid(h, f, dev)
+            if group is not None:
+                group[hi, ri, ci] = n_groups if e.mode == "share" else -1
+                n_groups += e.mode == "share"
+        if n_groups > 1:
+            total = sum(value.masked_fill(group != g, 0).amax(-1) for g in range(n_groups))  # [H, U]
+            if (total >= 1).any():
+                hh, ii = (total >= 1).nonzero()[0].tolist()
+                raise ValueError(
+                    f"share edits on batch {b}, head {hh}, row {int(rows[ii])} ask for shares summing to "
+                    f"{float(total[hh, ii]):.3g}; targets of edits sharing a row must sum to less than 1"
+                )
         if cols.numel() == k.shape[2]:
             gone = (kind == SUPPRESS).all(-1)
             if gone.any():
@@ -261,7 +405,7 @@ def build_plans(edits: Sequence[ColumnEdit], q: torch.Tensor, k: torch.Tensor) -
                     f"edits suppress every key of batch {b}, head {hh}, row {int(rows[ii])}: "
                     "the softmax of that row is undefined"
                 )
-        plans.append(BatchPlan(b, rows, cols, kind, value))
+        plans.append(BatchPlan(b, rows, cols, kind, value, group, n_groups))
     return plans
 
 
@@ -273,7 +417,8 @@ def dense_bias(
     The reference for tests and the fallback for backends with neither a bias nor a
     log-sum-exp: ``softmax(q k^T * scale + dense_bias(...)) v`` is what
     :func:`~numina_hooks.attention.guided_attention` computes. Suppressed cells are
-    ``-inf``; "set" cells are ``target - s``. Allocates ``B*H*Lq*Lk`` floats.
+    ``-inf``; "set" cells are ``target - s``; "share" cells the solved bias (from the
+    rows' log-sum-exp, computed here from all their scores). Allocates ``B*H*Lq*Lk`` floats.
     """
     edits = validate(edits, q, k)
     b, h, lq, _ = q.shape
@@ -283,5 +428,9 @@ def dense_bias(
         block = torch.where(plan.kind == BOOST, plan.value, torch.zeros_like(s))
         block = torch.where(plan.kind == SET, plan.value - s, block)
         block = block.masked_fill(plan.kind == SUPPRESS, float("-inf"))
+        if plan.n_groups:
+            every_key = torch.arange(k.shape[2], device=k.device)
+            lse = torch.logsumexp(pre_softmax_scores(q, k, plan.rows, every_key, plan.batch, scale), -1, keepdim=True)
+            block = torch.where(plan.kind == SHARE, plan.new_logits(s, lse=lse) - s, block)
         bias[plan.batch, :, plan.rows[:, None], plan.columns[None, :]] = block
     return bias if bias.dtype == torch.float64 else bias.float()

@@ -81,10 +81,10 @@ def guided_attention_sparse(
             qr = ws.gather("q", qb, rows, (h, n, d))  # [H, n, d] in q.dtype
             qf = qr if qr.dtype == f else ws.get("qf", (h, n, d), f).copy_(qr)
             s = torch.matmul(qf, kct).mul_(scale)  # [H, n, C]
-            new = plan.new_logits(s, sl)
+            lr = lb.index_select(1, rows)[..., None]  # [H, n, 1]
+            new = plan.new_logits(s, sl, lse=lr)
             kind = plan.kind[:, sl]
             changed = (kind != UNEDITED).any(-1)  # [H, n]
-            lr = lb.index_select(1, rows)[..., None]  # [H, n, 1]
             a_new = new - lr
             m = a_new.amax(-1, keepdim=True).clamp_min(0)
             em = torch.exp(-m)

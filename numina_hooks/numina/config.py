@@ -19,6 +19,7 @@ _CHOICES = {
     "focus_clustering": ("dbscan", "hdbscan"),
     "guidance": ("sparse", "dense"),
     "target_mode": ("per_head", "shared"),
+    "boost_mode": ("mass", "logit_spread", "absolute"),
 }
 
 
@@ -87,8 +88,19 @@ class NuminaConfig:
     guidance: Literal["sparse", "dense"] = "sparse"
     """'sparse': bias only the noun columns on the affected rows (LSE correction);
     'dense': materialise the bias (reference path, for tests)."""
+    boost_mode: Literal["mass", "logit_spread", "absolute"] = "absolute"
+    """How strong the boost of circle additions is, in terms that mean the same on every
+    model: 'mass': the noun's columns get at least a share boost_mass * delta(t) of the
+    softmax of each added row and head (bias solved per row from its log-sum-exp);
+    'logit_spread': bias boost_spread * delta(t) * (std of the row's logits over all keys);
+    'absolute': bias boost_k * delta(t), the paper's setting (its strength depends on the
+    model's score scale). See docs/method.md, "Guidance strength"."""
     boost_k: float = 0.8
-    """k: circle additions get bias k * delta(t) (paper Table 10)."""
+    """k of boost_mode='absolute': circle additions get bias k * delta(t) (paper Table 10)."""
+    boost_mass: float = 0.5
+    """Target share in (0, 1) of boost_mode='mass' at delta = 1."""
+    boost_spread: float = 2.0
+    """Bias of boost_mode='logit_spread' in row logit standard deviations at delta = 1."""
     suppress_bias: float = -1e4
     """Bias on the noun columns inside removed regions."""
     delta_floor: float = 0.5
@@ -128,7 +140,11 @@ class NuminaConfig:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             if not ok or not (lo < v and (v <= hi if hi_ok else v < hi)):
                 _fail(name, v, f"a number in ({lo}, {hi}{']' if hi_ok else ')'}")
-        for name in ("boost_k",):
+        v = self.boost_mass
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v < 1):
+            _fail("boost_mass", v, "a softmax share strictly between 0 and 1 (e.g. 0.5); "
+                  "for a fixed bias use boost_mode='absolute' with boost_k")
+        for name in ("boost_k", "boost_spread"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 _fail(name, v, "a finite number >= 0")

@@ -5,7 +5,11 @@
 branch of every block while ``config.guidance_active(step)``:
 
 * removed regions: the noun's columns are suppressed (``mode="suppress"``);
-* circle additions: bias ``+ k * delta(t)`` on the noun's columns (``"boost"``);
+* circle additions: the noun's columns are boosted, with a strength set by
+  ``config.boost_mode``: ``"mass"`` raises their softmax share on each added row and head
+  to at least ``boost_mass * delta(t)`` (edit mode ``"share"``, solved per row from the
+  log-sum-exp); ``"logit_spread"`` adds ``boost_spread * delta(t) * std(row logits)``;
+  ``"absolute"`` adds the paper's ``boost_k * delta(t)`` (``"boost"``);
 * template-copy additions: the noun's pre-softmax scores are set to the mean
   score of the reference instance (per head, or shared by heads) times
   ``delta(t)`` (``"set"``).
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..attention import ColumnEdit, guided_attention, pre_softmax_scores
+from ..attention import ColumnEdit, guided_attention, pre_softmax_scores, pre_softmax_spread
 from ..hookspecs import hookimpl
 from .config import NuminaConfig
 
@@ -87,6 +91,10 @@ def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tup
     return GuidancePlan(nouns=nouns, frame_tokens=hw)
 
 
+# boost_mode -> (edit mode, placeholder value) of the cached boost edit
+_BOOST_EDIT = {"mass": ("share", 0.5), "logit_spread": ("boost", 0.0), "absolute": ("boost", 0.0)}
+
+
 class LayoutGuidance:
     """Return the guided attention output for the cond rows of every cross view."""
 
@@ -115,7 +123,7 @@ class LayoutGuidance:
                 if suppress is not None:
                     edits.append(suppress)
                 if boost is not None:
-                    edits.append(boost.with_value(cfg.boost_k * delta))
+                    edits.append(self._boost_edit(view, boost, delta))
                 if copies:
                     edits.extend(self._copy_edits(view, batch, copies, delta))
         return edits
@@ -131,11 +139,22 @@ class LayoutGuidance:
                 cols = noun.columns + c0
                 suppress = ColumnEdit(batch, noun.suppress_rows + q0, cols, "suppress") \
                     if noun.suppress_rows.numel() else None
-                boost = ColumnEdit(batch, noun.boost_rows + q0, cols, "boost", 0.0) if noun.boost_rows.numel() else None
+                boost = ColumnEdit(batch, noun.boost_rows + q0, cols, *_BOOST_EDIT[self.config.boost_mode]) \
+                    if noun.boost_rows.numel() else None
                 copies = [(ColumnEdit(batch, g.rows + q0, cols, "set", 0.0), g.reference_rows + q0) for g in noun.copies]
                 cached.append((name, (suppress, boost, copies)))
             self._cache[key] = cached
         return cached
+
+    def _boost_edit(self, view, boost: ColumnEdit, delta: float) -> ColumnEdit:
+        """The boost of circle additions at intensity ``delta``, in the configured units."""
+        cfg = self.config
+        if cfg.boost_mode == "mass":
+            return boost.with_value(cfg.boost_mass * delta)  # target share of the noun's columns
+        if cfg.boost_mode == "logit_spread":
+            spread = pre_softmax_spread(view.q, view.k, boost.rows, boost.batch, view.scale)  # [H, R]
+            return boost.with_value(spread * (cfg.boost_spread * delta))
+        return boost.with_value(cfg.boost_k * delta)
 
     def _copy_edits(self, view, batch: int, copies: list, delta: float) -> list[ColumnEdit]:
         """"set" edits whose targets are the mean reference scores, one score matmul for all groups."""
