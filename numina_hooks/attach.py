@@ -55,6 +55,9 @@ class Handle:
         self._undo: list = []  # what detach runs, last first
         self._user_context: Optional[dict] = None
         self._attached = False
+        self._guards: list = []  # hooking._ForwardGuard of each diffusers transformer
+        #: transformer name -> forward calls that ran without our forward hook
+        self.bypassed_calls: dict[str, int] = {}
         self._install()
         try:
             for plugin in plugins:
@@ -232,6 +235,24 @@ class Handle:
     def _dispatch_attention(self, view: AttentionView):
         return self._pm.hook.on_attention(view=view)
 
+    def _ensure_hooked(self) -> None:
+        """Put the forward hooks back where something (accelerate's offload) took them out."""
+        for guard in self._guards:
+            guard.ensure()
+
+    def _note_bypass(self, transformer: str, calls: int) -> None:
+        first = not self.bypassed_calls
+        self.bypassed_calls[transformer] = self.bypassed_calls.get(transformer, 0) + calls
+        if first:
+            warnings.warn(
+                f"numina-hooks: {transformer}.forward ran without numina-hooks' forward hook: something replaced "
+                "the model's forward after attach with a function that does not call the previous one. on_forward "
+                "did not run and attention views of that call have no step, branch or geometry. Detach, make the "
+                "change, then attach again.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
     def _warn_untapped(self, site: Site, processor) -> None:
         key = type(processor).__qualname__
         if key in self._warned_untapped:
@@ -293,6 +314,7 @@ class Handle:
                 f"this handle hooks a bare {type(self.target).__name__}; call the model yourself "
                 "(use handle.context(branch=..., step=...) to name branch and step)"
             )
+        self._ensure_hooked()
         generation = GenerationInfo(pipeline=pipe, kwargs=kwargs, extras=dict(generation_extras or {}))
         self._pm.hook.on_generation_start(generation=generation)
         error = None

@@ -18,7 +18,8 @@ Three pieces, each removable exactly:
   sigma), builds the :class:`~numina_hooks.context.CallContext`, and runs the
   ``on_forward`` hook. Registering through diffusers' ``HookRegistry`` is what
   diffusers' own caches do, so ours coexists with FirstBlockCache, MagCache
-  and TaylorSeer.
+  and TaylorSeer. A :class:`_ForwardGuard` puts it back into the forward chain
+  when accelerate's offload hooks are removed and re-added around it.
 """
 
 from __future__ import annotations
@@ -264,8 +265,12 @@ def _make_tapped(original: Callable, layout: str, read_arguments: Optional[Calla
 # ----------------------------------------------------------------------------- forward hook
 
 
-def make_forward_hook(handle, transformer_name: str):
-    """A diffusers ``ModelHook`` (built lazily: diffusers is an optional extra)."""
+def make_forward_hook(handle, transformer_name: str, on_enter: Optional[Callable[[], None]] = None):
+    """A diffusers ``ModelHook`` (built lazily: diffusers is an optional extra).
+
+    ``on_enter`` is called each time the hooked forward starts (the
+    :class:`_ForwardGuard` counts them to notice a forward that bypassed us).
+    """
     from diffusers.hooks.hooks import ModelHook, StateManager
 
     class _ContextReceiver(StateManager):
@@ -283,6 +288,8 @@ def make_forward_hook(handle, transformer_name: str):
             self.receiver = _ContextReceiver()
 
         def new_forward(self, module, *args, **kwargs):
+            if on_enter is not None and not torch.compiler.is_compiling():
+                on_enter()
             ctx = handle._make_context(transformer_name, module, args, kwargs, self.receiver._context)
             token = current_call.set(ctx)
             try:
@@ -307,23 +314,153 @@ def install_processor_wrapper(handle, site: Site, attn, expected_kernel: int):
     return lambda: attn.set_processor(original)
 
 
+class _ForwardGuard:
+    """Keeps our forward hook in the transformer's forward chain, and notices when it is not.
+
+    accelerate's ``remove_hook_from_module`` (which diffusers' ``enable_model_cpu_offload``
+    and ``maybe_free_model_hooks`` run at the end of every pipeline call) puts back the
+    ``forward`` it saw when *it* was installed: with offload enabled before attach, that
+    forward is beneath our hook, so from the next call on the transformer would run
+    unhooked. :meth:`ensure` relinks our hook above whatever forward is now at the
+    bottom of the chain (beneath accelerate's wrapper when there is one); it runs from a
+    torch forward pre-hook before every call (accelerate's wrapper looks ``_old_forward``
+    up at call time, so the relinked chain already serves that call) and at the start of
+    every pipeline call made through the handle. A call that still ran without our hook
+    (something replaced ``forward`` itself, with no wrapper above it) is reported to the
+    handle (``handle._note_bypass``), which warns and lets NUMINA refuse to claim
+    results it did not produce.
+    """
+
+    def __init__(self, handle, name: str, model, hook, ours):
+        self.handle = handle
+        self.name = name
+        self.model = model
+        self.hook = hook
+        self.ours = ours  # the forward diffusers' registry installed for our hook
+        self.started = 0  # calls of model(...) seen by the pre-hook
+        self.entered = 0  # of those, calls that reached our hook
+        self.relinked = 0  # times ensure() put our hook back
+
+    def _reaches_us(self, fn) -> bool:
+        if fn is self.ours:
+            return True
+        # a diffusers hook registered after ours wraps ours
+        index, mine = self._registry_index(fn), self._registry_index(self.ours, own=True)
+        return index is not None and mine is not None and index > mine
+
+    def _registry_index(self, fn, own: bool = False) -> Optional[int]:
+        registry = self.model.__dict__.get("_diffusers_hook")
+        refs = getattr(registry, "_fn_refs", [])
+        target = self.hook.fn_ref if own else _registry_fn_ref(fn)
+        return next((i for i, r in enumerate(refs) if target is not None and r is target), None)
+
+    def _misses_us(self, fn) -> bool:
+        """True when ``fn`` is known not to reach our hook: the model's own forward, or a
+        diffusers hook registered before ours. Anything else (someone's wrapper) is left alone."""
+        if fn is None:
+            return True
+        if getattr(fn, "__func__", None) is type(self.model).forward and getattr(fn, "__self__", None) is self.model:
+            return True
+        index, mine = self._registry_index(fn), self._registry_index(self.ours, own=True)
+        return index is not None and mine is not None and index < mine
+
+    def ensure(self) -> bool:
+        """Relink our hook if the forward chain is known to skip it; True when it did."""
+        d = self.model.__dict__
+        slot, fn = "forward", d.get("forward")
+        if self._reaches_us(fn):
+            return False
+        if _is_accelerate_wrapper(fn, self.model) and "_old_forward" in d:
+            # accelerate's wrapper calls ``module._old_forward`` at call time: relink beneath it
+            slot, fn = "_old_forward", d["_old_forward"]
+            if self._reaches_us(fn):
+                return False
+        if not self._misses_us(fn):
+            return False  # an unknown wrapper: after_call will notice if it skipped us
+        self.hook.fn_ref.original_forward = fn if fn is not None else type(self.model).forward.__get__(self.model)
+        d[slot] = self.ours
+        self.relinked += 1
+        return True
+
+    def entering(self) -> None:
+        self.entered += 1
+
+    def before_call(self, module, args):
+        if torch.compiler.is_compiling():
+            return None
+        self.ensure()
+        self.started += 1
+        return None
+
+    def after_call(self, module, args, output):
+        if torch.compiler.is_compiling():
+            return None
+        if self.entered < self.started:
+            missed = self.started - self.entered
+            self.entered = self.started
+            self.handle._note_bypass(self.name, missed)
+        return None
+
+
+def _is_accelerate_wrapper(fn, model) -> bool:
+    """True for the forward accelerate's ``add_hook_to_module`` installs on ``model``."""
+    import functools
+
+    return (
+        isinstance(fn, functools.partial)
+        and getattr(fn.func, "__qualname__", "").startswith("add_hook_to_module.")
+        and bool(fn.args)
+        and fn.args[0] is model
+    )
+
+
+def _registry_fn_ref(fn):
+    """The ``HookFunctionReference`` behind a forward installed by diffusers' ``HookRegistry``, or None."""
+    import functools
+
+    if not isinstance(fn, functools.partial):
+        return None
+    for cell in getattr(fn.func, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # pragma: no cover - an empty cell
+            continue
+        if type(value).__name__ == "HookFunctionReference":
+            return value
+    return None
+
+
 def install_diffusers_forward_hook(handle, name: str, model):
     """Register our ``ModelHook`` in ``model``'s diffusers ``HookRegistry``; returns the undo.
 
-    The undo restores the instance exactly: the ``forward`` attribute is deleted again
-    when it was not an instance attribute before, ``_diffusers_hook`` is removed when we
-    created it, and if accelerate wrapped the forward after us, its wrapper stays on top.
+    A :class:`_ForwardGuard` keeps the hook in the forward chain when accelerate's offload
+    hooks are removed and re-added around it (``enable_model_cpu_offload`` before or after
+    attach). The undo restores the instance exactly: the ``forward`` attribute is deleted
+    again when it was not an instance attribute before, ``_diffusers_hook`` is removed when
+    we created it, the guard's torch hooks are removed, and if accelerate wrapped the forward
+    after us, its wrapper stays on top.
     """
     from diffusers.hooks.hooks import HookRegistry
 
     had_registry = hasattr(model, "_diffusers_hook")
     had_forward_attr = "forward" in model.__dict__
     registry = HookRegistry.check_if_exists_or_initialize(model)
-    registry.register_hook(make_forward_hook(handle, name), FORWARD_HOOK_NAME)
+    guard_box: list = []
+    hook = make_forward_hook(handle, name, on_enter=lambda: guard_box[0].entering())
+    registry.register_hook(hook, FORWARD_HOOK_NAME)
     ours = model.__dict__.get("forward")
+    guard = _ForwardGuard(handle, name, model, hook, ours)
+    guard_box.append(guard)
+    handle._guards.append(guard)
+    pre = model.register_forward_pre_hook(guard.before_call)
+    post = model.register_forward_hook(guard.after_call, always_call=True)
     _invalidate(registry)
 
     def undo():
+        pre.remove()
+        post.remove()
+        if guard in handle._guards:
+            handle._guards.remove(guard)
         current = model.__dict__.get("forward")
         registry.remove_hook(FORWARD_HOOK_NAME, recurse=False)
         if current is not ours and getattr(model, "_old_forward", None) is ours:

@@ -175,15 +175,27 @@ def run_numina(
     handle.register(control)
     t0 = time.perf_counter()
     out = None
+    bypassed = _bypassed(handle)
     try:
         out = handle.run_pipeline(
             prompt=prompt, generation_extras={"numina_phase": "phase1", "must_compute_steps": {step}}, **kwargs
         )
     except _Phase1Done:
         adapter.after_abort()
+    except BaseException:
+        rewind_noise()
+        raise
     finally:
         handle.unregister(reader)
         handle.unregister(control)
+    if not reader.done:
+        # the pipeline ran to its end without the reference reading: never report a layout it did not see
+        rewind_noise()
+        raise RuntimeError(
+            f"NUMINA read no layout at reference step {step}, layer {layer}: "
+            f"{_why_unseen(handle, bypassed, control, 'the layout reader saw no attention call of the cond branch there')}"
+            ". No result is returned, since it would be the plain video reported as NUMINA's."
+        )
     report.timings["phase1"] = time.perf_counter() - t0
     report.timings["identify"] = reader.seconds
     report.model_calls["phase1"] = control.calls
@@ -192,9 +204,15 @@ def run_numina(
     _fill_reading(report, reader)
     if _phase1_only:
         rewind_noise()
-        report.reason = "phase 1 only: layout read at the reference step"
+        report.reason = ("phase 1 only: layout read at the reference step" if reader.done else
+                         f"phase 1 only: the layout was not read (the pipeline ran no step {step})")
         report.timings["total"] = time.perf_counter() - t_start
         return report
+    if out is not None and not reader.done:
+        report.reason = (f"the layout was not read: the pipeline ran no step {step} "
+                         f"(num_inference_steps={kwargs.get('num_inference_steps')}); this is the plain result")
+        report.timings["total"] = time.perf_counter() - t_start
+        return _attach_report(out, report)
     if out is not None:
         report.reason = "every noun had its count in every frame of the layout: phase 1 ran on and is the result"
         report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}
@@ -225,13 +243,30 @@ def run_numina(
     handle.register(guidance)
     handle.register(counter)
     t0 = time.perf_counter()
+    bypassed = _bypassed(handle)
     try:
         out = handle.run_pipeline(prompt=prompt, generation_extras={"numina_phase": "phase2"}, **kwargs)
+    except BaseException:
+        rewind_noise()
+        raise
     finally:
         handle.unregister(guidance)
         handle.unregister(counter)
+    if not guidance.guided_steps and not plan.empty:
+        rewind_noise()
+        raise RuntimeError(
+            "NUMINA phase 2 applied no guidance: "
+            f"{_why_unseen(handle, bypassed, counter, _no_guided_call(config, num_steps))}. "
+            "No result is returned, since it would be the unguided video reported as a guided one."
+        )
     report.phase2_ran = True
-    report.reason = "the layout's counts differ from the asked counts: refined and regenerated with guidance"
+    if plan.empty:
+        report.reason = (
+            "the layout's counts differ from the asked counts, but refinement found no region to add or remove: "
+            "phase 2 regenerated without guidance"
+        )
+    else:
+        report.reason = "the layout's counts differ from the asked counts: refined and regenerated with guidance"
     report.timings["phase2"] = time.perf_counter() - t0
     report.model_calls["phase2"] = counter.calls
     if counter.skipped:
@@ -239,6 +274,37 @@ def run_numina(
     report.guided_steps = sorted(guidance.guided_steps)
     report.timings["total"] = time.perf_counter() - t_start
     return _attach_report(out, report)
+
+
+def _bypassed(handle) -> int:
+    """Transformer calls that so far ran without the handle's forward hook."""
+    return sum(getattr(handle, "bypassed_calls", {}).values())
+
+
+def _why_unseen(handle, bypassed_before: int, counter: CallCounter, otherwise: str) -> str:
+    """Why a phase saw none of the attention calls it needed (for the error message)."""
+    missed = _bypassed(handle) - bypassed_before
+    if missed:
+        return (
+            f"{missed} transformer call(s) ran without numina-hooks' forward hook (the transformer's forward was "
+            "replaced after attach by a function that does not call the one it replaced); detach, make that change, "
+            "and attach again"
+        )
+    if counter.calls == 0 and counter.skipped:
+        return f"a cache skipped every transformer call ({len(counter.skipped)}); let the needed steps compute"
+    if counter.calls == 0:
+        return "the pipeline made no transformer call through the attached model"
+    return otherwise
+
+
+def _no_guided_call(config: NuminaConfig, num_steps: int) -> str:
+    active = [s for s in range(num_steps) if config.guidance_active(s, num_steps)]
+    if not active:
+        return f"guidance is active at no step of {num_steps} with this NuminaConfig"
+    return (
+        f"no cross-attention call of the cond branch reached the guidance at its steps {active[0]}..{active[-1]} "
+        "(a cache skipped them, or the attention processors compute attention in a way numina-hooks cannot tap)"
+    )
 
 
 def _fill_reading(report: NuminaReport, reader: LayoutReader) -> None:
