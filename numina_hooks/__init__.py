@@ -6,36 +6,82 @@
     handle = numina_hooks.attach(pipe, my_plugin)
     out = handle(prompt="Three cats chasing two dogs")
     handle.detach()
+
+The public names load on first use, so ``import numina_hooks`` (and ``numina --help``)
+does not import torch.
 """
 
-from .attach import Handle, attach
-from .cache import EasyCache
-from .context import CallContext, ForwardCall, GenerationInfo, Geometry, StepState
-from .hookspecs import hookimpl, hookspec
-from .numina.config import NuminaConfig
-from .numina.counts import parse_counts
-from .numina.layout import Layout, layout_from_attention
-from .numina.report import NuminaReport
-from .views import AttentionView, Site
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AttentionView",
-    "CallContext",
-    "EasyCache",
-    "ForwardCall",
-    "GenerationInfo",
-    "Geometry",
-    "Handle",
-    "Layout",
-    "NuminaConfig",
-    "NuminaReport",
-    "Site",
-    "StepState",
-    "attach",
-    "hookimpl",
-    "hookspec",
-    "layout_from_attention",
-    "parse_counts",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "AttentionView": ".views",
+    "CallContext": ".context",
+    "EasyCache": ".cache",
+    "ForwardCall": ".context",
+    "GenerationInfo": ".context",
+    "Geometry": ".context",
+    "Handle": ".attach",
+    "Layout": ".numina.layout",
+    "NuminaConfig": ".numina.config",
+    "NuminaReport": ".numina.report",
+    "Site": ".views",
+    "StepState": ".context",
+    "attach": ".attach",
+    "hookimpl": ".hookspecs",
+    "hookspec": ".hookspecs",
+    "layout_from_attention": ".numina.layout",
+    "parse_counts": ".numina.counts",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .attach import Handle, attach
+    from .cache import EasyCache
+    from .context import CallContext, ForwardCall, GenerationInfo, Geometry, StepState
+    from .hookspecs import hookimpl, hookspec
+    from .numina.config import NuminaConfig
+    from .numina.counts import parse_counts
+    from .numina.layout import Layout, layout_from_attention
+    from .numina.report import NuminaReport
+    from .views import AttentionView, Site
+
+
+def _load(name: str):
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = _load(name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """``numina_hooks.attach`` is both a submodule and the function; the package attribute
+    is always the function (importing the submodule would otherwise replace it)."""
+
+    @property
+    def attach(self):
+        return _load("attach")
+
+    @attach.setter
+    def attach(self, value) -> None:
+        pass  # the import system records the submodule here; the function stays
+
+
+sys.modules[__name__].__class__ = _Package

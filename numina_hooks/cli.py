@@ -1,15 +1,233 @@
-"""The ``numina`` command."""
+"""The ``numina`` command: ``demo``, ``tour``, ``generate`` and ``eval``.
+
+Every command checks its arguments before anything loads: a bad value prints one line
+that names the option, the value and what is expected, and exits 2 (``--debug`` shows the
+traceback instead). torch and diffusers load only when a command runs, so ``numina
+--help`` is instant. Options mean the same in every command: ``--model toy``,
+``--seed``/``--seeds`` (``0``, ``0,3``, ``1..3``), ``--threads``, ``--dtype auto``.
+
+Exit codes: 0 done; 1 ran but failed (an unexpected error, or items that failed); 2 bad
+input or a missing requirement, nothing run; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Optional, Sequence
 
+from .video_io import VideoWriterError, check_video_writer, write_video  # noqa: F401  (write_video: public here)
 
-def _cmd_hooks_tour(args: argparse.Namespace) -> int:
+log = logging.getLogger("numina_hooks")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+class CliError(Exception):
+    """An expected failure (bad input, missing requirement): one line, exit 2."""
+
+
+# ---------------------------------------------------------------------------- shared checks
+def parse_seed_list(text: str, option: str = "--seeds") -> list[int]:
+    """``"0"``, ``"0,3"``, ``"1..3"`` (and mixes) -> a list of distinct ints, or CliError."""
+    from .eval.runner import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as err:
+        raise CliError(f"{option} {text!r}: {str(err).split(': ', 1)[-1]}") from None
+
+
+def parse_counts_arg(text: Optional[str], prompt: Optional[str] = None) -> Optional[dict]:
+    """``"cats=3,dogs=2"`` -> ``{"cats": 3, "dogs": 2}``; each noun must be a word of
+    ``prompt`` (when given) and each count an int >= 1."""
+    if text is None:
+        return None
+    counts: dict[str, int] = {}
+    for part in text.split(","):
+        noun, sep, n = (s.strip() for s in part.partition("="))
+        if not sep or not noun or not n:
+            raise CliError(f"--counts {text!r}: expected noun=count pairs separated by commas, e.g. cats=3,dogs=2")
+        try:
+            value = int(n)
+        except ValueError:
+            raise CliError(f"--counts {noun}={n}: {n!r} is not a whole number; expected a count >= 1") from None
+        if value < 1:
+            raise CliError(f"--counts {noun}={n}: expected a count >= 1 (to leave {noun!r} out, do not list it)")
+        if noun in counts:
+            raise CliError(f"--counts {text!r}: {noun!r} is given twice")
+        if prompt is not None:
+            from .numina.tokens import find_noun_spans
+
+            if not find_noun_spans(prompt, noun):
+                raise CliError(f"--counts {noun}={n}: {noun!r} is not a word of the prompt {prompt!r}; "
+                               "write the noun exactly as the prompt does (e.g. cats, not cat)")
+        counts[noun] = value
+    return counts
+
+
+def parse_config_arg(text: Optional[str]):
+    """``--config`` JSON -> ``NuminaConfig``; errors name the field and list the valid ones."""
+    import dataclasses
+
+    from .numina.config import NuminaConfig
+
+    if not text:
+        return NuminaConfig()
+    source = text
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        source = Path(text).read_text(encoding="utf-8")
+    try:
+        fields = json.loads(source)
+    except json.JSONDecodeError as err:
+        raise CliError(f"--config {text!r} is not valid JSON ({err.msg} at character {err.pos}); "
+                       'expected an object such as \'{"cross_head": "max"}\' or a JSON file') from None
+    if not isinstance(fields, dict):
+        raise CliError(f"--config {text!r}: expected a JSON object of NuminaConfig fields, got {type(fields).__name__}")
+    valid = [f.name for f in dataclasses.fields(NuminaConfig)]
+    unknown = [k for k in fields if k not in valid]
+    if unknown:
+        raise CliError(f"--config: unknown field {unknown[0]!r}; valid fields: {', '.join(valid)}")
+    try:
+        return NuminaConfig(**fields)
+    except (TypeError, ValueError) as err:
+        raise CliError(f"--config: {err}") from None
+
+
+def apply_threads(threads: Optional[int]) -> None:
+    """Set torch's CPU threads (checked first: an int >= 1)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise CliError(f"--threads {threads}: expected a number of CPU threads >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _check_positive(args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} {value}: expected an int >= 1")
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """``None``/``"auto"`` -> cuda when available, else cpu; a cuda device that is absent is an error."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: Optional[str], device: str) -> str:
+    """``auto``: bf16 on CUDA, fp32 elsewhere (CPUs run bf16 slowly and less exactly)."""
+    if dtype in (None, "auto"):
+        return "bf16" if str(device).startswith("cuda") else "fp32"
+    return dtype
+
+
+def check_model_arg(model: str) -> None:
+    """``toy``, an existing diffusers folder (with ``model_index.json``), or a hub id."""
+    if model == "toy":
+        return
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CliError(f"--model {model}: is a file; expected a diffusers model folder (with model_index.json)")
+        if not (path / "model_index.json").exists():
+            raise CliError(f"--model {model}: the folder has no model_index.json; expected a diffusers pipeline "
+                           "folder (as written by pipe.save_pretrained)")
+        return
+    looks_like_path = model.startswith((".", "/", "~")) or model.endswith("/") or model.count("/") != 1
+    if looks_like_path:
+        raise CliError(f"--model {model}: no such folder; expected 'toy', a local diffusers folder or a hub id "
+                       "such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+
+
+def require(module: str, extra: str, what: str) -> None:
+    """CliError unless ``module`` imports (an optional dependency of ``extra``)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise CliError(f"{what} needs {module}: pip install 'numina-hooks[{extra}]'")
+
+
+# ---------------------------------------------------------------------------- progress
+class StepProgress:
+    """A plugin that shows denoising progress per pipeline call, labelled with the phase.
+
+    With ``outer`` (a tqdm bar) it writes ``"<prefix><phase> step k/n"`` as that bar's
+    postfix; otherwise it opens one bar per call. NUMINA's phase 1 stops right after the
+    reference step when the layout needs correcting: its bar then ends there, saying so.
+    """
+
+    LABELS = {"phase1": "NUMINA phase 1 (read layout)", "phase2": "NUMINA phase 2 (guided)"}
+
+    def __init__(self, prefix: str = "", outer=None, disable: bool = False):
+        self.prefix, self.outer, self.disable = prefix, outer, disable
+        self._bar, self._label, self._total, self._done = None, "", None, 0
+
+    def _show(self) -> None:
+        if self.outer is not None:
+            self.outer.set_postfix_str(f"{self.prefix}{self._label} step {self._done}/{self._total or '?'}")
+
+    from .hookspecs import hookimpl as _hookimpl
+
+    @_hookimpl
+    def on_generation_start(self, generation) -> None:
+        self._phase = generation.extras.get("numina_phase")
+        self._label = self.LABELS.get(self._phase, "plain")
+        self._total = generation.kwargs.get("num_inference_steps")
+        self._done = 0
+        if self.outer is not None:
+            self._show()
+        elif not self.disable:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self._total, desc=f"{self.prefix}{self._label}", unit="step",
+                             dynamic_ncols=True, file=sys.stderr)
+
+    @_hookimpl
+    def on_step(self, state) -> None:
+        if state.phase != "end":
+            return
+        self._done = state.step + 1
+        if self._bar is not None:
+            self._bar.update(self._done - self._bar.n)
+        else:
+            self._show()
+
+    @_hookimpl
+    def on_generation_end(self, generation, error) -> None:
+        bar, self._bar = self._bar, None
+        if bar is None:
+            return
+        if self._phase == "phase1" and error is not None and not isinstance(error, KeyboardInterrupt):
+            # phase 1 stops inside the reference step, once its layout is read
+            bar.set_description(f"{self.prefix}NUMINA phase 1: layout read in step {self._done + 1} of "
+                                f"{self._total}, stopped there to correct it")
+            bar.total = self._done + 1
+            bar.update(self._done + 1 - bar.n)
+        bar.close()
+
+    del _hookimpl
+
+
+# ---------------------------------------------------------------------------- tour
+def _cmd_tour(args: argparse.Namespace) -> int:
     """Run a tiny random-weight Wan pipeline and print what the hooks saw."""
+    _check_positive(args, "steps")
+    (seed,) = _single_seed(args.seed)
+    apply_threads(args.threads)
     import torch
 
     import numina_hooks
@@ -42,9 +260,9 @@ def _cmd_hooks_tour(args: argparse.Namespace) -> int:
     tour = Tour()
     kwargs = dict(testing.WAN_CALL, num_inference_steps=args.steps, output_type="pt")
     with torch.no_grad():
-        plain = pipe(prompt=args.prompt, generator=torch.Generator().manual_seed(args.seed), **kwargs).frames
+        plain = pipe(prompt=args.prompt, generator=torch.Generator().manual_seed(seed), **kwargs).frames
         with numina_hooks.attach(pipe, tour) as handle:
-            hooked = handle(prompt=args.prompt, generator=torch.Generator().manual_seed(args.seed), **kwargs).frames
+            hooked = handle(prompt=args.prompt, generator=torch.Generator().manual_seed(seed), **kwargs).frames
     print(f"pipeline: tiny random-weight diffusers {type(pipe).__name__} built in memory "
           f"({'two transformers, ' if args.two_transformers else ''}{len(pipe.transformer.blocks)} blocks)")
     print(f"output: {tuple(hooked.shape)} [batch, frames, channels, height, width]; "
@@ -60,158 +278,349 @@ def _cmd_hooks_tour(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from numina_hooks.demo import run_demo
+def _single_seed(text: str) -> list[int]:
+    seeds = parse_seed_list(text, "--seed")
+    if len(seeds) != 1:
+        raise CliError(f"--seed {text!r}: this command takes one seed")
+    return seeds
 
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    run_demo(out_dir=args.out, prompts=args.prompts, seeds=seeds, steps=args.steps, json_path=args.json)
+
+# ---------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _check_positive(args, "prompts", "steps", "threads")
+    seeds = parse_seed_list(args.seeds)
+    if args.json:
+        _check_writable_file(args.json, "--json")
+    require("PIL", "media", "numina demo (the GIF and layout pictures)")
+    require("tqdm", "media", "numina demo (progress)")
+    run_demo(out_dir=args.out, prompts=args.prompts, seeds=seeds, steps=args.steps, json_path=args.json,
+             config=parse_config_arg(args.config), threads=args.threads, progress=not args.no_progress)
     return 0
 
 
-def _parse_counts_arg(text: Optional[str]) -> Optional[dict]:
-    """``"cats=3,dogs=2"`` -> ``{"cats": 3, "dogs": 2}``."""
-    if not text:
-        return None
-    counts = {}
-    for part in text.split(","):
-        noun, sep, n = part.partition("=")
-        if not sep or not noun.strip() or not n.strip().isdigit():
-            raise SystemExit(f"--counts {text!r}: expected noun=int pairs separated by commas, e.g. cats=3,dogs=2")
-        counts[noun.strip()] = int(n)
-    return counts
+def _check_writable_file(path: str, option: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"{option} {path}: is a folder; expected a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(f"{option} {path}: cannot create its folder ({err.strerror or err})") from None
 
 
+# ---------------------------------------------------------------------------- generate
 def _load_pipeline(model: str, dtype: str, device: str):
+    """A diffusers pipeline from a hub id or folder (Wan's VAE kept in float32), on ``device``."""
     import torch
     from diffusers import DiffusionPipeline
 
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype)
+    except Exception as err:
+        raise CliError(f"--model {model}: could not load it ({type(err).__name__}: "
+                       f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no message'})") from err
     if type(pipe).__name__.startswith("Wan") and getattr(pipe, "vae", None) is not None:
         pipe.vae.to(torch.float32)  # Wan's VAE is meant to run in float32
     return pipe.to(device)
 
 
-def write_video(frames, path) -> None:
-    """Write ``frames`` (float [F, H, W, 3] in [0, 1], or uint8) as a GIF, or MP4 via diffusers."""
-    from pathlib import Path
+def latent_grid(pipe, call: dict) -> Optional[tuple[int, int]]:
+    """Patches per latent frame (rows, cols) a call of ``pipe`` will make, or None when the
+    pipeline does not say (then counts are only checked once the layout is read)."""
+    import inspect
 
-    import numpy as np
+    def default(name):
+        if call.get(name) is not None:
+            return call[name]
+        param = inspect.signature(type(pipe).__call__).parameters.get(name)
+        return None if param is None or param.default is inspect.Parameter.empty else param.default
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.asarray(frames)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    if path.suffix.lower() == ".gif":
-        from PIL import Image
+    height, width = default("height"), default("width")
+    if height is None or width is None:  # CogVideoX: None means the transformer's sample size
+        cfg = getattr(getattr(pipe, "transformer", None), "config", None)
+        scale = getattr(pipe, "vae_scale_factor_spatial", None)
+        if cfg is None or scale is None or getattr(cfg, "sample_height", None) is None:
+            return None
+        height = height or cfg.sample_height * scale
+        width = width or cfg.sample_width * scale
+    scale = getattr(pipe, "vae_scale_factor_spatial", None)
+    patch = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "patch_size", None)
+    if scale is None or patch is None:
+        return None
+    ph, pw = (patch[1], patch[2]) if isinstance(patch, (tuple, list)) else (patch, patch)
+    return int(height) // int(scale) // int(ph), int(width) // int(scale) // int(pw)
 
-        images = [Image.fromarray(f) for f in arr]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
-    else:
-        from diffusers.utils import export_to_video
 
-        export_to_video([f for f in arr], str(path), fps=16)
+def check_counts_fit(counts: dict, grid: Optional[tuple[int, int]], option: str = "--counts") -> None:
+    """Each count must fit the latent grid: at most one instance per patch of a frame."""
+    if not counts or grid is None:
+        return
+    most = grid[0] * grid[1]
+    for noun, n in counts.items():
+        if n > most:
+            raise CliError(f"{option} {noun}={n}: a frame's latent grid has {grid[0]}x{grid[1]} = {most} patches, "
+                           f"so the allowed range is 1..{most}; ask for fewer or generate larger frames")
+
+
+def _out_for_seed(out: Path, seed: int, many: bool) -> Path:
+    return out.with_name(f"{out.stem}_seed{seed}{out.suffix}") if many else out
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import json
+    # ---- everything that can be checked without the model
+    if not args.prompt.strip():
+        raise CliError("--prompt is empty; describe the video, e.g. 'three cats chasing two dogs'")
+    check_model_arg(args.model)
+    seeds = parse_seed_list(args.seeds)
+    _check_positive(args, "height", "width", "num_frames", "threads")
+    counts = parse_counts_arg(args.counts, args.prompt)
+    config = parse_config_arg(args.config)
+    if args.steps is not None:
+        _check_steps_reach_reference(config, args.steps)
+    out = Path(args.out)
+    for seed in seeds:
+        try:
+            check_video_writer(_out_for_seed(out, seed, len(seeds) > 1))
+        except VideoWriterError as err:
+            raise CliError(f"--out {args.out}: {err}") from None
+    if args.report:
+        _check_writable_file(str(Path(args.report) / "summary.json"), "--report")
+    if args.model == "toy":
+        from .toy.model import TOY_CALL
 
+        for name in ("height", "width", "num_frames"):
+            value = getattr(args, name)
+            if value is not None and value != TOY_CALL[name]:
+                raise CliError(f"--{name.replace('_', '-')} {value}: the toy model only makes "
+                               f"{TOY_CALL[name]} (leave it unset)")
+    apply_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+
+    # ---- the model
     import torch
 
     import numina_hooks
-    from numina_hooks.numina.config import NuminaConfig
 
-    pipe = _load_pipeline(args.model, args.dtype, args.device)
-    config = NuminaConfig(**json.loads(args.config)) if args.config else NuminaConfig()
-    call = dict(num_inference_steps=args.steps, output_type="np")
+    if args.model == "toy":
+        from .toy.model import TOY_CALL, load_toy_pipeline, toy_frames
+
+        pipe = load_toy_pipeline(device=device)
+        call = dict(TOY_CALL)
+        frames_of = toy_frames
+    else:
+        pipe = _load_pipeline(args.model, dtype, device)
+        call = {"output_type": "np"}
+        frames_of = _frames_np
+    pipe.set_progress_bar_config(disable=True)
     for name in ("height", "width", "num_frames", "guidance_scale"):
-        value = getattr(args, name)
-        if value is not None:
-            call[name] = value
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    counts = _parse_counts_arg(args.counts)
-    with numina_hooks.attach(pipe, config=config) as numina:
-        if args.plain:
-            out = numina.run_pipeline(prompt=args.prompt, generator=generator, **call)
-            report = None
-        else:
-            out = numina(prompt=args.prompt, counts=counts, generator=generator, **call)
-            report = out.numina
-    write_video(out.frames[0], args.out)
-    print(f"video: {args.out}")
-    if report is not None:
-        summary = report.summary()
-        print(f"asked: {summary['counts_asked']}  found in phase 1 (per frame): {summary['counts_found']}")
-        print(f"phase 2 ran: {summary['phase2_ran']} ({summary['reason']})")
-        print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["timings"].items()))
-        if args.report:
-            print(f"report: {report.save(args.report)}")
+        if getattr(args, name) is not None:
+            call[name] = getattr(args, name)
+    if args.steps is not None:
+        call["num_inference_steps"] = args.steps
+    else:
+        call.setdefault("num_inference_steps", _default_steps(pipe))
+        _check_steps_reach_reference(config, call["num_inference_steps"])
+    asked = counts if counts is not None else numina_hooks.parse_counts(args.prompt)
+    check_counts_fit(asked, latent_grid(pipe, call), "--counts" if counts is not None else "the prompt asks for")
+
+    # ---- generate, one video per seed
+    with numina_hooks.attach(pipe, config=config) as numina, torch.no_grad():
+        for seed in seeds:
+            progress = StepProgress(prefix=f"seed {seed}: " if len(seeds) > 1 else "", disable=args.no_progress)
+            numina.register(progress)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            try:
+                if args.plain:
+                    result, report = numina.run_pipeline(prompt=args.prompt, generator=generator, **call), None
+                else:
+                    result = numina(prompt=args.prompt, counts=counts, generator=generator, **call)
+                    report = result.numina
+            finally:
+                numina.unregister(progress)
+            path = write_video(frames_of(result), _out_for_seed(out, seed, len(seeds) > 1))
+            print(f"video (seed {seed}): {path}")
+            if report is not None:
+                _print_report(report)
+                if args.report:
+                    folder = Path(args.report) / f"seed{seed}" if len(seeds) > 1 else Path(args.report)
+                    print(f"report: {report.save(folder)}")
     return 0
+
+
+def _check_steps_reach_reference(config, steps: int) -> None:
+    """NUMINA reads the layout at the reference step: the run must reach it."""
+    if steps < 1:
+        raise CliError(f"--steps {steps}: too few to reach NUMINA's reference step, where it reads the layout; "
+                       "expected at least 1 denoising step")
+    try:
+        config.resolve_step(steps)
+    except ValueError as err:
+        raise CliError(f"--steps {steps}: too few to reach NUMINA's reference step ({err})") from None
+
+
+def _default_steps(pipe) -> int:
+    import inspect
+
+    param = inspect.signature(type(pipe).__call__).parameters.get("num_inference_steps")
+    return int(param.default) if param is not None and isinstance(param.default, int) else 50
+
+
+def _frames_np(result):
+    """Frames of a diffusers output made with ``output_type="np"`` -> [F, H, W, 3]."""
+    import numpy as np
+
+    frames = np.asarray(result.frames[0] if not isinstance(result.frames, np.ndarray) else result.frames)
+    return frames[0] if frames.ndim == 5 else frames
+
+
+def _print_report(report) -> None:
+    summary = report.summary()
+    print(f"asked: {summary['counts_asked']}  found in phase 1 (per frame): {summary['counts_found']}")
+    print(f"phase 2 ran: {summary['phase2_ran']} ({summary['reason']})")
+    print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["timings"].items()))
 
 
 def _branch(branch) -> str:
     return "+".join(branch) if isinstance(branch, tuple) else str(branch)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="numina", description="Count-accurate text-to-video with NUMINA hooks.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------------------- parser
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (options without one say in their help what happens)."""
 
-    demo = sub.add_parser("demo", help="the embedded default: plain vs NUMINA on the shipped toy model")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" not in text and "(default: " not in text and action.option_strings
+                and action.default not in (None, False, argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _common(parser: argparse.ArgumentParser, threads_default: Optional[int] = None) -> None:
+    parser.add_argument("--threads", type=int, default=threads_default,
+                        help="CPU threads for torch (default: %(default)s; the tiny toy model is as fast on 1)"
+                        if threads_default is not None else
+                        "CPU threads for torch (default: torch's own; 1 is fastest on a busy 2-core machine)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what numina-hooks does (logging INFO)")
+
+
+def _generation_options(parser, seeds_default: str) -> None:
+    parser.add_argument("--seeds", "--seed", dest="seeds", default=seeds_default,
+                        help="seed(s): 0, or a list 0,3, or a range 1..3")
+    parser.add_argument("--config", help='NuminaConfig fields as JSON (or a JSON file), e.g. \'{"cross_head": "max"}\'')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="numina", description="Count-accurate text-to-video with NUMINA hooks.",
+                                     formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"numina-hooks {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,generate,eval,tour}")
+
+    demo = sub.add_parser("demo", formatter_class=_Formatter,
+                          help="plain vs NUMINA on the shipped toy model (1-4 minutes on a 2-core CPU)",
+                          description="Plain vs NUMINA on the shipped toy model: a table, a labelled GIF, the "
+                          "layout pictures and the CountAcc difference with its 95%% interval. "
+                          "About 1 minute on a free 2-core CPU, up to 4 on a busy one.")
+    demo.add_argument("--model", choices=("toy",), default="toy", help="the demo runs the shipped toy model")
     demo.add_argument("--out", default="numina-out/demo", help="folder for the GIF and the layout pictures")
     demo.add_argument("--prompts", type=int, default=4, help="how many held-out toy prompts")
-    demo.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    _generation_options(demo, "0,1")
     demo.add_argument("--steps", type=int, help="denoising steps (default: the toy model's 20)")
-    demo.add_argument("--json", help="write the figures to this JSON file")
+    demo.add_argument("--json", help="also write the figures to this JSON file")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(demo, threads_default=1)
     demo.set_defaults(func=_cmd_demo)
 
-    tour = sub.add_parser("tour", help="what the hooks see on a tiny random-weight Wan pipeline")
-    tour.add_argument("--prompt", default="three cats chasing two dogs")
-    tour.add_argument("--steps", type=int, default=4)
-    tour.add_argument("--seed", type=int, default=0)
-    tour.add_argument("--two-transformers", action="store_true", help="a Wan2.2 A14B-style pipeline")
-    tour.set_defaults(func=_cmd_hooks_tour)
-
-    gen = sub.add_parser("generate", help="NUMINA generation with any diffusers Wan / CogVideoX model")
-    gen.add_argument("--model", required=True, help="model id (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) or local folder")
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--counts", help="override the parsed counts: noun=int,noun=int")
-    gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--steps", type=int, default=50)
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--width", type=int)
-    gen.add_argument("--num-frames", dest="num_frames", type=int)
-    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float)
-    gen.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
-    gen.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    gen.add_argument("--config", help='NuminaConfig fields as JSON, e.g. \'{"cross_head": "mean"}\'')
+    gen = sub.add_parser("generate", formatter_class=_Formatter,
+                         help="NUMINA generation with the toy model or any diffusers Wan / CogVideoX model")
+    gen.add_argument("--model", required=True,
+                     help="'toy', a hub id (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) or a local diffusers folder")
+    gen.add_argument("--prompt", required=True, help="what the video shows, with counts ('three cats ...')")
+    gen.add_argument("--counts", help="override the counts parsed from the prompt: noun=count,noun=count")
+    _generation_options(gen, "1")
+    gen.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's default, 50 for Wan)")
+    gen.add_argument("--height", type=int, help="frame height in pixels (default: the pipeline's default)")
+    gen.add_argument("--width", type=int, help="frame width in pixels (default: the pipeline's default)")
+    gen.add_argument("--num-frames", dest="num_frames", type=int, help="frames (default: the pipeline's default)")
+    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float,
+                     help="classifier-free guidance scale (default: the pipeline's default)")
+    gen.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype; auto: bf16 on CUDA, fp32 on CPU")
+    gen.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
     gen.add_argument("--plain", action="store_true", help="run the plain pipeline (no NUMINA) for comparison")
-    gen.add_argument("--out", default="numina-out/video.gif", help="output video (.gif, or .mp4 with imageio-ffmpeg)")
+    gen.add_argument("--out", default="numina-out/video.gif",
+                     help="output video, .gif or .mp4 (several seeds: NAME_seedK.gif)")
     gen.add_argument("--report", help="folder for the report pictures and summary.json")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _common(gen)
     gen.set_defaults(func=_cmd_generate)
 
-    from numina_hooks.eval import runner as eval_runner
+    from .eval import runner as eval_runner
 
-    ev = sub.add_parser("eval", help="CountBench-style evaluation of strategies side by side (docs/eval.md)")
+    ev = sub.add_parser("eval", formatter_class=_Formatter,
+                        help="CountBench-style evaluation of strategies side by side (docs/eval.md)")
     eval_runner.add_arguments(ev)
+    _common(ev)
     ev.set_defaults(func=eval_runner.cmd_eval)
+
+    tour = sub.add_parser("tour", formatter_class=_Formatter,
+                          help="what the hooks see on a tiny random-weight Wan pipeline")
+    tour.add_argument("--prompt", default="three cats chasing two dogs", help="the prompt")
+    tour.add_argument("--steps", type=int, default=4, help="denoising steps")
+    tour.add_argument("--seed", default="0", help="the seed")
+    tour.add_argument("--two-transformers", action="store_true", help="a Wan2.2 A14B-style pipeline")
+    _common(tour)
+    tour.set_defaults(func=_cmd_tour)
     return parser
 
 
-def _cuda() -> bool:
-    try:
-        import torch
+def _configure_logging(verbose: bool) -> None:
+    if verbose and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("numina: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
 
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
+
+EXPECTED_ERRORS = (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError,
+                   VideoWriterError)
+"""Errors that are bad input or a missing requirement: one line, exit 2."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``numina`` with ``argv`` (default: the command line); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    _configure_logging(getattr(args, "verbose", False))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"numina {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EXPECTED_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"numina {args.command}: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # unexpected: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"numina {args.command}: failed: {type(err).__name__}: {_one_line(err)} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

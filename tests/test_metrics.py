@@ -47,3 +47,47 @@ def test_summarize_means_and_by_requested():
     assert s["by_requested"] == {1: {"frames": 2, "acc": 1.0}, 2: {"frames": 2, "acc": 0.5},
                                  4: {"frames": 2, "acc": 0.0}}
     assert video_scores(*videos[1]) == {"count_acc": 0.25, "tc": 0.5}
+
+
+# ---------------------------------------------------------------- paired bootstrap
+from numina_hooks.eval.stats import paired_bootstrap  # noqa: E402
+
+
+def test_paired_bootstrap_of_a_constant_shift_is_that_shift():
+    a = [0.1, 0.5, 0.9, 0.3]
+    mean, lo, hi = paired_bootstrap(a, [x + 0.25 for x in a], n_boot=500)
+    assert mean == pytest.approx(0.25) and lo == pytest.approx(0.25) and hi == pytest.approx(0.25)
+
+
+def test_paired_bootstrap_pairs_items():
+    """Large per-item spread that cancels within pairs: the paired interval stays narrow."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 1, 200)
+    b = a + 0.05 + rng.normal(0, 0.01, 200)
+    mean, lo, hi = paired_bootstrap(a, b)
+    assert lo < mean < hi and 0.04 < lo and hi < 0.06
+
+
+def test_paired_bootstrap_width_matches_the_normal_approximation():
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    diff = rng.normal(0.1, 0.3, 400)
+    mean, lo, hi = paired_bootstrap(np.zeros(400), diff, n_boot=4000, seed=3)
+    expected = 2 * 1.96 * diff.std() / np.sqrt(400)
+    assert mean == pytest.approx(diff.mean())
+    assert hi - lo == pytest.approx(expected, rel=0.15)
+    assert paired_bootstrap(np.zeros(400), diff, n_boot=4000, seed=3) == (mean, lo, hi)  # seeded
+
+
+def test_paired_bootstrap_rejects_bad_input():
+    with pytest.raises(ValueError, match="a has 2 scores but b has 3"):
+        paired_bootstrap([0, 1], [0, 1, 1])
+    with pytest.raises(ValueError, match="empty"):
+        paired_bootstrap([], [])
+    with pytest.raises(ValueError, match="finite"):
+        paired_bootstrap([0.0, float("nan")], [0, 1])
+    with pytest.raises(ValueError, match="n_boot=0"):
+        paired_bootstrap([0], [1], n_boot=0)

@@ -92,7 +92,7 @@ class ToyCounter:
     def count(self, frames: np.ndarray, nouns: Sequence[str]) -> dict[str, list[int]]:
         from ..toy.counter import count_objects
 
-        frames = check_frames(frames)
+        frames = _native_toy_size(check_frames(frames))
         categories = {}
         for noun in nouns:
             cat = toy_category(noun)
@@ -106,6 +106,18 @@ class ToyCounter:
             categories[noun] = cat
         per_frame = count_objects(frames, self.min_area, self.max_distance)
         return {noun: [int(f[cat]) for f in per_frame] for noun, cat in categories.items()}
+
+
+def _native_toy_size(frames: np.ndarray) -> np.ndarray:
+    """Frames written scaled up by an integer factor k (``video_io.write_video`` does so for
+    small frames, nearest neighbour) -> the toy world's size, sampling each k x k block's centre."""
+    from ..toy.world import SIZE
+
+    h, w = frames.shape[1:3]
+    if h == w and h > SIZE and h % SIZE == 0:
+        k = h // SIZE
+        return np.ascontiguousarray(frames[:, k // 2::k, k // 2::k])
+    return frames
 
 
 # ---------------------------------------------------------------------------- boxes

@@ -147,17 +147,27 @@ def markdown_table(summary: dict) -> str:
 
 def plot_accuracy_by_count(summary: dict, path) -> Path:
     """Line plot of accuracy by requested count, one line per strategy (PNG)."""
-    import matplotlib
+    path = Path(path)
+    accuracy_figure(summary).savefig(path)
+    return path
 
-    matplotlib.use("Agg", force=False)
+
+def accuracy_figure(summary: dict):
+    """The matplotlib ``Figure`` of :func:`plot_accuracy_by_count`: integer ticks on the
+    count axis, and a gap (no line) across a count the benchmark did not ask for."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.4, 4.0), dpi=120)
     ax = fig.add_subplot(1, 1, 1)
     for s, e in summary["strategies"].items():
-        pts = sorted((int(k), v["acc"]) for k, v in e["by_requested"].items())
-        if pts:
-            ax.plot([k for k, _ in pts], [100 * a for _, a in pts], marker="o", label=s)
+        acc = {int(k): 100 * v["acc"] for k, v in e["by_requested"].items()}
+        if acc:
+            # every integer count between the smallest and largest; a missing count is a gap
+            # (NaN), so no line is drawn across counts the benchmark did not ask for
+            xs = list(range(min(acc), max(acc) + 1))
+            ax.plot(xs, [acc.get(k, float("nan")) for k in xs], marker="o", label=s)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("requested count")
     ax.set_ylabel("frames counted right (%)")
     ax.set_ylim(-2, 102)
@@ -165,9 +175,7 @@ def plot_accuracy_by_count(summary: dict, path) -> Path:
     ax.grid(alpha=0.3)
     if ax.get_lines():
         ax.legend(fontsize=8)
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return fig
 
 
 def write_reports(out_dir, strategies: Optional[Sequence[str]] = None, items: Optional[int] = None) -> dict:

@@ -589,13 +589,15 @@ def score_videos(videos_dir, items: Sequence[EvalItem], counter: Counter, out_di
 
 # ---------------------------------------------------------------------------- command line
 def add_arguments(parser) -> None:
-    """The arguments of ``numina eval`` (added to ``parser``, an argparse (sub)parser)."""
+    """The arguments of ``numina eval`` (added to ``parser``, an argparse (sub)parser).
+
+    ``--threads``, ``--debug`` and ``--verbose`` are added by the ``numina`` command itself."""
     src = parser.add_argument_group("what to evaluate")
     src.add_argument("--prompts", help="prompt file, one a line (CountBench's prompts.txt); with --model toy and "
                      "no --prompts, held-out toy prompts are used (as many as --limit, default 20)")
     src.add_argument("--counts", help="counts file, one JSON object noun -> count a line (noun_counts.jsonl)")
-    src.add_argument("--limit", type=int, help="only the first N prompts")
-    src.add_argument("--model", help="diffusers model id or local folder (Wan, CogVideoX), or 'toy'")
+    src.add_argument("--limit", type=int, help="only the first N prompts (default: all; 20 toy prompts with --model toy)")
+    src.add_argument("--model", help="'toy', a diffusers hub id or a local folder (Wan, CogVideoX)")
     src.add_argument("--videos", help="score existing videos in this folder instead of generating "
                      "(files or frame folders named by 0-based prompt line: 0007.mp4, 7.gif, 0007/; or one "
                      "such folder per strategy)")
@@ -606,102 +608,176 @@ def add_arguments(parser) -> None:
     gen.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                      help="comma-separated: plain, seed-search, numina, numina+seed-search, layout-seeds; any "
                      "with '+enhance' (needs --enhance)")
-    gen.add_argument("--seeds", default="1..5", help="seeds, e.g. 1..5 or 1,2,3; single-trial strategies use the first")
+    gen.add_argument("--seeds", "--seed", dest="seeds", default="1..5",
+                     help="seeds: 0, a list 1,2,3 or a range 1..5; single-trial strategies use the first")
     gen.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's; the paper uses 50)")
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--width", type=int)
-    gen.add_argument("--num-frames", dest="num_frames", type=int)
-    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float)
-    gen.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
-    gen.add_argument("--device", help="default: cuda when available")
-    gen.add_argument("--threads", type=int,
-                     help="CPU threads for torch (default: torch's); 1 is fastest on a busy or 2-core machine")
-    gen.add_argument("--config", help="NuminaConfig fields as JSON, e.g. '{\"cross_head\": \"max\"}'")
+    gen.add_argument("--height", type=int, help="frame height (default: the pipeline's)")
+    gen.add_argument("--width", type=int, help="frame width (default: the pipeline's)")
+    gen.add_argument("--num-frames", dest="num_frames", type=int, help="frames (default: the pipeline's)")
+    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float,
+                     help="classifier-free guidance scale (default: the pipeline's)")
+    gen.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                     help="weights' dtype; auto: bf16 on CUDA, fp32 on CPU")
+    gen.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
+    gen.add_argument("--config", help="NuminaConfig fields as JSON (or a JSON file), e.g. '{\"cross_head\": \"max\"}'")
     gen.add_argument("--enhance", metavar="MODULE:FUNCTION",
                      help="prompt enhancer for '+enhance' strategies: a callable str -> str, imported by name")
     gen.add_argument("--save-videos", choices=("gif", "mp4", "none"), default="gif",
-                     help="write each chosen video to OUT/videos/<strategy>/ (default gif)")
+                     help="write each chosen video to OUT/videos/<strategy>/")
     det = parser.add_argument_group("counting")
     det.add_argument("--detector", choices=("grounding-dino", "owlv2", "toy"),
                      help="counter (default: toy for --model toy, else grounding-dino)")
-    det.add_argument("--detector-model", help="detector checkpoint id or folder (default per detector)")
-    det.add_argument("--box-threshold", type=float, help="box score threshold (GroundingDINO 0.35, OWLv2 0.2)")
-    det.add_argument("--text-threshold", type=float, help="GroundingDINO text threshold (0.25)")
-    det.add_argument("--nms-iou", type=float, help="IoU above which boxes of one noun are duplicates (0.5)")
+    det.add_argument("--detector-model", help="detector checkpoint id or folder (default: the detector's default)")
+    det.add_argument("--box-threshold", type=float, help="box score threshold (default: GroundingDINO 0.35, OWLv2 0.2)")
+    det.add_argument("--text-threshold", type=float, help="GroundingDINO text threshold (default: 0.25)")
+    det.add_argument("--nms-iou", type=float, help="IoU above which boxes of one noun are duplicates (default: 0.5)")
     det.add_argument("--max-box-fraction", type=float,
                      help="drop boxes larger than this fraction of the frame (default: keep all)")
     det.add_argument("--clip", action="store_true", help="also compute the CLIP score (frame-averaged)")
-    det.add_argument("--clip-model", help="CLIP checkpoint (default openai/clip-vit-base-patch32)")
+    det.add_argument("--clip-model", help="CLIP checkpoint (default: openai/clip-vit-base-patch32)")
     parser.add_argument("--out", default="numina-out/eval", help="output folder (results, videos, table, plot)")
 
 
 def _import_callable(spec: str) -> Callable[[str], str]:
     import importlib
 
+    from ..cli import CliError
+
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
-        raise SystemExit(f"--enhance {spec!r}: expected MODULE:FUNCTION, e.g. mypackage.prompts:enhance")
-    fn = getattr(importlib.import_module(module), attr, None)
+        raise CliError(f"--enhance {spec!r}: expected MODULE:FUNCTION, e.g. mypackage.prompts:enhance")
+    try:
+        fn = getattr(importlib.import_module(module), attr, None)
+    except ImportError as err:
+        raise CliError(f"--enhance {spec!r}: cannot import {module} ({err})") from None
     if not callable(fn):
-        raise SystemExit(f"--enhance {spec!r}: {module} has no callable {attr!r}")
+        raise CliError(f"--enhance {spec!r}: {module} has no callable {attr!r}")
     return fn
 
 
+def _count_results(out_dir: Path) -> tuple[int, int]:
+    """(results scored, results that failed) in ``OUT/results``."""
+    ok = failed = 0
+    for f in (out_dir / "results").glob("*/*.json"):
+        try:
+            failed_one = "error" in json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, OSError):
+            continue
+        failed += failed_one
+        ok += not failed_one
+    return ok, failed
+
+
 def cmd_eval(args, echo: Callable[[str], None] = print, on_result=None) -> int:
-    """``numina eval``: run (or score) and print the table."""
+    """``numina eval``: check everything, run (or score), print the table.
+
+    Exit 0 when every item was scored; 1 when some failed or nothing was scored (the
+    message says how many); 130 on Ctrl-C, with every finished result kept on disk."""
+    from ..cli import CliError
+
+    out = Path(args.out)
     try:
         return _cmd_eval(args, echo, on_result)
     except SettingsMismatch as err:
-        raise SystemExit(f"numina eval: {err}") from None
+        raise CliError(str(err)) from None
+    except KeyboardInterrupt:
+        kept, _ = _count_results(out)
+        echo(f"interrupted; {kept} result(s) kept in {out / 'results'}; rerun the same command to resume")
+        return 130
+
+
+def _check_eval_args(args):
+    """Everything about ``numina eval``'s arguments that can be checked before loading."""
+    from ..cli import (CliError, apply_threads, check_model_arg, parse_config_arg, parse_seed_list, require)
+
+    if bool(args.model) == bool(args.videos):
+        raise CliError("give either --model (generate and score) or --videos (score existing videos)")
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit {args.limit}: expected a number of prompts >= 1 (leave it out for all)")
+    for name in ("steps", "height", "width", "num_frames"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} {value}: expected an int >= 1")
+    if args.prompts or args.counts:
+        if not (args.prompts and args.counts):
+            raise CliError("--prompts and --counts go together (line i of one matches line i of the other)")
+        for option, path in (("--prompts", args.prompts), ("--counts", args.counts)):
+            if not Path(path).is_file():
+                raise CliError(f"{option} {path}: no such file")
+    require("matplotlib", "media", "numina eval (the accuracy plot)")
+    require("PIL", "media", "numina eval (GIF videos)")
+    require("tqdm", "media", "numina eval (progress)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: is a file; expected a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(f"--out {out}: cannot create it ({err.strerror or err})") from None
+    checked = {"config": None, "seeds": None, "strategies": None, "enhance": None}
+    if args.model:
+        check_model_arg(args.model)
+        checked["config"] = parse_config_arg(args.config)
+        checked["seeds"] = parse_seed_list(args.seeds)
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+        if not strategies:
+            raise CliError(f"--strategies {args.strategies!r}: no strategy given")
+        from .strategies import split_strategy
+
+        for s in strategies:
+            try:
+                split_strategy(s)
+            except ValueError as err:
+                raise CliError(f"--strategies: {err}") from None
+        if any(s.endswith("+enhance") for s in strategies) and not args.enhance:
+            raise CliError("a '+enhance' strategy needs --enhance MODULE:FUNCTION")
+        checked["strategies"] = strategies
+        checked["enhance"] = _import_callable(args.enhance) if args.enhance else None
+        if args.save_videos == "mp4":
+            try:
+                _check_mp4_writer(out)
+            except RuntimeError as err:
+                raise CliError(f"--save-videos mp4: {err}") from None
+    apply_threads(getattr(args, "threads", None))
+    return checked
 
 
 def _cmd_eval(args, echo, on_result) -> int:
+    from ..cli import CliError, resolve_device, resolve_dtype
     from .detectors import make_counter
 
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise SystemExit(f"numina eval: --threads {threads}: expected a number of CPU threads >= 1")
-        import torch
-
-        torch.set_num_threads(threads)
-    if bool(args.model) == bool(args.videos):
-        raise SystemExit("numina eval: give either --model (generate and score) or --videos (score existing videos)")
+    checked = _check_eval_args(args)
     detector = args.detector or ("toy" if args.model == "toy" else "grounding-dino")
-    if args.prompts or args.counts:
-        if not (args.prompts and args.counts):
-            raise SystemExit("numina eval: --prompts and --counts go together (line i of one matches line i of the other)")
+    if args.prompts:
         items = load_benchmark(args.prompts, args.counts, limit=args.limit)
     elif args.model == "toy" or (args.videos and detector == "toy"):
-        items = toy_benchmark(args.limit or 20)
+        items = toy_benchmark(20 if args.limit is None else args.limit)
         write_benchmark(items, Path(args.out) / "benchmark")
         echo(f"{len(items)} held-out toy prompts (written to {Path(args.out) / 'benchmark'})")
     else:
-        raise SystemExit("numina eval: --prompts FILE --counts FILE are required (CountBench's format)")
+        raise CliError("--prompts FILE --counts FILE are required (CountBench's format)")
+    if not items:
+        raise CliError(f"{args.prompts}: no prompts to evaluate")
+    device = resolve_device(args.device)
     counter = make_counter(detector, args.detector_model, box_threshold=args.box_threshold,
                            text_threshold=args.text_threshold, nms_iou=args.nms_iou,
-                           max_box_fraction=args.max_box_fraction, device=args.device)
+                           max_box_fraction=args.max_box_fraction, device=device)
     clip = None
     if args.clip:
         from .clip_score import ClipScorer
 
-        clip = ClipScorer(args.clip_model, device=args.device)
+        clip = ClipScorer(args.clip_model, device=device)
     out = Path(args.out)
     if args.videos:
         summary = score_videos(args.videos, items, counter, out, clip=clip, name=args.name,
                                index_base=args.index_base, echo=echo)
     else:
-        from ..numina.config import NuminaConfig
-
-        config = NuminaConfig(**json.loads(args.config)) if args.config else NuminaConfig()
         model = load_model(args.model, steps=args.steps, height=args.height, width=args.width,
-                           num_frames=args.num_frames, guidance_scale=args.guidance_scale, dtype=args.dtype,
-                           device=args.device, config=config)
+                           num_frames=args.num_frames, guidance_scale=args.guidance_scale,
+                           dtype=resolve_dtype(args.dtype, device), device=device, config=checked["config"])
         try:
-            summary = run_eval(items, model, counter, out, strategies=[s.strip() for s in args.strategies.split(",")
-                                                                      if s.strip()],
-                               seeds=parse_seeds(args.seeds), clip=clip,
-                               enhance=_import_callable(args.enhance) if args.enhance else None,
+            summary = run_eval(items, model, counter, out, strategies=checked["strategies"], seeds=checked["seeds"],
+                               clip=clip, enhance=checked["enhance"],
                                save_videos=None if args.save_videos == "none" else args.save_videos,
                                on_result=on_result, echo=echo)
         finally:
@@ -711,4 +787,13 @@ def _cmd_eval(args, echo, on_result) -> int:
     echo(markdown_table(summary))
     echo(f"results: {out / 'results'}  summary: {out / 'summary.json'}  table: {out / 'table.md'}  "
          f"plot: {out / 'accuracy_by_count.png'}")
+    scored = sum(e["own"]["videos"] for e in summary["strategies"].values())
+    failed = sum(len(e["errors"]) for e in summary["strategies"].values())
+    if scored == 0:
+        echo(f"numina eval: nothing was scored ({failed} result(s) failed; see their result files)")
+        return 1
+    if failed:
+        echo(f"numina eval: {failed} of {scored + failed} result(s) failed (see the table's last line); "
+             "rerun the same command to retry them")
+        return 1
     return 0
