@@ -188,9 +188,22 @@ def _load_builtin() -> None:
     from . import diffsynth_wan, diffusers_cogvideox, diffusers_wan, official_wan  # noqa: F401  (they register themselves)
 
 
+def unwrap_compiled(obj: Any) -> Any:
+    """The module ``torch.compile(module)`` wrapped (``OptimizedModule._orig_mod``), else ``obj``.
+
+    Hooks go on the wrapped module: the compiled wrapper calls it, so they run (traced or
+    not) in every call of the compiled module, and detach restores the wrapped module.
+    """
+    if not isinstance(obj, torch.nn.Module) or type(obj).__name__ != "OptimizedModule":
+        return obj
+    inner = obj.__dict__.get("_modules", {}).get("_orig_mod")
+    return inner if isinstance(inner, torch.nn.Module) else obj
+
+
 def _class_named(obj: Any, names: Sequence[str]) -> bool:
-    """True when ``obj``'s class or a base has one of ``names`` (no import needed)."""
-    return any(c.__name__ in names for c in type(obj).__mro__)
+    """True when ``obj``'s class or a base has one of ``names`` (no import needed); a
+    ``torch.compile`` d module is judged by the module it wraps."""
+    return any(c.__name__ in names for c in type(unwrap_compiled(obj)).__mro__)
 
 
 def _signature_default(pipe, name: str, fallback):

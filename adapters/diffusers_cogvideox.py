@@ -28,7 +28,7 @@ from numina_hooks.context import Geometry
 from numina_hooks.hooking import KernelTap
 from numina_hooks.views import AttentionView, Site
 
-from .base import Adapter, _class_named, register_adapter
+from .base import Adapter, _class_named, register_adapter, unwrap_compiled
 
 _MODEL = ("CogVideoXTransformer3DModel",)
 
@@ -49,8 +49,8 @@ class CogVideoXAdapter(Adapter):
 
     def transformers(self):
         if isinstance(self.target, torch.nn.Module):
-            return [("transformer", self.target)]
-        return [("transformer", self.target.transformer)]
+            return [("transformer", unwrap_compiled(self.target))]
+        return [("transformer", unwrap_compiled(self.target.transformer))]
 
     def sites(self, transformer_name, transformer):
         return [

@@ -28,7 +28,7 @@ from numina_hooks.context import Geometry
 from numina_hooks.hooking import KernelTap
 from numina_hooks.views import AttentionView, Site
 
-from .base import Adapter, _class_named, register_adapter
+from .base import Adapter, _class_named, register_adapter, unwrap_compiled
 
 _MODEL = ("WanTransformer3DModel",)
 
@@ -49,12 +49,12 @@ class WanAdapter(Adapter):
 
     def transformers(self):
         if isinstance(self.target, torch.nn.Module):
-            return [("transformer", self.target)]
+            return [("transformer", unwrap_compiled(self.target))]
         found = []
         for name in ("transformer", "transformer_2"):
             model = getattr(self.target, name, None)
             if model is not None:
-                found.append((name, model))
+                found.append((name, unwrap_compiled(model)))
         return found
 
     def sites(self, transformer_name, transformer):

@@ -216,3 +216,52 @@ def test_coexists_with_diffusers_group_offload():
     offload_hooks = [name for m in pipe.transformer.modules() if hasattr(m, "_diffusers_hook")
                      for name in m._diffusers_hook.hooks]
     assert any("offload" in name for name in offload_hooks), offload_hooks
+
+
+def test_a_compiled_transformer_is_attached_through_its_orig_mod():
+    pipe = testing.tiny_wan_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    call = dict(testing.WAN_CALL, num_inference_steps=1, output_type="latent")
+
+    def run_it():
+        return pipe(prompt="three cats", generator=torch.Generator().manual_seed(0), **call).frames
+
+    plain = run_it()
+    original = pipe.transformer
+    pipe.transformer = torch.compile(original, backend="eager")  # dynamo only: no C++ compiler needed
+
+    class Contexts:  # on_forward only: no attention plugin, so dynamo traces little (tracing is slow on CPU)
+        def __init__(self):
+            self.seen = []
+
+        @hookimpl(wrapper=True)
+        def on_forward(self, call):
+            self.seen.append(call.context)
+            return (yield)
+
+    contexts = Contexts()
+    with numina_hooks.attach(pipe, contexts) as handle:
+        with pytest.raises(RuntimeError, match="already attached"):
+            numina_hooks.attach(original)  # the same model, uncompiled
+        out = run_it()
+        assert handle.bypassed_calls == {}
+    assert torch.equal(out, plain)
+    assert {(c.step, c.branch) for c in contexts.seen} == {(0, "cond"), (0, "uncond")}
+    assert all(c.geometry == numina_hooks.Geometry(frames=3, height=4, width=4, text_tokens=24) for c in contexts.seen)
+    assert pipe.transformer._orig_mod is original and "forward" not in original.__dict__
+    registry = getattr(original, "_diffusers_hook", None)
+    assert registry is None or not registry.hooks
+    assert not original._forward_pre_hooks and not original._forward_hooks
+
+
+def test_a_compiled_cogvideox_transformer_or_bare_model_is_accepted():
+    pipe = testing.tiny_cogvideox_pipeline()
+    original = pipe.transformer
+    processors = {id(m): m.processor for m in original.modules() if hasattr(m, "processor")}
+    pipe.transformer = torch.compile(original, backend="eager")
+    with numina_hooks.attach(pipe, Observer()):
+        assert all(type(m.processor).__name__.startswith("Hooked") for m in original.modules()
+                   if hasattr(m, "processor"))
+    assert {id(m): m.processor for m in original.modules() if hasattr(m, "processor")} == processors
+    with numina_hooks.attach(torch.compile(original, backend="eager"), Observer()) as handle:
+        assert handle._adapter.transformers() == [("transformer", original)]
