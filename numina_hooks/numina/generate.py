@@ -199,7 +199,7 @@ def run_numina(
     report.timings["phase1"] = time.perf_counter() - t0
     report.timings["identify"] = reader.seconds
     report.model_calls["phase1"] = control.calls
-    if control.skipped:
+    if control.skipped or _caching(handle, "phase1"):
         report.cache["phase1"] = control.skip_summary()
     _fill_reading(report, reader)
     if _phase1_only:
@@ -263,7 +263,7 @@ def run_numina(
         report.reason = "the layout's counts differ from the asked counts: refined and regenerated with guidance"
     report.timings["phase2"] = time.perf_counter() - t0
     report.model_calls["phase2"] = counter.calls
-    if counter.skipped:
+    if counter.skipped or _caching(handle, "phase2"):
         report.cache["phase2"] = counter.skip_summary()
     report.guided_steps = sorted(guidance.guided_steps)
     report.timings["total"] = time.perf_counter() - t_start
@@ -299,6 +299,14 @@ def _no_guided_call(config: NuminaConfig, num_steps: int) -> str:
         f"no cross-attention call of the cond branch reached the guidance at its steps {active[0]}..{active[-1]} "
         "(a cache skipped them, or the attention processors compute attention in a way numina-hooks cannot tap)"
     )
+
+
+def _caching(handle, phase: str) -> bool:
+    """Whether a cache plugin (EasyCache) works in ``phase``: the report's ``cache`` then
+    lists that phase, zeros included."""
+    from ..cache import EasyCache
+
+    return any(isinstance(p, EasyCache) and phase in p.phases for p in handle.plugins)
 
 
 def _fill_reading(report: NuminaReport, reader: LayoutReader) -> None:

@@ -42,6 +42,20 @@ class NuminaReport:
     pca_images: Optional[np.ndarray] = None  # float32 [F, H, W, 3]
     cross_maps: dict = field(default_factory=dict)  # noun -> float32 [F, H, W]
 
+    def __repr__(self) -> str:
+        """A few lines: what was asked, found and done (``summary()`` has every field)."""
+        total = self.timings.get("total")
+        lines = [
+            f"NuminaReport(prompt={self.prompt!r}",
+            f"  counts_asked={self.counts_asked}",
+            f"  counts_found (phase 1, per latent frame)={self.counts_found}",
+            f"  phase2_ran={self.phase2_ran}: {self.reason}",
+            f"  reference step {self.reference_step} of {self.num_steps}, layer {self.reference_layer}"
+            + (f", total {total:.2f} s" if total is not None else ""),
+            "  details: .summary(); pictures: .save(folder))",
+        ]
+        return "\n".join(lines)
+
     def summary(self) -> dict:
         """The JSON-friendly part of the report."""
         return {
@@ -77,13 +91,24 @@ class NuminaReport:
         (folder / "summary.json").write_text(json.dumps(self.summary(), indent=2))
         if self.pca_images is None:
             return folder
+        from PIL import ImageFont
+
+        font = ImageFont.load_default(size=12)
         frames, h, w, _ = self.pca_images.shape
         cell = max(4, 96 // max(h, w))
         tiles_w, tiles_h = w * cell, h * cell
+        gap, title_h, pad = 12, 18, 8
         nouns = list(self.layouts_before)
         columns = 1 + 3 * len(nouns)
+        legend = [
+            "self head k: PCA colours of the chosen self-attention head (similar colour = same object)",
+            "NOUN cross: the noun's cross-attention, blue (low) to yellow (high)",
+            "NOUN before / after: instances in phase 1's layout / after refinement (one colour each; white = none)",
+        ]
+        width = max(pad + columns * (tiles_w + gap), 2 * pad + max(int(font.getlength(t)) for t in legend))
+        height = pad + title_h + tiles_h + pad + 16 * (len(legend) + 1) + pad
         for f in range(frames):
-            canvas = Image.new("RGB", (columns * (tiles_w + 4), tiles_h + 16), "white")
+            canvas = Image.new("RGB", (width, height), "white")
             draw = ImageDraw.Draw(canvas)
             tiles = [("self head %s" % (self.self_heads[f] if f < len(self.self_heads) else "?"),
                       _to_rgb(self.pca_images[f]))]
@@ -93,11 +118,25 @@ class NuminaReport:
                 tiles.append((f"{noun} after", _labels_rgb(self.layouts_after[noun][f])))
             for i, (title, img) in enumerate(tiles):
                 pic = Image.fromarray(img).resize((tiles_w, tiles_h), Image.NEAREST)
-                x = i * (tiles_w + 4)
-                canvas.paste(pic, (x, 16))
-                draw.text((x + 1, 2), title[:24], fill="black")
+                x = pad + i * (tiles_w + gap)
+                canvas.paste(pic, (x, pad + title_h))
+                draw.rectangle([x - 1, pad + title_h - 1, x + tiles_w, pad + title_h + tiles_h], outline="gray")
+                draw.text((x, pad), _fit_text(title, font, tiles_w + gap - 2), fill="black", font=font)
+            y = pad + title_h + tiles_h + pad
+            draw.text((pad, y), f"latent frame {f + 1} of {frames}", fill="black", font=font)
+            for k, text in enumerate(legend):
+                draw.text((pad, y + 16 * (k + 1)), text, fill="dimgray", font=font)
             canvas.save(folder / f"frame_{f:02d}.png")
         return folder
+
+
+def _fit_text(text: str, font, width: int) -> str:
+    """``text`` cut (with "..") to fit ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "..") > width:
+        text = text[:-1]
+    return text + ".."
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:
