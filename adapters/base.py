@@ -170,10 +170,12 @@ def adapter_for(target: Any) -> Adapter:
     for cls in registered_adapters():
         if cls.matches(target):
             return cls(target)
-    supported = "; ".join(f"{cls.name}: {cls.accepts}" for cls in registered_adapters())
+    # description-based adapters (GenericAdapter) carry their name in ``description``
+    named = [getattr(cls, "description", None) or cls for cls in registered_adapters()]
+    supported = "; ".join(f"{d.name}: {d.accepts}" for d in named if d.accepts)
     raise TypeError(
         f"numina_hooks.attach cannot hook a {type(target).__module__}.{type(target).__qualname__}. "
-        f"Supported: {supported}. Pass the diffusers pipeline or its transformer."
+        f"Supported: {supported}. Pass one of these pipelines or its transformer model."
     )
 
 

@@ -145,3 +145,17 @@ def test_a_missing_optional_dependency_is_named_at_start(capsys, no_loading, tmp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     err = _error(capsys, ["eval", "--model", "toy", "--out", str(tmp_path / "e")])
     assert "needs matplotlib" in err and "numina-hooks[media]" in err
+
+
+def test_attach_names_every_supported_runner():
+    import torch
+
+    import numina_hooks
+
+    with pytest.raises(TypeError) as info:
+        numina_hooks.attach(torch.nn.Linear(2, 2))
+    supported = str(info.value).split("Supported: ", 1)[1]
+    entries = [e.split(":", 1) for e in supported.split("; ")]
+    names = [name.strip() for name, _ in entries]
+    assert {"diffusers-wan", "diffusers-cogvideox", "official-wan", "diffsynth-wan"} <= set(names)
+    assert "adapter" not in names and all(text.strip() for _, text in entries)  # no empty entry
