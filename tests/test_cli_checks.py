@@ -159,3 +159,18 @@ def test_attach_names_every_supported_runner():
     names = [name.strip() for name, _ in entries]
     assert {"diffusers-wan", "diffusers-cogvideox", "official-wan", "diffsynth-wan"} <= set(names)
     assert "adapter" not in names and all(text.strip() for _, text in entries)  # no empty entry
+
+
+def test_layout_from_attention_refuses_mismatched_heads_and_bad_grids():
+    import torch
+
+    from numina_hooks import layout_from_attention
+
+    sa = torch.softmax(torch.randn(2, 16, 16), dim=-1)
+    with pytest.raises(ValueError, match="self_attn has 2 heads but cross_attn has 3"):
+        layout_from_attention(sa, torch.rand(3, 16), (4, 4))
+    with pytest.raises(ValueError, match=r"grid=\(-4, -4\): expected \(H, W\), two ints >= 1"):
+        layout_from_attention(sa, torch.rand(2, 16), (-4, -4))
+    with pytest.raises(ValueError, match=r"grid=\(2, 4\) has 8 patches but the maps have HW=16"):
+        layout_from_attention(sa, torch.rand(2, 16), (2, 4))
+    assert layout_from_attention(sa, torch.rand(2, 16), (4, 4)).labels.shape == (4, 4)

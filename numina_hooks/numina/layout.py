@@ -204,6 +204,16 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     if ca.ndim != 2 or ca.shape[1] != sa.shape[1]:
         raise ValueError(f"cross_attn must be [heads, HW] or [heads, H, W] with HW="
                          f"{sa.shape[1]}, got shape {tuple(as_tensor(cross_attn, 'cross_attn').shape)}")
+    import numbers
+
+    if ca.shape[0] != sa.shape[0]:
+        raise ValueError(f"self_attn has {sa.shape[0]} heads but cross_attn has {ca.shape[0]}: pass both maps "
+                         "of the same layer, with the same heads")
+    if (not isinstance(grid, (tuple, list)) or len(grid) != 2
+            or not all(isinstance(g, numbers.Integral) and not isinstance(g, bool) and g >= 1 for g in grid)):
+        raise ValueError(f"grid={grid!r}: expected (H, W), two ints >= 1 in patches")
+    if grid[0] * grid[1] != sa.shape[1]:
+        raise ValueError(f"grid={tuple(grid)} has {grid[0] * grid[1]} patches but the maps have HW={sa.shape[1]}")
     scores = score_self_attention_heads(sa, grid, gamma=cfg.gamma, block_size=cfg.block_size,
                                         stride=cfg.score_stride)
     head = int(scores.argmax())
