@@ -14,11 +14,15 @@ does not import torch.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import types
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# quiet by default: messages go through the "numina_hooks" logger (`numina --verbose` shows them)
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # public name -> the module that defines it
 _EXPORTS = {

@@ -88,8 +88,10 @@ def write_video(frames, path, fps: int = FPS, min_side: int = MIN_SIDE) -> Path:
     k = upscale_factor(arr.shape[1], arr.shape[2], min_side)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".gif":
-        from PIL import Image
-
+        try:
+            from PIL import Image
+        except ImportError:
+            raise VideoWriterError("writing GIF needs Pillow: pip install 'numina-hooks[media]'") from None
         # GIF holds 256 colours a frame: choose them on the original frame, then scale up the
         # palette image, so every k x k block decodes to what the original frame would
         images = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE) for f in arr]

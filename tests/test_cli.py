@@ -45,8 +45,10 @@ def test_generate_from_a_local_folder_writes_a_playable_mp4(tmp_path, capsys):
 def test_generate_with_the_toy_model_and_two_seeds(tmp_path, capsys):
     out = tmp_path / "toy.gif"
     assert cli.main(["generate", "--model", "toy", "--prompt", "three red discs", "--seed", "0..1",
-                     "--steps", "3", "--out", str(out), "--no-progress"]) == 0
-    text = capsys.readouterr().out
+                     "--steps", "3", "--out", str(out), "--no-progress", "--verbose"]) == 0
+    captured = capsys.readouterr()
+    text = captured.out
+    assert "numina: loading the toy model on cpu" in captured.err  # --verbose: the logger speaks
     for seed in (0, 1):
         gif = tmp_path / f"toy_seed{seed}.gif"
         assert f"video (seed {seed}): {gif}" in text
@@ -55,10 +57,16 @@ def test_generate_with_the_toy_model_and_two_seeds(tmp_path, capsys):
     assert text.count("phase 2 ran:") == 2
 
 
+def test_quiet_by_default(tmp_path, capsys):
+    assert cli.main(["generate", "--model", "toy", "--prompt", "three red discs", "--steps", "1",
+                     "--out", str(tmp_path / "v.gif"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_demo_prints_the_difference_with_its_interval_and_writes_a_labelled_gif(tmp_path, capsys):
     json_path = tmp_path / "figures.json"
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--prompts", "2", "--seeds", "0",
-                     "--steps", "6", "--json", str(json_path), "--no-progress"]) == 0
+                     "--steps", "4", "--json", str(json_path), "--no-progress"]) == 0
     figures = json.loads(json_path.read_text())
     assert figures["prompts"] == 2 and len(figures["rows"]) == 2
     for method in ("baseline", "numina"):

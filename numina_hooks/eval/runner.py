@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import tempfile
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch and transformers load only when a run starts (keeps `numina --help` fast)
     from .detectors import Counter
@@ -177,7 +180,7 @@ def _uint8_frames(out) -> np.ndarray:
 
 def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int] = None,
                width: Optional[int] = None, num_frames: Optional[int] = None,
-               guidance_scale: Optional[float] = None, dtype: str = "bf16", device: Optional[str] = None,
+               guidance_scale: Optional[float] = None, dtype: str = "auto", device: Optional[str] = None,
                config=None) -> EvalModel:
     """Load ``model`` (a diffusers model id or local folder, or ``"toy"``) and attach NUMINA.
 
@@ -209,19 +212,14 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
         handle = numina_hooks.attach(pipe, config=config)
         return EvalModel(handle, call, toy_frames, name="toy", device="cpu", info=_toy_weights_info())
 
-    from diffusers import DiffusionPipeline
+    from ..cli import resolve_dtype
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    try:  # diffusers >= 0.36 names it dtype (torch_dtype is deprecated); older releases only know torch_dtype
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
-
-        pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype)
-    except ImportError:
-        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=torch_dtype)
-    if type(pipe).__name__.startswith("Wan") and getattr(pipe, "vae", None) is not None:
-        pipe.vae.to(torch.float32)  # Wan's VAE is meant to run in float32
-    pipe = pipe.to(device)
+    device = device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_dtype(dtype, device)
+    if dtype not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"dtype={dtype!r}: expected 'auto', 'bf16', 'fp16' or 'fp32'")
+    log.info("loading %s (%s on %s)", model, dtype, device)
+    pipe = load_pipeline(model, dtype, device)
     pipe.set_progress_bar_config(disable=True)
     call: dict = {"output_type": "np"}
     for name, value in (("num_inference_steps", steps), ("height", height), ("width", width),
@@ -230,6 +228,24 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
             call[name] = value
     handle = numina_hooks.attach(pipe, config=config)
     return EvalModel(handle, call, _uint8_frames, name=model, device=device)
+
+
+def load_pipeline(model: str, dtype: str, device: str):
+    """``DiffusionPipeline.from_pretrained(model)`` in ``dtype`` ("bf16", "fp16", "fp32") on
+    ``device``; Wan's VAE stays in float32, as it is meant to run."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    try:  # diffusers >= 0.36 names it dtype (torch_dtype is deprecated); older releases only know torch_dtype
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype)
+    except ImportError:
+        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+    if type(pipe).__name__.startswith("Wan") and getattr(pipe, "vae", None) is not None:
+        pipe.vae.to(torch.float32)
+    return pipe.to(device)
 
 
 def _toy_weights_info() -> dict:
