@@ -289,21 +289,29 @@ def _single_seed(text: str) -> list[int]:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    _check_positive(args, "prompts", "steps", "threads")
+    _check_positive(args, "prompts", "threads")
     seeds = parse_seed_list(args.seeds)
+    config = parse_config_arg(args.config)
+    if args.steps is not None:
+        _check_steps_reach_reference(config, args.steps)
     if args.json:
         _check_writable_file(args.json, "--json")
+    _check_writable_file(str(Path(args.out) / "plain_vs_numina.gif"), "--out")
     require("PIL", "media", "numina demo (the GIF and layout pictures)")
     require("tqdm", "media", "numina demo (progress)")
     run_demo(out_dir=args.out, prompts=args.prompts, seeds=seeds, steps=args.steps, json_path=args.json,
-             config=parse_config_arg(args.config), threads=args.threads, progress=not args.no_progress)
+             config=config, threads=args.threads, progress=not args.no_progress)
     return 0
 
 
 def _check_writable_file(path: str, option: str) -> None:
+    """CliError unless ``path``'s folder exists or can be created (and ``path`` is no folder)."""
     p = Path(path)
     if p.is_dir():
         raise CliError(f"{option} {path}: is a folder; expected a file name")
+    for parent in [p.parent, *p.parent.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise CliError(f"{option} {path}: {parent} is a file, not a folder")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

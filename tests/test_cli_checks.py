@@ -174,3 +174,11 @@ def test_layout_from_attention_refuses_mismatched_heads_and_bad_grids():
     with pytest.raises(ValueError, match=r"grid=\(2, 4\) has 8 patches but the maps have HW=16"):
         layout_from_attention(sa, torch.rand(2, 16), (2, 4))
     assert layout_from_attention(sa, torch.rand(2, 16), (4, 4)).labels.shape == (4, 4)
+
+
+def test_demo_checks_its_arguments_before_loading(capsys, no_loading, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert "is a file, not a folder" in _error(capsys, ["demo", "--out", str(tmp_path / "file" / "demo")])
+    assert "--prompts 0" in _error(capsys, ["demo", "--prompts", "0", "--out", str(tmp_path / "d")])
+    assert "reference step" in _error(capsys, ["demo", "--steps", "0", "--out", str(tmp_path / "d")])
+    assert "unknown field" in _error(capsys, ["demo", "--config", '{"x": 1}', "--out", str(tmp_path / "d")])
