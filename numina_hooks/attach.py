@@ -272,7 +272,8 @@ class Handle:
 
         With NUMINA enabled (``handle.config`` set) this is the two-phase
         generation and the output carries ``out.numina`` (a
-        :class:`~numina_hooks.numina.report.NuminaReport`); ``counts=`` overrides
+        :class:`~numina_hooks.numina.report.NuminaReport`, or a list of them, one per
+        video, for a list of prompts or several videos per call); ``counts=`` overrides
         the counts parsed from the prompt. Otherwise it is one pipeline call with
         the step and lifecycle hooks (:meth:`run_pipeline`).
         """

@@ -12,6 +12,11 @@ what ``handle(prompt=...)`` runs when NUMINA is enabled on a handle:
    it stops right after the cond forward of t*;
 4. the layouts are refined and phase 2 regenerates from the same noise with
    layout-guided cross-attention.
+
+A call that makes several videos (a list of prompts, ``num_videos_per_prompt``, or
+multi-row ``latents``) reads one layout per video (:mod:`.batch`); phase 1 stops early
+when any video's layout mismatches, and phase 2 regenerates the batch guiding only
+those videos. ``out.numina`` is then a list of reports, one per video.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..hookspecs import hookimpl
 from .config import NuminaConfig
 from .counts import parse_counts
 from .guidance import LayoutGuidance, plan_from_refinement
+from .batch import BatchGuidance, BatchLayoutReader, batch_rows, prompt_of_item
 from .identify import LayoutReader
 from .refine import refine_layouts
 from .report import NuminaReport
@@ -65,7 +71,7 @@ class CallCounter:
 class _Phase1Control(CallCounter):
     """Counts model calls; stops phase 1 after the cond forward of t* on a mismatch."""
 
-    def __init__(self, reader: LayoutReader, counts: dict, step: int, stop_always: bool = False):
+    def __init__(self, reader: BatchLayoutReader, counts: list, step: int, stop_always: bool = False):
         super().__init__()
         self.reader = reader
         self.counts = counts
@@ -116,13 +122,14 @@ class _OutputTuple(tuple):
     numina: NuminaReport
 
 
-def read_layout(handle, config: NuminaConfig, *, prompt: str, counts: Optional[dict] = None, **kwargs) -> NuminaReport:
+def read_layout(handle, config: NuminaConfig, *, prompt, counts=None, **kwargs):
     """Phase 1 only: run to the reference step, read the layout, stop.
 
     Returns the report (``counts_found``, ``layouts_before``, ``edits_needed``);
     no video. The caller's generator is restored to its state before the call, so
     a following ``handle(...)`` with it samples the same noise. Used by the
-    ``layout-seeds`` strategy (read several seeds, finish the best one).
+    ``layout-seeds`` strategy (read several seeds, finish the best one). A batch call
+    returns one report per video.
     """
     return run_numina(handle, config, prompt=prompt, counts=counts, _phase1_only=True, **kwargs)
 
@@ -136,40 +143,56 @@ def edits_needed(report: NuminaReport) -> int:
 
 
 def run_numina(
-    handle, config: NuminaConfig, *, prompt: str, counts: Optional[dict] = None, _phase1_only: bool = False, **kwargs
+    handle, config: NuminaConfig, *, prompt, counts=None, _phase1_only: bool = False, **kwargs
 ):
-    if not isinstance(prompt, str):
-        raise ValueError(
-            f"prompt={prompt!r}: NUMINA takes one prompt string per call (it reads one layout); loop over prompts"
-        )
-    if kwargs.get("num_videos_per_prompt", 1) not in (None, 1):
-        raise ValueError("num_videos_per_prompt must be 1 with NUMINA: call once per video with its own generator")
+    """The two-phase generation; ``out.numina`` is the report, or a list of reports (one per
+    video, in output order) when ``prompt`` is a list or the call makes several videos."""
+    prompts = _validate_prompts(prompt)
+    nvp = kwargs.get("num_videos_per_prompt")
+    if nvp is not None and (isinstance(nvp, bool) or not isinstance(nvp, int) or nvp < 1):
+        raise ValueError(f"num_videos_per_prompt={nvp!r}: expected an int >= 1")
     t_start = time.perf_counter()
-    asked = _validate_counts(counts) if counts is not None else parse_counts(prompt)
-    report = NuminaReport(prompt=prompt, counts_asked=dict(asked))
-    if not asked:
-        report.reason = "nothing to count: the prompt names no countable object and no counts= was given"
+    asked = [
+        _validate_counts(c) if c is not None else parse_counts(p)
+        for p, c in zip(prompts, _counts_per_prompt(counts, prompts))
+    ]
+    as_list = not isinstance(prompt, str)
+
+    def finish(out, reports):
+        for r in reports:
+            r.timings["total"] = time.perf_counter() - t_start
+        many = as_list or len(reports) > 1
+        return reports if out is None and many else reports[0] if out is None else _attach_report(
+            out, reports if many else reports[0]
+        )
+
+    if not any(asked):
+        reason = "nothing to count: the prompt names no countable object and no counts= was given"
         if _phase1_only:
-            return report
+            return finish(None, [NuminaReport(prompt=p, counts_asked={}, reason=reason) for p in prompts])
         out = handle.run_pipeline(prompt=prompt, **kwargs)
-        report.timings["total"] = time.perf_counter() - t_start
-        return _attach_report(out, report)
+        items = batch_rows(out) or len(prompts)
+        reports = [NuminaReport(prompt=prompts[prompt_of_item(i, items, len(prompts))], counts_asked={}, reason=reason)
+                   for i in range(items)]
+        return finish(out, reports)
 
     adapter = handle._adapter
-    columns = noun_token_columns(
-        adapter.tokenizer(), adapter.prompt_for_tokenizer(prompt), asked, max_length=adapter.text_length(kwargs)
-    )
-    report.token_columns = columns
+    columns = [
+        noun_token_columns(
+            adapter.tokenizer(), adapter.prompt_for_tokenizer(p), a, max_length=adapter.text_length(kwargs)
+        )
+        if a
+        else None
+        for p, a in zip(prompts, asked)
+    ]
     num_steps = adapter.num_steps(kwargs)
     transformers = adapter.transformers()
     depth = len({site.layer for site, _ in adapter.sites(*transformers[0])})
     step, layer = config.resolve_step(num_steps), config.resolve_layer(depth)
-    report.reference_step, report.reference_layer, report.num_steps = step, layer, num_steps
-
-    kwargs, rewind_noise, report.seed = adapter.fix_noise(kwargs)
+    kwargs, rewind_noise, seed = adapter.fix_noise(kwargs)
 
     # ---- phase 1
-    reader = LayoutReader(columns, step, layer, config)
+    reader = BatchLayoutReader(columns, step, layer, config)
     control = _Phase1Control(reader, asked, step, stop_always=_phase1_only)
     handle.register(reader)
     handle.register(control)
@@ -193,46 +216,63 @@ def run_numina(
         rewind_noise()
         raise RuntimeError(
             f"NUMINA read no layout at reference step {step}, layer {layer}: "
-            f"{_why_unseen(handle, bypassed, control, 'the layout reader saw no attention call of the cond branch there')}"
-            ". No result is returned, since it would be the plain video reported as NUMINA's."
+            + _why_unseen(handle, bypassed, control, "the layout reader saw no attention call of the cond branch there")
+            + ". No result is returned, since it would be the plain video reported as NUMINA's."
         )
-    report.timings["phase1"] = time.perf_counter() - t0
-    report.timings["identify"] = reader.seconds
-    report.model_calls["phase1"] = control.calls
-    if control.skipped or _caching(handle, "phase1"):
-        report.cache["phase1"] = control.skip_summary()
-    _fill_reading(report, reader)
+    reports = []
+    for p, item_reader in reader.items:
+        report = NuminaReport(prompt=prompts[p], counts_asked=dict(asked[p]), token_columns=columns[p] or {})
+        report.reference_step, report.reference_layer, report.num_steps, report.seed = step, layer, num_steps, seed
+        report.timings["phase1"] = time.perf_counter() - t0
+        report.timings["identify"] = reader.seconds
+        report.model_calls["phase1"] = control.calls
+        if control.skipped or _caching(handle, "phase1"):
+            report.cache["phase1"] = control.skip_summary()
+        if item_reader is None:
+            report.reason = "nothing to count: the prompt names no countable object and no counts= was given"
+        else:
+            _fill_reading(report, item_reader)
+        reports.append(report)
     if _phase1_only:
         rewind_noise()
-        report.reason = "phase 1 only: layout read at the reference step"
-        report.timings["total"] = time.perf_counter() - t_start
-        return report
+        for r in reports:
+            r.reason = r.reason or "phase 1 only: layout read at the reference step"
+        return finish(None, reports)
+    matched = "every noun had its count in every frame of the layout"
     if out is not None:
-        report.reason = "every noun had its count in every frame of the layout: phase 1 ran on and is the result"
-        report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}
-        report.timings["total"] = time.perf_counter() - t_start
-        return _attach_report(out, report)
+        for r in reports:
+            if not r.reason:
+                r.reason = f"{matched}: phase 1 ran on and is the result"
+                r.layouts_after = {n: lay.copy() for n, lay in r.layouts_before.items()}
+        return finish(out, reports)
 
-    # ---- refine
+    # ---- refine, per item whose layout differs from its counts
     t0 = time.perf_counter()
-    refined = {
-        noun: refine_layouts(list(report.layouts_before[noun]), asked[noun], config) for noun in asked
-    }
-    report.layouts_after = {n: np.stack([rf.labels_after for rf in frames]) for n, frames in refined.items()}
-    report.edits = {
-        n: {
-            "removed": sum(len(rf.removed) for rf in frames),
-            "added_circle": sum(1 for rf in frames for e in rf.added if e.kind == "add_circle"),
-            "added_copy": sum(1 for rf in frames for e in rf.added if e.kind == "add_copy"),
+    guidances, plans = {}, {}
+    for item, ((p, item_reader), report) in enumerate(zip(reader.items, reports)):
+        if item_reader is None:
+            continue
+        if item_reader.matches(asked[p]):
+            report.reason = f"{matched}: regenerated unguided with the batch in phase 2, from the same noise"
+            report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}
+            continue
+        refined = {noun: refine_layouts(list(report.layouts_before[noun]), asked[p][noun], config) for noun in asked[p]}
+        report.layouts_after = {n: np.stack([rf.labels_after for rf in frames]) for n, frames in refined.items()}
+        report.edits = {
+            n: {
+                "removed": sum(len(rf.removed) for rf in frames),
+                "added_circle": sum(1 for rf in frames for e in rf.added if e.kind == "add_circle"),
+                "added_copy": sum(1 for rf in frames for e in rf.added if e.kind == "add_copy"),
+            }
+            for n, frames in refined.items()
         }
-        for n, frames in refined.items()
-    }
-    plan = plan_from_refinement(refined, columns, reader.grid)
-    report.timings["refine"] = time.perf_counter() - t0
+        plans[item] = plan_from_refinement(refined, columns[p], item_reader.grid)
+        guidances[item] = LayoutGuidance(plans[item], config, num_steps)
+    refine_seconds = time.perf_counter() - t0
 
     # ---- phase 2, from the same noise
     rewind_noise()
-    guidance = LayoutGuidance(plan, config, num_steps)
+    guidance = BatchGuidance(guidances, config)
     counter = CallCounter()
     handle.register(guidance)
     handle.register(counter)
@@ -246,28 +286,53 @@ def run_numina(
     finally:
         handle.unregister(guidance)
         handle.unregister(counter)
-    if not guidance.guided_steps and not plan.empty:
+    unguided = [item for item, g in guidances.items() if not g.guided_steps and not plans[item].empty]
+    if unguided:
         rewind_noise()
+        which = "" if len(reports) == 1 else f" (videos {unguided} of the batch)"
         raise RuntimeError(
-            "NUMINA phase 2 applied no guidance: "
+            f"NUMINA phase 2 applied no guidance{which}: "
             f"{_why_unseen(handle, bypassed, counter, _no_guided_call(config, num_steps))}. "
             "No result is returned, since it would be the unguided video reported as a guided one."
         )
-    report.phase2_ran = True
-    if plan.empty:
-        report.reason = (
-            "the layout's counts differ from the asked counts, but refinement found no region to add or remove: "
-            "phase 2 regenerated without guidance"
-        )
-    else:
-        report.reason = "the layout's counts differ from the asked counts: refined and regenerated with guidance"
-    report.timings["phase2"] = time.perf_counter() - t0
-    report.model_calls["phase2"] = counter.calls
-    if counter.skipped or _caching(handle, "phase2"):
-        report.cache["phase2"] = counter.skip_summary()
-    report.guided_steps = sorted(guidance.guided_steps)
-    report.timings["total"] = time.perf_counter() - t_start
-    return _attach_report(out, report)
+    for item, report in enumerate(reports):
+        report.timings["phase2"] = time.perf_counter() - t0
+        report.model_calls["phase2"] = counter.calls
+        if counter.skipped or _caching(handle, "phase2"):
+            report.cache["phase2"] = counter.skip_summary()
+        if item not in guidances:
+            continue
+        report.timings["refine"] = refine_seconds
+        report.phase2_ran = True
+        report.guided_steps = sorted(guidances[item].guided_steps)
+        if plans[item].empty:
+            report.reason = (
+                "the layout's counts differ from the asked counts, but refinement found no region to add or "
+                "remove: phase 2 regenerated without guidance"
+            )
+        else:
+            report.reason = "the layout's counts differ from the asked counts: refined and regenerated with guidance"
+    return finish(out, reports)
+
+
+def _validate_prompts(prompt) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    raise ValueError(f"prompt={prompt!r}: expected a string or a non-empty list of strings")
+
+
+def _counts_per_prompt(counts, prompts: list[str]) -> list:
+    """``counts=`` as one entry (dict or None) per prompt: a dict applies to every prompt."""
+    if counts is None or isinstance(counts, dict):
+        return [counts] * len(prompts)
+    if isinstance(counts, (list, tuple)) and len(counts) == len(prompts):
+        return list(counts)
+    raise ValueError(
+        f"counts={counts!r}: expected a dict noun -> int (for every prompt) or a list of {len(prompts)} such dicts "
+        "(None for a prompt whose counts are parsed from its text), one per prompt"
+    )
 
 
 def _bypassed(handle) -> int:
