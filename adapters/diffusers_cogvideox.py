@@ -82,6 +82,10 @@ class CogVideoXAdapter(Adapter):
         return super().branch(cache_name, batch)
 
     def make_views(self, site: Site, context, q, k, v, layout, scale):
+        if context.geometry is None:
+            # called outside the hooked transformer forward (a forward that bypassed our hook,
+            # which the handle reports): the text length, hence the token split, is unknown
+            return
         n_text = context.geometry.text_tokens
         n = q.shape[2]
         common = dict(site=site, context=context, q=q, k=k, v=v, layout=layout, scale=scale)

@@ -176,3 +176,21 @@ def test_a_forward_replaced_after_attach_is_noticed_and_numina_refuses(wan_case)
     handle.detach()
     assert "forward" not in model.__dict__
     assert torch.equal(case.run(pipe), plain)
+
+
+def test_a_bypassed_cogvideox_call_warns_instead_of_crashing_an_observer():
+    case = next(c for c in CASES if c.id == "cogvideox")
+    pipe = case.build()
+    plain = case.run(pipe)
+    rec = Recorder()
+    handle = numina_hooks.attach(pipe, rec)
+    model = pipe.transformer
+    ours = model.forward
+    model.forward = functools.partial(type(model).forward, model)
+    with pytest.warns(RuntimeWarning, match="ran without numina-hooks' forward hook"):
+        out = case.run(pipe)
+    assert torch.equal(out, plain)
+    assert rec.views == []  # no view with a made-up token split
+    assert handle.bypassed_calls == {"transformer": case.call["num_inference_steps"]}
+    model.forward = ours
+    handle.detach()
