@@ -533,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="plain vs NUMINA on the shipped toy model (1-4 minutes on a 2-core CPU)",
                           description="Plain vs NUMINA on the shipped toy model: a table, a labelled GIF, the "
                           "layout pictures and the CountAcc difference with its 95%% interval. "
-                          "A prompt-seed pair takes about 8 s on a 2-core CPU shared with another job, "
-                          "up to 30 s on a busier one (the default is 8 pairs).")
+                          "A prompt-seed pair took 8 s on a 2-core CPU shared with a training run, 32 s with six "
+                          "jobs sharing it (the default is 8 pairs).")
     demo.add_argument("--model", choices=("toy",), default="toy", help="the demo runs the shipped toy model")
     demo.add_argument("--out", default="numina-out/demo", help="folder for the GIF and the layout pictures")
     demo.add_argument("--prompts", type=int, default=4, help="how many held-out toy prompts")

@@ -91,8 +91,8 @@ def _run(out_dir, prompts, seeds, steps, json_path, weights_dir, config, echo, p
     if steps is not None:
         call["num_inference_steps"] = steps
     echo(f"numina demo: {len(chosen)} held-out toy prompt(s) x {len(seeds)} seed(s) = {pairs} pair(s), each "
-         f"generated plain and with NUMINA ({call['num_inference_steps']} steps). A pair takes about 8 s on a "
-         "2-core CPU shared with another job, up to 30 s on a busier one; the bar estimates the rest.")
+         f"generated plain and with NUMINA ({call['num_inference_steps']} steps). A pair took 8 s on a 2-core "
+         "CPU shared with a training run, 32 s with six jobs sharing it; the bar estimates the rest.")
     pipe = load_toy_pipeline(weights_dir)
     pipe.set_progress_bar_config(disable=True)
     rows, gif_rows = [], []
