@@ -64,8 +64,31 @@ class Adapter:
         return install_diffusers_forward_hook(handle, name, model)
 
     def install_pipeline(self, handle):
-        """Anything the pipeline itself needs (default: nothing); returns an undo or None."""
-        return None
+        """Anything the pipeline itself needs; returns an undo or None.
+
+        diffusers: the pipeline's ``remove_all_hooks`` (run by ``enable_model_cpu_offload``,
+        ``maybe_free_model_hooks`` and users) puts back the forward accelerate wrapped,
+        dropping our hook when offload was enabled before attach; it is wrapped (as an
+        instance attribute, deleted again by the undo) to relink our hook right after.
+        """
+        pipe = self.pipeline
+        original = getattr(pipe, "remove_all_hooks", None) if pipe is not None else None
+        if not callable(original) or "remove_all_hooks" in vars(pipe):
+            return None
+
+        def remove_all_hooks(*args, **kwargs):
+            result = original(*args, **kwargs)
+            if handle.attached:
+                handle._ensure_hooked()
+            return result
+
+        pipe.__dict__["remove_all_hooks"] = remove_all_hooks
+
+        def undo():
+            if pipe.__dict__.get("remove_all_hooks") is remove_all_hooks:
+                del pipe.__dict__["remove_all_hooks"]
+
+        return undo
 
     def expected_kernel(self, site: Site, attn: torch.nn.Module) -> int:
         """Which kernel call of one processor call is the one to view (0 = first)."""

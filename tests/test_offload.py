@@ -194,3 +194,18 @@ def test_a_bypassed_cogvideox_call_warns_instead_of_crashing_an_observer():
     assert handle.bypassed_calls == {"transformer": case.call["num_inference_steps"]}
     model.forward = ours
     handle.detach()
+
+
+@pytest.mark.parametrize("case", OFFLOAD_CASES[:1], ids=lambda c: c.id)
+def test_turning_offload_off_after_attach_keeps_every_call_hooked(case):
+    rec = Recorder()
+    pipe, plain, handle = _hooked_and_offloaded(case, "offload-then-attach", rec)
+    case.run(pipe)
+    pipe.remove_all_hooks()  # offload off: accelerate puts back the forward it had wrapped
+    rec.views.clear()
+    assert torch.equal(case.run(pipe), plain)
+    assert rec.views and all(v[1] is not None and v[3] is not None for v in rec.views)
+    assert handle.bypassed_calls == {}
+    handle.detach()
+    assert "remove_all_hooks" not in vars(pipe)
+    assert torch.equal(case.run(pipe), plain)
