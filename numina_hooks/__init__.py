@@ -77,15 +77,22 @@ def __dir__() -> list[str]:
 
 class _Package(types.ModuleType):
     """``numina_hooks.attach`` is both a submodule and the function; the package attribute
-    is always the function (importing the submodule would otherwise replace it)."""
+    is the function (importing the submodule would otherwise replace it), or whatever a
+    caller sets it to (``monkeypatch.setattr(numina_hooks, "attach", ...)`` works)."""
 
     @property
     def attach(self):
-        return _load("attach")
+        override = self.__dict__.get("_attach_override")
+        return override if override is not None else _load("attach")
 
     @attach.setter
     def attach(self, value) -> None:
-        pass  # the import system records the submodule here; the function stays
+        if not isinstance(value, types.ModuleType):  # the import system records the submodule: ignored
+            self.__dict__["_attach_override"] = value
+
+    @attach.deleter
+    def attach(self) -> None:
+        self.__dict__.pop("_attach_override", None)
 
 
 sys.modules[__name__].__class__ = _Package

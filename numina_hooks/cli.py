@@ -430,8 +430,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     else:
         call.setdefault("num_inference_steps", _default_steps(pipe))
         _check_steps_reach_reference(config, call["num_inference_steps"])
-    asked = counts if counts is not None else numina_hooks.parse_counts(args.prompt)
-    check_counts_fit(asked, latent_grid(pipe, call), "--counts" if counts is not None else "the prompt asks for")
+    if not args.plain:
+        asked = counts if counts is not None else numina_hooks.parse_counts(args.prompt)
+        check_counts_fit(asked, latent_grid(pipe, call), "--counts" if counts is not None else "the prompt asks for")
 
     # ---- generate, one video per seed
     with numina_hooks.attach(pipe, config=config) as numina, torch.no_grad():

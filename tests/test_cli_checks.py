@@ -182,3 +182,16 @@ def test_demo_checks_its_arguments_before_loading(capsys, no_loading, tmp_path):
     assert "--prompts 0" in _error(capsys, ["demo", "--prompts", "0", "--out", str(tmp_path / "d")])
     assert "reference step" in _error(capsys, ["demo", "--steps", "0", "--out", str(tmp_path / "d")])
     assert "unknown field" in _error(capsys, ["demo", "--config", '{"x": 1}', "--out", str(tmp_path / "d")])
+
+
+def test_the_package_attach_is_the_function_and_can_be_patched(monkeypatch):
+    import importlib
+
+    import numina_hooks
+
+    module = importlib.import_module("numina_hooks.attach")  # importing the submodule keeps the function
+    assert numina_hooks.attach is module.attach and callable(numina_hooks.attach)
+    monkeypatch.setattr(numina_hooks, "attach", "patched")
+    assert numina_hooks.attach == "patched"
+    monkeypatch.undo()
+    assert numina_hooks.attach is module.attach

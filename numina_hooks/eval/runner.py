@@ -302,7 +302,7 @@ def _done(path: Path) -> bool:
 
 
 def _write_video_atomic(frames: np.ndarray, path: Path) -> None:
-    from ..cli import write_video
+    from ..video_io import write_video
 
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     write_video(frames, tmp)
@@ -311,15 +311,12 @@ def _write_video_atomic(frames: np.ndarray, path: Path) -> None:
 
 def _check_mp4_writer(out_dir: Path) -> None:
     """Fail before generating anything when MP4 cannot be written here."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    probe = out_dir / ".mp4-probe.mp4"
+    from ..video_io import VideoWriterError, check_video_writer
+
     try:
-        _write_video_atomic(np.zeros((2, 16, 16, 3), dtype=np.uint8), probe)
-    except Exception as err:
-        raise RuntimeError(f"cannot write MP4 videos here ({type(err).__name__}: {err}); install imageio-ffmpeg "
-                           "(pip install imageio imageio-ffmpeg) or use --save-videos gif") from err
-    finally:
-        probe.unlink(missing_ok=True)
+        check_video_writer(out_dir / "videos" / "probe.mp4")
+    except VideoWriterError as err:
+        raise RuntimeError(f"{err}; or use --save-videos gif") from None
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:
