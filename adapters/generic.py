@@ -277,7 +277,7 @@ class GenericAdapter(Adapter):
                 branch = "cond" if positive else "uncond"
         holder = _loop_step.get()
         loop = holder[0] if holder is not None else None
-        t_float = None if timestep is None else float(torch.as_tensor(timestep).float().max())
+        t_float = handle._timestep_value(timestep)  # read once per step, not per call
         if loop is not None:
             step, num_steps = loop
         else:

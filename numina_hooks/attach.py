@@ -54,6 +54,7 @@ class Handle:
         self._warned_untapped: set[str] = set()
         self._undo: list = []  # what detach runs, last first
         self._user_context: Optional[dict] = None
+        self._timestep_memo: Optional[tuple] = None  # (tensor held, its key, its float): see _timestep_value
         self._attached = False
         self._guards: list = []  # hooking._ForwardGuard of each diffusers transformer
         #: transformer name -> forward calls that ran without our forward hook
@@ -193,11 +194,7 @@ class Handle:
         geometry = adapter.geometry(module, args, kwargs)
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         batch = int(hidden.shape[0])
-        timestep = kwargs.get("timestep")
-        t_float = None
-        if timestep is not None:
-            # Wan2.2 TI2V passes one timestep per token (0 on a conditioning first frame): take the max
-            t_float = float(torch.as_tensor(timestep).max())
+        t_float = self._timestep_value(kwargs.get("timestep"))
         step = num_steps = sigma = None
         branch = None
         if cache_ctx is not None:
@@ -223,6 +220,32 @@ class Handle:
             branch=branch,
             geometry=geometry,
         )
+
+    def _timestep_value(self, timestep) -> Optional[float]:
+        """The float of a forward's ``timestep`` (its max: Wan2.2 TI2V passes one per token,
+        0 on a conditioning first frame), read once per step rather than once per call.
+
+        Reading a device tensor's value waits for the device. Pipelines pass views of the
+        scheduler's timestep (``t.expand(batch)``), the same memory for every call of a
+        step (cond, uncond, each expert), so the value is kept for the last tensor read,
+        keyed by its memory, shape and in-place version; the tensor is held, so that
+        memory cannot be reused by another one while the key stands.
+        """
+        if timestep is None:
+            return None
+        if not isinstance(timestep, torch.Tensor):
+            return float(torch.as_tensor(timestep).max())
+        try:
+            key = (timestep.data_ptr(), timestep._version, tuple(timestep.shape), tuple(timestep.stride()),
+                   timestep.dtype, timestep.device)
+        except RuntimeError:  # an inference-mode tensor has no version counter: read it every time
+            return float(timestep.max())
+        memo = self._timestep_memo
+        if memo is not None and memo[1] == key:
+            return memo[2]
+        value = float(timestep.max())
+        self._timestep_memo = (timestep, key, value)
+        return value
 
     def _fallback_context(self, tname: str) -> CallContext:
         return CallContext(tname, None, None, None, None, None, None)
