@@ -496,7 +496,7 @@ def _branch(branch) -> str:
 
 
 # ---------------------------------------------------------------------------- parser
-class _Formatter(argparse.RawDescriptionHelpFormatter):
+class _Formatter(argparse.HelpFormatter):
     """Shows every option's default (options without one say in their help what happens)."""
 
     def _get_help_string(self, action):
@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", formatter_class=_Formatter,
                           help="plain vs NUMINA on the shipped toy model (1-4 minutes on a 2-core CPU)",
                           description="Plain vs NUMINA on the shipped toy model: a table, a labelled GIF, the "
-                          "layout pictures and the CountAcc difference with its 95%% interval. "
+                          "layout pictures and the CountAcc difference with its 95% interval. "
                           "A prompt-seed pair took 8 s on a 2-core CPU shared with a training run, 32 s with six "
                           "jobs sharing it (the default is 8 pairs).")
     demo.add_argument("--model", choices=("toy",), default="toy", help="the demo runs the shipped toy model")
