@@ -87,17 +87,23 @@ def test_wrong_grid_is_a_clear_error(scenes):
 
 
 @pytest.mark.parametrize("kind", ["uniform", "constant_cross", "zero_cross", "tiny"])
-def test_flat_and_degenerate_maps_do_not_crash(kind):
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_constant_maps_are_refused_clearly(kind, preset):
+    # a constant map holds no layout: refused with the tensor's name (both algorithms)
     grid = (1, 1) if kind == "tiny" else (6, 8)
     n = grid[0] * grid[1]
     sa = torch.full((3, n, n), 1.0 / n)
+    if kind in ("constant_cross", "zero_cross"):
+        sa = torch.softmax(torch.randn(3, n, n, generator=torch.Generator().manual_seed(0)), -1)
     ca = torch.rand(3, n)
     if kind == "constant_cross":
         ca = torch.full((3, n), 0.3)
     if kind == "zero_cross":
         ca = torch.zeros(3, n)
-    layout = layout_from_attention(sa, ca, grid)
-    assert layout.count == 0 and layout.labels.shape == grid
+    name = "cross_attn" if kind in ("constant_cross", "zero_cross") else "self_attn"
+    cfg = NuminaConfig() if preset == "default" else NuminaConfig.paper()
+    with pytest.raises(ValueError, match=f"{name} is constant"):
+        layout_from_attention(sa, ca, grid, cfg)
 
 
 def test_naive_counter_merges_close_instances():

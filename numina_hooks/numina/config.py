@@ -17,6 +17,8 @@ __all__ = ["NuminaConfig"]
 _CHOICES = {
     "cross_head": ("max", "mean"),
     "focus_clustering": ("dbscan", "hdbscan"),
+    "proposal_cut": ("adaptive", "correlation"),
+    "head_choice": ("containment", "image_score"),
     "guidance": ("sparse", "dense"),
     "target_mode": ("per_head", "shared"),
     "boost_mode": ("mass", "logit_spread", "absolute"),
@@ -75,6 +77,35 @@ class NuminaConfig:
     focus_min_samples: int = 3
     """DBSCAN/HDBSCAN min_samples; HDBSCAN also uses it as min_cluster_size."""
 
+    # --- identify v2: adaptive cut, containment head choice, temporal vote ---------------
+    # (``NuminaConfig.paper()`` switches all of these back to the paper's algorithm)
+    proposal_cut: Literal["adaptive", "correlation"] = "adaptive"
+    """'adaptive': 4-neighbours weighed by their log symmetric affinity, cut at each map's
+    Otsu threshold (see partition.py); 'correlation': the paper's fixed cut on the
+    correlation of denoised rows (``proposal_affinity``, ``proposal_rank``)."""
+    head_choice: Literal["containment", "image_score"] = "containment"
+    """'containment': the head whose focus regions keep the most attention inside
+    themselves (beyond what the average head keeps), weighed by their edge contrast;
+    'image_score': the paper's S = std + block + gamma * sobel of the PCA image."""
+    edge_band: int = 1
+    """Half-width (patches, along the seam) of the bundle of pairs averaged into one edge
+    weight: 0 = the pair alone, 1 = 3 x 3 pairs across each seam (per-entry noise)."""
+    edge_reference_quantile: float | None = 0.25
+    """Each edge weight is taken relative to this quantile over the heads of the same
+    pair's weight (the shared positional part and border effects cancel); None = absolute."""
+    sink_mass: float = 0.05
+    """A key receiving at least this share of the average row is an attention sink: a
+    region holding it is never an instance."""
+    lift_sample: int = 16
+    """Containment of a region larger than this is measured on this many evenly spaced
+    members (bounds the cost per region)."""
+    head_margin: float = 0.0
+    """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
+    most wins): a remedy for class-level heads whose regions hold several instances."""
+    temporal_window: int = 1
+    """Counts are the median over frames f - w .. f + w of the per-frame counts (the
+    per-frame layouts are kept for guidance); 0 = per-frame counts."""
+
     # --- refine: layout refinement -------------------------------------------------------
     circle_radius: float = 3.0
     """Radius in patches of the circle template when no instance exists to copy."""
@@ -127,6 +158,25 @@ class NuminaConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
                 _fail(name, v, "a finite number > 0")
+        for name in ("edge_band", "temporal_window"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                _fail(name, v, "an int >= 0")
+        v = self.lift_sample
+        if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+            _fail("lift_sample", v, "an int >= 2")
+        v = self.edge_reference_quantile
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v) or not 0.0 <= v <= 1.0):
+            _fail("edge_reference_quantile", v, "a number in [0, 1] or None")
+        v = self.sink_mass
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or not 0.0 < v <= 1.0:
+            _fail("sink_mass", v, "a number in (0, 1]")
+        v = self.head_margin
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or not 0.0 <= v < 1.0:
+            _fail("head_margin", v, "a number in [0, 1)")
         for name in ("block_size", "score_stride", "proposal_rank", "min_region", "focus_min_samples",
                      "placement_stride"):
             v = getattr(self, name)
@@ -151,6 +201,14 @@ class NuminaConfig:
         v = self.suppress_bias
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v < 0) or math.isnan(v):
             _fail("suppress_bias", v, "a negative number (e.g. -1e4) or -inf")
+
+    @classmethod
+    def paper(cls, **overrides) -> "NuminaConfig":
+        """The paper's identify algorithm (fixed correlation cut, image-statistics head score,
+        per-frame counts) with every other field at its default; ``overrides`` as keywords."""
+        settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0)
+        settings.update(overrides)
+        return cls(**settings)
 
     # --- resolving fractions ---------------------------------------------------------------
     @staticmethod

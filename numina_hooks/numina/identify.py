@@ -1,11 +1,16 @@
 """Phase 1 as a plugin: read the countable layout at the reference step and layer.
 
 :class:`LayoutReader` observes (never changes) the attention of the conditional
-branch at step t* and block l*: in the self view it scores every head per frame
-and turns the best head's map into spatial proposals; in the cross view it
-builds each noun's focus mask per frame and keeps the proposals it covers as
-instances. For Wan the self-attention (``attn1``) of a block runs before its
-cross-attention (``attn2``); a CogVideoX joint call offers the self view first.
+branch at step t* and block l*. Default algorithm (``head_choice="containment"``): in the
+self view it partitions every head of every frame (adaptive cut) and measures each
+region's containment; in the cross view it builds each noun's focus mask per frame, chooses
+the frame's head on the union of the nouns' focus masks, and keeps that head's regions on
+each noun's focus as its instances. Paper preset (``NuminaConfig.paper()``): the self view
+scores every head by its PCA image and turns the best head's map into proposals; the cross
+view keeps the proposals each noun's focus covers. Counts are then voted over
+``temporal_window`` neighbouring frames (the per-frame labels are kept as read). For Wan the
+self-attention (``attn1``) of a block runs before its cross-attention (``attn2``); a
+CogVideoX joint call offers the self view first.
 """
 
 from __future__ import annotations
@@ -20,17 +25,21 @@ import torch
 from ..hookspecs import hookimpl
 from .config import NuminaConfig
 from .heads import score_self_attention_heads, select_cross_attention
-from .layout import _instances, focus_mask, proposals_from_self_map
+from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
+                     choose_from_partitions, focus_mask, proposals_from_self_map)
+from .partition import HeadPartitions, fill_lift, focus_regions, temporal_vote
 
 
 @dataclass
 class FrameReading:
     """What phase 1 read in one latent frame (numpy, ``[H, W]`` grids)."""
 
-    self_head: int
+    self_head: int  # -1 when no head had a region on any noun's focus
     head_scores: np.ndarray  # [heads]
     proposals: np.ndarray  # int32 [H, W]
-    pca_rgb: np.ndarray  # float32 [H, W, 3] in [0, 1], the chosen head's PCA(3) colour image
+    pca_rgb: np.ndarray  # float32 [H, W, 3] in [0, 1]: the chosen head's PCA(3) colour image
+    # (paper preset), or its regions in colour (default: the maps are gone by the cross view)
+    partitions: Optional[HeadPartitions] = None  # every head's regions (default algorithm)
 
 
 @dataclass
@@ -38,7 +47,8 @@ class NounReading:
     """One noun in every frame."""
 
     labels: list = field(default_factory=list)  # per frame int32 [H, W]
-    counts: list = field(default_factory=list)  # per frame int
+    counts: list = field(default_factory=list)  # per frame int, voted over temporal_window
+    frame_counts: list = field(default_factory=list)  # per frame int, before the vote
     cross_heads: list = field(default_factory=list)  # per frame int (-1 = mean over heads)
     cross_maps: list = field(default_factory=list)  # per frame float32 [H, W] (the map read)
     focus: list = field(default_factory=list)  # per frame bool [H, W]
@@ -98,35 +108,88 @@ class LayoutReader:
         self.frames = []
         for f in range(geo.frames):
             maps = view.self_attention_map(f, batch=[row])[0]  # [heads, HW, HW]
+            check_not_constant(maps, f"self-attention of frame {f}")
+            if cfg.head_choice == "containment":
+                parts = _partition(maps, self.grid, cfg)
+                # the nouns' focus is not known yet: measure every region once, here
+                fill_lift(parts, maps, None, cfg.lift_sample)
+                self.frames.append(FrameReading(self_head=-1, head_scores=np.zeros(0, np.float32),
+                                                proposals=np.zeros(self.grid, np.int32),
+                                                pca_rgb=np.zeros((*self.grid, 3), np.float32),
+                                                partitions=parts))
+                continue
             scores = score_self_attention_heads(
                 maps, self.grid, gamma=cfg.gamma, block_size=cfg.block_size, stride=cfg.score_stride
             )
             head = int(scores.argmax())
             best = maps[head]
+            parts = None
+            if cfg.proposal_cut == "adaptive":
+                parts = _partition(maps, self.grid, cfg)
+                fill_lift(parts, maps, [np.full(len(x), k == head) for k, x in enumerate(parts.lift)],
+                          cfg.lift_sample)
+                proposals = parts.regions[head]
+            else:
+                proposals = proposals_from_self_map(best, self.grid, cfg)
             self.frames.append(
                 FrameReading(
                     self_head=head,
                     head_scores=scores.numpy().astype(np.float32),
-                    proposals=proposals_from_self_map(best, self.grid, cfg),
+                    proposals=proposals,
                     pca_rgb=_pca_rgb(best, self.grid),
+                    partitions=parts,
                 )
             )
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config
+        crosses: dict[str, list] = {}
         for noun, cols in self.columns.items():
             maps = view.cross_attention_map(cols, batch=[row])[0]  # [heads, F, H, W]
+            crosses[noun] = []
+            for f in range(len(self.frames)):
+                check_not_constant(maps[:, f], f"cross-attention of {noun!r} in frame {f}")
+                cross, head = select_cross_attention(maps[:, f], cfg.cross_head)
+                crosses[noun].append((cross, head, focus_mask(cross, self.grid, cfg)))
+        if cfg.head_choice == "containment":
+            for f, frame in enumerate(self.frames):
+                union = np.zeros(self.grid, dtype=bool)
+                for noun in crosses:
+                    union |= crosses[noun][f][2]
+                head, _, scores = choose_from_partitions(frame.partitions, None, union, cfg)
+                frame.self_head, frame.head_scores = head, scores
+                if head >= 0:
+                    frame.proposals = frame.partitions.regions[head]
+                frame.pca_rgb = _regions_rgb(frame.proposals)
+        for noun in self.columns:
             reading = NounReading()
             for f, frame in enumerate(self.frames):
-                cross, head = select_cross_attention(maps[:, f], cfg.cross_head)
-                focus = focus_mask(cross, self.grid, cfg)
-                labels = _instances(frame.proposals, focus, cfg.tau)
+                cross, head, focus = crosses[noun][f]
+                if frame.partitions is not None and frame.self_head >= 0:
+                    parts = frame.partitions
+                    keep = focus_regions(parts, focus, cfg.tau)[frame.self_head]
+                    lift = np.nan_to_num(parts.lift[frame.self_head], nan=-np.inf)
+                    labels = _regions_to_instances(frame.proposals, keep & (lift > 0))
+                elif frame.partitions is not None:
+                    labels = np.zeros(self.grid, dtype=np.int32)
+                else:
+                    labels = _instances(frame.proposals, focus, cfg.tau)
                 reading.labels.append(labels)
-                reading.counts.append(int(labels.max()))
+                reading.frame_counts.append(int(labels.max()))
                 reading.cross_heads.append(head)
                 reading.cross_maps.append(cross.reshape(self.grid).numpy().astype(np.float32))
                 reading.focus.append(focus)
+            reading.counts = temporal_vote(reading.frame_counts, cfg.temporal_window)
             self.nouns[noun] = reading
+
+
+def _regions_rgb(regions: np.ndarray) -> np.ndarray:
+    """An int [H, W] region map as an ``[H, W, 3]`` image in [0, 1]: black background, one
+    fixed colour per region id (golden-ratio hues)."""
+    ids = regions.astype(np.float64)
+    hue = (ids * 0.6180339887) % 1.0
+    rgb = np.stack([0.5 + 0.5 * np.cos(2 * np.pi * (hue + o)) for o in (0.0, 1 / 3, 2 / 3)], -1)
+    return (rgb * (regions > 0)[..., None]).astype(np.float32)
 
 
 def _pca_rgb(self_map: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:

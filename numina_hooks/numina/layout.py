@@ -1,5 +1,11 @@
 """Countable layout of one noun in one frame (paper section 4.1, eqs. 3-4).
 
+Two algorithms, chosen by ``NuminaConfig``: the default (``proposal_cut="adaptive"``,
+``head_choice="containment"``: the adaptive cut and the containment head choice of
+``partition.py``) and the paper's (``NuminaConfig.paper()``), described below.
+
+The paper's algorithm:
+
 1. Proposals: the chosen self-attention head's map is split into contiguous regions. Two
    4-neighbouring pixels are joined when the correlation of their attention rows (each row
    centred by the mean row) is at least ``proposal_affinity``; the connected components of
@@ -24,9 +30,11 @@ import torch
 
 from .config import NuminaConfig
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
+from .partition import (HeadPartitions, choose_head, fill_lift, focus_regions,
+                        head_scores_from_focus, partition_heads, temporal_vote)
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
-           "focus_mask", "naive_cross_count"]
+           "focus_mask", "naive_cross_count", "temporal_vote", "check_not_constant"]
 
 
 @dataclass
@@ -35,11 +43,13 @@ class Layout:
 
     labels: int32 [H, W]; 0 background, 1..count instances (each 4-connected).
     count: number of instances.
-    self_head: the self-attention head used (-1 when the map was given directly).
+    self_head: the self-attention head used (-1 when the map was given directly, or when
+        no head had a region on the noun's focus).
     cross_head: the cross-attention head used (-1 for the mean over heads or a given map).
     focus: bool [H, W], the density-clustered cross-attention foreground F.
     proposals: int32 [H, W], the contiguous regions of the self-attention map (0 = none).
-    head_scores: float32 [heads] self-attention head scores, or None.
+    head_scores: float32 [heads] self-attention head scores (containment scores, -inf for a
+        head without instances, or the paper's image score), or None.
     """
     labels: np.ndarray
     count: int
@@ -160,23 +170,93 @@ def _instances(proposals: np.ndarray, focus: np.ndarray, tau: float) -> np.ndarr
     return new[proposals]
 
 
+def check_not_constant(x: torch.Tensor, name: str) -> None:
+    """``ValueError`` when every entry of ``x`` is the same value: such a map carries no
+    layout (attention captured wrongly, or a grid of one patch)."""
+    flat = x.reshape(-1)
+    if flat.numel() == 0 or not bool((flat[:4096] == flat[0]).all()):
+        return  # the common case, decided on the first entries without reading the map
+    if bool((flat == flat[0]).all()):
+        raise ValueError(
+            f"{name} is constant (every one of its {flat.numel()} entries is "
+            f"{float(flat[0]):.6g}): it holds no layout to read. Check that the "
+            "attention was captured at the right step, layer and token columns, and that "
+            "the grid has more than one patch")
+
+
+def _regions_to_instances(regions: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Kept region ids (bool [m + 1]) of an int [H, W] region map -> labels 1..n in raster
+    order of their first pixel (0 elsewhere)."""
+    new = np.zeros(len(keep), dtype=np.int32)
+    flat = regions.reshape(-1)
+    ids = np.nonzero(keep)[0]
+    if len(ids):
+        first = np.full(len(keep), flat.size, dtype=np.int64)
+        np.minimum.at(first, flat, np.arange(flat.size))
+        ids = ids[np.argsort(first[ids], kind="stable")]
+        new[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return new[regions]
+
+
+def _partition(sa: torch.Tensor, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
+    return partition_heads(sa, grid, band=cfg.edge_band, min_region=cfg.min_region,
+                           max_region_fraction=cfg.max_region_fraction,
+                           reference_quantile=cfg.edge_reference_quantile,
+                           sink_mass=cfg.sink_mass)
+
+
+def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus: np.ndarray,
+                           cfg: NuminaConfig, self_head: int | None = None
+                           ) -> tuple[int, np.ndarray, np.ndarray]:
+    """Containment head choice and that head's instances for one focus mask.
+
+    Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
+    the head (the true-head reference of the benchmark)."""
+    fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.tau), cfg.lift_sample)
+    scores, counts, instances = head_scores_from_focus(parts, focus, cfg.tau)
+    head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
+    if head < 0:
+        labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
+    else:
+        labels = _regions_to_instances(parts.regions[head], instances[head])
+    return head, labels, scores.astype(np.float32)
+
+
 def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
                      config: NuminaConfig | None = None, *, self_head: int = -1,
                      cross_head: int = -1) -> Layout:
     """Layout from already chosen maps: ``self_map`` ``[HW, HW]`` (the frame's best
     self-attention head) and ``cross_map`` ``[HW]`` or ``[H, W]`` (the noun's map). Reuse one
-    ``self_map`` for every noun of the frame. ``self_head``/``cross_head`` are recorded."""
+    ``self_map`` for every noun of the frame. ``self_head``/``cross_head`` are recorded.
+
+    With ``proposal_cut="adaptive"`` the map is cut at its own Otsu threshold on absolute
+    edge weights (one map: no other head to take them relative to, nor to measure
+    containment against), and a region is an instance by its focus overlap alone (``tau``),
+    attention-sink regions excepted."""
     cfg = config or NuminaConfig()
     H, W = (int(g) for g in grid)
-    proposals = proposals_from_self_map(self_map, (H, W), cfg)
+    sm = as_tensor(self_map, "self_map")
+    check_not_constant(sm, "self_map")
+    check_not_constant(as_tensor(cross_map, "cross_map"), "cross_map")
     focus = focus_mask(cross_map, (H, W), cfg)
-    labels = _instances(proposals, focus, cfg.tau)
+    if cfg.proposal_cut == "adaptive":
+        if sm.ndim != 2 or sm.shape[0] != sm.shape[1]:
+            raise ValueError(f"self_map must be [HW, HW], got {tuple(sm.shape)}")
+        _check_grid(sm.shape[0], (H, W), "layout_from_maps")
+        parts = _partition(sm[None], (H, W), cfg)
+        proposals = parts.regions[0]
+        keep = focus_regions(parts, focus, cfg.tau)[0] & ~parts.sink[0]
+        labels = _regions_to_instances(proposals, keep)
+    else:
+        proposals = proposals_from_self_map(sm, (H, W), cfg)
+        labels = _instances(proposals, focus, cfg.tau)
     return Layout(labels=labels, count=int(labels.max()), self_head=int(self_head),
                   cross_head=int(cross_head), focus=focus, proposals=proposals)
 
 
 def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
-                          config: NuminaConfig | None = None) -> Layout:
+                          config: NuminaConfig | None = None, *,
+                          self_head: int | None = None) -> Layout:
     """The countable layout of one noun in one frame.
 
     Args:
@@ -185,14 +265,17 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         cross_attn: ``[heads, HW]`` or ``[heads, H, W]``: the noun's cross-attention in this
             frame (summed over the noun's token columns).
         grid: (H, W) in patches; H * W = HW.
-        config: ``NuminaConfig`` (defaults if None).
+        config: ``NuminaConfig`` (defaults if None; ``NuminaConfig.paper()`` for the paper's
+            algorithm).
+        self_head: use this self-attention head instead of choosing one (a reference for
+            benchmarks; None = choose).
 
     Returns:
         ``Layout`` with ``.labels`` (int32 [H, W], 0 background, 1..n instances), ``.count``,
         ``.self_head``, ``.cross_head``, ``.focus``, ``.proposals``, ``.head_scores``.
 
     Raises:
-        ValueError: NaN/inf in the maps, or shapes that do not match ``grid``.
+        ValueError: NaN/inf in the maps, constant maps, or shapes that do not match ``grid``.
     """
     cfg = config or NuminaConfig()
     sa = as_tensor(self_attn, "self_attn")
@@ -204,23 +287,39 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     if ca.ndim != 2 or ca.shape[1] != sa.shape[1]:
         raise ValueError(f"cross_attn must be [heads, HW] or [heads, H, W] with HW="
                          f"{sa.shape[1]}, got shape {tuple(as_tensor(cross_attn, 'cross_attn').shape)}")
-    import numbers
-
-    if ca.shape[0] != sa.shape[0]:
-        raise ValueError(f"self_attn has {sa.shape[0]} heads but cross_attn has {ca.shape[0]}: pass both maps "
-                         "of the same layer, with the same heads")
-    if (not isinstance(grid, (tuple, list)) or len(grid) != 2
-            or not all(isinstance(g, numbers.Integral) and not isinstance(g, bool) and g >= 1 for g in grid)):
-        raise ValueError(f"grid={grid!r}: expected (H, W), two ints >= 1 in patches")
-    if grid[0] * grid[1] != sa.shape[1]:
-        raise ValueError(f"grid={tuple(grid)} has {grid[0] * grid[1]} patches but the maps have HW={sa.shape[1]}")
-    scores = score_self_attention_heads(sa, grid, gamma=cfg.gamma, block_size=cfg.block_size,
-                                        stride=cfg.score_stride)
-    head = int(scores.argmax())
+    H, W = _check_grid(sa.shape[1], grid, "layout_from_attention")
+    if sa.shape[2] != sa.shape[1]:
+        raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
+    check_not_constant(sa, "self_attn")
+    check_not_constant(ca, "cross_attn")
+    if self_head is not None and not 0 <= int(self_head) < sa.shape[0]:
+        raise ValueError(f"self_head={self_head!r} is out of range: self_attn has "
+                         f"{sa.shape[0]} heads (0..{sa.shape[0] - 1})")
     cross_map, cross_head = select_cross_attention(ca, cfg.cross_head)
-    layout = layout_from_maps(sa[head], cross_map, grid, cfg, self_head=head,
-                              cross_head=cross_head)
-    layout.head_scores = scores.numpy().astype(np.float32)
+    adaptive = cfg.proposal_cut == "adaptive"
+    if cfg.head_choice == "containment" or adaptive:
+        parts = _partition(sa, (H, W), cfg)
+        focus = focus_mask(cross_map, (H, W), cfg)
+    if cfg.head_choice == "containment":
+        head, labels, scores = choose_from_partitions(parts, sa, focus, cfg, self_head)
+    else:
+        image = score_self_attention_heads(sa, (H, W), gamma=cfg.gamma,
+                                           block_size=cfg.block_size, stride=cfg.score_stride)
+        scores = image.numpy().astype(np.float32)
+        head = int(image.argmax()) if self_head is None else int(self_head)
+        if adaptive:
+            _, labels, _ = choose_from_partitions(parts, sa, focus, cfg, head)
+    if adaptive:
+        proposals = parts.regions[head] if head >= 0 else np.zeros((H, W), np.int32)
+        layout = Layout(labels=labels, count=int(labels.max()), self_head=head,
+                        cross_head=cross_head, focus=focus, proposals=proposals)
+    elif head < 0:  # containment found no head with an instance on the focus
+        layout = Layout(labels=np.zeros((H, W), np.int32), count=0, self_head=-1,
+                        cross_head=cross_head, focus=focus, proposals=np.zeros((H, W), np.int32))
+    else:
+        layout = layout_from_maps(sa[head], cross_map, (H, W), cfg, self_head=head,
+                                  cross_head=cross_head)
+    layout.head_scores = np.asarray(scores, dtype=np.float32)
     return layout
 
 

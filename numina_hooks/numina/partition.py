@@ -1,0 +1,387 @@
+"""Adaptive partition of self-attention maps into regions, and head choice by containment.
+
+The layout stage's default (see docs/method.md, "Identify v2"). For every head of a frame:
+
+1. **Edge weights.** Each 4-neighbour pair (p, q) is weighed by the log of its symmetric
+   affinity ``log(N * mean(A[a, b], A[b, a]))`` (``N = H * W``: 0 is what a uniform map gives,
+   so the unit does not depend on the model's attention scale). With ``edge_band = r > 0``
+   the mean runs over every pair (a, b) with ``a`` on p's side and ``b`` on q's side of the
+   seam, within ``r`` patches along the seam (a (2r+1) x (2r+1) bundle of pairs): per-entry
+   noise averages out while the seam itself stays where it is.
+2. **Adaptive cut.** The map's edge weights are split in two by Otsu's threshold (the cut
+   that maximises the between-class variance), so the cut follows each map's own scale;
+   edges above it join their pixels, and the connected components are the regions.
+   Components under ``min_region`` patches or over ``max_region_fraction`` of the frame are
+   dropped (noise, background).
+3. **Containment.** For each kept pixel ``i`` of region ``R``: ``c_i = sum_{j in R} A[i, j]``
+   (attention that stays inside its own region) minus the same sum averaged over all heads
+   (what the shared diffuse and positional part of every head keeps inside R anyway).
+   A head's score is the mean of that over the pixels of its focus-overlapping regions.
+4. **Head choice.** The best-scoring head, except that a head whose score is at least
+   ``1 - head_margin`` of the best and that finds more instances wins: a class-level head
+   whose regions each hold several instances is nearly as self-contained as the instance
+   head, but it finds fewer regions.
+
+All functions take ``[heads, HW, HW]`` maps and read only O(HW) entries per head for the
+edges plus the within-region pairs for containment: the full maps are never multiplied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["HeadPartitions", "edge_weights", "otsu_threshold", "partition_heads", "fill_lift",
+           "focus_regions", "head_scores_from_focus", "choose_head", "temporal_vote"]
+
+
+@dataclass
+class HeadPartitions:
+    """Regions of every head of one frame.
+
+    regions: int32 [heads, H, W]; 0 = no kept region, 1..m_h the kept regions of head h
+        (4-connected, raster order of their first pixel).
+    lift: list (one per head) of float64 [m_h + 1] arrays: the containment lift of each
+        region (index 0 unused): mean over its pixels of the attention kept inside the region
+        minus the all-head mean of the same; -inf for a region that holds an attention sink;
+        NaN until measured (``fill_lift``: only the regions a noun needs are measured).
+    contrast: list (one per head) of float64 [m_h + 1] arrays: mean edge weight inside each
+        region minus the mean on its border (log units).
+    sink: list (one per head) of bool [m_h + 1]: the region holds an attention-sink key.
+    thresholds: float32 [heads], the Otsu cut of each head's edge weights.
+    """
+    regions: np.ndarray
+    lift: list
+    contrast: list
+    sink: list
+    thresholds: np.ndarray
+
+
+def _grid_index(H: int, W: int) -> torch.Tensor:
+    return torch.arange(H * W).reshape(H, W)
+
+
+def edge_weights(self_attn: torch.Tensor, grid: tuple[int, int], band: int = 1
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log symmetric affinity of every 4-neighbour pair of every head.
+
+    ``self_attn``: ``[heads, N, N]``, N = H * W. Returns (horizontal ``[heads, H, W-1]`` for
+    (y, x)-(y, x+1), vertical ``[heads, H-1, W]`` for (y, x)-(y+1, x)). ``band``: half-width
+    of the bundle of pairs averaged across the seam (0 = the pair alone). One gather of
+    ``2 * (2 band + 1)^2`` entries per pair; the maps themselves are not copied."""
+    h, n, _ = self_attn.shape
+    H, W = grid
+    idx = _grid_index(H, W)
+    flat = self_attn.reshape(h, n * n)
+    sides = []
+    if W > 1:
+        sides.append((idx[:, :-1], idx[:, 1:], 0))  # seam along the rows (dim 0)
+    if H > 1:
+        sides.append((idx[:-1, :], idx[1:, :], 1))
+    lin, valid, shapes = [], [], []
+    for a_side, b_side, along in sides:
+        for s in range(-band, band + 1):
+            ia = _shifted(a_side, s, along)
+            for t in range(-band, band + 1):
+                ib = _shifted(b_side, t, along)
+                ok = (ia >= 0) & (ib >= 0)
+                a, b = ia.clamp_min(0).reshape(-1), ib.clamp_min(0).reshape(-1)
+                lin += [a * n + b, b * n + a]
+                valid += [ok.reshape(-1)] * 2
+        shapes.append(a_side.shape)
+    vals = flat[:, torch.cat(lin)] * torch.cat(valid).to(self_attn.dtype)  # [h, k * pairs]
+    k = 2 * (2 * band + 1) ** 2
+    out, start = [], 0
+    ok_all = torch.cat(valid).to(self_attn.dtype)
+    for shape in shapes:
+        m = shape[0] * shape[1]
+        block = vals[:, start:start + k * m].reshape(h, k, m)
+        count = ok_all[start:start + k * m].reshape(k, m).sum(0).clamp_min(1)
+        out.append(torch.log(block.sum(1) / count * n + 1e-12).reshape(h, *shape))
+        start += k * m
+    empty_h, empty_v = torch.zeros(h, H, 0), torch.zeros(h, 0, W)
+    horiz = out.pop(0) if W > 1 else empty_h
+    vert = out.pop(0) if H > 1 else empty_v
+    return horiz, vert
+
+
+def _shifted(index: torch.Tensor, offset: int, along: int) -> torch.Tensor:
+    """``index`` shifted by ``offset`` along dim ``along``; -1 where it leaves the grid."""
+    if offset == 0:
+        return index
+    out = torch.full_like(index, -1)
+    L = index.shape[along]
+    if abs(offset) >= L:
+        return out
+    if along == 0:
+        if offset > 0:
+            out[:-offset] = index[offset:]
+        else:
+            out[-offset:] = index[:offset]
+    else:
+        if offset > 0:
+            out[:, :-offset] = index[:, offset:]
+        else:
+            out[:, -offset:] = index[:, :offset]
+    return out
+
+
+def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
+    """Otsu's threshold of each row of ``values`` ``[heads, E]`` -> ``[heads]``: the cut
+    between sorted values that maximises the between-class variance (midpoint of the two
+    values it falls between). Rows with fewer than 2 distinct values get +inf (no edge
+    passes)."""
+    h, e = values.shape
+    if e < 2:
+        return torch.full((h,), float("inf"), dtype=values.dtype)
+    v, _ = values.double().sort(dim=1)
+    csum = v.cumsum(1)
+    total = csum[:, -1:]
+    k = torch.arange(1, e, dtype=v.dtype)  # size of the lower class
+    lo_mean = csum[:, :-1] / k
+    hi_mean = (total - csum[:, :-1]) / (e - k)
+    between = k * (e - k) * (lo_mean - hi_mean).square()
+    between = torch.where(v[:, 1:] > v[:, :-1], between, torch.full_like(between, -1.0))
+    best = between.argmax(1)
+    thr = 0.5 * (v.gather(1, best[:, None]) + v.gather(1, best[:, None] + 1))[:, 0]
+    flat = between.amax(1) <= 0
+    return torch.where(flat, torch.full_like(thr, float("inf")), thr).to(values.dtype)
+
+
+def _components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n_nodes, n_nodes))
+    return connected_components(graph, directed=False)[1]
+
+
+def _relabel(comp: np.ndarray, keep_sizes: tuple[int, int]) -> np.ndarray:
+    """Components of one head ``[N]`` -> int32 [N] with kept components 1..m in raster
+    order of their first pixel, 0 elsewhere."""
+    n = len(comp)
+    _, comp = np.unique(comp, return_inverse=True)
+    sizes = np.bincount(comp)
+    ok = (sizes >= keep_sizes[0]) & (sizes <= keep_sizes[1])
+    first = np.full(len(sizes), n, dtype=np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    order = np.argsort(first, kind="stable")
+    new = np.zeros(len(sizes), dtype=np.int32)
+    kept = order[ok[order]]
+    new[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    return new[comp]
+
+
+def partition_heads(self_attn: torch.Tensor, grid: tuple[int, int], *, band: int = 1,
+                    min_region: int = 4, max_region_fraction: float = 0.5,
+                    reference_quantile: float | None = 0.25,
+                    sink_mass: float = 0.05) -> HeadPartitions:
+    """Regions and containment lift of every head of one frame.
+
+    ``self_attn``: ``[heads, N, N]`` float tensor (rows sum to 1). ``reference_quantile``:
+    each pair's weight is taken relative to this quantile of the same pair's weight over the
+    heads (what the least structured heads give it: the shared positional part, border
+    effects included); None = absolute weights. ``sink_mass``: a key that receives this
+    share of the average row is an attention sink. Lifts are left unmeasured (NaN): see
+    ``fill_lift``. See the module docstring.
+    """
+    h, n, _ = self_attn.shape
+    H, W = grid
+    horiz, vert = edge_weights(self_attn, (H, W), band)
+    values = torch.cat([horiz.reshape(h, -1), vert.reshape(h, -1)], 1)
+    if reference_quantile is not None and h > 2:
+        values = values - torch.quantile(values, reference_quantile, dim=0)[None, :]
+    thr = otsu_threshold(values)
+    idx = _grid_index(H, W)
+    ph = torch.cat([idx[:, :-1].reshape(-1), idx[:-1, :].reshape(-1)])
+    qh = torch.cat([idx[:, 1:].reshape(-1), idx[1:, :].reshape(-1)])
+    join = (values > thr[:, None]).numpy()
+    offsets = (np.arange(h) * n)[:, None]
+    src = (ph.numpy()[None, :] + offsets)[join]
+    dst = (qh.numpy()[None, :] + offsets)[join]
+    comp = _components(h * n, src, dst).reshape(h, n)
+    hi = max(1, int(np.floor(max_region_fraction * n)))
+    regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
+    contrast = _region_contrast(regions, values.numpy(), ph.numpy(), qh.numpy())
+    sinks = _sink_keys(self_attn, sink_mass)
+    sink_region = []
+    for k in range(h):
+        flag = np.zeros(int(regions[k].max()) + 1, dtype=bool)
+        if sinks[k].any():  # a region holding a sink key is the sink's halo, not an object
+            flag[regions[k][sinks[k]]] = True
+            flag[0] = False
+        sink_region.append(flag)
+    return HeadPartitions(regions=regions.reshape(h, H, W).astype(np.int32),
+                          lift=[np.full(len(c), np.nan) for c in contrast],
+                          contrast=contrast, sink=sink_region,
+                          thresholds=thr.numpy().astype(np.float32))
+
+
+def fill_lift(parts: HeadPartitions, self_attn: torch.Tensor, wanted: list | None = None,
+              sample: int = 16) -> None:
+    """Compute the containment lift of the ``wanted`` regions (a list, one bool
+    [m_h + 1] array per head; None = every region) into ``parts.lift`` in place. Regions
+    already measured are not measured again; sink regions get -inf."""
+    h = parts.regions.shape[0]
+    flat_regions = parts.regions.reshape(h, -1)
+    todo = np.zeros_like(flat_regions)
+    for k in range(h):
+        want = np.ones(len(parts.lift[k]), dtype=bool) if wanted is None else wanted[k].copy()
+        want[0] = False
+        want &= np.isnan(parts.lift[k]) & ~parts.sink[k]
+        parts.lift[k][parts.sink[k]] = -np.inf
+        todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
+    if not todo.any():
+        return
+    measured = _containment_lift(self_attn, todo, sample)
+    for k in range(h):
+        ids = np.unique(todo[k])
+        ids = ids[ids > 0]
+        parts.lift[k][ids] = measured[k][ids]
+
+
+def _region_contrast(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.ndarray
+                     ) -> list:
+    """Per head and region: mean edge weight inside the region minus the mean on its
+    border (log units). ``values``: [heads, E] edge weights of the pairs (p, q)."""
+    out = []
+    for k in range(regions.shape[0]):
+        lab = regions[k]
+        m = int(lab.max()) + 1
+        lp, lq, v = lab[p], lab[q], values[k]
+        inside = (lp == lq) & (lp > 0)
+        n_in = np.bincount(lp[inside], minlength=m)
+        s_in = np.bincount(lp[inside], weights=v[inside], minlength=m)
+        cross = lp != lq
+        ends = np.concatenate([lp[cross], lq[cross]])
+        vv = np.concatenate([v[cross], v[cross]])
+        n_b = np.bincount(ends, minlength=m)
+        s_b = np.bincount(ends, weights=vv, minlength=m)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.where(n_in > 0, s_in / np.maximum(n_in, 1), 0.0) - \
+                np.where(n_b > 0, s_b / np.maximum(n_b, 1), 0.0)
+        c[0] = 0.0
+        out.append(c)
+    return out
+
+
+def _sink_keys(self_attn: torch.Tensor, sink_mass: float, rows: int = 64) -> np.ndarray:
+    """bool [heads, N]: keys that receive at least ``sink_mass`` of the attention of the
+    average row (estimated on ``rows`` evenly spaced query rows)."""
+    h, n, _ = self_attn.shape
+    pick = torch.linspace(0, n - 1, min(rows, n)).round().long()
+    mass = self_attn[:, pick, :].mean(1)  # [h, N]
+    return (mass >= sink_mass).numpy()
+
+
+def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int) -> list:
+    """Per head and region: mean over the region's rows of the attention inside the region,
+    minus the all-head mean of the same. ``regions``: int [heads, N]. One gather of the
+    (sampled) within-region pairs of every region of every head, read from all heads."""
+    h, n, _ = self_attn.shape
+    out = [np.zeros(int(regions[k].max()) + 1) for k in range(h)]
+    heads_of, pix = np.nonzero(regions)
+    if len(pix) == 0:
+        return out
+    # every (head, region) is one group
+    gid = heads_of.astype(np.int64) * (n + 1) + regions[heads_of, pix]
+    order = np.argsort(gid, kind="stable")
+    gid, pix, heads_of = gid[order], pix[order], heads_of[order]
+    groups, start, size = np.unique(gid, return_index=True, return_counts=True)
+    # members used: all of a small region, ``sample`` evenly spaced ones of a large one
+    used = np.minimum(size, sample)
+    g_of_member = np.repeat(np.arange(len(groups)), used)
+    rank = np.arange(int(used.sum())) - np.repeat(np.cumsum(used) - used, used)
+    big = size[g_of_member] > sample
+    spaced = np.round(rank * (size[g_of_member] - 1) / max(sample - 1, 1)).astype(np.int64)
+    members = pix[start[g_of_member] + np.where(big, spaced, rank)]
+    m_start = np.cumsum(used) - used
+    # all pairs (a, b) of used members within each group
+    n_pairs = used * used
+    g_of_pair = np.repeat(np.arange(len(groups)), n_pairs)
+    t = np.arange(int(n_pairs.sum())) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+    u = used[g_of_pair]
+    a = members[m_start[g_of_pair] + t // u]
+    b = members[m_start[g_of_pair] + t % u]
+    flat = self_attn.reshape(h, n * n)
+    vals = flat[:, torch.from_numpy(a * n + b)]  # [h, pairs]: every head at every pair
+    g_head = heads_of[start]
+    own = vals.gather(0, torch.from_numpy(g_head[g_of_pair])[None, :])[0]
+    diff = (own - vals.mean(0)).double().numpy()
+    # per group: each row's own entry plus its other sampled columns scaled by
+    # (|R| - 1) / (used - 1), averaged over the used rows (the diagonal is always sampled,
+    # so scaling it too would overrate heads that attend to the query itself)
+    scale = np.where(a == b, 1.0, ((size - 1) / np.maximum(used - 1, 1))[g_of_pair])
+    per_group = np.bincount(g_of_pair, weights=diff * scale, minlength=len(groups)) / used
+    g_region = groups - g_head * (n + 1)
+    for k in range(h):
+        sel = g_head == k
+        out[k][g_region[sel]] = per_group[sel]
+    return out
+
+
+def focus_regions(parts: HeadPartitions, focus: np.ndarray, tau: float) -> list:
+    """Per head, bool [m_h + 1]: the regions with ``|R ∩ F| / |R| >= tau``."""
+    f = focus.reshape(-1).astype(np.float64)
+    out = []
+    for k in range(parts.regions.shape[0]):
+        lab = parts.regions[k].reshape(-1)
+        m = int(lab.max())
+        size = np.bincount(lab, minlength=m + 1)
+        hit = np.bincount(lab, weights=f, minlength=m + 1)
+        sel = np.zeros(m + 1, dtype=bool)
+        sel[1:] = hit[1:] >= tau * np.maximum(size[1:], 1)
+        sel[1:] &= size[1:] > 0
+        out.append(sel)
+    return out
+
+
+def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, tau: float
+                           ) -> tuple[np.ndarray, np.ndarray, list]:
+    """Score, instance count and instances of every head for one focus mask (bool [H, W]).
+
+    ``parts.lift`` must be measured for the focus regions (``fill_lift``). A region is an
+    instance when ``|R ∩ F| / |R| >= tau`` and its lift is > 0 (its pixels keep more
+    attention inside it than the average head does). Score = size-weighted mean over the
+    instances of lift * max(contrast, 0) (-inf when the head has none). Returns (scores
+    float64 [heads], counts int [heads], instances: one bool [m_h + 1] per head)."""
+    h = parts.regions.shape[0]
+    scores = np.full(h, -np.inf)
+    counts = np.zeros(h, dtype=np.int64)
+    cand = focus_regions(parts, focus, tau)
+    chosen = []
+    for k in range(h):
+        lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
+        inst = cand[k] & (lift > 0)
+        chosen.append(inst)
+        if not inst.any():
+            continue
+        size = np.bincount(parts.regions[k].reshape(-1), minlength=len(inst))
+        strength = lift[inst] * np.maximum(parts.contrast[k][inst], 0.0)
+        scores[k] = float((strength * size[inst]).sum() / size[inst].sum())
+        counts[k] = int(inst.sum())
+    return scores, counts, chosen
+
+
+def choose_head(scores: np.ndarray, counts: np.ndarray, margin: float) -> int:
+    """The best-scoring head, or among heads scoring at least ``(1 - margin)`` of the best,
+    the one with the most instances (ties: the higher score). -1 when no head scores."""
+    if not np.isfinite(scores).any() or scores.max() <= 0:
+        return int(np.argmax(scores)) if np.isfinite(scores).any() else -1
+    best = float(scores.max())
+    near = np.nonzero(scores >= (1.0 - margin) * best)[0]
+    return int(max(near, key=lambda k: (counts[k], scores[k])))
+
+
+def temporal_vote(counts, window: int) -> list[int]:
+    """Per-frame counts smoothed by the median over frames ``f - window .. f + window``
+    (rounded down to an int; ``window=0`` returns them unchanged)."""
+    c = np.asarray(list(counts), dtype=np.int64)
+    if window <= 0 or len(c) <= 1:
+        return [int(x) for x in c]
+    out = []
+    for f in range(len(c)):
+        w = c[max(0, f - window): f + window + 1]
+        out.append(int(np.floor(np.median(w))))
+    return out
