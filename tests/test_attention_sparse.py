@@ -451,3 +451,36 @@ def test_token_major_views_in_row_chunks(monkeypatch):
     chunked = guided_attention(q, k, v, edits)
     assert torch.allclose(whole, chunked, atol=1e-6)
     assert _err(chunked, reference(q, k, v, edits)) < ATOL[torch.float32]
+
+
+def test_reused_edit_structure_with_new_values_matches_a_fresh_build():
+    """Guidance reuses one edit structure with a new value per step: the cached plan
+    gives what validating and building from scratch gives, and in-place changes to the
+    index tensors are seen."""
+    from numina_hooks.attention import PLANS
+
+    q, k, v = _qkv(lq=40)
+    rows, cols = torch.arange(0, 38, 3), torch.tensor([2, 5])
+    base = [
+        ColumnEdit(1, rows, cols, "suppress"),
+        ColumnEdit(1, rows + 1, cols, "boost", 0.0),
+        ColumnEdit(0, rows, [7], "share", 0.5),
+        ColumnEdit(0, rows[:5], [8], "share", 0.2),
+        ColumnEdit(0, rows[5:], [9], "set", 0.0, heads=[1]),
+    ]
+    PLANS.clear()
+    for step, (boost, share, target) in enumerate([(1.0, 0.3, torch.tensor([2.0])), (4.0, 0.7, torch.tensor([-1.0]))]):
+        edits = [base[0], base[1].with_value(boost), base[2].with_value(share), base[3], base[4].with_value(target)]
+        hits = PLANS.hits
+        out = guided_attention(q, k, v, edits)
+        assert PLANS.hits == hits + (step > 0)
+        ref = guided_attention(q.double(), k.double(), v.double(), edits, method="dense")
+        assert _err(out, ref) < ATOL[torch.float32]
+    with pytest.raises(ValueError, match="summing to"):
+        guided_attention(q, k, v, [base[0], base[1], base[2].with_value(0.9), base[3]])
+    base[1].rows[0] = 39  # in place: the structure is built again, and checked
+    edits = [base[0], base[1].with_value(1.0)]
+    assert _err(guided_attention(q, k, v, edits), reference(q, k, v, edits)) < ATOL[torch.float32]
+    base[1].rows[0] = 40
+    with pytest.raises(IndexError, match="rows out of range"):
+        guided_attention(q, k, v, edits)

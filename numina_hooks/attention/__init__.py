@@ -29,8 +29,12 @@ import torch
 
 from .dense import guided_attention_dense
 from .edits import ColumnEdit, build_plans, dense_bias, pre_softmax_scores, pre_softmax_spread, validate
+from .plan_cache import PlanCache
 from .lse import AUTO_ORDER, BACKENDS, Backend, attention_with_lse, available_backends, choose_backend
 from .sparse import Recompute, guided_attention_sparse
+
+#: edit structures reused across calls (guidance repeats one per layer and step)
+PLANS = PlanCache()
 
 __all__ = [
     "AUTO_ORDER",
@@ -87,14 +91,13 @@ def guided_attention(
         raise ValueError(f"recompute must be 'guarded', 'suppressed' or 'all', got {recompute!r}")
     if not guard >= 0:
         raise ValueError(f"guard must be >= 0, got {guard}")
-    edits = validate(edits, q, k)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if method == "dense":
-        return guided_attention_dense(q, k, v, edits, scale=scale)
+        return guided_attention_dense(q, k, v, validate(edits, q, k), scale=scale)
+    edits, plans = PLANS.plans(edits, q, k)  # validate + build_plans, structure reused across calls
     out, lse = attention_with_lse(q, k, v, scale=scale, backend=backend)
     if not edits:
         return out
-    plans = build_plans(edits, q, k)
     return guided_attention_sparse(
         q, k, v, plans, scale=scale, backend=backend, guard=guard, recompute=recompute, out=out, lse=lse
     )

@@ -1,0 +1,129 @@
+"""Edit plans reused across calls: build the index structure once, refill the values.
+
+Guidance applies the same edit structure (rows, columns, heads, modes of one layout)
+to every cross-attention layer of every guided step; only the values change with the
+step. :class:`PlanCache` keys a structure on the identity and in-place version of the
+edits' index tensors, so a hit skips what costs per call: the range checks (a read of
+each index tensor's min and max, a device sync on GPU), the unions, the searchsorted
+positions and the kind/group scatters. A hit refills only the ``[H, U, C]`` values.
+The cache holds the index tensors it keys on, so their ids cannot be reused while an
+entry stands.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import OrderedDict
+from typing import Optional, Sequence
+
+import torch
+
+from .edits import BatchPlan, ColumnEdit, build_plans, compute_dtype, validate
+
+#: structures kept (a few per layout of the tokens is what guidance needs)
+MAX_ENTRIES = 8
+
+
+def _index_key(t: Optional[torch.Tensor]):
+    return None if t is None else (id(t), t._version)
+
+
+class _Entry:
+    __slots__ = ("held", "kept", "plans", "slots")
+
+    def __init__(self, held, kept, plans, slots):
+        self.held = held  # the index tensors keyed on (kept alive)
+        self.kept = kept  # positions of the non-empty edits
+        self.plans = plans  # BatchPlan per edited batch row, structure only (value None)
+        self.slots = slots  # per plan: [(edit position, (hi, ri, ci))] of the edits that carry a value
+
+
+class PlanCache:
+    """``plans(edits, q, k)`` -> ``(non-empty edits, [BatchPlan])``, equal to
+    ``validate`` + ``build_plans`` but reusing the structure of earlier calls."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES):
+        self.max_entries = max_entries
+        self._entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def plans(self, edits: Sequence[ColumnEdit], q: torch.Tensor, k: torch.Tensor):
+        key = self._key(edits, q, k)
+        entry = None if key is None else self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            kept = validate(edits, q, k)
+            plans = build_plans(kept, q, k)
+            if key is not None:
+                self._store(key, edits, kept, plans, q)
+            return kept, plans
+        self.hits += 1
+        self._entries.move_to_end(key)
+        kept = [edits[i] for i in entry.kept]
+        return kept, [self._refill(plan, slots, edits, q) for plan, slots in zip(entry.plans, entry.slots)]
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _key(edits, q, k):
+        if q.ndim != 4 or k.ndim != 4:
+            return None  # validate raises the error
+        parts = [q.device, q.dtype, tuple(q.shape[:3]), k.shape[2]]
+        for e in edits:
+            if not isinstance(e, ColumnEdit):
+                return None
+            parts.append((e.batch, e.mode, _index_key(e.rows), _index_key(e.columns), _index_key(e.heads)))
+        return tuple(parts)
+
+    def _store(self, key, edits, kept, plans, q) -> None:
+        h = q.shape[1]
+        dev = q.device
+        position = {id(e): i for i, e in enumerate(edits)}
+        slots = []
+        for plan in plans:
+            mine = []
+            for e in kept:
+                if e.batch != plan.batch or e.mode == "suppress":
+                    continue
+                hi = e.head_index(h).to(dev)[:, None, None]
+                ri = torch.searchsorted(plan.rows, e.rows.to(dev))[None, :, None]
+                ci = torch.searchsorted(plan.columns, e.columns.to(dev))[None, None, :]
+                mine.append((position[id(e)], (hi, ri, ci)))
+            slots.append(mine)
+        held = [t for e in edits for t in (e.rows, e.columns, e.heads) if t is not None]
+        skeletons = [BatchPlan(p.batch, p.rows, p.columns, p.kind, None, p.group, p.n_groups) for p in plans]
+        self._entries[key] = _Entry(held, [position[id(e)] for e in kept], skeletons, slots)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    @staticmethod
+    def _refill(plan: BatchPlan, slots, edits, q) -> BatchPlan:
+        h = q.shape[1]
+        f = compute_dtype(q.dtype)
+        value = torch.zeros(plan.kind.shape, dtype=f, device=plan.kind.device)
+        shares = []
+        for i, (hi, ri, ci) in slots:
+            e = edits[i]
+            if isinstance(e.value, numbers.Real):  # checked when the edit was made
+                value[hi, ri, ci] = float(e.value)
+            else:
+                value[hi, ri, ci] = e.value_grid(h, f, q.device)
+            if e.mode == "share":
+                shares.append(e.value)
+        if plan.n_groups > 1 and not (all(isinstance(s, numbers.Real) for s in shares) and sum(shares) < 1):
+            _check_share_sums(plan, value)
+        return BatchPlan(plan.batch, plan.rows, plan.columns, plan.kind, value, plan.group, plan.n_groups)
+
+
+def _check_share_sums(plan: BatchPlan, value: torch.Tensor) -> None:
+    """The check ``build_plans`` makes: share targets meeting on a row sum to less than 1."""
+    total = sum(value.masked_fill(plan.group != g, 0).amax(-1) for g in range(plan.n_groups))  # [H, U]
+    if (total >= 1).any():
+        hh, ii = (total >= 1).nonzero()[0].tolist()
+        raise ValueError(
+            f"share edits on batch {plan.batch}, head {hh}, row {int(plan.rows[ii])} ask for shares summing to "
+            f"{float(total[hh, ii]):.3g}; targets of edits sharing a row must sum to less than 1"
+        )
