@@ -171,7 +171,7 @@ def test_layout_from_attention_refuses_mismatched_heads_and_bad_grids():
         layout_from_attention(sa, torch.rand(3, 16), (4, 4))
     with pytest.raises(ValueError, match=r"grid=\(-4, -4\): expected \(H, W\), two ints >= 1"):
         layout_from_attention(sa, torch.rand(2, 16), (-4, -4))
-    with pytest.raises(ValueError, match=r"grid=\(2, 4\) has 8 patches but the maps have HW=16"):
+    with pytest.raises(ValueError, match=r"grid=\(2, 4\) has 8 patches but the map has 16 tokens"):
         layout_from_attention(sa, torch.rand(2, 16), (2, 4))
     assert layout_from_attention(sa, torch.rand(2, 16), (4, 4)).labels.shape == (4, 4)
 

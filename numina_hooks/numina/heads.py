@@ -56,7 +56,9 @@ def as_tensor(x, name: str) -> torch.Tensor:
 
 def _check_grid(n: int, grid: tuple[int, int], name: str) -> tuple[int, int]:
     H, W = (int(g) for g in grid)
-    if H < 1 or W < 1 or H * W != n:
+    if H < 1 or W < 1:
+        raise ValueError(f"{name}: grid={tuple(grid)!r}: expected (H, W), two ints >= 1 (patches of one frame)")
+    if H * W != n:
         raise ValueError(f"{name}: grid={tuple(grid)!r} has {H * W} patches but the map has "
                          f"{n} tokens per frame; pass grid=(H, W) in patches of one frame")
     return H, W

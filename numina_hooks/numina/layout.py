@@ -288,6 +288,9 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         raise ValueError(f"cross_attn must be [heads, HW] or [heads, H, W] with HW="
                          f"{sa.shape[1]}, got shape {tuple(as_tensor(cross_attn, 'cross_attn').shape)}")
     H, W = _check_grid(sa.shape[1], grid, "layout_from_attention")
+    if ca.shape[0] != sa.shape[0]:
+        raise ValueError(f"self_attn has {sa.shape[0]} heads but cross_attn has {ca.shape[0]}: pass both maps "
+                         "of the same layer, with the same heads")
     if sa.shape[2] != sa.shape[1]:
         raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
     check_not_constant(sa, "self_attn")
