@@ -478,6 +478,15 @@ def test_reused_edit_structure_with_new_values_matches_a_fresh_build():
         assert _err(out, ref) < ATOL[torch.float32]
     with pytest.raises(ValueError, match="summing to"):
         guided_attention(q, k, v, [base[0], base[1], base[2].with_value(0.9), base[3]])
+    # a reused structure checks each call's values as a fresh build does
+    reused = [base[0], base[1].with_value(1.0), base[2].with_value(0.3), base[3], base[4]]
+    guided_attention(q, k, v, reused)
+    with pytest.raises(ValueError, match="must be finite"):
+        guided_attention(q, k, v, reused[:4] + [base[4].with_value(torch.tensor([float("nan")]))])
+    with pytest.raises(ValueError, match="per-head"):
+        guided_attention(q, k, v, reused[:4] + [base[4].with_value(torch.tensor([1.0, 2.0]))])
+    with pytest.raises(ValueError, match="not shares"):
+        guided_attention(q, k, v, reused[:2] + [base[2].with_value(torch.tensor(1.5)), base[3], base[4]])
     base[1].rows[0] = 39  # in place: the structure is built again, and checked
     edits = [base[0], base[1].with_value(1.0)]
     assert _err(guided_attention(q, k, v, edits), reference(q, k, v, edits)) < ATOL[torch.float32]

@@ -104,18 +104,49 @@ class PlanCache:
         h = q.shape[1]
         f = compute_dtype(q.dtype)
         value = torch.zeros(plan.kind.shape, dtype=f, device=plan.kind.device)
-        shares = []
+        shares, tensors, share_tensors = [], [], []
         for i, (hi, ri, ci) in slots:
             e = edits[i]
             if isinstance(e.value, numbers.Real):  # checked when the edit was made
                 value[hi, ri, ci] = float(e.value)
             else:
-                value[hi, ri, ci] = e.value_grid(h, f, q.device)
+                grid = _grid(e, h, f, q.device)
+                value[hi, ri, ci] = grid
+                tensors.append(grid)
+                if e.mode == "share":
+                    share_tensors.append(grid)
             if e.mode == "share":
                 shares.append(e.value)
+        # the value checks of ColumnEdit.value_grid, one device read for all edits
+        bad = bool(tensors) and not bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all())
+        if share_tensors and not bad:
+            x = torch.cat([t.reshape(-1) for t in share_tensors])
+            bad = not bool(((x > 0) & (x < 1)).all())
+        if bad:
+            for i, _ in slots:
+                edits[i].value_grid(h, f, q.device)  # raises the error naming the value
         if plan.n_groups > 1 and not (all(isinstance(s, numbers.Real) for s in shares) and sum(shares) < 1):
             _check_share_sums(plan, value)
         return BatchPlan(plan.batch, plan.rows, plan.columns, plan.kind, value, plan.group, plan.n_groups)
+
+
+def _grid(e: ColumnEdit, num_heads: int, dtype, device) -> torch.Tensor:
+    """``e.value`` broadcast to ``[Hs, R, T]`` as :meth:`ColumnEdit.value_grid` does, without
+    its value checks (made once for all edits by the caller); a shape it refuses goes to
+    ``value_grid`` for the error."""
+    val = e.value.to(device=device, dtype=dtype)
+    hs = num_heads if e.heads is None else e.heads.numel()
+    r, t = e.rows.numel(), e.columns.numel()
+    if val.ndim == 1:
+        val = val[:, None, None]
+    elif val.ndim == 2:
+        val = val[:, :, None]
+    if val.ndim == 3 and e.mode == "share" and val.shape[2] != 1:
+        return e.value_grid(num_heads, dtype, device)  # raises
+    try:
+        return val.expand(hs, r, t)
+    except RuntimeError:
+        return e.value_grid(num_heads, dtype, device)  # raises
 
 
 def _check_share_sums(plan: BatchPlan, value: torch.Tensor) -> None:
