@@ -40,6 +40,7 @@ from study_toy_guidance import oracle_refiner  # noqa: E402
 
 import numina_hooks  # noqa: E402
 from numina_hooks.eval.metrics import video_scores  # noqa: E402
+from numina_hooks.eval.runner import _as_written  # noqa: E402
 from numina_hooks.numina import generate as generate_mod  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import count_objects  # noqa: E402
@@ -63,7 +64,12 @@ def _scores(out, target: dict) -> dict:
 
 
 def run_pair(handle, call: dict, prompt, noise_seed: int, search: int) -> dict:
-    """All four strategies for one prompt-seed pair (see the module docstring)."""
+    """All four strategies for one prompt-seed pair (see the module docstring).
+
+    NUMINA is given the asked counts keyed by the nouns as the caption writes them, as
+    ``numina eval`` passes a benchmark's annotations (the prompt parser's reading of toy
+    captions is checked separately, in tests/test_counts.py).
+    """
     def gen(s):
         return torch.Generator().manual_seed(int(s))
 
@@ -74,18 +80,19 @@ def run_pair(handle, call: dict, prompt, noise_seed: int, search: int) -> dict:
     row["plain"] = candidates[0]
     row["plain"]["seconds"] = time.perf_counter() - t0
 
+    nouns = {_as_written(prompt.text, cat): n for cat, n in target.items()}
     t0 = time.perf_counter()
-    out = handle(prompt=prompt.text, generator=gen(noise_seed), **call)
+    out = handle(prompt=prompt.text, counts=nouns, generator=gen(noise_seed), **call)
     row["numina"] = _scores(out, target)
     row["numina"].update(seconds=time.perf_counter() - t0, phase2_ran=bool(out.numina.phase2_ran))
 
-    nouns = numina_hooks.parse_counts(prompt.text)
     refine, order = oracle_refiner(target, 10_000 + noise_seed)
-    order.extend(nouns)  # run_numina refines the nouns in parse_counts' order
+    order.extend(nouns)  # run_numina refines the nouns in the order of ``counts``
     t0 = time.perf_counter()
     with mock.patch.object(generate_mod, "refine_layouts", refine), \
             mock.patch.object(generate_mod.LayoutReader, "matches", lambda self, c: False):
-        row["numina-oracle-layout"] = _scores(handle(prompt=prompt.text, generator=gen(noise_seed), **call), target)
+        row["numina-oracle-layout"] = _scores(handle(prompt=prompt.text, counts=nouns, generator=gen(noise_seed),
+                                                     **call), target)
     row["numina-oracle-layout"]["seconds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
