@@ -17,19 +17,20 @@ def _rss() -> int:
 
 @contextmanager
 def peak_memory(device: str = "cpu", interval: float = 0.002):
-    """Yields a dict whose ``"peak_bytes"`` is filled on exit: the peak memory above
-    the level at entry (``torch.cuda.max_memory_allocated`` on CUDA, RSS sampled
-    every ``interval`` seconds on CPU)."""
+    """Yields a dict filled on exit: ``"peak_bytes"``, the peak memory above the level at
+    entry, and ``"peak_total_bytes"``, the peak itself (``torch.cuda.max_memory_allocated``
+    on CUDA, the process's RSS sampled every ``interval`` seconds on CPU)."""
     import torch
 
-    result = {"peak_bytes": 0}
+    result = {"peak_bytes": 0, "peak_total_bytes": 0}
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         yield result
         torch.cuda.synchronize()
-        result["peak_bytes"] = torch.cuda.max_memory_allocated() - base
+        result["peak_total_bytes"] = torch.cuda.max_memory_allocated()
+        result["peak_bytes"] = result["peak_total_bytes"] - base
         return
     base = _rss()
     peak = [base]
@@ -49,3 +50,4 @@ def peak_memory(device: str = "cpu", interval: float = 0.002):
         thread.join()
         peak[0] = max(peak[0], _rss())
         result["peak_bytes"] = peak[0] - base
+        result["peak_total_bytes"] = peak[0]

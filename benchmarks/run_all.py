@@ -6,6 +6,10 @@ Each benchmark runs in its own process (its JSON and markdown land in
 ``benchmarks/results/``); this script then assembles the tables, with the machine
 each was measured on, into ``docs/benchmarks.md``. Every figure is a ratio measured
 side by side within one run of one benchmark.
+
+Exit status: 0 when every benchmark ran and met its aims; 1 when one missed an aim (it
+exited 1: the benchmarks that check their aims say so in their docstring) or crashed.
+Not part of the test suite: timings belong to a machine, not to a commit.
 """
 
 from __future__ import annotations
@@ -24,21 +28,25 @@ DOC = HERE.parent / "docs" / "benchmarks.md"
 # (script, quick args, full args, title, what it measures and the aim)
 BENCHMARKS = [
     ("bench_idle_overhead.py", ["--quick"], [], "Hooked but idle",
-     "Wall clock of a generation with numina-hooks attached and no plugin acting, relative to the "
-     "unhooked pipeline (small Wan pipeline, 6 blocks). Aim: under 1.02."),
+     "Wall clock of a generation with numina-hooks attached and no plugin acting (and with an observer), "
+     "relative to the unhooked pipeline (small Wan pipeline, 6 blocks). Aims, checked: 1.02 without a "
+     "plugin, 1.05 with the observer, outputs bit-identical."),
     ("bench_guided_attention.py", ["--quick", "--threads", "1"], ["--threads", "1"], "Guided cross-attention",
-     "The exact sparse-bias path against the same unguided kernel and the dense-bias path, at Wan "
-     "proportions (8192 video x 512 text tokens, 12 heads x 128). Aim: within 1.2x of unguided, well "
-     "ahead of dense, no allocation proportional to queries x keys."),
+     "One guided attention call (sparse exact path) against the unguided call on the same q/k/v, on the "
+     "layouts the adapters hand over: Wan2.1-1.3B size as [B, L, H, d] views (diffusers Wan, DiffSynth, "
+     "official Wan) and CogVideoX joint attention (contiguous, text + video keys, fewer video tokens). "
+     "Aims, checked: time and peak-memory ratio at most 1.10."),
     ("bench_identify.py", ["--seeds", "1"], [], "Identify stage",
      "Seconds per frame and noun at the Wan2.1-1.3B geometry (30 x 52 patches, 12 heads), single "
      "thread, and count accuracy on synthetic DiT-like scenes. Aim: under 0.03 s per frame and noun."),
     ("bench_parse_counts.py", [], [], "Counts from prompts", "Exact-match rate of parse_counts on CountBench. Aim: 95%."),
     ("bench_numina.py", ["--quick"], [], "NUMINA vs plain generation",
-     "Transformer calls, wall clock and peak memory of a NUMINA generation relative to a plain one, "
-     "for the match and mismatch cases, with EasyCache (tau 0.05) in both passes, in phase 1 only, and "
-     "without. Aim (paper: 1.48x wall clock, 1.22x with EasyCache): NUMINA + EasyCache at most 1.25x the "
-     "calls in the mismatch case and 1.0x in the match case, peak memory within 5% of plain."),
+     "Transformer calls, wall clock and peak memory of a NUMINA generation relative to the unhooked "
+     "pipeline, for the match and mismatch cases, with EasyCache (tau 0.05) in both passes, in phase 1 "
+     "only, and without; and the guided pass's wall clock per call relative to plain's. Aims, checked "
+     "(paper: 1.48x wall clock, 1.22x with EasyCache): NUMINA + EasyCache at most 1.25x the calls in the "
+     "mismatch case and 1.0x in the match case, peak memory within 5% of plain, guided pass at most 1.25x "
+     "plain's wall clock per call."),
     ("bench_easycache.py", ["--quick"], [], "EasyCache alone",
      "Speed-up and output difference (PSNR against the plain result) at several tau. Published for "
      "Wan2.1 (50 steps, warm-up 10): tau 0.05 baseline quality, 0.1 about 2x, 0.2 about 3x; 2.54x at "
@@ -52,7 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="run only these scripts (names as in BENCHMARKS)")
     args = parser.parse_args(argv)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    failures = []
+    failures, missed = [], []
     for script, quick, full, title, _ in BENCHMARKS:
         if args.only and script not in args.only:
             continue
@@ -63,11 +71,17 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, str(HERE / script), *(quick if args.quick else full)], env=env)
         print(f"   {time.perf_counter() - t0:.0f} s, exit {proc.returncode}")
-        if proc.returncode:
+        if proc.returncode == 1:
+            missed.append(script)
+        elif proc.returncode:
             failures.append(script)
     write_doc()
     print(f"wrote {DOC}")
-    return 1 if failures else 0
+    if missed:
+        print("aims missed: " + ", ".join(missed))
+    if failures:
+        print("failed: " + ", ".join(failures))
+    return 1 if failures or missed else 0
 
 
 def write_doc() -> None:

@@ -1,8 +1,8 @@
 """The dense guided path: materialise the bias and call torch SDPA with it.
 
 The reference implementation (tests) and the fallback for a backend that gives
-neither a bias argument nor a log-sum-exp. It allocates ``B x H x Lq x Lk`` floats:
-67 MB a call for Wan2.1-1.3B cross-attention.
+neither a bias argument nor a log-sum-exp. It allocates ``B x H x Lq x Lk`` float32:
+805 MB a call for Wan2.1-1.3B cross-attention (12 heads x 32760 x 512).
 """
 
 from __future__ import annotations
