@@ -35,7 +35,8 @@ call's. Errors: max abs difference from a float64 reference on the first 1024 qu
 next to the unguided kernel's own error.
 
 Aims (the script exits 1 when one is missed): time ratio <= 1.10 and memory ratio
-<= 1.10 in every layout, dtype and mix.
+<= 1.10 in every layout, dtype and mix. ``--quick`` checks the time aim only: its outputs
+are 8x smaller, so the correction's fixed work buffers (about 2 MiB) weigh 8x more.
 
     python benchmarks/bench_guided_attention.py [--quick] [--threads 1]
 """
@@ -198,14 +199,14 @@ def memory_variants(run: dict, variants: dict) -> None:
     run["memory_ratio"] = {n: m / memory["unguided"] for n, m in memory.items() if n != "unguided"}
 
 
-def misses(runs: list) -> list[str]:
+def misses(runs: list, memory: bool = True) -> list[str]:
     out = []
     for r in runs:
         for n, x in r["time_ratio"].items():
             if not x <= AIM_TIME:
                 out.append(f"{r['layout']} {r['dtype']} {n}: time {x:.2f}x > {AIM_TIME}x")
         for n, x in r["memory_ratio"].items():
-            if not x <= AIM_MEMORY:
+            if memory and not x <= AIM_MEMORY:
                 out.append(f"{r['layout']} {r['dtype']} {n}: memory {x:.2f}x > {AIM_MEMORY}x")
     return out
 
@@ -216,7 +217,7 @@ def markdown(result: dict) -> str:
         f"One guided cross-attention call vs the unguided call on the same q/k/v, CPU, "
         f"{cfg['threads']} thread(s), {int(EDITED_FRACTION * 100)}% of the video rows edited over two nouns; "
         f"median over {cfg['rounds']} rounds of per-round ratios, order rotated each round. "
-        f"Aim: time and peak-memory ratio <= {AIM_TIME}. Machine: {machine_line(result['machine'])}; "
+        f"Aim: time{'' if result['quick'] else ' and peak-memory'} ratio <= {AIM_TIME}. Machine: {machine_line(result['machine'])}; "
         f"load average {result['load_average'][0]:.1f} at the end.",
         "",
         "| layout | q shape | dtype | unguided | mix | time ratio (per round) | memory ratio | max error sparse / unguided kernel |",
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
     runs = [run for run, _ in cases]
     cfg = dict(rounds=rounds, threads=args.threads, layouts={k: v["stands_for"] for k, v in specs.items()})
     result = {"machine": describe(), "load_average": os.getloadavg(), "config": cfg, "quick": args.quick, "runs": runs}
-    result["missed"] = misses(runs)
+    result["missed"] = misses(runs, memory=not args.quick)
     RESULTS.mkdir(exist_ok=True)
     stem = "guided_attention_quick" if args.quick else "guided_attention"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))

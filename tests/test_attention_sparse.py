@@ -487,6 +487,14 @@ def test_reused_edit_structure_with_new_values_matches_a_fresh_build():
         guided_attention(q, k, v, reused[:4] + [base[4].with_value(torch.tensor([1.0, 2.0]))])
     with pytest.raises(ValueError, match="not shares"):
         guided_attention(q, k, v, reused[:2] + [base[2].with_value(torch.tensor(1.5)), base[3], base[4]])
+    # per-head values on all heads (guidance's template copies), overlapping a later suppress
+    per_head = [base[0], ColumnEdit(1, rows + 1, [2, 7], "set", 0.0), ColumnEdit(1, rows[:4] + 1, [7], "suppress")]
+    for target in (torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 4.0, -1.0])):
+        edits = [base[1].with_value(2.0), per_head[0], per_head[1].with_value(target), per_head[2]]  # set wins on column 2
+        ref = guided_attention(q.double(), k.double(), v.double(), edits, method="dense")
+        assert _err(guided_attention(q, k, v, edits), ref) < ATOL[torch.float32]
+    with pytest.raises(ValueError, match="must be finite"):
+        guided_attention(q, k, v, [per_head[0], per_head[1].with_value(torch.tensor([1.0, float("inf"), 0.0])), per_head[2]])
     base[1].rows[0] = 39  # in place: the structure is built again, and checked
     edits = [base[0], base[1].with_value(1.0)]
     assert _err(guided_attention(q, k, v, edits), reference(q, k, v, edits)) < ATOL[torch.float32]

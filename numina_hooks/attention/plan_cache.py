@@ -92,7 +92,7 @@ class PlanCache:
                 ri = torch.searchsorted(plan.rows, e.rows.to(dev))[None, :, None]
                 ci = torch.searchsorted(plan.columns, e.columns.to(dev))[None, None, :]
                 mine.append((position[id(e)], (hi, ri, ci)))
-            slots.append(mine)
+            slots.append(_Slots(mine, _owned_cells(plan, kept, h, dev)))
         held = [t for e in edits for t in (e.rows, e.columns, e.heads) if t is not None]
         skeletons = [BatchPlan(p.batch, p.rows, p.columns, p.kind, None, p.group, p.n_groups) for p in plans]
         self._entries[key] = _Entry(held, [position[id(e)] for e in kept], skeletons, slots)
@@ -100,10 +100,18 @@ class PlanCache:
             self._entries.popitem(last=False)
 
     @staticmethod
-    def _refill(plan: BatchPlan, slots, edits, q) -> BatchPlan:
+    def _refill(plan: BatchPlan, slots: "_Slots", edits, q) -> BatchPlan:
         h = q.shape[1]
         f = compute_dtype(q.dtype)
         value = torch.zeros(plan.kind.shape, dtype=f, device=plan.kind.device)
+        table = _per_head_table(slots, edits, h, f, q.device)
+        if table is not None:
+            # every value is a number or one per head: one gather and one scatter for all edits
+            value.view(-1)[slots.cells] = table.view(-1)[slots.source]
+            shares = [edits[i].value for i, _ in slots if edits[i].mode == "share"]
+            if plan.n_groups > 1 and not (all(isinstance(s, numbers.Real) for s in shares) and sum(shares) < 1):
+                _check_share_sums(plan, value)
+            return BatchPlan(plan.batch, plan.rows, plan.columns, plan.kind, value, plan.group, plan.n_groups)
         shares, tensors, share_tensors = [], [], []
         for i, (hi, ri, ci) in slots:
             e = edits[i]
@@ -128,6 +136,62 @@ class PlanCache:
         if plan.n_groups > 1 and not (all(isinstance(s, numbers.Real) for s in shares) and sum(shares) < 1):
             _check_share_sums(plan, value)
         return BatchPlan(plan.batch, plan.rows, plan.columns, plan.kind, value, plan.group, plan.n_groups)
+
+
+class _Slots(list):
+    """``[(edit position, (hi, ri, ci))]`` of a plan's value-carrying edits, in order, and
+    the cells whose value each one sets last (later edits win, a later suppress clears):
+    ``cells`` (flat positions in ``[H, U, C]``) and ``source`` (``slot * H + head``)."""
+
+    def __init__(self, items, owned):
+        super().__init__(items)
+        self.cells, self.source = owned
+
+
+def _owned_cells(plan: BatchPlan, kept, h: int, dev):
+    owner = torch.full(tuple(plan.kind.shape), -1, dtype=torch.long, device=dev)
+    j = 0
+    for e in kept:
+        if e.batch != plan.batch:
+            continue
+        hi = e.head_index(h).to(dev)[:, None, None]
+        ri = torch.searchsorted(plan.rows, e.rows.to(dev))[None, :, None]
+        ci = torch.searchsorted(plan.columns, e.columns.to(dev))[None, None, :]
+        owner[hi, ri, ci] = -1 if e.mode == "suppress" else j
+        j += e.mode != "suppress"
+    cells = (owner.view(-1) >= 0).nonzero()[:, 0]
+    head = cells // (owner.shape[1] * owner.shape[2])
+    return cells, owner.view(-1)[cells] * h + head
+
+
+def _per_head_table(slots: "_Slots", edits, h: int, f, device) -> Optional[torch.Tensor]:
+    """``[slots, H]`` values when every edit's value is a number or one per head (all heads
+    edited), with ``ColumnEdit.value_grid``'s checks made at once; None otherwise."""
+    numbers_at, tensors_at, tensors = [], [], []
+    for j, (i, _) in enumerate(slots):
+        e = edits[i]
+        if isinstance(e.value, numbers.Real):
+            numbers_at.append(j)
+        elif e.heads is None and e.value.ndim <= 1 and e.value.numel() in (1, h):
+            tensors_at.append(j)
+            tensors.append(e.value.reshape(-1).to(device=device, dtype=f).expand(h))
+        else:
+            return None
+    table = torch.empty(len(slots), h, dtype=f, device=device)
+    if numbers_at:
+        table[numbers_at] = torch.tensor([float(edits[slots[j][0]].value) for j in numbers_at], dtype=f)[:, None].to(device)
+    if tensors:
+        stacked = torch.stack(tensors)
+        table[tensors_at] = stacked
+        shares = [k for k, j in enumerate(tensors_at) if edits[slots[j][0]].mode == "share"]
+        ok = torch.isfinite(stacked).all()
+        if shares:
+            x = stacked[shares]
+            ok = ok & ((x > 0) & (x < 1)).all()
+        if not bool(ok):
+            for j in tensors_at:
+                edits[slots[j][0]].value_grid(h, f, device)  # raises the error naming the value
+    return table
 
 
 def _grid(e: ColumnEdit, num_heads: int, dtype, device) -> torch.Tensor:
