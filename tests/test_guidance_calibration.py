@@ -198,3 +198,21 @@ def test_absolute_preset_is_the_previous_computation_bit_for_bit():
 def test_guidance_strength_fields_are_validated(field, value, expected):
     with pytest.raises(ValueError, match=f"NuminaConfig.{field}=.*{expected.replace('(', '.').replace(')', '.')}"):
         NuminaConfig(**{field: value})
+
+
+def test_mass_mode_splits_the_target_where_two_nouns_are_added_on_the_same_rows():
+    """Overlapping additions of two nouns share boost_mass * delta instead of asking for 2x."""
+    cfg = NuminaConfig(boost_mode="mass", boost_mass=0.8)
+    plan = GuidancePlan(nouns={
+        "cats": NounPlan(columns=torch.tensor(NOUN), suppress_rows=torch.zeros(0, dtype=torch.long),
+                         boost_rows=torch.arange(12, 20)),
+        "dogs": NounPlan(columns=torch.tensor([1, 8]), suppress_rows=torch.zeros(0, dtype=torch.long),
+                         boost_rows=torch.arange(16, 24)),
+    }, frame_tokens=16)
+    view = _view(0)
+    out = LayoutGuidance(plan, cfg, num_steps=10).on_attention(view)[1]  # 0.8 + 0.8 alone would be refused
+    torch.testing.assert_close(out[:, 16:20, 0], torch.full_like(out[:, 16:20, 0], 0.4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[:, 16:20, 2], torch.full_like(out[:, 16:20, 2], 0.4), atol=1e-4, rtol=0)
+    # rows where only one noun is added keep the whole target
+    torch.testing.assert_close(out[:, 12:16, 0], torch.full_like(out[:, 12:16, 0], 0.8), atol=1e-4, rtol=0)
+    assert (out[:, 20:24, 2] >= 0.8 - 1e-4).all()

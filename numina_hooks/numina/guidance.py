@@ -91,6 +91,23 @@ def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tup
     return GuidancePlan(nouns=nouns, frame_tokens=hw)
 
 
+def _overlap_split(plan: GuidancePlan) -> dict:
+    """Per noun whose circle additions overlap another noun's: ``[1, R]`` = 1 / (number of
+    nouns added on each of its boost rows), so that targets of boost_mode='mass' sharing a
+    row sum to boost_mass * delta (each noun an equal part), never to 1 or more."""
+    boosted = [(name, p.boost_rows) for name, p in plan.nouns.items() if p.boost_rows.numel()]
+    if len(boosted) < 2:
+        return {}
+    every = torch.cat([rows for _, rows in boosted])
+    rows, counts = torch.unique(every, return_counts=True)
+    split = {}
+    for name, mine in boosted:
+        n = counts[torch.searchsorted(rows, mine)]
+        if (n > 1).any():
+            split[name] = (1.0 / n.float())[None, :]
+    return split
+
+
 # boost_mode -> (edit mode, placeholder value) of the cached boost edit
 _BOOST_EDIT = {"mass": ("share", 0.5), "logit_spread": ("boost", 0.0), "absolute": ("boost", 0.0)}
 
@@ -105,6 +122,7 @@ class LayoutGuidance:
         self.guided_calls = 0
         self.guided_steps: set[int] = set()
         self._cache: dict = {}  # (video offset, text offset, batch row) -> fixed edits per noun
+        self._split = _overlap_split(plan)  # noun -> [1, R] share of the target where additions overlap
 
     def edits_for(self, view) -> list[ColumnEdit]:
         """The edits of one cross view (empty when guidance is off at this step)."""
@@ -123,7 +141,7 @@ class LayoutGuidance:
                 if suppress is not None:
                     edits.append(suppress)
                 if boost is not None:
-                    edits.append(self._boost_edit(view, boost, delta))
+                    edits.append(self._boost_edit(view, boost, delta, self._split.get(noun)))
                 if copies:
                     edits.extend(self._copy_edits(view, batch, copies, delta))
         return edits
@@ -146,11 +164,15 @@ class LayoutGuidance:
             self._cache[key] = cached
         return cached
 
-    def _boost_edit(self, view, boost: ColumnEdit, delta: float) -> ColumnEdit:
-        """The boost of circle additions at intensity ``delta``, in the configured units."""
+    def _boost_edit(self, view, boost: ColumnEdit, delta: float, split=None) -> ColumnEdit:
+        """The boost of circle additions at intensity ``delta``, in the configured units.
+
+        ``split``: ``[1, R]`` fraction of the target share this noun takes on each row (``1/n``
+        where the additions of ``n`` nouns overlap), or None where no addition overlaps."""
         cfg = self.config
         if cfg.boost_mode == "mass":
-            return boost.with_value(cfg.boost_mass * delta)  # target share of the noun's columns
+            target = cfg.boost_mass * delta  # target share of the noun's columns
+            return boost.with_value(target if split is None else split * target)
         if cfg.boost_mode == "logit_spread":
             spread = pre_softmax_spread(view.q, view.k, boost.rows, boost.batch, view.scale)  # [H, R]
             return boost.with_value(spread * (cfg.boost_spread * delta))
