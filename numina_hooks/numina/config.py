@@ -99,6 +99,10 @@ class NuminaConfig:
     lift_sample: int = 16
     """Containment of a region larger than this is measured on this many evenly spaced
     members (bounds the cost per region)."""
+    min_lift: float = 0.05
+    """A focus region is an instance only when its pixels keep more than this share of
+    their attention inside it beyond what the average head keeps (0 = any surplus):
+    background specks and splinters of a larger object keep little."""
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
@@ -173,6 +177,10 @@ class NuminaConfig:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                 or not 0.0 < v <= 1.0:
             _fail("sink_mass", v, "a number in (0, 1]")
+        v = self.min_lift
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or not 0.0 <= v < 1.0:
+            _fail("min_lift", v, "a number in [0, 1)")
         v = self.head_margin
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                 or not 0.0 <= v < 1.0:

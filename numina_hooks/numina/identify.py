@@ -169,7 +169,7 @@ class LayoutReader:
                     parts = frame.partitions
                     keep = focus_regions(parts, focus, cfg.tau)[frame.self_head]
                     lift = np.nan_to_num(parts.lift[frame.self_head], nan=-np.inf)
-                    labels = _regions_to_instances(frame.proposals, keep & (lift > 0))
+                    labels = _regions_to_instances(frame.proposals, keep & (lift > cfg.min_lift))
                 elif frame.partitions is not None:
                     labels = np.zeros(self.grid, dtype=np.int32)
                 else:

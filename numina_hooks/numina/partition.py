@@ -7,20 +7,28 @@ The layout stage's default (see docs/method.md, "Identify v2"). For every head o
    so the unit does not depend on the model's attention scale). With ``edge_band = r > 0``
    the mean runs over every pair (a, b) with ``a`` on p's side and ``b`` on q's side of the
    seam, within ``r`` patches along the seam (a (2r+1) x (2r+1) bundle of pairs): per-entry
-   noise averages out while the seam itself stays where it is.
+   noise averages out while the seam itself stays where it is. Each weight is then taken
+   relative to the ``edge_reference_quantile`` (0.25) of the same pair's weight over the
+   heads: what the least structured heads give that pair (the positional part every head
+   shares, grid-border effects included) cancels.
 2. **Adaptive cut.** The map's edge weights are split in two by Otsu's threshold (the cut
    that maximises the between-class variance), so the cut follows each map's own scale;
    edges above it join their pixels, and the connected components are the regions.
    Components under ``min_region`` patches or over ``max_region_fraction`` of the frame are
    dropped (noise, background).
-3. **Containment.** For each kept pixel ``i`` of region ``R``: ``c_i = sum_{j in R} A[i, j]``
-   (attention that stays inside its own region) minus the same sum averaged over all heads
-   (what the shared diffuse and positional part of every head keeps inside R anyway).
-   A head's score is the mean of that over the pixels of its focus-overlapping regions.
-4. **Head choice.** The best-scoring head, except that a head whose score is at least
-   ``1 - head_margin`` of the best and that finds more instances wins: a class-level head
-   whose regions each hold several instances is nearly as self-contained as the instance
-   head, but it finds fewer regions.
+3. **Containment lift.** For each kept region ``R``: the attention its pixels keep inside
+   ``R`` (``mean_i sum_{j in R} A[i, j]``) minus what the same head keeps inside ``R`` moved
+   by half its height or width (mean over the moves that stay on the grid). Attention that
+   stays near the query whatever the content (positional heads, the shared component of
+   every head) keeps as much in the moved copy and cancels. A region is an instance when it
+   overlaps the noun's focus (``tau``) and its lift exceeds ``min_lift``; regions holding an
+   attention-sink key never are.
+4. **Head choice.** Each head scores the size-weighted mean over its instances of
+   ``lift * max(contrast, 0)``, contrast being the region's mean inside edge weight minus its
+   mean border edge weight (log units). The best head wins; with ``head_margin > 0`` a head
+   within that fraction of the best and with more instances wins instead (a remedy for
+   class-level heads whose regions hold several instances, off by default: it did not help
+   on the development scenes).
 
 All functions take ``[heads, HW, HW]`` maps and read only O(HW) entries per head for the
 edges plus the within-region pairs for containment: the full maps are never multiplied.
@@ -234,7 +242,7 @@ def fill_lift(parts: HeadPartitions, self_attn: torch.Tensor, wanted: list | Non
         todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
     if not todo.any():
         return
-    measured = _containment_lift(self_attn, todo, sample)
+    measured = _containment_lift(self_attn, todo, sample, parts.regions.shape[1:])
     for k in range(h):
         ids = np.unique(todo[k])
         ids = ids[ids > 0]
@@ -275,11 +283,18 @@ def _sink_keys(self_attn: torch.Tensor, sink_mass: float, rows: int = 64) -> np.
     return (mass >= sink_mass).numpy()
 
 
-def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int) -> list:
-    """Per head and region: mean over the region's rows of the attention inside the region,
-    minus the all-head mean of the same. ``regions``: int [heads, N]. One gather of the
-    (sampled) within-region pairs of every region of every head, read from all heads."""
+def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int,
+                      grid: tuple[int, int]) -> list:
+    """Per head and region: the attention the region's rows keep inside the region, minus
+    what the same head keeps inside the region moved by half its own height or width (the
+    mean over the up to 4 moves that stay on the grid). A head that attends by position
+    alone keeps as much in the moved copy; an instance head keeps much less (the copy
+    straddles the object's edge: half of it is background or another object; a whole-box
+    move could land exactly on an identical neighbour). A region too large to move anywhere
+    is compared with the all-head mean instead. ``regions``: int [heads, N]. Large regions are measured
+    on ``sample`` evenly spaced members."""
     h, n, _ = self_attn.shape
+    H, W = grid
     out = [np.zeros(int(regions[k].max()) + 1) for k in range(h)]
     heads_of, pix = np.nonzero(regions)
     if len(pix) == 0:
@@ -289,6 +304,23 @@ def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int)
     order = np.argsort(gid, kind="stable")
     gid, pix, heads_of = gid[order], pix[order], heads_of[order]
     groups, start, size = np.unique(gid, return_index=True, return_counts=True)
+    g_head = heads_of[start]
+    g_region = groups - g_head * (n + 1)
+    # bounding boxes and the moves by one box height / width that stay on the grid
+    g_of_pix = np.repeat(np.arange(len(groups)), size)
+    ys, xs = pix // W, pix % W
+    y0 = np.full(len(groups), H)
+    y1 = np.full(len(groups), -1)
+    x0 = np.full(len(groups), W)
+    x1 = np.full(len(groups), -1)
+    np.minimum.at(y0, g_of_pix, ys)
+    np.maximum.at(y1, g_of_pix, ys)
+    np.minimum.at(x0, g_of_pix, xs)
+    np.maximum.at(x1, g_of_pix, xs)
+    bh, bw = (y1 - y0 + 2) // 2, (x1 - x0 + 2) // 2  # half the box, rounded up
+    moves = [(bh, 0 * bh, y1 + bh < H), (-bh, 0 * bh, y0 - bh >= 0),
+             (0 * bw, bw, x1 + bw < W), (0 * bw, -bw, x0 - bw >= 0)]
+    n_moves = sum(ok.astype(np.int64) for _, _, ok in moves)
     # members used: all of a small region, ``sample`` evenly spaced ones of a large one
     used = np.minimum(size, sample)
     g_of_member = np.repeat(np.arange(len(groups)), used)
@@ -304,20 +336,38 @@ def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int)
     u = used[g_of_pair]
     a = members[m_start[g_of_pair] + t // u]
     b = members[m_start[g_of_pair] + t % u]
-    flat = self_attn.reshape(h, n * n)
-    vals = flat[:, torch.from_numpy(a * n + b)]  # [h, pairs]: every head at every pair
-    g_head = heads_of[start]
-    own = vals.gather(0, torch.from_numpy(g_head[g_of_pair])[None, :])[0]
-    diff = (own - vals.mean(0)).double().numpy()
-    # per group: each row's own entry plus its other sampled columns scaled by
-    # (|R| - 1) / (used - 1), averaged over the used rows (the diagonal is always sampled,
-    # so scaling it too would overrate heads that attend to the query itself)
+    # each row's own entry plus its other sampled columns scaled by (|R| - 1) / (used - 1),
+    # averaged over the used rows (the diagonal is always sampled: scaling it too would
+    # overrate heads that attend to the query itself)
     scale = np.where(a == b, 1.0, ((size - 1) / np.maximum(used - 1, 1))[g_of_pair])
-    per_group = np.bincount(g_of_pair, weights=diff * scale, minlength=len(groups)) / used
-    g_region = groups - g_head * (n + 1)
+    flat = self_attn.reshape(-1)
+    base = g_head[g_of_pair] * (n * n)
+
+    def containment(rows: np.ndarray, cols: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        vals = flat[torch.from_numpy((base + rows * n + cols)[keep])].double().numpy()
+        return np.bincount(g_of_pair[keep], weights=vals * scale[keep],
+                           minlength=len(groups)) / used
+
+    everything = np.ones(len(a), dtype=bool)
+    inside = containment(a, b, everything)
+    moved = np.zeros(len(groups))
+    for dy, dx, ok in moves:
+        keep = ok[g_of_pair]
+        if keep.any():
+            off = (dy * W + dx)[g_of_pair]
+            moved += containment(a + off, b + off, keep)
+    lift = inside - moved / np.maximum(n_moves, 1)
+    stuck = n_moves == 0
+    if stuck.any():  # too large to move: compare with the all-head mean
+        keep = stuck[g_of_pair]
+        idx = torch.from_numpy((a * n + b)[keep])
+        mean = self_attn.reshape(h, n * n)[:, idx].mean(0).double().numpy()
+        mean_c = np.bincount(g_of_pair[keep], weights=mean * scale[keep],
+                             minlength=len(groups)) / used
+        lift = np.where(stuck, inside - mean_c, lift)
     for k in range(h):
         sel = g_head == k
-        out[k][g_region[sel]] = per_group[sel]
+        out[k][g_region[sel]] = lift[sel]
     return out
 
 
@@ -337,13 +387,13 @@ def focus_regions(parts: HeadPartitions, focus: np.ndarray, tau: float) -> list:
     return out
 
 
-def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, tau: float
-                           ) -> tuple[np.ndarray, np.ndarray, list]:
+def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, tau: float,
+                           min_lift: float = 0.0) -> tuple[np.ndarray, np.ndarray, list]:
     """Score, instance count and instances of every head for one focus mask (bool [H, W]).
 
     ``parts.lift`` must be measured for the focus regions (``fill_lift``). A region is an
-    instance when ``|R ∩ F| / |R| >= tau`` and its lift is > 0 (its pixels keep more
-    attention inside it than the average head does). Score = size-weighted mean over the
+    instance when ``|R ∩ F| / |R| >= tau`` and its lift is > ``min_lift`` (its pixels keep
+    more attention inside it than the average head does, by that share of a row). Score = size-weighted mean over the
     instances of lift * max(contrast, 0) (-inf when the head has none). Returns (scores
     float64 [heads], counts int [heads], instances: one bool [m_h + 1] per head)."""
     h = parts.regions.shape[0]
@@ -353,7 +403,7 @@ def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, tau: float
     chosen = []
     for k in range(h):
         lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
-        inst = cand[k] & (lift > 0)
+        inst = cand[k] & (lift > min_lift)
         chosen.append(inst)
         if not inst.any():
             continue

@@ -1,0 +1,168 @@
+"""Identify v2 (adaptive cut, containment head choice, temporal vote) on hand-built maps
+with known answers, the paper preset, and the shared-component scene family."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.layout import layout_from_attention, layout_from_maps, temporal_vote
+from numina_hooks.numina.partition import otsu_threshold
+from numina_hooks.numina.synthetic_shared import SHARED_HEAD_TYPES, make_shared_scene
+
+GRID = (8, 12)
+
+
+def _positions(grid):
+    H, W = grid
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64),
+                            torch.arange(W, dtype=torch.float64), indexing="ij")
+    return torch.stack([ys.reshape(-1), xs.reshape(-1)], 1)
+
+
+def _local(grid, sigma):
+    """Rows: a Gaussian bump around the query (a positional head), rows sum to 1."""
+    d2 = torch.cdist(_positions(grid), _positions(grid)).square()
+    a = torch.exp(-d2 / (2 * sigma * sigma))
+    return a / a.sum(1, keepdim=True)
+
+
+def _instance_head(labels, grid, share=0.5):
+    """Foreground rows put ``share`` of their attention uniformly on their own instance, the
+    rest on a broad positional bump; background rows are the positional bump only."""
+    lab = torch.from_numpy(labels.reshape(-1))
+    same = ((lab[:, None] == lab[None, :]) & (lab[:, None] > 0)).double()
+    own = same / same.sum(1, keepdim=True).clamp_min(1)
+    base = _local(grid, 3.0)
+    fg = (lab > 0)[:, None]
+    return torch.where(fg, (1 - share) * base + share * own, base)
+
+
+def _touching_pair():
+    labels = np.zeros(GRID, dtype=np.int64)
+    labels[2:6, 2:6] = 1
+    labels[2:6, 6:10] = 2  # shares a whole side with instance 1: no background between
+    return labels
+
+
+def _cross(labels, heads):
+    """One blurry bump over both instances (they merge in the cross map)."""
+    from scipy.ndimage import gaussian_filter
+    m = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
+    return torch.from_numpy(np.stack([m.reshape(-1)] * heads)).float()
+
+
+def _heads(labels, instance_at, kinds):
+    heads = []
+    for kind in kinds:
+        if kind == "instance":
+            heads.append(_instance_head(labels, GRID))
+        elif kind == "positional":
+            heads.append(_local(GRID, 0.8))
+        else:  # diffuse
+            heads.append(torch.full((GRID[0] * GRID[1],) * 2, 1.0 / (GRID[0] * GRID[1]),
+                                    dtype=torch.float64))
+    out = torch.stack(heads).float()
+    assert kinds[instance_at] == "instance"
+    return out
+
+
+def test_two_touching_instances_are_separated():
+    labels = _touching_pair()
+    kinds = ["positional", "diffuse", "instance", "positional"]
+    sa = _heads(labels, 2, kinds)
+    layout = layout_from_attention(sa, _cross(labels, 4), GRID)
+    assert layout.self_head == 2
+    assert layout.count == 2
+    # each found instance is exactly one of the two squares
+    found = {frozenset(map(tuple, np.argwhere(layout.labels == k))) for k in (1, 2)}
+    truth = {frozenset(map(tuple, np.argwhere(labels == k))) for k in (1, 2)}
+    assert found == truth
+
+
+def test_the_paper_preset_merges_the_touching_pair_or_loses_it():
+    # the same maps under the paper's fixed cut: not the two squares (why the default changed)
+    labels = _touching_pair()
+    sa = _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])
+    layout = layout_from_attention(sa, _cross(labels, 4), GRID, NuminaConfig.paper())
+    assert layout.count != 2
+
+
+def test_positional_head_is_not_chosen_over_the_instance_head():
+    labels = np.zeros(GRID, dtype=np.int64)
+    labels[1:4, 1:4] = 1
+    labels[4:7, 7:11] = 2
+    kinds = ["positional", "positional", "diffuse", "instance"]
+    sa = _heads(labels, 3, kinds)
+    layout = layout_from_attention(sa, _cross(labels, 4), GRID)
+    assert layout.self_head == 3, layout.head_scores
+    assert layout.count == 2
+    # both positional heads score below the instance head
+    assert layout.head_scores[3] > max(layout.head_scores[0], layout.head_scores[1])
+
+
+def test_forced_head_is_used():
+    labels = _touching_pair()
+    sa = _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])
+    layout = layout_from_attention(sa, _cross(labels, 4), GRID, self_head=0)
+    assert layout.self_head == 0
+    with pytest.raises(ValueError, match="self_head=7 is out of range"):
+        layout_from_attention(sa, _cross(labels, 4), GRID, self_head=7)
+
+
+def test_constant_and_nan_maps_are_refused_by_layout_from_maps():
+    n = GRID[0] * GRID[1]
+    cross = torch.rand(n)
+    with pytest.raises(ValueError, match="self_map is constant"):
+        layout_from_maps(torch.full((n, n), 1.0 / n), cross, GRID)
+    sm = _local(GRID, 1.0).float()
+    with pytest.raises(ValueError, match="cross_map is constant"):
+        layout_from_maps(sm, torch.zeros(n), GRID)
+    bad = sm.clone()
+    bad[3, 3] = float("nan")
+    with pytest.raises(ValueError, match="self_map contains 1 NaN/inf"):
+        layout_from_maps(bad, cross, GRID)
+
+
+def test_otsu_splits_two_clusters_between_them():
+    v = torch.tensor([[0.0, 0.1, 0.2, 0.1, 3.0, 3.2, 2.9]])
+    thr = float(otsu_threshold(v)[0])
+    assert 0.2 < thr < 2.9
+    assert otsu_threshold(torch.ones(1, 5))[0] == float("inf")  # nothing to split
+
+
+def test_temporal_vote_is_a_sliding_median():
+    assert temporal_vote([2, 2, 5, 2, 2], 1) == [2, 2, 2, 2, 2]
+    assert temporal_vote([1, 3, 3, 3], 1) == [2, 3, 3, 3]  # edges: median of two, rounded down
+    assert temporal_vote([2, 5, 2], 0) == [2, 5, 2]
+
+
+def test_paper_preset_and_new_fields_are_validated():
+    paper = NuminaConfig.paper()
+    assert (paper.proposal_cut, paper.head_choice, paper.temporal_window) == \
+        ("correlation", "image_score", 0)
+    assert NuminaConfig.paper(tau=0.3).tau == 0.3
+    default = NuminaConfig()
+    assert (default.proposal_cut, default.head_choice) == ("adaptive", "containment")
+    for field, value, words in [("edge_band", -1, "an int >= 0"),
+                                ("temporal_window", 1.5, "an int >= 0"),
+                                ("edge_reference_quantile", 1.5, "[0, 1] or None"),
+                                ("min_lift", -0.1, "[0, 1)"),
+                                ("sink_mass", 0.0, "(0, 1]"),
+                                ("head_choice", "pca", "one of")]:
+        with pytest.raises(ValueError, match=rf"NuminaConfig\.{field}=.*{re.escape(words)}"):
+            NuminaConfig(**{field: value})
+
+
+def test_shared_family_is_reproducible_and_well_formed():
+    a = make_shared_scene(3, (10, 16), noise=0.5, seed=4, n_frames=2)
+    b = make_shared_scene(3, (10, 16), noise=0.5, seed=4, n_frames=2)
+    assert a.head_types == b.head_types and sorted(a.head_types) == sorted(SHARED_HEAD_TYPES)
+    assert a.head_types.count("instance") == 1
+    fr = a.frames[0]
+    assert torch.equal(fr.self_attn, b.frames[0].self_attn)
+    assert fr.self_attn.shape == (12, 160, 160) and fr.cross_attn.shape == (12, 160)
+    assert torch.allclose(fr.self_attn.sum(-1), torch.ones(12, 160), atol=1e-4)
+    assert fr.count == 3 and (fr.cross_attn >= 0).all()
