@@ -17,7 +17,7 @@ Layouts (what ``AttentionView.q/k/v`` are in each adapter):
   of dim 128. ``--quick``: 4096 queries.
 * ``cogvideox-joint``: contiguous ``[B, H, L, d]``, the joint sequence (226 text tokens,
   then video) as queries *and* keys, batch 2 (uncond, cond; the cond row edited),
-  CogVideoX-2B heads (30 x 64). Video tokens: 4096 (``--quick`` 1024) instead of the
+  CogVideoX-2B heads (30 x 64). Video tokens: 2048 (``--quick`` 1024) instead of the
   model's 17550, because a joint call at full size takes minutes on one CPU thread; the
   correction's cost grows with the edited rows only (linearly in video tokens) and the
   kernel's with queries x keys, so the ratio at full size is at most the one measured.
@@ -98,7 +98,7 @@ def layouts(quick: bool) -> dict:
     return {
         "wan-views": dict(batch=1, heads=12, dim=128, text=512, video=4096 if quick else 32760, joint=False, row=0,
                           stands_for="diffusers Wan dispatch, DiffSynth, official Wan: [B, L, H, d] views, cross-attention"),
-        "cogvideox-joint": dict(batch=2, heads=30, dim=64, text=226, video=1024 if quick else 4096, joint=True, row=1,
+        "cogvideox-joint": dict(batch=2, heads=30, dim=64, text=226, video=1024 if quick else 2048, joint=True, row=1,
                                 stands_for="CogVideoX joint attention: contiguous [B, H, L, d], text + video keys"),
     }
 

@@ -46,7 +46,7 @@ from .lse import attention_with_lse
 Recompute = Literal["guarded", "suppressed", "all"]
 
 #: Elements of the ``[H, rows, |C|]`` per-cell work tensors formed at once.
-CELL_ELEMENTS = 1 << 17
+CELL_ELEMENTS = 1 << 15
 #: Elements of the ``[H, rows, d]`` gathered query / output rows formed at once.
 ROW_ELEMENTS = 1 << 17
 
