@@ -135,7 +135,9 @@ def test_otsu_splits_two_clusters_between_them():
 
 def test_temporal_vote_is_a_sliding_median():
     assert temporal_vote([2, 2, 5, 2, 2], 1) == [2, 2, 2, 2, 2]
-    assert temporal_vote([1, 3, 3, 3], 1) == [2, 3, 3, 3]  # edges: median of two, rounded down
+    # the first frame votes over frames 0..2 (the window moves inward at the ends)
+    assert temporal_vote([1, 3, 3, 4], 1) == [3, 3, 3, 3]
+    assert temporal_vote([2, 5], 1) == [2, 5]  # two frames: a tie, no vote
     assert temporal_vote([2, 5, 2], 0) == [2, 5, 2]
 
 

@@ -107,8 +107,9 @@ class NuminaConfig:
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
     temporal_window: int = 1
-    """Counts are the median over frames f - w .. f + w of the per-frame counts (the
-    per-frame layouts are kept for guidance); 0 = per-frame counts."""
+    """Counts are the median of the per-frame counts over 2w + 1 consecutive frames around
+    each frame (moved inward at the ends; the per-frame layouts are kept for guidance);
+    0 = per-frame counts."""
 
     # --- refine: layout refinement -------------------------------------------------------
     circle_radius: float = 3.0

@@ -425,13 +425,19 @@ def choose_head(scores: np.ndarray, counts: np.ndarray, margin: float) -> int:
 
 
 def temporal_vote(counts, window: int) -> list[int]:
-    """Per-frame counts smoothed by the median over frames ``f - window .. f + window``
-    (rounded down to an int; ``window=0`` returns them unchanged)."""
+    """Per-frame counts replaced by their median over ``2 * window + 1`` consecutive frames
+    around each frame (near the ends the window is moved inward so that it keeps its
+    length; a sequence shorter than the window votes over all its frames). Where the window
+    holds an even number of frames (a short sequence) the frame keeps its own count: a tie
+    has no median. ``window=0`` returns the counts unchanged."""
     c = np.asarray(list(counts), dtype=np.int64)
     if window <= 0 or len(c) <= 1:
         return [int(x) for x in c]
+    length = min(2 * window + 1, len(c))
+    if length % 2 == 0:
+        return [int(x) for x in c]
     out = []
     for f in range(len(c)):
-        w = c[max(0, f - window): f + window + 1]
-        out.append(int(np.floor(np.median(w))))
+        lo = min(max(0, f - window), len(c) - length)
+        out.append(int(np.median(c[lo:lo + length])))
     return out
