@@ -1,4 +1,5 @@
-"""``NuminaConfig``: every knob of the method, grouped by phase, defaults from the paper.
+"""``NuminaConfig``: every knob of the method, grouped by phase, defaults from the paper
+except the identify stage's algorithm (identify v2; ``NuminaConfig.paper()`` is the paper's).
 
 The reference step and layer can be fractions so that one config works for 50-step Wan2.1-1.3B
 (30 blocks), Wan 14B (40 blocks) and CogVideoX-5B (42 blocks). Invalid values fail at
@@ -31,7 +32,8 @@ def _fail(name: str, value: object, expected: str) -> None:
 
 @dataclass(frozen=True)
 class NuminaConfig:
-    """Configuration of NUMINA (paper defaults). Immutable; use ``dataclasses.replace``."""
+    """Configuration of NUMINA (paper defaults except identify v2; ``NuminaConfig.paper()``
+    for the paper's identify algorithm). Immutable; use ``dataclasses.replace``."""
 
     # --- identify (phase 1): where to read attention --------------------------------------
     reference_step: float | int = 0.4
