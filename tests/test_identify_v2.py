@@ -168,3 +168,14 @@ def test_shared_family_is_reproducible_and_well_formed():
     assert fr.self_attn.shape == (12, 160, 160) and fr.cross_attn.shape == (12, 160)
     assert torch.allclose(fr.self_attn.sum(-1), torch.ones(12, 160), atol=1e-4)
     assert fr.count == 3 and (fr.cross_attn >= 0).all()
+
+
+def test_class_head_first_does_not_take_the_choice():
+    # a class-level head (every foreground row spreads over both touching squares), first
+    # in head order so that it would win a tie: the instance head is still chosen
+    labels = _touching_pair()
+    class_head = _instance_head((labels > 0).astype(np.int64), GRID).float()
+    sa = torch.cat([class_head[None],
+                    _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])])
+    layout = layout_from_attention(sa, _cross(labels, 5), GRID)
+    assert layout.self_head == 3 and layout.count == 2
