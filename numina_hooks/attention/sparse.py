@@ -45,10 +45,12 @@ from .lse import attention_with_lse
 
 Recompute = Literal["guarded", "suppressed", "all"]
 
-#: Elements of the ``[H, rows, |C|]`` per-cell work tensors formed at once.
+#: Most elements of the ``[H, rows, |C|]`` per-cell work tensors formed at once.
 CELL_ELEMENTS = 1 << 15
-#: Elements of the ``[H, rows, d]`` gathered query / output rows formed at once.
+#: Most elements of the ``[H, rows, d]`` gathered query / output rows formed at once.
 ROW_ELEMENTS = 1 << 17
+# Both shrink with the output (1/1024 and 1/256 of its elements, floors 2^10 and 2^14), so
+# that the work buffers stay a few percent of what the unguided call allocates anyway.
 
 
 def guided_attention_sparse(
@@ -80,6 +82,8 @@ def guided_attention_sparse(
     f = compute_dtype(q.dtype)
     h, d, dv = q.shape[1], q.shape[-1], v.shape[-1]
     ws = _Workspace(q.device)  # work buffers reused by every chunk: fresh pages cost more than the arithmetic
+    cell_elements = max(min(1 << 10, CELL_ELEMENTS), min(CELL_ELEMENTS, out.numel() >> 10))
+    row_elements = max(min(1 << 14, ROW_ELEMENTS), min(ROW_ELEMENTS, out.numel() >> 8))
     for plan in plans:
         b = plan.batch
         qb, ob = q[b], out[b]  # [H, Lq, d], [H, Lq, dv]
@@ -89,8 +93,8 @@ def guided_attention_sparse(
         n_cols = plan.columns.numel()
         rest = None  # keys outside C, gathered on first need
         n_rows = plan.rows.numel()
-        cell_step = min(n_rows, max(1, CELL_ELEMENTS // max(1, h * n_cols)))
-        row_step = max(1, ROW_ELEMENTS // max(1, h * max(d, dv)))
+        cell_step = min(n_rows, max(1, cell_elements // max(1, h * n_cols)))
+        row_step = max(1, row_elements // max(1, h * max(d, dv)))
         for i0 in range(0, n_rows, cell_step):
             sl = slice(i0, min(n_rows, i0 + cell_step))
             rows = plan.rows[sl]
