@@ -28,9 +28,9 @@ from typing import Literal, Optional, Sequence
 import torch
 
 from .dense import guided_attention_dense
-from .edits import ColumnEdit, build_plans, dense_bias, pre_softmax_scores, pre_softmax_spread, validate
-from .plan_cache import PlanCache
+from .edits import ColumnEdit, dense_bias, pre_softmax_scores, pre_softmax_spread, validate
 from .lse import AUTO_ORDER, BACKENDS, Backend, attention_with_lse, available_backends, choose_backend
+from .plan_cache import PlanCache
 from .sparse import Recompute, guided_attention_sparse
 
 #: edit structures reused across calls (guidance repeats one per layer and step)
@@ -41,6 +41,8 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "ColumnEdit",
+    "PLANS",
+    "PlanCache",
     "attention_with_lse",
     "available_backends",
     "choose_backend",
