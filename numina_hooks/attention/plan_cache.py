@@ -13,6 +13,7 @@ entry stands.
 from __future__ import annotations
 
 import numbers
+import threading
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -45,6 +46,7 @@ class PlanCache:
     def __init__(self, max_entries: int = MAX_ENTRIES):
         self.max_entries = max_entries
         self._entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
+        self._lock = threading.Lock()  # pipelines on several threads share the module's cache
         self.hits = 0
         self.misses = 0
 
@@ -53,7 +55,10 @@ class PlanCache:
 
     def plans(self, edits: Sequence[ColumnEdit], q: torch.Tensor, k: torch.Tensor):
         key = self._key(edits, q, k)
-        entry = None if key is None else self._entries.get(key)
+        with self._lock:
+            entry = None if key is None else self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
         if entry is None:
             self.misses += 1
             kept = validate(edits, q, k)
@@ -62,7 +67,6 @@ class PlanCache:
                 self._store(key, edits, kept, plans, q)
             return kept, plans
         self.hits += 1
-        self._entries.move_to_end(key)
         kept = [edits[i] for i in entry.kept]
         return kept, [self._refill(plan, slots, edits, q) for plan, slots in zip(entry.plans, entry.slots)]
 
@@ -95,9 +99,10 @@ class PlanCache:
             slots.append(_Slots(mine, _owned_cells(plan, kept, h, dev)))
         held = [t for e in edits for t in (e.rows, e.columns, e.heads) if t is not None]
         skeletons = [BatchPlan(p.batch, p.rows, p.columns, p.kind, None, p.group, p.n_groups) for p in plans]
-        self._entries[key] = _Entry(held, [position[id(e)] for e in kept], skeletons, slots)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[key] = _Entry(held, [position[id(e)] for e in kept], skeletons, slots)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
 
     @staticmethod
     def _refill(plan: BatchPlan, slots: "_Slots", edits, q) -> BatchPlan:
