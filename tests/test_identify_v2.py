@@ -179,3 +179,16 @@ def test_class_head_first_does_not_take_the_choice():
                     _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])])
     layout = layout_from_attention(sa, _cross(labels, 5), GRID)
     assert layout.self_head == 3 and layout.count == 2
+
+
+@pytest.mark.parametrize("cut", ["adaptive", "correlation"])
+@pytest.mark.parametrize("choice", ["containment", "image_score"])
+def test_every_cut_and_head_choice_combination_gives_a_consistent_layout(cut, choice):
+    labels = _touching_pair()
+    sa = _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])
+    layout = layout_from_attention(sa, _cross(labels, 4), GRID,
+                                   NuminaConfig(proposal_cut=cut, head_choice=choice))
+    assert layout.labels.shape == GRID and layout.proposals.shape == GRID
+    assert layout.count == int(layout.labels.max())
+    assert set(np.unique(layout.labels)) == set(range(layout.count + 1))
+    assert layout.head_scores.shape == (4,)
