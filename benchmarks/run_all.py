@@ -96,9 +96,9 @@ def write_doc() -> None:
         "markdown its benchmark wrote to `benchmarks/results/`, with the machine it ran on. Ratios are",
         "measured side by side within one run (in the benchmarks that check their aims: per round, in an",
         "order rotated each round, against the unhooked pipeline or the unguided call). CPU figures come",
-        "from a shared 2-core machine: treat small differences as",
-        "noise. No GPU column yet: no GPU was available when these were measured. This page is the one",
-        "place these figures are kept; other pages link here.",
+        "from a shared 2-core machine: treat small differences as noise. No GPU column yet: no GPU was",
+        "available when these were measured. docs/attention.md links here for its figures rather",
+        "than repeating them.",
         "",
         "Benchmarks that check their aims (exit 1 when one is missed, and `run_all.py` then exits non-zero): "
         + ", ".join(f"`{b}`" for b in CHECKS_AIMS) + ". The others report only.",
