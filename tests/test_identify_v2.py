@@ -143,8 +143,8 @@ def test_temporal_vote_is_a_sliding_median():
 
 def test_paper_preset_and_new_fields_are_validated():
     paper = NuminaConfig.paper()
-    assert (paper.proposal_cut, paper.head_choice, paper.temporal_window) == \
-        ("correlation", "image_score", 0)
+    assert (paper.proposal_cut, paper.head_choice, paper.temporal_window, paper.boost_mode) == \
+        ("correlation", "image_score", 0, "absolute")
     assert NuminaConfig.paper(tau=0.3).tau == 0.3
     default = NuminaConfig()
     assert (default.proposal_cut, default.head_choice) == ("adaptive", "containment")

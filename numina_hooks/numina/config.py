@@ -216,9 +216,11 @@ class NuminaConfig:
 
     @classmethod
     def paper(cls, **overrides) -> "NuminaConfig":
-        """The paper's identify algorithm (fixed correlation cut, image-statistics head score,
-        per-frame counts) with every other field at its default; ``overrides`` as keywords."""
-        settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0)
+        """The paper's algorithm: its identify stage (fixed correlation cut, image-statistics
+        head score, per-frame counts) and its absolute guidance strength (``boost_k *
+        delta(t)``), every other field at its default; ``overrides`` as keywords."""
+        settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
+                        boost_mode="absolute")
         settings.update(overrides)
         return cls(**settings)
 
