@@ -41,6 +41,7 @@ from study_toy_guidance import oracle_refiner  # noqa: E402
 import numina_hooks  # noqa: E402
 from numina_hooks.eval.metrics import video_scores  # noqa: E402
 from numina_hooks.eval.runner import _as_written  # noqa: E402
+from numina_hooks.eval.stats import paired_bootstrap  # noqa: E402
 from numina_hooks.numina import generate as generate_mod  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import count_objects  # noqa: E402
@@ -48,14 +49,6 @@ from numina_hooks.toy.world import held_out_prompts  # noqa: E402
 
 STRATEGIES = ("plain", "numina", "numina-oracle-layout", "seed-search")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "toy_end_to_end"
-
-
-def paired_bootstrap(a, b, n_boot: int = 10000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over paired items and its percentile bootstrap 95% interval."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def _scores(out, target: dict) -> dict:
@@ -122,7 +115,7 @@ def summarize(rows: list[dict], settings: dict) -> tuple[dict, str]:
         entry["seconds"] = float(np.mean([r[s]["seconds"] for r in rows]))
         if s != "plain":
             for m in ("count_acc", "tc"):
-                entry[f"{m}_vs_plain"] = paired_bootstrap([r[s][m] for r in rows], plain[m])
+                entry[f"{m}_vs_plain"] = paired_bootstrap(plain[m], [r[s][m] for r in rows])
         by = {}
         for r in rows:
             for noun_cat, asked in r["asked"].items():

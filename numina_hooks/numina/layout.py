@@ -30,7 +30,7 @@ import torch
 
 from .config import NuminaConfig
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
-from .partition import (HeadPartitions, choose_head, fill_lift, focus_regions,
+from .partition import (HeadPartitions, _components, _relabel, choose_head, fill_lift, focus_regions,
                         head_scores_from_focus, partition_heads, temporal_vote)
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
@@ -58,13 +58,6 @@ class Layout:
     focus: np.ndarray
     proposals: np.ndarray
     head_scores: np.ndarray | None = None
-
-
-def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
 
 
 def _denoised_rows(a: torch.Tensor, rank: int, power_iters: int = 2) -> torch.Tensor:
@@ -110,16 +103,8 @@ def proposals_from_self_map(self_map, grid: tuple[int, int],
     src = np.concatenate(src_list) if src_list else np.zeros(0, np.int64)
     dst = np.concatenate(dst_list) if dst_list else np.zeros(0, np.int64)
     comp = _components(n, src, dst)
-    sizes = np.bincount(comp)
-    ok = (sizes >= cfg.min_region) & (sizes <= cfg.max_region_fraction * n)
-    # relabel the kept components 1..m in raster order of their first pixel
-    first = np.full(len(sizes), n, dtype=np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    order = np.argsort(first, kind="stable")
-    new = np.zeros(len(sizes), dtype=np.int32)
-    kept = order[ok[order]]
-    new[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
-    return new[comp].reshape(H, W)
+    # kept components 1..m in raster order of their first pixel
+    return _relabel(comp, (cfg.min_region, cfg.max_region_fraction * n)).reshape(H, W)
 
 
 def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None

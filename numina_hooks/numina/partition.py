@@ -165,7 +165,7 @@ def _components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _relabel(comp: np.ndarray, keep_sizes: tuple[int, int]) -> np.ndarray:
+def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
     """Components of one head ``[N]`` -> int32 [N] with kept components 1..m in raster
     order of their first pixel, 0 elsewhere."""
     n = len(comp)

@@ -72,6 +72,21 @@ def _blob(rng: np.random.Generator, grid: tuple[int, int], centre: np.ndarray,
     return mask
 
 
+def moved_labels(masks: list[np.ndarray], velocity: np.ndarray, frame: int, grid: tuple[int, int]) -> np.ndarray:
+    """Instance labels int32 [H, W] of frame ``frame``: mask k (bool [H, W]) shifted by
+    ``velocity[k] * frame`` patches (wrapping), earlier masks on top, relabelled 1..m so
+    that instances hidden by overlap leave no gaps."""
+    labels = np.zeros(grid, dtype=np.int32)
+    for k, m in enumerate(masks):
+        shift = np.round(velocity[k] * frame).astype(int)
+        moved = np.roll(m, tuple(shift), axis=(0, 1))
+        labels[moved & (labels == 0)] = k + 1
+    present = [k for k in range(1, len(masks) + 1) if (labels == k).any()]
+    remap = np.zeros(len(masks) + 1, dtype=np.int32)
+    remap[present] = np.arange(1, len(present) + 1)
+    return remap[labels]
+
+
 def random_instance_masks(rng: np.random.Generator, grid: tuple[int, int], n: int,
                           radius: tuple[float, float] = (2.0, 4.0), close: float = 0.4,
                           tries: int = 200) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -204,16 +219,7 @@ def make_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_frames: 
     velocity *= drift / (np.linalg.norm(velocity, axis=1, keepdims=True) + 1e-9)
     scene = SyntheticScene(grid=grid, noise=noise, head_types=tuple(head_types))
     for f in range(n_frames):
-        labels = np.zeros(grid, dtype=np.int32)
-        for k, m in enumerate(masks):
-            shift = np.round(velocity[k] * f).astype(int)
-            moved = np.roll(m, tuple(shift), axis=(0, 1))
-            labels[moved & (labels == 0)] = k + 1
-        # relabel so that instances that vanished (overlap) leave no gaps
-        present = [k for k in range(1, len(masks) + 1) if (labels == k).any()]
-        remap = np.zeros(len(masks) + 1, dtype=np.int32)
-        remap[present] = np.arange(1, len(present) + 1)
-        labels = remap[labels]
+        labels = moved_labels(masks, velocity, f, grid)
         self_attn, cross_attn = _frame_attention(rng, labels, noise, tuple(head_types))
         scene.frames.append(SyntheticFrame(self_attn, cross_attn, labels))
     return scene

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .synthetic import SyntheticFrame, SyntheticScene, _gaussian_blur, random_instance_masks
+from .synthetic import SyntheticFrame, SyntheticScene, _gaussian_blur, moved_labels, random_instance_masks
 
 __all__ = ["make_shared_scene", "SHARED_HEAD_TYPES"]
 
@@ -161,15 +161,7 @@ def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_f
         if len(far):
             clutter.append((far[int(rng.integers(len(far)))], float(rng.uniform(0.3, 0.6))))
     for f in range(n_frames):
-        labels = np.zeros(grid, dtype=np.int32)
-        for k, m in enumerate(masks):
-            shift = np.round(velocity[k] * f).astype(int)
-            moved = np.roll(m, tuple(shift), axis=(0, 1))
-            labels[moved & (labels == 0)] = k + 1
-        present = [k for k in range(1, len(masks) + 1) if (labels == k).any()]
-        remap = np.zeros(len(masks) + 1, dtype=np.int32)
-        remap[present] = np.arange(1, len(present) + 1)
-        labels = remap[labels]
+        labels = moved_labels(masks, velocity, f, grid)
         self_attn = _self_attention(rng, labels, noise, scene.head_types, gen)
         cross_attn = _cross_attention(rng, labels, noise, len(types), clutter)
         scene.frames.append(SyntheticFrame(self_attn, cross_attn, labels))
