@@ -40,7 +40,7 @@ from study_toy_guidance import oracle_refiner  # noqa: E402
 
 import numina_hooks  # noqa: E402
 from numina_hooks.eval.metrics import video_scores  # noqa: E402
-from numina_hooks.eval.runner import _as_written  # noqa: E402
+from numina_hooks.eval.runner import toy_noun_as_written  # noqa: E402
 from numina_hooks.eval.stats import paired_bootstrap  # noqa: E402
 from numina_hooks.numina import generate as generate_mod  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
@@ -73,7 +73,7 @@ def run_pair(handle, call: dict, prompt, noise_seed: int, search: int) -> dict:
     row["plain"] = candidates[0]
     row["plain"]["seconds"] = time.perf_counter() - t0
 
-    nouns = {_as_written(prompt.text, cat): n for cat, n in target.items()}
+    nouns = {toy_noun_as_written(prompt.text, cat): n for cat, n in target.items()}
     t0 = time.perf_counter()
     out = handle(prompt=prompt.text, counts=nouns, generator=gen(noise_seed), **call)
     row["numina"] = _scores(out, target)
@@ -169,13 +169,13 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     weights_dir = Path(a.weights) if a.weights else toy_model.WEIGHTS_DIR
     info = json.loads((weights_dir / "info.json").read_text())
+    torch.set_num_threads(1)  # the runs use one thread; the summary's machine line says so
     settings = {"n": a.n, "seed": a.seed, "search": a.search, "config": a.config,
                 "weights": str(a.weights or "shipped"), "weights_step": info.get("steps"),
                 "machine": describe(), "machine_line": machine_line(describe())}
     if not a.summarize:
         from numina_hooks.numina.config import NuminaConfig
 
-        torch.set_num_threads(1)
         config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
         pipe = toy_model.load_toy_pipeline(a.weights)
         pipe.set_progress_bar_config(disable=True)

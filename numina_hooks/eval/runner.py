@@ -49,6 +49,7 @@ __all__ = [
     "EvalItem",
     "load_benchmark",
     "toy_benchmark",
+    "toy_noun_as_written",
     "write_benchmark",
     "parse_seeds",
     "load_model",
@@ -110,7 +111,7 @@ def load_benchmark(prompts_file, counts_file, limit: Optional[int] = None) -> li
     return items[:limit] if limit is not None else items
 
 
-def _as_written(prompt: str, category: str) -> str:
+def toy_noun_as_written(prompt: str, category: str) -> str:
     """The toy category's noun as the prompt writes it (singular or plural)."""
     from ..numina.tokens import find_noun_spans
     from ..toy.world import CATEGORY_BY_NAME
@@ -127,7 +128,7 @@ def toy_benchmark(n: int, seed: int = 0) -> list[EvalItem]:
     nouns as the prompt writes them (``{"discs": 3}``), as CountBench annotates."""
     from ..toy.world import held_out_prompts
 
-    return [EvalItem(i, p.text, {_as_written(p.text, c): k for c, k in p.counts.items()})
+    return [EvalItem(i, p.text, {toy_noun_as_written(p.text, c): k for c, k in p.counts.items()})
             for i, p in enumerate(held_out_prompts(n, seed=seed))]
 
 
