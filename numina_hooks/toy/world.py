@@ -72,17 +72,6 @@ def _triangle() -> np.ndarray:
     return m
 
 
-def _dilated(sprite: np.ndarray) -> np.ndarray:
-    """The sprite grown by ``GAP`` pixels (Chebyshev): [SPRITE + 2 GAP, SPRITE + 2 GAP]."""
-    n = SPRITE + 2 * GAP
-    p = np.pad(sprite, 2 * GAP)
-    out = np.zeros((n, n), dtype=bool)
-    for dy in range(2 * GAP + 1):
-        for dx in range(2 * GAP + 1):
-            out |= p[dy : dy + n, dx : dx + n]
-    return out
-
-
 CATEGORIES: tuple[Category, ...] = (
     Category("disc", "disc", "discs", "red", (220, 50, 50), _disc()),
     Category("square", "square", "squares", "blue", (50, 90, 235), _square()),
@@ -97,10 +86,7 @@ def category_of_noun(noun: str) -> str | None:
         if name in CATEGORY_BY_NAME:
             return name
     return None
-# Same-category exclusion zone: the sprite's whole box grown by GAP, so that two objects
-# of one category never share or touch a patch, whatever their shapes.
-_BOX = np.ones((SPRITE, SPRITE), dtype=bool)
-_ZONE = _dilated(_BOX)
+
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 _JOINERS = ("and", "beside", "next to", "with", "near", "alongside")
@@ -221,7 +207,8 @@ def _place(counts: dict[str, int], rng: np.random.Generator, tries: int = 200):
                 continue
             for f, (r, c) in enumerate(traj):
                 occupied[f, r : r + SPRITE, c : c + SPRITE] |= sprite
-                zone[f, r : r + SPRITE + 2 * GAP, c : c + SPRITE + 2 * GAP] |= _ZONE
+                # the whole box grown by GAP: no two objects of a category share or touch a patch
+                zone[f, r : r + SPRITE + 2 * GAP, c : c + SPRITE + 2 * GAP] = True
             objects.append((name, traj))
             break
         else:
