@@ -75,7 +75,7 @@ def sizes(quick: bool) -> dict:
                     wan=dict(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32, height=64, width=64, frames=9,
                              steps=4, text_len=24, rounds=1),
                     compile=dict(layers=1, heads=2, head_dim=12, text_dim=32))
-    return dict(heads=12, dim=128, video=21 * 30 * 52, text=512, self_tokens=4096, rounds=7,
+    return dict(heads=12, dim=128, video=21 * 30 * 52, text=512, self_tokens=4096, rounds=15,
                 wan=dict(layers=30, heads=12, head_dim=128, ffn=8960, text_dim=4096, height=480, width=832,
                          frames=81, steps=5, text_len=512, rounds=2),
                 compile=dict(layers=2, heads=2, head_dim=64, text_dim=64))
@@ -479,9 +479,13 @@ def _e(x) -> str:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
+    ver = ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items())
     lines = [f"GPU check ({'quick' if result['quick'] else 'full'} sizes), device {result['device']}. "
-             f"Machine: {machine_line(m)}.", ""]
+             f"Machine: {machine_line(m)}. Versions: {ver}.", ""]
     s = result["sections"]
+    if not result["device"].startswith("cuda"):
+        lines += ["Not on a GPU: memory figures are the sampled resident set of the process (a smoke run, "
+                  "not a measurement).", ""]
     lse = s.get("lse_backends", {})
     if "error" in lse:
         lines += [f"**LSE backends**: failed: {lse['error'].splitlines()[0]}", ""]
@@ -543,6 +547,19 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def versions() -> dict:
+    """Versions of what the check runs on; a package that is missing reads "not installed"."""
+    import importlib
+
+    out = {"torch": torch.__version__, "cuda": torch.version.cuda}
+    for name in ("diffusers", "transformers", "flash_attn", "xformers"):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except Exception as exc:  # noqa: BLE001 - a broken build is reported, not raised
+            out[name] = "not installed" if isinstance(exc, ImportError) else f"import failed: {exc}"[:200]
+    return out
+
+
 def write(result: dict, out: Path) -> None:
     (out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "gpu_check.md").write_text(markdown(result))
@@ -562,9 +579,11 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         torch.set_num_threads(1)
     sz = sizes(args.quick)
-    result = {"machine": describe(), "device": args.device, "quick": args.quick, "sizes": sz, "sections": {},
+    result = {"machine": describe(), "versions": versions(), "device": args.device, "quick": args.quick,
+              "sizes": sz, "sections": {},
               "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     log(f"gpu check on {args.device} ({machine_line(result['machine'])}), quick={args.quick}, out={out}")
+    log(f"versions: {result['versions']}")
     for name, fn in SECTIONS.items():
         if args.sections and name not in args.sections:
             continue

@@ -54,6 +54,23 @@ BENCHMARKS = [
 ]
 
 
+#: the section on the GPU check, which run_all does not run (it needs a CUDA GPU)
+GPU_CHECK = (
+    "`bash scripts/gpu-check.sh OUTDIR` (on a machine with one CUDA GPU; not run by `run_all.py`) runs "
+    "`benchmarks/gpu_check.py` and writes `OUTDIR/gpu_check.json` and `OUTDIR/gpu_check.md`; copy the latter "
+    "to `benchmarks/results/gpu_check.md` for this section. It measures, in bfloat16: the max abs error of "
+    "every installed LSE backend (torch flash and efficient, flash-attn, xformers, ...) against a float64 "
+    "reference, next to torch SDPA's; one guided cross-attention call (sparse path, and the dense-bias path) "
+    "against the unguided SDPA call at Wan2.1-1.3B size (32760 video tokens, 512 text, 12 heads of 128), on "
+    "contiguous tensors and on the [B, L, H, d] views diffusers' Wan passes: time (CUDA events, median of "
+    "per-round ratios, order rotated) and peak allocated memory; NUMINA (counts the random layout does not have; the "
+    "JSON records that the guided phase 2 ran) against the unhooked pipeline on a randomly initialised full-size Wan2.1-1.3B "
+    "transformer, 480x832, 81 frames, 5 steps: wall clock, transformer forwards, peak memory; and "
+    "`torch._dynamo.explain` graph and graph-break counts of a small Wan transformer, plain and attached. "
+    "Each part reports its own error without stopping the others. Wheels in `.whl/` (diffusers) are "
+    "installed offline first; `--quick --device cpu` is a one-minute smoke run of the same code."
+)
+
 #: benchmarks that exit 1 when an aim is missed
 CHECKS_AIMS = ("bench_idle_overhead.py", "bench_guided_attention.py", "bench_numina.py")
 
@@ -113,6 +130,9 @@ def write_doc() -> None:
         md = RESULTS / f"{stems[script]}.md"
         parts += [f"## {title}", "", what, "", f"`python benchmarks/{script}`", ""]
         parts += [md.read_text().strip() if md.exists() else "_not measured yet_", ""]
+    gpu = RESULTS / "gpu_check.md"
+    parts += ["## GPU check", "", GPU_CHECK, ""]
+    parts += [gpu.read_text().strip() if gpu.exists() else "_not measured yet: no GPU run so far_", ""]
     DOC.write_text("\n".join(parts) + "\n")
 
 
