@@ -6,8 +6,9 @@
 #   bash scripts/gpu-check.sh OUTDIR [more gpu_check.py arguments, e.g. --quick or --sections ...]
 #
 # Run from anywhere; it works in the repository root and imports numina_hooks from source.
-# Wheels in .whl/ (e.g. diffusers, which the check needs for its Wan sections) are installed
-# offline into /tmp/site first. PYTHON=... picks the interpreter (default python3, the one with CUDA torch).
+# Wheels in .whl/ (diffusers and what it imports that the machine lacks, e.g. requests, urllib3,
+# idna, certifi, charset_normalizer; the Wan sections need them) are installed offline into
+# /tmp/site first. PYTHON=... picks the interpreter (default python3, the one with CUDA torch).
 set -euo pipefail
 if [ $# -lt 1 ]; then
   echo "usage: bash scripts/gpu-check.sh OUTDIR [gpu_check.py arguments]" >&2
@@ -23,5 +24,6 @@ if [ -d .whl ] && compgen -G ".whl/*.whl" >/dev/null; then
 else
   export PYTHONPATH=$PWD
 fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false  # nothing is downloaded
 echo "gpu-check: $(date -u +%H:%M:%S) python $("$PY" -c 'import sys; print(sys.version.split()[0])'), out $OUTDIR" 
 exec "$PY" benchmarks/gpu_check.py --device cuda --out "$OUTDIR" "$@"
