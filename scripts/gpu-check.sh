@@ -20,10 +20,11 @@ PY=${PYTHON:-python3}
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -d .whl ] && compgen -G ".whl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
 fi
+# numina_hooks.adapters lives in adapters/ (a package-dir mapping): install the package itself
+"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+  --upgrade --target /tmp/site . >/dev/null
+export PYTHONPATH=/tmp/site
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false  # nothing is downloaded
 echo "gpu-check: $(date -u +%H:%M:%S) python $("$PY" -c 'import sys; print(sys.version.split()[0])'), out $OUTDIR" 
 exec "$PY" benchmarks/gpu_check.py --device cuda --out "$OUTDIR" "$@"

@@ -133,3 +133,16 @@ def test_ship_copies_weights_and_writes_readme(tmp_path):
     assert "step 1 of the seed-2 run" in readme and f"--out {run.as_posix()} --steps 1 --seed 2" in readme
     assert toy_model.toy_frames(toy_model.load_toy_pipeline(dest)(
         prompt="two blue squares", **{**toy_model.TOY_CALL, "num_inference_steps": 1})).shape == (4, 24, 24, 3)
+
+
+def test_batch_workers_draw_the_same_data_as_the_training_loop():
+    """``--workers`` only moves clip making to other processes: the batches are the same."""
+    feed = toy_train._BatchFeed(seed=3, first=5, last=7, batch=2, drop=0.5, workers=1)
+    try:
+        made = list(feed)
+    finally:
+        feed.close()
+    for step, (x0, captions) in zip((5, 6), made):
+        want_x0, want_captions = toy_train.batch_clips(3, step, 2, 0.5)
+        assert captions == want_captions
+        assert torch.equal(x0, want_x0)

@@ -107,7 +107,8 @@ class LayoutReader:
         self.grid = (geo.height, geo.width)
         self.frames = []
         for f in range(geo.frames):
-            maps = view.self_attention_map(f, batch=[row])[0]  # [heads, HW, HW]
+            # [heads, HW, HW], computed on the model's device; the layout stage runs on the CPU
+            maps = view.self_attention_map(f, batch=[row])[0].cpu()
             check_not_constant(maps, f"self-attention of frame {f}")
             if cfg.head_choice == "containment":
                 parts = _partition(maps, self.grid, cfg)
@@ -145,7 +146,7 @@ class LayoutReader:
         cfg = self.config
         crosses: dict[str, list] = {}
         for noun, cols in self.columns.items():
-            maps = view.cross_attention_map(cols, batch=[row])[0]  # [heads, F, H, W]
+            maps = view.cross_attention_map(cols, batch=[row])[0].cpu()  # [heads, F, H, W]
             crosses[noun] = []
             for f in range(len(self.frames)):
                 check_not_constant(maps[:, f], f"cross-attention of {noun!r} in frame {f}")

@@ -49,10 +49,16 @@ def batch_clips(seed: int, step: int, batch: int, drop: float):
 
 
 def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator) -> torch.Tensor:
-    """Rectified-flow loss of one batch (mean squared error on the velocity e - x0)."""
+    """Rectified-flow loss of one batch (mean squared error on the velocity e - x0).
+
+    The noise is drawn on the CPU from ``gen`` (so a step's noise does not depend on the
+    device) and moved to the transformer's device with ``x0``.
+    """
     b = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=gen)
-    sigma = torch.sigmoid(torch.randn(b, generator=gen))
+    dev = pipe.transformer.device
+    noise = torch.randn(x0.shape, generator=gen).to(dev)
+    sigma = torch.sigmoid(torch.randn(b, generator=gen)).to(dev)
+    x0 = x0.to(dev)
     s = sigma.view(b, 1, 1, 1, 1)
     x = (1 - s) * x0 + s * noise
     text = toy_model.encode_text(pipe, captions)
@@ -69,13 +75,13 @@ def save_checkpoint(path: Path, pipe, ema: list[torch.Tensor], opt, step: int, l
                     args: dict) -> None:
     """Compact checkpoint (see the module docstring); written atomically."""
     params = _params(pipe)
-    exp_avg_sq = [opt.state[p]["exp_avg_sq"].to(torch.bfloat16) if p in opt.state else None
+    exp_avg_sq = [opt.state[p]["exp_avg_sq"].to("cpu", torch.bfloat16) if p in opt.state else None
                   for p in params]
     state = {
         "step": step,
         "args": args,
-        "model": {k: v.to(torch.float16) for k, v in toy_model.model_state(pipe).items()},
-        "ema": [e.to(torch.float16) for e in ema],
+        "model": {k: v.to("cpu", torch.float16) for k, v in toy_model.model_state(pipe).items()},
+        "ema": [e.to("cpu", torch.float16) for e in ema],
         "exp_avg_sq": exp_avg_sq,
         "losses": torch.tensor(losses, dtype=torch.float32),
     }
@@ -92,7 +98,7 @@ def load_checkpoint(path: Path, pipe, ema: list[torch.Tensor], opt) -> tuple[int
     for p, sq in zip(_params(pipe), state["exp_avg_sq"]):
         if sq is not None:
             opt.state[p] = {"step": torch.tensor(float(state["step"])),
-                            "exp_avg": torch.zeros_like(p), "exp_avg_sq": sq.float()}
+                            "exp_avg": torch.zeros_like(p), "exp_avg_sq": sq.to(p.device, torch.float32)}
     return int(state["step"]), state["losses"].tolist()
 
 
@@ -131,17 +137,58 @@ def write_ema_weights(pipe, ema: list[torch.Tensor], out: Path, info: dict) -> N
             p.copy_(v)
 
 
+class _BatchFeed:
+    """Training batches in step order, made ``workers`` processes ahead (0: in this process).
+
+    Every batch is ``batch_clips(seed, step, ...)``, a function of the step alone, so the
+    data do not depend on the number of workers.
+    """
+
+    def __init__(self, seed: int, first: int, last: int, batch: int, drop: float, workers: int):
+        self._args = (seed, batch, drop)
+        self._steps = range(first, last)
+        self._pool = None
+        if workers > 0:
+            import multiprocessing as mp
+
+            self._pool = mp.get_context("spawn").Pool(workers, initializer=_one_thread)
+            self._it = self._pool.imap(_batch_for_step, [(seed, s, batch, drop) for s in self._steps],
+                                       chunksize=4)
+        else:
+            self._it = (batch_clips(seed, s, batch, drop) for s in self._steps)
+
+    def __iter__(self):
+        return self._it
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # many workers, each with all cores' threads, starve each other
+
+
+def _batch_for_step(a: tuple) -> tuple:
+    return batch_clips(*a)
+
+
 def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float = 1e-3,
           warmup: int = 200, ema_decay: float = 0.995, caption_dropout: float = 0.1,
-          ckpt_every: int = 250, progress: bool = True) -> dict:
-    """Train (or resume) until ``steps`` optimizer steps are done; returns a summary."""
+          ckpt_every: int = 250, progress: bool = True, device: str = "cpu",
+          workers: int = 0) -> dict:
+    """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
+
+    ``device`` is where the model trains ("cuda" on a GPU: the same run, a few minutes);
+    ``workers`` > 0 makes the clips in that many processes ahead of the training loop.
+    """
     from tqdm import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     args = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "warmup": warmup,
             "ema_decay": ema_decay, "caption_dropout": caption_dropout}
-    pipe = toy_model.build_pipeline(seed=seed)
+    pipe = toy_model.build_pipeline(seed=seed, device=device)
     pipe.transformer.train()
     pipe.text_encoder.train()
     params = _params(pipe)
@@ -164,10 +211,12 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     bar = tqdm(total=steps, initial=step, disable=not progress, dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     t0, done_here = time.time(), 0
+    feed = _BatchFeed(seed, step, steps, batch, caption_dropout, workers)
+    batches = iter(feed)
     while step < steps:
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / warmup)
-        x0, captions = batch_clips(seed, step, batch, caption_dropout)
+        x0, captions = next(batches)
         gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0xF10]).integers(2**62)))
         loss = flow_loss(pipe, x0, captions, gen)
         opt.zero_grad(set_to_none=True)
@@ -186,6 +235,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         if step % ckpt_every == 0 or step == steps:
             finish_checkpoint(step)
     bar.close()
+    feed.close()
     if done_here == 0 and not (out / "weights" / "model.safetensors").exists():
         finish_checkpoint(step)
     return {"steps": step, "loss_last_100": float(np.mean(losses[-100:])) if losses else math.nan,
@@ -244,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help='where to train: "cpu" or "cuda"')
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making the clips ahead of the training loop (0: none)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -255,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     summary = train(a.out, a.steps, a.seed, a.batch, a.lr, a.warmup, a.ema, a.caption_dropout,
-                    a.ckpt_every, progress=not a.no_progress)
+                    a.ckpt_every, progress=not a.no_progress, device=a.device,
+                    workers=a.workers)
     print(json.dumps(summary))
 
 
