@@ -71,3 +71,38 @@ def test_with_value_keeps_the_indices_and_checks_the_value():
         edit.with_value(float("nan"))
     with pytest.raises(TypeError, match="number or a tensor"):
         edit.with_value("big")
+
+
+def test_plan_suppresses_outside_the_layout_only_when_asked():
+    import numpy as np
+
+    from numina_hooks.numina.guidance import plan_from_refinement
+    from numina_hooks.numina.refine import Edit, RefinedFrame
+
+    grid = (4, 4)
+    before = np.zeros(grid, np.int32)
+    before[0, 0] = before[3, 3] = 1  # a kept instance and one phase 2 removes
+    after = np.zeros(grid, np.int32)
+    after[0, 0] = 1
+    added = np.zeros(grid, bool)
+    added[2, 1] = True
+    after[2, 1] = 2
+    removed = np.zeros(grid, bool)
+    removed[3, 3] = True
+    rf = RefinedFrame(labels_before=before, labels_after=after, removed=[removed],
+                      added=[Edit("add_circle", added, None, (2.0, 1.0))])
+    paper = plan_from_refinement({"cats": [rf, rf]}, {"cats": [4]}, grid).nouns["cats"]
+    assert paper.suppress_rows.tolist() == [15, 31]  # the removed patch, in each frame
+    assert paper.boost_rows.tolist() == [9, 25]
+    outside = plan_from_refinement({"cats": [rf, rf]}, {"cats": [4]}, grid, suppress_outside=True).nouns["cats"]
+    rows = set(outside.suppress_rows.tolist())
+    assert len(rows) == 2 * (16 - 2)  # every patch but the kept and the added instance
+    assert {0, 9, 16, 25}.isdisjoint(rows) and {15, 31} <= rows
+    assert outside.boost_rows.tolist() == paper.boost_rows.tolist()
+
+
+def test_config_checks_the_new_guidance_fields():
+    with pytest.raises(ValueError, match="guide_tokens"):
+        NuminaConfig(guide_tokens="words")
+    with pytest.raises(ValueError, match="suppress_outside"):
+        NuminaConfig(suppress_outside="yes")

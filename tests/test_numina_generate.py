@@ -123,9 +123,9 @@ def test_guidance_touches_only_cond_rows_and_noun_columns(setup, monkeypatch):
     out_columns = {}
     real_plan = generate_mod.plan_from_refinement
 
-    def capture(refined, columns, grid):
+    def capture(refined, columns, grid, **options):
         out_columns.update(columns)
-        return real_plan(refined, columns, grid)
+        return real_plan(refined, columns, grid, **options)
 
     monkeypatch.setattr(generate_mod.LayoutGuidance, "on_attention", hookimpl(spying))
     monkeypatch.setattr(generate_mod, "plan_from_refinement", capture)

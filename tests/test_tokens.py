@@ -5,7 +5,7 @@ import pytest
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
 
-from numina_hooks.numina.tokens import noun_token_columns  # noqa: E402
+from numina_hooks.numina.tokens import find_phrase_spans, noun_token_columns, phrase_token_columns  # noqa: E402
 
 SENTENCES = [
     "Three cats chasing two dogs in a park.",
@@ -83,3 +83,25 @@ def test_max_length_padding_does_not_move_columns(tokenizer):
     prompt = "Three cats chasing two dogs"
     assert noun_token_columns(tokenizer, prompt, ["dogs"], max_length=64) == \
         noun_token_columns(tokenizer, prompt, ["dogs"])
+
+
+@pytest.mark.parametrize("prompt, noun, phrase", [
+    ("Three cats chasing two dogs in a park.", "dogs", "two dogs"),
+    ("Three hot air-balloons drifting", "balloons", "Three hot air-balloons"),
+    ("A cat and a dog; the cat sleeps", "dog", "a dog"),
+    ("cats playing", "cats", "cats"),  # no count word: the noun alone
+    ("a cat, two dogs", "dogs", "two dogs"),  # punctuation ends the walk left
+])
+def test_phrase_spans_open_at_the_count_word(prompt, noun, phrase):
+    assert prompt[slice(*find_phrase_spans(prompt, noun)[0])] == phrase
+
+
+def test_phrase_columns_cover_count_word_modifiers_and_noun(tokenizer):
+    prompt = "Three hot air-balloons drifting as two biplanes perform loops"
+    nouns = noun_token_columns(tokenizer, prompt, ["balloons", "biplanes"])
+    phrases = phrase_token_columns(tokenizer, prompt, ["balloons", "biplanes"])
+    for noun in nouns:
+        assert set(nouns[noun]) < set(phrases[noun])
+    covered = _pieces(tokenizer, prompt, phrases["biplanes"]).replace("\u2581", "").replace(" ", "")
+    assert covered == "twobiplanes"
+    assert not set(phrases["balloons"]) & set(phrases["biplanes"])

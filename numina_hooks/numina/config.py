@@ -23,6 +23,7 @@ _CHOICES = {
     "guidance": ("sparse", "dense"),
     "target_mode": ("per_head", "shared"),
     "boost_mode": ("mass", "logit_spread", "absolute"),
+    "guide_tokens": ("noun", "phrase"),
 }
 
 
@@ -148,6 +149,13 @@ class NuminaConfig:
     target_mode: Literal["per_head", "shared"] = "per_head"
     """Template-copy target score: the reference instance's mean per head, or one mean
     shared by all heads."""
+    guide_tokens: Literal["noun", "phrase"] = "noun"
+    """Text columns phase 2 edits: the noun's tokens (paper), or its whole counted phrase
+    ("three red discs": count word, modifiers and noun). Phase 1 reads the noun's alone."""
+    suppress_outside: bool = False
+    """False (paper): the guided columns are suppressed only inside removed regions. True:
+    on every video row of a frame outside the noun's refined layout (its kept and added
+    instances), so the noun cannot appear where the layout has none of it."""
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -170,6 +178,8 @@ class NuminaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _fail(name, v, "an int >= 0")
+        if not isinstance(self.suppress_outside, bool):
+            _fail("suppress_outside", self.suppress_outside, "True or False")
         v = self.lift_sample
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             _fail("lift_sample", v, "an int >= 2")

@@ -34,7 +34,7 @@ from .batch import BatchGuidance, BatchLayoutReader, batch_rows, prompt_of_item
 from .identify import LayoutReader
 from .refine import refine_layouts
 from .report import NuminaReport
-from .tokens import noun_token_columns
+from .tokens import noun_token_columns, phrase_token_columns
 
 
 class _Phase1Done(Exception):
@@ -185,6 +185,16 @@ def run_numina(
         else None
         for p, a in zip(prompts, asked)
     ]
+    guide_columns = columns
+    if config.guide_tokens == "phrase":
+        guide_columns = [
+            phrase_token_columns(
+                adapter.tokenizer(), adapter.prompt_for_tokenizer(p), a, max_length=adapter.text_length(kwargs)
+            )
+            if a
+            else None
+            for p, a in zip(prompts, asked)
+        ]
     num_steps = adapter.num_steps(kwargs)
     transformers = adapter.transformers()
     depth = len({site.layer for site, _ in adapter.sites(*transformers[0])})
@@ -266,7 +276,8 @@ def run_numina(
             }
             for n, frames in refined.items()
         }
-        plans[item] = plan_from_refinement(refined, columns[p], item_reader.grid)
+        plans[item] = plan_from_refinement(refined, guide_columns[p], item_reader.grid,
+                                           suppress_outside=config.suppress_outside)
         guidances[item] = LayoutGuidance(plans[item], config, num_steps)
     refine_seconds = time.perf_counter() - t0
 

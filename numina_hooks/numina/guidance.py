@@ -65,8 +65,12 @@ def _rows(mask: np.ndarray, frame: int, hw: int) -> torch.Tensor:
     return torch.from_numpy(np.flatnonzero(mask.reshape(-1)) + frame * hw).long()
 
 
-def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tuple[int, int]) -> GuidancePlan:
-    """Build the plan from ``refine_layouts`` output: noun -> list of per-frame refinements."""
+def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tuple[int, int],
+                         suppress_outside: bool = False) -> GuidancePlan:
+    """Build the plan from ``refine_layouts`` output: noun -> list of per-frame refinements.
+
+    ``suppress_outside``: suppress each noun on every row of a frame outside its refined
+    layout (``labels_after``), not only in its removed regions."""
     hw = grid[0] * grid[1]
     nouns = {}
     for noun, frames in refined.items():
@@ -79,6 +83,9 @@ def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tup
                     boost.append(_rows(edit.mask, f, hw))
                 else:
                     copies.append(CopyGroup(rows=_rows(edit.mask, f, hw), reference_rows=_rows(edit.reference, f, hw)))
+            if suppress_outside:
+                suppress.append(_rows((rf.labels_after == 0) & ~added_here, f, hw))
+                continue
             for mask in rf.removed:
                 # an addition placed over a removed region wins there
                 suppress.append(_rows(mask & ~added_here, f, hw))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-__all__ = ["noun_token_columns", "find_noun_spans"]
+__all__ = ["noun_token_columns", "phrase_token_columns", "find_noun_spans", "find_phrase_spans"]
 
 
 def find_noun_spans(prompt: str, noun: str) -> list[tuple[int, int]]:
@@ -24,6 +24,69 @@ def find_noun_spans(prompt: str, noun: str) -> list[tuple[int, int]]:
         raise ValueError("noun_token_columns: got an empty noun; expected a word of the prompt")
     pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(noun) + r"(?![0-9A-Za-z])", re.IGNORECASE)
     return [m.span() for m in pattern.finditer(prompt)]
+
+
+#: Words that may open a counted phrase ("three red cats", "a small dog", "the 4 cups").
+_COUNT_OPENERS = {"a", "an", "one", "single", "lone", "solitary", "two", "three", "four", "five", "six",
+                  "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen",
+                  "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "dozen"}
+#: Words that end a phrase when walking left from its noun.
+_PHRASE_BREAKS = {"and", "or", "with", "of", "near", "beside", "behind", "next", "to", "on", "in", "under",
+                  "over", "while", "than", "the"}
+_WORD = re.compile(r"[0-9A-Za-z'-]+")
+
+
+def find_phrase_spans(prompt: str, noun: str, max_words: int = 4) -> list[tuple[int, int]]:
+    """Character spans [start, end) of each counted phrase ending in ``noun``.
+
+    From each occurrence of the noun (as :func:`find_noun_spans`), walks left over at most
+    ``max_words`` words that are not separated by punctuation or a joining word ("and",
+    "with", ...), and opens the phrase at the nearest count word met ("three", "a", a
+    number): "three red discs" in "three red discs and a blue square". Where no count
+    word is found, the span is the noun alone.
+    """
+    spans = []
+    for start, end in find_noun_spans(prompt, noun):
+        open_at = start
+        words = list(_WORD.finditer(prompt[:start]))[::-1][:max_words]
+        gap_end = start
+        for w in words:
+            gap = prompt[w.end():gap_end]
+            if gap.strip():  # punctuation between the words ends the phrase
+                break
+            word = w.group().lower()
+            if word in _PHRASE_BREAKS:
+                break
+            if word in _COUNT_OPENERS or word.isdigit():
+                open_at = w.start()
+                break
+            gap_end = w.start()
+        spans.append((open_at, end))
+    return spans
+
+
+def phrase_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
+                         max_length: int | None = None) -> dict[str, list[int]]:
+    """Token columns of each noun's counted phrase (count word, modifiers and the noun).
+
+    Same conventions and errors as :func:`noun_token_columns`; the noun's own columns are
+    always included.
+    """
+    nouns = list(nouns)
+    columns = noun_token_columns(tokenizer, prompt, nouns, max_length)
+    kwargs: dict[str, Any] = {"add_special_tokens": True, "return_offsets_mapping": True}
+    if max_length is not None:
+        kwargs.update(max_length=int(max_length), truncation=True)
+    offsets = tokenizer(prompt, **kwargs)["offset_mapping"]
+    if len(offsets) and isinstance(offsets[0][0], (list, tuple)):
+        offsets = offsets[0]
+    for noun in nouns:
+        spans = find_phrase_spans(prompt, noun)
+        columns[noun] = sorted(set(columns[noun]) | {
+            k for k, (s, e) in enumerate(offsets)
+            if e > s and any(s < b and e > a for a, b in spans)
+        })
+    return columns
 
 
 def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
