@@ -192,3 +192,13 @@ def test_every_cut_and_head_choice_combination_gives_a_consistent_layout(cut, ch
     assert layout.count == int(layout.labels.max())
     assert set(np.unique(layout.labels)) == set(range(layout.count + 1))
     assert layout.head_scores.shape == (4,)
+
+
+def test_partition_reads_half_precision_maps_like_float32():
+    from numina_hooks.numina.partition import partition_heads
+
+    sa = _heads(_touching_pair(), 2, ["positional", "diffuse", "instance", "positional"])
+    want = partition_heads(sa, GRID)
+    got = partition_heads(sa.bfloat16(), GRID)
+    assert np.array_equal(got.regions, want.regions)
+    assert got.regions[2].max() >= 2  # the instance head's two squares are separate regions

@@ -192,10 +192,12 @@ def partition_heads(self_attn: torch.Tensor, grid: tuple[int, int], *, band: int
     heads (what the least structured heads give it: the shared positional part, border
     effects included); None = absolute weights. ``sink_mass``: a key that receives this
     share of the average row is an attention sink. Lifts are left unmeasured (NaN): see
-    ``fill_lift``. See the module docstring.
+    ``fill_lift``. See the module docstring. Half-precision maps are read in float32.
     """
     h, n, _ = self_attn.shape
     H, W = grid
+    if self_attn.dtype in (torch.float16, torch.bfloat16):
+        self_attn = self_attn.float()
     horiz, vert = edge_weights(self_attn, (H, W), band)
     values = torch.cat([horiz.reshape(h, -1), vert.reshape(h, -1)], 1)
     if reference_quantile is not None and h > 2:
