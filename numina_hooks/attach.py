@@ -51,6 +51,9 @@ class Handle:
         self._pm.add_hookspecs(hookspecs)
         self._pm.register(_ModelRunner(), name="numina_hooks.model_runner")
         self._wants_attention = False
+        #: some plugin implements on_attention or on_forward: a traced forward needs its context
+        self._wants_context = False
+        self._compiled_forwards: list = []  # hooking.ForwardChain of traced forwards under way
         self._warned_untapped: set[str] = set()
         self._undo: list = []  # what detach runs, last first
         self._user_context: Optional[dict] = None
@@ -110,7 +113,12 @@ class Handle:
         return self._pm.hook
 
     def _refresh(self) -> None:
+        from .hooking import set_wants_attention
+
         self._wants_attention = bool(self._pm.hook.on_attention.get_hookimpls())
+        wants_forward = any(not isinstance(i.plugin, _ModelRunner) for i in self._pm.hook.on_forward.get_hookimpls())
+        self._wants_context = self._wants_attention or wants_forward
+        set_wants_attention(self, self._wants_attention and self._attached)
 
     # ------------------------------------------------------------------ install / undo
     def _install(self) -> None:
@@ -153,6 +161,9 @@ class Handle:
             except Exception as exc:  # pragma: no cover - keep undoing the rest
                 errors.append(exc)
         self._attached = False
+        from .hooking import set_wants_attention
+
+        set_wants_attention(self, False)
         if errors:  # pragma: no cover
             raise RuntimeError(f"detach finished with errors: {errors}")
 

@@ -20,6 +20,14 @@ Three pieces, each removable exactly:
   diffusers' own caches do, so ours coexists with FirstBlockCache, MagCache
   and TaylorSeer. A :class:`_ForwardGuard` puts it back into the forward chain
   when accelerate's offload hooks are removed and re-added around it.
+
+Under ``torch.compile`` (dynamo tracing the transformer) the same three pieces take
+a path dynamo can trace: with no plugin implementing ``on_attention`` or
+``on_forward`` they add nothing to the graph (no context variable, no timestep
+read), and with plugins the Python side (building the call context, pluggy,
+the plugins themselves) runs in functions marked ``torch.compiler.disable``: one
+graph break when a forward starts, one when it ends, and one per viewed
+attention kernel call. See "torch.compile" in docs/attach.md.
 """
 
 from __future__ import annotations
@@ -33,13 +41,34 @@ from typing import Callable, Optional
 
 import torch
 
-from .context import CallContext, current_call
+from .context import CallContext, ForwardCall, current_call
 from .views import AttentionView, Site
 
 #: The hooked attention layer currently running, if any.
 _active_site: contextvars.ContextVar[Optional["SiteCall"]] = contextvars.ContextVar(
     "numina_hooks_active_site", default=None
 )
+
+
+#: Under torch.compile: ``[processor, kernel calls so far]`` of the hooked processor whose
+#: call dynamo is tracing, or None. A plain list, which dynamo traces (a context variable
+#: it cannot); set and restored in traced code, read by the tap's eager dispatch.
+_compiled_site: list = [None]
+
+#: Handles (by id) with an ``on_attention`` plugin, and their count: the kernel tap reads
+#: the count in traced code, so with none (attached but idle) dynamo sees only the kernel.
+_attention_handles: set = set()
+_attention_wanted = 0
+
+
+def set_wants_attention(handle, wants: bool) -> None:
+    """Record whether ``handle`` has an ``on_attention`` plugin (for the compiled tap path)."""
+    global _attention_wanted
+    if wants:
+        _attention_handles.add(id(handle))
+    else:
+        _attention_handles.discard(id(handle))
+    _attention_wanted = len(_attention_handles)
 
 
 class SiteCall:
@@ -127,6 +156,14 @@ class HookedProcessor:
         handle = self.handle
         if not handle._wants_attention:
             return self.inner(attn, *args, **kwargs)
+        if torch.compiler.is_compiling():
+            # traced: mark the site in a plain list (no context variable, no graph break); the
+            # tap's eager dispatch reads it. The untapped-processor warning is left to eager calls.
+            previous = _compiled_site[0]
+            _compiled_site[0] = [self, 0]
+            result = self.inner(attn, *args, **kwargs)
+            _compiled_site[0] = previous
+            return result
         ctx = current_call.get()
         if ctx is None:
             ctx = handle._fallback_context(self.site.transformer)
@@ -252,6 +289,13 @@ class KernelTap:
 
 def _make_tapped(original: Callable, layout: str, read_arguments: Optional[Callable] = None) -> Callable:
     def tapped(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            if not _attention_wanted:  # attached but idle: dynamo sees the kernel alone
+                return original(*args, **kwargs)
+            marked = _compiled_site[0]
+            if marked is None:  # a site marked some other way (the context variable), if any
+                return _dispatch_marked_by_context(original, layout, args, kwargs, read_arguments)
+            return _dispatch_compiled_site(marked, original, layout, args, kwargs, read_arguments)
         site_call = _active_site.get()
         if site_call is None:
             return original(*args, **kwargs)
@@ -260,6 +304,35 @@ def _make_tapped(original: Callable, layout: str, read_arguments: Optional[Calla
     tapped.__wrapped__ = original
     tapped.__numina_tap__ = True
     return tapped
+
+
+@torch.compiler.disable
+def _dispatch_compiled_site(marked: list, original: Callable, layout: str, args: tuple, kwargs: dict,
+                            read_arguments=None):
+    """A tapped kernel call inside a traced hooked processor (``marked`` is its
+    ``[processor, kernel calls so far]``), run eagerly: the view, the plugins and the
+    kernel. One graph break per kernel call of a hooked site."""
+    processor, index = marked[0], marked[1]
+    marked[1] = index + 1
+    if index != processor.expected_kernel:
+        return original(*args, **kwargs)
+    handle = processor.handle
+    ctx = current_call.get()
+    if ctx is None:
+        ctx = handle._fallback_context(processor.site.transformer)
+    site_call = SiteCall(processor.site, handle, ctx, processor.expected_kernel)
+    site_call.kernel_calls = index
+    return site_call.on_kernel(original, layout, args, kwargs, read_arguments)
+
+
+@torch.compiler.disable
+def _dispatch_marked_by_context(original: Callable, layout: str, args: tuple, kwargs: dict, read_arguments=None):
+    """A tapped kernel call under torch.compile outside a traced hooked processor: the eager
+    path (an adapter that marks its sites with the context variable)."""
+    site_call = _active_site.get()
+    if site_call is None:
+        return original(*args, **kwargs)
+    return site_call.on_kernel(original, layout, args, kwargs, read_arguments)
 
 
 # ----------------------------------------------------------------------------- forward hook
@@ -288,7 +361,9 @@ def make_forward_hook(handle, transformer_name: str, on_enter: Optional[Callable
             self.receiver = _ContextReceiver()
 
         def new_forward(self, module, *args, **kwargs):
-            if on_enter is not None and not torch.compiler.is_compiling():
+            if torch.compiler.is_compiling():
+                return _compiled_forward(self, module, args, kwargs)
+            if on_enter is not None:
                 on_enter()
             ctx = handle._make_context(transformer_name, module, args, kwargs, self.receiver._context)
             token = current_call.set(ctx)
@@ -301,7 +376,149 @@ def make_forward_hook(handle, transformer_name: str, on_enter: Optional[Callable
             self.receiver._context = None
             return module
 
+    def _compiled_forward(hook, module, args, kwargs):
+        """The forward as dynamo traces it. No ``on_attention`` / ``on_forward`` plugin: the
+        model's forward alone (the same graph as unattached). Otherwise the call context and
+        the ``on_forward`` plugins' parts before and after the model run eagerly (two graph
+        breaks) and the model between them is traced."""
+        if not handle._wants_context:
+            return hook.fn_ref.original_forward(*args, **kwargs)
+        skipped = _begin_compiled_forward(handle, transformer_name, module, args, kwargs, hook.receiver._context,
+                                          hook.fn_ref.original_forward)
+        output = None if skipped else hook.fn_ref.original_forward(*args, **kwargs)
+        return _end_compiled_forward(handle, output)
+
     return ForwardHook()
+
+
+@torch.compiler.disable
+def _begin_compiled_forward(handle, tname: str, module, args, kwargs, cache_ctx, original_forward) -> bool:
+    """Eager start of a traced forward: the call context (set in ``current_call`` until
+    :func:`_end_compiled_forward`) and the ``on_forward`` chain up to the model. True
+    when a plugin skipped the model."""
+    pending = handle._compiled_forwards
+    while pending:  # a traced forward that raised before its end: unwind it first
+        pending.pop().abandon()
+    ctx = handle._make_context(tname, module, args, kwargs, cache_ctx)
+    token = current_call.set(ctx)
+    try:
+        chain = ForwardChain(handle, ForwardCall(ctx, module, args, kwargs, original_forward))
+        chain.begin()
+    except BaseException:
+        current_call.reset(token)
+        raise
+    chain.token = token
+    pending.append(chain)
+    return chain.model_skipped
+
+
+@torch.compiler.disable
+def _end_compiled_forward(handle, output):
+    """Eager end of a traced forward: the ``on_forward`` chain after the model (``output``,
+    None when skipped); returns the forward's result."""
+    chain = handle._compiled_forwards.pop()
+    try:
+        return chain.end(output)
+    finally:
+        current_call.reset(chain.token)
+
+
+class ForwardChain:
+    """pluggy's ``firstresult`` call of ``on_forward``, split around the model run, for
+    traced forwards (the model runs between :meth:`begin` and :meth:`end`, compiled).
+
+    The order and rules are pluggy's: implementations from the last registered (and
+    ``tryfirst``) on; a wrapper (``wrapper=True``) runs to its ``yield`` in :meth:`begin` and
+    gets the result (or the exception) sent back in :meth:`end`, innermost first; a plain
+    implementation's non-None result skips the model and the rest. The model is
+    numina-hooks' own ``trylast`` runner. With an old-style ``hookwrapper=True``
+    implementation pluggy runs the whole chain in :meth:`begin`, the model inside it
+    (eager, not compiled).
+    """
+
+    def __init__(self, handle, call: ForwardCall):
+        self.handle = handle
+        self.call = call
+        self.teardowns: list = []
+        self.result = None
+        self.exception: Optional[BaseException] = None
+        self.model_skipped = False
+        self.ran_eagerly = False
+        self.token = None
+
+    def begin(self) -> None:
+        from .attach import _ModelRunner
+
+        call = self.call
+        hookimpls = self.handle._pm.hook.on_forward.get_hookimpls()
+        if any(impl.hookwrapper for impl in hookimpls):
+            self.result = self.handle._pm.hook.on_forward(call=call)
+            self.model_skipped = self.ran_eagerly = True
+            return
+        try:
+            for impl in reversed(hookimpls):
+                if isinstance(impl.plugin, _ModelRunner):
+                    if call.skipped:  # a wrapper called call.skip_with(...): its output, no model
+                        self.result = call.run_model()
+                        self.model_skipped = True
+                    return
+                if impl.wrapper:
+                    gen = impl.function(call)
+                    try:
+                        next(gen)
+                    except StopIteration:
+                        raise RuntimeError(f"the on_forward wrapper of {impl.plugin_name} did not yield") from None
+                    self.teardowns.append(gen)
+                else:
+                    res = impl.function(call)
+                    if res is not None:
+                        self.result = res
+                        self.model_skipped = True
+                        return
+        except BaseException as exc:  # as pluggy: the wrappers already set up see it
+            self.exception = exc
+            self.model_skipped = True
+
+    def end(self, output):
+        """The forward's result: ``output`` (the model's, None when it was skipped) after the
+        wrappers' code past their ``yield``; raises what they leave raised."""
+        if self.ran_eagerly:
+            return self.result
+        result = self.result if self.model_skipped else output
+        exception = self.exception
+        teardowns, self.teardowns = self.teardowns, []
+        for gen in reversed(teardowns):
+            try:
+                if exception is not None:
+                    gen.throw(exception)
+                else:
+                    gen.send(result)
+                gen.close()
+            except StopIteration as stop:
+                result, exception = stop.value, None
+                continue
+            except BaseException as exc:  # noqa: BLE001 - the next wrapper out sees it, as in pluggy
+                exception = exc
+                continue
+            exception = RuntimeError("an on_forward wrapper yielded twice")
+        if exception is not None:
+            raise exception
+        return result
+
+    def abandon(self) -> None:
+        """Close the wrappers of a forward whose traced part raised (their ``finally`` blocks
+        run) and restore ``current_call``."""
+        teardowns, self.teardowns = self.teardowns, []
+        for gen in reversed(teardowns):
+            try:
+                gen.close()
+            except Exception:  # noqa: BLE001 - best effort; the original error has surfaced already
+                pass
+        if self.token is not None:
+            try:
+                current_call.reset(self.token)
+            except ValueError:  # pragma: no cover - set in another context
+                pass
 
 
 FORWARD_HOOK_NAME = "numina_hooks.forward"
