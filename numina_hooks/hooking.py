@@ -399,6 +399,7 @@ def _begin_compiled_forward(handle, tname: str, module, args, kwargs, cache_ctx,
     pending = handle._compiled_forwards
     while pending:  # a traced forward that raised before its end: unwind it first
         pending.pop().abandon()
+    _compiled_site[0] = None  # and a traced processor call that raised left no site marked
     ctx = handle._make_context(tname, module, args, kwargs, cache_ctx)
     token = current_call.set(ctx)
     try:
@@ -431,7 +432,8 @@ class ForwardChain:
     ``tryfirst``) on; a wrapper (``wrapper=True``) runs to its ``yield`` in :meth:`begin` and
     gets the result (or the exception) sent back in :meth:`end`, innermost first; a plain
     implementation's non-None result skips the model and the rest. The model is
-    numina-hooks' own ``trylast`` runner. With an old-style ``hookwrapper=True``
+    numina-hooks' own ``trylast`` runner; when a plugin gave ``call`` other ``args`` /
+    ``kwargs`` it runs eagerly in :meth:`begin` on them. With an old-style ``hookwrapper=True``
     implementation pluggy runs the whole chain in :meth:`begin`, the model inside it
     (eager, not compiled).
     """
@@ -445,6 +447,14 @@ class ForwardChain:
         self.model_skipped = False
         self.ran_eagerly = False
         self.token = None
+        self._given = (tuple(call.args), dict(call.kwargs))
+
+    def _arguments_changed(self) -> bool:
+        """True when a plugin gave ``call`` other arguments than the forward's own."""
+        args, kwargs = self._given
+        call = self.call
+        return (len(call.args) != len(args) or any(a is not b for a, b in zip(call.args, args))
+                or call.kwargs.keys() != kwargs.keys() or any(call.kwargs[k] is not v for k, v in kwargs.items()))
 
     def begin(self) -> None:
         from .attach import _ModelRunner
@@ -458,7 +468,9 @@ class ForwardChain:
         try:
             for impl in reversed(hookimpls):
                 if isinstance(impl.plugin, _ModelRunner):
-                    if call.skipped:  # a wrapper called call.skip_with(...): its output, no model
+                    if call.skipped or self._arguments_changed():
+                        # skipped: the wrapper's output; new arguments: the model runs here, eagerly,
+                        # on them (the traced model only knows the forward's own arguments)
                         self.result = call.run_model()
                         self.model_skipped = True
                     return

@@ -9,6 +9,7 @@ model, and NUMINA's two phases give the results they give uncompiled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -83,6 +84,20 @@ def test_attached_idle_compiles_to_the_plain_graph():
                                                                                  attached.break_reasons]
         # the same graph: the same operations, node for node (inputs are named by their access path)
         assert _operations(attached.graphs[0]) == _operations(plain.graphs[0])
+
+
+def test_attached_idle_cogvideox_compiles_to_the_plain_graph():
+    model = testing.tiny_cogvideox_pipeline().transformer
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(hidden_states=torch.randn(1, 3, 4, 8, 8, generator=g), timestep=torch.tensor([500]),
+                  encoder_hidden_states=torch.randn(1, 16, 32, generator=g), return_dict=False)
+    counts = []
+    for attached in (False, True):
+        torch._dynamo.reset()
+        with torch.no_grad(), (numina_hooks.attach(model) if attached else contextlib.nullcontext()):
+            explained = torch._dynamo.explain(model)(**inputs)
+        counts.append((explained.graph_count, explained.graph_break_count))
+    assert counts == [(1, 0), (1, 0)]
 
 
 def _operations(graph_module) -> list:
@@ -167,3 +182,45 @@ def test_numina_on_a_compiled_transformer_guides_and_matches_uncompiled(how, mon
     assert report.model_calls == uncompiled.numina.model_calls
     # measured: identical (max abs difference 0.0) with both backends on this CPU
     torch.testing.assert_close(compiled.frames, uncompiled.frames, rtol=0, atol=1e-5)
+
+
+class HalfInput:
+    """Runs the model on half the latents (new call.kwargs) and doubles its output."""
+
+    @hookimpl(wrapper=True)
+    def on_forward(self, call):
+        call.kwargs = dict(call.kwargs, hidden_states=call.kwargs["hidden_states"] * 0.5)
+        out = yield
+        return (out[0] * 2,)
+
+
+class FailsAfter:
+    @hookimpl(wrapper=True)
+    def on_forward(self, call):
+        yield
+        raise ValueError("plugin failed after the model ran")
+
+
+def test_on_forward_wrappers_under_compile_act_as_uncompiled():
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    model = _tiny_wan(layers=1)
+    inputs = _inputs()
+    with torch.no_grad():
+        plain = model(**inputs)[0]
+        with numina_hooks.attach(model, HalfInput()):
+            eager = model(**inputs)[0]
+        assert not torch.allclose(eager, plain, atol=1e-3)  # the plugin does change the result
+        compiled_model = torch.compile(model, backend="eager")
+        failing = FailsAfter()
+        with numina_hooks.attach(model, HalfInput()) as handle:
+            assert torch.equal(compiled_model(**inputs)[0], eager)
+            handle.register(failing)
+            with pytest.raises(ValueError, match="after the model ran"):
+                compiled_model(**inputs)
+            handle.unregister(failing)
+            assert torch.equal(compiled_model(**inputs)[0], eager)  # the failed call left nothing behind
+        with numina_hooks.attach(model):
+            assert torch.equal(compiled_model(**inputs)[0], plain)
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo did trace those calls
