@@ -151,6 +151,29 @@ def summarize(rows: list[dict], settings: dict) -> tuple[dict, str]:
     return summary, "\n".join(md) + "\n"
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_same_run(out: Path, identity: dict) -> None:
+    """Rows on disk are resumed only when they come from the same weights, config, seed and
+    search width (``OUT/run.json``); anything else would mix two runs in one table."""
+    path = out / "run.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != json.loads(json.dumps(identity)):
+            changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+            raise SystemExit(f"{out} holds rows of another run (different {', '.join(changed)}): "
+                             f"pass a new --out, or delete {out} to start over")
+    elif load_rows(out):
+        raise SystemExit(f"{out} holds rows but no run.json saying which weights and config made "
+                         f"them: pass a new --out, or delete {out} to start over")
+    else:
+        path.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=120, help="held-out prompt-seed pairs")
@@ -174,9 +197,13 @@ def main(argv=None) -> dict:
                 "weights": str(a.weights or "shipped"), "weights_step": info.get("steps"),
                 "machine": describe(), "machine_line": machine_line(describe())}
     if not a.summarize:
+        from dataclasses import asdict
+
         from numina_hooks.numina.config import NuminaConfig
 
         config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
+        check_same_run(out, {"seed": a.seed, "search": a.search, "config": asdict(config),
+                             "weights_sha256": _sha256(weights_dir / "model.safetensors")})
         pipe = toy_model.load_toy_pipeline(a.weights)
         pipe.set_progress_bar_config(disable=True)
         call = dict(toy_model.TOY_CALL)

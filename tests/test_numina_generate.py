@@ -83,7 +83,8 @@ def test_phase_two_reuses_the_callers_noise(setup, monkeypatch):
         return [dataclasses.replace(f, labels_after=f.labels_before, removed=[], added=[]) for f in frames]
 
     monkeypatch.setattr(generate_mod, "refine_layouts", no_edit)
-    out = _numina(pipe, case, counts={"cats": 3, "dogs": 2})
+    # suppress_outside would still suppress the nouns outside the (unchanged) layout
+    out = _numina(pipe, case, NuminaConfig(suppress_outside=False), counts={"cats": 3, "dogs": 2})
     assert out.numina.phase2_ran
     assert torch.equal(out.frames, plain)
 
