@@ -47,6 +47,11 @@ BENCHMARKS = [
      "(paper: 1.48x wall clock, 1.22x with EasyCache): NUMINA + EasyCache at most 1.25x the calls in the "
      "mismatch case and 1.0x in the match case, peak memory within 5% of plain, guided pass at most 1.25x "
      "plain's wall clock per call."),
+    ("bench_compile.py", ["--quick"], [], "torch.compile",
+     "Graphs and graph breaks (`torch._dynamo.explain`) of a compiled tiny Wan and CogVideoX transformer: "
+     "plain, attached with no plugin acting, attached with an observer, and a whole NUMINA generation; "
+     "inductor forward time plain vs attached-idle. Aim, checked: attached-idle has the plain graph and "
+     "break counts."),
     ("bench_easycache.py", ["--quick"], [], "EasyCache alone",
      "Speed-up and output difference (PSNR against the plain result) at several tau. Published for "
      "Wan2.1 (50 steps, warm-up 10): tau 0.05 baseline quality, 0.1 about 2x, 0.2 about 3x; 2.54x at "
@@ -72,7 +77,7 @@ GPU_CHECK = (
 )
 
 #: benchmarks that exit 1 when an aim is missed
-CHECKS_AIMS = ("bench_idle_overhead.py", "bench_guided_attention.py", "bench_numina.py")
+CHECKS_AIMS = ("bench_idle_overhead.py", "bench_guided_attention.py", "bench_numina.py", "bench_compile.py")
 
 
 def main(argv=None) -> int:
@@ -113,9 +118,9 @@ def write_doc() -> None:
         "markdown its benchmark wrote to `benchmarks/results/`, with the machine it ran on. Ratios are",
         "measured side by side within one run (in the benchmarks that check their aims: per round, in an",
         "order rotated each round, against the unhooked pipeline or the unguided call). CPU figures come",
-        "from a shared 2-core machine: treat small differences as noise. No GPU column yet: no GPU was",
-        "available when these were measured. docs/attention.md links here for its figures rather",
-        "than repeating them.",
+        "from a shared 2-core machine: treat small differences as noise. GPU figures are in the last",
+        "section (the GPU check, run by hand on a lent GPU). docs/attention.md links here for its",
+        "figures rather than repeating them.",
         "",
         "Benchmarks that check their aims (exit 1 when one is missed, and `run_all.py` then exits non-zero): "
         + ", ".join(f"`{b}`" for b in CHECKS_AIMS) + ". The others report only.",
@@ -124,7 +129,7 @@ def write_doc() -> None:
     stems = {
         "bench_idle_overhead.py": "idle_overhead", "bench_guided_attention.py": "guided_attention",
         "bench_identify.py": "identify", "bench_parse_counts.py": "parse_counts", "bench_numina.py": "numina",
-        "bench_easycache.py": "easycache",
+        "bench_easycache.py": "easycache", "bench_compile.py": "compile",
     }
     for script, _, _, title, what in BENCHMARKS:
         md = RESULTS / f"{stems[script]}.md"
