@@ -195,6 +195,32 @@ class AttentionView:
         kf = k[:, :, k0 : k0 + hw].float()
         return torch.softmax(torch.matmul(qf, kf.transpose(-1, -2)) * self.scale, dim=-1)
 
+    def self_attention_qk(
+        self, frame: int, batch: Optional[Sequence[int]] = None, heads: Optional[Sequence[int]] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The queries and keys behind ``self_attention_map(frame)``: ``(q, k)``, each
+        ``[batch, heads, HW, head_dim]`` in the model's dtype and on its device (slices of
+        the kernel's tensors; no copy unless ``batch``/``heads`` pick rows).
+
+        ``softmax(q @ k.transpose(-1, -2) * view.scale, -1)`` in float32 is the map; a reader
+        that needs only some of its entries can compute them from these without building
+        the ``[HW, HW]`` block of every head.
+        """
+        if self.video_keys is None:
+            raise ValueError(
+                f"self_attention_qk: layer {self.layer} ({self.site.name}) is a cross-attention; "
+                "ask a view with kind 'self' (or a joint view)"
+            )
+        geo = self.geometry
+        if not 0 <= frame < geo.frames:
+            raise ValueError(f"frame={frame} is out of range: this call has {geo.frames} latent frames (0..{geo.frames - 1})")
+        hw = geo.frame_tokens
+        q = self._select(self.q, batch, heads)
+        k = self._select(self.k, batch, heads)
+        q0 = self.video_queries.start + frame * hw
+        k0 = self.video_keys.start + frame * hw
+        return q[:, :, q0 : q0 + hw], k[:, :, k0 : k0 + hw]
+
     def cross_attention_map(
         self,
         token_columns: Sequence[int],

@@ -27,7 +27,8 @@ from .config import NuminaConfig
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
                      choose_from_partitions, focus_mask, proposals_from_self_map)
-from .partition import HeadPartitions, fill_lift, focus_regions, temporal_vote
+from .partition import (HeadPartitions, fill_lift, focus_regions, partition_from_qk,
+                        temporal_vote)
 
 
 @dataclass
@@ -61,6 +62,10 @@ class LayoutReader:
     :param step: t*, 0-based step index.
     :param layer: l*, 0-based block index.
     """
+
+    #: where the default algorithm reads the self view: "qk" (entries computed from the
+    #: frame's q/k, no [heads, HW, HW] map) or "maps" (full maps; the older path)
+    self_source = "qk"
 
     def __init__(self, columns: dict[str, list[int]], step: int, layer: int, config: NuminaConfig):
         self.columns = columns
@@ -107,18 +112,16 @@ class LayoutReader:
         self.grid = (geo.height, geo.width)
         self.frames = []
         for f in range(geo.frames):
-            # [heads, HW, HW], computed on the model's device; the layout stage runs on the CPU
-            maps = view.self_attention_map(f, batch=[row])[0].cpu()
-            check_not_constant(maps, f"self-attention of frame {f}")
             if cfg.head_choice == "containment":
-                parts = _partition(maps, self.grid, cfg)
-                # the nouns' focus is not known yet: measure every region once, here
-                fill_lift(parts, maps, None, cfg.lift_sample)
+                parts = self._partition_frame(view, f, row)
                 self.frames.append(FrameReading(self_head=-1, head_scores=np.zeros(0, np.float32),
                                                 proposals=np.zeros(self.grid, np.int32),
                                                 pca_rgb=np.zeros((*self.grid, 3), np.float32),
                                                 partitions=parts))
                 continue
+            # [heads, HW, HW], computed on the model's device; the layout stage runs on the CPU
+            maps = view.self_attention_map(f, batch=[row])[0].cpu()
+            check_not_constant(maps, f"self-attention of frame {f}")
             scores = score_self_attention_heads(
                 maps, self.grid, gamma=cfg.gamma, block_size=cfg.block_size, stride=cfg.score_stride
             )
@@ -141,6 +144,31 @@ class LayoutReader:
                     partitions=parts,
                 )
             )
+
+    def _partition_frame(self, view, f: int, row: int) -> HeadPartitions:
+        """Every head's regions of frame ``f``, every region's lift measured (the nouns'
+        focus is not known yet). ``self_source == "qk"``: from the frame's q/k on the model's
+        device (one q.k pass for the softmax normalisers and the neighbour entries, region
+        blocks on demand; only these small results reach the CPU); ``"maps"``: from the
+        frame's ``[heads, HW, HW]`` map copied to the CPU (same regions, lifts equal to
+        float32 rounding; kept for comparison)."""
+        cfg = self.config
+        name = f"self-attention of frame {f}"
+        if self.self_source == "maps":
+            maps = view.self_attention_map(f, batch=[row])[0].cpu()
+            check_not_constant(maps, name)
+            parts, source = _partition(maps, self.grid, cfg), maps
+        elif self.self_source == "qk":
+            q, k = view.self_attention_qk(f, batch=[row])
+            parts, source = partition_from_qk(
+                q[0], k[0], view.scale, self.grid, band=cfg.edge_band, name=name,
+                min_region=cfg.min_region, max_region_fraction=cfg.max_region_fraction,
+                reference_quantile=cfg.edge_reference_quantile, sink_mass=cfg.sink_mass)
+        else:
+            raise ValueError(f"LayoutReader.self_source={self.self_source!r}; expected 'qk' "
+                             "(read from q/k) or 'maps' (read from full maps)")
+        fill_lift(parts, source, None, cfg.lift_sample)
+        return parts
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config

@@ -30,8 +30,11 @@ The layout stage's default (see docs/method.md, "Identify v2"). For every head o
    class-level heads whose regions hold several instances, off by default: it did not help
    on the development scenes).
 
-All functions take ``[heads, HW, HW]`` maps and read only O(HW) entries per head for the
-edges plus the within-region pairs for containment: the full maps are never multiplied.
+All functions take ``[heads, HW, HW]`` maps, or a source of their entries
+(``attention_entries``), and read only O(HW) entries per head for the edges, 64 rows for the
+sinks, and blocks of sampled region members for containment: the full maps are never
+multiplied. ``partition_from_qk`` reads a frame from its q/k without building its map: one
+q.k pass for the softmax normalisers (and the edge entries), the rest on demand.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["HeadPartitions", "edge_weights", "otsu_threshold", "partition_heads", "fill_lift",
+from .attention_entries import MapSelfAttention, QKSelfAttention
+
+__all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
+           "partition_from_qk", "fill_lift",
            "focus_regions", "head_scores_from_focus", "choose_head", "temporal_vote"]
 
 
@@ -71,24 +77,34 @@ def _grid_index(H: int, W: int) -> torch.Tensor:
     return torch.arange(H * W).reshape(H, W)
 
 
-def edge_weights(self_attn: torch.Tensor, grid: tuple[int, int], band: int = 1
+def edge_weights(self_attn, grid: tuple[int, int], band: int = 1
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log symmetric affinity of every 4-neighbour pair of every head.
 
-    ``self_attn``: ``[heads, N, N]``, N = H * W. Returns (horizontal ``[heads, H, W-1]`` for
-    (y, x)-(y, x+1), vertical ``[heads, H-1, W]`` for (y, x)-(y+1, x)). ``band``: half-width
-    of the bundle of pairs averaged across the seam (0 = the pair alone). One gather of
+    ``self_attn``: ``[heads, N, N]``, N = H * W (or a source of its entries, see
+    ``attention_entries``). Returns (horizontal ``[heads, H, W-1]`` for (y, x)-(y, x+1),
+    vertical ``[heads, H-1, W]`` for (y, x)-(y+1, x)). ``band``: half-width of the bundle of
+    pairs averaged across the seam (0 = the pair alone). One gather of
     ``2 * (2 band + 1)^2`` entries per pair; the maps themselves are not copied."""
-    h, n, _ = self_attn.shape
+    source = _as_source(self_attn)
+    rows, cols, valid, shapes = edge_pairs(grid, band)
+    return _bundle_weights(source.pairs(rows, cols), valid, shapes, grid, band)
+
+
+def edge_pairs(grid: tuple[int, int], band: int = 1) -> tuple[torch.Tensor, torch.Tensor,
+                                                              torch.Tensor, list]:
+    """The entries ``(rows, cols)`` (long ``[P]``) that ``edge_weights`` reads, with
+    ``valid`` (bool ``[P]``: False where the bundle leaves the grid; the entry read there is
+    a placeholder) and the seams' shapes (horizontal first, then vertical; a seam that does
+    not exist on the grid is left out)."""
     H, W = grid
     idx = _grid_index(H, W)
-    flat = self_attn.reshape(h, n * n)
     sides = []
     if W > 1:
         sides.append((idx[:, :-1], idx[:, 1:], 0))  # seam along the rows (dim 0)
     if H > 1:
         sides.append((idx[:-1, :], idx[1:, :], 1))
-    lin, valid, shapes = [], [], []
+    rows, cols, valid, shapes = [], [], [], []
     for a_side, b_side, along in sides:
         for s in range(-band, band + 1):
             ia = _shifted(a_side, s, along)
@@ -96,13 +112,27 @@ def edge_weights(self_attn: torch.Tensor, grid: tuple[int, int], band: int = 1
                 ib = _shifted(b_side, t, along)
                 ok = (ia >= 0) & (ib >= 0)
                 a, b = ia.clamp_min(0).reshape(-1), ib.clamp_min(0).reshape(-1)
-                lin += [a * n + b, b * n + a]
+                rows += [a, b]
+                cols += [b, a]
                 valid += [ok.reshape(-1)] * 2
         shapes.append(a_side.shape)
-    vals = flat[:, torch.cat(lin)] * torch.cat(valid).to(self_attn.dtype)  # [h, k * pairs]
+    if not rows:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, torch.zeros(0, dtype=torch.bool), shapes
+    return torch.cat(rows), torch.cat(cols), torch.cat(valid), shapes
+
+
+def _bundle_weights(vals: torch.Tensor, valid: torch.Tensor, shapes: list,
+                    grid: tuple[int, int], band: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries ``vals`` ``[heads, P]`` of ``edge_pairs`` -> (horizontal, vertical) log
+    affinities (see ``edge_weights``)."""
+    H, W = grid
+    n = H * W
+    h = vals.shape[0]
+    ok_all = valid.to(vals.dtype)
+    vals = vals * ok_all  # [h, k * pairs]
     k = 2 * (2 * band + 1) ** 2
     out, start = [], 0
-    ok_all = torch.cat(valid).to(self_attn.dtype)
     for shape in shapes:
         m = shape[0] * shape[1]
         block = vals[:, start:start + k * m].reshape(h, k, m)
@@ -113,6 +143,29 @@ def edge_weights(self_attn: torch.Tensor, grid: tuple[int, int], band: int = 1
     horiz = out.pop(0) if W > 1 else empty_h
     vert = out.pop(0) if H > 1 else empty_v
     return horiz, vert
+
+
+def _as_source(self_attn):
+    """A ``[heads, N, N]`` tensor as a ``MapSelfAttention``; a source as it is."""
+    if isinstance(self_attn, torch.Tensor):
+        return MapSelfAttention(self_attn)
+    return self_attn
+
+
+def partition_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, grid: tuple[int, int], *,
+                      band: int = 1, name: str = "self-attention", **kwargs
+                      ) -> tuple[HeadPartitions, QKSelfAttention]:
+    """``partition_heads`` of ``softmax(q k^T * scale)`` computed from one frame's ``q``, ``k``
+    ``[heads, N, d]`` without building the map (on their device). Returns the partitions and
+    the q/k source, to pass to ``fill_lift`` in place of the map. ``kwargs``: those of
+    ``partition_heads``. ValueError (naming ``name``) when the map would be constant."""
+    n = grid[0] * grid[1]
+    if q.dim() != 3 or q.shape[1] != n:
+        raise ValueError(f"q has shape {tuple(q.shape)}; expected [heads, {n}, d] for the "
+                         f"grid {grid[0]}x{grid[1]}")
+    rows, cols, _, _ = edge_pairs(grid, band)
+    source = QKSelfAttention(q, k, scale, pairs=(rows, cols), name=name)
+    return partition_heads(source, grid, band=band, **kwargs), source
 
 
 def _shifted(index: torch.Tensor, offset: int, along: int) -> torch.Tensor:
@@ -181,24 +234,28 @@ def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
     return new[comp]
 
 
-def partition_heads(self_attn: torch.Tensor, grid: tuple[int, int], *, band: int = 1,
+def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                     min_region: int = 4, max_region_fraction: float = 0.5,
                     reference_quantile: float | None = 0.25,
                     sink_mass: float = 0.05) -> HeadPartitions:
     """Regions and containment lift of every head of one frame.
 
-    ``self_attn``: ``[heads, N, N]`` float tensor (rows sum to 1). ``reference_quantile``:
+    ``self_attn``: ``[heads, N, N]`` float tensor (rows sum to 1), or a source of its
+    entries (``attention_entries``; see ``partition_from_qk``). ``reference_quantile``:
     each pair's weight is taken relative to this quantile of the same pair's weight over the
     heads (what the least structured heads give it: the shared positional part, border
     effects included); None = absolute weights. ``sink_mass``: a key that receives this
     share of the average row is an attention sink. Lifts are left unmeasured (NaN): see
     ``fill_lift``. See the module docstring. Half-precision maps are read in float32.
     """
-    h, n, _ = self_attn.shape
-    H, W = grid
-    if self_attn.dtype in (torch.float16, torch.bfloat16):
+    if isinstance(self_attn, torch.Tensor) and self_attn.dtype in (torch.float16, torch.bfloat16):
         self_attn = self_attn.float()
-    horiz, vert = edge_weights(self_attn, (H, W), band)
+    source = _as_source(self_attn)
+    h, n = source.heads, source.n
+    H, W = grid
+    if n != H * W:
+        raise ValueError(f"self_attn has {n} tokens per frame; the grid {H}x{W} has {H * W}")
+    horiz, vert = edge_weights(source, (H, W), band)
     values = torch.cat([horiz.reshape(h, -1), vert.reshape(h, -1)], 1)
     if reference_quantile is not None and h > 2:
         values = values - torch.quantile(values, reference_quantile, dim=0)[None, :]
@@ -214,7 +271,7 @@ def partition_heads(self_attn: torch.Tensor, grid: tuple[int, int], *, band: int
     hi = max(1, int(np.floor(max_region_fraction * n)))
     regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
     contrast = _region_contrast(regions, values.numpy(), ph.numpy(), qh.numpy())
-    sinks = _sink_keys(self_attn, sink_mass)
+    sinks = _sink_keys(source, sink_mass)
     sink_region = []
     for k in range(h):
         flag = np.zeros(int(regions[k].max()) + 1, dtype=bool)
@@ -228,11 +285,12 @@ def partition_heads(self_attn: torch.Tensor, grid: tuple[int, int], *, band: int
                           thresholds=thr.numpy().astype(np.float32))
 
 
-def fill_lift(parts: HeadPartitions, self_attn: torch.Tensor, wanted: list | None = None,
+def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
               sample: int = 16) -> None:
     """Compute the containment lift of the ``wanted`` regions (a list, one bool
     [m_h + 1] array per head; None = every region) into ``parts.lift`` in place. Regions
-    already measured are not measured again; sink regions get -inf."""
+    already measured are not measured again; sink regions get -inf. ``self_attn``: the
+    frame's ``[heads, N, N]`` map or a source of its entries (``partition_from_qk``)."""
     h = parts.regions.shape[0]
     flat_regions = parts.regions.reshape(h, -1)
     todo = np.zeros_like(flat_regions)
@@ -244,7 +302,7 @@ def fill_lift(parts: HeadPartitions, self_attn: torch.Tensor, wanted: list | Non
         todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
     if not todo.any():
         return
-    measured = _containment_lift(self_attn, todo, sample, parts.regions.shape[1:])
+    measured = _containment_lift(_as_source(self_attn), todo, sample, parts.regions.shape[1:])
     for k in range(h):
         ids = np.unique(todo[k])
         ids = ids[ids > 0]
@@ -276,16 +334,16 @@ def _region_contrast(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: 
     return out
 
 
-def _sink_keys(self_attn: torch.Tensor, sink_mass: float, rows: int = 64) -> np.ndarray:
+def _sink_keys(source, sink_mass: float, rows: int = 64) -> np.ndarray:
     """bool [heads, N]: keys that receive at least ``sink_mass`` of the attention of the
     average row (estimated on ``rows`` evenly spaced query rows)."""
-    h, n, _ = self_attn.shape
+    source = _as_source(source)
+    n = source.n
     pick = torch.linspace(0, n - 1, min(rows, n)).round().long()
-    mass = self_attn[:, pick, :].mean(1)  # [h, N]
-    return (mass >= sink_mass).numpy()
+    return (source.mean_rows(pick) >= sink_mass).numpy()
 
 
-def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int,
+def _containment_lift(source, regions: np.ndarray, sample: int,
                       grid: tuple[int, int]) -> list:
     """Per head and region: the attention the region's rows keep inside the region, minus
     what the same head keeps inside the region moved by half its own height or width (the
@@ -294,8 +352,9 @@ def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int,
     straddles the object's edge: half of it is background or another object; a whole-box
     move could land exactly on an identical neighbour). A region too large to move anywhere
     is compared with the all-head mean instead. ``regions``: int [heads, N]. Large regions are measured
-    on ``sample`` evenly spaced members."""
-    h, n, _ = self_attn.shape
+    on ``sample`` evenly spaced members. ``source``: the frame's entries (``attention_entries``),
+    read as one ``[S, S]`` block per region and move (S = the members used)."""
+    h, n = source.heads, source.n
     H, W = grid
     out = [np.zeros(int(regions[k].max()) + 1) for k in range(h)]
     heads_of, pix = np.nonzero(regions)
@@ -325,51 +384,44 @@ def _containment_lift(self_attn: torch.Tensor, regions: np.ndarray, sample: int,
     n_moves = sum(ok.astype(np.int64) for _, _, ok in moves)
     # members used: all of a small region, ``sample`` evenly spaced ones of a large one
     used = np.minimum(size, sample)
-    g_of_member = np.repeat(np.arange(len(groups)), used)
-    rank = np.arange(int(used.sum())) - np.repeat(np.cumsum(used) - used, used)
-    big = size[g_of_member] > sample
-    spaced = np.round(rank * (size[g_of_member] - 1) / max(sample - 1, 1)).astype(np.int64)
-    members = pix[start[g_of_member] + np.where(big, spaced, rank)]
-    m_start = np.cumsum(used) - used
-    # all pairs (a, b) of used members within each group
-    n_pairs = used * used
-    g_of_pair = np.repeat(np.arange(len(groups)), n_pairs)
-    t = np.arange(int(n_pairs.sum())) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
-    u = used[g_of_pair]
-    a = members[m_start[g_of_pair] + t // u]
-    b = members[m_start[g_of_pair] + t % u]
+    n_groups, width = len(groups), int(used.max())
+    slot = np.arange(width)
+    filled = slot[None, :] < used[:, None]  # [G, S]
+    spaced = np.round(slot[None, :] * (size[:, None] - 1) / max(sample - 1, 1)).astype(np.int64)
+    rank = np.where((size > sample)[:, None], spaced, slot[None, :])
+    members = pix[start[:, None] + np.where(filled, rank, 0)]  # [G, S]; padding repeats slot 0
     # each row's own entry plus its other sampled columns scaled by (|R| - 1) / (used - 1),
     # averaged over the used rows (the diagonal is always sampled: scaling it too would
     # overrate heads that attend to the query itself)
-    scale = np.where(a == b, 1.0, ((size - 1) / np.maximum(used - 1, 1))[g_of_pair])
-    flat = self_attn.reshape(-1)
-    base = g_head[g_of_pair] * (n * n)
+    weight = np.where(np.eye(width, dtype=bool)[None], 1.0,
+                      ((size - 1) / np.maximum(used - 1, 1))[:, None, None])
+    weight = weight * (filled[:, :, None] & filled[:, None, :])  # [G, S, S]
+    heads_t = torch.from_numpy(g_head.astype(np.int64))
 
-    def containment(rows: np.ndarray, cols: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        vals = flat[torch.from_numpy((base + rows * n + cols)[keep])].double().numpy()
-        return np.bincount(g_of_pair[keep], weights=vals * scale[keep],
-                           minlength=len(groups)) / used
+    def containment(sel: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        rows = torch.from_numpy(members[sel] + offset[sel, None])
+        vals = source.blocks(heads_t[torch.from_numpy(np.nonzero(sel)[0])], rows)
+        return (vals.double().numpy() * weight[sel]).sum((1, 2)) / used[sel]
 
-    everything = np.ones(len(a), dtype=bool)
-    inside = containment(a, b, everything)
-    moved = np.zeros(len(groups))
+    everything = np.ones(n_groups, dtype=bool)
+    inside = containment(everything, np.zeros(n_groups, dtype=np.int64))
+    moved = np.zeros(n_groups)
     for dy, dx, ok in moves:
-        keep = ok[g_of_pair]
-        if keep.any():
-            off = (dy * W + dx)[g_of_pair]
-            moved += containment(a + off, b + off, keep)
+        if ok.any():
+            moved[ok] += containment(ok, dy * W + dx)
     lift = inside - moved / np.maximum(n_moves, 1)
     stuck = n_moves == 0
     if stuck.any():  # too large to move: compare with the all-head mean
-        keep = stuck[g_of_pair]
-        idx = torch.from_numpy((a * n + b)[keep])
-        mean = self_attn.reshape(h, n * n)[:, idx].mean(0).double().numpy()
-        mean_c = np.bincount(g_of_pair[keep], weights=mean * scale[keep],
-                             minlength=len(groups)) / used
-        lift = np.where(stuck, inside - mean_c, lift)
+        sel = np.nonzero(stuck)[0]
+        rows = torch.from_numpy(members[sel])
+        per_head = torch.stack([source.blocks(torch.full((len(sel),), k, dtype=torch.long), rows)
+                                for k in range(h)])
+        mean = per_head.mean(0).double().numpy()
+        mean_c = (mean * weight[sel]).sum((1, 2)) / used[sel]
+        lift[sel] = inside[sel] - mean_c
     for k in range(h):
-        sel = g_head == k
-        out[k][g_region[sel]] = lift[sel]
+        pick = g_head == k
+        out[k][g_region[pick]] = lift[pick]
     return out
 
 

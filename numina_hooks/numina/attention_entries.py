@@ -1,0 +1,159 @@
+"""Entries of one frame's self-attention, read on demand: from a ready map or from q/k.
+
+The adaptive partition (``partition.py``) reads three things of a frame's ``[heads, N, N]``
+softmax map ``A`` (``N = H * W``): the entries of the 4-neighbour bundles (the same pairs in
+every head), small square blocks ``A[head, rows, rows]`` of sampled region members (the
+containment lift), and the mean of a few rows (attention-sink keys). Two sources give them:
+
+* :class:`MapSelfAttention` gathers them from a ready ``[heads, N, N]`` map;
+* :class:`QKSelfAttention` computes them from the frame's queries and keys. One pass over
+  row chunks computes every row's log-sum-exp (the softmax normaliser) and gathers the
+  neighbour entries on the way; blocks and rows are later computed from q/k directly. No
+  ``[heads, N, N]`` tensor is kept (the pass holds one ``chunk x N`` block of one head), the
+  work runs on the device q/k live on, and only the small results reach the CPU.
+
+Both return float32 values on the CPU; the q/k source agrees with the map to float32
+rounding (the map's softmax divides by the row sum, this one subtracts the log-sum-exp).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["MapSelfAttention", "QKSelfAttention", "CHUNK_ELEMENTS"]
+
+#: float32 scores held at once by the q/k source's normaliser pass (one head's row chunk).
+CHUNK_ELEMENTS = 1 << 20  # 4 MB: a chunk stays in a core's L2 cache
+
+
+class MapSelfAttention:
+    """Entries of a ready map ``self_attn`` ``[heads, N, N]`` (rows sum to 1, any float
+    dtype, any device)."""
+
+    def __init__(self, self_attn: torch.Tensor):
+        if self_attn.dim() != 3 or self_attn.shape[1] != self_attn.shape[2]:
+            raise ValueError(f"self_attn has shape {tuple(self_attn.shape)}; expected "
+                             "[heads, N, N] (one frame's self-attention, N = H * W)")
+        self.map = self_attn
+        self.heads, self.n = int(self_attn.shape[0]), int(self_attn.shape[1])
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``A[:, rows, cols]`` for long ``rows``/``cols`` ``[P]`` -> float32 ``[heads, P]``."""
+        flat = self.map.reshape(self.heads, self.n * self.n)
+        lin = (rows * self.n + cols).to(self.map.device)
+        return flat[:, lin].float().cpu()
+
+    def blocks(self, heads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``A[heads[g], rows[g, a], rows[g, b]]`` for long ``heads`` ``[G]`` and ``rows``
+        ``[G, S]`` -> float32 ``[G, S, S]``."""
+        n = self.n
+        lin = heads[:, None, None] * (n * n) + rows[:, :, None] * n + rows[:, None, :]
+        return self.map.reshape(-1)[lin.to(self.map.device)].float().cpu()
+
+    def mean_rows(self, pick: torch.Tensor) -> torch.Tensor:
+        """Mean of rows ``pick`` (long ``[R]``) -> float32 ``[heads, N]``."""
+        return self.map[:, pick.to(self.map.device), :].float().mean(1).cpu()
+
+
+class QKSelfAttention:
+    """Entries of ``softmax(q k^T * scale)`` per head, computed from ``q``, ``k``
+    ``[heads, N, d]`` (any float dtype; the work runs on their device in float32).
+
+    :param pairs: optional long ``(rows, cols)`` ``[P]`` entries gathered during the
+        normaliser pass (the neighbour bundles), so that :meth:`pairs` costs nothing more.
+    :param chunk_elements: float32 scores held at once (one head's ``rows x N`` block).
+    :param name: what the map is, for the error raised when it is constant.
+    """
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, scale: float, *,
+                 pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 chunk_elements: int = CHUNK_ELEMENTS, name: str = "self-attention"):
+        if q.dim() != 3 or k.shape != q.shape:
+            raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must both be "
+                             "[heads, N, d] (one frame's queries and keys)")
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"scale={scale}: expected a finite number > 0 (the kernel's "
+                             "softmax scale, usually head_dim ** -0.5)")
+        self.heads, self.n = int(q.shape[0]), int(q.shape[1])
+        self.device = q.device
+        # scale folded into q once: every entry below is exp(q_i . k_j - lse_i)
+        self._q = q.float() * float(scale)
+        self._k = k.float()
+        self._pairs = pairs
+        self._pair_values = None
+        self.lse = self._normaliser_pass(max(1, int(chunk_elements)), name)  # [heads, N]
+
+    def _normaliser_pass(self, chunk_elements: int, name: str) -> torch.Tensor:
+        h, n = self.heads, self.n
+        rows_per_chunk = max(1, min(n, chunk_elements // max(n, 1)))
+        lse = torch.empty(h, n, device=self.device)
+        ones = torch.empty(h, n, dtype=torch.bool, device=self.device)
+        if self._pairs is not None:
+            rows, cols = (t.to(self.device) for t in self._pairs)
+            order = torch.argsort(rows, stable=True)
+            bounds = torch.searchsorted(rows[order], torch.arange(0, n + 1, rows_per_chunk,
+                                                                  device=self.device))
+            logits = torch.empty(h, rows.numel(), device=self.device)
+        buf = torch.empty(rows_per_chunk, n, device=self.device)
+        for head in range(h):
+            kt = self._k[head].t()
+            for c, r0 in enumerate(range(0, n, rows_per_chunk)):
+                r1 = min(n, r0 + rows_per_chunk)
+                s = buf[:r1 - r0]
+                torch.mm(self._q[head, r0:r1], kt, out=s)
+                if self._pairs is not None:
+                    sel = order[bounds[c]:bounds[c + 1]]
+                    logits[head, sel] = s.reshape(-1)[(rows[sel] - r0) * n + cols[sel]]
+                top = s.amax(1, keepdim=True)
+                total = s.sub_(top).exp_().sum(1)
+                # every logit of a row equal: exp(0) = 1 exactly, N times
+                ones[head, r0:r1] = total == n
+                lse[head, r0:r1] = top[:, 0] + total.log()
+        if bool(ones.all()):
+            raise ValueError(
+                f"{name} is constant (every one of its {h * n * n} entries is {1.0 / n:.6g}): "
+                "it holds no layout to read. Check that the attention was captured at the "
+                "right step, layer and token columns, and that the grid has more than one patch")
+        if self._pairs is not None:
+            self._pair_values = torch.exp(logits - lse[:, rows]).cpu()
+        return lse
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``A[:, rows, cols]`` for long ``rows``/``cols`` ``[P]`` -> float32 ``[heads, P]``."""
+        if self._pairs is not None and torch.equal(rows.cpu(), self._pairs[0].cpu()) \
+                and torch.equal(cols.cpu(), self._pairs[1].cpu()):
+            return self._pair_values
+        rows, cols = rows.to(self.device), cols.to(self.device)
+        out = torch.empty(self.heads, rows.numel())
+        step = max(1, CHUNK_ELEMENTS // (self._q.shape[2] * self.heads))
+        for p0 in range(0, rows.numel(), step):
+            r, c = rows[p0:p0 + step], cols[p0:p0 + step]
+            logit = (self._q[:, r] * self._k[:, c]).sum(-1)
+            out[:, p0:p0 + step] = torch.exp(logit - self.lse[:, r]).cpu()
+        return out
+
+    def blocks(self, heads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``A[heads[g], rows[g, a], rows[g, b]]`` for long ``heads`` ``[G]`` and ``rows``
+        ``[G, S]`` -> float32 ``[G, S, S]`` (one small ``q k^T`` product per block)."""
+        heads, rows = heads.to(self.device), rows.to(self.device)
+        g, s = rows.shape
+        out = torch.empty(g, s, s)
+        step = max(1, CHUNK_ELEMENTS // max(1, s * self._q.shape[2]))
+        for g0 in range(0, g, step):
+            hd, r = heads[g0:g0 + step, None], rows[g0:g0 + step]
+            qb, kb = self._q[hd, r], self._k[hd, r]  # [g, S, d]
+            logit = torch.bmm(qb, kb.transpose(1, 2))
+            out[g0:g0 + step] = torch.exp(logit - self.lse[hd, r][:, :, None]).cpu()
+        return out
+
+    def mean_rows(self, pick: torch.Tensor) -> torch.Tensor:
+        """Mean of rows ``pick`` (long ``[R]``) -> float32 ``[heads, N]``."""
+        pick = pick.to(self.device)
+        out = torch.empty(self.heads, self.n)
+        for head in range(self.heads):
+            s = torch.mm(self._q[head, pick], self._k[head].t())
+            out[head] = torch.exp(s - self.lse[head, pick][:, None]).mean(0).cpu()
+        return out
+

@@ -1,0 +1,169 @@
+"""The identify reader from q/k (no [heads, HW, HW] map) gives the layouts of the map path."""
+
+import numpy as np
+import pytest
+import torch
+
+import numina_hooks
+from numina_hooks import testing
+from numina_hooks.numina.attention_entries import MapSelfAttention, QKSelfAttention
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.identify import LayoutReader
+from numina_hooks.numina.partition import (_containment_lift, fill_lift, partition_from_qk,
+                                           partition_heads)
+
+
+def scene_qk(grid, heads=6, dim=32, seed=0, dtype=torch.bfloat16):
+    """q, k ``[heads, N, dim]`` of a frame with a few rectangular objects: tokens of one
+    object share a random direction (stronger in some heads), plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = grid
+    labels = torch.zeros(H, W, dtype=torch.long)
+    for obj in range(1, 4):
+        y, x = torch.randint(0, H - 3, (1,), generator=g).item(), torch.randint(0, W - 3, (1,), generator=g).item()
+        labels[y:y + 3, x:x + 2 + obj % 2] = obj
+    base = torch.randn(4, dim, generator=g)
+    strength = torch.linspace(0.3, 2.0, heads)[:, None, None]  # logits up to ~25
+    emb = base[labels.reshape(-1)][None] * strength
+    q = emb + torch.randn(heads, H * W, dim, generator=g)
+    k = emb + torch.randn(heads, H * W, dim, generator=g)
+    return q.to(dtype), k.to(dtype)
+
+
+def softmax_map(q, k, scale):
+    return torch.softmax(q.float() @ k.float().transpose(1, 2) * scale, -1)
+
+
+def assert_same_partitions(want, got):
+    np.testing.assert_array_equal(got.regions, want.regions)
+    np.testing.assert_allclose(got.thresholds, want.thresholds, rtol=1e-5, atol=1e-5)
+    for a, b in zip(want.lift, got.lift):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)  # -inf (sinks) compared as equal
+    for a, b in zip(want.contrast, got.contrast):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    for a, b in zip(want.sink, got.sink):
+        np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.parametrize("grid,seed,chunk", [((9, 13), 0, 1 << 20), ((12, 10), 1, 50), ((8, 11), 2, 11)])
+def test_partition_from_qk_matches_the_map(grid, seed, chunk, monkeypatch):
+    import numina_hooks.numina.attention_entries as entries
+    monkeypatch.setattr(entries, "CHUNK_ELEMENTS", chunk)  # several rows per chunk, or one
+    q, k = scene_qk(grid, seed=seed)
+    scale = q.shape[-1] ** -0.5
+    maps = softmax_map(q, k, scale)
+    want = partition_heads(maps, grid)
+    fill_lift(want, maps, None, 4)
+    got, source = partition_from_qk(q, k, scale, grid)
+    fill_lift(got, source, None, 4)
+    assert want.regions.max() >= 1, "the scene should give regions, else the check is empty"
+    assert any(np.isfinite(x[1:]).any() for x in want.lift)
+    assert_same_partitions(want, got)
+
+
+def test_lift_of_a_region_is_the_attention_kept_inside_it_minus_the_moved_copy():
+    grid = (6, 8)
+    q, k = scene_qk(grid, heads=2, seed=3, dtype=torch.float32)
+    maps = softmax_map(q, k, 0.3)
+    regions = np.zeros((2, 48), dtype=np.int64)
+    box = np.zeros((6, 8), dtype=bool)
+    box[1:3, 2:5] = True  # 2 x 3 box: moves by 1 row down/up and 2 columns right/left
+    regions[1][box.reshape(-1)] = 1
+    inside = [np.flatnonzero(box)]
+    moved = [np.flatnonzero(np.roll(box, s, axis=a)) for s, a in ((1, 0), (-1, 0), (2, 1), (-2, 1))]
+    a = maps[1].double().numpy()
+    keep = lambda pix: a[np.ix_(pix, pix)].sum(1).mean()  # noqa: E731
+    want = keep(inside[0]) - np.mean([keep(p) for p in moved])
+    for source in (MapSelfAttention(maps), QKSelfAttention(q, k, 0.3)):
+        got = _containment_lift(source, regions, sample=16, grid=grid)
+        assert got[1][1] == pytest.approx(want, rel=1e-5)
+
+
+def test_a_region_too_large_to_move_is_compared_with_the_all_head_mean():
+    grid = (5, 5)
+    q, k = scene_qk(grid, heads=3, seed=4, dtype=torch.float32)
+    maps = softmax_map(q, k, 0.25)
+    cross = np.zeros((5, 5), dtype=bool)
+    cross[2, :] = True
+    cross[:, 2] = True  # spans the grid both ways: no move stays on it
+    regions = np.zeros((3, 25), dtype=np.int64)
+    regions[0][cross.reshape(-1)] = 1
+    pix = np.flatnonzero(cross)
+    a = maps.double().numpy()
+    want = a[0][np.ix_(pix, pix)].sum(1).mean() - a.mean(0)[np.ix_(pix, pix)].sum(1).mean()
+    for source in (MapSelfAttention(maps), QKSelfAttention(q, k, 0.25)):
+        got = _containment_lift(source, regions, sample=16, grid=grid)
+        assert got[0][1] == pytest.approx(want, rel=1e-5)
+
+
+def test_large_regions_are_sampled_alike_from_the_map_and_from_qk():
+    grid = (10, 10)
+    q, k = scene_qk(grid, heads=2, seed=5, dtype=torch.float32)
+    maps = softmax_map(q, k, 0.2)
+    regions = np.zeros((2, 100), dtype=np.int64)
+    regions[0, :30] = 1  # 30 members, 5 used
+    regions[1, 50:53] = 2  # 3 members, all used
+    want = _containment_lift(MapSelfAttention(maps), regions, sample=5, grid=grid)
+    got = _containment_lift(QKSelfAttention(q, k, 0.2), regions, sample=5, grid=grid)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)  # shares of a row
+    assert want[0][1] != 0 and want[1][2] != 0
+
+
+def test_a_constant_self_attention_is_refused_naming_the_frame():
+    q = torch.zeros(2, 16, 8)
+    with pytest.raises(ValueError, match="self-attention of frame 3 is constant"):
+        partition_from_qk(q, torch.randn(2, 16, 8), 0.5, (4, 4), name="self-attention of frame 3")
+
+
+def test_bad_qk_shapes_and_scale_are_refused():
+    with pytest.raises(ValueError, match=r"expected \[heads, 16, d\] for the grid 4x4"):
+        partition_from_qk(torch.randn(2, 15, 8), torch.randn(2, 15, 8), 0.5, (4, 4))
+    with pytest.raises(ValueError, match="must both be"):
+        QKSelfAttention(torch.randn(2, 16, 8), torch.randn(2, 16, 4), 0.5)
+    with pytest.raises(ValueError, match="scale=0"):
+        QKSelfAttention(torch.randn(2, 16, 8), torch.randn(2, 16, 8), 0)
+
+
+def _read_both(pipe, call, columns):
+    readers = {}
+    for source in ("maps", "qk"):
+        r = LayoutReader(columns, step=1, layer=1, config=NuminaConfig())
+        r.self_source = source
+        readers[source] = r
+    with numina_hooks.attach(pipe) as handle:
+        for r in readers.values():
+            handle.register(r)
+        pipe.set_progress_bar_config(disable=True)
+        pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0),
+             **{**call, "output_type": "latent", "num_inference_steps": 2})
+    return readers["maps"], readers["qk"]
+
+
+@pytest.mark.parametrize("build,call", [
+    (lambda: testing.tiny_wan_pipeline(heads=4, head_dim=16), dict(testing.WAN_CALL, height=96, width=96)),
+    (lambda: testing.tiny_cogvideox_pipeline(heads=4), testing.COGVIDEOX_CALL),
+], ids=["wan", "cogvideox-joint"])
+def test_the_reader_reads_the_same_layouts_from_qk_as_from_maps(build, call):
+    maps, qk = _read_both(build(), call, {"cats": [1], "dogs": [4]})
+    assert maps.done and qk.done and len(qk.frames) == len(maps.frames) >= 2
+    assert any(fr.partitions.regions.max() > 0 for fr in maps.frames), "nothing to compare"
+    for a, b in zip(maps.frames, qk.frames):
+        assert_same_partitions(a.partitions, b.partitions)
+        assert b.self_head == a.self_head
+    for noun in maps.nouns:
+        assert qk.nouns[noun].frame_counts == maps.nouns[noun].frame_counts
+        for la, lb in zip(maps.nouns[noun].labels, qk.nouns[noun].labels):
+            np.testing.assert_array_equal(lb, la)
+
+
+def test_an_unknown_self_source_is_a_clear_error():
+    pipe = testing.tiny_wan_pipeline(heads=2, head_dim=8)
+    r = LayoutReader({"cats": [1]}, step=0, layer=0, config=NuminaConfig())
+    r.self_source = "map"
+    with numina_hooks.attach(pipe) as handle:
+        handle.register(r)
+        pipe.set_progress_bar_config(disable=True)
+        with pytest.raises(ValueError, match=r"self_source='map'; expected 'qk'"):
+            pipe(prompt="three cats", **{**testing.WAN_CALL, "output_type": "latent",
+                                          "num_inference_steps": 1})
