@@ -106,3 +106,7 @@ def test_config_checks_the_new_guidance_fields():
         NuminaConfig(guide_tokens="words")
     with pytest.raises(ValueError, match="suppress_outside"):
         NuminaConfig(suppress_outside="yes")
+    with pytest.raises(ValueError, match="exclusive_regions"):
+        NuminaConfig(exclusive_regions=1)
+    paper = NuminaConfig.paper()
+    assert (paper.guide_tokens, paper.suppress_outside, paper.exclusive_regions) == ("noun", False, False)

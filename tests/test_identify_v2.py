@@ -202,3 +202,25 @@ def test_partition_reads_half_precision_maps_like_float32():
     got = partition_heads(sa.bfloat16(), GRID)
     assert np.array_equal(got.regions, want.regions)
     assert got.regions[2].max() >= 2  # the instance head's two squares are separate regions
+
+
+def test_an_instance_claimed_by_two_nouns_goes_to_the_stronger_one():
+    from numina_hooks.numina.identify import exclusive_instances
+
+    cats = np.zeros((4, 6), np.int32)
+    cats[0:2, 0:2] = 1  # shared with the dogs
+    cats[0:2, 4:6] = 2  # the cats' own
+    dogs = np.zeros((4, 6), np.int32)
+    dogs[0:2, 0:3] = 1  # overlaps cats' 1
+    dogs[3, 0:2] = 2
+    cross_cats = np.full((4, 6), 0.1, np.float32)
+    cross_cats[0:2, 4:6] = 1.0  # the cats' peak is on their own instance; weak on the shared one
+    cross_dogs = np.full((4, 6), 0.1, np.float32)
+    cross_dogs[0:2, 0:3] = 0.9
+    cross_dogs[3, 0:2] = 1.0
+    labels = {"cats": cats.copy(), "dogs": dogs.copy()}
+    exclusive_instances(labels, {"cats": cross_cats, "dogs": cross_dogs})
+    assert labels["dogs"].max() == 2 and np.array_equal(labels["dogs"], dogs)  # dogs keep both
+    assert labels["cats"].max() == 1  # the shared one left the cats, renumbered
+    assert (labels["cats"] == 1).sum() == 4 and labels["cats"][0, 4] == 1
+    assert not ((labels["cats"] > 0) & (labels["dogs"] > 0)).any()

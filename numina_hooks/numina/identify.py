@@ -190,9 +190,9 @@ class LayoutReader:
                 if head >= 0:
                     frame.proposals = frame.partitions.regions[head]
                 frame.pca_rgb = _regions_rgb(frame.proposals)
-        for noun in self.columns:
-            reading = NounReading()
-            for f, frame in enumerate(self.frames):
+        found: dict[str, list] = {noun: [] for noun in self.columns}
+        for f, frame in enumerate(self.frames):
+            for noun in self.columns:
                 cross, head, focus = crosses[noun][f]
                 if frame.partitions is not None and frame.self_head >= 0:
                     parts = frame.partitions
@@ -203,6 +203,15 @@ class LayoutReader:
                     labels = np.zeros(self.grid, dtype=np.int32)
                 else:
                     labels = _instances(frame.proposals, focus, cfg.tau)
+                found[noun].append(labels)
+            if cfg.exclusive_regions and len(self.columns) > 1:
+                maps = {noun: crosses[noun][f][0].reshape(self.grid).numpy() for noun in self.columns}
+                exclusive_instances({noun: found[noun][f] for noun in self.columns}, maps)
+        for noun in self.columns:
+            reading = NounReading()
+            for f, frame in enumerate(self.frames):
+                cross, head, focus = crosses[noun][f]
+                labels = found[noun][f]
                 reading.labels.append(labels)
                 reading.frame_counts.append(int(labels.max()))
                 reading.cross_heads.append(head)
@@ -210,6 +219,39 @@ class LayoutReader:
                 reading.focus.append(focus)
             reading.counts = temporal_vote(reading.frame_counts, cfg.temporal_window)
             self.nouns[noun] = reading
+
+
+def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarray]) -> None:
+    """Give each instance claimed by several nouns to one of them, in place.
+
+    ``labels``: noun -> int ``[H, W]`` instances of one frame (0 = none); ``cross``: noun ->
+    float ``[H, W]`` cross-attention map of the same frame. Where instances of two nouns
+    overlap, the one whose noun holds the larger share of its own peak over the instance
+    (mean of ``cross / max(cross)`` on it) keeps it; the other's is dropped and its
+    instances are renumbered 1..n. One object is counted for one noun, never for two.
+    """
+    nouns = list(labels)
+    score = {}
+    for n in nouns:
+        peak = float(cross[n].max())
+        rel = cross[n] / peak if peak > 0 else np.zeros_like(cross[n])
+        score[n] = {k: float(rel[labels[n] == k].mean()) for k in range(1, int(labels[n].max()) + 1)}
+    drop = {n: set() for n in nouns}
+    for i, a in enumerate(nouns):
+        for b in nouns[i + 1:]:
+            both = (labels[a] > 0) & (labels[b] > 0)
+            for ka, kb in set(zip(labels[a][both].tolist(), labels[b][both].tolist())):
+                if score[a][ka] >= score[b][kb]:
+                    drop[b].add(kb)
+                else:
+                    drop[a].add(ka)
+    for n in nouns:
+        if drop[n]:
+            kept = np.where(np.isin(labels[n], list(drop[n])), 0, labels[n])
+            ids = [k for k in range(1, int(labels[n].max()) + 1) if k not in drop[n]]
+            relabel = np.zeros(int(labels[n].max()) + 1, dtype=np.int32)
+            relabel[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+            labels[n][...] = relabel[kept]
 
 
 def _regions_rgb(regions: np.ndarray) -> np.ndarray:
