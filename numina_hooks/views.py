@@ -215,11 +215,12 @@ class AttentionView:
         if not 0 <= frame < geo.frames:
             raise ValueError(f"frame={frame} is out of range: this call has {geo.frames} latent frames (0..{geo.frames - 1})")
         hw = geo.frame_tokens
-        q = self._select(self.q, batch, heads)
-        k = self._select(self.k, batch, heads)
         q0 = self.video_queries.start + frame * hw
         k0 = self.video_keys.start + frame * hw
-        return q[:, :, q0 : q0 + hw], k[:, :, k0 : k0 + hw]
+        # the frame first: picking batch rows of the whole sequence would copy every frame
+        q = self._select(self.q[:, :, q0 : q0 + hw], batch, heads)
+        k = self._select(self.k[:, :, k0 : k0 + hw], batch, heads)
+        return q, k
 
     def cross_attention_map(
         self,

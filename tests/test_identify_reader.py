@@ -45,10 +45,11 @@ def assert_same_partitions(want, got):
         np.testing.assert_array_equal(b, a)
 
 
-@pytest.mark.parametrize("grid,seed,chunk", [((9, 13), 0, 1 << 20), ((12, 10), 1, 50), ((8, 11), 2, 11)])
+@pytest.mark.parametrize("grid,seed,chunk", [((9, 13), 0, 1 << 20), ((12, 10), 1, 50), ((8, 11), 2, 11),
+                                             ((9, 13), 3, 117 * 50)])
 def test_partition_from_qk_matches_the_map(grid, seed, chunk, monkeypatch):
     import numina_hooks.numina.attention_entries as entries
-    monkeypatch.setattr(entries, "CHUNK_ELEMENTS", chunk)  # several rows per chunk, or one
+    monkeypatch.setattr(entries, "CHUNK_ELEMENTS", chunk)  # all rows, one row, 50 + 50 + 17 rows
     q, k = scene_qk(grid, seed=seed)
     scale = q.shape[-1] ** -0.5
     maps = softmax_map(q, k, scale)

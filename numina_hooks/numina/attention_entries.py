@@ -63,13 +63,14 @@ class QKSelfAttention:
 
     :param pairs: optional long ``(rows, cols)`` ``[P]`` entries gathered during the
         normaliser pass (the neighbour bundles), so that :meth:`pairs` costs nothing more.
-    :param chunk_elements: float32 scores held at once (one head's ``rows x N`` block).
+    :param chunk_elements: float32 scores held at once (one head's ``rows x N`` block);
+        default ``CHUNK_ELEMENTS``.
     :param name: what the map is, for the error raised when it is constant.
     """
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, scale: float, *,
                  pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 chunk_elements: int = CHUNK_ELEMENTS, name: str = "self-attention"):
+                 chunk_elements: int | None = None, name: str = "self-attention"):
         if q.dim() != 3 or k.shape != q.shape:
             raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must both be "
                              "[heads, N, d] (one frame's queries and keys)")
@@ -79,11 +80,12 @@ class QKSelfAttention:
         self.heads, self.n = int(q.shape[0]), int(q.shape[1])
         self.device = q.device
         # scale folded into q once: every entry below is exp(q_i . k_j - lse_i)
-        self._q = q.float() * float(scale)
-        self._k = k.float()
+        self._q = (q.float() * float(scale)).contiguous()
+        self._k = k.float().contiguous()
         self._pairs = pairs
         self._pair_values = None
-        self.lse = self._normaliser_pass(max(1, int(chunk_elements)), name)  # [heads, N]
+        chunk = CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
+        self.lse = self._normaliser_pass(max(1, chunk), name)  # [heads, N]
 
     def _normaliser_pass(self, chunk_elements: int, name: str) -> torch.Tensor:
         h, n = self.heads, self.n
@@ -93,8 +95,8 @@ class QKSelfAttention:
         if self._pairs is not None:
             rows, cols = (t.to(self.device) for t in self._pairs)
             order = torch.argsort(rows, stable=True)
-            bounds = torch.searchsorted(rows[order], torch.arange(0, n + 1, rows_per_chunk,
-                                                                  device=self.device))
+            starts = list(range(0, n, rows_per_chunk)) + [n]
+            bounds = torch.searchsorted(rows[order], torch.tensor(starts, device=self.device))
             logits = torch.empty(h, rows.numel(), device=self.device)
         buf = torch.empty(rows_per_chunk, n, device=self.device)
         for head in range(h):
