@@ -367,7 +367,7 @@ def attach(target: Any, *plugins: Any, config=None) -> Handle:
 
     ::
 
-        numina = numina_hooks.attach(pipe)                       # NUMINA with paper defaults
+        numina = numina_hooks.attach(pipe)                       # NUMINA with the default NuminaConfig
         out = numina(prompt="Three cats chasing two dogs")      # out.numina: the report
         handle = numina_hooks.attach(pipe, MyPlugin())           # plugins only: no NUMINA
         handle = numina_hooks.attach(pipe, EasyCache(), config=NuminaConfig())  # both

@@ -4,7 +4,11 @@
 :class:`LayoutGuidance` applies it in the cross-attention of the conditional
 branch of every block while ``config.guidance_active(step)``:
 
-* removed regions: the noun's columns are suppressed (``mode="suppress"``);
+"The noun's columns" are those the plan was built with: the whole counted phrase under
+``guide_tokens="phrase"`` (default), the noun alone under "noun" (paper).
+
+* removed regions (with ``suppress_outside``, every row outside the noun's refined
+  layout): the noun's columns are suppressed (``mode="suppress"``);
 * circle additions: the noun's columns are boosted, with a strength set by
   ``config.boost_mode``: ``"mass"`` raises their softmax share on each added row and head
   to at least ``boost_mass * delta(t)`` (edit mode ``"share"``, solved per row from the
