@@ -177,24 +177,14 @@ def run_numina(
         return finish(out, reports)
 
     adapter = handle._adapter
-    columns = [
-        noun_token_columns(
-            adapter.tokenizer(), adapter.prompt_for_tokenizer(p), a, max_length=adapter.text_length(kwargs)
-        )
-        if a
-        else None
-        for p, a in zip(prompts, asked)
-    ]
-    guide_columns = columns
-    if config.guide_tokens == "phrase":
-        guide_columns = [
-            phrase_token_columns(
-                adapter.tokenizer(), adapter.prompt_for_tokenizer(p), a, max_length=adapter.text_length(kwargs)
-            )
-            if a
-            else None
-            for p, a in zip(prompts, asked)
-        ]
+    def token_columns(find) -> list:
+        """Per prompt: noun -> text columns by ``find`` (None where nothing is counted)."""
+        length = adapter.text_length(kwargs)
+        return [find(adapter.tokenizer(), adapter.prompt_for_tokenizer(p), a, max_length=length) if a else None
+                for p, a in zip(prompts, asked)]
+
+    columns = token_columns(noun_token_columns)  # what phase 1 reads
+    guide_columns = token_columns(phrase_token_columns) if config.guide_tokens == "phrase" else columns
     num_steps = adapter.num_steps(kwargs)
     transformers = adapter.transformers()
     depth = len({site.layer for site, _ in adapter.sites(*transformers[0])})
