@@ -132,6 +132,11 @@ def test_guidance_touches_only_cond_rows_and_noun_columns(setup, monkeypatch):
     monkeypatch.setattr(generate_mod, "plan_from_refinement", capture)
     out = _numina(pipe, case, counts={"cats": 4, "dogs": 3})
     assert out.numina.phase2_ran and seen
+    # the default guides each noun's whole counted phrase ("three cats"), phase 1 read the noun
+    read = out.numina.token_columns
+    for noun in ("cats", "dogs"):
+        assert set(read[noun]) < set(out_columns[noun])
+    assert not set(out_columns["cats"]) & set(out_columns["dogs"])
 
 
 def test_bad_counts_are_clear_errors(setup):
