@@ -92,22 +92,25 @@ class QKSelfAttention:
         rows_per_chunk = max(1, min(n, chunk_elements // max(n, 1)))
         lse = torch.empty(h, n, device=self.device)
         ones = torch.empty(h, n, dtype=torch.bool, device=self.device)
+        starts = list(range(0, n, rows_per_chunk))
         if self._pairs is not None:
+            # per chunk: which pairs have their row in it, and where they sit in its block
             rows, cols = (t.to(self.device) for t in self._pairs)
             order = torch.argsort(rows, stable=True)
-            starts = list(range(0, n, rows_per_chunk)) + [n]
-            bounds = torch.searchsorted(rows[order], torch.tensor(starts, device=self.device))
+            bounds = torch.searchsorted(rows[order], torch.tensor(starts + [n], device=self.device))
+            bounds = bounds.tolist()
+            picks = [order[bounds[c]:bounds[c + 1]] for c in range(len(starts))]
+            local = [(rows[sel] - r0) * n + cols[sel] for sel, r0 in zip(picks, starts)]
             logits = torch.empty(h, rows.numel(), device=self.device)
         buf = torch.empty(rows_per_chunk, n, device=self.device)
         for head in range(h):
             kt = self._k[head].t()
-            for c, r0 in enumerate(range(0, n, rows_per_chunk)):
+            for c, r0 in enumerate(starts):
                 r1 = min(n, r0 + rows_per_chunk)
                 s = buf[:r1 - r0]
                 torch.mm(self._q[head, r0:r1], kt, out=s)
                 if self._pairs is not None:
-                    sel = order[bounds[c]:bounds[c + 1]]
-                    logits[head, sel] = s.reshape(-1)[(rows[sel] - r0) * n + cols[sel]]
+                    logits[head, picks[c]] = s.reshape(-1)[local[c]]
                 top = s.amax(1, keepdim=True)
                 total = s.sub_(top).exp_().sum(1)
                 # every logit of a row equal: exp(0) = 1 exactly, N times
@@ -124,8 +127,9 @@ class QKSelfAttention:
 
     def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """``A[:, rows, cols]`` for long ``rows``/``cols`` ``[P]`` -> float32 ``[heads, P]``."""
-        if self._pairs is not None and torch.equal(rows.cpu(), self._pairs[0].cpu()) \
-                and torch.equal(cols.cpu(), self._pairs[1].cpu()):
+        if self._pairs is not None and (rows is self._pairs[0] and cols is self._pairs[1] or (
+                torch.equal(rows.cpu(), self._pairs[0].cpu())
+                and torch.equal(cols.cpu(), self._pairs[1].cpu()))):
             return self._pair_values
         rows, cols = rows.to(self.device), cols.to(self.device)
         out = torch.empty(self.heads, rows.numel())

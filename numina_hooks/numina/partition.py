@@ -39,6 +39,7 @@ q.k pass for the softmax normalisers (and the edge entries), the rest on demand.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,8 +97,12 @@ def edge_pairs(grid: tuple[int, int], band: int = 1) -> tuple[torch.Tensor, torc
     """The entries ``(rows, cols)`` (long ``[P]``) that ``edge_weights`` reads, with
     ``valid`` (bool ``[P]``: False where the bundle leaves the grid; the entry read there is
     a placeholder) and the seams' shapes (horizontal first, then vertical; a seam that does
-    not exist on the grid is left out)."""
-    H, W = grid
+    not exist on the grid is left out). Cached per grid and band: do not modify them."""
+    return _edge_pairs(int(grid[0]), int(grid[1]), int(band))
+
+
+@functools.lru_cache(maxsize=8)
+def _edge_pairs(H: int, W: int, band: int):
     idx = _grid_index(H, W)
     sides = []
     if W > 1:
