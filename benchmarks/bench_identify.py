@@ -1,6 +1,24 @@
-"""Identify phase on two synthetic scene families: count accuracy and seconds per frame.
+"""Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on two
+synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 2] [--frames 3]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 2] [--frames 3] [--reader-only]
+
+**Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
+kernel's q/k: the self view of every frame (the default algorithm: partition every head,
+measure every region's containment) and one noun's cross view (cross-attention map, focus,
+head choice, instances), on synthetic bf16 q/k in diffusers' ``[B, L, H, d]`` layout (12
+heads of 128, 512 text keys; tokens of a few objects share a direction, plus a positional
+part and noise: logits of a few to ~20, regions on every head). Two paths, side by side in
+one process, order rotated each round, after an untimed warm-up (imports and first calls
+excluded): ``maps`` (each frame's ``[12, HW, HW]`` self-attention map built, then read: the
+path before) and ``qk`` (``LayoutReader.self_source = "qk"``, the default: one chunked q.k
+pass for the softmax normalisers and the neighbour entries, region blocks on demand). Grids
+15x26, 30x52 (Wan2.1-1.3B at 832x480) and 45x78; seconds per frame and noun (self part per
+frame + cross part per frame and noun, one noun: the worst case, the self part is shared by
+the nouns), the per-round ratio qk/maps, whether both paths read the same regions and
+counts, and the growth exponent (least-squares slope of log time on log tokens). Aim (issue
+16): qk path at 30x52 at most 0.05 s per frame and noun on one thread; the script exits 1
+when it is missed (after writing its results).
 
 Families: ``project`` (``numina/synthetic.py``: softmax heads of several kinds, two instance
 heads) and ``shared`` (``numina/synthetic_shared.py``: every head dominated by a shared
@@ -18,7 +36,8 @@ Methods, count accuracy per frame (the count is exactly right):
 - ``true_head``: the default with the self-attention head forced to the scene's (first)
   instance head, voted like the default: what a perfect head choice would give.
 Also: how often the default's chosen head is an instance head, and seconds per frame and
-noun (median; one thread) of ``layout_from_attention`` for the default and the paper preset.
+noun (median; one thread; first call excluded) of ``layout_from_attention`` on ready maps for
+the default and the paper preset (the layout stage alone, without computing the maps).
 
 Intervals are 95% percentile bootstrap intervals over scenes (frames of one scene are not
 independent). Seeds: scene seeds are 10000 + 100 * s + count, disjoint from the seeds the
@@ -37,6 +56,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -44,14 +64,143 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from numina_hooks.context import CallContext, Geometry  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
+from numina_hooks.numina.identify import LayoutReader  # noqa: E402
 from numina_hooks.numina.layout import (layout_from_attention, naive_cross_count,  # noqa: E402
                                         temporal_vote)
 from numina_hooks.numina.synthetic import SELF_HEAD_TYPES, make_scene  # noqa: E402
 from numina_hooks.numina.synthetic_shared import make_shared_scene  # noqa: E402
+from numina_hooks.views import AttentionView, Site  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "true_head")
+READER_AIM_S = 0.05  # seconds per frame and noun at 30x52, qk path, one thread (issue 16)
+HEADS, HEAD_DIM, TEXT = 12, 128, 512
+
+
+def reader_views(grid, frames: int, seed: int = 0):
+    """A self view and a cross view of ``frames`` latent frames (bf16, ``[1, L, H, d]``, the
+    layout diffusers' Wan attention hands over). Video tokens of one of a few objects share a
+    direction in q and k (stronger in some heads), every token has a positional part (random
+    Fourier features of its patch position) and noise; the noun's text key leans towards the
+    objects' directions."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = grid
+    n = H * W
+    d, half = HEAD_DIM, HEAD_DIM // 2
+    qs, ks = [], []
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    pos_in = torch.stack([yy.reshape(-1), xx.reshape(-1)], 1)  # [n, 2]
+    freq = torch.randn(HEADS, 2, half // 2, generator=g) * 0.4
+    ang = pos_in[None] @ freq  # [heads, n, half / 2]
+    pos = torch.cat([ang.cos(), ang.sin()], -1) * 0.6  # [heads, n, half]
+    objects = torch.randn(6, d - half, generator=g) * 0.35
+    strength = torch.linspace(0.2, 1.6, HEADS)[torch.randperm(HEADS, generator=g)][:, None, None]
+    for _ in range(frames):
+        labels = torch.zeros(H, W, dtype=torch.long)
+        for obj in range(1, 6):
+            h0 = int(torch.randint(2, max(3, H // 4), (1,), generator=g))
+            w0 = int(torch.randint(2, max(3, W // 5), (1,), generator=g))
+            y = int(torch.randint(0, H - h0, (1,), generator=g))
+            x = int(torch.randint(0, W - w0, (1,), generator=g))
+            labels[y:y + h0, x:x + w0] = obj
+        obj = objects[labels.reshape(-1)][None] * strength * 3.0  # [heads, n, d - half]
+        base = torch.cat([pos, obj], -1)
+        qs.append(base + 0.3 * torch.randn(HEADS, n, d, generator=g))
+        ks.append(base + 0.3 * torch.randn(HEADS, n, d, generator=g))
+    q = torch.cat(qs, 1).transpose(0, 1)[None].to(torch.bfloat16)  # [1, L, heads, d]
+    k = torch.cat(ks, 1).transpose(0, 1)[None].to(torch.bfloat16)
+    text = 0.3 * torch.randn(1, TEXT, HEADS, d, generator=g)
+    text[0, 3, :, half:] += objects[1:].mean(0) * 6.0  # the noun's column
+    geo = Geometry(frames=frames, height=H, width=W, text_tokens=TEXT)
+    ctx = CallContext(transformer="transformer", step=0, num_steps=50, timestep=980.0, sigma=0.98,
+                      branch="cond", geometry=geo)
+    common = dict(context=ctx, layout="BLHD", scale=d ** -0.5, video_queries=slice(0, frames * n))
+    self_view = AttentionView(site=Site(0, "self", "blocks.0.attn1", "transformer"), kind="self",
+                              q=q, k=k, v=k, text_keys=None, video_keys=slice(0, frames * n), **common)
+    text = text.to(torch.bfloat16)
+    cross_view = AttentionView(site=Site(0, "cross", "blocks.0.attn2", "transformer"), kind="cross",
+                               q=q, k=text, v=text, text_keys=slice(0, TEXT), video_keys=None, **common)
+    return self_view, cross_view
+
+
+def _read(path: str, views, columns) -> tuple[LayoutReader, float, float]:
+    reader = LayoutReader(columns, step=0, layer=0, config=NuminaConfig())
+    reader.self_source = path
+    t0 = time.perf_counter()
+    reader.on_attention(views[0])
+    t1 = time.perf_counter()
+    reader.on_attention(views[1])
+    return reader, t1 - t0, time.perf_counter() - t1
+
+
+def _products(views) -> float:
+    """Seconds per frame of the bare float32 products the exact reader cannot avoid: every
+    frame's ``q k^T`` over its own video keys (the softmax normalisers of the self view) and
+    over the text keys (those of the cross view), nothing else."""
+    self_view, cross_view = views
+    geo = self_view.geometry
+    t0 = time.perf_counter()
+    text = cross_view.k[0].float()
+    for f in range(geo.frames):
+        q, k = self_view.self_attention_qk(f, batch=[0])
+        qf = q[0].float()
+        torch.bmm(qf, k[0].float().transpose(1, 2))
+        torch.bmm(qf, text.transpose(1, 2))
+    return (time.perf_counter() - t0) / geo.frames
+
+
+def time_reader(grids, frames: int, rounds: dict) -> dict:
+    """Per grid: seconds per frame (self part), per frame and noun (cross part), their sum,
+    per path (median over rounds), the per-round ratio qk / maps, and whether the paths
+    agree (same regions of every head and frame, same counts)."""
+    paths = ("maps", "qk")
+    columns = {"noun": [3]}
+    warm = reader_views((6, 8), 1, seed=99)
+    for p in paths:
+        _read(p, warm, columns)
+    out = {}
+    for grid in grids:
+        views = reader_views(grid, frames)
+        per = {p: {"self": [], "cross": [], "total": []} for p in paths}
+        ratios, self_ratios, agree, floor = [], [], True, []
+        for r in range(rounds.get(grid, 3)):
+            got = {}
+            floor.append(_products(views))
+            for p in (paths if r % 2 == 0 else paths[::-1]):
+                reader, t_self, t_cross = _read(p, views, columns)
+                got[p] = reader
+                per[p]["self"].append(t_self / frames)
+                per[p]["cross"].append(t_cross / frames)
+                per[p]["total"].append((t_self + t_cross) / frames)
+            ratios.append(per["qk"]["total"][-1] / per["maps"]["total"][-1])
+            self_ratios.append(per["qk"]["self"][-1] / per["maps"]["self"][-1])
+            a, b = got["maps"], got["qk"]
+            agree &= all(np.array_equal(x.partitions.regions, y.partitions.regions)
+                         for x, y in zip(a.frames, b.frames))
+            agree &= a.nouns["noun"].frame_counts == b.nouns["noun"].frame_counts
+        regions = float(np.mean([fr.partitions.regions.reshape(HEADS, -1).max(1).mean()
+                                 for fr in got["qk"].frames]))
+        key = f"{grid[0]}x{grid[1]}"
+        out[key] = {"tokens": grid[0] * grid[1], "rounds": len(ratios), "frames": frames,
+                    "regions_per_head": round(regions, 1), "same_layouts": bool(agree),
+                    "ratio_qk_over_maps": round(float(np.median(ratios)), 3),
+                    "self_ratio_qk_over_maps": round(float(np.median(self_ratios)), 3),
+                    "fp32_products_s": round(float(np.median(floor)), 4),
+                    **{p: {part: round(float(np.median(v)), 4) for part, v in per[p].items()}
+                       for p in paths}}
+        print("reader", key, out[key], flush=True)
+    cells = list(out.values())
+    out["exponent"] = {}
+    for p in ("maps", "qk"):
+        for part in ("total", "self"):
+            x = np.log([v["tokens"] for v in cells])
+            y = np.log([v[p][part] for v in cells])
+            fit = round(float(np.polyfit(x, y, 1)[0]), 2) if len(x) > 1 else None
+            out["exponent"][p if part == "total" else f"{p} self"] = fit
+    return out
 
 
 def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int):
@@ -77,6 +226,9 @@ def bootstrap_interval(per_scene: list[list[bool]], reps: int = 2000, seed: int 
 def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count: int,
              timing: dict) -> dict:
     default, paper = NuminaConfig(), NuminaConfig.paper()
+    warm, _ = _scene(family, 2, grid, noise, 1, 1)  # first calls (imports) not timed
+    for cfg in (default, paper):
+        layout_from_attention(warm.frames[0].self_attn, warm.frames[0].cross_attn, grid, cfg)
     hits = defaultdict(list)  # method -> per scene [bool per frame]
     for n in range(1, max_count + 1):
         for s in range(seeds):
@@ -116,6 +268,10 @@ def main() -> None:
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
     ap.add_argument("--families", nargs="+", default=("project", "shared"))
     ap.add_argument("--max-count", type=int, default=8)
+    ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
+    ap.add_argument("--reader-grids", nargs="+", default=("15x26", "30x52", "45x78"))
+    ap.add_argument("--reader-frames", type=int, default=2)
+    ap.add_argument("--reader-rounds", type=int, default=5, help="rounds at 30x52 and below")
     args = ap.parse_args()
     torch.set_num_threads(1)
     try:
@@ -123,6 +279,14 @@ def main() -> None:
         threadpool_limits(1)
     except ImportError:
         pass
+    reader_grids = [tuple(int(v) for v in g.split("x")) for g in args.reader_grids]
+    rounds = {g: args.reader_rounds if g[0] * g[1] <= 1560 else max(2, args.reader_rounds // 2)
+              for g in reader_grids}
+    reader = time_reader(reader_grids, args.reader_frames, rounds)
+    out = HERE / "results"
+    if args.reader_only:
+        print(json.dumps(reader, indent=1))
+        sys.exit(_aim_missed(reader))
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     timing = defaultdict(list)
     cells = []
@@ -139,24 +303,76 @@ def main() -> None:
              for (f, g, m), v in timing.items()}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = {"heads": 12, "threads": 1, "seeds": args.seeds, "frames_per_scene": args.frames,
-              "counts": [1, args.max_count], "cells": cells, "timing": times,
+              "counts": [1, args.max_count], "reader": reader, "reader_aim_s": READER_AIM_S,
+              "cells": cells, "timing": times,
               "load_average_at_end": load,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"torch {torch.__version__}"}
-    out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "identify.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "identify.md").write_text(markdown(result) + "\n")
     print(markdown(result))
+    sys.exit(_aim_missed(reader))
+
+
+def _aim_missed(reader: dict) -> int:
+    """1 (and a message) when the qk path at 30x52 misses the aim, else 0."""
+    cell = reader.get("30x52")
+    if cell is None:
+        return 0
+    if cell["qk"]["total"] > READER_AIM_S or not cell["same_layouts"]:
+        print(f"aim missed: reader at 30x52 {cell['qk']['total']:.3f} s per frame and noun "
+              f"(aim {READER_AIM_S}), same layouts as the map path: {cell['same_layouts']}")
+        return 1
+    return 0
 
 
 def _fmt(v) -> str:
     return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
 
 
+def reader_markdown(result: dict) -> list:
+    reader = result["reader"]
+    grids = [k for k in reader if k != "exponent"]
+    lines = ["### The reader from q/k, seconds per frame and noun", "",
+             "`LayoutReader` on one self view and one noun's cross view (synthetic bf16 q/k, "
+             "`[B, L, H, d]` views, 12 heads of 128, 512 text keys), one thread, medians over "
+             "rounds with the order of the two paths rotated, first calls excluded. `maps`: each "
+             "frame's `[12, HW, HW]` map built, then read (the path before); `qk`: the default, "
+             "read from q/k. Self part per frame, cross part per frame and noun (one noun: the "
+             f"self part is shared by the nouns). Aim: `qk` total at 30x52 at most "
+             f"{result['reader_aim_s']} s.", "",
+             "The last but one column is the floor of any exact reader: the bare float32 "
+             "products `q k^T` of a frame over its video keys and over the text keys (the "
+             "softmax normalisers need every entry once), timed in the same rounds.", "",
+             "| grid | tokens | rounds | regions per head | maps: self | maps: cross | maps: total "
+             "| qk: self | qk: cross | **qk: total** | ratio qk / maps, total (self) | float32 "
+             "q.k products alone | same layouts |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for g in grids:
+        c = reader[g]
+        lines.append(f"| {g} | {c['tokens']} | {c['rounds']} | {c['regions_per_head']} | "
+                     f"{c['maps']['self']} | {c['maps']['cross']} | {c['maps']['total']} | "
+                     f"{c['qk']['self']} | {c['qk']['cross']} | **{c['qk']['total']}** | "
+                     f"{c['ratio_qk_over_maps']} ({c['self_ratio_qk_over_maps']}) | "
+                     f"{c['fp32_products_s']} | "
+                     f"{'yes' if c['same_layouts'] else 'NO'} |")
+    exp = reader.get("exponent", {})
+    met = "30x52" in reader and reader["30x52"]["qk"]["total"] <= result["reader_aim_s"]
+    lines += ["", f"Growth with tokens (slope of log time on log tokens over the grids): total maps "
+              f"{exp.get('maps')}, qk {exp.get('qk')}; self part maps {exp.get('maps self')}, qk "
+              f"{exp.get('qk self')} (the q.k products grow as tokens^2; fixed costs flatten the "
+              f"slope at the small grid). Memory: `maps` holds a frame's `[12, HW, HW]` float32 map "
+              f"(117 MB at 30x52, 591 MB at 45x78) and copies it to the CPU; `qk` holds one "
+              f"head's chunk of rows (4 MB) and float32 copies of the frame's q and k. "
+              f"Aim {'met' if met else 'missed'}."]
+    return lines
+
+
 def markdown(result: dict) -> str:
     cells = result["cells"]
-    lines = ["# Identify on two synthetic scene families", "",
+    lines = ["# Identify: the reader's cost and count accuracy", ""] + reader_markdown(result) + [
+             "", "### Count accuracy on two synthetic scene families", "",
              f"12 heads, one thread; per cell {cells[0]['frames']} frames "
              f"({result['seeds']} scenes per count x counts {result['counts'][0]}.."
              f"{result['counts'][1]} x {result['frames_per_scene']} frames). Count accuracy = "
@@ -169,8 +385,9 @@ def markdown(result: dict) -> str:
                      f"**{_fmt(c['default'])}** | {_fmt(c['default_per_frame'])} | "
                      f"{_fmt(c['paper'])} | {_fmt(c['naive'])} | {_fmt(c['true_head'])} | "
                      f"{_fmt(c['chosen_head_is_true'])} |")
-    lines += ["", "Seconds per frame and noun (`layout_from_attention`, one thread, median and "
-              "90th percentile):", "", "| family, grid, method | median s | p90 s |", "|---|---|---|"]
+    lines += ["", "Seconds per frame and noun of `layout_from_attention` on ready maps (the layout "
+              "stage alone: the maps' cost is not included; one thread, first call excluded, median "
+              "and 90th percentile):", "", "| family, grid, method | median s | p90 s |", "|---|---|---|"]
     for k, v in result["timing"].items():
         lines.append(f"| {k} | {v['median_s']} | {v['p90_s']} |")
     lines += ["", f"Machine: {result['machine']}; load average at the end "
