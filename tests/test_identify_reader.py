@@ -168,3 +168,34 @@ def test_an_unknown_self_source_is_a_clear_error():
         with pytest.raises(ValueError, match=r"self_source='map'; expected 'qk'"):
             pipe(prompt="three cats", **{**testing.WAN_CALL, "output_type": "latent",
                                           "num_inference_steps": 1})
+
+
+def _view(kind, layout):
+    from numina_hooks.context import CallContext, Geometry
+    from numina_hooks.views import AttentionView, Site
+    g = torch.Generator().manual_seed(7)
+    geo = Geometry(frames=3, height=3, width=4, text_tokens=5)
+    ctx = CallContext(transformer="transformer", step=0, num_steps=2, timestep=1.0, sigma=1.0,
+                      branch=("uncond", "cond"), geometry=geo)
+    q = torch.randn(2, 5 + 36, 3, 8, generator=g)  # [B, L, H, d]: 5 text tokens, then video
+    if layout == "BHLD":
+        q = q.transpose(1, 2)
+    video = slice(5, 41)
+    return AttentionView(site=Site(0, "joint", "blocks.0.attn", "transformer"), kind=kind, context=ctx,
+                         q=q, k=q * 0.7 + 0.1, v=q, layout=layout, scale=0.4, video_queries=video,
+                         text_keys=slice(0, 5) if kind == "cross" else None,
+                         video_keys=video if kind == "self" else None)
+
+
+@pytest.mark.parametrize("layout", ["BLHD", "BHLD"])
+def test_self_attention_qk_gives_the_map_of_self_attention_map(layout):
+    view = _view("self", layout)
+    for frame in range(3):
+        q, k = view.self_attention_qk(frame, batch=[1], heads=[0, 2])
+        assert q.shape == k.shape == (1, 2, 12, 8)
+        got = torch.softmax(q @ k.transpose(-1, -2) * view.scale, -1)
+        torch.testing.assert_close(got, view.self_attention_map(frame, batch=[1], heads=[0, 2]))
+    with pytest.raises(ValueError, match="frame=3 is out of range"):
+        view.self_attention_qk(3)
+    with pytest.raises(ValueError, match="is a cross-attention"):
+        _view("cross", layout).self_attention_qk(0)
