@@ -178,22 +178,8 @@ class AttentionView:
         of ``q_i . k_j * scale``: how video token ``i`` of that frame attends
         to the tokens of its own frame. Rows sum to 1.
         """
-        if self.video_keys is None:
-            raise ValueError(
-                f"self_attention_map: layer {self.layer} ({self.site.name}) is a cross-attention; "
-                "ask a view with kind 'self' (or a joint view)"
-            )
-        geo = self.geometry
-        if not 0 <= frame < geo.frames:
-            raise ValueError(f"frame={frame} is out of range: this call has {geo.frames} latent frames (0..{geo.frames - 1})")
-        hw = geo.frame_tokens
-        q = self._select(self.q, batch, heads)
-        k = self._select(self.k, batch, heads)
-        q0 = self.video_queries.start + frame * hw
-        k0 = self.video_keys.start + frame * hw
-        qf = q[:, :, q0 : q0 + hw].float()
-        kf = k[:, :, k0 : k0 + hw].float()
-        return torch.softmax(torch.matmul(qf, kf.transpose(-1, -2)) * self.scale, dim=-1)
+        q, k = self._frame_qk("self_attention_map", frame, batch, heads)
+        return torch.softmax(torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.scale, dim=-1)
 
     def self_attention_qk(
         self, frame: int, batch: Optional[Sequence[int]] = None, heads: Optional[Sequence[int]] = None
@@ -206,9 +192,12 @@ class AttentionView:
         that needs only some of its entries can compute them from these without building
         the ``[HW, HW]`` block of every head.
         """
+        return self._frame_qk("self_attention_qk", frame, batch, heads)
+
+    def _frame_qk(self, caller: str, frame: int, batch, heads) -> tuple[torch.Tensor, torch.Tensor]:
         if self.video_keys is None:
             raise ValueError(
-                f"self_attention_qk: layer {self.layer} ({self.site.name}) is a cross-attention; "
+                f"{caller}: layer {self.layer} ({self.site.name}) is a cross-attention; "
                 "ask a view with kind 'self' (or a joint view)"
             )
         geo = self.geometry
