@@ -225,38 +225,50 @@ class AttentionView:
         tokens for Wan's cross-attention, the whole ``[text | video]`` sequence
         for CogVideoX's joint attention (its video->text block).
         """
+        return self.cross_attention_maps([token_columns], batch, heads)[0]
+
+    def cross_attention_maps(
+        self,
+        token_columns: Sequence[Sequence[int]],
+        batch: Optional[Sequence[int]] = None,
+        heads: Optional[Sequence[int]] = None,
+    ) -> list[torch.Tensor]:
+        """:meth:`cross_attention_map` of several column sets (one per noun), each
+        ``[batch, heads, F, H, W]`` float32, with each row's softmax normaliser computed
+        once for all of them. Every map equals what ``cross_attention_map`` gives alone."""
         if self.text_keys is None:
             raise ValueError(
                 f"cross_attention_map: layer {self.layer} ({self.site.name}) is a self-attention; "
                 "ask a view with kind 'cross' (or a joint view)"
             )
-        cols = torch.as_tensor(list(token_columns), dtype=torch.long)
         n_text = self.text_keys.stop - self.text_keys.start
-        if cols.numel() == 0:
-            raise ValueError("cross_attention_map: token_columns is empty; pass the noun's text token indices")
-        if int(cols.min()) < 0 or int(cols.max()) >= n_text:
-            raise ValueError(
-                f"cross_attention_map: token_columns {cols.tolist()} out of range: the text has {n_text} tokens"
-            )
+        sets = [torch.as_tensor(list(c), dtype=torch.long) for c in token_columns]
+        for cols in sets:
+            if cols.numel() == 0:
+                raise ValueError("cross_attention_map: token_columns is empty; pass the noun's text token indices")
+            if int(cols.min()) < 0 or int(cols.max()) >= n_text:
+                raise ValueError(
+                    f"cross_attention_map: token_columns {cols.tolist()} out of range: the text has {n_text} tokens"
+                )
         geo = self.geometry
         q = self._select(self.q, batch, heads)
         k = self._select(self.k, batch, heads)
-        key_cols = (cols + self.text_keys.start).to(k.device)
         B, H = q.shape[0], q.shape[1]
         hw = geo.frame_tokens
-        out = torch.empty(B, H, geo.frames, hw, dtype=torch.float32, device=q.device)
+        outs = [torch.empty(B, H, geo.frames, hw, dtype=torch.float32, device=q.device) for _ in sets]
         n_keys = k.shape[2]
         head_chunk = max(1, min(H, MAP_CHUNK_ELEMENTS // max(1, B * hw * n_keys)))
-        k_cols = k.index_select(2, key_cols).float()
+        k_cols = [k.index_select(2, (cols + self.text_keys.start).to(k.device)).float() for cols in sets]
         for f in range(geo.frames):
             q0 = self.video_queries.start + f * hw
             for h0 in range(0, H, head_chunk):
                 h1 = min(H, h0 + head_chunk)
                 qf = q[:, h0:h1, q0 : q0 + hw].float()
                 lse = torch.logsumexp(torch.matmul(qf, k[:, h0:h1].float().transpose(-1, -2)) * self.scale, dim=-1)
-                s_cols = torch.matmul(qf, k_cols[:, h0:h1].transpose(-1, -2)) * self.scale
-                out[:, h0:h1, f] = torch.exp(s_cols - lse.unsqueeze(-1)).mean(-1)
-        return out.view(B, H, geo.frames, geo.height, geo.width)
+                for out, kc in zip(outs, k_cols):
+                    s_cols = torch.matmul(qf, kc[:, h0:h1].transpose(-1, -2)) * self.scale
+                    out[:, h0:h1, f] = torch.exp(s_cols - lse.unsqueeze(-1)).mean(-1)
+        return [out.view(B, H, geo.frames, geo.height, geo.width) for out in outs]
 
     @staticmethod
     def _select(t: torch.Tensor, batch, heads) -> torch.Tensor:

@@ -199,3 +199,22 @@ def test_self_attention_qk_gives_the_map_of_self_attention_map(layout):
         view.self_attention_qk(3)
     with pytest.raises(ValueError, match="is a cross-attention"):
         _view("cross", layout).self_attention_qk(0)
+
+
+def test_cross_maps_of_several_nouns_equal_each_alone():
+    pipe = testing.tiny_wan_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+
+    class Grab:
+        @numina_hooks.hookimpl
+        def on_attention(self, view):
+            if view.kind == "cross" and not seen:
+                seen.append((view.cross_attention_maps([[1, 2], [4]], batch=[0]),
+                             view.cross_attention_map([1, 2], batch=[0]), view.cross_attention_map([4], batch=[0])))
+
+    with numina_hooks.attach(pipe, Grab()) as handle:
+        handle(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0),
+               **dict(testing.WAN_CALL, num_inference_steps=1, output_type="latent"))
+    (both, one, two), = seen
+    assert torch.equal(both[0], one) and torch.equal(both[1], two)

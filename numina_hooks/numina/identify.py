@@ -173,8 +173,9 @@ class LayoutReader:
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config
         crosses: dict[str, list] = {}
-        for noun, cols in self.columns.items():
-            maps = view.cross_attention_map(cols, batch=[row])[0].cpu()  # [heads, F, H, W]
+        every = view.cross_attention_maps(list(self.columns.values()), batch=[row])  # normalisers once
+        for noun, maps in zip(self.columns, every):
+            maps = maps[0].cpu()  # [heads, F, H, W]
             crosses[noun] = []
             for f in range(len(self.frames)):
                 check_not_constant(maps[:, f], f"cross-attention of {noun!r} in frame {f}")
