@@ -138,12 +138,13 @@ class NuminaConfig:
     softmax of each added row and head (bias solved per row from its log-sum-exp);
     'logit_spread': bias boost_spread * delta(t) * (std of the row's logits over all keys);
     'absolute': bias boost_k * delta(t), the paper's setting (its strength depends on the
-    model's score scale). Default 'mass' with boost_mass 0.8: the arm that moved counts most
-    with the true layout on the toy model (docs/method.md, "Guide")."""
+    model's score scale). Default 'mass' with boost_mass 0.95: the strength that moved counts
+    most with the true layout on the toy model (docs/method.md, "Guide")."""
     boost_k: float = 0.8
     """k of boost_mode='absolute': circle additions get bias k * delta(t) (paper Table 10)."""
-    boost_mass: float = 0.8
-    """Target share in (0, 1) of boost_mode='mass' at delta = 1."""
+    boost_mass: float = 0.95
+    """Target share in (0, 1) of boost_mode='mass' at delta = 1. 0.95 over 0.8 with the true
+    layout on the toy model: +6.8 [+4.7, +9.2] CountAcc (120 pairs, docs/method.md)."""
     boost_spread: float = 2.0
     """Bias of boost_mode='logit_spread' in row logit standard deviations at delta = 1."""
     suppress_bias: float = -1e4
