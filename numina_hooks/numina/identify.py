@@ -229,7 +229,8 @@ def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarr
     float ``[H, W]`` cross-attention map of the same frame. Where instances of two nouns
     overlap, the one whose noun holds the larger share of its own peak over the instance
     (mean of ``cross / max(cross)`` on it) keeps it; the other's is dropped and its
-    instances are renumbered 1..n. One object is counted for one noun, never for two.
+    instances are renumbered 1..n in raster order of their first pixel, as every layout is.
+    One object is counted for one noun, never for two.
     """
     nouns = list(labels)
     score = {}
@@ -248,11 +249,10 @@ def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarr
                     drop[a].add(ka)
     for n in nouns:
         if drop[n]:
-            kept = np.where(np.isin(labels[n], list(drop[n])), 0, labels[n])
-            ids = [k for k in range(1, int(labels[n].max()) + 1) if k not in drop[n]]
-            relabel = np.zeros(int(labels[n].max()) + 1, dtype=np.int32)
-            relabel[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
-            labels[n][...] = relabel[kept]
+            keep = np.ones(int(labels[n].max()) + 1, dtype=bool)
+            keep[0] = False
+            keep[list(drop[n])] = False
+            labels[n][...] = _regions_to_instances(labels[n], keep)
 
 
 def _regions_rgb(regions: np.ndarray) -> np.ndarray:

@@ -8,7 +8,9 @@ the key axis of the cross-attention directly.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+from .counts import _SINGLE_WORDS, NUMBER_WORDS
 
 __all__ = ["noun_token_columns", "phrase_token_columns", "find_noun_spans", "find_phrase_spans"]
 
@@ -26,10 +28,9 @@ def find_noun_spans(prompt: str, noun: str) -> list[tuple[int, int]]:
     return [m.span() for m in pattern.finditer(prompt)]
 
 
-#: Words that may open a counted phrase ("three red cats", "a small dog", "the 4 cups").
-_COUNT_OPENERS = {"a", "an", "one", "single", "lone", "solitary", "two", "three", "four", "five", "six",
-                  "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen",
-                  "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "dozen"}
+#: Words that may open a counted phrase ("three red cats", "a small dog", "a single cup"):
+#: the number words and single-object words parse_counts reads, and the articles.
+_COUNT_OPENERS = set(NUMBER_WORDS) | _SINGLE_WORDS | {"a", "an"}
 #: Words that end a phrase when walking left from its noun.
 _PHRASE_BREAKS = {"and", "or", "with", "of", "near", "beside", "behind", "next", "to", "on", "in", "under",
                   "over", "while", "than", "the"}
@@ -72,21 +73,7 @@ def phrase_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
     Same conventions and errors as :func:`noun_token_columns`; the noun's own columns are
     always included.
     """
-    nouns = list(nouns)
-    columns = noun_token_columns(tokenizer, prompt, nouns, max_length)
-    kwargs: dict[str, Any] = {"add_special_tokens": True, "return_offsets_mapping": True}
-    if max_length is not None:
-        kwargs.update(max_length=int(max_length), truncation=True)
-    offsets = tokenizer(prompt, **kwargs)["offset_mapping"]
-    if len(offsets) and isinstance(offsets[0][0], (list, tuple)):
-        offsets = offsets[0]
-    for noun in nouns:
-        spans = find_phrase_spans(prompt, noun)
-        columns[noun] = sorted(set(columns[noun]) | {
-            k for k, (s, e) in enumerate(offsets)
-            if e > s and any(s < b and e > a for a, b in spans)
-        })
-    return columns
+    return _token_columns(tokenizer, prompt, nouns, max_length, widen=find_phrase_spans)
 
 
 def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
@@ -112,7 +99,13 @@ def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
             the noun and shows the tokenized prompt.
         TypeError: the tokenizer cannot give offsets (a slow tokenizer).
     """
-    nouns = list(nouns)
+    return _token_columns(tokenizer, prompt, nouns, max_length)
+
+
+def _token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str], max_length: int | None,
+                   widen: Callable[[str, str], list] | None = None) -> dict[str, list[int]]:
+    """The columns under each noun's spans, and under ``widen(prompt, noun)``'s spans too
+    when given; one tokenization for all nouns. Errors as :func:`noun_token_columns`."""
     kwargs: dict[str, Any] = {"add_special_tokens": True, "return_offsets_mapping": True}
     if max_length is not None:
         kwargs.update(max_length=int(max_length), truncation=True)
@@ -127,13 +120,15 @@ def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
     ids = encoding["input_ids"]
     if len(offsets) and isinstance(offsets[0][0], (list, tuple)):
         offsets, ids = offsets[0], ids[0]  # a batch of one
+
+    def under(spans) -> set[int]:
+        return {k for k, (s, e) in enumerate(offsets)
+                if e > s and any(s < span_end and e > span_start for span_start, span_end in spans)}
+
     columns: dict[str, list[int]] = {}
     for noun in nouns:
         spans = find_noun_spans(prompt, noun)
-        cols = sorted({
-            k for k, (s, e) in enumerate(offsets)
-            if e > s and any(s < span_end and e > span_start for span_start, span_end in spans)
-        })
+        cols = under(spans)
         if not cols:
             pieces = tokenizer.convert_ids_to_tokens(list(ids))
             where = "is not in the prompt" if not spans else "was truncated away (max_length)"
@@ -141,5 +136,7 @@ def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
                 f"noun {noun!r} {where}; prompt {prompt!r} tokenizes to "
                 f"{list(enumerate(pieces))}. Pass nouns exactly as written in the prompt "
                 "(the keys of parse_counts), or pass counts= with such nouns.")
-        columns[noun] = cols
+        if widen is not None:
+            cols |= under(widen(prompt, noun))
+        columns[noun] = sorted(cols)
     return columns
