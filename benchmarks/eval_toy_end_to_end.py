@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
-from study_toy_guidance import oracle_refiner  # noqa: E402
+from study_toy_guidance import format_gain, oracle_refiner  # noqa: E402
 
 import numina_hooks  # noqa: E402
 from numina_hooks.eval.metrics import video_scores  # noqa: E402
@@ -129,14 +129,11 @@ def summarize(rows: list[dict], settings: dict) -> tuple[dict, str]:
     def pct(v):
         return f"{100 * v:.1f}"
 
-    def delta(t):
-        return f"{100 * t[0]:+.1f} [{100 * t[1]:+.1f}, {100 * t[2]:+.1f}]"
-
     md = ["| strategy | CountAcc (%) | vs plain (95% CI) | TC (%) | vs plain (95% CI) | s / video |",
           "|---|---|---|---|---|---|"]
     for s, e in summary["strategies"].items():
-        md.append(f"| {s} | {pct(e['count_acc'])} | {delta(e['count_acc_vs_plain']) if s != 'plain' else '-'} | "
-                  f"{pct(e['tc'])} | {delta(e['tc_vs_plain']) if s != 'plain' else '-'} | {e['seconds']:.2f} |")
+        md.append(f"| {s} | {pct(e['count_acc'])} | {format_gain(e['count_acc_vs_plain']) if s != 'plain' else '-'} | "
+                  f"{pct(e['tc'])} | {format_gain(e['tc_vs_plain']) if s != 'plain' else '-'} | {e['seconds']:.2f} |")
     counts = sorted({k for e in summary["strategies"].values() for k in e["by_asked"]}, key=int)
     md += ["", "Cells (frame x noun) counted right, by asked count:", "",
            "| strategy | " + " | ".join(f"asked {k}" for k in counts) + " |", "|---" * (len(counts) + 1) + "|"]

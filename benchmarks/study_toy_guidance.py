@@ -156,12 +156,15 @@ def summarise(scores: dict) -> dict:
     return table
 
 
+def format_gain(gain) -> str:
+    """(mean, lo, hi) as fractions -> "+d.d [+l.l, +h.h]" in percentage points."""
+    d, lo, hi = (100 * x for x in gain)
+    return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
 def markdown(result: dict) -> str:
     def gain(entry, metric):
-        if f"{metric}_gain" not in entry:
-            return "-"
-        d, lo, hi = (100 * x for x in entry[f"{metric}_gain"])
-        return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+        return format_gain(entry[f"{metric}_gain"]) if f"{metric}_gain" in entry else "-"
 
     md = ["| generation | CountAcc (%) | gain vs plain, 95% CI | TC (%) | gain vs plain, 95% CI |",
           "|---|---|---|---|---|"]
