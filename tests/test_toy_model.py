@@ -146,3 +146,16 @@ def test_batch_workers_draw_the_same_data_as_the_training_loop():
         want_x0, want_captions = toy_train.batch_clips(3, step, 2, 0.5)
         assert captions == want_captions
         assert torch.equal(x0, want_x0)
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_the_final_fraction(tmp_path):
+    lr = toy_train.learning_rate
+    assert lr(0, 1e-3, 200, 1000) == pytest.approx(5e-6)
+    assert lr(500, 1e-3, 200, 1000) == pytest.approx(1e-3)  # constant without decay_start
+    assert lr(600, 1e-3, 200, 1000, decay_start=600) == pytest.approx(1e-3)
+    assert lr(800, 1e-3, 200, 1000, decay_start=600) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert lr(1000, 1e-3, 200, 1000, decay_start=600) == pytest.approx(5e-5)
+    steps = [lr(s, 1e-3, 200, 1000, decay_start=600) for s in range(600, 1001)]
+    assert all(a >= b for a, b in zip(steps, steps[1:]))  # never rises during the decay
+    with pytest.raises(ValueError, match="decay_start=1000 must lie in"):
+        toy_train.train(tmp_path, steps=1000, decay_start=1000, progress=False)

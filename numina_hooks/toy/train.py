@@ -173,21 +173,45 @@ def _batch_for_step(a: tuple) -> tuple:
     return batch_clips(*a)
 
 
+def learning_rate(step: int, lr: float, warmup: int, steps: int,
+                  decay_start: int | None = None, final_lr: float = 0.05) -> float:
+    """The learning rate of optimizer step ``step`` (0-based).
+
+    Linear warm-up to ``lr`` over ``warmup`` steps; constant after it, or, from
+    ``decay_start`` on, a half cosine from ``lr`` to ``final_lr * lr`` reached at ``steps``.
+    A function of the step alone, so a resumed run follows the same schedule.
+    """
+    rate = lr * min(1.0, (step + 1) / warmup)
+    if decay_start is not None and step >= decay_start:
+        frac = min(1.0, (step - decay_start) / max(steps - decay_start, 1))
+        rate = lr * (final_lr + (1 - final_lr) * 0.5 * (1 + math.cos(math.pi * frac)))
+    return rate
+
+
 def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float = 1e-3,
           warmup: int = 200, ema_decay: float = 0.995, caption_dropout: float = 0.1,
           ckpt_every: int = 250, progress: bool = True, device: str = "cpu",
-          workers: int = 0) -> dict:
+          workers: int = 0, decay_start: int | None = None, final_lr: float = 0.05) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
+
+    The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
+    ``decay_start`` it follows a cosine from ``lr`` at that step down to ``final_lr * lr``
+    at ``steps`` (see ``learning_rate``).
 
     ``device`` is where the model trains ("cuda" on a GPU: the same run, a few minutes);
     ``workers`` > 0 makes the clips in that many processes ahead of the training loop.
     """
     from tqdm import tqdm
 
+    if decay_start is not None and not 0 <= decay_start < steps:
+        raise ValueError(f"decay_start={decay_start} must lie in [0, steps={steps}): it is "
+                         "the step where the cosine decay of the learning rate begins")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     args = {"steps": steps, "seed": seed, "batch": batch, "lr": lr, "warmup": warmup,
             "ema_decay": ema_decay, "caption_dropout": caption_dropout}
+    if decay_start is not None:
+        args.update(decay_start=decay_start, final_lr=final_lr)
     pipe = toy_model.build_pipeline(seed=seed, device=device)
     pipe.transformer.train()
     pipe.text_encoder.train()
@@ -215,7 +239,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     batches = iter(feed)
     while step < steps:
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / warmup)
+            g["lr"] = learning_rate(step, lr, warmup, steps, decay_start, final_lr)
         x0, captions = next(batches)
         gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0xF10]).integers(2**62)))
         loss = flow_loss(pipe, x0, captions, gen)
@@ -253,7 +277,7 @@ arguments. Load them with `numina_hooks.toy.model.load_toy_pipeline()`.
 They were produced by:
 
 ```
-nice -n 19 env OMP_NUM_THREADS=1 python -m numina_hooks.toy.train --out {run} --steps {target} --seed {seed}
+nice -n 19 env OMP_NUM_THREADS=1 python -m numina_hooks.toy.train --out {run} --steps {target} --seed {seed}{extra}
 python -m numina_hooks.toy.train --out {run} --ship
 ```
 
@@ -275,7 +299,9 @@ def ship(run_dir: str | Path, dest: str | Path = toy_model.WEIGHTS_DIR) -> dict:
     a = info["train_args"]
     (dest / "README.md").write_text(_WEIGHTS_README.format(
         steps=info["steps"], seed=info["seed"], target=a["steps"], ema_decay=a["ema_decay"],
-        loss=info["loss_last_100"], run=Path(run_dir).as_posix()))
+        loss=info["loss_last_100"], run=Path(run_dir).as_posix(),
+        extra=(f" --decay-start {a['decay_start']} --final-lr {a['final_lr']}"
+               if a.get("decay_start") is not None else "")))
     return info
 
 
@@ -290,6 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--decay-start", type=int, default=None,
+                   help="step where a cosine decay of the learning rate to --final-lr * lr "
+                        "(reached at --steps) begins; default: constant after warm-up")
+    p.add_argument("--final-lr", type=float, default=0.05,
+                   help="final learning rate of the decay, as a fraction of --lr")
     p.add_argument("--ema", type=float, default=0.995, help="EMA decay per step")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--ckpt-every", type=int, default=250)
@@ -309,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     summary = train(a.out, a.steps, a.seed, a.batch, a.lr, a.warmup, a.ema, a.caption_dropout,
                     a.ckpt_every, progress=not a.no_progress, device=a.device,
-                    workers=a.workers)
+                    workers=a.workers, decay_start=a.decay_start, final_lr=a.final_lr)
     print(json.dumps(summary))
 
 
