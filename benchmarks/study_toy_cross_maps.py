@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
+from toy_identify_study import patch_labels  # noqa: E402
 
 import numina_hooks  # noqa: E402
 from numina_hooks import hookimpl  # noqa: E402
@@ -30,7 +31,6 @@ from numina_hooks.numina.tokens import noun_token_columns  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import label_objects  # noqa: E402
 from numina_hooks.toy.evaluate import auc  # noqa: E402
-from numina_hooks.toy.identify_study import patch_labels  # noqa: E402
 from numina_hooks.toy.world import category_of_noun, held_out_prompts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

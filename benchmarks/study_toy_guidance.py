@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
+from toy_identify_study import patch_labels  # noqa: E402
 
 import numina_hooks  # noqa: E402
 from numina_hooks.eval.metrics import video_scores  # noqa: E402
@@ -50,7 +51,6 @@ from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.refine import Edit, RefinedFrame  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import count_objects  # noqa: E402
-from numina_hooks.toy.identify_study import patch_labels  # noqa: E402
 from numina_hooks.toy.world import category_of_noun, held_out_prompts, make_clip  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

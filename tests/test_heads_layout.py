@@ -8,7 +8,7 @@ from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.heads import score_self_attention_heads, select_cross_attention
 from numina_hooks.numina.layout import (layout_from_attention, layout_from_maps,
                                         naive_cross_count)
-from numina_hooks.numina.synthetic import SELF_HEAD_TYPES, make_scene
+from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # benchmarks/ (on sys.path via conftest.py)
 
 GRID = (20, 32)
 

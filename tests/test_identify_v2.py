@@ -10,7 +10,7 @@ import torch
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import layout_from_attention, layout_from_maps, temporal_vote
 from numina_hooks.numina.partition import otsu_threshold
-from numina_hooks.numina.synthetic_shared import SHARED_HEAD_TYPES, make_shared_scene
+from synthetic_shared_scenes import SHARED_HEAD_TYPES, make_shared_scene  # benchmarks/ (on sys.path via conftest.py)
 
 GRID = (8, 12)
 
