@@ -130,9 +130,10 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     else:
         try:
             import hdbscan
-        except ImportError as err:  # an optional dependency, asked for explicitly
-            raise ImportError("focus_clustering='hdbscan' needs the hdbscan package "
-                              "(pip install hdbscan), or use focus_clustering='dbscan'") from err
+        except ImportError as err:  # the optional extra numina-hooks[hdbscan]
+            raise ImportError("NuminaConfig(focus_clustering='hdbscan') needs the hdbscan package, "
+                              "which is not installed: pip install 'numina-hooks[hdbscan]', "
+                              "or use focus_clustering='dbscan' (the default)") from err
         size = max(2, cfg.focus_min_samples)
         lab = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=cfg.focus_min_samples,
                               allow_single_cluster=True).fit_predict(fg.astype(np.float64))
