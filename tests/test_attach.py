@@ -266,4 +266,4 @@ def test_a_compiled_cogvideox_transformer_or_bare_model_is_accepted():
                    if hasattr(m, "processor"))
     assert {id(m): m.processor for m in original.modules() if hasattr(m, "processor")} == processors
     with numina_hooks.attach(torch.compile(original, backend="eager"), Observer()) as handle:
-        assert handle._adapter.transformers() == [("transformer", original)]
+        assert handle.adapter.transformers() == [("transformer", original)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,6 @@ import numina_hooks
 from numina_hooks import hookimpl
 from numina_hooks.testing import ViewRecorder as Recorder
 from numina_hooks.adapters.descriptions import OFFICIAL_WAN
-from numina_hooks.adapters.generic import attach_with
 from numina_hooks.adapters.official_wan import OfficialWanAdapter
 from numina_hooks.testing import tiny_tokenizer
 
@@ -42,7 +42,7 @@ def t2v():
 
 @pytest.fixture(scope="module")
 def plain(t2v):
-    with attach_with(STANDIN, t2v, _Nothing()) as handle:  # the driver, no plugin acting
+    with numina_hooks.attach(t2v, _Nothing(), description=STANDIN) as handle:  # the driver, no plugin acting
         return handle(prompt=PROMPT, **CALL)
 
 
@@ -57,17 +57,17 @@ def _hooks_state(model):
 
 
 def test_the_registered_adapter_drives_a_standin_t2v(t2v):
-    with attach_with(STANDIN, t2v, Recorder()) as handle:
-        assert isinstance(handle._adapter, OfficialWanAdapter)
-        assert [n for n, _ in handle._adapter.transformers()] == ["model"]
-        assert [(s.layer, s.kind, s.name) for s, _ in handle._adapter.sites("model", t2v.model)][:2] == [
+    with numina_hooks.attach(t2v, Recorder(), description=STANDIN) as handle:
+        assert isinstance(handle.adapter, OfficialWanAdapter)
+        assert [n for n, _ in handle.adapter.transformers()] == ["model"]
+        assert [(s.layer, s.kind, s.name) for s, _ in handle.adapter.sites("model", t2v.model)][:2] == [
             (0, "self", "blocks.0.self_attn"), (0, "cross", "blocks.0.cross_attn")]
 
 
 def test_driver_names_branch_and_step_of_every_call(t2v, plain):
     rec = Recorder()
     before = _hooks_state(t2v.model)
-    with attach_with(STANDIN, t2v, rec) as handle:
+    with numina_hooks.attach(t2v, rec, description=STANDIN) as handle:
         out = handle(prompt=PROMPT, **CALL)
     assert _hooks_state(t2v.model) == before  # detached: no hook, no forward attribute left
     assert torch.equal(out, plain)
@@ -101,7 +101,7 @@ class MapChecker:
 
 def test_maps_equal_explicit_softmax(t2v):
     checker = MapChecker()
-    with attach_with(STANDIN, t2v, checker) as handle:
+    with numina_hooks.attach(t2v, checker, description=STANDIN) as handle:
         handle(prompt=PROMPT, **dict(CALL, sampling_steps=1))
     assert checker.checked == {"self", "cross"}
 
@@ -122,9 +122,9 @@ class Replacer:
 
 
 def test_replacement_round_trips_the_blhd_layout(t2v, plain):
-    with attach_with(STANDIN, t2v, Replacer(zeros=False)) as handle:
+    with numina_hooks.attach(t2v, Replacer(zeros=False), description=STANDIN) as handle:
         same = handle(prompt=PROMPT, **CALL)
-    with attach_with(STANDIN, t2v, Replacer(zeros=True)) as handle:
+    with numina_hooks.attach(t2v, Replacer(zeros=True), description=STANDIN) as handle:
         changed = handle(prompt=PROMPT, **CALL)
     torch.testing.assert_close(same, plain, atol=1e-4, rtol=1e-4)
     assert (changed - plain).abs().max() > 1e-3
@@ -133,8 +133,8 @@ def test_replacement_round_trips_the_blhd_layout(t2v, plain):
 def test_two_experts_switch_at_the_boundary():
     t2v = standin.WanT2V(tiny_tokenizer(), two_experts=True)
     rec = Recorder()
-    with attach_with(STANDIN, t2v, rec) as handle:
-        assert [n for n, _ in handle._adapter.transformers()] == ["high_noise_model", "low_noise_model"]
+    with numina_hooks.attach(t2v, rec, description=STANDIN) as handle:
+        assert [n for n, _ in handle.adapter.transformers()] == ["high_noise_model", "low_noise_model"]
         handle(prompt=PROMPT, **CALL)
     by_step = {c[3]: c[0] for c in rec.calls}
     _, timesteps = standin.euler_scheduler(t2v, "unipc", 4, 5.0)
@@ -155,7 +155,7 @@ def test_stop_request_ends_the_loop(t2v):
                 state.request_stop("enough")
 
     stop, rec = StopAt1(), Recorder()
-    with attach_with(STANDIN, t2v, stop, rec) as handle:
+    with numina_hooks.attach(t2v, stop, rec, description=STANDIN) as handle:
         handle(prompt=PROMPT, **CALL)
     assert stop.steps == [0, 1] and {c[3] for c in rec.calls} == {0, 1}
 
@@ -167,7 +167,7 @@ def test_bare_model_with_handle_context(t2v):
     t = torch.tensor([500.0])
     want = model(x, t=t, context=context, seq_len=48)[0]
     rec = Recorder()
-    with attach_with(STANDIN, model, rec) as handle:
+    with numina_hooks.attach(model, rec, description=STANDIN) as handle:
         with handle.context(branch="uncond", step=2, num_steps=4):
             got = model(x, t=t, context=context, seq_len=48)[0]
     assert torch.equal(got, want) and "forward" not in vars(model)
@@ -176,7 +176,7 @@ def test_bare_model_with_handle_context(t2v):
 
 
 def test_numina_two_phases_with_the_t2v_components(t2v, plain):
-    numina = attach_with(STANDIN, t2v)  # no plugin: NUMINA
+    numina = numina_hooks.attach(t2v, description=STANDIN)  # no plugin: NUMINA
     try:
         out = numina(prompt=PROMPT, counts={"cats": 3, "dogs": 2}, **CALL)
     finally:
@@ -189,17 +189,16 @@ def test_numina_two_phases_with_the_t2v_components(t2v, plain):
 
 
 def test_generate_with_numina_wraps_attach_and_detach(t2v, monkeypatch):
-    from numina_hooks import official_wan
-
     seen = {}
+    real_attach = numina_hooks.attach
 
-    def fake_attach(target, config=None):
-        handle = attach_with(STANDIN, target, config=config)
+    def fake_attach(target, *plugins):
+        handle = real_attach(target, *plugins, description=STANDIN)
         seen["handle"] = handle
         return handle
 
     monkeypatch.setattr(numina_hooks, "attach", fake_attach)
-    out = official_wan.generate_with_numina(t2v, "two dogs", **dict(CALL, sampling_steps=2))
+    out = numina_hooks.generate_with_numina(t2v, "two dogs", **dict(CALL, sampling_steps=2))
     assert out.numina.counts_asked == {"dogs": 2}
     assert not seen["handle"].attached
 
@@ -216,8 +215,8 @@ def test_real_description_matches_the_real_model():
 
     model = WanModel(model_type="t2v", dim=24, ffn_dim=48, freq_dim=16, num_heads=2, num_layers=2, text_dim=32)
     with numina_hooks.attach(model, Recorder()) as handle:
-        assert isinstance(handle._adapter, OfficialWanAdapter)
-        assert len(handle._adapter.sites("model", model)) == 4
+        assert isinstance(handle.adapter, OfficialWanAdapter)
+        assert len(handle.adapter.sites("model", model)) == 4
 
 
 @real_wan
@@ -231,22 +230,28 @@ def test_real_flash_attention_signature_is_the_described_one():
 
 
 def test_counts_argument_of_the_patches():
-    from numina_hooks.official_wan import parse_counts_arg
+    """The patches pass ``--numina_counts`` (default "") as ``parse_counts_arg(text or None)``."""
+    from numina_hooks import parse_counts_arg
 
     assert parse_counts_arg("cats=3, dogs = 2") == {"cats": 3, "dogs": 2}
-    assert parse_counts_arg(None) is None and parse_counts_arg("") is None
+    assert parse_counts_arg("" or None) is None
     with pytest.raises(ValueError, match="noun=count"):
         parse_counts_arg("three cats")
+    patches = Path(__file__).resolve().parent.parent / "patches"
+    for patch in sorted(patches.glob("*.patch")):
+        text = patch.read_text()
+        assert "from numina_hooks import generate_with_numina, parse_counts_arg" in text, patch.name
+        assert "parse_counts_arg(args.numina_counts or None)" in text, patch.name
 
 
 def test_easycache_on_the_list_in_list_out_model(t2v, plain):
     """The official model takes and returns lists of [C, F, H, W]: EasyCache stacks them for its
     arithmetic and hands a list back when it skips."""
     exact = numina_hooks.EasyCache(tau=0.0)
-    with attach_with(STANDIN, t2v, exact) as handle:
+    with numina_hooks.attach(t2v, exact, description=STANDIN) as handle:
         assert torch.equal(handle(prompt=PROMPT, **CALL), plain)
     cache = numina_hooks.EasyCache(tau=100.0, warmup=1)
-    with attach_with(STANDIN, t2v, cache) as handle:
+    with numina_hooks.attach(t2v, cache, description=STANDIN) as handle:
         out = handle(prompt=PROMPT, **dict(CALL, sampling_steps=6))
     assert cache.stats.as_dict()["skipped_steps"] == 3  # steps 2..4 (0-1 give the rate, 5 is last)
     assert isinstance(out, type(plain)) and out.shape == plain.shape and torch.isfinite(out).all()

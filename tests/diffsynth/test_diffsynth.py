@@ -34,8 +34,8 @@ def plain(pipe):
 
 def test_attach_picks_the_diffsynth_adapter(pipe):
     with numina_hooks.attach(pipe, Recorder()) as handle:
-        assert isinstance(handle._adapter, DiffSynthWanAdapter)
-        assert [name for name, _ in handle._adapter.transformers()] == ["dit"]
+        assert isinstance(handle.adapter, DiffSynthWanAdapter)
+        assert [name for name, _ in handle.adapter.transformers()] == ["dit"]
         assert pipe.model_fn.__numina_entry__
     assert "__numina_entry__" not in vars(pipe.model_fn)  # the pipeline's own function is back
 
