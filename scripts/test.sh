@@ -3,7 +3,7 @@
 # DiffSynth-Studio suite in .venv-diffsynth (diffsynth needs a torch/torchvision pair of
 # its own; scripts/setup-diffsynth.sh creates it on first use, about 3 minutes).
 # NUMINA_SKIP_DIFFSYNTH=1 leaves the DiffSynth suite out, and says so.
-# Extra arguments go to the main suite's pytest.
+# Extra arguments go to the main suite's pytest (e.g. -m "not slow" for the quick loop; none: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! .venv/bin/python -c "import numina_hooks, diffusers, pytest" >/dev/null 2>&1; then
