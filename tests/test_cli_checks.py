@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from numina_hooks import cli
-from numina_hooks.eval import runner
+from numina_hooks.eval import model_loading
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def no_loading(monkeypatch):
 
     monkeypatch.setattr(cli, "_load_pipeline", refuse)
     monkeypatch.setattr(toy_model, "load_toy_pipeline", refuse)
-    monkeypatch.setattr(runner, "load_model", refuse)
+    monkeypatch.setattr(model_loading, "load_model", refuse)
 
 
 def _error(capsys, argv) -> str:
