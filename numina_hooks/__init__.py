@@ -32,7 +32,7 @@ _EXPORTS = {
     "ForwardCall": ".context",
     "GenerationInfo": ".context",
     "Geometry": ".context",
-    "Handle": ".attach",
+    "Handle": ".handle",
     "Layout": ".numina.layout",
     "NuminaConfig": ".numina.config",
     "NuminaReport": ".numina.report",
@@ -54,7 +54,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .attach import Handle, attach, detach
+    from .attach import attach, detach
+    from .handle import Handle
     from .driver import GenerationStrategy, PipelineDriver
     from .numina.plugin import Numina, generate_with_numina
     from .cache import EasyCache
