@@ -133,7 +133,7 @@ class StepState:
     :ivar num_steps: number of steps of the generation.
     :ivar timestep: the scheduler timestep of this step.
     :ivar latents: latents after the step, read-only by contract; ``None`` where the
-        framework does not hand them to its step callback (DiffSynth, official Wan).
+        framework does not hand them to its step callback (DiffSynth).
     """
 
     phase: str
