@@ -65,11 +65,18 @@ def test_steps_that_cannot_reach_the_reference_step_are_refused(capsys, no_loadi
     ("{bad", "is not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
     ('{"taus": 0.2}', "unknown field 'taus'; valid fields: reference_step, reference_layer"),
-    ('{"tau": 7}', "NuminaConfig.tau=7 is invalid"),
+    ('{"focus_overlap": 7}', "NuminaConfig.focus_overlap=7 is invalid"),
 ])
 def test_bad_config_names_the_field(capsys, no_loading, tmp_path, config, expected):
     assert expected in _error(capsys, GEN + ["--config", config, "--out", str(tmp_path / "v.gif")])
     assert expected in _error(capsys, ["eval", "--model", "toy", "--config", config, "--out", str(tmp_path / "e")])
+
+
+def test_config_keeps_reading_renamed_fields_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="'tau' is deprecated, use 'focus_overlap'"):
+        assert cli.parse_config_arg('{"tau": 0.3}').focus_overlap == 0.3
+    with pytest.warns(DeprecationWarning), pytest.raises(cli.CliError, match="tau=7 is invalid"):
+        cli.parse_config_arg('{"tau": 7}')
 
 
 def test_config_from_a_json_file(tmp_path):
