@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     steps = sorted({int(f * n_steps) for f in (0.1, 0.2, 0.4, 0.6, 0.8)} | {read_step})
     scores = collections.defaultdict(list)
     with numina_hooks.attach(pipe) as handle, torch.no_grad():
-        tokenizer = handle.adapter.tokenizer()
+        tokenizer = handle.driver.tokenizer()
         for i, prompt in enumerate(held_out_prompts(a.n, seed=0)):
             nouns = numina_hooks.parse_counts(prompt.text)
             columns = noun_token_columns(tokenizer, prompt.text, nouns, max_length=call["max_sequence_length"])
