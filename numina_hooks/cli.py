@@ -213,13 +213,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.report:
         _check_writable_file(str(Path(args.report) / "summary.json"), "--report")
     if args.model == "toy":
-        from .toy.model import TOY_CALL
+        from .eval.model_loading import check_toy_frame_size
 
-        for name in ("height", "width", "num_frames"):
-            value = getattr(args, name)
-            if value is not None and value != TOY_CALL[name]:
-                raise CliError(f"--{name.replace('_', '-')} {value}: the toy model only makes "
-                               f"{TOY_CALL[name]} (leave it unset)")
+        try:
+            check_toy_frame_size(height=args.height, width=args.width, num_frames=args.num_frames)
+        except ValueError as err:
+            raise CliError(str(err)) from None
     apply_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -202,3 +202,15 @@ def test_the_package_attach_is_the_function_and_can_be_patched(monkeypatch):
     assert numina_hooks.attach == "patched"
     monkeypatch.undo()
     assert numina_hooks.attach is module.attach
+
+
+def test_toy_frame_size_is_fixed(capsys, no_loading, tmp_path):
+    from numina_hooks.toy.model import TOY_CALL
+
+    wrong = TOY_CALL["height"] + 8
+    err = _error(capsys, GEN + ["--height", str(wrong), "--out", str(tmp_path / "v.gif")])
+    assert f"--height {wrong}: the toy model only makes {TOY_CALL['height']} (leave it unset)" in err
+    err = _error(capsys, GEN + ["--num-frames", "3", "--out", str(tmp_path / "v.gif")])
+    assert f"--num-frames 3: the toy model only makes {TOY_CALL['num_frames']}" in err
+    err = _error(capsys, ["eval", "--model", "toy", "--width", "64", "--out", str(tmp_path / "e")])
+    assert f"--width 64: the toy model only makes {TOY_CALL['width']}" in err

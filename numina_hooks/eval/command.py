@@ -119,6 +119,11 @@ def check_eval_args(args) -> dict:
     checked = {"config": None, "seeds": None, "strategies": None, "enhance": None}
     if args.model:
         check_model_arg(args.model)
+        if args.model == "toy":
+            try:
+                model_loading.check_toy_frame_size(height=args.height, width=args.width, num_frames=args.num_frames)
+            except ValueError as err:
+                raise CliError(str(err)) from None
         checked["config"] = parse_config_arg(args.config)
         checked["seeds"] = parse_seed_list(args.seeds)
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_model", "load_pipeline"]
+__all__ = ["load_model", "load_pipeline", "check_toy_frame_size"]
 
 TORCH_DTYPES = ("bf16", "fp16", "fp32")
 
@@ -44,10 +44,7 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
     if model == "toy":
         from ..toy.model import TOY_CALL, load_toy_pipeline, toy_frames
 
-        for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
-            if value is not None and value != TOY_CALL[name]:
-                raise ValueError(f"--{name.replace('_', '-')} {value}: the toy model only makes "
-                                 f"{TOY_CALL[name]} (leave it unset)")
+        check_toy_frame_size(height=height, width=width, num_frames=num_frames)
         pipe = load_toy_pipeline(device=device or "cpu")
         call = dict(TOY_CALL)
         if steps is not None:
@@ -71,6 +68,17 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
             call[name] = value
     handle = numina_hooks.attach(pipe, config=config)
     return EvalModel(handle, call, pipeline_frames, name=model, device=device)
+
+
+def check_toy_frame_size(**sizes: Optional[int]) -> None:
+    """ValueError unless each of ``height``, ``width``, ``num_frames`` given is unset or the
+    toy model's own (its frame geometry is fixed: ``toy.model.TOY_CALL``)."""
+    from ..toy.model import TOY_CALL
+
+    for name, value in sizes.items():
+        if value is not None and value != TOY_CALL[name]:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: the toy model only makes "
+                             f"{TOY_CALL[name]} (leave it unset)")
 
 
 def load_pipeline(model: str, dtype: str, device: str):
