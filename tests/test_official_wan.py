@@ -8,7 +8,6 @@ names, signatures and attention-function layout; the tests at the end run only w
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -22,14 +21,9 @@ from numina_hooks.adapters.descriptions import OFFICIAL_WAN
 from numina_hooks.adapters.official_wan import OfficialWanAdapter
 from numina_hooks.testing import tiny_tokenizer
 
-import official_wan_standin as standin
+from adapter_cases import _official
 
-STANDIN = dataclasses.replace(
-    OFFICIAL_WAN,
-    model_classes=("official_wan_standin.WanModel",),
-    pipeline_classes=("official_wan_standin.WanT2V",),
-    attention=dataclasses.replace(OFFICIAL_WAN.attention, module="official_wan_standin"),
-)
+standin, STANDIN = _official()  # the description pointing at the stand-in (shared with the contract suite)
 CALL = dict(size=(64, 64), frame_num=9, sampling_steps=4, guide_scale=3.0, seed=0,
             make_scheduler=standin.euler_scheduler)
 PROMPT = "three cats chasing two dogs"
@@ -79,55 +73,6 @@ def test_driver_names_branch_and_step_of_every_call(t2v, plain):
     geo = rec.calls[0][-1]
     assert (geo.frames, geo.height, geo.width, geo.text_tokens) == (3, 4, 4, 512)
 
-
-class MapChecker:
-    def __init__(self):
-        self.checked = set()
-
-    @hookimpl
-    def on_attention(self, view):
-        q, k = view.q.double(), view.k.double()
-        if view.kind == "self":
-            got = view.self_attention_map(1)
-            hw = view.geometry.frame_tokens
-            want = torch.softmax(q[:, :, hw:2 * hw] @ k[:, :, hw:2 * hw].transpose(-1, -2) * view.scale, dim=-1)
-        else:
-            got = view.cross_attention_map([1, 3]).flatten(2)
-            probs = torch.softmax(q @ k.transpose(-1, -2) * view.scale, dim=-1)
-            want = probs[..., [1, 3]].mean(-1)
-        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
-        self.checked.add(view.kind)
-
-
-def test_maps_equal_explicit_softmax(t2v):
-    checker = MapChecker()
-    with numina_hooks.attach(t2v, checker, description=STANDIN) as handle:
-        handle(prompt=PROMPT, **dict(CALL, sampling_steps=1))
-    assert checker.checked == {"self", "cross"}
-
-
-class Replacer:
-    def __init__(self, zeros):
-        self.zeros, self.replaced = zeros, 0
-
-    @hookimpl
-    def on_attention(self, view):
-        if view.kind != "cross":
-            return None
-        self.replaced += 1
-        if self.zeros:
-            return torch.zeros(view.q.shape[:3] + (view.v.shape[-1],))
-        probs = torch.softmax(view.q.float() @ view.k.float().transpose(-1, -2) * view.scale, dim=-1)
-        return probs @ view.v.float()
-
-
-def test_replacement_round_trips_the_blhd_layout(t2v, plain):
-    with numina_hooks.attach(t2v, Replacer(zeros=False), description=STANDIN) as handle:
-        same = handle(prompt=PROMPT, **CALL)
-    with numina_hooks.attach(t2v, Replacer(zeros=True), description=STANDIN) as handle:
-        changed = handle(prompt=PROMPT, **CALL)
-    torch.testing.assert_close(same, plain, atol=1e-4, rtol=1e-4)
-    assert (changed - plain).abs().max() > 1e-3
 
 
 def test_two_experts_switch_at_the_boundary():
@@ -244,14 +189,3 @@ def test_counts_argument_of_the_patches():
         assert "parse_counts_arg(args.numina_counts or None)" in text, patch.name
 
 
-def test_easycache_on_the_list_in_list_out_model(t2v, plain):
-    """The official model takes and returns lists of [C, F, H, W]: EasyCache stacks them for its
-    arithmetic and hands a list back when it skips."""
-    exact = numina_hooks.EasyCache(tau=0.0)
-    with numina_hooks.attach(t2v, exact, description=STANDIN) as handle:
-        assert torch.equal(handle(prompt=PROMPT, **CALL), plain)
-    cache = numina_hooks.EasyCache(tau=100.0, warmup=1)
-    with numina_hooks.attach(t2v, cache, description=STANDIN) as handle:
-        out = handle(prompt=PROMPT, **dict(CALL, sampling_steps=6))
-    assert cache.stats.as_dict()["skipped_steps"] == 3  # steps 2..4 (0-1 give the rate, 5 is last)
-    assert isinstance(out, type(plain)) and out.shape == plain.shape and torch.isfinite(out).all()
