@@ -57,8 +57,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: The strengths compared by default: the paper's absolute bias, and the two calibrated modes.
 DEFAULT_ARMS = {
-    "absolute k=0.8 (paper)": {"boost_mode": "absolute", "boost_k": 0.8},
-    "absolute k=4": {"boost_mode": "absolute", "boost_k": 4.0},
+    "absolute k=0.8 (paper)": {"boost_mode": "absolute", "boost_bias": 0.8},
+    "absolute k=4": {"boost_mode": "absolute", "boost_bias": 4.0},
     "logit_spread 2": {"boost_mode": "logit_spread", "boost_spread": 2.0},
     "mass 0.5": {"boost_mode": "mass", "boost_mass": 0.5},
     "mass 0.8": {"boost_mode": "mass", "boost_mass": 0.8},

@@ -145,7 +145,7 @@ def test_paper_preset_and_new_fields_are_validated():
     paper = NuminaConfig.paper()
     assert (paper.proposal_cut, paper.head_choice, paper.temporal_window, paper.boost_mode) == \
         ("correlation", "image_score", 0, "absolute")
-    assert NuminaConfig.paper(tau=0.3).tau == 0.3
+    assert NuminaConfig.paper(focus_overlap=0.3).focus_overlap == 0.3
     default = NuminaConfig()
     assert (default.proposal_cut, default.head_choice) == ("adaptive", "containment")
     for field, value, words in [("edge_band", -1, "an int >= 0"),
