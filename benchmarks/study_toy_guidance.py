@@ -43,7 +43,7 @@ from machine import describe, machine_line  # noqa: E402
 from toy_identify_study import patch_labels  # noqa: E402
 
 import numina_hooks  # noqa: E402
-from numina_hooks.eval.metrics import video_scores  # noqa: E402
+from numina_hooks.metrics import video_scores  # noqa: E402
 from numina_hooks.attention import dense_bias, pre_softmax_spread  # noqa: E402
 from numina_hooks.eval.stats import paired_bootstrap  # noqa: E402
 from numina_hooks.numina import generate as generate_mod  # noqa: E402
