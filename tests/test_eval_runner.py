@@ -23,7 +23,7 @@ def _results(out):
     return {(p.parent.name, p.name): json.loads(p.read_text()) for p in (out / "results").glob("*/*.json")}
 
 
-@pytest.mark.slow  # > 5 s on one CPU thread
+@pytest.mark.slow  # 3-10 s on one CPU thread (measured)
 def test_eval_toy_all_strategies_interrupted_resumed_and_rescored(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "eval"
