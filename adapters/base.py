@@ -173,6 +173,10 @@ class DiffusersDriver(PipelineDriver):
 
         return kwargs, rewind, seed
 
+    def with_seed(self, kwargs: dict, seed: int) -> dict:
+        device = getattr(self.pipeline, "_execution_device", "cpu")
+        return {**kwargs, "generator": torch.Generator(device=device).manual_seed(int(seed))}
+
     def after_abort(self) -> None:
         if hasattr(self.pipeline, "maybe_free_model_hooks"):
             self.pipeline.maybe_free_model_hooks()  # what the pipeline does at the end of a call
@@ -194,6 +198,9 @@ class SeedArgumentDriver(PipelineDriver):
             seed = int(torch.seed() % (2**self.seed_bits))
             kwargs["seed"] = seed
         return kwargs, (lambda: None), seed
+
+    def with_seed(self, kwargs: dict, seed: int) -> dict:
+        return {**kwargs, "seed": int(seed)}
 
 
 def steps_argument(pipeline: Any, kwargs: dict, name: str = "num_inference_steps", default: int = 50) -> int:

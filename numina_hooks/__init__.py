@@ -37,6 +37,7 @@ _EXPORTS = {
     "NuminaConfig": ".numina.config",
     "NuminaReport": ".numina.report",
     "Numina": ".numina.plugin",
+    "LayoutSeeds": ".numina.plugin",
     "GenerationStrategy": ".driver",
     "PipelineDriver": ".driver",
     "detach": ".attach",
@@ -57,7 +58,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .attach import attach, detach
     from .handle import Handle
     from .driver import GenerationStrategy, PipelineDriver
-    from .numina.plugin import Numina, generate_with_numina
+    from .numina.plugin import LayoutSeeds, Numina, generate_with_numina
     from .cache import EasyCache
     from .context import CallContext, ForwardCall, GenerationInfo, Geometry, StepState
     from .hookspecs import hookimpl, hookspec

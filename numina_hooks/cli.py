@@ -254,7 +254,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         check_counts_fit(asked, latent_grid(pipe, call), "--counts" if counts is not None else "the prompt asks for")
 
     # ---- generate, one video per seed
-    with numina_hooks.attach(pipe, config=config) as numina, torch.no_grad():
+    with numina_hooks.attach(pipe, numina_hooks.Numina(config)) as numina, torch.no_grad():
         for seed in seeds:
             progress = StepProgress(prefix=f"seed {seed}: " if len(seeds) > 1 else "", disable=args.no_progress)
             numina.register(progress)

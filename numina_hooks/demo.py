@@ -99,7 +99,7 @@ def _run(out_dir, prompts, seeds, steps, json_path, weights_dir, config, echo, p
     t_start = time.perf_counter()
     bar = tqdm(total=pairs, desc="demo", unit="pair", disable=not progress, dynamic_ncols=True)
     try:
-        with numina_hooks.attach(pipe, config=config or NuminaConfig()) as numina, torch.no_grad():
+        with numina_hooks.attach(pipe, numina_hooks.Numina(config or NuminaConfig())) as numina, torch.no_grad():
             for i, prompt in enumerate(chosen):
                 target = dict(prompt.counts)
                 nouns = numina_hooks.parse_counts(prompt.text)

@@ -68,6 +68,11 @@ class PipelineDriver:
         The caller's own ``kwargs`` are not changed."""
         raise NotImplementedError(f"{type(self).__name__}.fix_noise")
 
+    def with_seed(self, kwargs: dict, seed: int) -> dict:
+        """``kwargs`` set to draw the noise of ``seed`` (the caller's ``kwargs`` unchanged):
+        for strategies that try several seeds."""
+        raise NotImplementedError(f"{type(self).__name__}.with_seed")
+
     def after_abort(self) -> None:
         """Clean up after a call was stopped by an exception (what the pipeline would
         have done at the end of the call, e.g. offloading models)."""

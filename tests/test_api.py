@@ -148,3 +148,21 @@ def test_an_attached_model_is_not_pinned_by_the_registry():
     del model, handle
     gc.collect()
     assert model_ref() is None
+
+
+def test_layout_seeds_is_a_strategy_that_finishes_the_seed_with_fewest_edits(pipe):
+    with numina_hooks.attach(pipe, numina_hooks.LayoutSeeds(seeds=(3, 1, 2))) as handle:
+        out = handle(prompt=PROMPT, counts=MISMATCH, **CALL)
+        with pytest.raises(TypeError, match="do not pass"):
+            handle(prompt=PROMPT, generator=_gen(), **CALL)
+    report = out.numina
+    tried = dict(report.seed_search)
+    assert list(tried) == [3, 1, 2]
+    assert report.seed == min(report.seed_search, key=lambda pair: pair[1])[0]
+    # the chosen seed's video is what NUMINA gives from that seed's noise
+    with numina_hooks.attach(pipe, Numina()) as handle:
+        again = handle(prompt=PROMPT, counts=MISMATCH, generator=_gen(report.seed), **CALL)
+    assert torch.equal(out.frames, again.frames)
+    assert again.numina.counts_found == report.counts_found
+    with pytest.raises(ValueError, match="distinct integer seeds"):
+        numina_hooks.LayoutSeeds(seeds=(1, 1))

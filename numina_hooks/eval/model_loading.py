@@ -51,7 +51,7 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
             call["num_inference_steps"] = steps
         if guidance_scale is not None:
             call["guidance_scale"] = guidance_scale
-        handle = numina_hooks.attach(pipe, config=config)
+        handle = numina_hooks.attach(pipe, numina_hooks.Numina(config))
         return EvalModel(handle, call, toy_frames, name="toy", device="cpu", info=_toy_weights_info())
 
     device = device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,7 +66,7 @@ def load_model(model: str, *, steps: Optional[int] = None, height: Optional[int]
                         ("num_frames", num_frames), ("guidance_scale", guidance_scale)):
         if value is not None:
             call[name] = value
-    handle = numina_hooks.attach(pipe, config=config)
+    handle = numina_hooks.attach(pipe, numina_hooks.Numina(config))
     return EvalModel(handle, call, pipeline_frames, name=model, device=device)
 
 

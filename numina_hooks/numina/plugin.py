@@ -48,6 +48,49 @@ class Numina(GenerationStrategy):
         return f"Numina({'paper preset' if self.config == NuminaConfig.paper() else 'NuminaConfig(...)'})"
 
 
+class LayoutSeeds(Numina):
+    """NUMINA with a choice of seed: phase 1 alone (up to the reference step) for each of
+    ``seeds``; the seed whose layout needs the fewest edits (ties: the earlier seed) is
+    then generated with NUMINA, which skips phase 2 when no edit is needed.
+
+    ``handle(prompt=..., counts=...)`` takes no ``generator``/``seed``/``latents``: the
+    strategy sets the noise. ``out.numina`` is the chosen seed's report; its
+    ``seed_search`` field lists ``(seed, edits_needed)`` of every seed tried."""
+
+    def __init__(self, config: Optional[NuminaConfig] = None, seeds=(0, 1, 2)):
+        super().__init__(config)
+        seeds = [int(s) for s in seeds]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds={seeds!r}: expected distinct integer seeds, at least one")
+        self.seeds = seeds
+
+    def generate(self, handle, *args: Any, **kwargs: Any):
+        from .generate import edits_needed, read_layout, run_numina
+
+        if args:
+            kwargs["prompt"] = args[0]
+        given = [k for k in ("generator", "seed", "latents") if kwargs.get(k) is not None]
+        if given:
+            raise TypeError(f"LayoutSeeds chooses the noise among seeds={self.seeds}; do not pass {given}")
+        if "prompt" not in kwargs:
+            raise TypeError("NUMINA needs prompt=...: the text whose counts it enforces")
+        driver = handle.driver
+        tried = []
+        for seed in self.seeds:
+            reports = read_layout(handle, self.config, **driver.with_seed(kwargs, seed))
+            reports = reports if isinstance(reports, list) else [reports]
+            tried.append((seed, sum(edits_needed(r) for r in reports)))
+        best = min(tried, key=lambda pair: pair[1])[0]  # min keeps the first of equals
+        out = run_numina(handle, self.config, **driver.with_seed(kwargs, best))
+        reports = out.numina if isinstance(out.numina, list) else [out.numina]
+        for r in reports:
+            r.seed, r.seed_search = best, list(tried)
+        return out
+
+    def __repr__(self) -> str:
+        return f"LayoutSeeds(seeds={self.seeds})"
+
+
 def generate_with_numina(target: Any, prompt: str, *, counts: Optional[dict] = None,
                          config: Optional[NuminaConfig] = None, **kwargs: Any):
     """One NUMINA generation on any supported pipeline: attach, generate, detach.
