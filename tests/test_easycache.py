@@ -223,6 +223,8 @@ def test_bare_model_with_named_steps_keeps_the_output_type():
 def test_diffusers_cache_enabled_is_refused_clearly_and_leaves_the_pipeline_working(cache_config):
     import diffusers
 
+    if not hasattr(diffusers, cache_config):  # TaylorSeer arrived after diffusers 0.35
+        pytest.skip(f"diffusers {diffusers.__version__} has no {cache_config}")
     pipe = _pipe("wan")
     config = getattr(diffusers, cache_config)
     pipe.transformer.enable_cache(config(threshold=0.05) if cache_config == "FirstBlockCacheConfig" else config())
