@@ -256,6 +256,7 @@ def test_diffusers_cache_enabled_is_refused_clearly_and_leaves_the_pipeline_work
         (dict(phases=("phase3",)), "phases="),
     ],
 )
+@pytest.mark.filterwarnings("ignore:EasyCache. 'tau' is deprecated:DeprecationWarning")
 def test_bad_settings_name_the_value(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         EasyCache(**kwargs)
