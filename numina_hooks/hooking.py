@@ -44,6 +44,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .compat import clear_cache_context, received_cache_context
 from .context import CallContext, ForwardCall, current_call
 from .views import AttentionView, Site
 
@@ -368,7 +369,7 @@ def make_forward_hook(hub, transformer_name: str, on_enter: Optional[Callable[[]
                 return _compiled_forward(self, module, args, kwargs)
             if on_enter is not None:
                 on_enter()
-            ctx = hub._make_context(transformer_name, module, args, kwargs, self.receiver._context)
+            ctx = hub._make_context(transformer_name, module, args, kwargs, received_cache_context(self.receiver))
             token = current_call.set(ctx)
             try:
                 return hub._run_forward(ctx, module, args, kwargs, self.fn_ref.original_forward)
@@ -376,7 +377,7 @@ def make_forward_hook(hub, transformer_name: str, on_enter: Optional[Callable[[]
                 current_call.reset(token)
 
         def reset_state(self, module):
-            self.receiver._context = None
+            clear_cache_context(self.receiver)
             return module
 
     def _compiled_forward(hook, module, args, kwargs):
@@ -386,7 +387,7 @@ def make_forward_hook(hub, transformer_name: str, on_enter: Optional[Callable[[]
         breaks) and the model between them is traced."""
         if not hub._wants_context:
             return hook.fn_ref.original_forward(*args, **kwargs)
-        skipped = _begin_compiled_forward(hub, transformer_name, module, args, kwargs, hook.receiver._context,
+        skipped = _begin_compiled_forward(hub, transformer_name, module, args, kwargs, received_cache_context(hook.receiver),
                                           hook.fn_ref.original_forward)
         output = None if skipped else hook.fn_ref.original_forward(*args, **kwargs)
         return _end_compiled_forward(hub, output)

@@ -139,7 +139,7 @@ def test_compiled_observer_and_skipping_cache_give_the_uncompiled_results():
     pipe.set_progress_bar_config(disable=True)
 
     def run():
-        observer, cache = Observer(), EasyCache(tau=1.0, warmup=1)
+        observer, cache = Observer(), EasyCache(error_threshold=1.0, warmup=1)
         with numina_hooks.attach(pipe, observer, cache) as handle:
             out = handle(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **CALL).frames
         return out, observer.views, cache.stats.as_dict()

@@ -102,7 +102,7 @@ def test_the_lazy_names_of_eval_load_from_eval_or_below():
         assert getattr(ev, name) is not None
 
 
-CORE = ["hookspecs", "context", "views", "hooking", "hub", "driver", "handle"]
+CORE = ["hookspecs", "context", "views", "hooking", "hub", "driver", "handle", "compat"]
 
 
 @pytest.mark.parametrize("module", CORE)
