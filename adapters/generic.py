@@ -1,6 +1,6 @@
 """One adapter for models outside diffusers, driven by a :class:`ModelDescription`.
 
-The pattern (DESIGN.md, "Outside diffusers"): these models call a module-level
+The pattern: these models call a module-level
 attention function (``flash_attention``) that takes no bias. So:
 
 * each attention module named by the description gets a forward pre-hook that
