@@ -12,6 +12,7 @@ if __name__ != "numina_hooks.adapters":  # imported as a top-level package from 
         "or run `bash scripts/setup.sh`)"
     )
 
-from .base import Adapter, adapter_for, registered_adapters  # noqa: E402
+from .base import Adapter, DiffusersDriver, adapter_for, registered_adapters  # noqa: E402
+from .generic import adapter_for_description  # noqa: E402
 
-__all__ = ["Adapter", "adapter_for", "registered_adapters"]
+__all__ = ["Adapter", "DiffusersDriver", "adapter_for", "adapter_for_description", "registered_adapters"]

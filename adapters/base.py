@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from numina_hooks.context import Branch, CallContext, Geometry, StepState
+from numina_hooks.driver import PipelineDriver
 from numina_hooks.hooking import KernelTap, install_diffusers_forward_hook, install_processor_wrapper
 from numina_hooks.views import AttentionView, Site
 
@@ -55,15 +56,15 @@ class Adapter:
     # -------------------------------------------------------------- installing
     # Each ``install_*`` does its part and returns a callable that undoes it exactly.
     # The defaults are the diffusers mechanics; other frameworks override them.
-    def install_site(self, handle, site: Site, attn: torch.nn.Module):
+    def install_site(self, hub, site: Site, attn: torch.nn.Module):
         """Mark calls of one attention module as ``site`` (default: wrap its processor)."""
-        return install_processor_wrapper(handle, site, attn, self.expected_kernel(site, attn))
+        return install_processor_wrapper(hub, site, attn, self.expected_kernel(site, attn))
 
-    def install_forward(self, handle, name: str, model: torch.nn.Module):
+    def install_forward(self, hub, name: str, model: torch.nn.Module):
         """Run ``on_forward`` around the transformer (default: a diffusers ``ModelHook``)."""
-        return install_diffusers_forward_hook(handle, name, model)
+        return install_diffusers_forward_hook(hub, name, model)
 
-    def install_pipeline(self, handle):
+    def install_pipeline(self, hub):
         """Anything the pipeline itself needs; returns an undo or None.
 
         diffusers: the pipeline's ``remove_all_hooks`` (run by ``enable_model_cpu_offload``,
@@ -78,8 +79,8 @@ class Adapter:
 
         def remove_all_hooks(*args, **kwargs):
             result = original(*args, **kwargs)
-            if handle.attached:
-                handle._ensure_hooked()
+            if hub.attached:
+                hub._ensure_hooked()
             return result
 
         pipe.__dict__["remove_all_hooks"] = remove_all_hooks
@@ -104,14 +105,20 @@ class Adapter:
             return cache_name
         return None
 
-    def step_from_timestep(self, timestep: Optional[float]) -> tuple[Optional[int], Optional[int]]:
-        """``(step, num_steps)`` by finding ``timestep`` in the pipeline scheduler's timesteps."""
+    def step_from_timestep(self, timestep: Optional[float], raw=None) -> tuple[Optional[int], Optional[int]]:
+        """``(step, num_steps)`` by finding ``timestep`` in the pipeline scheduler's timesteps
+        (the first match within 1e-3). With ``raw``, the tensor the pipeline passed, the
+        timesteps are compared in its dtype (DiffSynth casts the timestep to bfloat16:
+        937.5 arrives as 936)."""
         if self.pipeline is None or timestep is None:
             return None, None
         timesteps = getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None)
         if timesteps is None or len(timesteps) == 0:
             return None, None
-        ts = torch.as_tensor(timesteps).detach().float().cpu()
+        ts = torch.as_tensor(timesteps).detach().cpu()
+        if isinstance(raw, torch.Tensor) and raw.is_floating_point():
+            ts = ts.to(raw.dtype)
+        ts = ts.float()
         hits = torch.nonzero(torch.isclose(ts, torch.tensor(float(timestep)), rtol=0, atol=1e-3)).flatten()
         if hits.numel() == 0:
             return None, len(ts)
@@ -122,36 +129,34 @@ class Adapter:
     ) -> Iterable[AttentionView]:
         raise NotImplementedError
 
-    # -------------------------------------------------------------- pipeline calls
-    # What a whole generation needs from the framework (NUMINA's two phases, the
-    # step hooks). The defaults are diffusers'; other frameworks override them.
-    def call_pipeline(self, handle, args: tuple, kwargs: dict):
-        """Run the pipeline once, with ``on_step`` wired to its step callback."""
+    # -------------------------------------------------------------- the pipeline's driver
+    def driver(self) -> Optional[PipelineDriver]:
+        """The :class:`~numina_hooks.driver.PipelineDriver` that runs the attached pipeline
+        (diffusers' by default); None when a bare model is attached."""
+        return None if self.pipeline is None else DiffusersDriver(self.pipeline)
+
+
+class DiffusersDriver(PipelineDriver):
+    """Runs a diffusers pipeline: ``on_step`` through ``callback_on_step_end``, noise
+    repeated by saving the ``generator`` states, counts of steps and text tokens from the
+    call's arguments or the pipeline's defaults."""
+
+    def run(self, handle, args: tuple, kwargs: dict):
         return self.pipeline(*args, **_with_step_callback(handle, kwargs))
 
     def tokenizer(self):
-        """The fast tokenizer the pipeline encodes prompts with."""
         return self.pipeline.tokenizer
 
-    def prompt_for_tokenizer(self, prompt: str) -> str:
-        """The prompt as the pipeline hands it to its tokenizer."""
-        return prompt
-
     def text_length(self, kwargs: dict) -> Optional[int]:
-        """Text tokens the pipeline keeps (prompts are truncated to it)."""
         return kwargs.get("max_sequence_length") or _signature_default(self.pipeline, "max_sequence_length", None)
 
     def num_steps(self, kwargs: dict) -> int:
-        return int(kwargs.get("num_inference_steps") or _signature_default(self.pipeline, "num_inference_steps", 50))
+        return steps_argument(self.pipeline, kwargs)
 
     def fix_noise(self, kwargs: dict):
-        """Make the call's noise repeatable: ``(kwargs, rewind, seed_or_None)``.
-
-        ``rewind()`` puts the noise source back where it was, so the next call samples
-        the same noise. diffusers: the ``generator`` states are saved (a seeded
-        generator is added when neither ``generator`` nor ``latents`` is given, and
-        its seed returned); ``latents`` are reused as they are.
-        """
+        """diffusers: the ``generator`` states are saved (a seeded generator is added when
+        neither ``generator`` nor ``latents`` is given, and its seed returned); ``latents``
+        are reused as they are."""
         kwargs = dict(kwargs)
         seed = None
         if kwargs.get("latents") is None and kwargs.get("generator") is None:
@@ -168,10 +173,48 @@ class Adapter:
 
         return kwargs, rewind, seed
 
+    def with_seed(self, kwargs: dict, seed: int) -> dict:
+        device = getattr(self.pipeline, "_execution_device", "cpu")
+        return {**kwargs, "generator": torch.Generator(device=device).manual_seed(int(seed))}
+
     def after_abort(self) -> None:
-        """Clean up after a generation was stopped by an exception (NUMINA's phase 1)."""
         if hasattr(self.pipeline, "maybe_free_model_hooks"):
             self.pipeline.maybe_free_model_hooks()  # what the pipeline does at the end of a call
+
+
+class SeedArgumentDriver(PipelineDriver):
+    """A driver for loops that draw their noise from an integer ``seed=`` argument (a
+    fresh generator per call: the same seed is the same noise). With no seed (or a
+    negative one, where ``negative_is_random``), one is chosen and returned."""
+
+    seed_bits: int = 63
+    negative_is_random: bool = False
+
+    def fix_noise(self, kwargs: dict):
+        kwargs = dict(kwargs)
+        seed = None
+        given = kwargs.get("seed")
+        if given is None or (self.negative_is_random and given < 0):
+            seed = int(torch.seed() % (2**self.seed_bits))
+            kwargs["seed"] = seed
+        return kwargs, (lambda: None), seed
+
+    def with_seed(self, kwargs: dict, seed: int) -> dict:
+        return {**kwargs, "seed": int(seed)}
+
+
+def steps_argument(pipeline: Any, kwargs: dict, name: str = "num_inference_steps", default: int = 50) -> int:
+    """Denoising steps of a call: ``kwargs[name]``, else the default of that argument in
+    the pipeline's ``__call__`` signature, else ``default``."""
+    return int(kwargs.get(name) or _signature_default(pipeline, name, default))
+
+
+def cleaned_prompt(tokenizer_wrapper: Any, prompt: str) -> str:
+    """The prompt after the cleaning Wan's ``HuggingfaceTokenizer`` wrapper applies before
+    tokenizing (its ``clean`` setting and ``_clean`` method), else unchanged."""
+    if getattr(tokenizer_wrapper, "clean", None) and hasattr(tokenizer_wrapper, "_clean"):
+        return tokenizer_wrapper._clean(prompt)
+    return prompt
 
 
 _REGISTRY: list[type[Adapter]] = []

@@ -1,8 +1,8 @@
 """DiffSynth-Studio Wan (``WanVideoPipeline``, ``WanModel``; diffsynth 2.1.12).
 
 Everything about the model is in :data:`~numina_hooks.adapters.descriptions.DIFFSYNTH_WAN`
-and is installed by the generic adapter; this module only adds what a whole
-generation needs from DiffSynth's pipeline, which has no callback API.
+and is installed by the generic adapter; this module only adds the driver of a whole
+generation (:class:`DiffSynthDriver`), since DiffSynth's pipeline has no callback API.
 
 Token layout
 ------------
@@ -31,7 +31,7 @@ import torch
 
 from numina_hooks.context import StepState
 
-from .base import register_adapter
+from .base import SeedArgumentDriver, cleaned_prompt, register_adapter, steps_argument
 from .descriptions import DIFFSYNTH_WAN
 from .generic import GenericAdapter, _loop_step
 
@@ -40,8 +40,27 @@ from .generic import GenericAdapter, _loop_step
 class DiffSynthWanAdapter(GenericAdapter):
     description = DIFFSYNTH_WAN
 
-    # -------------------------------------------------------------- pipeline calls
-    def call_pipeline(self, handle, args: tuple, kwargs: dict):
+    def driver(self):
+        return None if self.pipeline is None else DiffSynthDriver(self.pipeline, self.description.text_length)
+
+    def sigma_at(self, step):
+        sigmas = getattr(getattr(self.pipeline, "scheduler", None), "sigmas", None)
+        if step is None or sigmas is None or step >= len(sigmas):
+            return None
+        return float(sigmas[step])
+
+
+class DiffSynthDriver(SeedArgumentDriver):
+    """Runs a ``WanVideoPipeline``: ``on_step`` from its ``progress_bar_cmd`` loop (it has
+    no callback API), noise from ``seed=`` (a fresh generator per call)."""
+
+    seed_bits = 31
+
+    def __init__(self, pipeline, default_text_length: int):
+        super().__init__(pipeline)
+        self.default_text_length = default_text_length
+
+    def run(self, handle, args: tuple, kwargs: dict):
         kwargs = dict(kwargs)
         user_bar = kwargs.get("progress_bar_cmd")
         hook = handle.hook
@@ -70,12 +89,6 @@ class DiffSynthWanAdapter(GenericAdapter):
         finally:
             _loop_step.reset(token)
 
-    def sigma_at(self, step):
-        sigmas = getattr(getattr(self.pipeline, "scheduler", None), "sigmas", None)
-        if step is None or sigmas is None or step >= len(sigmas):
-            return None
-        return float(sigmas[step])
-
     def tokenizer(self):
         wrapper = getattr(self.pipeline, "tokenizer", None)
         tok = getattr(wrapper, "tokenizer", None)
@@ -87,23 +100,13 @@ class DiffSynthWanAdapter(GenericAdapter):
         return tok
 
     def prompt_for_tokenizer(self, prompt: str) -> str:
-        wrapper = self.pipeline.tokenizer
-        if getattr(wrapper, "clean", None) and hasattr(wrapper, "_clean"):
-            return wrapper._clean(prompt)  # what HuggingfaceTokenizer does before tokenizing
-        return prompt
+        return cleaned_prompt(self.pipeline.tokenizer, prompt)
 
     def text_length(self, kwargs: dict):
-        return int(getattr(self.pipeline.tokenizer, "seq_len", None) or self.description.text_length)
+        return int(getattr(self.pipeline.tokenizer, "seq_len", None) or self.default_text_length)
 
-    def fix_noise(self, kwargs: dict):
-        """DiffSynth draws the noise from ``seed=`` (a fresh generator per call), so the
-        same seed is the same noise; with no seed, one is chosen and returned."""
-        kwargs = dict(kwargs)
-        seed = None
-        if kwargs.get("seed") is None:
-            seed = int(torch.seed() % (2**31))
-            kwargs["seed"] = seed
-        return kwargs, (lambda: None), seed
+    def num_steps(self, kwargs: dict) -> int:
+        return steps_argument(self.pipeline, kwargs)
 
     def after_abort(self) -> None:
         # what the pipeline does at the end of a call: offload every model (VRAM management)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from numina_hooks.context import Geometry
+from numina_hooks.context import Geometry, hidden_states_of
 from numina_hooks.hooking import KernelTap
 from numina_hooks.views import AttentionView, Site
 
@@ -64,7 +64,7 @@ class CogVideoXAdapter(Adapter):
         return [KernelTap(attention_processor, "F", "BHLD", functional_proxy=True)]
 
     def geometry(self, module, args, kwargs) -> Geometry:
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        hidden = hidden_states_of(args, kwargs)
         text = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
         _, f, _, h, w = hidden.shape
         p = module.config.patch_size

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from numina_hooks.context import Geometry
+from numina_hooks.context import Geometry, hidden_states_of
 from numina_hooks.hooking import KernelTap
 from numina_hooks.views import AttentionView, Site
 
-from .base import Adapter, _class_named, register_adapter, unwrap_compiled
+from .base import Adapter, DiffusersDriver, _class_named, register_adapter, unwrap_compiled
 
 _MODEL = ("WanTransformer3DModel",)
 
@@ -73,7 +73,7 @@ class WanAdapter(Adapter):
         return 1 if site.kind == "cross" and getattr(attn, "add_k_proj", None) is not None else 0
 
     def geometry(self, module, args, kwargs) -> Geometry:
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        hidden = hidden_states_of(args, kwargs)
         text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
         p_t, p_h, p_w = module.config.patch_size
         _, _, f, h, w = hidden.shape
@@ -82,10 +82,8 @@ class WanAdapter(Adapter):
             n_text = 512  # image context comes first, then the 512 text tokens
         return Geometry(frames=f // p_t, height=h // p_h, width=w // p_w, text_tokens=n_text)
 
-    def prompt_for_tokenizer(self, prompt: str) -> str:
-        from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # what the pipeline does first
-
-        return prompt_clean(prompt)
+    def driver(self):
+        return None if self.pipeline is None else WanDriver(self.pipeline)
 
     def make_views(self, site: Site, context, q, k, v, layout, scale):
         n_q, n_k = q.shape[1], k.shape[1]  # BLHD
@@ -96,3 +94,13 @@ class WanAdapter(Adapter):
         yield AttentionView(
             site=site, kind=site.kind, context=context, q=q, k=k, v=v, layout=layout, scale=scale, **slices
         )
+
+
+class WanDriver(DiffusersDriver):
+    """diffusers' driver, with the prompt cleaned as ``WanPipeline`` cleans it before
+    tokenizing."""
+
+    def prompt_for_tokenizer(self, prompt: str) -> str:
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # what the pipeline does first
+
+        return prompt_clean(prompt)

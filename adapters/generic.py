@@ -1,6 +1,6 @@
 """One adapter for models outside diffusers, driven by a :class:`ModelDescription`.
 
-The pattern (DESIGN.md, "Outside diffusers"): these models call a module-level
+The pattern: these models call a module-level
 attention function (``flash_attention``) that takes no bias. So:
 
 * each attention module named by the description gets a forward pre-hook that
@@ -18,14 +18,12 @@ State is keyed by module *name*, never by module object: DiffSynth's VRAM
 management may deep-copy layers per call, and a copy of a hooked module carries
 the same hooks, which know their site by name.
 
-Use :func:`attach_with` to attach with a description of your own (a fork that
-renamed its modules)::
+Attach with a description of your own (a fork that renamed its modules)::
 
     from dataclasses import replace
     from numina_hooks.adapters.descriptions import DIFFSYNTH_WAN
-    from numina_hooks.adapters.generic import attach_with
     mine = replace(DIFFSYNTH_WAN, model_classes=("myfork.dit.WanModel",))
-    handle = attach_with(mine, pipe)
+    handle = numina_hooks.attach(pipe, description=mine)
 """
 
 from __future__ import annotations
@@ -73,24 +71,12 @@ class _FlatHeadsView(AttentionView):
         return out.transpose(1, 2).flatten(2)
 
 
-class _CacheContext:
-    """What the forward knows, in the shape ``Handle._make_context`` reads."""
-
-    __slots__ = ("name", "step_index", "num_inference_steps", "sigma")
-
-    def __init__(self, name, step_index, num_inference_steps, sigma=None):
-        self.name = name
-        self.step_index = step_index
-        self.num_inference_steps = num_inference_steps
-        self.sigma = sigma
-
-
 class GenericAdapter(Adapter):
     """Adapter for any model family described by a :class:`ModelDescription`.
 
-    Subclasses set :attr:`description` (and override the pipeline-call methods
-    of :class:`~numina_hooks.adapters.base.Adapter` for their framework); an
-    instance may also be given a description directly (:func:`attach_with`).
+    Subclasses set :attr:`description` (and return their framework's
+    :class:`~numina_hooks.driver.PipelineDriver` from ``driver()``); an
+    instance may also be given a description directly (``attach(..., description=...)``).
     """
 
     description: ModelDescription
@@ -172,7 +158,7 @@ class GenericAdapter(Adapter):
         return q, k, v, scale
 
     # -------------------------------------------------------------- installing
-    def install_site(self, handle, site: Site, attn: torch.nn.Module):
+    def install_site(self, hub, site: Site, attn: torch.nn.Module):
         expected = next(
             p.kernel_call for p in self.description.sites if p.kind == site.kind and re.fullmatch(p.pattern, site.name)
         )
@@ -182,13 +168,13 @@ class GenericAdapter(Adapter):
             stack = getattr(local, "stack", None)
             if stack is None:
                 stack = local.stack = []
-            if not handle._wants_attention:
+            if not hub._wants_attention:
                 stack.append(None)
                 return None
             ctx = current_call.get()
             if ctx is None:
-                ctx = handle._fallback_context(site.transformer)
-            site_call = SiteCall(site, handle, ctx, expected)
+                ctx = hub._fallback_context(site.transformer)
+            site_call = SiteCall(site, hub, ctx, expected)
             stack.append((site_call, _active_site.set(site_call)))
             return None
 
@@ -202,7 +188,7 @@ class GenericAdapter(Adapter):
             site_call, token = entry
             _active_site.reset(token)
             if not site_call.tapped:
-                handle._warn_untapped(site, module)
+                hub._warn_untapped(site, module)
             return None
 
         pre = attn.register_forward_pre_hook(begin)
@@ -214,19 +200,19 @@ class GenericAdapter(Adapter):
 
         return undo
 
-    def install_forward(self, handle, name: str, model: torch.nn.Module):
+    def install_forward(self, hub, name: str, model: torch.nn.Module):
         if self.pipeline is not None and self.description.pipeline_entry is not None:
             return lambda: None  # the pipeline's entry is wrapped once, in install_pipeline
         entry = self.description.model_entry
-        return _wrap_attribute(model, entry.attribute, self._entry_wrapper(handle, entry, model, name))
+        return _wrap_attribute(model, entry.attribute, self._entry_wrapper(hub, entry, model, name))
 
-    def install_pipeline(self, handle):
+    def install_pipeline(self, hub):
         entry = self.description.pipeline_entry
         if self.pipeline is None or entry is None:
             return None
-        return _wrap_attribute(self.pipeline, entry.attribute, self._entry_wrapper(handle, entry, None, None))
+        return _wrap_attribute(self.pipeline, entry.attribute, self._entry_wrapper(hub, entry, None, None))
 
-    def _entry_wrapper(self, handle, entry: ForwardEntry, model, model_name):
+    def _entry_wrapper(self, hub, entry: ForwardEntry, model, model_name):
         names = {id(m): n for n, m in self.transformers()}
 
         def make(original):
@@ -239,9 +225,9 @@ class GenericAdapter(Adapter):
             def numina_forward(*args, **kwargs):
                 module = model if model is not None else entry.model.read(args, kwargs)
                 tname = model_name if model is not None else names.get(id(module))
-                if tname is None:  # a model this handle does not hook (e.g. a VACE or LongCat DiT)
+                if tname is None:  # a model this hub does not hook (e.g. a VACE or LongCat DiT)
                     return original(*args, **kwargs)
-                ctx = self._forward_context(handle, tname, module, entry, args, kwargs)
+                ctx = self._forward_context(hub, tname, module, entry, args, kwargs)
                 # the latent input first, so that ForwardCall.hidden_states is it
                 latents, rest_args, rest_kwargs = _split_latents(signature, entry, args, kwargs)
 
@@ -250,7 +236,7 @@ class GenericAdapter(Adapter):
 
                 token = current_call.set(ctx)
                 try:
-                    return handle._run_forward(ctx, module, (latents,) + rest_args, rest_kwargs, run)
+                    return hub._run_forward(ctx, module, (latents,) + rest_args, rest_kwargs, run)
                 finally:
                     current_call.reset(token)
 
@@ -260,7 +246,11 @@ class GenericAdapter(Adapter):
         return make
 
     # -------------------------------------------------------------- per call
-    def _forward_context(self, handle, tname, module, entry: ForwardEntry, args, kwargs):
+    def _forward_context(self, hub, tname, module, entry: ForwardEntry, args, kwargs):
+        """The :class:`CallContext` of one entry call, from the call's own arguments:
+        latents, timestep and text as the description names them, the branch from the
+        entry's cfg flags, the step from the pipeline's loop (``_loop_step``) or the
+        scheduler's timesteps."""
         latents = entry.latents.read(args, kwargs)
         timestep = entry.timestep.read(args, kwargs)
         text = entry.text.read(args, kwargs)
@@ -277,14 +267,16 @@ class GenericAdapter(Adapter):
                 branch = "cond" if positive else "uncond"
         holder = _loop_step.get()
         loop = holder[0] if holder is not None else None
-        t_float = handle._timestep_value(timestep)  # read once per step, not per call
+        t_float = hub._timestep_value(timestep)  # read once per step, not per call
         if loop is not None:
             step, num_steps = loop
         else:
             step, num_steps = self.step_from_timestep(t_float, timestep)
-        cache_ctx = _CacheContext(branch, step, num_steps, self.sigma_at(step))
-        probe = _BatchProbe(batch)
-        return handle._make_context(tname, module, (probe,), {"timestep": timestep, "_geometry": geometry}, cache_ctx)
+            if step is None:
+                step, n = self.step_from_timestep(t_float)
+                num_steps = num_steps or n
+        return hub.context_for(tname, step=step, num_steps=num_steps, timestep=t_float, sigma=self.sigma_at(step),
+                               branch=self.branch(branch, batch), geometry=geometry)
 
     def _geometry(self, module, latents, text) -> Geometry:
         p_t, p_h, p_w = tuple(getattr(module, self.description.patch_size))
@@ -298,9 +290,6 @@ class GenericAdapter(Adapter):
             n_text = max(n_text, int(getattr(module, "text_len", 0) or 0))
         return Geometry(frames=f // p_t, height=h // p_h, width=w // p_w, text_tokens=n_text)
 
-    def geometry(self, module, args, kwargs) -> Geometry:
-        return kwargs["_geometry"]
-
     def branch(self, cache_name, batch):
         if isinstance(cache_name, tuple):
             if len(cache_name) != batch:
@@ -309,25 +298,8 @@ class GenericAdapter(Adapter):
         return super().branch(cache_name, batch)
 
     def sigma_at(self, step: Optional[int]) -> Optional[float]:
+        """The scheduler's sigma at ``step`` (None: unknown)."""
         return None
-
-    def step_from_timestep(self, timestep, raw=None):
-        """``(step, num_steps)`` by finding ``timestep`` in the pipeline scheduler's
-        timesteps, compared in the dtype the pipeline passed (DiffSynth casts the
-        timestep to bfloat16: 937.5 arrives as 936); the first match wins."""
-        if self.pipeline is None or timestep is None:
-            return None, None
-        timesteps = getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None)
-        if timesteps is None or len(timesteps) == 0:
-            return None, None
-        ts = torch.as_tensor(timesteps).detach().cpu()
-        if isinstance(raw, torch.Tensor) and raw.is_floating_point():
-            ts = ts.to(raw.dtype)
-        ts = ts.float()
-        hits = torch.nonzero(torch.isclose(ts, torch.tensor(float(timestep)), rtol=0, atol=1e-3)).flatten()
-        if hits.numel() == 0:
-            return None, len(ts)
-        return int(hits[0]), len(ts)
 
     def make_views(self, site: Site, context, q, k, v, layout, scale):
         # q/k/v arrive as [B, L, H, d] (a "BS(HD)" kernel's tensors are unflattened by the reader)
@@ -344,15 +316,6 @@ class GenericAdapter(Adapter):
 
 def _batch_of(x) -> int:
     return len(x) if isinstance(x, (list, tuple)) else int(x.shape[0])
-
-
-class _BatchProbe:
-    """Stands in for the latent tensor where only the batch size is read."""
-
-    __slots__ = ("shape",)
-
-    def __init__(self, batch: int):
-        self.shape = (batch,)
 
 
 def _split_latents(signature, entry: ForwardEntry, args, kwargs):
@@ -403,24 +366,18 @@ def _wrap_attribute(owner, attribute: str, make):
     return undo
 
 
-def attach_with(description: ModelDescription, target: Any, *plugins: Any, config=None):
-    """:func:`numina_hooks.attach` with an explicit description (for forks and stand-ins).
-
-    The adapter is the registered one for the description's family when there is
-    one (so pipeline calls keep their framework's behaviour), else the plain
-    :class:`GenericAdapter`.
-    """
-    from numina_hooks.attach import Handle
-    from numina_hooks.numina.config import NuminaConfig
-
+def adapter_for_description(description: ModelDescription, target: Any) -> GenericAdapter:
+    """The adapter for ``target`` described by ``description`` (for forks and stand-ins):
+    the registered adapter of the description's family when there is one (so pipeline
+    calls keep their framework's driver), else the plain :class:`GenericAdapter`.
+    ``numina_hooks.attach(target, ..., description=description)`` uses it."""
     from .base import registered_adapters
 
+    if not isinstance(description, ModelDescription):
+        raise TypeError(f"description={description!r}: expected a numina_hooks.adapters.descriptions.ModelDescription")
     cls = GenericAdapter
     for candidate in registered_adapters():
         if issubclass(candidate, GenericAdapter) and candidate.description.name == description.name:
             cls = candidate
             break
-    adapter = cls(target, description=description)
-    if config is None and not plugins and adapter.pipeline is not None:
-        config = NuminaConfig()
-    return Handle(target, adapter, plugins, config=config)
+    return cls(target, description=description)

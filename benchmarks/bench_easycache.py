@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
         arrays, calls = {}, {}
         for _ in range(repeats):  # interleaved, so drift hits every setting alike
             for tau in ("plain",) + TAUS:
-                cache = None if tau == "plain" else EasyCache(tau=tau, warmup=warmup)
+                cache = None if tau == "plain" else EasyCache(error_threshold=tau, warmup=warmup)
                 outs, sec, n = _generate(pipe, call, prompts, cache)
                 seconds[tau].append(sec)
                 arrays[tau] = [to_array(o) for o in outs]

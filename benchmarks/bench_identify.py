@@ -20,8 +20,8 @@ counts, and the growth exponent (least-squares slope of log time on log tokens).
 16): qk path at 30x52 at most 0.05 s per frame and noun on one thread; the script exits 1
 when it is missed (after writing its results).
 
-Families: ``project`` (``numina/synthetic.py``: softmax heads of several kinds, two instance
-heads) and ``shared`` (``numina/synthetic_shared.py``: every head dominated by a shared
+Families: ``project`` (``synthetic_scenes.py``: softmax heads of several kinds, two instance
+heads) and ``shared`` (``synthetic_shared_scenes.py``: every head dominated by a shared
 diffuse and positional part, one instance head among class, positional, noisy, sink and
 diffuse heads, blurred cross-attention with clutter bumps). Per family, grid (30x52 =
 Wan2.1-1.3B at 832x480, and 15x26) and noise (0.25, 0.5 = moderate, 1.0 = highest):
@@ -69,9 +69,11 @@ from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader  # noqa: E402
 from numina_hooks.numina.layout import (layout_from_attention, naive_cross_count,  # noqa: E402
                                         temporal_vote)
-from numina_hooks.numina.synthetic import SELF_HEAD_TYPES, make_scene  # noqa: E402
-from numina_hooks.numina.synthetic_shared import make_shared_scene  # noqa: E402
 from numina_hooks.views import AttentionView, Site  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # noqa: E402
+from synthetic_shared_scenes import make_shared_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "true_head")

@@ -9,7 +9,7 @@ Cases, measured side by side in one run on a small Wan pipeline:
   it measures the cost of reading the layout, which is what the match case adds;
 * ``numina-mismatch``: counts the layout does not have: phase 1 to t*, refine,
   guided phase 2;
-* ``plain+easycache`` and the two NUMINA cases with ``EasyCache(tau=0.05)`` in both passes,
+* ``plain+easycache`` and the two NUMINA cases with ``EasyCache(error_threshold=0.05)`` in both passes,
   and the mismatch case with it in phase 1 only (``phases=("phase1",)``).
 
 Two subjects: the shipped trained toy Wan at the paper's schedule (50 steps, t* = 20,
@@ -122,7 +122,7 @@ def _bench_subject(pipe, call, prompt, counts, rounds):
             plugins = [counter]
             if "+easycache" in mode:
                 phases = ("phase1",) if mode.endswith("(phase1)") else EasyCache.PHASES
-                plugins.append(EasyCache(tau=0.05, warmup=warmup, phases=phases))
+                plugins.append(EasyCache(error_threshold=0.05, warmup=warmup, phases=phases))
             numina = mode.startswith("numina")
             handle = numina_hooks.attach(pipe, *plugins, config=NuminaConfig() if numina else None)
             run_pipeline = handle.run_pipeline

@@ -39,9 +39,9 @@ from machine import describe, machine_line  # noqa: E402
 from study_toy_guidance import format_gain, oracle_refiner  # noqa: E402
 
 import numina_hooks  # noqa: E402
-from numina_hooks.eval.metrics import video_scores  # noqa: E402
-from numina_hooks.eval.runner import toy_noun_as_written  # noqa: E402
+from numina_hooks.eval.benchmark import toy_noun_as_written  # noqa: E402
 from numina_hooks.eval.stats import paired_bootstrap  # noqa: E402
+from numina_hooks.metrics import video_scores  # noqa: E402
 from numina_hooks.numina import generate as generate_mod  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import count_objects  # noqa: E402

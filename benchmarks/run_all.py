@@ -79,6 +79,15 @@ GPU_CHECK = (
     "installed offline first; `--quick --device cpu` is a one-minute smoke run of the same code."
 )
 
+#: the scripts next to the benchmarks that run_all does not run (one paragraph of the doc)
+RESEARCH_SCRIPTS = (
+    "Research scripts, not part of the installed package, live next to the benchmarks: "
+    "`toy_identify_study.py` (phase 1's layout against the toy video's true objects, docs/toy.md), "
+    "`study_toy_guidance.py`, `study_toy_cross_maps.py` and `eval_toy_end_to_end.py` (docs/method.md, "
+    "docs/toy.md), and the synthetic attention scenes `synthetic_scenes.py` and "
+    "`synthetic_shared_scenes.py` that `bench_identify.py` and the tests use."
+)
+
 #: benchmarks that exit 1 when an aim is missed
 CHECKS_AIMS = ("bench_idle_overhead.py", "bench_guided_attention.py", "bench_identify.py", "bench_numina.py",
                "bench_compile.py")
@@ -128,6 +137,8 @@ def write_doc() -> None:
         "",
         "Benchmarks that check their aims (exit 1 when one is missed, and `run_all.py` then exits non-zero): "
         + ", ".join(f"`{b}`" for b in CHECKS_AIMS) + ". The others report only.",
+        "",
+        RESEARCH_SCRIPTS,
         "",
     ]
     stems = {

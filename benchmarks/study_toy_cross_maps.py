@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
+from toy_identify_study import patch_labels  # noqa: E402
 
 import numina_hooks  # noqa: E402
 from numina_hooks import hookimpl  # noqa: E402
@@ -30,7 +31,6 @@ from numina_hooks.numina.tokens import noun_token_columns  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import label_objects  # noqa: E402
 from numina_hooks.toy.evaluate import auc  # noqa: E402
-from numina_hooks.toy.identify_study import patch_labels  # noqa: E402
 from numina_hooks.toy.world import category_of_noun, held_out_prompts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     steps = sorted({int(f * n_steps) for f in (0.1, 0.2, 0.4, 0.6, 0.8)} | {read_step})
     scores = collections.defaultdict(list)
     with numina_hooks.attach(pipe) as handle, torch.no_grad():
-        tokenizer = handle._adapter.tokenizer()
+        tokenizer = handle.driver.tokenizer()
         for i, prompt in enumerate(held_out_prompts(a.n, seed=0)):
             nouns = numina_hooks.parse_counts(prompt.text)
             columns = noun_token_columns(tokenizer, prompt.text, nouns, max_length=call["max_sequence_length"])

@@ -40,9 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
+from toy_identify_study import patch_labels  # noqa: E402
 
 import numina_hooks  # noqa: E402
-from numina_hooks.eval.metrics import video_scores  # noqa: E402
+from numina_hooks.metrics import video_scores  # noqa: E402
 from numina_hooks.attention import dense_bias, pre_softmax_spread  # noqa: E402
 from numina_hooks.eval.stats import paired_bootstrap  # noqa: E402
 from numina_hooks.numina import generate as generate_mod  # noqa: E402
@@ -50,15 +51,14 @@ from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.refine import Edit, RefinedFrame  # noqa: E402
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy.counter import count_objects  # noqa: E402
-from numina_hooks.toy.identify_study import patch_labels  # noqa: E402
 from numina_hooks.toy.world import category_of_noun, held_out_prompts, make_clip  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: The strengths compared by default: the paper's absolute bias, and the two calibrated modes.
 DEFAULT_ARMS = {
-    "absolute k=0.8 (paper)": {"boost_mode": "absolute", "boost_k": 0.8},
-    "absolute k=4": {"boost_mode": "absolute", "boost_k": 4.0},
+    "absolute k=0.8 (paper)": {"boost_mode": "absolute", "boost_bias": 0.8},
+    "absolute k=4": {"boost_mode": "absolute", "boost_bias": 4.0},
     "logit_spread 2": {"boost_mode": "logit_spread", "boost_spread": 2.0},
     "mass 0.5": {"boost_mode": "mass", "boost_mass": 0.5},
     "mass 0.8": {"boost_mode": "mass", "boost_mass": 0.8},
@@ -214,29 +214,29 @@ def main(argv=None) -> dict:
         return edits
 
     t0 = time.perf_counter()
-    with mock.patch.object(generate_mod.LayoutGuidance, "edits_for", metered_edits_for), \
-            numina_hooks.attach(pipe, config=NuminaConfig()) as handle, torch.no_grad():
+    with mock.patch.object(generate_mod.LayoutGuidance, "edits_for", metered_edits_for), torch.no_grad():
         for i, prompt in enumerate(held_out_prompts(a.n, seed=a.seed)):
             seed = a.seed + i
             nouns = numina_hooks.parse_counts(prompt.text)
             target = dict(prompt.counts)
 
-            def run(fn, **extra):
-                out = fn(prompt=prompt.text, generator=torch.Generator().manual_seed(seed), **call, **extra)
+            def run(config, plain=False):
+                # one attach per generation: each arm runs under its own config
+                with numina_hooks.attach(pipe, config=config) as handle:
+                    fn = handle.run_pipeline if plain else handle
+                    out = fn(prompt=prompt.text, generator=torch.Generator().manual_seed(seed), **call)
                 return video_scores(count_objects(toy_model.toy_frames(out)), target)
 
-            scores["plain"].append(run(handle.run_pipeline))
+            scores["plain"].append(run(NuminaConfig(), plain=True))
             if a.numina:
-                handle.config = NuminaConfig()
-                scores["numina"].append(run(handle))
+                scores["numina"].append(run(NuminaConfig()))
             for name, fields in arms.items():
-                handle.config = NuminaConfig(**fields)
                 arm_now[0] = f"oracle {name}"
                 refine, order = oracle_refiner(target, 10_000 + seed)
                 order.extend(nouns)  # run_numina refines the nouns in the order parse_counts gives them
                 with mock.patch.object(generate_mod, "refine_layouts", refine), \
                         mock.patch.object(generate_mod.LayoutReader, "matches", lambda self, c: False):
-                    scores[f"oracle {name}"].append(run(handle))
+                    scores[f"oracle {name}"].append(run(NuminaConfig(**fields)))
                 arm_now[0] = None
             print(i, {k: round(v[-1]["count_acc"], 2) for k, v in scores.items()}, flush=True)
             # written after every pair, so that a run cut short still leaves its figures

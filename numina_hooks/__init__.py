@@ -3,9 +3,9 @@
 ::
 
     import numina_hooks
-    handle = numina_hooks.attach(pipe, my_plugin)
-    out = handle(prompt="Three cats chasing two dogs")
-    handle.detach()
+    handle = numina_hooks.attach(pipe, numina_hooks.Numina(), my_plugin)
+    out = handle(prompt="Three cats chasing two dogs")   # out.numina: what NUMINA did
+    handle.detach()                                      # or numina_hooks.detach(pipe)
 
 The public names load on first use, so ``import numina_hooks`` (and ``numina --help``)
 does not import torch.
@@ -32,10 +32,17 @@ _EXPORTS = {
     "ForwardCall": ".context",
     "GenerationInfo": ".context",
     "Geometry": ".context",
-    "Handle": ".attach",
+    "Handle": ".handle",
     "Layout": ".numina.layout",
     "NuminaConfig": ".numina.config",
     "NuminaReport": ".numina.report",
+    "Numina": ".numina.plugin",
+    "LayoutSeeds": ".numina.plugin",
+    "GenerationStrategy": ".driver",
+    "PipelineDriver": ".driver",
+    "detach": ".attach",
+    "generate_with_numina": ".numina.plugin",
+    "parse_counts_arg": ".numina.counts",
     "Site": ".views",
     "StepState": ".context",
     "attach": ".attach",
@@ -48,12 +55,15 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .attach import Handle, attach
+    from .attach import attach, detach
+    from .handle import Handle
+    from .driver import GenerationStrategy, PipelineDriver
+    from .numina.plugin import LayoutSeeds, Numina, generate_with_numina
     from .cache import EasyCache
     from .context import CallContext, ForwardCall, GenerationInfo, Geometry, StepState
     from .hookspecs import hookimpl, hookspec
     from .numina.config import NuminaConfig
-    from .numina.counts import parse_counts
+    from .numina.counts import parse_counts, parse_counts_arg
     from .numina.layout import Layout, layout_from_attention
     from .numina.report import NuminaReport
     from .views import AttentionView, Site

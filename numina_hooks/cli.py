@@ -6,6 +6,9 @@ traceback instead). torch and diffusers load only when a command runs, so ``numi
 --help`` is instant. Options mean the same in every command: ``--model toy``,
 ``--seed``/``--seeds`` (``0``, ``0,3``, ``1..3``), ``--threads``, ``--dtype auto``.
 
+The checks every command shares (seeds, config, threads, device, dtype, model) and the
+generation options are ``options.py``'s; ``numina eval`` is ``eval/command.py``.
+
 Exit codes: 0 done; 1 ran but failed (an unexpected error, or items that failed); 2 bad
 input or a missing requirement, nothing run; 130 interrupted (Ctrl-C).
 """
@@ -13,219 +16,36 @@ input or a missing requirement, nothing run; 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .video_io import VideoWriterError, check_video_writer, write_video  # noqa: F401  (write_video: public here)
+from .media import VideoWriterError, check_video_writer, pipeline_frames, write_video
+from .options import (CliError, add_generation_options, apply_threads, check_model_arg, check_positive,
+                      parse_config_arg, parse_seed_list, require, resolve_device, resolve_dtype)
+from .progress import StepProgress
 
 log = logging.getLogger("numina_hooks")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-DTYPES = ("auto", "bf16", "fp16", "fp32")
-
-
-class CliError(Exception):
-    """An expected failure (bad input, missing requirement): one line, exit 2."""
-
-
-# ---------------------------------------------------------------------------- shared checks
-def parse_seed_list(text: str, option: str = "--seeds") -> list[int]:
-    """``"0"``, ``"0,3"``, ``"1..3"`` (and mixes) -> a list of distinct ints, or CliError."""
-    from .eval.runner import parse_seeds
-
-    try:
-        return parse_seeds(text)
-    except ValueError as err:
-        raise CliError(f"{option} {text!r}: {str(err).split(': ', 1)[-1]}") from None
 
 
 def parse_counts_arg(text: Optional[str], prompt: Optional[str] = None) -> Optional[dict]:
-    """``"cats=3,dogs=2"`` -> ``{"cats": 3, "dogs": 2}``; each noun must be a word of
-    ``prompt`` (when given) and each count an int >= 1."""
-    if text is None:
-        return None
-    counts: dict[str, int] = {}
-    for part in text.split(","):
-        noun, sep, n = (s.strip() for s in part.partition("="))
-        if not sep or not noun or not n:
-            raise CliError(f"--counts {text!r}: expected noun=count pairs separated by commas, e.g. cats=3,dogs=2")
-        try:
-            value = int(n)
-        except ValueError:
-            raise CliError(f"--counts {noun}={n}: {n!r} is not a whole number; expected a count >= 1") from None
-        if value < 1:
-            raise CliError(f"--counts {noun}={n}: expected a count >= 1 (to leave {noun!r} out, do not list it)")
-        if noun in counts:
-            raise CliError(f"--counts {text!r}: {noun!r} is given twice")
-        if prompt is not None:
-            from .numina.tokens import find_noun_spans
+    """``--counts "cats=3,dogs=2"`` -> ``{"cats": 3, "dogs": 2}`` (``numina.counts.parse_counts_arg``), or CliError."""
+    from .numina.counts import parse_counts_arg as parse_counts_text  # not at import: numina loads torch
 
-            if not find_noun_spans(prompt, noun):
-                raise CliError(f"--counts {noun}={n}: {noun!r} is not a word of the prompt {prompt!r}; "
-                               "write the noun exactly as the prompt does (e.g. cats, not cat)")
-        counts[noun] = value
-    return counts
-
-
-def parse_config_arg(text: Optional[str]):
-    """``--config`` JSON -> ``NuminaConfig``; errors name the field and list the valid ones."""
-    import dataclasses
-
-    from .numina.config import NuminaConfig
-
-    if not text:
-        return NuminaConfig()
-    source = text
-    if not text.lstrip().startswith("{") and Path(text).is_file():
-        source = Path(text).read_text(encoding="utf-8")
     try:
-        fields = json.loads(source)
-    except json.JSONDecodeError as err:
-        raise CliError(f"--config {text!r} is not valid JSON ({err.msg} at character {err.pos}); "
-                       'expected an object such as \'{"cross_head": "max"}\' or a JSON file') from None
-    if not isinstance(fields, dict):
-        raise CliError(f"--config {text!r}: expected a JSON object of NuminaConfig fields, got {type(fields).__name__}")
-    valid = [f.name for f in dataclasses.fields(NuminaConfig)]
-    unknown = [k for k in fields if k not in valid]
-    if unknown:
-        raise CliError(f"--config: unknown field {unknown[0]!r}; valid fields: {', '.join(valid)}")
-    try:
-        return NuminaConfig(**fields)
-    except (TypeError, ValueError) as err:
-        raise CliError(f"--config: {err}") from None
-
-
-def apply_threads(threads: Optional[int]) -> None:
-    """Set torch's CPU threads (checked first: an int >= 1)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise CliError(f"--threads {threads}: expected a number of CPU threads >= 1")
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _check_positive(args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} {value}: expected an int >= 1")
-
-
-def resolve_device(device: Optional[str]) -> str:
-    """``None``/``"auto"`` -> cuda when available, else cpu; a cuda device that is absent is an error."""
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return device
-
-
-def resolve_dtype(dtype: Optional[str], device: str) -> str:
-    """``auto``: bf16 on CUDA, fp32 elsewhere (CPUs run bf16 slowly and less exactly)."""
-    if dtype in (None, "auto"):
-        return "bf16" if str(device).startswith("cuda") else "fp32"
-    return dtype
-
-
-def check_model_arg(model: str) -> None:
-    """``toy``, an existing diffusers folder (with ``model_index.json``), or a hub id."""
-    if model == "toy":
-        return
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise CliError(f"--model {model}: is a file; expected a diffusers model folder (with model_index.json)")
-        if not (path / "model_index.json").exists():
-            raise CliError(f"--model {model}: the folder has no model_index.json; expected a diffusers pipeline "
-                           "folder (as written by pipe.save_pretrained)")
-        return
-    looks_like_path = model.startswith((".", "/", "~")) or model.endswith("/") or model.count("/") != 1
-    if looks_like_path:
-        raise CliError(f"--model {model}: no such folder; expected 'toy', a local diffusers folder or a hub id "
-                       "such as Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
-
-
-def require(module: str, extra: str, what: str) -> None:
-    """CliError unless ``module`` imports (an optional dependency of ``extra``)."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise CliError(f"{what} needs {module}: pip install 'numina-hooks[{extra}]'")
-
-
-# ---------------------------------------------------------------------------- progress
-class StepProgress:
-    """A plugin that shows denoising progress per pipeline call, labelled with the phase.
-
-    With ``outer`` (a tqdm bar) it writes ``"<prefix><phase> step k/n"`` as that bar's
-    postfix; otherwise it opens one bar per call. NUMINA's phase 1 stops right after the
-    reference step when the layout needs correcting: its bar then ends there, saying so.
-    """
-
-    LABELS = {"phase1": "NUMINA phase 1 (read layout)", "phase2": "NUMINA phase 2 (guided)"}
-
-    def __init__(self, prefix: str = "", outer=None, disable: bool = False):
-        self.prefix, self.outer, self.disable = prefix, outer, disable
-        self._bar, self._label, self._total, self._done = None, "", None, 0
-
-    def _show(self) -> None:
-        if self.outer is not None:
-            self.outer.set_postfix_str(f"{self.prefix}{self._label} step {self._done}/{self._total or '?'}")
-
-    from .hookspecs import hookimpl as _hookimpl
-
-    @_hookimpl
-    def on_generation_start(self, generation) -> None:
-        self._phase = generation.extras.get("numina_phase")
-        self._label = self.LABELS.get(self._phase, "plain")
-        self._total = generation.kwargs.get("num_inference_steps")
-        self._done = 0
-        if self.outer is not None:
-            self._show()
-        elif not self.disable:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self._total, desc=f"{self.prefix}{self._label}", unit="step",
-                             dynamic_ncols=True, file=sys.stderr)
-
-    @_hookimpl
-    def on_step(self, state) -> None:
-        if state.phase != "end":
-            return
-        self._done = state.step + 1
-        if self._bar is not None:
-            self._bar.update(self._done - self._bar.n)
-        else:
-            self._show()
-
-    @_hookimpl
-    def on_generation_end(self, generation, error) -> None:
-        bar, self._bar = self._bar, None
-        if bar is None:
-            return
-        if self._phase == "phase1" and error is not None and not isinstance(error, KeyboardInterrupt):
-            # phase 1 stops inside the reference step, once its layout is read
-            bar.set_description(f"{self.prefix}NUMINA phase 1: layout read in step {self._done + 1} of "
-                                f"{self._total}, stopped there to correct it")
-            bar.total = self._done + 1
-            bar.update(self._done + 1 - bar.n)
-        bar.close()
-
-    del _hookimpl
+        return parse_counts_text(text, prompt)
+    except ValueError as err:
+        raise CliError(f"--counts {err}") from None
 
 
 # ---------------------------------------------------------------------------- tour
 def _cmd_tour(args: argparse.Namespace) -> int:
     """Run a tiny random-weight Wan pipeline and print what the hooks saw."""
-    _check_positive(args, "steps")
+    check_positive(args, "steps")
     (seed,) = _single_seed(args.seed)
     apply_threads(args.threads)
     import torch
@@ -289,7 +109,7 @@ def _single_seed(text: str) -> list[int]:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    _check_positive(args, "prompts", "threads")
+    check_positive(args, "prompts", "threads")
     seeds = parse_seed_list(args.seeds)
     config = parse_config_arg(args.config)
     if args.steps is not None:
@@ -321,7 +141,7 @@ def _check_writable_file(path: str, option: str) -> None:
 # ---------------------------------------------------------------------------- generate
 def _load_pipeline(model: str, dtype: str, device: str):
     """A diffusers pipeline from a hub id or folder (Wan's VAE kept in float32), on ``device``."""
-    from .eval.runner import load_pipeline
+    from .eval.model_loading import load_pipeline
 
     require("diffusers", "diffusers", f"--model {model}")
     try:
@@ -379,7 +199,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise CliError("--prompt is empty; describe the video, e.g. 'three cats chasing two dogs'")
     check_model_arg(args.model)
     seeds = parse_seed_list(args.seeds)
-    _check_positive(args, "height", "width", "num_frames", "threads")
+    check_positive(args, "height", "width", "num_frames", "threads")
     counts = parse_counts_arg(args.counts, args.prompt)
     config = parse_config_arg(args.config)
     if args.steps is not None:
@@ -393,13 +213,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.report:
         _check_writable_file(str(Path(args.report) / "summary.json"), "--report")
     if args.model == "toy":
-        from .toy.model import TOY_CALL
+        from .eval.model_loading import check_toy_frame_size
 
-        for name in ("height", "width", "num_frames"):
-            value = getattr(args, name)
-            if value is not None and value != TOY_CALL[name]:
-                raise CliError(f"--{name.replace('_', '-')} {value}: the toy model only makes "
-                               f"{TOY_CALL[name]} (leave it unset)")
+        try:
+            check_toy_frame_size(height=args.height, width=args.width, num_frames=args.num_frames)
+        except ValueError as err:
+            raise CliError(str(err)) from None
     apply_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -420,7 +239,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         log.info("loading %s (%s on %s)", args.model, dtype, device)
         pipe = _load_pipeline(args.model, dtype, device)
         call = {"output_type": "np"}
-        frames_of = _frames_np
+        frames_of = pipeline_frames
     pipe.set_progress_bar_config(disable=True)
     for name in ("height", "width", "num_frames", "guidance_scale"):
         if getattr(args, name) is not None:
@@ -435,7 +254,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         check_counts_fit(asked, latent_grid(pipe, call), "--counts" if counts is not None else "the prompt asks for")
 
     # ---- generate, one video per seed
-    with numina_hooks.attach(pipe, config=config) as numina, torch.no_grad():
+    with numina_hooks.attach(pipe, numina_hooks.Numina(config)) as numina, torch.no_grad():
         for seed in seeds:
             progress = StepProgress(prefix=f"seed {seed}: " if len(seeds) > 1 else "", disable=args.no_progress)
             numina.register(progress)
@@ -476,14 +295,6 @@ def _default_steps(pipe) -> int:
     return int(param.default) if param is not None and isinstance(param.default, int) else 50
 
 
-def _frames_np(result):
-    """Frames of a diffusers output made with ``output_type="np"`` -> [F, H, W, 3]."""
-    import numpy as np
-
-    frames = np.asarray(result.frames[0] if not isinstance(result.frames, np.ndarray) else result.frames)
-    return frames[0] if frames.ndim == 5 else frames
-
-
 def _print_report(report) -> None:
     summary = report.summary()
     print(f"asked: {summary['counts_asked']}  found in phase 1 (per frame): {summary['counts_found']}")
@@ -516,12 +327,6 @@ def _common(parser: argparse.ArgumentParser, threads_default: Optional[int] = No
     parser.add_argument("-v", "--verbose", action="store_true", help="log what numina-hooks does (logging INFO)")
 
 
-def _generation_options(parser, seeds_default: str) -> None:
-    parser.add_argument("--seeds", "--seed", dest="seeds", default=seeds_default,
-                        help="seed(s): 0, or a list 0,3, or a range 1..3")
-    parser.add_argument("--config", help='NuminaConfig fields as JSON (or a JSON file), e.g. \'{"cross_head": "max"}\'')
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -539,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", choices=("toy",), default="toy", help="the demo runs the shipped toy model")
     demo.add_argument("--out", default="numina-out/demo", help="folder for the GIF and the layout pictures")
     demo.add_argument("--prompts", type=int, default=4, help="how many held-out toy prompts")
-    _generation_options(demo, "0,1")
+    add_generation_options(demo, seeds_default="0,1", pipeline=False)
     demo.add_argument("--steps", type=int, help="denoising steps (default: the toy model's 20)")
     demo.add_argument("--json", help="also write the figures to this JSON file")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -552,15 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'toy', a hub id (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) or a local diffusers folder")
     gen.add_argument("--prompt", required=True, help="what the video shows, with counts ('three cats ...')")
     gen.add_argument("--counts", help="override the counts parsed from the prompt: noun=count,noun=count")
-    _generation_options(gen, "1")
-    gen.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's default, 50 for Wan)")
-    gen.add_argument("--height", type=int, help="frame height in pixels (default: the pipeline's default)")
-    gen.add_argument("--width", type=int, help="frame width in pixels (default: the pipeline's default)")
-    gen.add_argument("--num-frames", dest="num_frames", type=int, help="frames (default: the pipeline's default)")
-    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float,
-                     help="classifier-free guidance scale (default: the pipeline's default)")
-    gen.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype; auto: bf16 on CUDA, fp32 on CPU")
-    gen.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
+    add_generation_options(gen, seeds_default="1")
     gen.add_argument("--plain", action="store_true", help="run the plain pipeline (no NUMINA) for comparison")
     gen.add_argument("--out", default="numina-out/video.gif",
                      help="output video, .gif or .mp4 (several seeds: NAME_seedK.gif)")
@@ -569,13 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(gen)
     gen.set_defaults(func=_cmd_generate)
 
-    from .eval import runner as eval_runner
+    from .eval import command as eval_command
 
     ev = sub.add_parser("eval", formatter_class=_Formatter,
                         help="CountBench-style evaluation of strategies side by side (docs/eval.md)")
-    eval_runner.add_arguments(ev)
+    eval_command.add_arguments(ev)
     _common(ev)
-    ev.set_defaults(func=eval_runner.cmd_eval)
+    ev.set_defaults(func=eval_command.cmd_eval)
 
     tour = sub.add_parser("tour", formatter_class=_Formatter,
                           help="what the hooks see on a tiny random-weight Wan pipeline")

@@ -98,9 +98,7 @@ class ForwardCall:
     @property
     def hidden_states(self) -> torch.Tensor:
         """The latent input of the forward (the model's own layout)."""
-        if "hidden_states" in self.kwargs:
-            return self.kwargs["hidden_states"]
-        return self.args[0]
+        return hidden_states_of(self.args, self.kwargs)
 
     def skip_with(self, output: Any) -> None:
         """Use ``output`` as the transformer's output and do not run the model."""
@@ -116,18 +114,26 @@ class ForwardCall:
         return self._run(*self.args, **self.kwargs)
 
 
+def hidden_states_of(args: tuple, kwargs: dict) -> Any:
+    """The latent input of a transformer forward called with ``(args, kwargs)``:
+    ``hidden_states=`` when passed by keyword, else the first positional argument."""
+    if "hidden_states" in kwargs:
+        return kwargs["hidden_states"]
+    return args[0]
+
+
 @dataclass
 class StepState:
     """A denoising step of an attached pipeline, for ``on_step``.
 
-    :ivar phase: ``"begin"`` (before the transformer calls of the step; only
-        produced for the first step, since diffusers exposes no pre-step
-        callback, and derived from the forward calls otherwise) or ``"end"``
-        (after the scheduler step).
+    :ivar phase: always ``"end"``: the hook runs after the scheduler step (diffusers
+        exposes no pre-step callback; a plugin that needs the start of a step sees the
+        step's first ``on_forward``).
     :ivar step: 0-based step index.
     :ivar num_steps: number of steps of the generation.
     :ivar timestep: the scheduler timestep of this step.
-    :ivar latents: latents after the step (``"end"`` only), read-only by contract.
+    :ivar latents: latents after the step, read-only by contract; ``None`` where the
+        framework does not hand them to its step callback (DiffSynth).
     """
 
     phase: str

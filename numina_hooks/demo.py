@@ -33,7 +33,7 @@ def frame_counts(frames: np.ndarray) -> list[dict[str, int]]:
 
 
 def _score(counts: list[dict[str, int]], target: dict[str, int]) -> dict:
-    from .eval.metrics import video_scores
+    from .metrics import video_scores
 
     return video_scores(counts, target)
 
@@ -81,8 +81,8 @@ def _run(out_dir, prompts, seeds, steps, json_path, weights_dir, config, echo, p
 
     import numina_hooks
 
-    from .cli import StepProgress
     from .numina.config import NuminaConfig
+    from .progress import StepProgress
     from .toy.model import TOY_CALL, load_toy_pipeline, toy_frames
 
     chosen = demo_prompts(prompts)
@@ -99,7 +99,7 @@ def _run(out_dir, prompts, seeds, steps, json_path, weights_dir, config, echo, p
     t_start = time.perf_counter()
     bar = tqdm(total=pairs, desc="demo", unit="pair", disable=not progress, dynamic_ncols=True)
     try:
-        with numina_hooks.attach(pipe, config=config or NuminaConfig()) as numina, torch.no_grad():
+        with numina_hooks.attach(pipe, numina_hooks.Numina(config or NuminaConfig())) as numina, torch.no_grad():
             for i, prompt in enumerate(chosen):
                 target = dict(prompt.counts)
                 nouns = numina_hooks.parse_counts(prompt.text)

@@ -28,6 +28,9 @@ read), and with plugins the Python side (building the call context, pluggy,
 the plugins themselves) runs in functions marked ``torch.compiler.disable``: one
 graph break when a forward starts, one when it ends, and one per viewed
 attention kernel call. See "torch.compile" in docs/attach.md.
+
+Every piece refers to the :class:`~numina_hooks.hub.HookHub` of its attach (named
+``hub`` here), never to the user's handle, so a forgotten handle can be collected.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .compat import clear_cache_context, received_cache_context
 from .context import CallContext, ForwardCall, current_call
 from .views import AttentionView, Site
 
@@ -57,28 +61,28 @@ _compiled_site: list = [None]
 
 #: Handles (by id) with an ``on_attention`` plugin, and their count: the kernel tap reads
 #: the count in traced code, so with none (attached but idle) dynamo sees only the kernel.
-_attention_handles: set = set()
+_attention_hubs: set = set()
 _attention_wanted = 0
 
 
-def set_wants_attention(handle, wants: bool) -> None:
-    """Record whether ``handle`` has an ``on_attention`` plugin (for the compiled tap path)."""
+def set_wants_attention(hub, wants: bool) -> None:
+    """Record whether ``hub`` has an ``on_attention`` plugin (for the compiled tap path)."""
     global _attention_wanted
     if wants:
-        _attention_handles.add(id(handle))
+        _attention_hubs.add(id(hub))
     else:
-        _attention_handles.discard(id(handle))
-    _attention_wanted = len(_attention_handles)
+        _attention_hubs.discard(id(hub))
+    _attention_wanted = len(_attention_hubs)
 
 
 class SiteCall:
     """State of one processor call of one hooked site."""
 
-    __slots__ = ("site", "handle", "context", "expected_kernel", "kernel_calls", "tapped")
+    __slots__ = ("site", "hub", "context", "expected_kernel", "kernel_calls", "tapped")
 
-    def __init__(self, site: Site, handle, context: CallContext, expected_kernel: int):
+    def __init__(self, site: Site, hub, context: CallContext, expected_kernel: int):
         self.site = site
-        self.handle = handle
+        self.hub = hub
         self.context = context
         self.expected_kernel = expected_kernel
         self.kernel_calls = 0
@@ -93,8 +97,8 @@ class SiteCall:
         q, k, v, scale = (read_arguments or read_dispatch_arguments)(args, kwargs)
         if scale is None:
             scale = 1.0 / math.sqrt(q.shape[-1])
-        for view in self.handle._adapter.make_views(self.site, self.context, q, k, v, layout, float(scale)):
-            out = self.handle._dispatch_attention(view)
+        for view in self.hub._adapter.make_views(self.site, self.context, q, k, v, layout, float(scale)):
+            out = self.hub._dispatch_attention(view)
             if out is not None:
                 return view.to_model_layout(_check_replacement(out, view))
         return original(*args, **kwargs)
@@ -146,15 +150,15 @@ class HookedProcessor:
     arguments the processor's signature does not name.
     """
 
-    def __init__(self, inner, site: Site, handle, expected_kernel: int):
+    def __init__(self, inner, site: Site, hub, expected_kernel: int):
         object.__setattr__(self, "inner", inner)
         object.__setattr__(self, "site", site)
-        object.__setattr__(self, "handle", handle)
+        object.__setattr__(self, "hub", hub)
         object.__setattr__(self, "expected_kernel", expected_kernel)
 
     def _call(self, attn, *args, **kwargs):
-        handle = self.handle
-        if not handle._wants_attention:
+        hub = self.hub
+        if not hub._wants_attention:
             return self.inner(attn, *args, **kwargs)
         if torch.compiler.is_compiling():
             # traced: mark the site in a plain list (no context variable, no graph break); the
@@ -166,15 +170,15 @@ class HookedProcessor:
             return result
         ctx = current_call.get()
         if ctx is None:
-            ctx = handle._fallback_context(self.site.transformer)
-        site_call = SiteCall(self.site, handle, ctx, self.expected_kernel)
+            ctx = hub._fallback_context(self.site.transformer)
+        site_call = SiteCall(self.site, hub, ctx, self.expected_kernel)
         token = _active_site.set(site_call)
         try:
             result = self.inner(attn, *args, **kwargs)
         finally:
             _active_site.reset(token)
         if not site_call.tapped:
-            handle._warn_untapped(self.site, self.inner)
+            hub._warn_untapped(self.site, self.inner)
         return result
 
     def __getattr__(self, name):
@@ -190,7 +194,7 @@ class HookedProcessor:
         return f"HookedProcessor({self.inner!r}, layer={self.site.layer}, kind={self.site.kind})"
 
 
-def wrap_processor(inner, site: Site, handle, expected_kernel: int) -> HookedProcessor:
+def wrap_processor(inner, site: Site, hub, expected_kernel: int) -> HookedProcessor:
     """A :class:`HookedProcessor` whose ``__call__`` has ``inner``'s signature."""
     cls = type(inner)
     wrapper_cls = _wrapper_classes.get(cls)
@@ -205,7 +209,7 @@ def wrap_processor(inner, site: Site, handle, expected_kernel: int) -> HookedPro
             pass
         wrapper_cls = type(f"Hooked{cls.__name__}", (HookedProcessor,), {"__call__": __call__})
         _wrapper_classes[cls] = wrapper_cls
-    return wrapper_cls(inner, site, handle, expected_kernel)
+    return wrapper_cls(inner, site, hub, expected_kernel)
 
 
 # ----------------------------------------------------------------------------- kernel taps
@@ -225,7 +229,7 @@ class _FunctionalProxy:
 
 class KernelTap:
     """Replace ``owner.attribute`` (an attention function, or a module ``F`` whose
-    ``scaled_dot_product_attention`` is the kernel) while any handle needs it.
+    ``scaled_dot_product_attention`` is the kernel) while any attached handle needs it.
 
     :param layout: ``"BLHD"`` (diffusers' dispatch layout) or ``"BHLD"`` (torch SDPA); passed on
         to the adapter's ``make_views``.
@@ -316,11 +320,11 @@ def _dispatch_compiled_site(marked: list, original: Callable, layout: str, args:
     marked[1] = index + 1
     if index != processor.expected_kernel:
         return original(*args, **kwargs)
-    handle = processor.handle
+    hub = processor.hub
     ctx = current_call.get()
     if ctx is None:
-        ctx = handle._fallback_context(processor.site.transformer)
-    site_call = SiteCall(processor.site, handle, ctx, processor.expected_kernel)
+        ctx = hub._fallback_context(processor.site.transformer)
+    site_call = SiteCall(processor.site, hub, ctx, processor.expected_kernel)
     site_call.kernel_calls = index
     return site_call.on_kernel(original, layout, args, kwargs, read_arguments)
 
@@ -338,7 +342,7 @@ def _dispatch_marked_by_context(original: Callable, layout: str, args: tuple, kw
 # ----------------------------------------------------------------------------- forward hook
 
 
-def make_forward_hook(handle, transformer_name: str, on_enter: Optional[Callable[[], None]] = None):
+def make_forward_hook(hub, transformer_name: str, on_enter: Optional[Callable[[], None]] = None):
     """A diffusers ``ModelHook`` (built lazily: diffusers is an optional extra).
 
     ``on_enter`` is called each time the hooked forward starts (the
@@ -365,15 +369,15 @@ def make_forward_hook(handle, transformer_name: str, on_enter: Optional[Callable
                 return _compiled_forward(self, module, args, kwargs)
             if on_enter is not None:
                 on_enter()
-            ctx = handle._make_context(transformer_name, module, args, kwargs, self.receiver._context)
+            ctx = hub._make_context(transformer_name, module, args, kwargs, received_cache_context(self.receiver))
             token = current_call.set(ctx)
             try:
-                return handle._run_forward(ctx, module, args, kwargs, self.fn_ref.original_forward)
+                return hub._run_forward(ctx, module, args, kwargs, self.fn_ref.original_forward)
             finally:
                 current_call.reset(token)
 
         def reset_state(self, module):
-            self.receiver._context = None
+            clear_cache_context(self.receiver)
             return module
 
     def _compiled_forward(hook, module, args, kwargs):
@@ -381,29 +385,29 @@ def make_forward_hook(handle, transformer_name: str, on_enter: Optional[Callable
         model's forward alone (the same graph as unattached). Otherwise the call context and
         the ``on_forward`` plugins' parts before and after the model run eagerly (two graph
         breaks) and the model between them is traced."""
-        if not handle._wants_context:
+        if not hub._wants_context:
             return hook.fn_ref.original_forward(*args, **kwargs)
-        skipped = _begin_compiled_forward(handle, transformer_name, module, args, kwargs, hook.receiver._context,
+        skipped = _begin_compiled_forward(hub, transformer_name, module, args, kwargs, received_cache_context(hook.receiver),
                                           hook.fn_ref.original_forward)
         output = None if skipped else hook.fn_ref.original_forward(*args, **kwargs)
-        return _end_compiled_forward(handle, output)
+        return _end_compiled_forward(hub, output)
 
     return ForwardHook()
 
 
 @torch.compiler.disable
-def _begin_compiled_forward(handle, tname: str, module, args, kwargs, cache_ctx, original_forward) -> bool:
+def _begin_compiled_forward(hub, tname: str, module, args, kwargs, cache_ctx, original_forward) -> bool:
     """Eager start of a traced forward: the call context (set in ``current_call`` until
     :func:`_end_compiled_forward`) and the ``on_forward`` chain up to the model. True
     when a plugin skipped the model."""
-    pending = handle._compiled_forwards
+    pending = hub._compiled_forwards
     while pending:  # a traced forward that raised before its end: unwind it first
         pending.pop().abandon()
     _compiled_site[0] = None  # and a traced processor call that raised left no site marked
-    ctx = handle._make_context(tname, module, args, kwargs, cache_ctx)
+    ctx = hub._make_context(tname, module, args, kwargs, cache_ctx)
     token = current_call.set(ctx)
     try:
-        chain = ForwardChain(handle, ForwardCall(ctx, module, args, kwargs, original_forward))
+        chain = ForwardChain(hub, ForwardCall(ctx, module, args, kwargs, original_forward))
         chain.begin()
     except BaseException:
         current_call.reset(token)
@@ -414,10 +418,10 @@ def _begin_compiled_forward(handle, tname: str, module, args, kwargs, cache_ctx,
 
 
 @torch.compiler.disable
-def _end_compiled_forward(handle, output):
+def _end_compiled_forward(hub, output):
     """Eager end of a traced forward: the ``on_forward`` chain after the model (``output``,
     None when skipped); returns the forward's result."""
-    chain = handle._compiled_forwards.pop()
+    chain = hub._compiled_forwards.pop()
     try:
         return chain.end(output)
     finally:
@@ -438,8 +442,8 @@ class ForwardChain:
     (eager, not compiled).
     """
 
-    def __init__(self, handle, call: ForwardCall):
-        self.handle = handle
+    def __init__(self, hub, call: ForwardCall):
+        self.hub = hub
         self.call = call
         self.teardowns: list = []
         self.result = None
@@ -457,12 +461,12 @@ class ForwardChain:
                 or call.kwargs.keys() != kwargs.keys() or any(call.kwargs[k] is not v for k, v in kwargs.items()))
 
     def begin(self) -> None:
-        from .attach import _ModelRunner
+        from .hub import _ModelRunner
 
         call = self.call
-        hookimpls = self.handle._pm.hook.on_forward.get_hookimpls()
+        hookimpls = self.hub._pm.hook.on_forward.get_hookimpls()
         if any(impl.hookwrapper for impl in hookimpls):
-            self.result = self.handle._pm.hook.on_forward(call=call)
+            self.result = self.hub._pm.hook.on_forward(call=call)
             self.model_skipped = self.ran_eagerly = True
             return
         try:
@@ -536,10 +540,10 @@ class ForwardChain:
 FORWARD_HOOK_NAME = "numina_hooks.forward"
 
 
-def install_processor_wrapper(handle, site: Site, attn, expected_kernel: int):
+def install_processor_wrapper(hub, site: Site, attn, expected_kernel: int):
     """Wrap ``attn``'s processor; returns the undo (puts the very same object back)."""
     original = attn.processor
-    attn.set_processor(wrap_processor(original, site, handle, expected_kernel))
+    attn.set_processor(wrap_processor(original, site, hub, expected_kernel))
     return lambda: attn.set_processor(original)
 
 
@@ -556,12 +560,12 @@ class _ForwardGuard:
     up at call time, so the relinked chain already serves that call) and at the start of
     every pipeline call made through the handle. A call that still ran without our hook
     (something replaced ``forward`` itself, with no wrapper above it) is reported to the
-    handle (``handle._note_bypass``), which warns and lets NUMINA refuse to claim
+    handle (``hub._note_bypass``), which warns and lets NUMINA refuse to claim
     results it did not produce.
     """
 
-    def __init__(self, handle, name: str, model, hook, ours):
-        self.handle = handle
+    def __init__(self, hub, name: str, model, hook, ours):
+        self.hub = hub
         self.name = name
         self.model = model
         self.hook = hook
@@ -627,7 +631,7 @@ class _ForwardGuard:
         if self.entered < self.started:
             missed = self.started - self.entered
             self.entered = self.started
-            self.handle._note_bypass(self.name, missed)
+            self.hub._note_bypass(self.name, missed)
         return None
 
 
@@ -659,7 +663,7 @@ def _registry_fn_ref(fn):
     return None
 
 
-def install_diffusers_forward_hook(handle, name: str, model):
+def install_diffusers_forward_hook(hub, name: str, model):
     """Register our ``ModelHook`` in ``model``'s diffusers ``HookRegistry``; returns the undo.
 
     A :class:`_ForwardGuard` keeps the hook in the forward chain when accelerate's offload
@@ -675,12 +679,12 @@ def install_diffusers_forward_hook(handle, name: str, model):
     had_forward_attr = "forward" in model.__dict__
     registry = HookRegistry.check_if_exists_or_initialize(model)
     guard_box: list = []
-    hook = make_forward_hook(handle, name, on_enter=lambda: guard_box[0].entering())
+    hook = make_forward_hook(hub, name, on_enter=lambda: guard_box[0].entering())
     registry.register_hook(hook, FORWARD_HOOK_NAME)
     ours = model.__dict__.get("forward")
-    guard = _ForwardGuard(handle, name, model, hook, ours)
+    guard = _ForwardGuard(hub, name, model, hook, ours)
     guard_box.append(guard)
-    handle._guards.append(guard)
+    hub._guards.append(guard)
     pre = model.register_forward_pre_hook(guard.before_call)
     post = model.register_forward_hook(guard.after_call, always_call=True)
     _invalidate(registry)
@@ -688,8 +692,8 @@ def install_diffusers_forward_hook(handle, name: str, model):
     def undo():
         pre.remove()
         post.remove()
-        if guard in handle._guards:
-            handle._guards.remove(guard)
+        if guard in hub._guards:
+            hub._guards.remove(guard)
         current = model.__dict__.get("forward")
         registry.remove_hook(FORWARD_HOOK_NAME, recurse=False)
         if current is not ours and getattr(model, "_old_forward", None) is ours:

@@ -8,10 +8,9 @@ hooks by keyword, so a spec can grow without breaking plugins).
 The hooks, in the order a generation meets them::
 
     on_generation_start(generation)            # once per pipeline call
-      on_step(state)   phase="begin"           # before each denoising step
         on_forward(call)                       # wrapper around one transformer forward
           on_attention(view)                   # in every hooked attention layer
-      on_step(state)   phase="end"             # after each scheduler step
+      on_step(state)   phase="end"             # after each scheduler step (the only phase)
     on_generation_end(generation)              # once per pipeline call, also on error
 
 Dispatch costs about a microsecond a hook; views are lazy, so a layer whose
@@ -49,7 +48,8 @@ def on_attention(view: "AttentionView") -> "torch.Tensor | None":
     Returning ``None`` observes only.
 
     :param view: an :class:`~numina_hooks.views.AttentionView`: layer index,
-        kind (``"self"``, ``"cross"`` or ``"joint"``), the call's context (step,
+        kind (``"self"`` or ``"cross"``; a joint CogVideoX layer, ``view.joint``, is
+        offered once as each, ``view.site.kind == "joint"``), the call's context (step,
         timestep, branch, transformer), geometry, and ``q``/``k``/``v`` in the
         canonical layout ``[batch, heads, tokens, head_dim]`` exactly as the
         model's kernel receives them. Maps (``view.self_attention_map(frame)``,
@@ -67,15 +67,16 @@ def on_attention(view: "AttentionView") -> "torch.Tensor | None":
 
 @hookspec
 def on_step(state: "StepState") -> None:
-    """Called before (``state.phase == "begin"``) and after (``"end"``) each
-    denoising step of an attached pipeline.
+    """Called after each denoising step of a pipeline run through the handle
+    (``state.phase`` is always ``"end"``: no framework offers a callback before a
+    step; a plugin that needs the start of a step sees its first ``on_forward``).
 
     Calling convention: **all implementations are called**; results are
-    ignored. A plugin may call ``state.request_stop(reason)`` in the ``"end"``
-    phase to ask the driver to skip the remaining steps (diffusers'
-    ``pipe._interrupt``); the pipeline then returns its current latents.
-    ``state.latents`` is the scheduler's latent after the step (``"end"``
-    only) and may be read, not modified.
+    ignored. A plugin may call ``state.request_stop(reason)`` to ask the driver to
+    skip the remaining steps (diffusers' ``pipe._interrupt``); the pipeline then
+    returns its current latents. ``state.latents`` is the scheduler's latent after
+    the step and may be read, not modified; it is ``None`` on DiffSynth, whose loop
+    does not hand it out.
 
     Only pipelines (not bare transformers) produce step events: a bare model
     has no scheduler loop to observe.

@@ -1,6 +1,6 @@
 """Tiny, real diffusers pipelines built in memory (random weights, no hub).
 
-Used by the test suite, the benchmarks and ``numina demo --random``. The
+Used by the test suite, the benchmarks and ``numina tour`` (a random-weight Wan). The
 tokenizer is trained on the spot with ``tokenizers`` (Unigram, T5 special
 tokens: pad=0, eos=1, unk=2) and wrapped as a ``T5TokenizerFast``, so offset
 mappings and padding behave as with the real UMT5 / T5 tokenizers.

@@ -9,6 +9,7 @@ not importable is reported skipped (DiffSynth runs in ``.venv-diffsynth``:
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Callable, Optional
 
 import torch
 
-from numina_hooks import testing
+import numina_hooks
+from numina_hooks import hookimpl, testing
+from numina_hooks.testing import ViewRecorder as Recorder  # noqa: F401  (the suite's observer)
 
 
 def _diffusers_kwargs(case, seed):
@@ -30,6 +33,61 @@ def _diffusers_run(case, pipe, kwargs):
 
 def _diffusers_skip_output(call):
     return (torch.zeros_like(call.hidden_states),)
+
+
+# ----------------------------------------------------------------------------- the suite's plugins
+
+
+class MapChecker:
+    """At one layer and step, compare the view's maps with an explicit softmax."""
+
+    def __init__(self, layer=1, step=1):
+        self.layer, self.step = layer, step
+        self.checked = set()
+
+    @hookimpl
+    def on_attention(self, view):
+        if view.layer != self.layer or view.step != self.step:
+            return None
+        q, k = view.q.double(), view.k.double()
+        geo = view.geometry
+        hw = geo.frame_tokens
+        if view.kind == "self":
+            for frame in range(geo.frames):
+                got = view.self_attention_map(frame)
+                qs = q[:, :, view.video_queries.start + frame * hw:][:, :, :hw]
+                ks = k[:, :, view.video_keys.start + frame * hw:][:, :, :hw]
+                want = torch.softmax(qs @ ks.transpose(-1, -2) * view.scale, dim=-1)
+                assert got.shape == (q.shape[0], q.shape[1], hw, hw)
+                torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+        else:
+            cols = [1, 3]
+            got = view.cross_attention_map(cols)
+            probs = torch.softmax(q @ k.transpose(-1, -2) * view.scale, dim=-1)  # over every key
+            block = probs[:, :, view.video_queries, view.text_keys]
+            want = block[..., cols].mean(-1).reshape(q.shape[0], q.shape[1], geo.frames, geo.height, geo.width)
+            torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+            assert math.isclose(view.scale, 1 / math.sqrt(q.shape[-1]))
+        self.checked.add((view.kind, view.branch if isinstance(view.branch, str) else "batched"))
+        return None
+
+
+class Replacer:
+    """Replace one layer's attention output with what the plugin computes itself."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.replaced = 0
+
+    @hookimpl
+    def on_attention(self, view):
+        if view.layer != 0 or view.kind != "self":
+            return None
+        self.replaced += 1
+        if self.mode == "zeros":
+            return torch.zeros(view.q.shape[:3] + (view.v.shape[-1],), dtype=view.q.dtype)
+        probs = torch.softmax(view.q.float() @ view.k.float().transpose(-1, -2) * view.scale, dim=-1)
+        return (probs @ view.v.float()).to(view.q.dtype)
 
 
 @dataclass(frozen=True)
@@ -46,6 +104,13 @@ class Case:
     kwargs_for: Callable = _diffusers_kwargs  # (case, seed) -> call kwargs giving repeatable noise
     runner: Callable = _diffusers_run  # (case, pipe, kwargs) -> output tensor
     skip_output: Callable = _diffusers_skip_output  # (ForwardCall) -> what the forward returns
+    attach_options: tuple = ()  # (name, value) pairs passed to numina_hooks.attach (a description)
+
+    def attach(self, pipe, *plugins):
+        """``numina_hooks.attach(pipe, *plugins)`` with this case's options."""
+        import numina_hooks
+
+        return numina_hooks.attach(pipe, *plugins, **dict(self.attach_options))
 
     def kwargs(self, seed: int = 0, **overrides) -> dict:
         return {**self.kwargs_for(self, seed), **overrides}
@@ -119,3 +184,64 @@ CASES += [
     _diffsynth_case("diffsynth-cfg-merge", lambda: _diffsynth().tiny_pipeline(), {"cfg_merge": True},
                     (("cond", "uncond"),), ("dit",)),
 ]
+
+
+# ----------------------------------------------------------------------------- official Wan (stand-in)
+
+
+def _official():
+    """tests/official_wan_standin.py and the description that points at it."""
+    import dataclasses
+
+    import official_wan_standin as standin
+
+    from numina_hooks.adapters.descriptions import OFFICIAL_WAN
+
+    description = dataclasses.replace(
+        OFFICIAL_WAN,
+        model_classes=("official_wan_standin.WanModel",),
+        pipeline_classes=("official_wan_standin.WanT2V",),
+        attention=dataclasses.replace(OFFICIAL_WAN.attention, module="official_wan_standin"),
+    )
+    return standin, description
+
+
+OFFICIAL_CALL = dict(size=(64, 64), frame_num=9, sampling_steps=4, guide_scale=3.0)
+
+
+def _official_kwargs(case, seed):
+    standin, _ = _official()
+    return dict(OFFICIAL_CALL, seed=seed, make_scheduler=standin.euler_scheduler)
+
+
+class _Driven:
+    """No-op plugin: attaching with it gives the driver without NUMINA."""
+
+    @hookimpl
+    def on_generation_start(self, generation):
+        return None
+
+
+def _official_run(case, t2v, kwargs):
+    """WanT2V has no call that names branch and step: run its loop through the handle
+    attached to it (found from the model's marker), or through a temporary one."""
+    handle = numina_hooks.hub.handle_of(t2v.model)
+    if handle is not None:
+        return handle.run_pipeline(prompt="three cats chasing two dogs", **kwargs)
+    with case.attach(t2v, _Driven()) as temporary:
+        return temporary.run_pipeline(prompt="three cats chasing two dogs", **kwargs)
+
+
+def _official_skip_output(call):
+    return [torch.zeros_like(x) for x in call.hidden_states]  # WanModel returns a list of [C, F, H, W]
+
+
+def _official_case():
+    standin, description = _official()
+    return Case("official-wan-standin", lambda: standin.WanT2V(testing.tiny_tokenizer()), {}, ("self", "cross"),
+                ("cond", "uncond"), ("model",), 2, models=("model", "low_noise_model", "high_noise_model"),
+                kwargs_for=_official_kwargs, runner=_official_run, skip_output=_official_skip_output,
+                attach_options=(("description", description),))
+
+
+CASES.append(_official_case())

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 import numina_hooks
 from numina_hooks import hookimpl
 
-from adapter_cases import CASES
+from adapter_cases import CASES, MapChecker, Recorder, Replacer
 
 STEPS = 4
 
@@ -23,15 +21,6 @@ def case_and_pipe(request):
     pipe = case.build()
     plain = case.run(pipe)
     return case, pipe, plain
-
-
-class Recorder:
-    def __init__(self):
-        self.calls = []
-
-    @hookimpl
-    def on_attention(self, view):
-        self.calls.append((view.transformer, view.layer, view.kind, view.step, view.branch))
 
 
 def _module_state(pipe, case):
@@ -53,7 +42,7 @@ def _module_state(pipe, case):
 def test_passthrough_is_bit_identical(case_and_pipe):
     case, pipe, plain = case_and_pipe
     rec = Recorder()
-    with numina_hooks.attach(pipe, rec):
+    with case.attach(pipe, rec):
         out = case.run(pipe)
     assert rec.calls, "the observer saw no attention call"
     assert torch.equal(out, plain)
@@ -61,7 +50,7 @@ def test_passthrough_is_bit_identical(case_and_pipe):
 
 def test_no_plugin_is_bit_identical(case_and_pipe):
     case, pipe, plain = case_and_pipe
-    with numina_hooks.attach(pipe):
+    with case.attach(pipe):
         out = case.run(pipe)
     assert torch.equal(out, plain)
 
@@ -71,7 +60,7 @@ def test_detach_restores_exactly(case_and_pipe):
     before = _module_state(pipe, case)
     model = getattr(pipe, case.models[0])
     originals = {id(m): m.processor for m in model.modules() if hasattr(m, "processor")}
-    handle = numina_hooks.attach(pipe, Recorder())
+    handle = case.attach(pipe, Recorder())
     assert _module_state(pipe, case) != before  # attached: processors wrapped or hooks registered
     handle.detach()
     assert _module_state(pipe, case) == before
@@ -85,7 +74,7 @@ def test_detach_restores_exactly(case_and_pipe):
 def test_every_call_reports_layer_kind_step_branch(case_and_pipe):
     case, pipe, _ = case_and_pipe
     rec = Recorder()
-    with numina_hooks.attach(pipe, rec):
+    with case.attach(pipe, rec):
         case.run(pipe)
     seen = rec.calls
     steps = {c[3] for c in seen}
@@ -106,83 +95,31 @@ def test_two_transformers_split_by_timestep():
     case = next(c for c in CASES if c.id == "wan22-a14b")
     pipe = case.build()
     rec = Recorder()
-    with numina_hooks.attach(pipe, rec):
+    with case.attach(pipe, rec):
         case.run(pipe)
     by_step = {}
-    for tname, _, _, step, _ in rec.calls:
+    for tname, _, _, step, _, _ in rec.calls:
         by_step.setdefault(step, set()).add(tname)
     names = [by_step[s].pop() for s in range(STEPS)]
     assert names[0] == "transformer" and names[-1] == "transformer_2"
     assert names == sorted(names)  # high-noise expert first, then the low-noise one
 
 
-class MapChecker:
-    """At one layer and step, compare the view's maps with an explicit softmax."""
-
-    def __init__(self, layer=1, step=1):
-        self.layer, self.step = layer, step
-        self.checked = set()
-
-    @hookimpl
-    def on_attention(self, view):
-        if view.layer != self.layer or view.step != self.step:
-            return None
-        q, k = view.q.double(), view.k.double()
-        geo = view.geometry
-        hw = geo.frame_tokens
-        if view.kind == "self":
-            for frame in range(geo.frames):
-                got = view.self_attention_map(frame)
-                qs = q[:, :, view.video_queries.start + frame * hw:][:, :, :hw]
-                ks = k[:, :, view.video_keys.start + frame * hw:][:, :, :hw]
-                want = torch.softmax(qs @ ks.transpose(-1, -2) * view.scale, dim=-1)
-                assert got.shape == (q.shape[0], q.shape[1], hw, hw)
-                torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
-        else:
-            cols = [1, 3]
-            got = view.cross_attention_map(cols)
-            probs = torch.softmax(q @ k.transpose(-1, -2) * view.scale, dim=-1)  # over every key
-            block = probs[:, :, view.video_queries, view.text_keys]
-            want = block[..., cols].mean(-1).reshape(q.shape[0], q.shape[1], geo.frames, geo.height, geo.width)
-            torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
-            assert math.isclose(view.scale, 1 / math.sqrt(q.shape[-1]))
-        self.checked.add((view.kind, view.branch if isinstance(view.branch, str) else "batched"))
-        return None
-
-
 def test_maps_equal_explicit_softmax(case_and_pipe):
     case, pipe, _ = case_and_pipe
     checker = MapChecker()
-    with numina_hooks.attach(pipe, checker):
+    with case.attach(pipe, checker):
         case.run(pipe)
     assert {kind for kind, _ in checker.checked} == {"self", "cross"}
-
-
-class Replacer:
-    """Replace one layer's attention output with what the plugin computes itself."""
-
-    def __init__(self, mode):
-        self.mode = mode
-        self.replaced = 0
-
-    @hookimpl
-    def on_attention(self, view):
-        if view.layer != 0 or view.kind != "self":
-            return None
-        self.replaced += 1
-        if self.mode == "zeros":
-            return torch.zeros(view.q.shape[:3] + (view.v.shape[-1],), dtype=view.q.dtype)
-        probs = torch.softmax(view.q.float() @ view.k.float().transpose(-1, -2) * view.scale, dim=-1)
-        return (probs @ view.v.float()).to(view.q.dtype)
 
 
 def test_returned_output_replaces_the_kernel_output(case_and_pipe):
     case, pipe, plain = case_and_pipe
     exact = Replacer("exact")
-    with numina_hooks.attach(pipe, exact):
+    with case.attach(pipe, exact):
         same = case.run(pipe)
     zeros = Replacer("zeros")
-    with numina_hooks.attach(pipe, zeros):
+    with case.attach(pipe, zeros):
         changed = case.run(pipe)
     assert exact.replaced > 0 and zeros.replaced == exact.replaced
     torch.testing.assert_close(same, plain, atol=1e-4, rtol=1e-4)  # layout round trip is right
@@ -197,7 +134,7 @@ def test_wrong_replacement_shape_is_a_clear_error(case_and_pipe):
         def on_attention(self, view):
             return torch.zeros(3)
 
-    with numina_hooks.attach(pipe, Bad()):
+    with case.attach(pipe, Bad()):
         with pytest.raises(ValueError, match=r"expected \(.*\) = \[batch, heads, query_tokens, head_dim\]"):
             case.run(pipe)
     assert torch.equal(case.run(pipe), plain)
@@ -213,7 +150,7 @@ def test_exception_inside_a_call_leaves_pipeline_working(case_and_pipe):
                 raise RuntimeError("boom")
 
     boom = Boom()
-    handle = numina_hooks.attach(pipe, boom)
+    handle = case.attach(pipe, boom)
     with pytest.raises(RuntimeError, match="boom"):
         case.run(pipe)
     handle.unregister(boom)
@@ -239,7 +176,7 @@ def test_forward_hook_can_skip_the_model(case_and_pipe):
 
     plugin = SkipStep2()
     rec = Recorder()
-    with numina_hooks.attach(pipe, plugin, rec):
+    with case.attach(pipe, plugin, rec):
         out = case.run(pipe)
     assert {s for s, skipped in plugin.ran if skipped} == {2}
     assert 2 not in {c[3] for c in rec.calls}  # the skipped model ran no attention
@@ -268,7 +205,7 @@ def test_step_hooks_and_stop_request(case_and_pipe):
             self.events.append(("end", error))
 
     steps, rec = Steps(), Recorder()
-    with numina_hooks.attach(pipe, steps, rec) as handle:
+    with case.attach(pipe, steps, rec) as handle:
         handle(prompt="three cats", **case.kwargs(0))
     assert steps.events == ["start", ("end", 0), ("end", 1), ("end", None)]
     assert {c[3] for c in rec.calls} == {0, 1}  # the stop skipped steps 2 and 3
@@ -278,10 +215,43 @@ def test_step_hooks_and_stop_request(case_and_pipe):
 def test_set_attention_backend_reaches_the_wrapped_processor(case):
     pipe = case.build()
     plain = case.run(pipe)
-    with numina_hooks.attach(pipe, Recorder()):
+    with case.attach(pipe, Recorder()):
         pipe.transformer.set_attention_backend("native")
         inner = pipe.transformer.blocks[0].attn1.processor.inner
         assert str(inner._attention_backend) in ("native", "AttentionBackendName.NATIVE")
         out = case.run(pipe)
     pipe.transformer.reset_attention_backend()
     assert torch.equal(out, plain)
+
+
+class ForwardLog:
+    """(step, skipped) of every transformer forward."""
+
+    def __init__(self):
+        self.log = []
+
+    @hookimpl(wrapper=True)
+    def on_forward(self, call):
+        out = yield
+        self.log.append((call.context.step, call.skipped))
+        return out
+
+
+def test_easycache_is_exact_at_zero_and_skips_model_calls_above_it(case_and_pipe):
+    """EasyCache runs on every adapter: bit-identical at threshold 0; at a huge threshold
+    it skips forwards after the warm-up (never the last step), the result stays finite,
+    and detach leaves the pipeline exact."""
+    case, pipe, plain = case_and_pipe
+    exact, log = numina_hooks.EasyCache(error_threshold=0.0, warmup=0), ForwardLog()
+    with case.attach(pipe, exact, log):
+        out = case.run(pipe)
+    assert torch.equal(out, plain) and exact.stats.skipped_calls == 0
+    assert not any(skipped for _, skipped in log.log)
+    eager, log = numina_hooks.EasyCache(error_threshold=100.0, warmup=1), ForwardLog()
+    with case.attach(pipe, eager, log):
+        out = case.run(pipe)
+    skipped_steps = {step for step, skipped in log.log if skipped}
+    assert skipped_steps and min(skipped_steps) >= 1 and STEPS - 1 not in skipped_steps
+    assert eager.stats.skipped_calls == sum(skipped for _, skipped in log.log)
+    assert torch.isfinite(out).all() and not torch.equal(out, plain)
+    assert torch.equal(case.run(pipe), plain)

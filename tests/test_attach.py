@@ -200,6 +200,14 @@ def test_adapters_ship_as_numina_hooks_adapters():
     assert {"diffusers-wan", "diffusers-cogvideox"} <= names
 
 
+def _diffusers_version() -> tuple:
+    import diffusers
+
+    return tuple(int(part) for part in diffusers.__version__.split(".")[:2])
+
+
+@pytest.mark.skipif(_diffusers_version() < (0, 41) and not torch.cuda.is_available(),
+                    reason="diffusers before 0.41: group offloading itself fails without a CUDA device")
 def test_coexists_with_diffusers_group_offload():
     pipe = testing.tiny_wan_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -266,4 +274,4 @@ def test_a_compiled_cogvideox_transformer_or_bare_model_is_accepted():
                    if hasattr(m, "processor"))
     assert {id(m): m.processor for m in original.modules() if hasattr(m, "processor")} == processors
     with numina_hooks.attach(torch.compile(original, backend="eager"), Observer()) as handle:
-        assert handle._adapter.transformers() == [("transformer", original)]
+        assert handle.adapter.transformers() == [("transformer", original)]

@@ -501,3 +501,19 @@ def test_reused_edit_structure_with_new_values_matches_a_fresh_build():
     base[1].rows[0] = 40
     with pytest.raises(IndexError, match="rows out of range"):
         guided_attention(q, k, v, edits)
+
+
+def test_suppressed_columns_leave_the_softmax_entirely():
+    """Suppression is a bias of -inf (there is no strength to set): a suppressed row attends
+    exactly as if the suppressed keys did not exist, and other rows are untouched."""
+    q, k, v = _qkv(b=1, lq=12, lk=10)
+    rows, cols = torch.tensor([1, 4, 7]), torch.tensor([2, 5, 6])
+    out = guided_attention(q, k, v, [ColumnEdit(0, rows, cols, "suppress")])
+    kept = torch.tensor([j for j in range(10) if j not in cols.tolist()])
+    without = F.scaled_dot_product_attention(q[:, :, rows], k[:, :, kept], v[:, :, kept])
+    torch.testing.assert_close(out[:, :, rows], without, atol=ATOL[torch.float32], rtol=0)
+    others = torch.tensor([i for i in range(12) if i not in rows.tolist()])
+    plain = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out[:, :, others], plain[:, :, others], atol=ATOL[torch.float32], rtol=0)
+    bias = dense_bias([ColumnEdit(0, rows, cols, "suppress")], q, k)
+    assert torch.isneginf(bias[0][:, rows][:, :, cols]).all()

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from numina_hooks import cli, testing
-from numina_hooks.eval.runner import read_video
+from numina_hooks.media import read_video
 
 
 def test_hooks_tour_prints_what_the_hooks_saw(capsys):

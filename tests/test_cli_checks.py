@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from numina_hooks import cli
-from numina_hooks.eval import runner
+from numina_hooks.eval import model_loading
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def no_loading(monkeypatch):
 
     monkeypatch.setattr(cli, "_load_pipeline", refuse)
     monkeypatch.setattr(toy_model, "load_toy_pipeline", refuse)
-    monkeypatch.setattr(runner, "load_model", refuse)
+    monkeypatch.setattr(model_loading, "load_model", refuse)
 
 
 def _error(capsys, argv) -> str:
@@ -65,11 +65,18 @@ def test_steps_that_cannot_reach_the_reference_step_are_refused(capsys, no_loadi
     ("{bad", "is not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
     ('{"taus": 0.2}', "unknown field 'taus'; valid fields: reference_step, reference_layer"),
-    ('{"tau": 7}', "NuminaConfig.tau=7 is invalid"),
+    ('{"focus_overlap": 7}', "NuminaConfig.focus_overlap=7 is invalid"),
 ])
 def test_bad_config_names_the_field(capsys, no_loading, tmp_path, config, expected):
     assert expected in _error(capsys, GEN + ["--config", config, "--out", str(tmp_path / "v.gif")])
     assert expected in _error(capsys, ["eval", "--model", "toy", "--config", config, "--out", str(tmp_path / "e")])
+
+
+def test_config_keeps_reading_renamed_fields_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="'tau' is deprecated, use 'focus_overlap'"):
+        assert cli.parse_config_arg('{"tau": 0.3}').focus_overlap == 0.3
+    with pytest.warns(DeprecationWarning), pytest.raises(cli.CliError, match="tau=7 is invalid"):
+        cli.parse_config_arg('{"tau": 7}')
 
 
 def test_config_from_a_json_file(tmp_path):
@@ -195,3 +202,15 @@ def test_the_package_attach_is_the_function_and_can_be_patched(monkeypatch):
     assert numina_hooks.attach == "patched"
     monkeypatch.undo()
     assert numina_hooks.attach is module.attach
+
+
+def test_toy_frame_size_is_fixed(capsys, no_loading, tmp_path):
+    from numina_hooks.toy.model import TOY_CALL
+
+    wrong = TOY_CALL["height"] + 8
+    err = _error(capsys, GEN + ["--height", str(wrong), "--out", str(tmp_path / "v.gif")])
+    assert f"--height {wrong}: the toy model only makes {TOY_CALL['height']} (leave it unset)" in err
+    err = _error(capsys, GEN + ["--num-frames", "3", "--out", str(tmp_path / "v.gif")])
+    assert f"--num-frames 3: the toy model only makes {TOY_CALL['num_frames']}" in err
+    err = _error(capsys, ["eval", "--model", "toy", "--width", "64", "--out", str(tmp_path / "e")])
+    assert f"--width 64: the toy model only makes {TOY_CALL['width']}" in err

@@ -9,22 +9,23 @@ import numpy as np
 import pytest
 
 from numina_hooks import cli
-from numina_hooks.eval import runner
+from numina_hooks.eval import run
 from numina_hooks.eval.detectors import ToyCounter
+from numina_hooks.media import read_video
 from numina_hooks.eval.report import accuracy_figure
 
 ARGS = ["eval", "--model", "toy", "--limit", "2", "--steps", "2", "--seeds", "1", "--strategies", "plain"]
 
 
 def _fail_items(monkeypatch, failing):
-    real = runner._generate_one
+    real = run.generate_one
 
     def generate(session, it, name, seeds, clip):
         if it.index in failing:
             raise RuntimeError(f"simulated failure of item {it.index}")
         return real(session, it, name, seeds, clip)
 
-    monkeypatch.setattr(runner, "_generate_one", generate)
+    monkeypatch.setattr(run, "generate_one", generate)
 
 
 def test_some_items_failed_exits_1_and_says_how_many(tmp_path, capsys, monkeypatch):
@@ -45,18 +46,18 @@ def test_all_scored_exits_0_and_saved_gifs_are_scaled_up(tmp_path, capsys):
     assert cli.main(ARGS + ["--out", str(out)]) == 0
     for i in (0, 1):
         result = json.loads((out / "results" / "plain" / f"{i:04d}.json").read_text())
-        frames = runner.read_video(out / result["video"])
+        frames = read_video(out / result["video"])
         assert frames.shape == (4, 192, 192, 3)  # 24 x 24 toy frames scaled 8x
 
 
 def test_a_scaled_up_gif_decodes_to_blocks_of_the_native_gif(tmp_path):
     from numina_hooks.toy.world import make_clip
-    from numina_hooks.video_io import write_video
+    from numina_hooks.media import write_video
 
     clip = make_clip(0, split="any")
     noisy = np.clip(clip.frames.astype(int) + np.random.default_rng(0).integers(-30, 30, clip.frames.shape), 0, 255)
-    native = runner.read_video(write_video(noisy.astype(np.uint8), tmp_path / "native.gif", min_side=1))
-    big = runner.read_video(write_video(noisy.astype(np.uint8), tmp_path / "big.gif"))
+    native = read_video(write_video(noisy.astype(np.uint8), tmp_path / "native.gif", min_side=1))
+    big = read_video(write_video(noisy.astype(np.uint8), tmp_path / "big.gif"))
     assert big.shape == (4, 192, 192, 3)
     assert (big == native.repeat(8, axis=1).repeat(8, axis=2)).all()  # same palette, each pixel an 8x8 block
     nouns = list(clip.counts)

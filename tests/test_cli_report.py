@@ -18,7 +18,7 @@ PROMPT = "three red discs and two blue squares"
 def cached_run():
     pipe = load_toy_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    with numina_hooks.attach(pipe, numina_hooks.EasyCache(tau=0.0), config=numina_hooks.NuminaConfig()) as h, \
+    with numina_hooks.attach(pipe, numina_hooks.EasyCache(error_threshold=0.0), config=numina_hooks.NuminaConfig()) as h, \
             torch.no_grad():
         out = h(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **dict(TOY_CALL, num_inference_steps=5))
     return out.numina

@@ -115,6 +115,7 @@ def _disabled_dispatch_only(explained) -> list[str]:
     return bad
 
 
+@pytest.mark.slow  # 3-10 s on one CPU thread (measured)
 def test_with_an_observer_breaks_only_at_the_dispatch_boundary_and_not_per_layer():
     counts = {}
     for layers in (1, 3):
@@ -132,12 +133,13 @@ def test_with_an_observer_breaks_only_at_the_dispatch_boundary_and_not_per_layer
     assert counts[1][1] <= 8, counts
 
 
+@pytest.mark.slow  # 3-10 s on one CPU thread (measured)
 def test_compiled_observer_and_skipping_cache_give_the_uncompiled_results():
     pipe = testing.tiny_wan_pipeline()
     pipe.set_progress_bar_config(disable=True)
 
     def run():
-        observer, cache = Observer(), EasyCache(tau=1.0, warmup=1)
+        observer, cache = Observer(), EasyCache(error_threshold=1.0, warmup=1)
         with numina_hooks.attach(pipe, observer, cache) as handle:
             out = handle(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **CALL).frames
         return out, observer.views, cache.stats.as_dict()
@@ -155,6 +157,7 @@ def test_compiled_observer_and_skipping_cache_give_the_uncompiled_results():
     assert "forward" not in original.__dict__ and not original._forward_pre_hooks  # detached exactly
 
 
+@pytest.mark.slow  # 3-10 s on one CPU thread (measured)
 @pytest.mark.parametrize("how", ["module.compile, eager", "torch.compile(module), aot_eager"])
 def test_numina_on_a_compiled_transformer_guides_and_matches_uncompiled(how, monkeypatch):
     # force a mismatch, as the NUMINA tests do, so phase 2 runs with guidance

@@ -1,11 +1,12 @@
-"""parse_counts: the CountBench file and handwritten prompts outside it."""
+"""parse_counts: the CountBench file and handwritten prompts outside it; parse_counts_arg:
+counts given as text (``--counts cats=3,dogs=2``)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from numina_hooks.numina.counts import parse_counts
+from numina_hooks.numina.counts import parse_counts, parse_counts_arg
 
 COUNTBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "countbench"
 if not COUNTBENCH.exists():
@@ -109,3 +110,28 @@ def test_noun_adjectives_head_their_phrase(prompt, expected):
 ])
 def test_ing_nouns_are_not_verbs(prompt, expected):
     assert parse_counts(prompt) == expected
+
+
+# ---------------------------------------------------------------------------- counts given as text
+def test_counts_arg_reads_pairs_and_checks_them_against_the_prompt():
+    assert parse_counts_arg(None) is None
+    assert parse_counts_arg("cats=3, dogs = 2") == {"cats": 3, "dogs": 2}
+    assert parse_counts_arg("cats=3,dogs=2", "three cats chasing two dogs") == {"cats": 3, "dogs": 2}
+    # any noun of the prompt may be asked for, not only the counted ones
+    assert parse_counts_arg("dogs=4", "three cats chasing the dogs") == {"dogs": 4}
+
+
+@pytest.mark.parametrize("text, prompt, message", [
+    ("", None, "'': expected noun=count pairs separated by commas"),
+    ("three cats", None, "'three cats': expected noun=count pairs"),
+    ("cats=", None, "'cats=': expected noun=count pairs"),
+    ("cats=x", None, "cats=x: 'x' is not a whole number; expected a count >= 1"),
+    ("cats=2.5", None, "cats=2.5: '2.5' is not a whole number"),
+    ("cats=0", None, "cats=0: expected a count >= 1 (to leave 'cats' out, do not list it)"),
+    ("cats=2,cats=3", None, "'cats=2,cats=3': 'cats' is given twice"),
+    ("cat=2", "three cats", "cat=2: 'cat' is not a word of the prompt 'three cats'"),
+])
+def test_counts_arg_errors_start_with_the_offending_text(text, prompt, message):
+    with pytest.raises(ValueError) as err:
+        parse_counts_arg(text, prompt)
+    assert str(err.value).startswith(message)

@@ -70,20 +70,20 @@ def case_pipe(request):
     return request.param, pipe, plain
 
 
-def test_tau_zero_is_bit_identical_to_the_plain_pipeline(case_pipe):
+def test_threshold_zero_is_bit_identical_to_the_plain_pipeline(case_pipe):
     case, pipe, plain = case_pipe
-    cache = EasyCache(tau=0.0, warmup=0)
+    cache = EasyCache(error_threshold=0.0, warmup=0)
     out = _run(pipe, case, cache)
     assert torch.equal(out, plain)
     assert cache.stats.skipped_calls == 0
 
 
-def test_skips_save_model_runs_and_grow_with_tau(case_pipe):
+def test_skips_save_model_runs_and_grow_with_the_threshold(case_pipe):
     case, pipe, plain = case_pipe
     per_step = 2 if case == "wan" else 1
     skipped, errors = [], []
-    for tau in (0.0, 0.2, 1.0, 5.0):
-        cache = EasyCache(tau=tau, warmup=1)
+    for threshold in (0.0, 0.2, 1.0, 5.0):
+        cache = EasyCache(error_threshold=threshold, warmup=1)
         runs, hook = _count_model_runs(pipe)
         try:
             out = _run(pipe, case, cache)
@@ -101,9 +101,9 @@ def test_skips_save_model_runs_and_grow_with_tau(case_pipe):
 def test_warmup_and_last_step_always_compute_and_uncond_follows_cond(case_pipe):
     case, pipe, _ = case_pipe
     rec = Recorder()
-    _run(pipe, case, EasyCache(tau=100.0, warmup=3), rec)
+    _run(pipe, case, EasyCache(error_threshold=100.0, warmup=3), rec)
     skipped_steps = {s for _, s in rec.skipped()}
-    assert skipped_steps, "a huge tau must skip something"
+    assert skipped_steps, "a huge threshold must skip something"
     assert min(skipped_steps) >= 3 and STEPS - 1 not in skipped_steps
     if case == "wan":  # separate CFG calls: the uncond call of a step does what the cond call did
         by_branch = {(s, b): k for _, s, b, k in rec.log}
@@ -113,7 +113,7 @@ def test_warmup_and_last_step_always_compute_and_uncond_follows_cond(case_pipe):
 
 def test_state_resets_between_generations_and_pipelines(case_pipe):
     case, pipe, _ = case_pipe
-    cache = EasyCache(tau=1.0, warmup=1)
+    cache = EasyCache(error_threshold=1.0, warmup=1)
     handle = numina_hooks.attach(pipe, cache)
     try:
         first = pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **_call(case)).frames
@@ -123,16 +123,16 @@ def test_state_resets_between_generations_and_pipelines(case_pipe):
         via_handle = handle(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **_call(case)).frames
     finally:
         handle.detach()
-    fresh = _run(pipe, case, EasyCache(tau=1.0, warmup=1))
+    fresh = _run(pipe, case, EasyCache(error_threshold=1.0, warmup=1))
     assert torch.equal(first, again) and torch.equal(first, via_handle) and torch.equal(first, fresh)
 
 
 def test_one_cache_on_two_pipelines_keeps_them_apart():
     a, b = _pipe("wan"), testing.tiny_wan_pipeline(seed=1)
     b.set_progress_bar_config(disable=True)
-    alone_a = _run(a, "wan", EasyCache(tau=1.0, warmup=1))
-    alone_b = _run(b, "wan", EasyCache(tau=1.0, warmup=1))
-    shared = EasyCache(tau=1.0, warmup=1)
+    alone_a = _run(a, "wan", EasyCache(error_threshold=1.0, warmup=1))
+    alone_b = _run(b, "wan", EasyCache(error_threshold=1.0, warmup=1))
+    shared = EasyCache(error_threshold=1.0, warmup=1)
     ha, hb = numina_hooks.attach(a, shared), numina_hooks.attach(b, shared)
     try:
         gen_a, gen_b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
@@ -157,7 +157,7 @@ def test_wan22_experts_keep_their_own_state():
     pipe = _pipe("wan22-a14b")
     pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)  # the experts split the steps in half
     rec = Recorder()
-    _run(pipe, "wan22-a14b", EasyCache(tau=100.0, warmup=1), rec, steps=12)
+    _run(pipe, "wan22-a14b", EasyCache(error_threshold=100.0, warmup=1), rec, steps=12)
     names = [t for t, *_ in rec.log]
     assert {"transformer", "transformer_2"} <= set(names)
     first_low_noise = names.index("transformer_2")
@@ -173,7 +173,7 @@ def test_numina_reference_step_always_computes_and_report_counts_skips(monkeypat
     monkeypatch.setattr(generate_mod.LayoutReader, "matches", lambda self, counts: False)
     config = NuminaConfig(reference_step=5)
     rec = Recorder()
-    cache = EasyCache(tau=100.0, warmup=1)
+    cache = EasyCache(error_threshold=100.0, warmup=1)
     handle = numina_hooks.attach(pipe, cache, rec, config=config)
     try:
         out = handle(prompt=PROMPT, counts={"cats": 3}, generator=torch.Generator().manual_seed(0), **_call("wan", 10))
@@ -181,7 +181,7 @@ def test_numina_reference_step_always_computes_and_report_counts_skips(monkeypat
         handle.detach()
     rep = out.numina
     assert rep.phase2_ran
-    # without the guarantee tau=100 would skip step 5 and NUMINA could not read its layout
+    # without the guarantee error_threshold=100 would skip step 5 and NUMINA could not read its layout
     assert ("transformer", 5, "cond", False) in rec.log
     assert rep.cache["phase1"]["skipped_steps"] >= 1 and rep.cache["phase2"]["skipped_steps"] >= 1
     assert rep.model_calls["phase1"] == 2 * 5 + 1 - rep.cache["phase1"]["skipped_calls"]
@@ -190,7 +190,7 @@ def test_numina_reference_step_always_computes_and_report_counts_skips(monkeypat
 def test_phases_knob_limits_the_cache_to_one_numina_pass(monkeypatch):
     pipe = _pipe("wan")
     monkeypatch.setattr(generate_mod.LayoutReader, "matches", lambda self, counts: False)
-    handle = numina_hooks.attach(pipe, EasyCache(tau=100.0, warmup=1, phases=("phase1",)), config=NuminaConfig())
+    handle = numina_hooks.attach(pipe, EasyCache(error_threshold=100.0, warmup=1, phases=("phase1",)), config=NuminaConfig())
     try:
         rep = handle(prompt=PROMPT, counts={"cats": 3}, generator=torch.Generator().manual_seed(0), **_call("wan", 10)).numina
     finally:
@@ -205,7 +205,7 @@ def test_bare_model_with_named_steps_keeps_the_output_type():
     torch.manual_seed(0)
     x = torch.randn(1, 16, 3, 8, 8)
     text = torch.randn(1, 24, model.config.text_dim)
-    cache = EasyCache(tau=100.0, warmup=1)
+    cache = EasyCache(error_threshold=100.0, warmup=1)
     handle = numina_hooks.attach(model, cache)
     outs = []
     try:
@@ -223,6 +223,8 @@ def test_bare_model_with_named_steps_keeps_the_output_type():
 def test_diffusers_cache_enabled_is_refused_clearly_and_leaves_the_pipeline_working(cache_config):
     import diffusers
 
+    if not hasattr(diffusers, cache_config):  # TaylorSeer arrived after diffusers 0.35
+        pytest.skip(f"diffusers {diffusers.__version__} has no {cache_config}")
     pipe = _pipe("wan")
     config = getattr(diffusers, cache_config)
     pipe.transformer.enable_cache(config(threshold=0.05) if cache_config == "FirstBlockCacheConfig" else config())
@@ -246,16 +248,36 @@ def test_diffusers_cache_enabled_is_refused_clearly_and_leaves_the_pipeline_work
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
-        (dict(tau=-0.1), "tau=-0.1"),
-        (dict(tau=float("nan")), "tau=nan"),
+        (dict(error_threshold=-0.1), "error_threshold=-0.1"),
+        (dict(error_threshold=float("nan")), "error_threshold=nan"),
+        (dict(tau=-0.1), "tau=-0.1"),  # the deprecated name is named back as written
         (dict(warmup=-1), "warmup=-1"),
         (dict(warmup=2.5), "warmup=2.5"),
         (dict(phases=("phase3",)), "phases="),
     ],
 )
+@pytest.mark.filterwarnings("ignore:EasyCache. 'tau' is deprecated:DeprecationWarning")
 def test_bad_settings_name_the_value(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         EasyCache(**kwargs)
+
+
+def test_old_name_tau_warns_and_means_error_threshold(case_pipe):
+    case, pipe, _ = case_pipe
+    with pytest.warns(DeprecationWarning, match="'tau' is deprecated, use 'error_threshold'"):
+        old = EasyCache(tau=1.0, warmup=1)
+    new = EasyCache(error_threshold=1.0, warmup=1)
+    assert old.error_threshold == 1.0
+    with pytest.warns(DeprecationWarning, match="use 'error_threshold'"):
+        assert old.tau == 1.0
+    # the same setting under either name skips the same calls and gives the same video
+    assert torch.equal(_run(pipe, case, old), _run(pipe, case, new))
+    assert old.stats.as_dict() == new.stats.as_dict() and new.stats.skipped_calls > 0
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(TypeError, match="taus"):
+        EasyCache(taus=0.1)
 
 
 def test_image_to_video_inputs_use_their_leading_channels():

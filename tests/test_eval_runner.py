@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from numina_hooks import cli
-from numina_hooks.eval import runner
+from numina_hooks.eval import benchmark, model_loading, run
 
 STRATEGIES = ["plain", "seed-search", "numina", "numina+seed-search", "layout-seeds"]
 ARGS = ["eval", "--model", "toy", "--limit", "2", "--steps", "4", "--seeds", "1..2",
@@ -23,13 +23,14 @@ def _results(out):
     return {(p.parent.name, p.name): json.loads(p.read_text()) for p in (out / "results").glob("*/*.json")}
 
 
+@pytest.mark.slow  # 3-10 s on one CPU thread (measured)
 def test_eval_toy_all_strategies_interrupted_resumed_and_rescored(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "eval"
     args = ARGS + ["--out", str(out)]
 
     # 1. Ctrl-C right after the first result is on disk
-    real_write = runner.atomic_write_json
+    real_write = run.atomic_write_json
     writes = []
 
     def write_then_interrupt(path, data):
@@ -38,10 +39,10 @@ def test_eval_toy_all_strategies_interrupted_resumed_and_rescored(tmp_path, monk
             writes.append(path)
             raise Interrupt()
 
-    monkeypatch.setattr(runner, "atomic_write_json", write_then_interrupt)
+    monkeypatch.setattr(run, "atomic_write_json", write_then_interrupt)
     assert cli.main(args) == 130  # no traceback: a message, and what was done stays
     assert "interrupted; 1 result(s) kept in" in capsys.readouterr().out
-    monkeypatch.setattr(runner, "atomic_write_json", real_write)
+    monkeypatch.setattr(run, "atomic_write_json", real_write)
     first = _results(out)
     assert list(first) == [("plain", "0000.json")]
     assert not list(out.rglob("*.tmp*"))  # nothing half-written
@@ -108,16 +109,16 @@ def test_eval_real_pipeline_folder_with_tiny_grounding_dino(tmp_path):
 
     torch.set_num_threads(1)
     testing.tiny_wan_pipeline().save_pretrained(tmp_path / "wan")
-    model = runner.load_model(str(tmp_path / "wan"), steps=4, height=64, width=64, num_frames=9, dtype="fp32",
+    model = model_loading.load_model(str(tmp_path / "wan"), steps=4, height=64, width=64, num_frames=9, dtype="fp32",
                               device="cpu")
     model.call["max_sequence_length"] = 24
     gd_model, processor = build_tiny_grounding_dino()
     detector = ZeroShotDetector("grounding-dino", model=gd_model, processor=processor, box_threshold=0.0,
                                 text_threshold=0.0, nms_iou=1.0, device="cpu")
-    items = [runner.EvalItem(0, "two cats chasing a dog", {"cats": 2, "dog": 1})]
+    items = [benchmark.EvalItem(0, "two cats chasing a dog", {"cats": 2, "dog": 1})]
     out = tmp_path / "eval"
     try:
-        summary = runner.run_eval(items, model, detector, out, strategies=["plain", "numina", "layout-seeds"],
+        summary = run.run_eval(items, model, detector, out, strategies=["plain", "numina", "layout-seeds"],
                                   seeds=[1, 2], save_videos=None, echo=lambda *_: None)
     finally:
         model.handle.detach()
@@ -140,7 +141,7 @@ def test_threads_option_is_checked_and_applied(tmp_path, capsys, monkeypatch):
     before = torch.get_num_threads()
     try:
         # --threads is applied once the arguments are checked, before anything loads
-        monkeypatch.setattr(runner, "load_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        monkeypatch.setattr(model_loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
         assert cli.main(["eval", "--model", "toy", "--limit", "1", "--threads", "2",
                          "--out", str(tmp_path / "b")]) == 130
         assert torch.get_num_threads() == 2

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from numina_hooks.eval.report import markdown_table, summarize_results
-from numina_hooks.eval.runner import (EvalItem, atomic_write_json, find_videos, load_benchmark, parse_seeds,
-                                      read_video, result_path)
+from numina_hooks.eval.benchmark import EvalItem, load_benchmark
+from numina_hooks.eval.results import atomic_write_json, result_path
+from numina_hooks.eval.scoring import find_videos
+from numina_hooks.media import read_video
+from numina_hooks.options import parse_seeds
 from numina_hooks.eval.strategies import EvalModel, PromptSession, run_strategy, score_counts, split_strategy
 
 

@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+import numina_hooks
 from numina_hooks import hookimpl
 from numina_hooks.adapters.descriptions import DIFFSYNTH_WAN, OFFICIAL_WAN, Argument, AttentionFunction, SitePattern
-from numina_hooks.adapters.generic import GenericAdapter, attach_with
+from numina_hooks.adapters.generic import GenericAdapter
 
 import official_wan_standin as standin
 
@@ -55,8 +56,8 @@ def test_a_fork_with_other_module_names_is_a_replaced_description():
     model = standin.WanModel().eval()
     want = _run(model)
     seen = Seen()
-    with attach_with(STANDIN, model, seen) as handle:
-        assert type(handle._adapter) is GenericAdapter
+    with numina_hooks.attach(model, seen, description=STANDIN) as handle:
+        assert type(handle.adapter) is GenericAdapter
         got = _run(model)
     assert torch.equal(got, want) and len(seen.views) == 4
     assert all(v.context.branch is None for v in seen.views)  # nothing said which branch
@@ -65,21 +66,21 @@ def test_a_fork_with_other_module_names_is_a_replaced_description():
 def test_no_matching_module_is_a_clear_error():
     wrong = dataclasses.replace(STANDIN, sites=(SitePattern("self", r"layers\.(\d+)\.attn"),))
     with pytest.raises(TypeError, match=r"no attention module of WanModel matches \['layers"):
-        attach_with(wrong, standin.WanModel(), Seen())
+        numina_hooks.attach(standin.WanModel(), Seen(), description=wrong)
 
 
 def test_missing_framework_module_is_a_clear_error():
     wrong = dataclasses.replace(STANDIN, attention=dataclasses.replace(STANDIN.attention, module="not_installed_xyz"))
     model = standin.WanModel()
     with pytest.raises(ImportError, match="cannot import 'not_installed_xyz'"):
-        attach_with(wrong, model, Seen())
+        numina_hooks.attach(model, Seen(), description=wrong)
     assert all(not m._forward_pre_hooks for m in model.modules())  # a failed attach leaves nothing
 
 
 def test_state_is_by_name_so_a_deep_copy_of_a_block_is_still_its_site():
     model = standin.WanModel().eval()
     seen = Seen()
-    with attach_with(STANDIN, model, seen):
+    with numina_hooks.attach(model, seen, description=STANDIN):
         import copy
 
         model.blocks[1] = copy.deepcopy(model.blocks[1])  # what DiffSynth's VRAM management does per call
@@ -97,7 +98,7 @@ def test_untapped_site_warns_once():
 
     for block in model.blocks:
         block.cross_attn.forward = direct.__get__(block.cross_attn)
-    with attach_with(STANDIN, model, Seen()):
+    with numina_hooks.attach(model, Seen(), description=STANDIN):
         with pytest.warns(RuntimeWarning, match="does not call an attention function"):
             _run(model)
 

@@ -146,9 +146,9 @@ def test_logit_spread_mode_adds_spread_times_delta():
 
 
 def test_calibrated_modes_mean_the_same_on_a_sharper_model():
-    """Scaling every score by 3 (a sharper model) changes what boost_k does, not what the modes do."""
+    """Scaling every score by 3 (a sharper model) changes what boost_bias does, not what the modes do."""
     results = {}
-    for mode, fields in {"absolute": {"boost_k": 0.8}, "mass": {"boost_mass": 0.5},
+    for mode, fields in {"absolute": {"boost_bias": 0.8}, "mass": {"boost_mass": 0.5},
                          "logit_spread": {"boost_spread": 1.0}}.items():
         cfg = NuminaConfig(boost_mode=mode, **fields)
         shares = []
@@ -173,7 +173,7 @@ def test_absolute_preset_is_the_previous_computation_bit_for_bit():
     """boost_mode='absolute' builds the edits the guidance built before calibrated modes existed."""
     copies = [CopyGroup(rows=torch.tensor([24, 25]), reference_rows=torch.tensor([1, 2, 3]))]
     for step in (0, 2, 4):
-        cfg = NuminaConfig(boost_mode="absolute", boost_k=0.8)
+        cfg = NuminaConfig(boost_mode="absolute", boost_bias=0.8)
         view = _view(step)
         out = LayoutGuidance(_plan(copies), cfg, num_steps=10).on_attention(view)
         delta = cfg.delta(step, 10)

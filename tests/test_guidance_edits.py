@@ -30,7 +30,7 @@ def _plan():
 @pytest.mark.parametrize("mode", ["absolute", "mass"])
 def test_edits_follow_the_plan_the_offsets_and_the_schedule(mode):
     cfg = NuminaConfig(boost_mode=mode)
-    boost_mode, boost_value = {"absolute": ("boost", cfg.boost_k), "mass": ("share", cfg.boost_mass)}[mode]
+    boost_mode, boost_value = {"absolute": ("boost", cfg.boost_bias), "mass": ("share", cfg.boost_mass)}[mode]
     guidance = LayoutGuidance(_plan(), cfg, num_steps=10)
     for step, q0, c0 in [(0, 0, 0), (1, 5, 3), (0, 0, 0), (2, 5, 3)]:
         view = _view(step, q0, c0, batch_rows=(1,))
@@ -42,7 +42,7 @@ def test_edits_follow_the_plan_the_offsets_and_the_schedule(mode):
         assert all(e.batch == 1 for e in edits)
         assert by_mode["suppress"][0].rows.tolist() == [10 + q0, 11 + q0]
         assert by_mode["suppress"][0].columns.tolist() == [2 + c0, 3 + c0]
-        # the boost of circle additions: a bias boost_k * delta, or a target share boost_mass * delta
+        # the boost of circle additions: a bias boost_bias * delta, or a target share boost_mass * delta
         assert by_mode[boost_mode][0].rows.tolist() == [12 + q0]
         assert by_mode[boost_mode][0].value == boost_value * delta
         sets = by_mode["set"]

@@ -8,7 +8,7 @@ from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.heads import score_self_attention_heads, select_cross_attention
 from numina_hooks.numina.layout import (layout_from_attention, layout_from_maps,
                                         naive_cross_count)
-from numina_hooks.numina.synthetic import SELF_HEAD_TYPES, make_scene
+from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # benchmarks/ (on sys.path via conftest.py)
 
 GRID = (20, 32)
 
@@ -109,3 +109,27 @@ def test_constant_maps_are_refused_clearly(kind, preset):
 def test_naive_counter_merges_close_instances():
     sc = make_scene(6, (30, 52), noise=0.5, seed=3, close=1.0)
     assert naive_cross_count(sc.frames[0].cross_attn, (30, 52)) < sc.frames[0].count
+
+
+def test_hdbscan_focus_counts_easy_scenes(scenes):
+    # the optional extra numina-hooks[hdbscan] (part of the test extra): the non-default
+    # focus clustering still gives the true count on well-separated objects
+    pytest.importorskip("hdbscan", reason="pip install 'numina-hooks[hdbscan]'")
+    cfg = NuminaConfig(cross_head="mean", focus_clustering="hdbscan")
+    for sc in scenes:
+        fr = sc.frames[0]
+        layout = layout_from_attention(fr.self_attn, fr.cross_attn, GRID, cfg)
+        assert layout.count == fr.count
+        assert layout.focus.any()
+
+
+def test_hdbscan_missing_is_a_clear_error_naming_the_extra(scenes, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hdbscan", None)  # makes `import hdbscan` fail
+    fr = scenes[1].frames[0]
+    cfg = NuminaConfig(cross_head="mean", focus_clustering="hdbscan")
+    with pytest.raises(ImportError, match=r"numina-hooks\[hdbscan\].*focus_clustering='dbscan'"):
+        layout_from_attention(fr.self_attn, fr.cross_attn, GRID, cfg)
+    # the default does not need it
+    assert layout_from_attention(fr.self_attn, fr.cross_attn, GRID, NuminaConfig(cross_head="mean")).count == fr.count

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from numina_hooks.toy import identify_study as st
+import toy_identify_study as st  # benchmarks/ (on sys.path via conftest.py)
 
 
 def test_patch_labels_take_the_majority_object_of_each_patch():

@@ -10,7 +10,7 @@ import torch
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import layout_from_attention, layout_from_maps, temporal_vote
 from numina_hooks.numina.partition import otsu_threshold
-from numina_hooks.numina.synthetic_shared import SHARED_HEAD_TYPES, make_shared_scene
+from synthetic_shared_scenes import SHARED_HEAD_TYPES, make_shared_scene  # benchmarks/ (on sys.path via conftest.py)
 
 GRID = (8, 12)
 
@@ -145,7 +145,7 @@ def test_paper_preset_and_new_fields_are_validated():
     paper = NuminaConfig.paper()
     assert (paper.proposal_cut, paper.head_choice, paper.temporal_window, paper.boost_mode) == \
         ("correlation", "image_score", 0, "absolute")
-    assert NuminaConfig.paper(tau=0.3).tau == 0.3
+    assert NuminaConfig.paper(focus_overlap=0.3).focus_overlap == 0.3
     default = NuminaConfig()
     assert (default.proposal_cut, default.head_choice) == ("adaptive", "containment")
     for field, value, words in [("edge_band", -1, "an int >= 0"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from numina_hooks.eval.metrics import count_acc, summarize, temporal_consistency, video_scores
+from numina_hooks.metrics import count_acc, summarize, temporal_consistency, video_scores
 
 
 def test_count_acc_averages_classes_then_frames():

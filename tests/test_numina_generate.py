@@ -172,7 +172,7 @@ def test_exception_during_generation_leaves_pipeline_as_it_was(setup, monkeypatc
     handle = numina_hooks.attach(pipe)
     with pytest.raises(RuntimeError, match="boom in phase 2"):
         handle(prompt=PROMPT, counts={"cats": 4, "dogs": 3}, generator=torch.Generator().manual_seed(0), **_call(case))
-    assert handle.plugins == []  # the phase plugins were removed
+    assert handle.plugins == [handle.strategy]  # the phase plugins were removed; NUMINA stays
     handle.detach()
     assert torch.equal(pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **_call(case)).frames, plain)
 

@@ -8,8 +8,8 @@ names, signatures and attention-function layout; the tests at the end run only w
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,18 +18,12 @@ import numina_hooks
 from numina_hooks import hookimpl
 from numina_hooks.testing import ViewRecorder as Recorder
 from numina_hooks.adapters.descriptions import OFFICIAL_WAN
-from numina_hooks.adapters.generic import attach_with
 from numina_hooks.adapters.official_wan import OfficialWanAdapter
 from numina_hooks.testing import tiny_tokenizer
 
-import official_wan_standin as standin
+from adapter_cases import _official
 
-STANDIN = dataclasses.replace(
-    OFFICIAL_WAN,
-    model_classes=("official_wan_standin.WanModel",),
-    pipeline_classes=("official_wan_standin.WanT2V",),
-    attention=dataclasses.replace(OFFICIAL_WAN.attention, module="official_wan_standin"),
-)
+standin, STANDIN = _official()  # the description pointing at the stand-in (shared with the contract suite)
 CALL = dict(size=(64, 64), frame_num=9, sampling_steps=4, guide_scale=3.0, seed=0,
             make_scheduler=standin.euler_scheduler)
 PROMPT = "three cats chasing two dogs"
@@ -42,7 +36,7 @@ def t2v():
 
 @pytest.fixture(scope="module")
 def plain(t2v):
-    with attach_with(STANDIN, t2v, _Nothing()) as handle:  # the driver, no plugin acting
+    with numina_hooks.attach(t2v, _Nothing(), description=STANDIN) as handle:  # the driver, no plugin acting
         return handle(prompt=PROMPT, **CALL)
 
 
@@ -57,17 +51,17 @@ def _hooks_state(model):
 
 
 def test_the_registered_adapter_drives_a_standin_t2v(t2v):
-    with attach_with(STANDIN, t2v, Recorder()) as handle:
-        assert isinstance(handle._adapter, OfficialWanAdapter)
-        assert [n for n, _ in handle._adapter.transformers()] == ["model"]
-        assert [(s.layer, s.kind, s.name) for s, _ in handle._adapter.sites("model", t2v.model)][:2] == [
+    with numina_hooks.attach(t2v, Recorder(), description=STANDIN) as handle:
+        assert isinstance(handle.adapter, OfficialWanAdapter)
+        assert [n for n, _ in handle.adapter.transformers()] == ["model"]
+        assert [(s.layer, s.kind, s.name) for s, _ in handle.adapter.sites("model", t2v.model)][:2] == [
             (0, "self", "blocks.0.self_attn"), (0, "cross", "blocks.0.cross_attn")]
 
 
 def test_driver_names_branch_and_step_of_every_call(t2v, plain):
     rec = Recorder()
     before = _hooks_state(t2v.model)
-    with attach_with(STANDIN, t2v, rec) as handle:
+    with numina_hooks.attach(t2v, rec, description=STANDIN) as handle:
         out = handle(prompt=PROMPT, **CALL)
     assert _hooks_state(t2v.model) == before  # detached: no hook, no forward attribute left
     assert torch.equal(out, plain)
@@ -80,61 +74,12 @@ def test_driver_names_branch_and_step_of_every_call(t2v, plain):
     assert (geo.frames, geo.height, geo.width, geo.text_tokens) == (3, 4, 4, 512)
 
 
-class MapChecker:
-    def __init__(self):
-        self.checked = set()
-
-    @hookimpl
-    def on_attention(self, view):
-        q, k = view.q.double(), view.k.double()
-        if view.kind == "self":
-            got = view.self_attention_map(1)
-            hw = view.geometry.frame_tokens
-            want = torch.softmax(q[:, :, hw:2 * hw] @ k[:, :, hw:2 * hw].transpose(-1, -2) * view.scale, dim=-1)
-        else:
-            got = view.cross_attention_map([1, 3]).flatten(2)
-            probs = torch.softmax(q @ k.transpose(-1, -2) * view.scale, dim=-1)
-            want = probs[..., [1, 3]].mean(-1)
-        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
-        self.checked.add(view.kind)
-
-
-def test_maps_equal_explicit_softmax(t2v):
-    checker = MapChecker()
-    with attach_with(STANDIN, t2v, checker) as handle:
-        handle(prompt=PROMPT, **dict(CALL, sampling_steps=1))
-    assert checker.checked == {"self", "cross"}
-
-
-class Replacer:
-    def __init__(self, zeros):
-        self.zeros, self.replaced = zeros, 0
-
-    @hookimpl
-    def on_attention(self, view):
-        if view.kind != "cross":
-            return None
-        self.replaced += 1
-        if self.zeros:
-            return torch.zeros(view.q.shape[:3] + (view.v.shape[-1],))
-        probs = torch.softmax(view.q.float() @ view.k.float().transpose(-1, -2) * view.scale, dim=-1)
-        return probs @ view.v.float()
-
-
-def test_replacement_round_trips_the_blhd_layout(t2v, plain):
-    with attach_with(STANDIN, t2v, Replacer(zeros=False)) as handle:
-        same = handle(prompt=PROMPT, **CALL)
-    with attach_with(STANDIN, t2v, Replacer(zeros=True)) as handle:
-        changed = handle(prompt=PROMPT, **CALL)
-    torch.testing.assert_close(same, plain, atol=1e-4, rtol=1e-4)
-    assert (changed - plain).abs().max() > 1e-3
-
 
 def test_two_experts_switch_at_the_boundary():
     t2v = standin.WanT2V(tiny_tokenizer(), two_experts=True)
     rec = Recorder()
-    with attach_with(STANDIN, t2v, rec) as handle:
-        assert [n for n, _ in handle._adapter.transformers()] == ["high_noise_model", "low_noise_model"]
+    with numina_hooks.attach(t2v, rec, description=STANDIN) as handle:
+        assert [n for n, _ in handle.adapter.transformers()] == ["high_noise_model", "low_noise_model"]
         handle(prompt=PROMPT, **CALL)
     by_step = {c[3]: c[0] for c in rec.calls}
     _, timesteps = standin.euler_scheduler(t2v, "unipc", 4, 5.0)
@@ -155,7 +100,7 @@ def test_stop_request_ends_the_loop(t2v):
                 state.request_stop("enough")
 
     stop, rec = StopAt1(), Recorder()
-    with attach_with(STANDIN, t2v, stop, rec) as handle:
+    with numina_hooks.attach(t2v, stop, rec, description=STANDIN) as handle:
         handle(prompt=PROMPT, **CALL)
     assert stop.steps == [0, 1] and {c[3] for c in rec.calls} == {0, 1}
 
@@ -167,7 +112,7 @@ def test_bare_model_with_handle_context(t2v):
     t = torch.tensor([500.0])
     want = model(x, t=t, context=context, seq_len=48)[0]
     rec = Recorder()
-    with attach_with(STANDIN, model, rec) as handle:
+    with numina_hooks.attach(model, rec, description=STANDIN) as handle:
         with handle.context(branch="uncond", step=2, num_steps=4):
             got = model(x, t=t, context=context, seq_len=48)[0]
     assert torch.equal(got, want) and "forward" not in vars(model)
@@ -176,7 +121,7 @@ def test_bare_model_with_handle_context(t2v):
 
 
 def test_numina_two_phases_with_the_t2v_components(t2v, plain):
-    numina = attach_with(STANDIN, t2v)  # no plugin: NUMINA
+    numina = numina_hooks.attach(t2v, description=STANDIN)  # no plugin: NUMINA
     try:
         out = numina(prompt=PROMPT, counts={"cats": 3, "dogs": 2}, **CALL)
     finally:
@@ -189,17 +134,16 @@ def test_numina_two_phases_with_the_t2v_components(t2v, plain):
 
 
 def test_generate_with_numina_wraps_attach_and_detach(t2v, monkeypatch):
-    from numina_hooks import official_wan
-
     seen = {}
+    real_attach = numina_hooks.attach
 
-    def fake_attach(target, config=None):
-        handle = attach_with(STANDIN, target, config=config)
+    def fake_attach(target, *plugins):
+        handle = real_attach(target, *plugins, description=STANDIN)
         seen["handle"] = handle
         return handle
 
     monkeypatch.setattr(numina_hooks, "attach", fake_attach)
-    out = official_wan.generate_with_numina(t2v, "two dogs", **dict(CALL, sampling_steps=2))
+    out = numina_hooks.generate_with_numina(t2v, "two dogs", **dict(CALL, sampling_steps=2))
     assert out.numina.counts_asked == {"dogs": 2}
     assert not seen["handle"].attached
 
@@ -216,8 +160,8 @@ def test_real_description_matches_the_real_model():
 
     model = WanModel(model_type="t2v", dim=24, ffn_dim=48, freq_dim=16, num_heads=2, num_layers=2, text_dim=32)
     with numina_hooks.attach(model, Recorder()) as handle:
-        assert isinstance(handle._adapter, OfficialWanAdapter)
-        assert len(handle._adapter.sites("model", model)) == 4
+        assert isinstance(handle.adapter, OfficialWanAdapter)
+        assert len(handle.adapter.sites("model", model)) == 4
 
 
 @real_wan
@@ -231,22 +175,17 @@ def test_real_flash_attention_signature_is_the_described_one():
 
 
 def test_counts_argument_of_the_patches():
-    from numina_hooks.official_wan import parse_counts_arg
+    """The patches pass ``--numina_counts`` (default "") as ``parse_counts_arg(text or None)``."""
+    from numina_hooks import parse_counts_arg
 
     assert parse_counts_arg("cats=3, dogs = 2") == {"cats": 3, "dogs": 2}
-    assert parse_counts_arg(None) is None and parse_counts_arg("") is None
+    assert parse_counts_arg("" or None) is None
     with pytest.raises(ValueError, match="noun=count"):
         parse_counts_arg("three cats")
+    patches = Path(__file__).resolve().parent.parent / "patches"
+    for patch in sorted(patches.glob("*.patch")):
+        text = patch.read_text()
+        assert "from numina_hooks import generate_with_numina, parse_counts_arg" in text, patch.name
+        assert "parse_counts_arg(args.numina_counts or None)" in text, patch.name
 
 
-def test_easycache_on_the_list_in_list_out_model(t2v, plain):
-    """The official model takes and returns lists of [C, F, H, W]: EasyCache stacks them for its
-    arithmetic and hands a list back when it skips."""
-    exact = numina_hooks.EasyCache(tau=0.0)
-    with attach_with(STANDIN, t2v, exact) as handle:
-        assert torch.equal(handle(prompt=PROMPT, **CALL), plain)
-    cache = numina_hooks.EasyCache(tau=100.0, warmup=1)
-    with attach_with(STANDIN, t2v, cache) as handle:
-        out = handle(prompt=PROMPT, **dict(CALL, sampling_steps=6))
-    assert cache.stats.as_dict()["skipped_steps"] == 3  # steps 2..4 (0-1 give the rate, 5 is last)
-    assert isinstance(out, type(plain)) and out.shape == plain.shape and torch.isfinite(out).all()

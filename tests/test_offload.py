@@ -17,20 +17,11 @@ import numina_hooks
 from numina_hooks import hookimpl
 from numina_hooks.hooking import FORWARD_HOOK_NAME
 
-from adapter_cases import CASES
+from adapter_cases import CASES, Recorder
 
 OFFLOAD_CASES = [c for c in CASES if c.id in ("wan", "wan22-a14b", "cogvideox")]
 PROMPT = "three cats chasing two dogs"
 MISMATCH = {"cats": 4, "dogs": 3}  # forces phase 2 on the random-weight pipelines
-
-
-class Recorder:
-    def __init__(self):
-        self.views = []
-
-    @hookimpl
-    def on_attention(self, view):
-        self.views.append((view.transformer, view.step, view.branch, view.geometry))
 
 
 def _models(pipe, case):
@@ -60,15 +51,15 @@ def test_observers_keep_step_branch_and_geometry_over_several_calls(case, order)
     pipe, plain, handle = _hooked_and_offloaded(case, order, rec)
     seen = []
     for _ in range(3):
-        rec.views.clear()
+        rec.calls.clear()
         out = case.run(pipe)
         assert torch.equal(out, plain)
-        assert rec.views, "no attention view: the hooks were dropped"
-        unknown = [v for v in rec.views if v[1] is None or v[2] is None or v[3] is None]
-        assert not unknown, f"{len(unknown)} of {len(rec.views)} views lost step, branch or geometry: {unknown[:2]}"
-        seen.append(sorted(rec.views, key=repr))
+        assert rec.calls, "no attention view: the hooks were dropped"
+        unknown = [v for v in rec.calls if v[3] is None or v[4] is None or v[5] is None]
+        assert not unknown, f"{len(unknown)} of {len(rec.calls)} views lost step, branch or geometry: {unknown[:2]}"
+        seen.append(sorted(rec.calls, key=repr))
     assert seen[0] == seen[1] == seen[2]  # every call is seen the same way
-    assert {v[0] for v in rec.views} == set(case.transformers)
+    assert {v[0] for v in rec.calls} == set(case.transformers)
     assert handle.bypassed_calls == {}
 
     handle.detach()
@@ -77,10 +68,10 @@ def test_observers_keep_step_branch_and_geometry_over_several_calls(case, order)
         registry = getattr(model, "_diffusers_hook", None)
         assert registry is None or FORWARD_HOOK_NAME not in registry.hooks
         assert not model._forward_pre_hooks and not model._forward_hooks
-    rec.views.clear()
+    rec.calls.clear()
     assert torch.equal(case.run(pipe), plain)
     assert torch.equal(case.run(pipe), plain)  # offload's own re-install still works after detach
-    assert not rec.views
+    assert not rec.calls
 
 
 def _numina_call(case, handle, seed=0):
@@ -142,7 +133,7 @@ def test_phase_two_with_no_guided_call_raises_and_changes_nothing(wan_case):
     state = kwargs["generator"].get_state()
     with pytest.raises(RuntimeError, match=r"phase 2 applied no guidance: a cache skipped every transformer call"):
         handle(prompt=PROMPT, counts=MISMATCH, **kwargs)
-    assert handle.plugins == [skipper]  # NUMINA's phase plugins are gone
+    assert handle.plugins == [handle.strategy, skipper]  # NUMINA's phase plugins are gone
     assert torch.equal(kwargs["generator"].get_state(), state)  # the caller's noise is untouched
     handle.detach()
     assert torch.equal(case.run(pipe), plain)
@@ -190,7 +181,7 @@ def test_a_bypassed_cogvideox_call_warns_instead_of_crashing_an_observer():
     with pytest.warns(RuntimeWarning, match="ran without numina-hooks' forward hook"):
         out = case.run(pipe)
     assert torch.equal(out, plain)
-    assert rec.views == []  # no view with a made-up token split
+    assert rec.calls == []  # no view with a made-up token split
     assert handle.bypassed_calls == {"transformer": case.call["num_inference_steps"]}
     model.forward = ours
     handle.detach()
@@ -202,9 +193,9 @@ def test_turning_offload_off_after_attach_keeps_every_call_hooked(case):
     pipe, plain, handle = _hooked_and_offloaded(case, "offload-then-attach", rec)
     case.run(pipe)
     pipe.remove_all_hooks()  # offload off: accelerate puts back the forward it had wrapped
-    rec.views.clear()
+    rec.calls.clear()
     assert torch.equal(case.run(pipe), plain)
-    assert rec.views and all(v[1] is not None and v[3] is not None for v in rec.views)
+    assert rec.calls and all(v[3] is not None and v[5] is not None for v in rec.calls)
     assert handle.bypassed_calls == {}
     handle.detach()
     assert "remove_all_hooks" not in vars(pipe)

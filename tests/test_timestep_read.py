@@ -69,10 +69,10 @@ def test_a_changed_timestep_tensor_is_read_again():
     handle = numina_hooks.attach(pipe)
     try:
         t = torch.tensor([500.0])
-        assert handle._timestep_value(t.expand(2)) == 500.0
+        assert handle._hub._timestep_value(t.expand(2)) == 500.0
         t.fill_(250.0)
-        assert handle._timestep_value(t.expand(2)) == 250.0
-        assert handle._timestep_value(torch.tensor([1.0, 7.0])) == 7.0
-        assert handle._timestep_value(3) == 3.0 and handle._timestep_value(None) is None
+        assert handle._hub._timestep_value(t.expand(2)) == 250.0
+        assert handle._hub._timestep_value(torch.tensor([1.0, 7.0])) == 7.0
+        assert handle._hub._timestep_value(3) == 3.0 and handle._hub._timestep_value(None) is None
     finally:
         handle.detach()

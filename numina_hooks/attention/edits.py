@@ -59,7 +59,7 @@ class ColumnEdit:
     :ivar columns: ``[T]`` key indices (text tokens) affected. Lists are accepted.
     :ivar mode:
         * ``"suppress"``: the columns are removed from those rows' softmax (a bias of
-          ``-inf``; identical to ``-1e4`` for any realistic scores). ``value`` is ignored.
+          ``-inf``: the columns get exactly zero weight). ``value`` is ignored.
         * ``"boost"``: ``value`` is added to the scores (``b >= 0`` in the method,
           ``+k * delta(t)``; any finite sign is computed exactly).
         * ``"set"``: the scores are overwritten, ``s := value`` (a target pre-softmax

@@ -9,14 +9,15 @@ this makes stays small. Per transformer and branch:
   ``k = mean|v_i - v_j| / mean|x_i - x_j|`` (``j`` the previous computed step);
 * on a later step ``n`` add ``eps_n = k * mean|x_n - x_{n-1}| / mean|v_i|`` to an
   accumulated error ``E`` (``x_{n-1}`` the input of the previous step, computed or not,
-  ``v_i`` the last computed output); while ``E < tau`` return ``x_n + delta_i``
+  ``v_i`` the last computed output); while ``E < error_threshold`` (tau in the paper)
+  return ``x_n + delta_i``
   without running the model; otherwise compute and reset ``E`` to 0.
 
 The first ``warmup`` steps and the last step always compute; so does any step
 listed in ``generation.extras["must_compute_steps"]`` (NUMINA's reference step).
 With classifier-free guidance the decision is taken on the conditional branch and
 the unconditional call of the same step follows it (for a batched CFG call, as in
-CogVideoX, on the conditional rows of the batch). ``tau=0`` never skips: the output
+CogVideoX, on the conditional rows of the batch). ``error_threshold=0`` never skips: the output
 is bit-identical to the plain pipeline.
 
 Shapes: ``x`` is the forward's ``hidden_states`` (Wan ``[B, C, F, H, W]``,
@@ -33,6 +34,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..deprecation import renamed_attribute, warn_renamed
 from ..hookspecs import hookimpl
 
 
@@ -139,13 +141,14 @@ class EasyCache:
 
     ::
 
-        cache = numina_hooks.EasyCache(tau=0.05, warmup=10)
+        cache = numina_hooks.EasyCache(error_threshold=0.05, warmup=10)
         handle = numina_hooks.attach(pipe, cache)
         video = pipe(prompt=..., num_inference_steps=50).frames   # fewer transformer calls
         cache.stats.as_dict()   # {'computed_calls': ..., 'skipped_calls': ..., 'skipped_steps': ...}
 
-    :param tau: accumulated-error threshold; 0 never skips (bit-identical output),
-        larger skips more. Published settings: Wan2.1 0.05 (0.1 about 2x, 0.2 about 3x);
+    :param error_threshold: threshold on the accumulated error estimate (the paper's tau);
+        0 never skips (bit-identical output), larger skips more. ``tau=`` is its deprecated
+        name (a ``DeprecationWarning``, same value). Published settings: Wan2.1 0.05 (0.1 about 2x, 0.2 about 3x);
         HunyuanVideo 0.025.
     :param warmup: the first ``warmup`` denoising steps always compute (Wan2.1: 10 of 50;
         HunyuanVideo: 5). The last step always computes too.
@@ -160,14 +163,21 @@ class EasyCache:
 
     PHASES = ("phase1", "phase2")
 
-    def __init__(self, tau: float = 0.05, warmup: int = 10, phases: tuple = PHASES):
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (tau >= 0) or tau == float("inf"):
-            raise ValueError(f"EasyCache(tau={tau!r}): expected a finite number >= 0 (0 disables skipping; Wan2.1 uses 0.05)")
+    def __init__(self, error_threshold: float = 0.05, warmup: int = 10, phases: tuple = PHASES, *,
+                 tau: Optional[float] = None):
+        name = "error_threshold"
+        if tau is not None:
+            warn_renamed("EasyCache", "tau", "error_threshold")
+            error_threshold, name = tau, "tau"
+        t = error_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t >= 0) or t == float("inf"):
+            raise ValueError(f"EasyCache({name}={t!r}): expected a finite number >= 0 "
+                             "(0 disables skipping; Wan2.1 uses 0.05)")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"EasyCache(warmup={warmup!r}): expected an int >= 0 (steps that always compute; Wan2.1 uses 10)")
         if isinstance(phases, str) or not set(phases) <= set(self.PHASES) or not phases:
             raise ValueError(f"EasyCache(phases={phases!r}): expected a non-empty tuple from {self.PHASES}")
-        self.tau = float(tau)
+        self.error_threshold = float(error_threshold)
         self.warmup = warmup
         self.phases = tuple(phases)
         self.stats = CacheStats()
@@ -177,8 +187,10 @@ class EasyCache:
         self._enabled = True
         self._warned_no_step = False
 
+    tau = renamed_attribute("EasyCache", "tau", "error_threshold")
+
     def __repr__(self) -> str:
-        return f"EasyCache(tau={self.tau}, warmup={self.warmup})"
+        return f"EasyCache(error_threshold={self.error_threshold}, warmup={self.warmup})"
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
@@ -209,7 +221,7 @@ class EasyCache:
     def on_forward(self, call):
         ctx = call.context
         step, num_steps = ctx.step, ctx.num_steps
-        if self.tau == 0.0:
+        if self.error_threshold == 0.0:
             return (yield)  # never skips: stay out of the way entirely (bit-identical, no bookkeeping)
         if not self._enabled or step is None:
             if step is None and not self._warned_no_step:
@@ -259,7 +271,7 @@ class EasyCache:
             return bool(self._decisions.get(decision_key, False)) and state.delta is not None \
                 and state.prev_input is not None and state.prev_input.shape == x.shape
         must = (
-            self.tau == 0.0
+            self.error_threshold == 0.0
             or step < self.warmup
             or (num_steps is not None and step >= num_steps - 1)
             or step in self._must_compute
@@ -278,7 +290,7 @@ class EasyCache:
             scale = _mean_abs(pick(state.computed_output))
             eps = state.k * input_change / max(scale, 1e-12)
             state.error += eps
-            skip = state.error < self.tau
+            skip = state.error < self.error_threshold
         self._decisions[decision_key] = skip
         return skip
 

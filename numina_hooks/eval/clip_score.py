@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .detectors import check_frames
+from ..media import check_frames
 
 __all__ = ["ClipScorer", "DEFAULT_CLIP_MODEL"]
 

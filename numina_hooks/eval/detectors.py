@@ -24,6 +24,8 @@ from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
+from ..media import check_frames
+
 __all__ = [
     "Counter",
     "ToyCounter",
@@ -52,17 +54,6 @@ class Counter(Protocol):
     def count(self, frames: np.ndarray, nouns: Sequence[str]) -> dict[str, list[int]]:
         """``frames`` uint8 [F, H, W, 3] -> ``{noun: [count in frame 0, frame 1, ...]}``."""
         ...
-
-
-def check_frames(frames: Any) -> np.ndarray:
-    """``frames`` as uint8 [F, H, W, 3]; a clear error for anything else."""
-    arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or arr.shape[0] == 0:
-        raise ValueError(
-            f"expected video frames as uint8 [F, H, W, 3] with F >= 1, got {arr.dtype} {arr.shape}; "
-            "convert float frames in [0, 1] with (frames * 255).round().astype(np.uint8)"
-        )
-    return arr
 
 
 # ---------------------------------------------------------------------------- toy world
@@ -109,7 +100,7 @@ class ToyCounter:
 
 
 def _native_toy_size(frames: np.ndarray) -> np.ndarray:
-    """Frames written scaled up by an integer factor k (``video_io.write_video`` does so for
+    """Frames written scaled up by an integer factor k (``media.write_video`` does so for
     small frames, nearest neighbour) -> the toy world's size, sampling each k x k block's centre."""
     from ..toy.world import SIZE
 

@@ -180,7 +180,7 @@ def accuracy_figure(summary: dict):
 
 def write_reports(out_dir, strategies: Optional[Sequence[str]] = None, items: Optional[int] = None) -> dict:
     """Write ``summary.json``, ``table.md`` and ``accuracy_by_count.png``; return the summary."""
-    from .runner import atomic_write_json
+    from .results import atomic_write_json
 
     out_dir = Path(out_dir)
     summary = summarize_results(out_dir, strategies, items)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .detectors import Counter
-from .metrics import count_acc, temporal_consistency
+from ..metrics import count_acc, temporal_consistency
 
 __all__ = [
     "BASE_STRATEGIES",
@@ -53,7 +53,7 @@ Enhance = Callable[[str], str]
 
 
 def score_counts(counts: dict[str, list[int]], target: dict[str, int]) -> dict[str, Optional[float]]:
-    """CountAcc and TC (``numina_hooks.eval.metrics``) of per-noun frame counts.
+    """CountAcc and TC (``numina_hooks.metrics``) of per-noun frame counts.
 
     ``counts`` is a counter's ``{noun: [per-frame count]}``; TC is ``None`` for a
     one-frame video (it has no pair of frames to compare).

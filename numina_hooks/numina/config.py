@@ -9,11 +9,31 @@ See docs/method.md for what each field does.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, Mapping
+
+from ..deprecation import rename_keywords, renamed_attribute, warn_deprecated
 
 __all__ = ["NuminaConfig"]
+
+# Old field names (the paper's symbols) -> the names that say what the field is. The old
+# names keep working as keywords, attributes, in dataclasses.replace and in JSON configs,
+# with a DeprecationWarning naming the new one.
+RENAMED_FIELDS = {
+    "tau": "focus_overlap",
+    "gamma": "sobel_weight",
+    "lam": "temporal_weight",
+    "delta_floor": "guidance_floor",
+    "boost_k": "boost_bias",
+}
+
+# Fields that never had an effect: accepted with a DeprecationWarning that says so.
+_INERT_FIELDS = {
+    "suppress_bias": ("suppression always removes the guided columns from the softmax of the "
+                      "suppressed rows (a bias of -inf); the value given was never used"),
+}
 
 _CHOICES = {
     "cross_head": ("max", "mean"),
@@ -45,9 +65,9 @@ class NuminaConfig:
     0-based block index."""
 
     # --- identify: self-attention head score S = std + block + gamma * sobel -------------
-    gamma: float = 1.0
-    """Weight of the edge-clarity (mean Sobel magnitude) term; each term is normalised
-    across heads first (see heads.py), so 1.0 weighs the three terms alike."""
+    sobel_weight: float = 1.0
+    """gamma of the paper: weight of the edge-clarity (mean Sobel magnitude) term; each term
+    is normalised across heads first (see heads.py), so 1.0 weighs the three terms alike."""
     block_size: int = 3
     """Side of the square blocks (in patches) of the structural-richness term."""
     score_stride: int = 2
@@ -60,9 +80,11 @@ class NuminaConfig:
     because one attention-sink head with a sharp spike wins 'max'); 'max': the head with the
     highest peak (paper)."""
     peak_ratio: float = 0.1
-    """Cross-attention pixels below peak_ratio * peak are dropped before density clustering."""
-    tau: float = 0.2
-    """A proposal is an instance when |proposal ∩ focus| / |proposal| >= tau."""
+    """The focus is the cross-attention pixels at or above ``median + peak_ratio * (peak -
+    median)`` of the frame's map (the rest are dropped before density clustering)."""
+    focus_overlap: float = 0.2
+    """tau of the paper: a proposal is an instance when |proposal ∩ focus| / |proposal| >=
+    focus_overlap."""
     proposal_affinity: float = 0.5
     """Neighbouring pixels join one proposal when the correlation of their (centred)
     self-attention rows is at least this."""
@@ -89,7 +111,7 @@ class NuminaConfig:
     head_choice: Literal["containment", "image_score"] = "containment"
     """'containment': the head whose focus regions keep the most attention inside
     themselves (beyond what the average head keeps), weighed by their edge contrast;
-    'image_score': the paper's S = std + block + gamma * sobel of the PCA image."""
+    'image_score': the paper's S = std + block + sobel_weight * sobel of the PCA image."""
     edge_band: int = 1
     """Half-width (patches, along the seam) of the bundle of pairs averaged into one edge
     weight: 0 = the pair alone, 1 = 3 x 3 pairs across each seam (per-entry noise)."""
@@ -122,9 +144,9 @@ class NuminaConfig:
     # --- refine: layout refinement -------------------------------------------------------
     circle_radius: float = 3.0
     """Radius in patches of the circle template when no instance exists to copy."""
-    lam: float = 8.0
-    """lambda: weight of the temporal term (distance to the same added instance's centre in
-    the previous frame)."""
+    temporal_weight: float = 8.0
+    """lambda of the paper: weight of the temporal term of the placement cost (distance to
+    the same added instance's centre in the previous frame)."""
     placement_stride: int = 1
     """Spacing in patches of the grid of candidate centres."""
 
@@ -137,21 +159,21 @@ class NuminaConfig:
     model: 'mass': the noun's columns get at least a share boost_mass * delta(t) of the
     softmax of each added row and head (bias solved per row from its log-sum-exp);
     'logit_spread': bias boost_spread * delta(t) * (std of the row's logits over all keys);
-    'absolute': bias boost_k * delta(t), the paper's setting (its strength depends on the
+    'absolute': bias boost_bias * delta(t), the paper's setting (its strength depends on the
     model's score scale). Default 'mass' with boost_mass 0.95: the strength that moved counts
     most with the true layout on the toy model (docs/method.md, "Guide")."""
-    boost_k: float = 0.8
-    """k of boost_mode='absolute': circle additions get bias k * delta(t) (paper Table 10)."""
+    boost_bias: float = 0.8
+    """k of the paper, for boost_mode='absolute': circle additions get the pre-softmax bias
+    boost_bias * delta(t) (paper Table 10)."""
     boost_mass: float = 0.95
     """Target share in (0, 1) of boost_mode='mass' at delta = 1. 0.95 over 0.8 with the true
     layout on the toy model: +6.8 [+4.7, +9.2] CountAcc (120 pairs, docs/method.md)."""
     boost_spread: float = 2.0
     """Bias of boost_mode='logit_spread' in row logit standard deviations at delta = 1."""
-    suppress_bias: float = -1e4
-    """Bias on the noun columns inside removed regions."""
-    delta_floor: float = 0.5
-    """Guidance is active while delta(t) >= delta_floor (0.5: the first half of the steps
-    with the linear schedule)."""
+    guidance_floor: float = 0.5
+    """Guidance is active while its intensity delta(t) >= guidance_floor (0.5: the first half
+    of the steps with the linear schedule). Suppression has no strength to set: the guided
+    columns are removed from the softmax of suppressed rows (a bias of -inf)."""
     target_mode: Literal["per_head", "shared"] = "per_head"
     """Template-copy target score: the reference instance's mean per head, or one mean
     shared by all heads."""
@@ -178,7 +200,7 @@ class NuminaConfig:
                 _fail(name, v, "a fraction strictly between 0 and 1, or an int index")
             if isinstance(v, int) and v < 0:
                 _fail(name, v, "a non-negative 0-based index")
-        positive = ("gamma", "lam", "circle_radius", "focus_eps")
+        positive = ("sobel_weight", "temporal_weight", "circle_radius", "focus_eps")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
@@ -215,8 +237,8 @@ class NuminaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 _fail(name, v, "an int >= 1")
-        unit = {"peak_ratio": (0.0, 1.0, False), "tau": (0.0, 1.0, True),
-                "max_region_fraction": (0.0, 1.0, True), "delta_floor": (0.0, 1.0, True),
+        unit = {"peak_ratio": (0.0, 1.0, False), "focus_overlap": (0.0, 1.0, True),
+                "max_region_fraction": (0.0, 1.0, True), "guidance_floor": (0.0, 1.0, True),
                 "proposal_affinity": (-1.0, 1.0, True)}
         for name, (lo, hi, hi_ok) in unit.items():
             v = getattr(self, name)
@@ -226,19 +248,16 @@ class NuminaConfig:
         v = self.boost_mass
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v < 1):
             _fail("boost_mass", v, "a softmax share strictly between 0 and 1 (e.g. 0.5); "
-                  "for a fixed bias use boost_mode='absolute' with boost_k")
-        for name in ("boost_k", "boost_spread"):
+                  "for a fixed bias use boost_mode='absolute' with boost_bias")
+        for name in ("boost_bias", "boost_spread"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 _fail(name, v, "a finite number >= 0")
-        v = self.suppress_bias
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v < 0) or math.isnan(v):
-            _fail("suppress_bias", v, "a negative number (e.g. -1e4) or -inf")
 
     @classmethod
     def paper(cls, **overrides) -> "NuminaConfig":
         """The paper's algorithm: its identify stage (fixed correlation cut, image-statistics
-        head score, per-frame counts) and its guidance (absolute strength ``boost_k *
+        head score, per-frame counts) and its guidance (absolute strength ``boost_bias *
         delta(t)`` on the noun's columns, suppression in removed regions only), every other
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
@@ -286,8 +305,66 @@ class NuminaConfig:
         return 1.0 - step / num_steps
 
     def guidance_active(self, step: int, num_steps: int, sigma: float | None = None) -> bool:
-        """Whether phase-2 guidance applies at this step (delta >= delta_floor)."""
-        return self.delta(step, num_steps, sigma) >= self.delta_floor
+        """Whether phase-2 guidance applies at this step (delta >= guidance_floor)."""
+        return self.delta(step, num_steps, sigma) >= self.guidance_floor
 
     def as_dict(self) -> dict[str, object]:
+        """Every field by its current name (``NuminaConfig.from_dict`` reads it back)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> "NuminaConfig":
+        """A config from a mapping of field names (e.g. parsed JSON); deprecated names warn
+        and map to their new names, unknown names raise ``TypeError`` listing the valid ones."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"NuminaConfig.from_dict: expected a mapping of field names, "
+                            f"got {type(values).__name__}")
+        return cls(**dict(values))
+
+    @property
+    def suppress_bias(self) -> float:
+        """Deprecated, never used: suppression is always -inf (reading it warns)."""
+        warn_deprecated(f"NuminaConfig.suppress_bias is deprecated and has no effect: "
+                        f"{_INERT_FIELDS['suppress_bias']}")
+        return float("-inf")
+
+
+for _old, _new in RENAMED_FIELDS.items():
+    setattr(NuminaConfig, _old, renamed_attribute("NuminaConfig", _old, _new))
+NuminaConfig.RENAMED_FIELDS = RENAMED_FIELDS
+NuminaConfig.DEPRECATED_FIELDS = frozenset(RENAMED_FIELDS) | frozenset(_INERT_FIELDS)
+
+
+def _accepting_old_names(generated_init):
+    """The dataclass ``__init__`` wrapped so that deprecated field names keep working and
+    unknown names fail with the list of valid ones."""
+    names = tuple(f.name for f in fields(NuminaConfig))
+
+    @functools.wraps(generated_init)
+    def __init__(self, *args, **kwargs):
+        unknown = [k for k in kwargs if k not in names and k not in NuminaConfig.DEPRECATED_FIELDS]
+        if unknown:
+            raise TypeError(f"NuminaConfig: unknown field {unknown[0]!r}; valid fields: {', '.join(names)}")
+        for old, why in _INERT_FIELDS.items():
+            if old in kwargs:
+                kwargs.pop(old)
+                warn_deprecated(f"NuminaConfig: {old!r} is deprecated and has no effect: {why}")
+        # dataclasses.replace(cfg, tau=x) passes every field plus the old name: there the
+        # new name holds a copy of the current value and the old name is the change
+        from_replace = all(n in kwargs for n in names)
+        kwargs, used = rename_keywords("NuminaConfig", RENAMED_FIELDS, kwargs, old_wins=from_replace)
+        try:
+            generated_init(self, *args, **kwargs)
+        except ValueError as err:
+            message = str(err)
+            for new, old in used.items():
+                prefix = f"NuminaConfig.{new}="
+                if message.startswith(prefix):
+                    raise ValueError(f"NuminaConfig.{old}={message[len(prefix):]} "
+                                     f"({old!r} is the deprecated name of {new!r})") from None
+            raise
+
+    return __init__
+
+
+NuminaConfig.__init__ = _accepting_old_names(NuminaConfig.__init__)

@@ -20,13 +20,16 @@ Which phrases count:
 
 The same noun introduced twice adds up ("a cat ... and a cat" -> 2). Keys compare
 case-insensitively; the first spelling is kept.
+
+Counts given explicitly (a command-line option such as ``--counts cats=3,dogs=2``) are read
+by :func:`parse_counts_arg`.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["parse_counts", "NUMBER_WORDS"]
+__all__ = ["parse_counts", "parse_counts_arg", "NUMBER_WORDS"]
 
 NUMBER_WORDS: dict[str, int] = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -317,4 +320,40 @@ def parse_counts(prompt: str) -> dict[str, int]:
     for noun, n in found:
         key = spelling.setdefault(noun.lower(), noun)
         counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def parse_counts_arg(text: str | None, prompt: str | None = None) -> dict[str, int] | None:
+    """Counts given as text: ``"cats=3,dogs=2"`` -> ``{"cats": 3, "dogs": 2}``.
+
+    ``None`` -> ``None`` (no counts given: read them from the prompt). Spaces around nouns
+    and numbers are ignored. Each count must be a whole number >= 1, each noun given once
+    and, when ``prompt`` is given, a word of it as written (``cats``, not ``cat``: NUMINA
+    finds the noun's tokens in the prompt). Anything else, the empty string included,
+    raises ValueError whose message starts with the offending text, so a command can put
+    its option's name in front (``--counts discs=0: expected a count >= 1 ...``). A caller
+    whose option defaults to ``""`` passes ``text or None``.
+    """
+    if text is None:
+        return None
+    counts: dict[str, int] = {}
+    for part in text.split(","):
+        noun, sep, n = (s.strip() for s in part.partition("="))
+        if not sep or not noun or not n:
+            raise ValueError(f"{text!r}: expected noun=count pairs separated by commas, e.g. cats=3,dogs=2")
+        try:
+            value = int(n)
+        except ValueError:
+            raise ValueError(f"{noun}={n}: {n!r} is not a whole number; expected a count >= 1") from None
+        if value < 1:
+            raise ValueError(f"{noun}={n}: expected a count >= 1 (to leave {noun!r} out, do not list it)")
+        if noun in counts:
+            raise ValueError(f"{text!r}: {noun!r} is given twice")
+        if prompt is not None:
+            from .tokens import find_noun_spans  # tokens imports this module
+
+            if not find_noun_spans(prompt, noun):
+                raise ValueError(f"{noun}={n}: {noun!r} is not a word of the prompt {prompt!r}; "
+                                 "write the noun exactly as the prompt does (e.g. cats, not cat)")
+        counts[noun] = value
     return counts

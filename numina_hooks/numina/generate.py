@@ -1,7 +1,10 @@
 """The two-phase NUMINA generation (identify, decide, refine, guide).
 
 ``run_numina(handle, config, prompt=..., counts=None, **pipeline_kwargs)`` is
-what ``handle(prompt=...)`` runs when NUMINA is enabled on a handle:
+what ``handle(prompt=...)`` runs when the :class:`~numina_hooks.numina.plugin.Numina`
+plugin is registered on a handle. It uses only the handle's public API: ``handle.driver``
+(:class:`~numina_hooks.driver.PipelineDriver`), ``handle.depth``, ``handle.register``,
+``handle.run_pipeline``:
 
 1. counts from ``counts=`` or :func:`parse_counts`; token columns from the
    pipeline's own tokenizer;
@@ -176,20 +179,19 @@ def run_numina(
                    for i in range(items)]
         return finish(out, reports)
 
-    adapter = handle._adapter
+    driver = handle.driver
+
     def token_columns(find) -> list:
         """Per prompt: noun -> text columns by ``find`` (None where nothing is counted)."""
-        length = adapter.text_length(kwargs)
-        return [find(adapter.tokenizer(), adapter.prompt_for_tokenizer(p), a, max_length=length) if a else None
+        length = driver.text_length(kwargs)
+        return [find(driver.tokenizer(), driver.prompt_for_tokenizer(p), a, max_length=length) if a else None
                 for p, a in zip(prompts, asked)]
 
     columns = token_columns(noun_token_columns)  # what phase 1 reads
     guide_columns = token_columns(phrase_token_columns) if config.guide_tokens == "phrase" else columns
-    num_steps = adapter.num_steps(kwargs)
-    transformers = adapter.transformers()
-    depth = len({site.layer for site, _ in adapter.sites(*transformers[0])})
-    step, layer = config.resolve_step(num_steps), config.resolve_layer(depth)
-    kwargs, rewind_noise, seed = adapter.fix_noise(kwargs)
+    num_steps = driver.num_steps(kwargs)
+    step, layer = config.resolve_step(num_steps), config.resolve_layer(handle.depth)
+    kwargs, rewind_noise, seed = driver.fix_noise(kwargs)
 
     # ---- phase 1
     reader = BatchLayoutReader(columns, step, layer, config)
@@ -204,7 +206,7 @@ def run_numina(
             prompt=prompt, generation_extras={"numina_phase": "phase1", "must_compute_steps": {step}}, **kwargs
         )
     except _Phase1Done:
-        adapter.after_abort()
+        driver.after_abort()
     except BaseException:
         rewind_noise()
         raise

@@ -13,7 +13,7 @@ branch of every block while ``config.guidance_active(step)``:
   ``config.boost_mode``: ``"mass"`` raises their softmax share on each added row and head
   to at least ``boost_mass * delta(t)`` (edit mode ``"share"``, solved per row from the
   log-sum-exp); ``"logit_spread"`` adds ``boost_spread * delta(t) * std(row logits)``;
-  ``"absolute"`` adds the paper's ``boost_k * delta(t)`` (``"boost"``);
+  ``"absolute"`` adds the paper's ``boost_bias * delta(t)`` (``"boost"``);
 * template-copy additions: the noun's pre-softmax scores are set to the mean
   score of the reference instance (per head, or shared by heads) times
   ``delta(t)`` (``"set"``).
@@ -139,7 +139,7 @@ class LayoutGuidance:
         """The edits of one cross view (empty when guidance is off at this step)."""
         cfg = self.config
         step = view.step
-        # the step-based schedule, so that delta_floor means the same share of steps on
+        # the step-based schedule, so that guidance_floor means the same share of steps on
         # every model (a flow-matching sigma with Wan's shift stays high for ~80% of steps)
         if step is None or not cfg.guidance_active(step, self.num_steps):
             return []
@@ -187,7 +187,7 @@ class LayoutGuidance:
         if cfg.boost_mode == "logit_spread":
             spread = pre_softmax_spread(view.q, view.k, boost.rows, boost.batch, view.scale)  # [H, R]
             return boost.with_value(spread * (cfg.boost_spread * delta))
-        return boost.with_value(cfg.boost_k * delta)
+        return boost.with_value(cfg.boost_bias * delta)
 
     def _copy_edits(self, view, batch: int, copies: list, delta: float) -> list[ColumnEdit]:
         """"set" edits whose targets are the mean reference scores, one score matmul for all groups."""

@@ -19,7 +19,7 @@ Normalisation (why no term dominates): the score is computed on each head's gray
   3x3 box smoothing: edge clarity at object scale;
 
 each divided by its largest value over the heads of the frame, so each lies in [0, 1], and
-S = std + block + gamma * sobel. Our addition: S is multiplied by (1 - R^2), R^2 being how
+S = std + block + gamma * sobel (gamma = ``sobel_weight``). Our addition: S is multiplied by (1 - R^2), R^2 being how
 well a cubic polynomial of (row, column) fits the standardised image. Positional heads'
 principal components are smooth functions of position, they score high on std and block
 and won every frame of our synthetic scenes without this factor; instance maps (plateaus on a
@@ -32,6 +32,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from ..deprecation import warn_renamed
 
 __all__ = ["pca_gray", "score_terms", "score_self_attention_heads", "select_cross_attention",
            "as_tensor"]
@@ -167,21 +169,26 @@ def _poly_design(H: int, W: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.stack(cols, 1)
 
 
-def score_self_attention_heads(self_attn, grid: tuple[int, int], gamma: float = 1.0,
-                               block_size: int = 3, stride: int = 2) -> torch.Tensor:
+def score_self_attention_heads(self_attn, grid: tuple[int, int], sobel_weight: float = 1.0,
+                               block_size: int = 3, stride: int = 2, *,
+                               gamma: float | None = None) -> torch.Tensor:
     """Instance-separability score of every head of one frame, ``[heads]`` (higher = better).
 
     ``self_attn``: ``[heads, HW, HW]`` (tensor or array, rows sum to 1) of one frame.
-    S = std/max_h(std) + block/max_h(block) + gamma * sobel/max_h(sobel): each term is
-    divided by its largest value over the heads, so each lies in [0, 1] and none dominates
-    by construction. ``argmax`` of the result is the paper's h*_s.
+    S = std/max_h(std) + block/max_h(block) + sobel_weight * sobel/max_h(sobel) (the paper's
+    gamma): each term is divided by its largest value over the heads, so each lies in [0, 1]
+    and none dominates by construction. ``argmax`` of the result is the paper's h*_s.
+    ``gamma=`` is the deprecated name of ``sobel_weight``.
     """
+    if gamma is not None:
+        warn_renamed("score_self_attention_heads", "gamma", "sobel_weight")
+        sobel_weight = gamma
     x = as_tensor(self_attn, "self_attn")
     if x.ndim != 3:
         raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(x.shape)}")
     terms = score_terms(pca_gray(x, grid, stride=stride), block_size)
     total = torch.zeros_like(terms["std"])
-    for name, weight in (("std", 1.0), ("block", 1.0), ("sobel", gamma)):
+    for name, weight in (("std", 1.0), ("block", 1.0), ("sobel", sobel_weight)):
         t = terms[name]
         total = total + weight * t / t.max().clamp_min(1e-12)
     return total * (1.0 - terms["positional"])

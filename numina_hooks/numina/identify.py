@@ -123,7 +123,7 @@ class LayoutReader:
             maps = view.self_attention_map(f, batch=[row])[0].cpu()
             check_not_constant(maps, f"self-attention of frame {f}")
             scores = score_self_attention_heads(
-                maps, self.grid, gamma=cfg.gamma, block_size=cfg.block_size, stride=cfg.score_stride
+                maps, self.grid, sobel_weight=cfg.sobel_weight, block_size=cfg.block_size, stride=cfg.score_stride
             )
             head = int(scores.argmax())
             best = maps[head]
@@ -197,13 +197,13 @@ class LayoutReader:
                 cross, head, focus = crosses[noun][f]
                 if frame.partitions is not None and frame.self_head >= 0:
                     parts = frame.partitions
-                    keep = focus_regions(parts, focus, cfg.tau)[frame.self_head]
+                    keep = focus_regions(parts, focus, cfg.focus_overlap)[frame.self_head]
                     lift = np.nan_to_num(parts.lift[frame.self_head], nan=-np.inf)
                     labels = _regions_to_instances(frame.proposals, keep & (lift > cfg.min_lift))
                 elif frame.partitions is not None:
                     labels = np.zeros(self.grid, dtype=np.int32)
                 else:
-                    labels = _instances(frame.proposals, focus, cfg.tau)
+                    labels = _instances(frame.proposals, focus, cfg.focus_overlap)
                 found[noun].append(labels)
             if cfg.exclusive_regions and len(self.columns) > 1:
                 maps = {noun: crosses[noun][f][0].reshape(self.grid).numpy() for noun in self.columns}

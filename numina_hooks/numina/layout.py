@@ -17,7 +17,7 @@ The paper's algorithm:
    (the paper's peak ratio, measured above the map's background level) and the remaining
    pixels are density-clustered (DBSCAN or HDBSCAN on patch coordinates); the clustered
    pixels (not the density noise) form the focus mask F.
-3. A proposal r is an instance when |r ∩ F| / |r| >= tau. Instances are labelled 1..n in
+3. A proposal r is an instance when |r ∩ F| / |r| >= tau (``focus_overlap``). Instances are labelled 1..n in
    raster order of their first pixel.
 """
 
@@ -130,9 +130,10 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     else:
         try:
             import hdbscan
-        except ImportError as err:  # an optional dependency, asked for explicitly
-            raise ImportError("focus_clustering='hdbscan' needs the hdbscan package "
-                              "(pip install hdbscan), or use focus_clustering='dbscan'") from err
+        except ImportError as err:  # the optional extra numina-hooks[hdbscan]
+            raise ImportError("NuminaConfig(focus_clustering='hdbscan') needs the hdbscan package, "
+                              "which is not installed: pip install 'numina-hooks[hdbscan]', "
+                              "or use focus_clustering='dbscan' (the default)") from err
         size = max(2, cfg.focus_min_samples)
         lab = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=cfg.focus_min_samples,
                               allow_single_cluster=True).fit_predict(fg.astype(np.float64))
@@ -141,7 +142,7 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     return out
 
 
-def _instances(proposals: np.ndarray, focus: np.ndarray, tau: float) -> np.ndarray:
+def _instances(proposals: np.ndarray, focus: np.ndarray, min_overlap: float) -> np.ndarray:
     m = int(proposals.max())
     if m == 0:
         return np.zeros_like(proposals, dtype=np.int32)
@@ -149,7 +150,7 @@ def _instances(proposals: np.ndarray, focus: np.ndarray, tau: float) -> np.ndarr
     hit = np.bincount(proposals.ravel(), weights=focus.ravel().astype(np.float64),
                       minlength=m + 1)
     keep = np.zeros(m + 1, dtype=bool)
-    keep[1:] = hit[1:] >= tau * size[1:]
+    keep[1:] = hit[1:] >= min_overlap * size[1:]
     new = np.zeros(m + 1, dtype=np.int32)
     new[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return new[proposals]
@@ -197,8 +198,8 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
 
     Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
     the head (the true-head reference of the benchmark)."""
-    fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.tau), cfg.lift_sample)
-    scores, counts, instances = head_scores_from_focus(parts, focus, cfg.tau, cfg.min_lift)
+    fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.focus_overlap), cfg.lift_sample)
+    scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
@@ -216,7 +217,7 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
 
     With ``proposal_cut="adaptive"`` the map is cut at its own Otsu threshold on absolute
     edge weights (one map: no other head to take them relative to, nor to measure
-    containment against), and a region is an instance by its focus overlap alone (``tau``),
+    containment against), and a region is an instance by its focus overlap alone (``focus_overlap``),
     attention-sink regions excepted."""
     cfg = config or NuminaConfig()
     H, W = (int(g) for g in grid)
@@ -230,11 +231,11 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
         _check_grid(sm.shape[0], (H, W), "layout_from_maps")
         parts = _partition(sm[None], (H, W), cfg)
         proposals = parts.regions[0]
-        keep = focus_regions(parts, focus, cfg.tau)[0] & ~parts.sink[0]
+        keep = focus_regions(parts, focus, cfg.focus_overlap)[0] & ~parts.sink[0]
         labels = _regions_to_instances(proposals, keep)
     else:
         proposals = proposals_from_self_map(sm, (H, W), cfg)
-        labels = _instances(proposals, focus, cfg.tau)
+        labels = _instances(proposals, focus, cfg.focus_overlap)
     return Layout(labels=labels, count=int(labels.max()), self_head=int(self_head),
                   cross_head=int(cross_head), focus=focus, proposals=proposals)
 
@@ -291,7 +292,7 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     if cfg.head_choice == "containment":
         head, labels, scores = choose_from_partitions(parts, sa, focus, cfg, self_head)
     else:
-        image = score_self_attention_heads(sa, (H, W), gamma=cfg.gamma,
+        image = score_self_attention_heads(sa, (H, W), sobel_weight=cfg.sobel_weight,
                                            block_size=cfg.block_size, stride=cfg.score_stride)
         scores = image.numpy().astype(np.float32)
         head = int(image.argmax()) if self_head is None else int(self_head)

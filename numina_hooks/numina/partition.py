@@ -21,7 +21,7 @@ The layout stage's default (see docs/method.md, "Identify v2"). For every head o
    by half its height or width (mean over the moves that stay on the grid). Attention that
    stays near the query whatever the content (positional heads, the shared component of
    every head) keeps as much in the moved copy and cancels. A region is an instance when it
-   overlaps the noun's focus (``tau``) and its lift exceeds ``min_lift``; regions holding an
+   overlaps the noun's focus (``focus_overlap``) and its lift exceeds ``min_lift``; regions holding an
    attention-sink key never are.
 4. **Head choice.** Each head scores the size-weighted mean over its instances of
    ``lift * max(contrast, 0)``, contrast being the region's mean inside edge weight minus its
@@ -430,8 +430,8 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     return out
 
 
-def focus_regions(parts: HeadPartitions, focus: np.ndarray, tau: float) -> list:
-    """Per head, bool [m_h + 1]: the regions with ``|R ∩ F| / |R| >= tau``."""
+def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:
+    """Per head, bool [m_h + 1]: the regions with ``|R ∩ F| / |R| >= min_overlap``."""
     f = focus.reshape(-1).astype(np.float64)
     out = []
     for k in range(parts.regions.shape[0]):
@@ -440,25 +440,25 @@ def focus_regions(parts: HeadPartitions, focus: np.ndarray, tau: float) -> list:
         size = np.bincount(lab, minlength=m + 1)
         hit = np.bincount(lab, weights=f, minlength=m + 1)
         sel = np.zeros(m + 1, dtype=bool)
-        sel[1:] = hit[1:] >= tau * np.maximum(size[1:], 1)
+        sel[1:] = hit[1:] >= min_overlap * np.maximum(size[1:], 1)
         sel[1:] &= size[1:] > 0
         out.append(sel)
     return out
 
 
-def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, tau: float,
+def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, min_overlap: float,
                            min_lift: float = 0.0) -> tuple[np.ndarray, np.ndarray, list]:
     """Score, instance count and instances of every head for one focus mask (bool [H, W]).
 
     ``parts.lift`` must be measured for the focus regions (``fill_lift``). A region is an
-    instance when ``|R ∩ F| / |R| >= tau`` and its lift is > ``min_lift`` (its pixels keep
+    instance when ``|R ∩ F| / |R| >= min_overlap`` and its lift is > ``min_lift`` (its pixels keep
     more attention inside it than the average head does, by that share of a row). Score = size-weighted mean over the
     instances of lift * max(contrast, 0) (-inf when the head has none). Returns (scores
     float64 [heads], counts int [heads], instances: one bool [m_h + 1] per head)."""
     h = parts.regions.shape[0]
     scores = np.full(h, -np.inf)
     counts = np.zeros(h, dtype=np.int64)
-    cand = focus_regions(parts, focus, tau)
+    cand = focus_regions(parts, focus, min_overlap)
     chosen = []
     for k in range(h):
         lift = np.nan_to_num(parts.lift[k], nan=-np.inf)

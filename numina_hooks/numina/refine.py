@@ -5,7 +5,7 @@ few, add one, copying the smallest existing instance as template (a circle of ra
 ``circle_radius`` when there is none), centred at the argmin over a grid of candidate centres
 (spacing ``placement_stride``) of
 
-    C(c) = Co + Cc + lam * Ct
+    C(c) = Co + Cc + lambda * Ct  (lambda = ``temporal_weight``)
 
 - Co: overlap of the placed template with the existing layout, grown by one patch so that a
   new instance never touches (and merges with) an existing one. Overlap is ranked first
@@ -175,7 +175,7 @@ def _add_one(labels: np.ndarray, cfg: NuminaConfig, previous: tuple[float, float
     outside = (~inside).sum(1)
     cc = ((cands - c0) ** 2).sum(1) / diag2
     ct = ((cands - np.asarray(previous)) ** 2).sum(1) / diag2 if previous is not None else 0.0
-    cost = cc + cfg.lam * ct
+    cost = cc + cfg.temporal_weight * ct
     if previous is not None and hard[0] == 0 and soft[0] == 0 and outside[0] == 0:
         best = 0  # stays put
     else:
@@ -239,7 +239,7 @@ def refine_layouts(layouts: Sequence, target: int, config: NuminaConfig | None =
                    ) -> list[RefinedFrame]:
     """Refine the layouts of one noun, one per frame in temporal order, to ``target``
     instances each. ``layouts``: int label arrays [H, W] (or ``Layout`` objects). Additions
-    follow their counterpart of the previous frame (temporal term, weight ``config.lam``)."""
+    follow their counterpart of the previous frame (temporal term, weight ``config.temporal_weight``)."""
     cfg = config or NuminaConfig()
     out: list[RefinedFrame] = []
     previous: list[tuple[float, float]] = []

@@ -37,7 +37,8 @@ class NuminaReport:
     timings: dict = field(default_factory=dict)  # seconds: phase1, identify, refine, phase2, total
     model_calls: dict = field(default_factory=dict)  # phase1, phase2
     guided_steps: list = field(default_factory=list)
-    seed: Optional[int] = None  # the seed numina-hooks drew when the caller gave no noise
+    seed: Optional[int] = None  # the seed numina-hooks drew when the caller gave no noise, or LayoutSeeds chose
+    seed_search: list = field(default_factory=list)  # (seed, edits_needed) of each seed LayoutSeeds tried
     cache: dict = field(default_factory=dict)  # cache statistics, when a cache plugin ran
     pca_images: Optional[np.ndarray] = None  # float32 [F, H, W, 3]
     cross_maps: dict = field(default_factory=dict)  # noun -> float32 [F, H, W]
@@ -77,6 +78,7 @@ class NuminaReport:
             "model_calls": self.model_calls,
             "guided_steps": self.guided_steps,
             "seed": self.seed,
+            "seed_search": [list(pair) for pair in self.seed_search],
             "cache": self.cache,
         }
 

@@ -2,6 +2,9 @@
 
 Importing this package needs only numpy and scipy; the model (``numina_hooks.toy.model``)
 needs the ``diffusers`` extra. See docs/toy.md.
+
+The evaluation package (``numina_hooks.eval``) builds on this one (toy benchmark, counter,
+model); this package never imports it: videos are scored with ``numina_hooks.metrics``.
 """
 
 from .counter import count_objects, label_objects

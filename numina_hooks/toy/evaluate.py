@@ -4,7 +4,7 @@
 
 Each prompt-seed pair is generated with ``model.TOY_CALL`` (20 Euler steps, guidance 4),
 its frames are counted with the exact counter, and CountAcc / TC are computed as the
-paper defines them (``numina_hooks.eval.metrics``).
+paper defines them (``numina_hooks.metrics``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..eval.metrics import summarize, video_scores
+from ..metrics import summarize, video_scores
 from . import model as toy_model
 from .counter import count_objects
 from .world import Prompt, held_out_prompts

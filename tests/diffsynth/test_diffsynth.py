@@ -34,8 +34,8 @@ def plain(pipe):
 
 def test_attach_picks_the_diffsynth_adapter(pipe):
     with numina_hooks.attach(pipe, Recorder()) as handle:
-        assert isinstance(handle._adapter, DiffSynthWanAdapter)
-        assert [name for name, _ in handle._adapter.transformers()] == ["dit"]
+        assert isinstance(handle.adapter, DiffSynthWanAdapter)
+        assert [name for name, _ in handle.adapter.transformers()] == ["dit"]
         assert pipe.model_fn.__numina_entry__
     assert "__numina_entry__" not in vars(pipe.model_fn)  # the pipeline's own function is back
 
@@ -155,14 +155,14 @@ def test_easycache_on_diffsynth(pipe, extra):
     DiffSynth's cfg_merge (latents repeated inside the model) caches the same way as two calls."""
     call = dict(CALL, num_inference_steps=10)
     plain = pipe(prompt=PROMPT, seed=0, **call, **extra)
-    exact = numina_hooks.EasyCache(tau=0.0)
+    exact = numina_hooks.EasyCache(error_threshold=0.0)
     with numina_hooks.attach(pipe, exact):
         assert torch.equal(pipe(prompt=PROMPT, seed=0, **call, **extra), plain)
-    cache = numina_hooks.EasyCache(tau=100.0, warmup=2)
+    cache = numina_hooks.EasyCache(error_threshold=100.0, warmup=2)
     with numina_hooks.attach(pipe, cache):
         cached = pipe(prompt=PROMPT, seed=0, **call, **extra)
     assert cache.stats.as_dict()["skipped_steps"] == 7  # steps 2..8: warm-up 2, the last step computes
-    reference = numina_hooks.EasyCache(tau=100.0, warmup=2)
+    reference = numina_hooks.EasyCache(error_threshold=100.0, warmup=2)
     with numina_hooks.attach(pipe, reference):
         separate = pipe(prompt=PROMPT, seed=0, **call)
     torch.testing.assert_close(cached, separate, rtol=1e-4, atol=1e-5)

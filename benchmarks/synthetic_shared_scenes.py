@@ -1,6 +1,6 @@
 """A second family of synthetic attention scenes: every head dominated by a shared component.
 
-Built to the failure that the first family (``synthetic.py``) did not show: in a real video
+Built to the failure that the first family (``synthetic_scenes.py``) did not show: in a real video
 DiT most of every self-attention row is the same for all heads (a diffuse floor plus a
 positional bump around the query), and the structure that separates instances is a minority
 share of one head. Per frame:
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .synthetic import SyntheticFrame, SyntheticScene, _gaussian_blur, moved_labels, random_instance_masks
+from synthetic_scenes import SyntheticFrame, SyntheticScene, _gaussian_blur, moved_labels, random_instance_masks
 
 __all__ = ["make_shared_scene", "SHARED_HEAD_TYPES"]
 

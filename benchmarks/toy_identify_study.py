@@ -1,6 +1,6 @@
 """How right is NUMINA's identify stage on the toy model? Layouts against the true objects.
 
-    python -m numina_hooks.toy.identify_study --n 100 --seed 0 [--weights DIR] [--json PATH] [--config JSON]
+    python benchmarks/toy_identify_study.py --n 100 --seed 0 [--weights DIR] [--json PATH] [--config JSON]
 
 For each held-out prompt-seed pair, phase 1 runs to the reference step and reads the
 layout (``handle.read_layout``); the plain generation from the same noise is then run to
@@ -31,9 +31,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import model as toy_model
-from .counter import label_objects
-from .world import category_of_noun, held_out_prompts
+import numina_hooks
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.toy import model as toy_model
+from numina_hooks.toy.counter import label_objects
+from numina_hooks.toy.world import category_of_noun, held_out_prompts
 
 
 def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 1) -> np.ndarray:
@@ -76,10 +78,6 @@ def compare_frame(layout: np.ndarray, truth: np.ndarray) -> dict:
 
 def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> dict:
     """Run the comparison over ``n`` held-out prompts (seed ``seed + i`` for prompt ``i``)."""
-    import numina_hooks
-
-    from ..numina.config import NuminaConfig
-
     call = dict(toy_model.TOY_CALL)
     frames_rows = []
     prompts = held_out_prompts(n, seed=seed)
@@ -145,7 +143,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m numina_hooks.toy.identify_study", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python benchmarks/toy_identify_study.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="held-out prompt-seed pairs")
     ap.add_argument("--seed", type=int, default=0)
@@ -160,8 +158,6 @@ def main(argv=None) -> dict:
     torch.set_num_threads(a.threads)
     pipe = toy_model.load_toy_pipeline(a.weights)
     pipe.set_progress_bar_config(disable=True)
-    from ..numina.config import NuminaConfig
-
     config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
     result = study(pipe, a.n, a.seed, config=config)
     result["config"] = a.config

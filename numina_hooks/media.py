@@ -1,10 +1,15 @@
-"""Writing videos: GIF (Pillow) and MP4 (the ffmpeg binary that ``imageio-ffmpeg`` ships).
+"""Videos in and out: GIF (Pillow) and MP4 (the ffmpeg binary that ``imageio-ffmpeg`` ships).
 
+Frames are uint8 ``[F, H, W, 3]`` (or float in [0, 1] where a writer accepts them).
 ``check_video_writer(path)`` proves a path can be written *before* a long generation
 starts (it writes a two-frame probe next to it and deletes it); ``write_video`` writes
 frames ``[F, H, W, 3]``. Small frames (the toy model's 24 x 24) are scaled up by an integer
 factor with nearest-neighbour sampling, so a person can see the objects and every pixel
 stays a block of identical pixels (:func:`upscale_factor` tells the factor back).
+
+``read_video`` reads a video file or a folder of frame images back; ``check_frames``
+checks frames are uint8 ``[F, H, W, 3]``; ``pipeline_frames`` takes them out of a
+diffusers output made with ``output_type="np"``.
 """
 
 from __future__ import annotations
@@ -14,15 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["WRITABLE_SUFFIXES", "VideoWriterError", "check_video_writer", "write_video", "upscale_factor",
-           "to_uint8"]
+__all__ = ["WRITABLE_SUFFIXES", "VIDEO_SUFFIXES", "FRAME_SUFFIXES", "VideoWriterError", "check_video_writer",
+           "write_video", "upscale_factor", "to_uint8", "check_frames", "pipeline_frames", "read_video"]
 
 WRITABLE_SUFFIXES = (".gif", ".mp4")
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
+"""Suffixes :func:`read_video` reads as video files."""
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+"""Suffixes of frame images in a folder that :func:`read_video` reads as one video."""
 MIN_SIDE = 192
 """Frames whose shorter side is below this are scaled up (nearest neighbour) when written."""
 FPS = 16
 
 
+# ---------------------------------------------------------------------------- frames out
 class VideoWriterError(RuntimeError):
     """The video cannot be written here (unknown suffix, missing writer, unwritable folder)."""
 
@@ -119,3 +129,59 @@ def write_video(frames, path, fps: int = FPS, min_side: int = MIN_SIDE) -> Path:
     finally:
         writer.close()
     return path
+
+
+# ---------------------------------------------------------------------------- frames in
+def check_frames(frames) -> np.ndarray:
+    """``frames`` as uint8 [F, H, W, 3]; a clear error for anything else."""
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or arr.shape[0] == 0:
+        raise ValueError(
+            f"expected video frames as uint8 [F, H, W, 3] with F >= 1, got {arr.dtype} {arr.shape}; "
+            "convert float frames in [0, 1] with (frames * 255).round().astype(np.uint8)"
+        )
+    return arr
+
+
+def pipeline_frames(out) -> np.ndarray:
+    """Frames of a pipeline output made with ``output_type="np"`` (``out.frames`` or
+    ``out[0]``: [B, F, H, W, 3], [F, H, W, 3] or a list of those) -> uint8 [F, H, W, 3] of
+    the first video; floats in [0, 1] are scaled to 0..255 and rounded."""
+    frames = out.frames if hasattr(out, "frames") else out[0]
+    arr = np.asarray(frames[0] if not isinstance(frames, np.ndarray) or frames.ndim == 5 else frames)
+    return to_uint8(arr[0] if arr.ndim == 5 else arr)
+
+
+def read_video(path) -> np.ndarray:
+    """A video file (GIF via Pillow; MP4 and others via imageio) or a folder of frame
+    images (sorted by name) -> uint8 [F, H, W, 3]."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path} holds no frame images ({', '.join(FRAME_SUFFIXES)})")
+        from PIL import Image
+
+        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        return check_frames(np.stack(frames))
+    if path.suffix.lower() == ".gif":
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as im:
+            frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+        return check_frames(np.stack(frames))
+    try:
+        import imageio.v3 as iio
+    except ImportError as err:
+        raise ImportError(f"reading {path.suffix} videos needs imageio with a video backend: "
+                          "pip install imageio imageio-ffmpeg (or av)") from err
+    try:
+        arr = np.asarray(iio.imread(path, index=None))
+    except Exception as err:
+        raise RuntimeError(f"could not read {path} ({err}); for MP4 install a backend: "
+                           "pip install imageio-ffmpeg (or av)") from err
+    if arr.ndim == 4 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+    return check_frames(arr)

@@ -1,0 +1,320 @@
+"""The hooks' side of an attached target: plugins, installed hooks, call contexts.
+
+A :class:`HookHub` is what the installed hooks (processor wrappers, forward hooks, the
+kernel tap) refer to. It holds the plugin manager, the adapter and the undo list, and
+builds the :class:`~numina_hooks.context.CallContext` of each transformer call. The
+user's :class:`~numina_hooks.attach.Handle` holds the hub, never the other way round:
+a handle that is dropped without ``detach()`` is collected, and the hub's hooks are then
+removed (the model is not pinned by a forgotten handle).
+
+Internal: plugins and methods use the :class:`~numina_hooks.attach.Handle`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import warnings
+import weakref
+from typing import Any, Optional
+
+import pluggy
+import torch
+
+from . import hookspecs
+from .context import CallContext, ForwardCall, hidden_states_of
+from .driver import GenerationStrategy
+from .hookspecs import hookimpl
+from .views import AttentionView, Site
+
+#: The hook names, read from the hookspecs module (every function marked ``@hookspec``).
+HOOK_NAMES: tuple = tuple(
+    name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hookspecs.hookspec.project_name + "_spec" in vars(fn)
+)
+
+# transformer module -> weak reference to the Handle attached to it (weak both ways:
+# the registry neither keeps a model alive nor a handle)
+_attached: "weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+_attach_lock = threading.Lock()
+
+#: the attribute set on every hooked transformer (and removed by detach): a weak
+#: reference to its handle, which ``numina_hooks.detach(target)`` follows
+MARKER = "_numina_hooks_handle"
+
+
+def handle_of(model: torch.nn.Module):
+    """The live handle attached to ``model``, or None."""
+    ref = _attached.get(model)
+    handle = ref() if ref is not None else None
+    return handle if handle is not None and handle.attached else None
+
+
+class _ModelRunner:
+    """The innermost ``on_forward`` implementation: runs the transformer."""
+
+    @hookimpl(trylast=True)
+    def on_forward(self, call: ForwardCall):
+        return call.run_model()
+
+
+class HookHub:
+    """Plugins, installed hooks and call contexts of one attached target."""
+
+    def __init__(self, adapter):
+        self._adapter = adapter
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._pm.register(_ModelRunner(), name="numina_hooks.model_runner")
+        self.strategy: Optional[GenerationStrategy] = None
+        self._wants_attention = False
+        #: some plugin implements on_attention or on_forward: a traced forward needs its context
+        self._wants_context = False
+        self._compiled_forwards: list = []  # hooking.ForwardChain of traced forwards under way
+        self._warned_untapped: set[str] = set()
+        self._undo: list = []  # what detach runs, last first
+        self._user_context: Optional[dict] = None
+        self._timestep_memo: Optional[tuple] = None  # (tensor held, its key, its float): see _timestep_value
+        self.attached = False
+        self._guards: list = []  # hooking._ForwardGuard of each diffusers transformer
+        #: transformer name -> forward calls that ran without our forward hook
+        self.bypassed_calls: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ plugins
+    def register(self, plugin: Any, name: Optional[str] = None) -> Any:
+        impls = [n for n in dir(plugin) if not n.startswith("__") and self._pm.parse_hookimpl_opts(plugin, n)]
+        strategy = isinstance(plugin, GenerationStrategy)
+        if not impls and not strategy:
+            raise TypeError(
+                f"{plugin!r} is not a numina-hooks plugin: it has no method marked with @numina_hooks.hookimpl "
+                f"and is not a numina_hooks.GenerationStrategy. Mark one or more of {', '.join(HOOK_NAMES)}."
+            )
+        unknown = [n for n in impls if n not in HOOK_NAMES]
+        if unknown:
+            raise TypeError(
+                f"{plugin!r} implements unknown hook(s) {unknown}; the hooks are {', '.join(HOOK_NAMES)}"
+            )
+        if plugin is self.strategy or self._pm.is_registered(plugin):
+            raise ValueError(f"{plugin!r} is already registered on this handle")
+        if strategy and self.strategy is not None:
+            raise ValueError(
+                f"{plugin!r} is a generation strategy, and this handle already runs {self.strategy!r}: "
+                "a handle runs one strategy. Unregister it first, or attach another pipeline."
+            )
+        if impls:
+            self._pm.register(plugin, name=name)
+        if strategy:
+            self.strategy = plugin
+        self._refresh()
+        return plugin
+
+    def unregister(self, plugin: Any) -> None:
+        if plugin is not self.strategy and not self._pm.is_registered(plugin):
+            raise ValueError(f"{plugin!r} is not registered on this handle")
+        if self._pm.is_registered(plugin):
+            self._pm.unregister(plugin)
+        if plugin is self.strategy:
+            self.strategy = None
+        self._refresh()
+
+    @property
+    def plugins(self) -> list:
+        hooked = [p for p in self._pm.get_plugins() if not isinstance(p, _ModelRunner)]
+        if self.strategy is not None and self.strategy not in hooked:
+            hooked.insert(0, self.strategy)
+        return hooked
+
+    def _refresh(self) -> None:
+        from .hooking import set_wants_attention
+
+        self._wants_attention = bool(self._pm.hook.on_attention.get_hookimpls())
+        wants_forward = any(not isinstance(i.plugin, _ModelRunner) for i in self._pm.hook.on_forward.get_hookimpls())
+        self._wants_context = self._wants_attention or wants_forward
+        set_wants_attention(self, self._wants_attention and self.attached)
+
+    # ------------------------------------------------------------------ install / undo
+    def install(self, handle) -> None:
+        """Install every hook of the adapter; ``handle`` is recorded (weakly) as the owner."""
+        adapter = self._adapter
+        transformers = adapter.transformers()
+        with _attach_lock:
+            for _, model in transformers:
+                owner = handle_of(model)
+                if owner is not None:
+                    raise RuntimeError(
+                        f"{type(model).__name__} is already attached (handle {owner!r}); use that handle, "
+                        "call its .detach() or numina_hooks.detach(model) before attaching again"
+                    )
+            self.attached = True
+            try:
+                for tap in adapter.kernel_taps():
+                    tap.acquire()
+                    self._undo.append(tap.release)
+                ref = weakref.ref(handle)
+                for tname, model in transformers:
+                    for site, attn in adapter.sites(tname, model):
+                        self._undo.append(adapter.install_site(self, site, attn))
+                    self._undo.append(adapter.install_forward(self, tname, model))
+                    _attached[model] = ref
+                    self._undo.append(lambda model=model: _attached.pop(model, None))
+                    self._undo.append(_set_marker(model, ref))
+                undo = adapter.install_pipeline(self)
+                if undo is not None:
+                    self._undo.append(undo)
+            except BaseException:
+                self.detach()
+                raise
+
+    def detach(self) -> None:
+        """Undo everything, in reverse order; idempotent."""
+        if not self.attached:
+            return
+        errors = []
+        while self._undo:
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception as exc:  # pragma: no cover - keep undoing the rest
+                errors.append(exc)
+        self.attached = False
+        from .hooking import set_wants_attention
+
+        set_wants_attention(self, False)
+        if errors:  # pragma: no cover
+            raise RuntimeError(f"detach finished with errors: {errors}")
+
+    @staticmethod
+    def release_forgotten(hub: "HookHub", description: str) -> None:
+        """Run when a handle is collected while still attached: remove its hooks."""
+        if not hub.attached:
+            return
+        warnings.warn(
+            f"numina-hooks: a handle of {description} was garbage-collected while attached; its hooks were "
+            "removed. Keep the handle while you use it, and call handle.detach() (or use a with block).",
+            ResourceWarning,
+            stacklevel=2,
+        )
+        hub.detach()
+
+    # ------------------------------------------------------------------ context
+    def _make_context(self, tname: str, module, args, kwargs, cache_ctx) -> CallContext:
+        """The context of a diffusers-style forward: step and branch from the pipeline's
+        ``cache_context`` (``cache_ctx``), else from the timestep."""
+        adapter = self._adapter
+        geometry = adapter.geometry(module, args, kwargs)
+        batch = int(hidden_states_of(args, kwargs).shape[0])
+        t_float = self._timestep_value(kwargs.get("timestep"))
+        step = num_steps = sigma = None
+        branch = None
+        if cache_ctx is not None:
+            branch = adapter.branch(cache_ctx.name, batch)
+            step = cache_ctx.step_index
+            num_steps = cache_ctx.num_inference_steps
+            sigma = cache_ctx.sigma
+        if step is None:
+            step, n = adapter.step_from_timestep(t_float)
+            num_steps = num_steps or n
+        return self.context_for(tname, step=step, num_steps=num_steps, timestep=t_float, sigma=sigma,
+                                branch=branch, geometry=geometry)
+
+    def context_for(self, tname: str, *, step, num_steps, timestep, sigma, branch, geometry) -> CallContext:
+        """A :class:`CallContext` from what the adapter read, with the caller's
+        ``handle.context(...)`` values taking precedence."""
+        user = self._user_context
+        if user is not None:
+            branch = user["branch"] if user["branch"] is not None else branch
+            step = user["step"] if user["step"] is not None else step
+            num_steps = user["num_steps"] if user["num_steps"] is not None else num_steps
+            timestep = float(user["timestep"]) if user["timestep"] is not None else timestep
+        return CallContext(
+            transformer=tname,
+            step=step,
+            num_steps=num_steps,
+            timestep=timestep,
+            sigma=sigma,
+            branch=branch,
+            geometry=geometry,
+        )
+
+    def _timestep_value(self, timestep) -> Optional[float]:
+        """The float of a forward's ``timestep`` (its max: Wan2.2 TI2V passes one per token,
+        0 on a conditioning first frame), read once per step rather than once per call.
+
+        Reading a device tensor's value waits for the device. Pipelines pass views of the
+        scheduler's timestep (``t.expand(batch)``), the same memory for every call of a
+        step (cond, uncond, each expert), so the value is kept for the last tensor read,
+        keyed by its memory, shape and in-place version; the tensor is held, so that
+        memory cannot be reused by another one while the key stands.
+        """
+        if timestep is None:
+            return None
+        if not isinstance(timestep, torch.Tensor):
+            return float(torch.as_tensor(timestep).max())
+        try:
+            key = (timestep.data_ptr(), timestep._version, tuple(timestep.shape), tuple(timestep.stride()),
+                   timestep.dtype, timestep.device)
+        except RuntimeError:  # an inference-mode tensor has no version counter: read it every time
+            return float(timestep.max())
+        memo = self._timestep_memo
+        if memo is not None and memo[1] == key:
+            return memo[2]
+        value = float(timestep.max())
+        self._timestep_memo = (timestep, key, value)
+        return value
+
+    def _fallback_context(self, tname: str) -> CallContext:
+        return CallContext(tname, None, None, None, None, None, None)
+
+    # ------------------------------------------------------------------ dispatch
+    def _run_forward(self, ctx: CallContext, module, args, kwargs, original_forward):
+        call = ForwardCall(ctx, module, args, kwargs, original_forward)
+        return self._pm.hook.on_forward(call=call)
+
+    def _dispatch_attention(self, view: AttentionView):
+        return self._pm.hook.on_attention(view=view)
+
+    def _ensure_hooked(self) -> None:
+        """Put the forward hooks back where something (accelerate's offload) took them out."""
+        for guard in self._guards:
+            guard.ensure()
+
+    def _note_bypass(self, transformer: str, calls: int) -> None:
+        first = not self.bypassed_calls
+        self.bypassed_calls[transformer] = self.bypassed_calls.get(transformer, 0) + calls
+        if first:
+            warnings.warn(
+                f"numina-hooks: {transformer}.forward ran without numina-hooks' forward hook: something replaced "
+                "the model's forward after attach with a function that does not call the previous one. on_forward "
+                "did not run and attention views of that call have no step, branch or geometry. Detach, make the "
+                "change, then attach again.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _warn_untapped(self, site: Site, processor) -> None:
+        key = type(processor).__qualname__
+        if key in self._warned_untapped:
+            return
+        self._warned_untapped.add(key)
+        warnings.warn(
+            f"numina-hooks: the attention processor {type(processor).__module__}.{key} on {site.name} does not "
+            "call an attention function numina-hooks can tap, so on_attention sees no view there. "
+            "Use the model's default processor, or open an issue naming that processor.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _set_marker(model: torch.nn.Module, ref: weakref.ref):
+    """Set the handle marker on ``model`` (bypassing ``nn.Module.__setattr__``); returns the undo."""
+    had = MARKER in model.__dict__
+    previous = model.__dict__.get(MARKER)
+    model.__dict__[MARKER] = ref
+
+    def undo():
+        if had:
+            model.__dict__[MARKER] = previous
+        else:
+            model.__dict__.pop(MARKER, None)
+
+    return undo
