@@ -99,6 +99,11 @@ def test_plan_suppresses_outside_the_layout_only_when_asked():
     assert len(rows) == 2 * (16 - 2)  # every patch but the kept and the added instance
     assert {0, 9, 16, 25}.isdisjoint(rows) and {15, 31} <= rows
     assert outside.boost_rows.tolist() == paper.boost_rows.tolist()
+    # "edited": only the frame whose layout refinement changed is suppressed outside it
+    kept = RefinedFrame(labels_before=after, labels_after=after)  # already the asked count
+    edited = plan_from_refinement({"cats": [rf, kept]}, {"cats": [4]}, grid, suppress_outside="edited").nouns["cats"]
+    assert set(edited.suppress_rows.tolist()) == {r for r in rows if r < 16}
+    assert edited.boost_rows.tolist() == [9]
 
 
 def test_config_checks_the_new_guidance_fields():

@@ -70,11 +70,12 @@ def _rows(mask: np.ndarray, frame: int, hw: int) -> torch.Tensor:
 
 
 def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tuple[int, int],
-                         suppress_outside: bool = False) -> GuidancePlan:
+                         suppress_outside: bool | str = False) -> GuidancePlan:
     """Build the plan from ``refine_layouts`` output: noun -> list of per-frame refinements.
 
-    ``suppress_outside``: suppress each noun on every row of a frame outside its refined
-    layout (``labels_after``), not only in its removed regions."""
+    ``suppress_outside``: True suppresses each noun on every row of a frame outside its
+    refined layout (``labels_after``), not only in its removed regions; "edited" does so
+    only in frames where the noun's layout was edited (an instance added or removed)."""
     hw = grid[0] * grid[1]
     nouns = {}
     for noun, frames in refined.items():
@@ -87,7 +88,8 @@ def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tup
                     boost.append(_rows(edit.mask, f, hw))
                 else:
                     copies.append(CopyGroup(rows=_rows(edit.mask, f, hw), reference_rows=_rows(edit.reference, f, hw)))
-            if suppress_outside:
+            edited = bool(rf.added) or bool(rf.removed)
+            if suppress_outside is True or (suppress_outside == "edited" and edited):
                 suppress.append(_rows((rf.labels_after == 0) & ~added_here, f, hw))
                 continue
             for mask in rf.removed:
