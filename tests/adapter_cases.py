@@ -105,6 +105,7 @@ class Case:
     runner: Callable = _diffusers_run  # (case, pipe, kwargs) -> output tensor
     skip_output: Callable = _diffusers_skip_output  # (ForwardCall) -> what the forward returns
     attach_options: tuple = ()  # (name, value) pairs passed to numina_hooks.attach (a description)
+    steps_argument: str = "num_inference_steps"  # the call argument that sets the number of steps
 
     def attach(self, pipe, *plugins):
         """``numina_hooks.attach(pipe, *plugins)`` with this case's options."""
@@ -241,7 +242,7 @@ def _official_case():
     return Case("official-wan-standin", lambda: standin.WanT2V(testing.tiny_tokenizer()), {}, ("self", "cross"),
                 ("cond", "uncond"), ("model",), 2, models=("model", "low_noise_model", "high_noise_model"),
                 kwargs_for=_official_kwargs, runner=_official_run, skip_output=_official_skip_output,
-                attach_options=(("description", description),))
+                attach_options=(("description", description),), steps_argument="sampling_steps")
 
 
 CASES.append(_official_case())

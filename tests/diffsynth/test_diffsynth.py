@@ -77,11 +77,12 @@ def test_phase1_only_leaves_the_pipeline_exact(pipe, plain):
 
 
 def test_noise_is_fixed_without_a_seed(pipe):
-    adapter = DiffSynthWanAdapter(pipe)
-    kwargs, rewind, seed = adapter.fix_noise(dict(CALL))
+    driver = DiffSynthWanAdapter(pipe).driver()
+    kwargs, rewind, seed = driver.fix_noise(dict(CALL))
     assert kwargs["seed"] == seed is not None
-    kwargs2, _, seed2 = adapter.fix_noise(dict(CALL, seed=5))
+    kwargs2, _, seed2 = driver.fix_noise(dict(CALL, seed=5))
     assert kwargs2["seed"] == 5 and seed2 is None
+    assert driver.with_seed(dict(CALL), 7)["seed"] == 7
 
 
 def test_bare_dit_sees_layers_but_no_call_facts(plain):
