@@ -27,8 +27,6 @@ Token layout
 
 from __future__ import annotations
 
-import torch
-
 from numina_hooks.context import StepState
 
 from .base import SeedArgumentDriver, cleaned_prompt, register_adapter, steps_argument

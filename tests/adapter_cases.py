@@ -90,6 +90,23 @@ class Replacer:
         return (probs @ view.v.float()).to(view.q.dtype)
 
 
+class ForwardLog:
+    """Logs (transformer, step, branch, skipped) of every transformer forward."""
+
+    def __init__(self):
+        self.log = []
+
+    @hookimpl(wrapper=True)
+    def on_forward(self, call):
+        out = yield
+        ctx = call.context
+        self.log.append((ctx.transformer, ctx.step, ctx.branch, call.skipped))
+        return out
+
+    def skipped(self, branch=None):
+        return [(t, s) for t, s, b, k in self.log if k and (branch is None or b == branch)]
+
+
 @dataclass(frozen=True)
 class Case:
     id: str

@@ -8,7 +8,7 @@ import torch
 import numina_hooks
 from numina_hooks import hookimpl
 
-from adapter_cases import CASES, MapChecker, Recorder, Replacer
+from adapter_cases import CASES, ForwardLog, MapChecker, Recorder, Replacer
 
 STEPS = 4
 
@@ -224,19 +224,6 @@ def test_set_attention_backend_reaches_the_wrapped_processor(case):
     assert torch.equal(out, plain)
 
 
-class ForwardLog:
-    """(step, skipped) of every transformer forward."""
-
-    def __init__(self):
-        self.log = []
-
-    @hookimpl(wrapper=True)
-    def on_forward(self, call):
-        out = yield
-        self.log.append((call.context.step, call.skipped))
-        return out
-
-
 def test_easycache_is_exact_at_zero_and_skips_model_calls_above_it(case_and_pipe):
     """EasyCache runs on every adapter: bit-identical at threshold 0; at a huge threshold
     it skips forwards after the warm-up (never the last step), the result stays finite,
@@ -249,12 +236,12 @@ def test_easycache_is_exact_at_zero_and_skips_model_calls_above_it(case_and_pipe
     with case.attach(pipe, exact, log):
         out = case.run(pipe, **steps)
     assert torch.equal(out, plain) and exact.stats.skipped_calls == 0
-    assert not any(skipped for _, skipped in log.log)
+    assert not log.skipped()
     eager, log = numina_hooks.EasyCache(error_threshold=100.0, warmup=1), ForwardLog()
     with case.attach(pipe, eager, log):
         out = case.run(pipe, **steps)
-    skipped_steps = {step for step, skipped in log.log if skipped}
+    skipped_steps = {step for _, step in log.skipped()}
     assert skipped_steps and min(skipped_steps) >= 1 and 7 not in skipped_steps
-    assert eager.stats.skipped_calls == sum(skipped for _, skipped in log.log)
+    assert eager.stats.skipped_calls == len(log.skipped())
     assert torch.isfinite(out).all() and not torch.equal(out, plain)
     assert torch.equal(case.run(pipe, **steps), plain)

@@ -10,25 +10,10 @@ from numina_hooks import EasyCache, hookimpl, testing
 from numina_hooks.numina import generate as generate_mod
 from numina_hooks.numina.config import NuminaConfig
 
+from adapter_cases import ForwardLog as Recorder
+
 PROMPT = "three cats chasing two dogs"
 STEPS = 8
-
-
-class Recorder:
-    """Logs (transformer, step, branch, skipped) of every forward, and counts real model runs."""
-
-    def __init__(self):
-        self.log = []
-
-    @hookimpl(wrapper=True)
-    def on_forward(self, call):
-        out = yield
-        ctx = call.context
-        self.log.append((ctx.transformer, ctx.step, ctx.branch, call.skipped))
-        return out
-
-    def skipped(self, branch=None):
-        return [(t, s) for t, s, b, k in self.log if k and (branch is None or b == branch)]
 
 
 def _call(case, steps=STEPS):

@@ -25,7 +25,7 @@ those videos. ``out.numina`` is then a list of reports, one per video.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
