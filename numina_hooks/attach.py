@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .handle import Handle
-from .hub import MARKER, handle_of
+from .hub import handle_of
 
 __all__ = ["Handle", "attach", "detach"]
 
@@ -65,9 +65,8 @@ def detach(target: Any) -> bool:
 
     handles = []
     for _, model in adapter_for(target).transformers():
-        ref = model.__dict__.get(MARKER)
-        handle = ref() if ref is not None else handle_of(model)
-        if handle is not None and handle.attached and handle not in handles:
+        handle = handle_of(model)
+        if handle is not None and handle not in handles:
             handles.append(handle)
     for handle in handles:
         handle.detach()

@@ -33,19 +33,17 @@ HOOK_NAMES: tuple = tuple(
     if hookspecs.hookspec.project_name + "_spec" in vars(fn)
 )
 
-# transformer module -> weak reference to the Handle attached to it (weak both ways:
-# the registry neither keeps a model alive nor a handle)
-_attached: "weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
 _attach_lock = threading.Lock()
 
 #: the attribute set on every hooked transformer (and removed by detach): a weak
-#: reference to its handle, which ``numina_hooks.detach(target)`` follows
+#: reference to its handle, the only record of what is attached (it keeps neither the
+#: model nor the handle alive); ``numina_hooks.detach(target)`` follows it
 MARKER = "_numina_hooks_handle"
 
 
 def handle_of(model: torch.nn.Module):
-    """The live handle attached to ``model``, or None."""
-    ref = _attached.get(model)
+    """The live handle attached to ``model`` (read from its marker), or None."""
+    ref = model.__dict__.get(MARKER)
     handle = ref() if ref is not None else None
     return handle if handle is not None and handle.attached else None
 
@@ -155,8 +153,6 @@ class HookHub:
                     for site, attn in adapter.sites(tname, model):
                         self._undo.append(adapter.install_site(self, site, attn))
                     self._undo.append(adapter.install_forward(self, tname, model))
-                    _attached[model] = ref
-                    self._undo.append(lambda model=model: _attached.pop(model, None))
                     self._undo.append(_set_marker(model, ref))
                 undo = adapter.install_pipeline(self)
                 if undo is not None:
