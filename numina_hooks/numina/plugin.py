@@ -14,6 +14,18 @@ from ..driver import GenerationStrategy
 from .config import NuminaConfig
 
 
+def _with_prompt(args: tuple, kwargs: dict) -> dict:
+    """The call's keyword arguments with the prompt in them: ``handle("...")`` and
+    ``handle(prompt="...")`` alike; the prompt given twice, or none, is a TypeError."""
+    if args:
+        if "prompt" in kwargs or len(args) > 1:
+            raise TypeError("pass the prompt once, as prompt=... (other pipeline arguments by keyword)")
+        kwargs = {**kwargs, "prompt": args[0]}
+    if "prompt" not in kwargs:
+        raise TypeError("NUMINA needs prompt=...: the text whose counts it enforces")
+    return kwargs
+
+
 class Numina(GenerationStrategy):
     """The NUMINA method with one :class:`NuminaConfig` (default: ``NuminaConfig()``;
     ``NuminaConfig.paper()`` for the paper's algorithm)."""
@@ -30,13 +42,7 @@ class Numina(GenerationStrategy):
         overrides the counts parsed from it. Returns the pipeline output with ``.numina``."""
         from .generate import run_numina
 
-        if args:
-            if "prompt" in kwargs or len(args) > 1:
-                raise TypeError("pass the prompt once, as prompt=... (other pipeline arguments by keyword)")
-            kwargs["prompt"] = args[0]
-        if "prompt" not in kwargs:
-            raise TypeError("NUMINA needs prompt=...: the text whose counts it enforces")
-        return run_numina(handle, self.config, **kwargs)
+        return run_numina(handle, self.config, **_with_prompt(args, kwargs))
 
     def read_layout(self, handle, **kwargs: Any):
         """Phase 1 only: the report with the layout read at the reference step (no video)."""
@@ -67,13 +73,10 @@ class LayoutSeeds(Numina):
     def generate(self, handle, *args: Any, **kwargs: Any):
         from .generate import edits_needed, read_layout, run_numina
 
-        if args:
-            kwargs["prompt"] = args[0]
+        kwargs = _with_prompt(args, kwargs)
         given = [k for k in ("generator", "seed", "latents") if kwargs.get(k) is not None]
         if given:
             raise TypeError(f"LayoutSeeds chooses the noise among seeds={self.seeds}; do not pass {given}")
-        if "prompt" not in kwargs:
-            raise TypeError("NUMINA needs prompt=...: the text whose counts it enforces")
         driver = handle.driver
         tried = []
         for seed in self.seeds:
