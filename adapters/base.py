@@ -161,8 +161,7 @@ class DiffusersDriver(PipelineDriver):
         seed = None
         if kwargs.get("latents") is None and kwargs.get("generator") is None:
             seed = int(torch.seed() % (2**63))
-            device = getattr(self.pipeline, "_execution_device", "cpu")
-            kwargs["generator"] = torch.Generator(device=device).manual_seed(seed)
+            kwargs = self.with_seed(kwargs, seed)
         gen = kwargs.get("generator")
         generators = [] if gen is None else list(gen) if isinstance(gen, (list, tuple)) else [gen]
         states = [g.get_state() for g in generators]
@@ -196,7 +195,7 @@ class SeedArgumentDriver(PipelineDriver):
         given = kwargs.get("seed")
         if given is None or (self.negative_is_random and given < 0):
             seed = int(torch.seed() % (2**self.seed_bits))
-            kwargs["seed"] = seed
+            kwargs = self.with_seed(kwargs, seed)
         return kwargs, (lambda: None), seed
 
     def with_seed(self, kwargs: dict, seed: int) -> dict:
