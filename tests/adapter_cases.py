@@ -232,7 +232,7 @@ def _official_kwargs(case, seed):
     return dict(OFFICIAL_CALL, seed=seed, make_scheduler=standin.euler_scheduler)
 
 
-class _Driven:
+class Driven:
     """No-op plugin: attaching with it gives the driver without NUMINA."""
 
     @hookimpl
@@ -246,7 +246,7 @@ def _official_run(case, t2v, kwargs):
     handle = numina_hooks.hub.handle_of(t2v.model)
     if handle is not None:
         return handle.run_pipeline(prompt="three cats chasing two dogs", **kwargs)
-    with case.attach(t2v, _Driven()) as temporary:
+    with case.attach(t2v, Driven()) as temporary:
         return temporary.run_pipeline(prompt="three cats chasing two dogs", **kwargs)
 
 

@@ -21,7 +21,7 @@ from numina_hooks.adapters.descriptions import OFFICIAL_WAN
 from numina_hooks.adapters.official_wan import OfficialWanAdapter
 from numina_hooks.testing import tiny_tokenizer
 
-from adapter_cases import _official
+from adapter_cases import Driven, _official
 
 standin, STANDIN = _official()  # the description pointing at the stand-in (shared with the contract suite)
 CALL = dict(size=(64, 64), frame_num=9, sampling_steps=4, guide_scale=3.0, seed=0,
@@ -36,14 +36,8 @@ def t2v():
 
 @pytest.fixture(scope="module")
 def plain(t2v):
-    with numina_hooks.attach(t2v, _Nothing(), description=STANDIN) as handle:  # the driver, no plugin acting
+    with numina_hooks.attach(t2v, Driven(), description=STANDIN) as handle:  # the driver, no plugin acting
         return handle(prompt=PROMPT, **CALL)
-
-
-class _Nothing:
-    @hookimpl
-    def on_generation_start(self, generation):
-        return None
 
 
 def _hooks_state(model):
