@@ -218,3 +218,60 @@ def test_cross_maps_of_several_nouns_equal_each_alone():
                **dict(testing.WAN_CALL, num_inference_steps=1, output_type="latent"))
     (both, one, two), = seen
     assert torch.equal(both[0], one) and torch.equal(both[1], two)
+
+
+def _read_layers(pipe, call, columns, layer_sets):
+    """One reader per entry of ``layer_sets`` (an int or a tuple of blocks), in one generation."""
+    readers = [LayoutReader(columns, step=1, layer=layers, config=NuminaConfig()) for layers in layer_sets]
+    with numina_hooks.attach(pipe) as handle:
+        for r in readers:
+            handle.register(r)
+        pipe.set_progress_bar_config(disable=True)
+        pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0),
+             **{**call, "output_type": "latent", "num_inference_steps": 2})
+    return readers
+
+
+def test_reading_several_blocks_pools_their_heads_and_averages_their_cross_attention():
+    pipe = testing.tiny_wan_pipeline(num_layers=3, heads=4, head_dim=16)
+    first, last, both = _read_layers(pipe, dict(testing.WAN_CALL, height=96, width=96),
+                                     {"cats": [1], "dogs": [4]}, [0, 2, (2, 0)])
+    assert both.layers == (0, 2) and both.done and len(both.frames) == len(first.frames) >= 2
+    heads = first.frames[0].partitions.regions.shape[0]
+    for f, fr in enumerate(both.frames):
+        # every head of block 0, then every head of block 2, as each block alone reads them
+        np.testing.assert_array_equal(fr.partitions.regions, np.concatenate(
+            [first.frames[f].partitions.regions, last.frames[f].partitions.regions]))
+        assert len(fr.head_scores) == 2 * heads
+        if fr.pooled_head >= 0:
+            assert fr.self_layer == (0 if fr.pooled_head < heads else 2)
+            assert fr.self_head == fr.pooled_head % heads
+            np.testing.assert_array_equal(fr.proposals, fr.partitions.regions[fr.pooled_head])
+    for noun in both.nouns:
+        for f in range(len(both.frames)):
+            want = (first.nouns[noun].cross_maps[f] + last.nouns[noun].cross_maps[f]) / 2
+            np.testing.assert_allclose(both.nouns[noun].cross_maps[f], want, rtol=1e-5, atol=1e-7)
+
+
+def test_reading_layers_resolve_to_consecutive_blocks_around_the_reference():
+    assert NuminaConfig(reading_layers=3).resolve_layers(30) == (14, 15, 16)
+    assert NuminaConfig(reading_layers=4, reference_layer=0.5).resolve_layers(6) == (2, 3, 4, 5)
+    assert NuminaConfig(reading_layers=3, reference_layer=0).resolve_layers(6) == (0, 1, 2)
+    assert NuminaConfig(reading_layers=9).resolve_layers(6) == (0, 1, 2, 3, 4, 5)
+    assert NuminaConfig().resolve_layers(30) == (15,)
+    with pytest.raises(ValueError, match="reading_layers=0.*int >= 1"):
+        NuminaConfig(reading_layers=0)
+    with pytest.raises(ValueError, match="reading_layers=3.*containment"):
+        NuminaConfig.paper().__class__(**{**NuminaConfig.paper().__dict__, "reading_layers": 3})
+
+
+def test_numina_reports_the_blocks_it_read():
+    pipe = testing.tiny_wan_pipeline(num_layers=3, heads=4, head_dim=16)
+    pipe.set_progress_bar_config(disable=True)
+    with numina_hooks.attach(pipe, numina_hooks.Numina(NuminaConfig(reading_layers=2))) as handle:
+        out = handle(prompt="three cats", generator=torch.Generator().manual_seed(0),
+                     **{**testing.WAN_CALL, "output_type": "latent", "num_inference_steps": 3})
+    report = out.numina
+    assert report.reference_layer == 2 and report.reading_layers == [1, 2]
+    assert report.summary()["reading_layers"] == [1, 2]
+    assert all(layer in (1, 2) or head == -1 for layer, head in zip(report.self_layers, report.self_heads))

@@ -207,3 +207,15 @@ def test_reading_the_layout_is_deterministic_and_leaves_the_generator_alone(setu
     for noun in a.layouts_before:
         np.testing.assert_array_equal(a.layouts_before[noun], b.layouts_before[noun])
     assert torch.equal(after, plain)  # the generator was restored after each reading
+
+
+def test_read_tokens_phrase_reads_the_whole_counted_phrase(setup):
+    case, pipe, _ = setup
+    noun = _numina(pipe, case, counts={"cats": 3, "dogs": 2}).numina
+    phrase = _numina(pipe, case, config=NuminaConfig(read_tokens="phrase"), counts={"cats": 3, "dogs": 2}).numina
+    for n in ("cats", "dogs"):
+        # "three cats": the count word's column comes before the noun's and joins it
+        assert set(noun.token_columns[n]) < set(phrase.token_columns[n])
+        assert min(phrase.token_columns[n]) < min(noun.token_columns[n])
+    with pytest.raises(ValueError, match="read_tokens='nouns'.*one of"):
+        NuminaConfig(read_tokens="nouns")

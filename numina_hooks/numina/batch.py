@@ -77,12 +77,14 @@ class BatchLayoutReader:
 
     :param columns: per prompt, noun -> text token columns, or ``None`` when that prompt
         has nothing to count (its items get no reader).
+    :param layer: the block read, or a sequence of blocks (``NuminaConfig.resolve_layers``).
     """
 
-    def __init__(self, columns: list[Optional[dict]], step: int, layer: int, config: NuminaConfig):
+    def __init__(self, columns: list[Optional[dict]], step: int, layer, config: NuminaConfig):
         self.columns = columns
         self.step = step
-        self.layer = layer
+        self.layer = layer  # a block index, or the sequence of blocks read
+        self.layers = tuple(layer) if isinstance(layer, (tuple, list)) else (int(layer),)
         self.config = config
         #: per item: its prompt index and its reader (None: nothing to count)
         self.items: Optional[list[tuple[int, Optional[LayoutReader]]]] = None
@@ -101,7 +103,7 @@ class BatchLayoutReader:
 
     @hookimpl
     def on_attention(self, view):
-        if view.step != self.step or view.layer != self.layer:
+        if view.step != self.step or view.layer not in self.layers:
             return None
         rows = view.rows_of("cond")
         if not rows:

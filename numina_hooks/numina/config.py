@@ -44,6 +44,7 @@ _CHOICES = {
     "target_mode": ("per_head", "shared"),
     "boost_mode": ("mass", "logit_spread", "absolute"),
     "guide_tokens": ("noun", "phrase"),
+    "read_tokens": ("noun", "phrase"),
 }
 
 
@@ -63,6 +64,12 @@ class NuminaConfig:
     reference_layer: float | int = 0.5
     """l*: float in (0, 1) = fraction of the depth (0.5 -> block 15 of 30); int = absolute
     0-based block index."""
+    reading_layers: int = 1
+    """How many consecutive blocks phase 1 reads at t*, centred on l* and moved inward at
+    the ends of the model (3 around block 15 -> blocks 14, 15, 16). Every head of every
+    block read competes in the containment head choice, and each noun's cross-attention is
+    the mean over the blocks. 1 = l* alone. Phase 1's layout cost grows with it (one
+    partition of every block's heads per frame). Needs ``head_choice="containment"``."""
 
     # --- identify: self-attention head score S = std + block + gamma * sobel -------------
     sobel_weight: float = 1.0
@@ -180,7 +187,11 @@ class NuminaConfig:
     guide_tokens: Literal["noun", "phrase"] = "phrase"
     """Text columns phase 2 edits: the noun's whole counted phrase ("three red discs":
     count word, modifiers and noun; default), or the noun's tokens alone ('noun', the
-    paper). Phase 1 reads the noun's columns alone either way."""
+    paper). Phase 1 reads the columns of ``read_tokens``."""
+    read_tokens: Literal["noun", "phrase"] = "noun"
+    """Text columns whose cross-attention phase 1 reads as the noun's focus: the noun's
+    tokens alone ('noun', default, the paper) or its whole counted phrase ('phrase', the
+    sum of the count word's, the modifiers' and the noun's maps)."""
     suppress_outside: bool | Literal["edited"] = True
     """True (default): the guided columns are suppressed on every video row of a frame
     outside the noun's refined layout (its kept and added instances), so the noun cannot
@@ -207,6 +218,12 @@ class NuminaConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
                 _fail(name, v, "a finite number > 0")
+        v = self.reading_layers
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            _fail("reading_layers", v, "an int >= 1 (1 = the reference layer alone)")
+        if v > 1 and self.head_choice != "containment":
+            _fail("reading_layers", v, '1 with head_choice="image_score" (the paper\'s head score '
+                  'reads one block); use head_choice="containment" to read several')
         for name in ("edge_band", "temporal_window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -288,6 +305,14 @@ class NuminaConfig:
     def resolve_layer(self, num_layers: int) -> int:
         """0-based block index of l* (``0.5`` of 30 blocks -> 15, of 40 -> 20)."""
         return self._resolve("reference_layer", self.reference_layer, num_layers, "layer")
+
+    def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The 0-based blocks phase 1 reads: ``reading_layers`` consecutive blocks centred on
+        ``resolve_layer``, moved inward at the ends (all blocks when there are fewer)."""
+        centre = self.resolve_layer(num_layers)
+        n = min(self.reading_layers, num_layers)
+        first = min(max(0, centre - (n - 1) // 2), num_layers - n)
+        return tuple(range(first, first + n))
 
     # --- guidance schedule -----------------------------------------------------------------
     def delta(self, step: int, num_steps: int, sigma: float | None = None) -> float:

@@ -187,14 +187,17 @@ def run_numina(
         return [find(driver.tokenizer(), driver.prompt_for_tokenizer(p), a, max_length=length) if a else None
                 for p, a in zip(prompts, asked)]
 
-    columns = token_columns(noun_token_columns)  # what phase 1 reads
-    guide_columns = token_columns(phrase_token_columns) if config.guide_tokens == "phrase" else columns
+    nouns_only = token_columns(noun_token_columns)
+    phrases = token_columns(phrase_token_columns) if "phrase" in (config.read_tokens, config.guide_tokens) else None
+    columns = phrases if config.read_tokens == "phrase" else nouns_only  # what phase 1 reads
+    guide_columns = phrases if config.guide_tokens == "phrase" else nouns_only
     num_steps = driver.num_steps(kwargs)
     step, layer = config.resolve_step(num_steps), config.resolve_layer(handle.depth)
+    layers = config.resolve_layers(handle.depth)
     kwargs, rewind_noise, seed = driver.fix_noise(kwargs)
 
     # ---- phase 1
-    reader = BatchLayoutReader(columns, step, layer, config)
+    reader = BatchLayoutReader(columns, step, layers if len(layers) > 1 else layer, config)
     control = _Phase1Control(reader, asked, step, stop_always=_phase1_only)
     handle.register(reader)
     handle.register(control)
@@ -225,6 +228,7 @@ def run_numina(
     for p, item_reader in reader.items:
         report = NuminaReport(prompt=prompts[p], counts_asked=dict(asked[p]), token_columns=columns[p] or {})
         report.reference_step, report.reference_layer, report.num_steps, report.seed = step, layer, num_steps, seed
+        report.reading_layers = list(layers)
         report.timings["phase1"] = time.perf_counter() - t0
         report.timings["identify"] = reader.seconds
         report.model_calls["phase1"] = control.calls
@@ -381,6 +385,7 @@ def _fill_reading(report: NuminaReport, reader: LayoutReader) -> None:
     report.reference_transformer = reader.transformer
     report.counts_found = reader.counts_found()
     report.self_heads = [fr.self_head for fr in reader.frames]
+    report.self_layers = [fr.self_layer for fr in reader.frames]
     if reader.frames:
         report.pca_images = np.stack([fr.pca_rgb for fr in reader.frames])
     for noun, r in reader.nouns.items():

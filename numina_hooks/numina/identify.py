@@ -11,6 +11,11 @@ view keeps the proposals each noun's focus covers. Counts are then voted over
 ``temporal_window`` neighbouring frames (the per-frame labels are kept as read). For Wan the
 self-attention (``attn1``) of a block runs before its cross-attention (``attn2``); a
 CogVideoX joint call offers the self view first.
+
+With several blocks (``NuminaConfig.reading_layers``) the default algorithm partitions every
+block's heads and keeps them all as candidates for the head choice, and each noun's
+cross-attention is the mean over the blocks; the layout is built once the last block's
+cross view has been seen.
 """
 
 from __future__ import annotations
@@ -27,20 +32,23 @@ from .config import NuminaConfig
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
                      choose_from_partitions, focus_mask, proposals_from_self_map)
-from .partition import (HeadPartitions, fill_lift, focus_regions, partition_from_qk,
-                        temporal_vote)
+from .partition import (HeadPartitions, concat_partitions, fill_lift, focus_regions,
+                        partition_from_qk, temporal_vote)
 
 
 @dataclass
 class FrameReading:
     """What phase 1 read in one latent frame (numpy, ``[H, W]`` grids)."""
 
-    self_head: int  # -1 when no head had a region on any noun's focus
+    self_head: int  # head within its block; -1 when no head had a region on any noun's focus
     head_scores: np.ndarray  # [heads]
     proposals: np.ndarray  # int32 [H, W]
     pca_rgb: np.ndarray  # float32 [H, W, 3] in [0, 1]: the chosen head's PCA(3) colour image
     # (paper preset), or its regions in colour (default: the maps are gone by the cross view)
-    partitions: Optional[HeadPartitions] = None  # every head's regions (default algorithm)
+    partitions: Optional[HeadPartitions] = None  # every head's regions (default algorithm;
+    # with several blocks read, block after block: pooled head k is head k % heads of block k // heads)
+    self_layer: int = -1  # the block of ``self_head``
+    pooled_head: int = -1  # index of the chosen head in ``partitions``
 
 
 @dataclass
@@ -60,7 +68,8 @@ class LayoutReader:
 
     :param columns: noun -> text token columns (0 = first text token).
     :param step: t*, 0-based step index.
-    :param layer: l*, 0-based block index.
+    :param layer: l*, 0-based block index, or a sequence of them (the blocks read, see
+        ``NuminaConfig.resolve_layers``; several need ``head_choice="containment"``).
     """
 
     #: where the default algorithm reads the self view: "qk" (entries computed from the
@@ -70,13 +79,21 @@ class LayoutReader:
     def __init__(self, columns: dict[str, list[int]], step: int, layer: int, config: NuminaConfig):
         self.columns = columns
         self.step = step
-        self.layer = layer
+        self.layers = tuple(sorted({int(x) for x in layer})) if isinstance(layer, (tuple, list)) else (int(layer),)
+        if not self.layers:
+            raise ValueError("LayoutReader: layer is an empty sequence; expected a block index or several")
+        if len(self.layers) > 1 and config.head_choice != "containment":
+            raise ValueError(f"LayoutReader reads blocks {self.layers} with head_choice="
+                             f"{config.head_choice!r}; several blocks need head_choice='containment'")
+        self.layer = self.layers[(len(self.layers) - 1) // 2]  # l*, for messages
         self.config = config
         self.frames: list[FrameReading] = []
         self.nouns: dict[str, NounReading] = {}
         self.transformer: Optional[str] = None
         self.grid: Optional[tuple[int, int]] = None
         self.seconds = 0.0
+        self._layer_parts: dict[int, list] = {}  # block -> per frame HeadPartitions
+        self._layer_cross: dict[int, list] = {}  # block -> per noun [heads, F, H, W] (CPU)
 
     @property
     def done(self) -> bool:
@@ -91,7 +108,7 @@ class LayoutReader:
 
     @hookimpl
     def on_attention(self, view):
-        if view.step != self.step or view.layer != self.layer:
+        if view.step != self.step or view.layer not in self.layers:
             return None
         rows = view.rows_of("cond")
         if not rows:
@@ -99,8 +116,10 @@ class LayoutReader:
         t0 = time.perf_counter()
         with torch.no_grad():
             if view.kind == "self":
+                if view.layer == self.layers[0]:  # a new reading starts
+                    self._layer_parts, self._layer_cross = {}, {}
                 self._read_self(view, rows[0])
-            elif view.kind == "cross" and self.frames:
+            elif view.kind == "cross" and view.layer in self._layer_parts:
                 self._read_cross(view, rows[0])
         self.seconds += time.perf_counter() - t0
         return None
@@ -110,15 +129,12 @@ class LayoutReader:
         cfg = self.config
         self.transformer = view.transformer
         self.grid = (geo.height, geo.width)
+        if cfg.head_choice == "containment":
+            self._layer_parts[view.layer] = [self._partition_frame(view, f, row) for f in range(geo.frames)]
+            return
+        self._layer_parts[view.layer] = None  # the frames below are the reading
         self.frames = []
         for f in range(geo.frames):
-            if cfg.head_choice == "containment":
-                parts = self._partition_frame(view, f, row)
-                self.frames.append(FrameReading(self_head=-1, head_scores=np.zeros(0, np.float32),
-                                                proposals=np.zeros(self.grid, np.int32),
-                                                pca_rgb=np.zeros((*self.grid, 3), np.float32),
-                                                partitions=parts))
-                continue
             # [heads, HW, HW], computed on the model's device; the layout stage runs on the CPU
             maps = view.self_attention_map(f, batch=[row])[0].cpu()
             check_not_constant(maps, f"self-attention of frame {f}")
@@ -142,6 +158,8 @@ class LayoutReader:
                     proposals=proposals,
                     pca_rgb=_pca_rgb(best, self.grid),
                     partitions=parts,
+                    self_layer=view.layer,
+                    pooled_head=head,
                 )
             )
 
@@ -172,10 +190,25 @@ class LayoutReader:
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config
-        crosses: dict[str, list] = {}
         every = view.cross_attention_maps(list(self.columns.values()), batch=[row])  # normalisers once
+        every = [maps[0].cpu() for maps in every]  # per noun [heads, F, H, W]
+        if cfg.head_choice == "containment":
+            self._layer_cross[view.layer] = every
+            if view.layer != self.layers[-1]:
+                return  # the layout is built after the last block read
+            read = [b for b in self.layers if b in self._layer_parts and b in self._layer_cross]
+            heads = [self._layer_parts[b][0].regions.shape[0] for b in read]
+            self.frames = [FrameReading(self_head=-1, head_scores=np.zeros(0, np.float32),
+                                        proposals=np.zeros(self.grid, np.int32),
+                                        pca_rgb=np.zeros((*self.grid, 3), np.float32),
+                                        partitions=concat_partitions([self._layer_parts[b][f] for b in read]))
+                           for f in range(len(self._layer_parts[read[0]]))]
+            # every block's heads side by side: the mean over them is the mean over the blocks
+            every = [torch.cat([self._layer_cross[b][i] for b in read], 0) for i in range(len(self.columns))]
+            block_of = np.repeat(np.asarray(read), heads)
+            head_in_block = np.concatenate([np.arange(h) for h in heads])
+        crosses: dict[str, list] = {}
         for noun, maps in zip(self.columns, every):
-            maps = maps[0].cpu()  # [heads, F, H, W]
             crosses[noun] = []
             for f in range(len(self.frames)):
                 check_not_constant(maps[:, f], f"cross-attention of {noun!r} in frame {f}")
@@ -187,18 +220,19 @@ class LayoutReader:
                 for noun in crosses:
                     union |= crosses[noun][f][2]
                 head, _, scores = choose_from_partitions(frame.partitions, None, union, cfg)
-                frame.self_head, frame.head_scores = head, scores
+                frame.pooled_head, frame.head_scores = head, scores
                 if head >= 0:
+                    frame.self_head, frame.self_layer = int(head_in_block[head]), int(block_of[head])
                     frame.proposals = frame.partitions.regions[head]
                 frame.pca_rgb = _regions_rgb(frame.proposals)
         found: dict[str, list] = {noun: [] for noun in self.columns}
         for f, frame in enumerate(self.frames):
             for noun in self.columns:
                 cross, head, focus = crosses[noun][f]
-                if frame.partitions is not None and frame.self_head >= 0:
+                if frame.partitions is not None and frame.pooled_head >= 0:
                     parts = frame.partitions
-                    keep = focus_regions(parts, focus, cfg.focus_overlap)[frame.self_head]
-                    lift = np.nan_to_num(parts.lift[frame.self_head], nan=-np.inf)
+                    keep = focus_regions(parts, focus, cfg.focus_overlap)[frame.pooled_head]
+                    lift = np.nan_to_num(parts.lift[frame.pooled_head], nan=-np.inf)
                     labels = _regions_to_instances(frame.proposals, keep & (lift > cfg.min_lift))
                 elif frame.partitions is not None:
                     labels = np.zeros(self.grid, dtype=np.int32)

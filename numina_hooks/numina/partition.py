@@ -48,7 +48,7 @@ import torch
 from .attention_entries import MapSelfAttention, QKSelfAttention
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
-           "partition_from_qk", "fill_lift",
+           "partition_from_qk", "fill_lift", "concat_partitions",
            "focus_regions", "head_scores_from_focus", "choose_head", "temporal_vote"]
 
 
@@ -288,6 +288,22 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                           lift=[np.full(len(c), np.nan) for c in contrast],
                           contrast=contrast, sink=sink_region,
                           thresholds=thr.numpy().astype(np.float32))
+
+
+def concat_partitions(parts: list) -> HeadPartitions:
+    """Several ``HeadPartitions`` of one frame (one per block read) as one, their heads side by
+    side in the order given: head ``k`` of the second block becomes ``heads_of_first + k``.
+    Every part must be on the same grid."""
+    if len(parts) == 1:
+        return parts[0]
+    grids = {p.regions.shape[1:] for p in parts}
+    if len(grids) != 1:
+        raise ValueError(f"concat_partitions: the parts have grids {sorted(grids)}; expected one grid")
+    return HeadPartitions(regions=np.concatenate([p.regions for p in parts]),
+                          lift=[x for p in parts for x in p.lift],
+                          contrast=[x for p in parts for x in p.contrast],
+                          sink=[x for p in parts for x in p.sink],
+                          thresholds=np.concatenate([p.thresholds for p in parts]))
 
 
 def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,

@@ -26,10 +26,12 @@ class NuminaReport:
     reason: str = ""
     reference_step: Optional[int] = None
     reference_layer: Optional[int] = None
+    reading_layers: list = field(default_factory=list)  # every block phase 1 read (l* among them)
     reference_transformer: Optional[str] = None
     num_steps: Optional[int] = None
     token_columns: dict = field(default_factory=dict)
-    self_heads: list = field(default_factory=list)  # per frame
+    self_heads: list = field(default_factory=list)  # per frame: the chosen head within its block
+    self_layers: list = field(default_factory=list)  # per frame: the chosen head's block
     cross_heads: dict = field(default_factory=dict)  # noun -> per frame
     layouts_before: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
     layouts_after: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
@@ -68,10 +70,12 @@ class NuminaReport:
             "reason": self.reason,
             "reference_step": self.reference_step,
             "reference_layer": self.reference_layer,
+            "reading_layers": self.reading_layers,
             "reference_transformer": self.reference_transformer,
             "num_steps": self.num_steps,
             "token_columns": self.token_columns,
             "self_heads": self.self_heads,
+            "self_layers": self.self_layers,
             "cross_heads": self.cross_heads,
             "edits": self.edits,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
