@@ -56,8 +56,9 @@ def _scores(out, target: dict) -> dict:
     return {**video_scores(found, target), "found": [{k: f[k] for k in target} for f in found]}
 
 
-def run_pair(handle, call: dict, prompt, noise_seed: int, search: int) -> dict:
-    """All four strategies for one prompt-seed pair (see the module docstring).
+def run_pair(handle, call: dict, prompt, noise_seed: int, search: int, strategies=STRATEGIES) -> dict:
+    """The ``strategies`` (default all four; plain always runs) for one prompt-seed pair
+    (see the module docstring).
 
     NUMINA is given the asked counts keyed by the nouns as the caption writes them, as
     ``numina eval`` passes a benchmark's annotations (the prompt parser's reading of toy
@@ -74,28 +75,42 @@ def run_pair(handle, call: dict, prompt, noise_seed: int, search: int) -> dict:
     row["plain"]["seconds"] = time.perf_counter() - t0
 
     nouns = {toy_noun_as_written(prompt.text, cat): n for cat, n in target.items()}
+    if "numina" in strategies:
+        _numina(row, handle, call, prompt, target, nouns, gen(noise_seed))
+    if "numina-oracle-layout" in strategies:
+        _oracle(row, handle, call, prompt, target, nouns, noise_seed)
+    if "seed-search" in strategies:
+        _search(row, handle, call, prompt, target, candidates, noise_seed, search)
+    return row
+
+
+def _numina(row, handle, call, prompt, target, nouns, generator) -> None:
     t0 = time.perf_counter()
-    out = handle(prompt=prompt.text, counts=nouns, generator=gen(noise_seed), **call)
+    out = handle(prompt=prompt.text, counts=nouns, generator=generator, **call)
     row["numina"] = _scores(out, target)
     row["numina"].update(seconds=time.perf_counter() - t0, phase2_ran=bool(out.numina.phase2_ran))
 
+
+def _oracle(row, handle, call, prompt, target, nouns, noise_seed) -> None:
     refine, order = oracle_refiner(target, 10_000 + noise_seed)
     order.extend(nouns)  # run_numina refines the nouns in the order of ``counts``
     t0 = time.perf_counter()
     with mock.patch.object(generate_mod, "refine_layouts", refine), \
             mock.patch.object(generate_mod.LayoutReader, "matches", lambda self, c: False):
-        row["numina-oracle-layout"] = _scores(handle(prompt=prompt.text, counts=nouns, generator=gen(noise_seed),
-                                                     **call), target)
+        row["numina-oracle-layout"] = _scores(handle(prompt=prompt.text, counts=nouns,
+                                                     generator=torch.Generator().manual_seed(noise_seed), **call), target)
     row["numina-oracle-layout"]["seconds"] = time.perf_counter() - t0
 
+
+def _search(row, handle, call, prompt, target, candidates, noise_seed, search) -> None:
     t0 = time.perf_counter()
     for k in range(1, search):
         s = noise_seed + 100_000 * k
-        candidates.append(_scores(handle.run_pipeline(prompt=prompt.text, generator=gen(s), **call), target))
+        candidates.append(_scores(handle.run_pipeline(prompt=prompt.text, generator=torch.Generator().manual_seed(s),
+                                                      **call), target))
     best = max(range(len(candidates)), key=lambda j: (candidates[j]["count_acc"], -j))
     row["seed-search"] = {**candidates[best], "chosen": best, "candidates": len(candidates),
                           "seconds": row["plain"]["seconds"] + time.perf_counter() - t0}
-    return row
 
 
 def load_rows(out: Path) -> list[dict]:
@@ -110,7 +125,7 @@ def summarize(rows: list[dict], settings: dict) -> tuple[dict, str]:
     rows = sorted(rows, key=lambda r: r["index"])
     summary = {"pairs": len(rows), "settings": settings, "strategies": {}}
     plain = {m: [r["plain"][m] for r in rows] for m in ("count_acc", "tc")}
-    for s in STRATEGIES:
+    for s in [s for s in STRATEGIES if all(s in r for r in rows)]:
         entry = {m: float(np.mean([r[s][m] for r in rows])) for m in ("count_acc", "tc")}
         entry["seconds"] = float(np.mean([r[s]["seconds"] for r in rows]))
         if s != "plain":
@@ -123,7 +138,7 @@ def summarize(rows: list[dict], settings: dict) -> tuple[dict, str]:
                 by.setdefault(asked, []).extend(cells)
         entry["by_asked"] = {str(k): {"acc": float(np.mean(v)), "cells": len(v)} for k, v in sorted(by.items())}
         summary["strategies"][s] = entry
-    ran = [r["numina"]["phase2_ran"] for r in rows]
+    ran = [r["numina"]["phase2_ran"] for r in rows if "numina" in r]
     summary["numina_phase2_ran"] = float(np.mean(ran)) if ran else None
 
     def pct(v):
@@ -178,11 +193,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
     ap.add_argument("--search", type=int, default=3, help="seeds tried by seed-search")
     ap.add_argument("--config", default=None, help="NuminaConfig fields as JSON (default: the defaults)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help="comma-separated strategies to run (plain always runs); default all four")
     ap.add_argument("--shard", default="0/1", help="k/m: run pairs i with i %% m == k")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--summarize", action="store_true", help="only merge the rows on disk and print the table")
     a = ap.parse_args(argv)
     k, m = (int(v) for v in a.shard.split("/"))
+    strategies = tuple(x.strip() for x in a.strategies.split(",") if x.strip())
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        ap.error(f"--strategies {a.strategies}: unknown {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
     if a.n < 1 or a.search < 1 or not 0 <= k < m:
         ap.error(f"need --n >= 1, --search >= 1 and a shard k/m with 0 <= k < m; got {a.n}, {a.search}, {a.shard}")
     out = Path(a.out)
@@ -199,8 +220,11 @@ def main(argv=None) -> dict:
         from numina_hooks.numina.config import NuminaConfig
 
         config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
-        check_same_run(out, {"seed": a.seed, "search": a.search, "config": asdict(config),
-                             "weights_sha256": _sha256(weights_dir / "model.safetensors")})
+        identity = {"seed": a.seed, "search": a.search, "config": asdict(config),
+                    "weights_sha256": _sha256(weights_dir / "model.safetensors")}
+        if set(strategies) != set(STRATEGIES):  # runs of all four (older run.json files) stay resumable
+            identity["strategies"] = sorted(set(strategies) | {"plain"})
+        check_same_run(out, identity)
         pipe = toy_model.load_toy_pipeline(a.weights)
         pipe.set_progress_bar_config(disable=True)
         call = dict(toy_model.TOY_CALL)
@@ -211,10 +235,10 @@ def main(argv=None) -> dict:
             for i, prompt in enumerate(prompts):
                 if i % m != k or i in done:
                     continue
-                row = {"index": i, **run_pair(handle, call, prompt, 1000 * a.seed + i, a.search)}
+                row = {"index": i, **run_pair(handle, call, prompt, 1000 * a.seed + i, a.search, strategies)}
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
-                print(i, {s: round(row[s]["count_acc"], 2) for s in STRATEGIES}, flush=True)
+                print(i, {s: round(row[s]["count_acc"], 2) for s in STRATEGIES if s in row}, flush=True)
     rows = [r for r in load_rows(out) if r["index"] < a.n]
     if not rows:
         print("no rows yet")
