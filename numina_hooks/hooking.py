@@ -78,15 +78,18 @@ def set_wants_attention(hub, wants: bool) -> None:
 class SiteCall:
     """State of one processor call of one hooked site."""
 
-    __slots__ = ("site", "hub", "context", "expected_kernel", "kernel_calls", "tapped")
+    __slots__ = ("site", "hub", "context", "expected_kernel", "kernel_calls", "tapped", "parallel_config")
 
-    def __init__(self, site: Site, hub, context: CallContext, expected_kernel: int):
+    def __init__(self, site: Site, hub, context: CallContext, expected_kernel: int, parallel_config=None):
         self.site = site
         self.hub = hub
         self.context = context
         self.expected_kernel = expected_kernel
         self.kernel_calls = 0
         self.tapped = False
+        #: the processor's diffusers ParallelConfig: under context parallelism every block holds a
+        #: slice of the video tokens, also where the kernel gets none (Wan's cross-attention)
+        self.parallel_config = parallel_config
 
     def on_kernel(self, original: Callable, layout: str, args: tuple, kwargs: dict, read_arguments=None):
         index = self.kernel_calls
@@ -97,7 +100,9 @@ class SiteCall:
         q, k, v, scale = (read_arguments or read_dispatch_arguments)(args, kwargs)
         if scale is None:
             scale = 1.0 / math.sqrt(q.shape[-1])
+        parallel_config = kwargs.get("parallel_config") or self.parallel_config  # context parallelism, if any
         for view in self.hub._adapter.make_views(self.site, self.context, q, k, v, layout, float(scale)):
+            view.set_shard(parallel_config)
             out = self.hub._dispatch_attention(view)
             if out is not None:
                 return view.to_model_layout(_check_replacement(out, view))
@@ -171,7 +176,7 @@ class HookedProcessor:
         ctx = current_call.get()
         if ctx is None:
             ctx = hub._fallback_context(self.site.transformer)
-        site_call = SiteCall(self.site, hub, ctx, self.expected_kernel)
+        site_call = SiteCall(self.site, hub, ctx, self.expected_kernel, getattr(self.inner, "_parallel_config", None))
         token = _active_site.set(site_call)
         try:
             result = self.inner(attn, *args, **kwargs)
@@ -324,7 +329,8 @@ def _dispatch_compiled_site(marked: list, original: Callable, layout: str, args:
     ctx = current_call.get()
     if ctx is None:
         ctx = hub._fallback_context(processor.site.transformer)
-    site_call = SiteCall(processor.site, hub, ctx, processor.expected_kernel)
+    site_call = SiteCall(processor.site, hub, ctx, processor.expected_kernel,
+                         getattr(processor.inner, "_parallel_config", None))
     site_call.kernel_calls = index
     return site_call.on_kernel(original, layout, args, kwargs, read_arguments)
 

@@ -58,6 +58,12 @@ class AttentionView:
     with ``kind="self"`` then ``kind="cross"``, both with ``joint=True`` and the
     full joint q/k/v; a replacement returned from either is the full joint
     output.
+
+    Context parallelism (``shard`` is a :class:`~numina_hooks.shard.SequenceShard`): ``q``,
+    ``k``, ``v`` are this rank's slice of the video tokens (the keys too for a self view;
+    a cross view's text keys are whole), while ``geometry``, ``video_queries`` and the maps
+    are global: the map methods gather the slices first, a collective that every rank must
+    make at the same call. A replacement output covers the local rows only.
     """
 
     __slots__ = (
@@ -72,6 +78,8 @@ class AttentionView:
         "_k",
         "_v",
         "_layout",
+        "shard",
+        "_gathered",
     )
 
     def __init__(
@@ -88,6 +96,7 @@ class AttentionView:
         video_queries: slice,
         text_keys: Optional[slice],
         video_keys: Optional[slice],
+        shard=None,
     ):
         self.site = site
         self.kind = kind
@@ -98,6 +107,8 @@ class AttentionView:
         self.video_keys = video_keys
         self._q, self._k, self._v = q, k, v
         self._layout = layout
+        self.shard = shard
+        self._gathered: dict = {}
 
     # ------------------------------------------------------------------ facts
     @property
@@ -164,6 +175,43 @@ class AttentionView:
         """Values ``[batch, heads, key_tokens, head_dim]``."""
         return self._canonical(self._v)
 
+    def full_q(self) -> torch.Tensor:
+        """Queries of the whole sequence ``[batch, heads, tokens, head_dim]``: ``q`` itself,
+        or under context parallelism every rank's slice gathered (a collective; cached)."""
+        return self._full("q")
+
+    def full_k(self) -> torch.Tensor:
+        """Keys of the whole sequence, as :meth:`full_q` (a cross view's text keys are whole
+        on every rank: ``k`` itself)."""
+        return self._full("k")
+
+    def _full(self, name: str) -> torch.Tensor:
+        t = self.q if name == "q" else self.k
+        if self.shard is None or (name == "k" and self.video_keys is None):
+            return t
+        if name not in self._gathered:
+            self._gathered[name] = self.shard.gather(t, 2)
+        return self._gathered[name]
+
+    def set_shard(self, parallel_config) -> None:
+        """Record which slice of the video tokens this call holds, from the kernel's
+        ``parallel_config`` (diffusers' context parallelism); nothing without one."""
+        from .shard import shard_from_parallel_config
+
+        if parallel_config is None:
+            return
+        geo = self.geometry
+        total = geo.frames * geo.frame_tokens
+        local = self.video_queries.stop - self.video_queries.start
+        if self.joint or self.video_queries.start != 0 or local != self.q.shape[2]:
+            cp = getattr(parallel_config, "context_parallel_config", None)
+            if cp is not None and (getattr(cp, "_world_size", None) or 1) > 1:
+                raise NotImplementedError(
+                    f"layer {self.layer} ({self.site.name}): context parallelism is supported where the attention "
+                    "sequence is the video tokens alone (Wan); this call mixes text and video tokens")
+            return
+        self.shard = shard_from_parallel_config(parallel_config, local, total)
+
     def to_model_layout(self, out: torch.Tensor) -> torch.Tensor:
         """Convert a canonical ``[B, H, L, d]`` output to the kernel's own layout."""
         return out if self._layout == "BHLD" else out.transpose(1, 2)
@@ -207,8 +255,8 @@ class AttentionView:
         q0 = self.video_queries.start + frame * hw
         k0 = self.video_keys.start + frame * hw
         # the frame first: picking batch rows of the whole sequence would copy every frame
-        q = self._select(self.q[:, :, q0 : q0 + hw], batch, heads)
-        k = self._select(self.k[:, :, k0 : k0 + hw], batch, heads)
+        q = self._select(self.full_q()[:, :, q0 : q0 + hw], batch, heads)
+        k = self._select(self.full_k()[:, :, k0 : k0 + hw], batch, heads)
         return q, k
 
     def cross_attention_map(
@@ -251,8 +299,8 @@ class AttentionView:
                     f"cross_attention_map: token_columns {cols.tolist()} out of range: the text has {n_text} tokens"
                 )
         geo = self.geometry
-        q = self._select(self.q, batch, heads)
-        k = self._select(self.k, batch, heads)
+        q = self._select(self.full_q(), batch, heads)
+        k = self._select(self.full_k(), batch, heads)
         B, H = q.shape[0], q.shape[1]
         hw = geo.frame_tokens
         outs = [torch.empty(B, H, geo.frames, hw, dtype=torch.float32, device=q.device) for _ in sets]

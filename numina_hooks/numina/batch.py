@@ -52,7 +52,7 @@ def broadcast_keys(view):
     return type(view)(
         site=view.site, kind=view.kind, context=view.context, q=q, k=k.expand(b, *k.shape[1:]),
         v=v.expand(b, *v.shape[1:]), layout=view._layout, scale=view.scale, video_queries=view.video_queries,
-        text_keys=view.text_keys, video_keys=view.video_keys,
+        text_keys=view.text_keys, video_keys=view.video_keys, shard=getattr(view, "shard", None),
     )
 
 
@@ -155,8 +155,8 @@ class BatchGuidance:
                 if mine:
                     edits.extend(mine)
                     guided.append(guidance)
-        if not edits:
-            return None
+        if not edits and not (getattr(view, "shard", None) is not None and any(g.active(view) for g in self.guidances.values())):
+            return None  # (under context parallelism every rank answers an active step itself)
         for guidance in guided:
             guidance.guided_calls += 1
             guidance.guided_steps.add(view.step)

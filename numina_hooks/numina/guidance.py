@@ -23,6 +23,8 @@ The unconditional branch, text rows and every other column are untouched.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +127,21 @@ def _overlap_split(plan: GuidancePlan) -> dict:
 _BOOST_EDIT = {"mass": ("share", 0.5), "logit_spread": ("boost", 0.0), "absolute": ("boost", 0.0)}
 
 
+def _local_edit(edit, shard, keep_empty: bool = False):
+    """``edit`` restricted to the rows ``shard`` holds, in local indices, and the bool mask
+    of the rows kept (None, None for no edit; None for an edit with no row here unless
+    ``keep_empty``). A per-row value (``[Hs|1, R, ...]``) is restricted alike."""
+    if edit is None:
+        return None, None
+    held, local = shard.local_rows(edit.rows)
+    if local.numel() == 0 and not keep_empty:
+        return None, held
+    value = edit.value
+    if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[1] == edit.rows.numel():
+        value = value[:, held]
+    return dataclasses.replace(edit, rows=local, value=value), held
+
+
 class LayoutGuidance:
     """Return the guided attention output for the cond rows of every cross view."""
 
@@ -149,31 +166,49 @@ class LayoutGuidance:
         q0, c0 = view.video_queries.start, view.text_keys.start
         edits = []
         for batch in view.rows_of("cond"):
-            for noun, fixed in self._fixed_edits(q0, c0, batch):
-                suppress, boost, copies = fixed
+            for noun, fixed in self._fixed_edits(q0, c0, batch, getattr(view, "shard", None)):
+                suppress, boost, copies, split = fixed
                 if suppress is not None:
                     edits.append(suppress)
                 if boost is not None:
-                    edits.append(self._boost_edit(view, boost, delta, self._split.get(noun)))
+                    edits.append(self._boost_edit(view, boost, delta, split))
                 if copies:
                     edits.extend(self._copy_edits(view, batch, copies, delta))
         return edits
 
-    def _fixed_edits(self, q0: int, c0: int, batch: int) -> list:
-        """Per noun: (suppress edit, boost edit, [(set edit, reference rows)]) with the token
-        offsets of a view applied; built once per layout of the tokens, then reused."""
-        key = (q0, c0, batch)
+    def active(self, view) -> bool:
+        """Whether this step of the plan edits anything, on any rank (under context
+        parallelism every rank must then answer the call itself, even without local rows:
+        the model's kernel would wait for the others)."""
+        step = view.step
+        return (step is not None and self.config.guidance_active(step, self.num_steps)
+                and any(not p.empty for p in self.plan.nouns.values()))
+
+    def _fixed_edits(self, q0: int, c0: int, batch: int, shard=None) -> list:
+        """Per noun: (suppress edit, boost edit, [(set edit, reference rows)], boost split)
+        with the token offsets of a view applied; built once per layout of the tokens, then
+        reused. With a ``shard`` (context parallelism) the edited rows are this rank's, in
+        local indices (an edit with none here is None; a set edit keeps its place with no
+        rows, since its target is read from reference rows anywhere in the sequence)."""
+        key = (q0, c0, batch, None if shard is None else (shard.offset, shard.length))
         cached = self._cache.get(key)
         if cached is None:
             cached = []
             for name, noun in self.plan.nouns.items():
                 cols = noun.columns + c0
+                split = self._split.get(name)
                 suppress = ColumnEdit(batch, noun.suppress_rows + q0, cols, "suppress") \
                     if noun.suppress_rows.numel() else None
                 boost = ColumnEdit(batch, noun.boost_rows + q0, cols, *_BOOST_EDIT[self.config.boost_mode]) \
                     if noun.boost_rows.numel() else None
                 copies = [(ColumnEdit(batch, g.rows + q0, cols, "set", 0.0), g.reference_rows + q0) for g in noun.copies]
-                cached.append((name, (suppress, boost, copies)))
+                if shard is not None:
+                    suppress, _ = _local_edit(suppress, shard)
+                    boost, held = _local_edit(boost, shard)
+                    if split is not None and held is not None:
+                        split = split[:, held]
+                    copies = [(_local_edit(edit, shard, keep_empty=True)[0], ref) for edit, ref in copies]
+                cached.append((name, (suppress, boost, copies, split)))
             self._cache[key] = cached
         return cached
 
@@ -195,9 +230,13 @@ class LayoutGuidance:
         """"set" edits whose targets are the mean reference scores, one score matmul for all groups."""
         cols = copies[0][0].columns
         refs = [ref for _, ref in copies]
-        scores = pre_softmax_scores(view.q, view.k, torch.cat(refs), cols, batch, view.scale)  # [H, sum R, T]
+        # reference rows index the whole sequence (gathered under context parallelism)
+        q = view.full_q() if getattr(view, "shard", None) is not None else view.q
+        scores = pre_softmax_scores(q, view.k, torch.cat(refs), cols, batch, view.scale)  # [H, sum R, T]
         out = []
         for (edit, _), part in zip(copies, scores.split([r.numel() for r in refs], dim=1)):
+            if edit.rows.numel() == 0:  # none of its rows on this rank
+                continue
             target = part.mean(dim=(1, 2))  # [heads]
             if self.config.target_mode == "shared":
                 target = target.mean().expand_as(target)
@@ -209,7 +248,7 @@ class LayoutGuidance:
         if view.kind != "cross":
             return None
         edits = self.edits_for(view)
-        if not edits:
+        if not edits and not (getattr(view, "shard", None) is not None and self.active(view)):
             return None
         self.guided_calls += 1
         self.guided_steps.add(view.step)
