@@ -188,10 +188,13 @@ class NuminaConfig:
     """Text columns phase 2 edits: the noun's whole counted phrase ("three red discs":
     count word, modifiers and noun; default), or the noun's tokens alone ('noun', the
     paper). Phase 1 reads the columns of ``read_tokens``."""
-    read_tokens: Literal["noun", "phrase"] = "noun"
+    read_tokens: Literal["noun", "phrase"] = "phrase"
     """Text columns whose cross-attention phase 1 reads as the noun's focus: the noun's
-    tokens alone ('noun', default, the paper) or its whole counted phrase ('phrase', the
-    sum of the count word's, the modifiers' and the noun's maps)."""
+    whole counted phrase ('phrase', default: the sum of the count word's, the modifiers'
+    and the noun's maps, the columns phase 2 guides) or the noun's tokens alone ('noun', the
+    paper). On the toy model the phrase's maps localise the objects better than the noun's
+    (AUC 0.92 against 0.67 at the reading point) and NUMINA's CountAcc rose by +7.9 and +4.2
+    points on two sources of 60 pairs (docs/toy.md)."""
     suppress_outside: bool | Literal["edited"] = True
     """True (default): the guided columns are suppressed on every video row of a frame
     outside the noun's refined layout (its kept and added instances), so the noun cannot
@@ -280,7 +283,7 @@ class NuminaConfig:
         delta(t)`` on the noun's columns, suppression in removed regions only), every other
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
-                        boost_mode="absolute", guide_tokens="noun", suppress_outside=False,
+                        boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False)
         settings.update(overrides)
         return cls(**settings)
