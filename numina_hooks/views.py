@@ -61,9 +61,11 @@ class AttentionView:
 
     Context parallelism (``shard`` is a :class:`~numina_hooks.shard.SequenceShard`): ``q``,
     ``k``, ``v`` are this rank's slice of the video tokens (the keys too for a self view;
-    a cross view's text keys are whole), while ``geometry``, ``video_queries`` and the maps
-    are global: the map methods gather the slices first, a collective that every rank must
-    make at the same call. A replacement output covers the local rows only.
+    a cross view's text keys are whole) and ``video_queries`` / ``video_keys`` describe that
+    slice (local token ``i`` is global token ``shard.offset + i``), while ``geometry`` and
+    the maps are global: the map methods gather the slices first (``full_q``, ``full_k``), a
+    collective that every rank must make at the same call. A replacement output covers the
+    local rows only.
     """
 
     __slots__ = (
