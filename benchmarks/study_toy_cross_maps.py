@@ -12,7 +12,6 @@ NUMINA's default ``cross_head="mean"`` reads).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
-from toy_identify_study import patch_labels  # noqa: E402
+from toy_identify_study import patch_labels, toy_study_setup  # noqa: E402
 
 import numina_hooks  # noqa: E402
 from numina_hooks import hookimpl  # noqa: E402
@@ -53,13 +52,7 @@ class CrossMapRecorder:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=15)
-    ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
-    a = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    pipe = toy_model.load_toy_pipeline(a.weights)
-    pipe.set_progress_bar_config(disable=True)
+    a, pipe = toy_study_setup(argv, __doc__, default_n=15)
     call = dict(toy_model.TOY_CALL)
     n_steps = call["num_inference_steps"]
     from numina_hooks.numina.config import NuminaConfig

@@ -142,6 +142,19 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def toy_study_setup(argv, description: str, default_n: int):
+    """The command line of a toy study (``--n`` pairs, ``--weights``) and the toy pipeline,
+    one torch thread, progress bar off: ``(args, pipe)``."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=default_n, help="held-out prompt-seed pairs")
+    ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    pipe = toy_model.load_toy_pipeline(a.weights)
+    pipe.set_progress_bar_config(disable=True)
+    return a, pipe
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python benchmarks/toy_identify_study.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
