@@ -24,15 +24,26 @@ __all__ = ["SequenceShard", "shard_from_parallel_config"]
 
 @dataclass(frozen=True)
 class SequenceShard:
-    """The slice ``[offset, offset + length)`` of a ``total``-token sequence that this rank
-    holds, among ``world`` ranks of ``group`` (a torch.distributed process group)."""
+    """Rank ``rank``'s slice ``[offset, offset + length)`` of a ``total``-token sequence split
+    among ``world`` ranks of ``group`` (a torch.distributed process group) in slices of
+    ``sizes`` tokens, in rank order."""
 
     rank: int
     world: int
-    offset: int
-    length: int
-    total: int
+    sizes: tuple
     group: Any = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def offset(self) -> int:
+        return sum(self.sizes[: self.rank])
+
+    @property
+    def length(self) -> int:
+        return self.sizes[self.rank]
 
     def gather(self, t: torch.Tensor, dim: int) -> torch.Tensor:
         """The whole sequence: every rank's slice of ``t`` along ``dim``, concatenated in rank
@@ -42,8 +53,7 @@ class SequenceShard:
         if t.shape[dim] != self.length:
             raise ValueError(f"SequenceShard.gather: the tensor has {t.shape[dim]} tokens along dim {dim}; "
                              f"this rank holds {self.length}")
-        sizes = [split_of(self.total, self.world, r, self.length)[1] for r in range(self.world)]
-        biggest = max(sizes)
+        biggest = max(self.sizes)
         t = t.contiguous()
         if self.length < biggest:  # all_gather needs equal shapes: pad, then cut
             pad = list(t.shape)
@@ -51,7 +61,7 @@ class SequenceShard:
             t = torch.cat([t, t.new_zeros(pad)], dim)
         parts = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(parts, t, group=self.group)
-        return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim)
+        return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, self.sizes)], dim)
 
     def local_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Global token indices ``rows`` ``[R]`` -> (bool ``[R]``: held here, local indices of
@@ -60,21 +70,16 @@ class SequenceShard:
         return held, rows[held] - self.offset
 
 
-def split_of(total: int, world: int, rank: int, length: int) -> tuple[int, int]:
-    """(offset, length) of ``rank``'s slice of ``total`` tokens: ``tensor.chunk`` (diffusers'
-    default split: ceil(total / world) each, the last ones shorter) or ``tensor_split`` (its
-    "anything" split: the first ``total % world`` ranks one longer), whichever gives this
-    rank ``length`` tokens. ValueError when neither does."""
+def slice_sizes(total: int, world: int, anything: bool = False) -> tuple:
+    """Every rank's number of tokens when ``total`` tokens are split among ``world`` ranks as
+    diffusers splits them: ``tensor.chunk`` (ceil(total / world) each, the last ones shorter),
+    or with ``anything`` (its ``ulysses_anything`` / ``ring_anything`` configs) ``tensor_split``
+    (the first ``total % world`` ranks one longer)."""
+    if anything:
+        q, extra = divmod(total, world)
+        return tuple(q + (1 if r < extra else 0) for r in range(world))
     c = math.ceil(total / world)
-    chunk = (min(rank * c, total), max(0, min((rank + 1) * c, total) - rank * c))
-    q, r = divmod(total, world)
-    split = (rank * q + min(rank, r), q + (1 if rank < r else 0))
-    for offset, n in (chunk, split):
-        if n == length:
-            return offset, n
-    raise ValueError(f"rank {rank} of {world} holds {length} of {total} tokens: neither an even chunk "
-                     f"({chunk[1]}) nor a tensor_split ({split[1]}) slice; numina-hooks cannot tell which "
-                     "tokens these are")
+    return tuple(max(0, min((r + 1) * c, total) - r * c) for r in range(world))
 
 
 def shard_from_parallel_config(parallel_config: Any, local: int, total: int) -> Optional[SequenceShard]:
@@ -90,8 +95,10 @@ def shard_from_parallel_config(parallel_config: Any, local: int, total: int) -> 
     import torch.distributed as dist
 
     rank = dist.get_rank(group)
-    if local == total:
-        raise ValueError(f"context parallelism over {world} ranks, but this attention call holds all {total} "
-                         "video tokens: numina-hooks cannot tell how the sequence is split here")
-    offset, length = split_of(total, world, rank, local)
-    return SequenceShard(rank=rank, world=world, offset=offset, length=length, total=total, group=group)
+    anything = bool(getattr(cp, "ulysses_anything", False) or getattr(cp, "ring_anything", False))
+    sizes = slice_sizes(total, world, anything)
+    if sizes[rank] != local:
+        raise ValueError(f"rank {rank} of {world} holds {local} of {total} video tokens; diffusers' "
+                         f"{'tensor_split' if anything else 'chunk'} split gives it {sizes[rank]}: numina-hooks "
+                         "cannot tell which tokens these are")
+    return SequenceShard(rank=rank, world=world, sizes=sizes, group=group)

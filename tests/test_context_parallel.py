@@ -62,3 +62,16 @@ def test_numina_reads_and_guides_as_one_process(runs, name):
         for key in ("found", "phase2_ran", "guided_steps", "edits", "layouts_after"):
             assert got[key] == single[key], key
         torch.testing.assert_close(got["frames"], single["frames"], rtol=0, atol=1e-4)
+
+
+def test_uneven_slices_give_every_rank_its_own_size():
+    from numina_hooks.shard import SequenceShard, slice_sizes
+
+    # 10 tokens over 3 ranks: tensor.chunk 4, 4, 2; tensor_split ("anything" configs) 4, 3, 3
+    assert slice_sizes(10, 3) == (4, 4, 2)
+    assert slice_sizes(10, 3, anything=True) == (4, 3, 3)
+    assert slice_sizes(8, 2) == slice_sizes(8, 2, anything=True) == (4, 4)
+    last = SequenceShard(rank=2, world=3, sizes=(4, 3, 3))
+    assert (last.offset, last.length, last.total) == (7, 3, 10)
+    held, local = last.local_rows(torch.tensor([0, 6, 7, 9]))
+    assert held.tolist() == [False, False, True, True] and local.tolist() == [0, 2]
