@@ -187,10 +187,10 @@ def run_numina(
         return [find(driver.tokenizer(), driver.prompt_for_tokenizer(p), a, max_length=length) if a else None
                 for p, a in zip(prompts, asked)]
 
-    nouns_only = token_columns(noun_token_columns)
-    phrases = token_columns(phrase_token_columns) if "phrase" in (config.read_tokens, config.guide_tokens) else None
-    columns = phrases if config.read_tokens == "phrase" else nouns_only  # what phase 1 reads
-    guide_columns = phrases if config.guide_tokens == "phrase" else nouns_only
+    finders = {"noun": noun_token_columns, "phrase": phrase_token_columns}
+    by_kind = {kind: token_columns(finders[kind]) for kind in {config.read_tokens, config.guide_tokens}}
+    columns = by_kind[config.read_tokens]  # what phase 1 reads
+    guide_columns = by_kind[config.guide_tokens]
     num_steps = driver.num_steps(kwargs)
     step, layer = config.resolve_step(num_steps), config.resolve_layer(handle.depth)
     layers = config.resolve_layers(handle.depth)
