@@ -56,6 +56,10 @@ def _scores(out, target: dict) -> dict:
     return {**video_scores(found, target), "found": [{k: f[k] for k in target} for f in found]}
 
 
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
 def run_pair(handle, call: dict, prompt, noise_seed: int, search: int, strategies=STRATEGIES) -> dict:
     """The ``strategies`` (default all four; plain always runs) for one prompt-seed pair
     (see the module docstring).
@@ -64,19 +68,16 @@ def run_pair(handle, call: dict, prompt, noise_seed: int, search: int, strategie
     ``numina eval`` passes a benchmark's annotations (the prompt parser's reading of toy
     captions is checked separately, in tests/test_counts.py).
     """
-    def gen(s):
-        return torch.Generator().manual_seed(int(s))
-
     target = dict(prompt.counts)
     row = {"prompt": prompt.text, "asked": target, "seed": noise_seed}
     t0 = time.perf_counter()
-    candidates = [_scores(handle.run_pipeline(prompt=prompt.text, generator=gen(noise_seed), **call), target)]
+    candidates = [_scores(handle.run_pipeline(prompt=prompt.text, generator=_generator(noise_seed), **call), target)]
     row["plain"] = candidates[0]
     row["plain"]["seconds"] = time.perf_counter() - t0
 
     nouns = {toy_noun_as_written(prompt.text, cat): n for cat, n in target.items()}
     if "numina" in strategies:
-        _numina(row, handle, call, prompt, target, nouns, gen(noise_seed))
+        _numina(row, handle, call, prompt, target, nouns, _generator(noise_seed))
     if "numina-oracle-layout" in strategies:
         _oracle(row, handle, call, prompt, target, nouns, noise_seed)
     if "seed-search" in strategies:
@@ -98,7 +99,7 @@ def _oracle(row, handle, call, prompt, target, nouns, noise_seed) -> None:
     with mock.patch.object(generate_mod, "refine_layouts", refine), \
             mock.patch.object(generate_mod.LayoutReader, "matches", lambda self, c: False):
         row["numina-oracle-layout"] = _scores(handle(prompt=prompt.text, counts=nouns,
-                                                     generator=torch.Generator().manual_seed(noise_seed), **call), target)
+                                                     generator=_generator(noise_seed), **call), target)
     row["numina-oracle-layout"]["seconds"] = time.perf_counter() - t0
 
 
@@ -106,8 +107,7 @@ def _search(row, handle, call, prompt, target, candidates, noise_seed, search) -
     t0 = time.perf_counter()
     for k in range(1, search):
         s = noise_seed + 100_000 * k
-        candidates.append(_scores(handle.run_pipeline(prompt=prompt.text, generator=torch.Generator().manual_seed(s),
-                                                      **call), target))
+        candidates.append(_scores(handle.run_pipeline(prompt=prompt.text, generator=_generator(s), **call), target))
     best = max(range(len(candidates)), key=lambda j: (candidates[j]["count_acc"], -j))
     row["seed-search"] = {**candidates[best], "chosen": best, "candidates": len(candidates),
                           "seconds": row["plain"]["seconds"] + time.perf_counter() - t0}
@@ -156,8 +156,9 @@ def summarize(rows: list[dict], settings: dict) -> tuple[dict, str]:
         md.append(f"| {s} | " + " | ".join(
             f"{pct(e['by_asked'][k]['acc'])} ({e['by_asked'][k]['cells']})" if k in e["by_asked"] else "-"
             for k in counts) + " |")
-    md += ["", f"{len(rows)} held-out prompt-seed pairs; NUMINA ran phase 2 in "
-               f"{pct(summary['numina_phase2_ran'] or 0)}% of them; seed search over {settings.get('search')} seeds; "
+    ran_line = ("" if summary["numina_phase2_ran"] is None
+                else f"NUMINA ran phase 2 in {pct(summary['numina_phase2_ran'])}% of them; ")
+    md += ["", f"{len(rows)} held-out prompt-seed pairs; {ran_line}seed search over {settings.get('search')} seeds; "
                f"toy weights step {settings.get('weights_step')}; config {settings.get('config') or 'default'}; "
                f"machine: {settings.get('machine_line')}."]
     return summary, "\n".join(md) + "\n"
