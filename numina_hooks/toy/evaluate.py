@@ -18,6 +18,7 @@ import torch
 
 from ..metrics import summarize, video_scores
 from . import model as toy_model
+from .instance_head import self_queries_keys
 from .counter import count_objects
 from .world import Prompt, held_out_prompts
 
@@ -81,21 +82,10 @@ def _self_attention_maps(pipe, latents: torch.Tensor, sigma: float, caption: str
         for h in handles:
             h.remove()
 
-    def rope(x, cos, sin):
-        x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
-        c, s = cos[..., 0::2], sin[..., 1::2]
-        out = torch.empty_like(x)
-        out[..., 0::2] = x1 * c - x2 * s
-        out[..., 1::2] = x1 * s + x2 * c
-        return out
-
     maps = []
     with torch.no_grad():
         for attn, hs, rotary in captured:
-            q = attn.norm_q(attn.to_q(hs)).unflatten(2, (attn.heads, -1))
-            k = attn.norm_k(attn.to_k(hs)).unflatten(2, (attn.heads, -1))
-            if rotary is not None:
-                q, k = rope(q, *rotary), rope(k, *rotary)
+            q, k = self_queries_keys(attn, hs, rotary)
             q, k = q[0].transpose(0, 1), k[0].transpose(0, 1)  # [heads, L, d]
             maps.append(torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1))
     return maps

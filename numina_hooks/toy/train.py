@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import instance_head
 from . import model as toy_model
 from . import world
 
@@ -40,16 +41,22 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def batch_clips(seed: int, step: int, batch: int, drop: float):
-    """Frames latents [B, 3, F, H, W] and captions for training step ``step``."""
+    """Training batch of step ``step``: frames as latents [B, 3, F, H, W], captions, and
+    each video token's object id (long [B, F * h * w], 0 = background; used by the
+    instance-head loss)."""
     rng = np.random.default_rng([seed, step, 0xDA7A])
     clips = [world.make_clip(int(s)) for s in rng.integers(0, 2**62, size=batch)]
     captions = ["" if rng.random() < drop else c.caption for c in clips]
     frames = np.stack([c.frames for c in clips])
-    return toy_model.frames_to_latents(frames), captions
+    labels = instance_head.patch_instances(np.stack([c.instances for c in clips]), world.PATCH)
+    return toy_model.frames_to_latents(frames), captions, labels
 
 
-def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator) -> torch.Tensor:
-    """Rectified-flow loss of one batch (mean squared error on the velocity e - x0).
+def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
+              aux: "instance_head.InstanceHeadLoss | None" = None, labels: torch.Tensor | None = None,
+              aux_max_sigma: float = 0.8) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rectified-flow loss of one batch (mean squared error on the velocity e - x0), and the
+    instance-head loss when ``aux`` is given (with the batch's token ``labels``), else None.
 
     The noise is drawn on the CPU from ``gen`` (so a step's noise does not depend on the
     device) and moved to the transformer's device with ``x0``.
@@ -62,9 +69,15 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator)
     s = sigma.view(b, 1, 1, 1, 1)
     x = (1 - s) * x0 + s * noise
     text = toy_model.encode_text(pipe, captions)
-    pred = pipe.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=text,
-                            return_dict=False)[0]
-    return torch.mean((pred - (noise - x0)) ** 2)
+    if aux is None:
+        pred = pipe.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=text,
+                                return_dict=False)[0]
+        return torch.mean((pred - (noise - x0)) ** 2), None
+    with aux:
+        pred = pipe.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=text,
+                                return_dict=False)[0]
+        extra = aux.loss(labels, sigma, aux_max_sigma)
+    return torch.mean((pred - (noise - x0)) ** 2), extra
 
 
 def _params(pipe) -> list[torch.nn.Parameter]:
@@ -191,7 +204,9 @@ def learning_rate(step: int, lr: float, warmup: int, steps: int,
 def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float = 1e-3,
           warmup: int = 200, ema_decay: float = 0.995, caption_dropout: float = 0.1,
           ckpt_every: int = 250, progress: bool = True, device: str = "cpu",
-          workers: int = 0, decay_start: int | None = None, final_lr: float = 0.05) -> dict:
+          workers: int = 0, decay_start: int | None = None, final_lr: float = 0.05,
+          init_weights: str | Path | None = None, instance_heads: str = "",
+          instance_weight: float = 0.01, instance_max_sigma: float = 0.8) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -200,6 +215,12 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
 
     ``device`` is where the model trains ("cuda" on a GPU: the same run, a few minutes);
     ``workers`` > 0 makes the clips in that many processes ahead of the training loop.
+
+    ``init_weights`` (a weights folder, as shipped) starts a new run from trained weights
+    (model and EMA) instead of a random initialisation; a resumed run ignores it.
+    ``instance_heads`` ("BLOCK:HEAD,...") adds ``instance_weight`` times the instance-head
+    loss of :mod:`numina_hooks.toy.instance_head` on those heads, for clips noised to at most
+    ``instance_max_sigma``.
     """
     from tqdm import tqdm
 
@@ -212,7 +233,14 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
             "ema_decay": ema_decay, "caption_dropout": caption_dropout}
     if decay_start is not None:
         args.update(decay_start=decay_start, final_lr=final_lr)
+    heads = instance_head.parse_heads(instance_heads)
+    if heads:
+        args.update(instance_heads=instance_heads, instance_weight=instance_weight,
+                    instance_max_sigma=instance_max_sigma)
+    if init_weights is not None:
+        args.update(init_weights=Path(init_weights).as_posix())
     pipe = toy_model.build_pipeline(seed=seed, device=device)
+    aux = instance_head.InstanceHeadLoss(pipe.transformer, heads) if heads else None
     pipe.transformer.train()
     pipe.text_encoder.train()
     params = _params(pipe)
@@ -220,17 +248,28 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     ema = [p.detach().clone() for p in params]
     step, losses = 0, []
     ckpt = out / CHECKPOINT
+    aux_losses: list[float] = []
     if ckpt.exists():
         step, losses = load_checkpoint(ckpt, pipe, ema, opt)
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
+    elif init_weights is not None:
+        from safetensors.torch import load_file
+
+        toy_model.load_model_state(pipe, {k: v.float().to(device) for k, v in
+                                          load_file(str(Path(init_weights) / "model.safetensors")).items()})
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.copy_(p)
+        print(f"started from the weights in {init_weights}", file=sys.stderr)
 
     def finish_checkpoint(at: int) -> None:
         save_checkpoint(ckpt, pipe, ema, opt, at, losses, args)
         plot_losses(losses, out / "loss.png")
         recent = float(np.mean(losses[-100:])) if losses else math.nan
-        write_ema_weights(pipe, ema, out / "weights",
-                          {"steps": at, "seed": seed, "train_args": args,
-                           "loss_last_100": recent})
+        info = {"steps": at, "seed": seed, "train_args": args, "loss_last_100": recent}
+        if aux_losses:
+            info["instance_loss_last_100"] = float(np.mean(aux_losses[-100:]))
+        write_ema_weights(pipe, ema, out / "weights", info)
 
     bar = tqdm(total=steps, initial=step, disable=not progress, dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -240,11 +279,11 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     while step < steps:
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, lr, warmup, steps, decay_start, final_lr)
-        x0, captions = next(batches)
+        x0, captions, labels = next(batches)
         gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0xF10]).integers(2**62)))
-        loss = flow_loss(pipe, x0, captions, gen)
+        loss, extra = flow_loss(pipe, x0, captions, gen, aux, labels, instance_max_sigma)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if extra is None else loss + instance_weight * extra).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         with torch.no_grad():
@@ -253,8 +292,11 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         step += 1
         done_here += 1
         losses.append(float(loss.detach()))
+        if extra is not None:
+            aux_losses.append(float(extra.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}",
+                        **({"instance": f"{np.mean(aux_losses[-50:]):.3f}"} if aux_losses else {}),
                         s_per_step=f"{(time.time() - t0) / done_here:.2f}", refresh=False)
         if step % ckpt_every == 0 or step == steps:
             finish_checkpoint(step)
@@ -328,6 +370,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help='where to train: "cpu" or "cuda"')
     p.add_argument("--workers", type=int, default=0,
                    help="processes making the clips ahead of the training loop (0: none)")
+    p.add_argument("--init-weights", default=None,
+                   help="start a new run from these trained weights (a weights folder) instead of "
+                        "a random initialisation")
+    p.add_argument("--instance-heads", default="",
+                   help='self-attention heads trained to attend within objects, "BLOCK:HEAD,..." '
+                        "(numina_hooks.toy.instance_head); default: none")
+    p.add_argument("--instance-weight", type=float, default=0.01,
+                   help="weight of the instance-head loss against the flow loss")
+    p.add_argument("--instance-max-sigma", type=float, default=0.8,
+                   help="the instance-head loss applies to clips noised to at most this sigma")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -340,7 +392,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     summary = train(a.out, a.steps, a.seed, a.batch, a.lr, a.warmup, a.ema, a.caption_dropout,
                     a.ckpt_every, progress=not a.no_progress, device=a.device,
-                    workers=a.workers, decay_start=a.decay_start, final_lr=a.final_lr)
+                    workers=a.workers, decay_start=a.decay_start, final_lr=a.final_lr,
+                    init_weights=a.init_weights, instance_heads=a.instance_heads,
+                    instance_weight=a.instance_weight, instance_max_sigma=a.instance_max_sigma)
     print(json.dumps(summary))
 
 
