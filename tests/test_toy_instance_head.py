@@ -28,6 +28,15 @@ def test_cross_entropy_is_the_log_object_size_when_rows_attend_within_their_obje
     assert ih.instance_cross_entropy(focused, labels).item() == pytest.approx(want, abs=1e-4)
     uniform = torch.zeros(1, 6, 6)
     assert ih.instance_cross_entropy(uniform, labels).item() == pytest.approx(math.log(6), abs=1e-5)
+    # frame-local target (3 tokens a frame): object 2 has one patch in frame 0 and two in frame 1
+    labels2 = torch.tensor([[1, 1, 2, 2, 2, 0]])
+    same = (labels2[:, :, None] == labels2[:, None, :]) & (labels2[:, :, None] > 0)
+    local = same & (torch.arange(6)[:, None] // 3 == torch.arange(6)[None, :] // 3)
+    logits = torch.where(local, 0.0, -1e4)
+    assert ih.instance_cross_entropy(logits, labels2, tokens_per_frame=3).item() == pytest.approx(
+        4 * math.log(2) / 5, abs=1e-4)
+    # the whole-clip target asks row 2 for frame 1's patches as well: much higher
+    assert ih.instance_cross_entropy(logits, labels2).item() > 100
     # background rows do not count; no object at all gives 0
     assert ih.instance_cross_entropy(uniform, torch.zeros(1, 6, dtype=torch.long)).item() == 0.0
 

@@ -11,8 +11,9 @@ other heads, the cross-attention and the counts the model draws are left to the 
 The loss, for one head of one block and one clip noised to ``sigma <= max_sigma``: every
 object patch's row of the head's softmax attention (over all ``F * h * w`` video tokens of
 the clip) is pulled towards the uniform distribution over the patches of its own object in
-every frame, by cross-entropy: ``-mean_{j in object(i)} log P[i, j]`` averaged over object
-rows. Background rows are free. Queries and keys are recomputed from the block's
+its own frame (phase 1 partitions each frame's map), by cross-entropy
+``-mean_{j in object(i), frame(j) = frame(i)} log P[i, j]``, averaged over object rows.
+Background rows are free. Queries and keys are recomputed from the block's
 ``attn1`` input with the layer's own projections, norms and RoPE (the same recipe as the
 probe in :mod:`numina_hooks.toy.evaluate`), with gradients, so the processors stay untouched.
 """
@@ -79,13 +80,18 @@ def head_logits(attn, hidden: torch.Tensor, rotary, head: int) -> torch.Tensor:
     return q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
 
 
-def instance_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def instance_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                           tokens_per_frame: int | None = None) -> torch.Tensor:
     """Mean over object rows of ``-mean_{j in object(i)} log softmax(logits[i])[j]``.
 
-    ``logits`` [B, L, L]; ``labels`` long [B, L] (0 = background). Returns a scalar (0 with
-    no object row)."""
+    ``logits`` [B, L, L]; ``labels`` long [B, L] (0 = background). With ``tokens_per_frame``
+    the target keeps only the object's patches in the row's own frame (tokens in frame order,
+    ``tokens_per_frame`` each). Returns a scalar (0 with no object row)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     same = (labels[:, :, None] == labels[:, None, :]) & (labels[:, :, None] > 0)
+    if tokens_per_frame is not None:
+        frame = torch.arange(labels.shape[1], device=labels.device) // tokens_per_frame
+        same = same & (frame[:, None] == frame[None, :])
     size = same.sum(-1)
     rows = size > 0
     if not bool(rows.any()):
@@ -103,7 +109,7 @@ class InstanceHeadLoss:
     ...     extra = aux.loss(labels, sigma, max_sigma=0.8)
     """
 
-    def __init__(self, transformer, heads: Sequence[tuple[int, int]]):
+    def __init__(self, transformer, heads: Sequence[tuple[int, int]], tokens_per_frame: int | None = None):
         n_blocks = len(transformer.blocks)
         n_heads = transformer.config.num_attention_heads
         for block, head in heads:
@@ -113,6 +119,8 @@ class InstanceHeadLoss:
                                  f"0..{n_blocks - 1} and HEAD in 0..{n_heads - 1}")
         self.transformer = transformer
         self.heads = list(heads)
+        #: video tokens per latent frame (the target stays in the row's frame); None: whole clip
+        self.tokens_per_frame = tokens_per_frame
         self._captured: dict = {}
         self._handles: list = []
 
@@ -150,7 +158,7 @@ class InstanceHeadLoss:
             else:
                 rot = None if rotary is None else tuple(r for r in rotary)
                 term = instance_cross_entropy(head_logits(attn, hidden[keep], rot, head),
-                                              labels.to(hidden.device)[keep])
+                                              labels.to(hidden.device)[keep], self.tokens_per_frame)
             total = term if total is None else total + term
         self._captured.clear()
         return total / len(self.heads)

@@ -240,7 +240,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     if init_weights is not None:
         args.update(init_weights=Path(init_weights).as_posix())
     pipe = toy_model.build_pipeline(seed=seed, device=device)
-    aux = instance_head.InstanceHeadLoss(pipe.transformer, heads) if heads else None
+    tokens_per_frame = (world.SIZE // world.PATCH) ** 2
+    aux = instance_head.InstanceHeadLoss(pipe.transformer, heads, tokens_per_frame) if heads else None
     pipe.transformer.train()
     pipe.text_encoder.train()
     params = _params(pipe)
@@ -328,6 +329,23 @@ command copies `{run}/weights/` here and rewrites this file.
 """
 
 
+def _command_extras(a: dict) -> str:
+    """The training command's options beyond the basic ones, from a run's ``train_args``."""
+    extra = ""
+    for key in ("lr", "warmup"):
+        default = {"lr": 1e-3, "warmup": 200}[key]
+        if a.get(key, default) != default:
+            extra += f" --{key} {a[key]}"
+    if a.get("decay_start") is not None:
+        extra += f" --decay-start {a['decay_start']} --final-lr {a['final_lr']}"
+    if a.get("init_weights"):
+        extra += f" --init-weights {a['init_weights']}"
+    if a.get("instance_heads"):
+        extra += (f" --instance-heads {a['instance_heads']} --instance-weight {a['instance_weight']}"
+                  f" --instance-max-sigma {a['instance_max_sigma']}")
+    return extra
+
+
 def ship(run_dir: str | Path, dest: str | Path = toy_model.WEIGHTS_DIR) -> dict:
     """Copy a run's EMA weights into the package (``dest``) and write its README."""
     import shutil
@@ -342,8 +360,7 @@ def ship(run_dir: str | Path, dest: str | Path = toy_model.WEIGHTS_DIR) -> dict:
     (dest / "README.md").write_text(_WEIGHTS_README.format(
         steps=info["steps"], seed=info["seed"], target=a["steps"], ema_decay=a["ema_decay"],
         loss=info["loss_last_100"], run=Path(run_dir).as_posix(),
-        extra=(f" --decay-start {a['decay_start']} --final-lr {a['final_lr']}"
-               if a.get("decay_start") is not None else "")))
+        extra=_command_extras(a)))
     return info
 
 
