@@ -37,6 +37,10 @@ def test_cross_entropy_is_the_log_object_size_when_rows_attend_within_their_obje
         4 * math.log(2) / 5, abs=1e-4)
     # the whole-clip target asks row 2 for frame 1's patches as well: much higher
     assert ih.instance_cross_entropy(logits, labels2).item() > 100
+    # with the background as one more object, row 2 (background) spreads over its one patch: log 1
+    bg_logits = torch.where(labels[:, :, None] == labels[:, None, :], 0.0, -1e4)
+    assert ih.instance_cross_entropy(bg_logits, labels, background=True).item() == pytest.approx(
+        (2 * math.log(2) + 3 * math.log(3)) / 6, abs=1e-4)
     # background rows do not count; no object at all gives 0
     assert ih.instance_cross_entropy(uniform, torch.zeros(1, 6, dtype=torch.long)).item() == 0.0
 

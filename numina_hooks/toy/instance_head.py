@@ -13,7 +13,10 @@ object patch's row of the head's softmax attention (over all ``F * h * w`` video
 the clip) is pulled towards the uniform distribution over the patches of its own object in
 its own frame (phase 1 partitions each frame's map), by cross-entropy
 ``-mean_{j in object(i), frame(j) = frame(i)} log P[i, j]``, averaged over object rows.
-Background rows are free. Queries and keys are recomputed from the block's
+The background of a frame counts as one more object (its rows are pulled towards the
+frame's background patches), as in the instance heads of real models, where the background
+is a segment of its own: without it the background rows attended to the objects next to
+them and every object's region bled into its border. Queries and keys are recomputed from the block's
 ``attn1`` input with the layer's own projections, norms and RoPE (the same recipe as the
 probe in :mod:`numina_hooks.toy.evaluate`), with gradients, so the processors stay untouched.
 """
@@ -81,14 +84,17 @@ def head_logits(attn, hidden: torch.Tensor, rotary, head: int) -> torch.Tensor:
 
 
 def instance_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                           tokens_per_frame: int | None = None) -> torch.Tensor:
+                           tokens_per_frame: int | None = None, background: bool = False) -> torch.Tensor:
     """Mean over object rows of ``-mean_{j in object(i)} log softmax(logits[i])[j]``.
 
     ``logits`` [B, L, L]; ``labels`` long [B, L] (0 = background). With ``tokens_per_frame``
     the target keeps only the object's patches in the row's own frame (tokens in frame order,
-    ``tokens_per_frame`` each). Returns a scalar (0 with no object row)."""
+    ``tokens_per_frame`` each). With ``background`` the background (label 0) is one more
+    object. Returns a scalar (0 with no row to score)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    same = (labels[:, :, None] == labels[:, None, :]) & (labels[:, :, None] > 0)
+    same = labels[:, :, None] == labels[:, None, :]
+    if not background:
+        same = same & (labels[:, :, None] > 0)
     if tokens_per_frame is not None:
         frame = torch.arange(labels.shape[1], device=labels.device) // tokens_per_frame
         same = same & (frame[:, None] == frame[None, :])
@@ -109,7 +115,8 @@ class InstanceHeadLoss:
     ...     extra = aux.loss(labels, sigma, max_sigma=0.8)
     """
 
-    def __init__(self, transformer, heads: Sequence[tuple[int, int]], tokens_per_frame: int | None = None):
+    def __init__(self, transformer, heads: Sequence[tuple[int, int]], tokens_per_frame: int | None = None,
+                 background: bool = True):
         n_blocks = len(transformer.blocks)
         n_heads = transformer.config.num_attention_heads
         for block, head in heads:
@@ -121,6 +128,8 @@ class InstanceHeadLoss:
         self.heads = list(heads)
         #: video tokens per latent frame (the target stays in the row's frame); None: whole clip
         self.tokens_per_frame = tokens_per_frame
+        #: the background is one more object (its rows attend to the frame's background)
+        self.background = background
         self._captured: dict = {}
         self._handles: list = []
 
@@ -158,7 +167,8 @@ class InstanceHeadLoss:
             else:
                 rot = None if rotary is None else tuple(r for r in rotary)
                 term = instance_cross_entropy(head_logits(attn, hidden[keep], rot, head),
-                                              labels.to(hidden.device)[keep], self.tokens_per_frame)
+                                              labels.to(hidden.device)[keep], self.tokens_per_frame,
+                                              self.background)
             total = term if total is None else total + term
         self._captured.clear()
         return total / len(self.heads)
