@@ -38,6 +38,7 @@ from . import model as toy_model
 from . import world
 
 CHECKPOINT = "checkpoint.pt"
+INSTANCE_TARGETS = ("frame-background", "frame", "clip")
 
 
 def batch_clips(seed: int, step: int, batch: int, drop: float):
@@ -206,7 +207,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           ckpt_every: int = 250, progress: bool = True, device: str = "cpu",
           workers: int = 0, decay_start: int | None = None, final_lr: float = 0.05,
           init_weights: str | Path | None = None, instance_heads: str = "",
-          instance_weight: float = 0.01, instance_max_sigma: float = 0.8) -> dict:
+          instance_weight: float = 0.01, instance_max_sigma: float = 0.8,
+          instance_target: str = "frame-background") -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -220,7 +222,9 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     (model and EMA) instead of a random initialisation; a resumed run ignores it.
     ``instance_heads`` ("BLOCK:HEAD,...") adds ``instance_weight`` times the instance-head
     loss of :mod:`numina_hooks.toy.instance_head` on those heads, for clips noised to at most
-    ``instance_max_sigma``.
+    ``instance_max_sigma``; ``instance_target`` is what an object row is pulled towards:
+    "frame-background" (its object in its frame, the background being one more object: the
+    default), "frame" (background rows free) or "clip" (its object in every frame).
     """
     from tqdm import tqdm
 
@@ -235,13 +239,18 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         args.update(decay_start=decay_start, final_lr=final_lr)
     heads = instance_head.parse_heads(instance_heads)
     if heads:
+        if instance_target not in INSTANCE_TARGETS:
+            raise ValueError(f"instance_target={instance_target!r}: expected one of "
+                             f"{', '.join(INSTANCE_TARGETS)}")
         args.update(instance_heads=instance_heads, instance_weight=instance_weight,
-                    instance_max_sigma=instance_max_sigma)
+                    instance_max_sigma=instance_max_sigma, instance_target=instance_target)
     if init_weights is not None:
         args.update(init_weights=Path(init_weights).as_posix())
     pipe = toy_model.build_pipeline(seed=seed, device=device)
-    tokens_per_frame = (world.SIZE // world.PATCH) ** 2
-    aux = instance_head.InstanceHeadLoss(pipe.transformer, heads, tokens_per_frame) if heads else None
+    tokens_per_frame = None if instance_target == "clip" else (world.SIZE // world.PATCH) ** 2
+    aux = (instance_head.InstanceHeadLoss(pipe.transformer, heads, tokens_per_frame,
+                                          background=instance_target == "frame-background")
+           if heads else None)
     pipe.transformer.train()
     pipe.text_encoder.train()
     params = _params(pipe)
@@ -342,7 +351,8 @@ def _command_extras(a: dict) -> str:
         extra += f" --init-weights {a['init_weights']}"
     if a.get("instance_heads"):
         extra += (f" --instance-heads {a['instance_heads']} --instance-weight {a['instance_weight']}"
-                  f" --instance-max-sigma {a['instance_max_sigma']}")
+                  f" --instance-max-sigma {a['instance_max_sigma']}"
+                  f" --instance-target {a.get('instance_target', 'frame-background')}")
     return extra
 
 
@@ -397,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="weight of the instance-head loss against the flow loss")
     p.add_argument("--instance-max-sigma", type=float, default=0.8,
                    help="the instance-head loss applies to clips noised to at most this sigma")
+    p.add_argument("--instance-target", default="frame-background", choices=INSTANCE_TARGETS,
+                   help="what an object row of an instance head is pulled towards (see train())")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -411,7 +423,8 @@ def main(argv: list[str] | None = None) -> None:
                     a.ckpt_every, progress=not a.no_progress, device=a.device,
                     workers=a.workers, decay_start=a.decay_start, final_lr=a.final_lr,
                     init_weights=a.init_weights, instance_heads=a.instance_heads,
-                    instance_weight=a.instance_weight, instance_max_sigma=a.instance_max_sigma)
+                    instance_weight=a.instance_weight, instance_max_sigma=a.instance_max_sigma,
+                    instance_target=a.instance_target)
     print(json.dumps(summary))
 
 
