@@ -187,7 +187,7 @@ class GenericAdapter(Adapter):
                 return None
             site_call, token = entry
             _active_site.reset(token)
-            if not site_call.tapped:
+            if not site_call.tapped and hub._wants_attention:  # (a plugin unregistered during the call: no view due)
                 hub._warn_untapped(site, module)
             return None
 

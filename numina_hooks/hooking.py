@@ -182,7 +182,7 @@ class HookedProcessor:
             result = self.inner(attn, *args, **kwargs)
         finally:
             _active_site.reset(token)
-        if not site_call.tapped:
+        if not site_call.tapped and hub._wants_attention:  # (a plugin unregistered during the call: no view due)
             hub._warn_untapped(self.site, self.inner)
         return result
 
@@ -298,9 +298,9 @@ class KernelTap:
 
 def _make_tapped(original: Callable, layout: str, read_arguments: Optional[Callable] = None) -> Callable:
     def tapped(*args, **kwargs):
+        if not _attention_wanted:  # attached but idle (no on_attention plugin): the kernel alone, traced too
+            return original(*args, **kwargs)
         if torch.compiler.is_compiling():
-            if not _attention_wanted:  # attached but idle: dynamo sees the kernel alone
-                return original(*args, **kwargs)
             marked = _compiled_site[0]
             if marked is None:  # a site marked some other way (the context variable), if any
                 return _dispatch_marked_by_context(original, layout, args, kwargs, read_arguments)
@@ -375,9 +375,13 @@ def make_forward_hook(hub, transformer_name: str, on_enter: Optional[Callable[[]
                 return _compiled_forward(self, module, args, kwargs)
             if on_enter is not None:
                 on_enter()
+            if not hub._wants_context:  # no plugin reads a context: the model alone, no timestep read
+                return self.fn_ref.original_forward(*args, **kwargs)
             ctx = hub._make_context(transformer_name, module, args, kwargs, received_cache_context(self.receiver))
             token = current_call.set(ctx)
             try:
+                if not hub._wants_forward:  # on_forward is the model runner alone: run the model
+                    return self.fn_ref.original_forward(*args, **kwargs)
                 return hub._run_forward(ctx, module, args, kwargs, self.fn_ref.original_forward)
             finally:
                 current_call.reset(token)

@@ -66,7 +66,9 @@ class HookHub:
         self._pm.register(_ModelRunner(), name="numina_hooks.model_runner")
         self.strategy: Optional[GenerationStrategy] = None
         self._wants_attention = False
-        #: some plugin implements on_attention or on_forward: a traced forward needs its context
+        #: some plugin implements on_forward (besides the model runner)
+        self._wants_forward = False
+        #: some plugin implements on_attention or on_forward: a forward needs its context
         self._wants_context = False
         self._compiled_forwards: list = []  # hooking.ForwardChain of traced forwards under way
         self._warned_untapped: set[str] = set()
@@ -126,8 +128,8 @@ class HookHub:
         from .hooking import set_wants_attention
 
         self._wants_attention = bool(self._pm.hook.on_attention.get_hookimpls())
-        wants_forward = any(not isinstance(i.plugin, _ModelRunner) for i in self._pm.hook.on_forward.get_hookimpls())
-        self._wants_context = self._wants_attention or wants_forward
+        self._wants_forward = any(not isinstance(i.plugin, _ModelRunner) for i in self._pm.hook.on_forward.get_hookimpls())
+        self._wants_context = self._wants_attention or self._wants_forward
         set_wants_attention(self, self._wants_attention and self.attached)
 
     # ------------------------------------------------------------------ install / undo

@@ -76,3 +76,14 @@ def test_a_changed_timestep_tensor_is_read_again():
         assert handle._hub._timestep_value(3) == 3.0 and handle._hub._timestep_value(None) is None
     finally:
         handle.detach()
+
+
+def test_attached_with_no_plugin_reads_nothing():
+    """No plugin reads a call context: the forward hook builds none, so the timestep is not
+    read at all (and the outputs are the plain pipeline's)."""
+    pipe = testing.tiny_wan_pipeline(num_layers=1)
+    pipe.set_progress_bar_config(disable=True)
+    plain = _reads(pipe, 3)
+    with numina_hooks.attach(pipe):
+        hooked = _reads(pipe, 3)
+    assert hooked == plain
