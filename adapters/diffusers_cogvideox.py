@@ -85,13 +85,11 @@ class CogVideoXAdapter(Adapter):
         if context.geometry is None:
             # called outside the hooked transformer forward (a forward that bypassed our hook,
             # which the handle reports): the text length, hence the token split, is unknown
-            return
+            return ()
         n_text = context.geometry.text_tokens
         n = q.shape[2]
-        common = dict(site=site, context=context, q=q, k=k, v=v, layout=layout, scale=scale)
-        yield AttentionView(
-            kind="self", video_queries=slice(n_text, n), text_keys=slice(0, n_text), video_keys=slice(n_text, n), **common
-        )
-        yield AttentionView(
-            kind="cross", video_queries=slice(n_text, n), text_keys=slice(0, n_text), video_keys=slice(n_text, n), **common
+        video, text = slice(n_text, n), slice(0, n_text)
+        return (
+            AttentionView._of(site, "self", context, q, k, v, layout, scale, video, text, video),
+            AttentionView._of(site, "cross", context, q, k, v, layout, scale, video, text, video),
         )

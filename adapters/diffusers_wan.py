@@ -26,7 +26,7 @@ import torch
 
 from numina_hooks.context import Geometry, hidden_states_of
 from numina_hooks.hooking import KernelTap
-from numina_hooks.views import AttentionView, Site
+from numina_hooks.views import EVERY_TOKEN, AttentionView, Site
 
 from .base import Adapter, DiffusersDriver, _class_named, register_adapter, unwrap_compiled
 
@@ -75,25 +75,30 @@ class WanAdapter(Adapter):
     def geometry(self, module, args, kwargs) -> Geometry:
         hidden = hidden_states_of(args, kwargs)
         text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        # the same shapes give the same (frozen) Geometry: kept, as the config reads are slow-ish
+        key = (id(module), hidden.shape, None if text is None else text.shape[1])
+        cache = self.__dict__.setdefault("_geometries", {})
+        geo = cache.get(key)
+        if geo is not None:
+            return geo
         p_t, p_h, p_w = module.config.patch_size
         _, _, f, h, w = hidden.shape
         n_text = 0 if text is None else int(text.shape[1])
         if getattr(module.config, "image_dim", None) is not None and n_text > 512:
             n_text = 512  # image context comes first, then the 512 text tokens
-        return Geometry(frames=f // p_t, height=h // p_h, width=w // p_w, text_tokens=n_text)
+        geo = Geometry(frames=f // p_t, height=h // p_h, width=w // p_w, text_tokens=n_text)
+        if len(cache) < 64:
+            cache[key] = geo
+        return geo
 
     def driver(self):
         return None if self.pipeline is None else WanDriver(self.pipeline)
 
     def make_views(self, site: Site, context, q, k, v, layout, scale):
-        n_q, n_k = q.shape[1], k.shape[1]  # BLHD
+        # every query is a video token; the keys are all video (self) or all text (cross)
         if site.kind == "self":
-            slices = dict(video_queries=slice(0, n_q), text_keys=None, video_keys=slice(0, n_k))
-        else:
-            slices = dict(video_queries=slice(0, n_q), text_keys=slice(0, n_k), video_keys=None)
-        yield AttentionView(
-            site=site, kind=site.kind, context=context, q=q, k=k, v=v, layout=layout, scale=scale, **slices
-        )
+            return (AttentionView._of(site, "self", context, q, k, v, layout, scale, EVERY_TOKEN, None, EVERY_TOKEN),)
+        return (AttentionView._of(site, site.kind, context, q, k, v, layout, scale, EVERY_TOKEN, EVERY_TOKEN, None),)
 
 
 class WanDriver(DiffusersDriver):

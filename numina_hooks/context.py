@@ -67,6 +67,16 @@ class CallContext:
     branch: Branch
     geometry: Optional[Geometry]
 
+    @classmethod
+    def _of(cls, transformer: str, step, num_steps, timestep, sigma, branch: Branch, geometry) -> "CallContext":
+        """``cls(transformer, step, ...)``, made without the frozen dataclass's ``__init__``
+        (one ``object.__setattr__`` per field; a context is made at every hooked forward).
+        Fills every field; the object is the same in every respect."""
+        ctx = object.__new__(cls)
+        ctx.__dict__.update(transformer=transformer, step=step, num_steps=num_steps, timestep=timestep,
+                            sigma=sigma, branch=branch, geometry=geometry)
+        return ctx
+
     def branch_rows(self, batch: int) -> Tuple[str, ...]:
         """The branch name of each of ``batch`` rows (``"unknown"`` when nothing says)."""
         if self.branch is None:

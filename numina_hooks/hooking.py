@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import math
 import threading
+import types
 import warnings
 from typing import Callable, Optional
 
@@ -93,17 +93,32 @@ class SiteCall:
 
     def on_kernel(self, original: Callable, layout: str, args: tuple, kwargs: dict, read_arguments=None):
         index = self.kernel_calls
-        self.kernel_calls += 1
+        self.kernel_calls = index + 1
         if index != self.expected_kernel:
             return original(*args, **kwargs)
         self.tapped = True
-        q, k, v, scale = (read_arguments or read_dispatch_arguments)(args, kwargs)
-        if scale is None:
-            scale = 1.0 / math.sqrt(q.shape[-1])
+        if read_arguments is None and len(args) >= 3:  # read_dispatch_arguments, inline: how processors call it
+            q, k, v = args[0], args[1], args[2]
+            scale = kwargs.get("scale", args[6]) if len(args) > 6 else kwargs.get("scale")
+        else:
+            q, k, v, scale = (read_arguments or read_dispatch_arguments)(args, kwargs)
+        if scale is not None:  # None: the view works out the default (1 / sqrt(head_dim)) if asked
+            scale = float(scale)
         parallel_config = kwargs.get("parallel_config") or self.parallel_config  # context parallelism, if any
-        for view in self.hub._adapter.make_views(self.site, self.context, q, k, v, layout, float(scale)):
-            view.set_shard(parallel_config)
-            out = self.hub._dispatch_attention(view)
+        hub = self.hub
+        for view in hub._adapter.make_views(self.site, self.context, q, k, v, layout, scale):
+            if parallel_config is not None:
+                view.set_shard(parallel_config)
+            # hub._dispatch_attention(view), inline (this runs at every viewed kernel call)
+            plan = hub._attention_plan
+            if plan is None:
+                out = hub._pm.hook.on_attention(view=view)
+            else:
+                out = None
+                for function, takes_view in plan:
+                    out = function(view) if takes_view else function()
+                    if out is not None:
+                        break
             if out is not None:
                 return view.to_model_layout(_check_replacement(out, view))
         return original(*args, **kwargs)
@@ -111,7 +126,8 @@ class SiteCall:
 
 def read_dispatch_arguments(args: tuple, kwargs: dict):
     """``(q, k, v, scale_or_None)`` of a call of diffusers' ``dispatch_attention_fn`` or torch SDPA
-    (``query, key, value, attn_mask, dropout_p, is_causal, scale``)."""
+    (``query, key, value, attn_mask, dropout_p, is_causal, scale``). (:meth:`SiteCall.on_kernel`
+    reads three positional tensors itself.)"""
     names = ("query", "key", "value")
     vals = list(args[:3])
     for name in names[len(vals):]:
@@ -162,6 +178,7 @@ class HookedProcessor:
         object.__setattr__(self, "expected_kernel", expected_kernel)
 
     def _call(self, attn, *args, **kwargs):
+        # every wrapper class's __call__ runs this code itself (see wrap_processor): one frame less
         hub = self.hub
         if not hub._wants_attention:
             return self.inner(attn, *args, **kwargs)
@@ -204,10 +221,12 @@ def wrap_processor(inner, site: Site, hub, expected_kernel: int) -> HookedProces
     cls = type(inner)
     wrapper_cls = _wrapper_classes.get(cls)
     if wrapper_cls is None:
-
-        def __call__(self, attn, *args, **kwargs):
-            return self._call(attn, *args, **kwargs)
-
+        # HookedProcessor._call's own code under the name __call__ (a function of its own, to
+        # carry the signature): the model calls it directly, with no delegating frame between
+        call = HookedProcessor._call
+        __call__ = types.FunctionType(call.__code__, call.__globals__, "__call__", call.__defaults__, call.__closure__)
+        __call__.__qualname__ = f"Hooked{cls.__name__}.__call__"
+        __call__.__doc__ = call.__doc__
         try:
             __call__.__signature__ = inspect.signature(cls.__call__)
         except (TypeError, ValueError):  # pragma: no cover - builtins without a signature

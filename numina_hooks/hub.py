@@ -70,6 +70,10 @@ class HookHub:
         self._wants_forward = False
         #: some plugin implements on_attention or on_forward: a forward needs its context
         self._wants_context = False
+        #: the on_attention implementations to call in order, when pluggy's call reduces to a
+        #: loop over them (see _refresh); None: call through pluggy
+        self._attention_plan: Optional[tuple] = ()
+        self._fallback_contexts: dict[str, CallContext] = {}
         self._compiled_forwards: list = []  # hooking.ForwardChain of traced forwards under way
         self._warned_untapped: set[str] = set()
         self._undo: list = []  # what detach runs, last first
@@ -127,7 +131,9 @@ class HookHub:
     def _refresh(self) -> None:
         from .hooking import set_wants_attention
 
-        self._wants_attention = bool(self._pm.hook.on_attention.get_hookimpls())
+        attention = self._pm.hook.on_attention.get_hookimpls()
+        self._wants_attention = bool(attention)
+        self._attention_plan = _direct_plan(attention)
         self._wants_forward = any(not isinstance(i.plugin, _ModelRunner) for i in self._pm.hook.on_forward.get_hookimpls())
         self._wants_context = self._wants_attention or self._wants_forward
         set_wants_attention(self, self._wants_attention and self.attached)
@@ -224,15 +230,7 @@ class HookHub:
             step = user["step"] if user["step"] is not None else step
             num_steps = user["num_steps"] if user["num_steps"] is not None else num_steps
             timestep = float(user["timestep"]) if user["timestep"] is not None else timestep
-        return CallContext(
-            transformer=tname,
-            step=step,
-            num_steps=num_steps,
-            timestep=timestep,
-            sigma=sigma,
-            branch=branch,
-            geometry=geometry,
-        )
+        return CallContext._of(tname, step, num_steps, timestep, sigma, branch, geometry)
 
     def _timestep_value(self, timestep) -> Optional[float]:
         """The float of a forward's ``timestep`` (its max: Wan2.2 TI2V passes one per token,
@@ -249,8 +247,8 @@ class HookHub:
         if not isinstance(timestep, torch.Tensor):
             return float(torch.as_tensor(timestep).max())
         try:
-            key = (timestep.data_ptr(), timestep._version, tuple(timestep.shape), tuple(timestep.stride()),
-                   timestep.dtype, timestep.device)
+            key = (timestep.data_ptr(), timestep._version, timestep.shape, timestep.stride(), timestep.dtype,
+                   timestep.device)
         except RuntimeError:  # an inference-mode tensor has no version counter: read it every time
             return float(timestep.max())
         memo = self._timestep_memo
@@ -261,7 +259,12 @@ class HookHub:
         return value
 
     def _fallback_context(self, tname: str) -> CallContext:
-        return CallContext(tname, None, None, None, None, None, None)
+        """The context of an attention call outside any hooked forward (nothing known; frozen,
+        so one per transformer name serves every such call)."""
+        ctx = self._fallback_contexts.get(tname)
+        if ctx is None:
+            ctx = self._fallback_contexts[tname] = CallContext(tname, None, None, None, None, None, None)
+        return ctx
 
     # ------------------------------------------------------------------ dispatch
     def _run_forward(self, ctx: CallContext, module, args, kwargs, original_forward):
@@ -269,7 +272,17 @@ class HookHub:
         return self._pm.hook.on_forward(call=call)
 
     def _dispatch_attention(self, view: AttentionView):
-        return self._pm.hook.on_attention(view=view)
+        """``on_attention(view=view)``: the first non-None result, or None. Runs the plan of
+        :func:`_direct_plan` where there is one, else pluggy's call. (:meth:`SiteCall.on_kernel
+        <numina_hooks.hooking.SiteCall.on_kernel>` runs the same inline.)"""
+        plan = self._attention_plan
+        if plan is None:
+            return self._pm.hook.on_attention(view=view)
+        for function, takes_view in plan:
+            out = function(view) if takes_view else function()
+            if out is not None:
+                return out
+        return None
 
     def _ensure_hooked(self) -> None:
         """Put the forward hooks back where something (accelerate's offload) took them out."""
@@ -301,6 +314,24 @@ class HookHub:
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def _direct_plan(hookimpls: list) -> Optional[tuple]:
+    """pluggy's call of a ``firstresult`` hook with one argument (``on_attention(view=...)``)
+    as ``((function, takes_the_argument), ...)`` in pluggy's calling order (the last of
+    ``hookimpls``, which pluggy keeps sorted by registration and ``tryfirst`` / ``trylast``,
+    first): each function is called in turn until one returns non-None, as pluggy does,
+    without pluggy's per-call bookkeeping (argument checks, list copies, result list), which
+    is most of an observer's cost per attention call. None (call through pluggy) when an
+    implementation is a wrapper or takes arguments with defaults. Rebuilt by
+    :meth:`HookHub._refresh` at every register and unregister; a plugin registering another
+    one from inside the hook is seen from the next call on, as with pluggy."""
+    plan = []
+    for impl in reversed(hookimpls):
+        if impl.wrapper or impl.hookwrapper or impl.kwargnames or len(impl.argnames) > 1:
+            return None
+        plan.append((impl.function, bool(impl.argnames)))
+    return tuple(plan)
 
 
 def _set_marker(model: torch.nn.Module, ref: weakref.ref):

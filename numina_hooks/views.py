@@ -1,7 +1,10 @@
 """The attention view handed to ``on_attention`` plugins.
 
 A view is cheap to build: it holds references to the kernel's q/k/v and a few
-slices. Everything expensive (attention maps) is computed on request, in
+slices; what an adapter can leave to the tensors' shapes (a token slice covering
+every token, the default scale) is worked out when a plugin first reads it, so an
+observer that reads ``view.layer`` pays for none of it. Everything expensive
+(attention maps) is computed on request, in
 float32, one frame (and, for long key sequences, one group of heads) at a
 time, so memory stays bounded by one frame's ``HW x keys`` block per head
 group and the full ``tokens x tokens`` matrix is never built.
@@ -9,6 +12,7 @@ group and the full ``tokens x tokens`` matrix is never built.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -18,6 +22,20 @@ from .context import CallContext, Geometry
 
 #: Elements of float32 scores materialised at once when computing maps.
 MAP_CHUNK_ELEMENTS = 1 << 25  # 32M floats = 128 MB
+
+
+class _EveryToken:
+    """The token slice ``slice(0, n)`` over every query (or key) token of the view's tensors,
+    for an adapter to pass without reading their shapes; the view reads them when a plugin
+    first asks for the slice."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EVERY_TOKEN"
+
+
+EVERY_TOKEN = _EveryToken()
 
 
 @dataclass(frozen=True)
@@ -72,10 +90,10 @@ class AttentionView:
         "site",
         "kind",
         "context",
-        "scale",
-        "video_queries",
-        "text_keys",
-        "video_keys",
+        "_scale",
+        "_video_queries",
+        "_text_keys",
+        "_video_keys",
         "_q",
         "_k",
         "_v",
@@ -94,25 +112,85 @@ class AttentionView:
         k: torch.Tensor,
         v: torch.Tensor,
         layout: str,
-        scale: float,
-        video_queries: slice,
-        text_keys: Optional[slice],
-        video_keys: Optional[slice],
+        scale: Optional[float],
+        video_queries,
+        text_keys,
+        video_keys,
         shard=None,
     ):
+        """``scale=None``: the kernels' default, ``1 / sqrt(head_dim)``. Each token slice is a
+        ``slice``, ``None`` (no such tokens) or :data:`EVERY_TOKEN` (all the query, or key,
+        tokens); the default scale and :data:`EVERY_TOKEN` are resolved when first read."""
         self.site = site
         self.kind = kind
         self.context = context
-        self.scale = scale
-        self.video_queries = video_queries
-        self.text_keys = text_keys
-        self.video_keys = video_keys
+        self._scale = scale
+        self._video_queries = video_queries
+        self._text_keys = text_keys
+        self._video_keys = video_keys
         self._q, self._k, self._v = q, k, v
         self._layout = layout
         self.shard = shard
-        self._gathered: dict = {}
+        self._gathered: Optional[dict] = None  # made by the first gather (context parallelism)
+
+    @classmethod
+    def _of(cls, site: Site, kind: str, context: CallContext, q, k, v, layout: str, scale: Optional[float],
+            video_queries, text_keys, video_keys) -> "AttentionView":
+        """The view ``cls(site=site, kind=kind, ...)`` makes with no shard, built without the
+        keyword call (adapters make one at every viewed kernel call). Sets every slot
+        ``__init__`` sets."""
+        self = object.__new__(cls)
+        self.site = site
+        self.kind = kind
+        self.context = context
+        self._scale = scale
+        self._video_queries = video_queries
+        self._text_keys = text_keys
+        self._video_keys = video_keys
+        self._q = q
+        self._k = k
+        self._v = v
+        self._layout = layout
+        self.shard = None
+        self._gathered = None
+        return self
 
     # ------------------------------------------------------------------ facts
+    @property
+    def scale(self) -> float:
+        """The softmax scale of the kernel call (``1 / sqrt(head_dim)`` unless the model passed one)."""
+        scale = self._scale
+        if scale is None:
+            scale = self._scale = 1.0 / math.sqrt(self._q.shape[-1])
+        return scale
+
+    @property
+    def video_queries(self) -> slice:
+        """Slice of the query tokens that are video tokens (see the class docstring)."""
+        s = self._video_queries
+        if s is EVERY_TOKEN:
+            s = self._video_queries = slice(0, self._tokens(self._q))
+        return s
+
+    @property
+    def text_keys(self) -> Optional[slice]:
+        """Slice of the key tokens that are text tokens, or None."""
+        s = self._text_keys
+        if s is EVERY_TOKEN:
+            s = self._text_keys = slice(0, self._tokens(self._k))
+        return s
+
+    @property
+    def video_keys(self) -> Optional[slice]:
+        """Slice of the key tokens that are video tokens, or None."""
+        s = self._video_keys
+        if s is EVERY_TOKEN:
+            s = self._video_keys = slice(0, self._tokens(self._k))
+        return s
+
+    def _tokens(self, t: torch.Tensor) -> int:
+        return t.shape[2] if self._layout == "BHLD" else t.shape[1]
+
     @property
     def layer(self) -> int:
         """0-based block index within its transformer."""
@@ -191,9 +269,12 @@ class AttentionView:
         t = self.q if name == "q" else self.k
         if self.shard is None or (name == "k" and self.video_keys is None):
             return t
-        if name not in self._gathered:
-            self._gathered[name] = self.shard.gather(t, 2)
-        return self._gathered[name]
+        gathered = self._gathered
+        if gathered is None:
+            gathered = self._gathered = {}
+        if name not in gathered:
+            gathered[name] = self.shard.gather(t, 2)
+        return gathered[name]
 
     def set_shard(self, parallel_config) -> None:
         """Record which slice of the video tokens this call holds, from the kernel's
