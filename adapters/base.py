@@ -115,14 +115,34 @@ class Adapter:
         timesteps = getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None)
         if timesteps is None or len(timesteps) == 0:
             return None, None
-        ts = torch.as_tensor(timesteps).detach().cpu()
-        if isinstance(raw, torch.Tensor) and raw.is_floating_point():
-            ts = ts.to(raw.dtype)
-        ts = ts.float()
+        dtype = raw.dtype if isinstance(raw, torch.Tensor) and raw.is_floating_point() else None
+        ts = self._timesteps_on_cpu(timesteps, dtype)
         hits = torch.nonzero(torch.isclose(ts, torch.tensor(float(timestep)), rtol=0, atol=1e-3)).flatten()
         if hits.numel() == 0:
             return None, len(ts)
         return int(hits[0]), len(ts)
+
+    def _timesteps_on_cpu(self, timesteps, dtype) -> torch.Tensor:
+        """The scheduler's ``timesteps`` as float32 on the CPU (through ``dtype`` first, if
+        given). Copying a device tensor to the CPU waits for the device: the copy is kept
+        for the tensor it came from (held, with its in-place version, until the scheduler
+        sets new timesteps), so a generation copies once rather than at every forward."""
+        key = None
+        if isinstance(timesteps, torch.Tensor):
+            try:
+                key = (timesteps._version, timesteps.data_ptr(), tuple(timesteps.shape), dtype)
+            except RuntimeError:  # an inference-mode tensor has no version counter: copy every time
+                key = None
+        memo = self.__dict__.get("_timesteps_memo")
+        if key is not None and memo is not None and memo[0] is timesteps and memo[1] == key:
+            return memo[2]
+        ts = torch.as_tensor(timesteps).detach().cpu()
+        if dtype is not None:
+            ts = ts.to(dtype)
+        ts = ts.float()
+        if key is not None:
+            self._timesteps_memo = (timesteps, key, ts)
+        return ts
 
     def make_views(
         self, site: Site, context: CallContext, q, k, v, layout: str, scale: float

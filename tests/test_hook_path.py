@@ -2,7 +2,8 @@
 
 The dispatch of ``on_attention`` without pluggy's per-call bookkeeping, the view and call
 context built without their keyword constructors, the view's lazily worked out slices and
-scale, and the processor wrapper's signature.
+scale, the processor wrapper's signature, and the scheduler timesteps copied once per
+schedule rather than at every forward.
 """
 
 from __future__ import annotations
@@ -176,3 +177,24 @@ def test_the_processor_wrapper_has_the_processor_signature(wan):
         assert isinstance(wrapper, HookedProcessor)
         assert inspect.signature(wrapper.__call__) == inspect.signature(inner.__call__)
         assert type(wrapper).__call__.__qualname__ == f"Hooked{type(inner).__name__}.__call__"
+
+
+def test_scheduler_timesteps_are_copied_once_per_schedule(wan):
+    with numina_hooks.attach(wan) as handle:
+        adapter = handle._hub._adapter
+        wan.scheduler.set_timesteps(4)
+        timesteps = wan.scheduler.timesteps
+        expected = [(i, 4) for i in range(4)]
+        assert [adapter.step_from_timestep(float(t)) for t in timesteps] == expected
+        kept = adapter._timesteps_memo[2]
+        assert [adapter.step_from_timestep(float(t)) for t in timesteps] == expected
+        assert adapter._timesteps_memo[2] is kept  # not copied again
+        assert adapter.step_from_timestep(float(timesteps[2]), raw=torch.tensor([float(timesteps[2])]).bfloat16())[1] == 4
+        # a new schedule is read again
+        wan.scheduler.set_timesteps(6)
+        assert adapter.step_from_timestep(float(wan.scheduler.timesteps[5])) == (5, 6)
+        # and so is one changed in place
+        first = float(wan.scheduler.timesteps[0])
+        wan.scheduler.timesteps[0] = 123.0
+        assert adapter.step_from_timestep(123.0) == (0, 6)
+        assert adapter.step_from_timestep(first) == (None, 6)
