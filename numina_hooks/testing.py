@@ -71,12 +71,15 @@ def tiny_wan_pipeline(
     head_dim: int = 12,
     two_transformers: bool = False,
     expand_timesteps: bool = False,
+    rope_max_seq_len: int = 32,
 ):
     """A random-weight diffusers ``WanPipeline`` (64x64, 9 frames in well under a second a step).
 
     ``two_transformers=True`` builds a Wan2.2 A14B-style pipeline with
     ``transformer`` and ``transformer_2`` split at ``boundary_ratio=0.5``;
     ``expand_timesteps=True`` a Wan2.2 TI2V-5B-style one (a timestep per token).
+    ``rope_max_seq_len`` bounds the latent frames, rows and columns (patches) it can take
+    (64 for Wan2.1's 480x832, 81 frames: 21 x 30 x 52).
     """
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -94,7 +97,7 @@ def tiny_wan_pipeline(
         return WanTransformer3DModel(
             patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16,
             out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=num_layers,
-            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=rope_max_seq_len,
         ).eval()
 
     vae = AutoencoderKLWan(
