@@ -56,8 +56,12 @@ def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 1) -> np.
     return out
 
 
-def compare_frame(layout: np.ndarray, truth: np.ndarray) -> dict:
-    """Layout instance labels vs true object labels, both [h, w] on one grid (0 = background)."""
+def compare_frame(layout: np.ndarray, truth: np.ndarray, others: Optional[np.ndarray] = None) -> dict:
+    """Layout instance labels vs true object labels, both [h, w] on one grid (0 = background).
+
+    ``others`` (bool [h, w]): the patches of the other categories' objects; with it, the row
+    also says how many layout instances sit on another category's objects more than on
+    this one's (``on_other``)."""
     true_ids = [t for t in np.unique(truth) if t > 0]
     pred_ids = [p for p in np.unique(layout) if p > 0]
     best = []
@@ -67,7 +71,11 @@ def compare_frame(layout: np.ndarray, truth: np.ndarray) -> dict:
         best.append(max(ious) if ious else 0.0)
     fg_t, fg_p = truth > 0, layout > 0
     union = np.logical_or(fg_t, fg_p).sum()
-    return {
+    extra = {}
+    if others is not None:
+        extra["on_other"] = sum(int(np.logical_and(layout == p, others).sum() > np.logical_and(layout == p, fg_t).sum())
+                                for p in pred_ids)
+    return {**extra,
         "true_count": len(true_ids),
         "layout_count": len(pred_ids),
         "count_right": len(true_ids) == len(pred_ids),
@@ -99,7 +107,11 @@ def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> di
                 if cat is None:
                     continue
                 for f, layout in enumerate(layouts):
-                    row = compare_frame(layout, patch_labels(truth[f][cat]))
+                    others = np.zeros(layout.shape, dtype=bool)
+                    for other, labels in truth[f].items():
+                        if other != cat:
+                            others |= patch_labels(labels) > 0
+                    row = compare_frame(layout, patch_labels(truth[f][cat]), others)
                     row.update(prompt=prompt.text, seed=gen_seed, noun=noun, frame=f, asked=prompt.counts.get(cat))
                     frames_rows.append(row)
     return summarize(frames_rows, n)
@@ -119,6 +131,8 @@ def summarize(rows: list, pairs: int) -> dict:
             "instance_iou": _mean([r["instance_iou"] for r in sel]),
             "foreground_iou": _mean([r["foreground_iou"] for r in sel]),
             "mean_abs_count_error": _mean([abs(r["layout_count"] - r["true_count"]) for r in sel]),
+            "instances_on_other": (sum(r["on_other"] for r in sel) / max(1, sum(r["layout_count"] for r in sel))
+                                   if all("on_other" in r for r in sel) else None),
         }
 
     by_count = {}
@@ -128,8 +142,9 @@ def summarize(rows: list, pairs: int) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| true count | noun-frames | layout count right | instance IoU | foreground IoU | mean abs count error |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| true count | noun-frames | layout count right | instance IoU | foreground IoU | mean abs count error "
+             "| layout instances on another noun's objects |",
+             "|---|---|---|---|---|---|---|"]
 
     def fmt(v, pct=False):
         if v is None:
@@ -138,7 +153,8 @@ def markdown(result: dict) -> str:
 
     for key, a in [("all", result["overall"])] + list(result["by_true_count"].items()):
         lines.append(f"| {key} | {a['frames']} | {fmt(a['count_right'], True)} | {fmt(a['instance_iou'])} | "
-                     f"{fmt(a['foreground_iou'])} | {fmt(a['mean_abs_count_error'])} |")
+                     f"{fmt(a['foreground_iou'])} | {fmt(a['mean_abs_count_error'])} | "
+                     f"{fmt(a.get('instances_on_other'), True)} |")
     return "\n".join(lines)
 
 

@@ -31,6 +31,13 @@ def test_compare_frame_counts_and_overlaps():
     row = st.compare_frame(merged, truth)
     assert not row["count_right"] and row["instance_iou"] == pytest.approx(0.5)
     assert st.compare_frame(np.zeros_like(truth), truth)["instance_iou"] == 0.0
+    # an instance lying on another category's object is named as such
+    others = np.zeros(truth.shape, dtype=bool)
+    others[2:4, 2:4] = True
+    stray = layout.copy()
+    stray[2:4, 2:4] = 3
+    assert st.compare_frame(stray, truth, others)["on_other"] == 1
+    assert st.compare_frame(layout, truth, others)["on_other"] == 0
 
 
 def test_summary_groups_by_true_count():
