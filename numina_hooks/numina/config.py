@@ -138,11 +138,11 @@ class NuminaConfig:
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
-    exclusive_regions: bool = False
-    """True: an instance claimed by several nouns in a frame goes to the noun whose
-    cross-attention (relative to its own peak) is strongest over it. False (default, paper):
-    every noun keeps it. On the toy model (60 pairs) True changed NUMINA's CountAcc by -2.6
-    points and TC by +7.6 against False: not adopted (docs/method.md)."""
+    exclusive_regions: bool = True
+    """True (default): an instance claimed by several nouns in a frame goes to the noun whose
+    cross-attention (relative to its own peak) is strongest over it: one object is counted
+    for one noun. False (paper): every noun keeps it. On the toy model with instance heads
+    (docs/toy.md) False let 43% of one noun's instances sit on another noun's objects."""
     temporal_window: int = 1
     """Counts are the median of the per-frame counts over 2w + 1 consecutive frames around
     each frame (moved inward at the ends; the per-frame layouts are kept for guidance);
