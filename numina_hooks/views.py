@@ -167,25 +167,25 @@ class AttentionView:
     @property
     def video_queries(self) -> slice:
         """Slice of the query tokens that are video tokens (see the class docstring)."""
-        s = self._video_queries
-        if s is EVERY_TOKEN:
-            s = self._video_queries = slice(0, self._tokens(self._q))
-        return s
+        return self._slice("_video_queries", self._q)
 
     @property
     def text_keys(self) -> Optional[slice]:
         """Slice of the key tokens that are text tokens, or None."""
-        s = self._text_keys
-        if s is EVERY_TOKEN:
-            s = self._text_keys = slice(0, self._tokens(self._k))
-        return s
+        return self._slice("_text_keys", self._k)
 
     @property
     def video_keys(self) -> Optional[slice]:
         """Slice of the key tokens that are video tokens, or None."""
-        s = self._video_keys
+        return self._slice("_video_keys", self._k)
+
+    def _slice(self, attr: str, t: torch.Tensor) -> Optional[slice]:
+        """The token slice stored in ``attr``; ``EVERY_TOKEN`` becomes every token of ``t``
+        (worked out on first read and kept)."""
+        s = getattr(self, attr)
         if s is EVERY_TOKEN:
-            s = self._video_keys = slice(0, self._tokens(self._k))
+            s = slice(0, self._tokens(t))
+            setattr(self, attr, s)
         return s
 
     def _tokens(self, t: torch.Tensor) -> int:
