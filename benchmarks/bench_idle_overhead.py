@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_line  # noqa: E402
@@ -100,19 +99,6 @@ class CallCounter:
         self.tokens.add(view.video_queries.stop - view.video_queries.start)
         if view.layer == 0 and view.kind == "self":
             self.contexts.append(view.context)
-
-
-class ScalarReads(TorchDispatchMode):
-    """Counts reads of a tensor's value into Python (``item``, ``float``, ``int``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def rotated(r: int) -> tuple:
@@ -290,7 +276,7 @@ def hook_path(pipe, context, tokens: int, text_tokens: int, heads: int, head_dim
 
 def value_reads(pipe, call: dict) -> dict:
     def count():
-        with ScalarReads() as reads, torch.no_grad():
+        with testing.scalar_reads() as reads, torch.no_grad():
             pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0), **call)
         return reads.count
 

@@ -152,3 +152,22 @@ WAN_CALL = dict(height=64, width=64, num_frames=9, num_inference_steps=4, guidan
                 output_type="pt")
 COGVIDEOX_CALL = dict(height=64, width=64, num_frames=9, num_inference_steps=4, guidance_scale=3.0,
                       max_sequence_length=16, output_type="pt")
+
+
+def scalar_reads():
+    """A torch dispatch mode counting reads of a tensor's value into Python (``item``,
+    ``float``, ``int``: on a GPU each one waits for the device): ``with scalar_reads() as r:
+    ...; r.count``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ScalarReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    return ScalarReads()

@@ -8,23 +8,9 @@ scheduler timestep, so the second read must come from what the first one found.
 from __future__ import annotations
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import numina_hooks
 from numina_hooks import hookimpl, testing
-
-
-class ScalarReads(TorchDispatchMode):
-    """Counts reads of a tensor's value into Python (``item``, ``float``, ``int``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 class Contexts:
@@ -38,7 +24,7 @@ class Contexts:
 
 def _reads(pipe, steps):
     kwargs = dict(testing.WAN_CALL, output_type="latent", num_inference_steps=steps)
-    with ScalarReads() as reads:
+    with testing.scalar_reads() as reads:
         pipe(prompt="three cats", generator=torch.Generator().manual_seed(0), **kwargs)
     return reads.count
 
