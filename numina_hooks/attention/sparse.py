@@ -53,8 +53,12 @@ ROW_ELEMENTS = 1 << 17
 #: the arithmetic: chunks are 64x larger there (the first chunk sizes of a CPU cache cost
 #: 150-270x the unguided call on an H200 at Wan2.1-1.3B size).
 GPU_CHUNK_FACTOR = 64
-# Both shrink with the output (1/1024 and 1/256 of its elements, floors 2^10 and 2^14), so
+# Both shrink with the output (1/1024 and 1/256 of its elements, floors 2^13 and 2^14), so
 # that the work buffers stay a few percent of what the unguided call allocates anyway.
+#: Fewest elements of a cell chunk: on small calls (a few hundred tokens) each chunk's ~40
+#: small ops cost far more than its arithmetic, so small calls take one chunk (a floor of
+#: 2^10 cut a 144-token call into six chunks; its buffers are tens of KB either way).
+CELL_FLOOR = 1 << 13
 
 
 def guided_attention_sparse(
@@ -86,7 +90,7 @@ def guided_attention_sparse(
     f = compute_dtype(q.dtype)
     h, d, dv = q.shape[1], q.shape[-1], v.shape[-1]
     ws = _Workspace(q.device)  # work buffers reused by every chunk: fresh pages cost more than the arithmetic
-    cell_elements = max(min(1 << 10, CELL_ELEMENTS), min(CELL_ELEMENTS, out.numel() >> 10))
+    cell_elements = max(min(CELL_FLOOR, CELL_ELEMENTS), min(CELL_ELEMENTS, out.numel() >> 10))
     row_elements = max(min(1 << 14, ROW_ELEMENTS), min(ROW_ELEMENTS, out.numel() >> 8))
     if q.device.type != "cpu":
         cell_elements *= GPU_CHUNK_FACTOR
