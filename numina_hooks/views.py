@@ -121,6 +121,19 @@ class AttentionView:
         """``scale=None``: the kernels' default, ``1 / sqrt(head_dim)``. Each token slice is a
         ``slice``, ``None`` (no such tokens) or :data:`EVERY_TOKEN` (all the query, or key,
         tokens); the default scale and :data:`EVERY_TOKEN` are resolved when first read."""
+        self._fill(site, kind, context, q, k, v, layout, scale, video_queries, text_keys, video_keys, shard)
+
+    @classmethod
+    def _of(cls, site: Site, kind: str, context: CallContext, q, k, v, layout: str, scale: Optional[float],
+            video_queries, text_keys, video_keys) -> "AttentionView":
+        """The view ``cls(site=site, kind=kind, ...)`` makes with no shard, built without the
+        keyword call (adapters make one at every viewed kernel call)."""
+        self = object.__new__(cls)
+        self._fill(site, kind, context, q, k, v, layout, scale, video_queries, text_keys, video_keys, None)
+        return self
+
+    def _fill(self, site, kind, context, q, k, v, layout, scale, video_queries, text_keys, video_keys, shard):
+        """Set every slot (the one place both constructors go through)."""
         self.site = site
         self.kind = kind
         self.context = context
@@ -131,29 +144,7 @@ class AttentionView:
         self._q, self._k, self._v = q, k, v
         self._layout = layout
         self.shard = shard
-        self._gathered: Optional[dict] = None  # made by the first gather (context parallelism)
-
-    @classmethod
-    def _of(cls, site: Site, kind: str, context: CallContext, q, k, v, layout: str, scale: Optional[float],
-            video_queries, text_keys, video_keys) -> "AttentionView":
-        """The view ``cls(site=site, kind=kind, ...)`` makes with no shard, built without the
-        keyword call (adapters make one at every viewed kernel call). Sets every slot
-        ``__init__`` sets."""
-        self = object.__new__(cls)
-        self.site = site
-        self.kind = kind
-        self.context = context
-        self._scale = scale
-        self._video_queries = video_queries
-        self._text_keys = text_keys
-        self._video_keys = video_keys
-        self._q = q
-        self._k = k
-        self._v = v
-        self._layout = layout
-        self.shard = None
-        self._gathered = None
-        return self
+        self._gathered = None  # made by the first gather (context parallelism)
 
     # ------------------------------------------------------------------ facts
     @property
