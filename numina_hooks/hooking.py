@@ -97,11 +97,7 @@ class SiteCall:
         if index != self.expected_kernel:
             return original(*args, **kwargs)
         self.tapped = True
-        if read_arguments is None and len(args) >= 3:  # read_dispatch_arguments, inline: how processors call it
-            q, k, v = args[0], args[1], args[2]
-            scale = kwargs.get("scale", args[6]) if len(args) > 6 else kwargs.get("scale")
-        else:
-            q, k, v, scale = (read_arguments or read_dispatch_arguments)(args, kwargs)
+        q, k, v, scale = (read_arguments or read_dispatch_arguments)(args, kwargs)
         if scale is not None:  # None: the view works out the default (1 / sqrt(head_dim)) if asked
             scale = float(scale)
         parallel_config = kwargs.get("parallel_config") or self.parallel_config  # context parallelism, if any
@@ -109,16 +105,7 @@ class SiteCall:
         for view in hub._adapter.make_views(self.site, self.context, q, k, v, layout, scale):
             if parallel_config is not None:
                 view.set_shard(parallel_config)
-            # hub._dispatch_attention(view), inline (this runs at every viewed kernel call)
-            plan = hub._attention_plan
-            if plan is None:
-                out = hub._pm.hook.on_attention(view=view)
-            else:
-                out = None
-                for function, takes_view in plan:
-                    out = function(view) if takes_view else function()
-                    if out is not None:
-                        break
+            out = hub._dispatch_attention(view)
             if out is not None:
                 return view.to_model_layout(_check_replacement(out, view))
         return original(*args, **kwargs)
@@ -126,13 +113,13 @@ class SiteCall:
 
 def read_dispatch_arguments(args: tuple, kwargs: dict):
     """``(q, k, v, scale_or_None)`` of a call of diffusers' ``dispatch_attention_fn`` or torch SDPA
-    (``query, key, value, attn_mask, dropout_p, is_causal, scale``). (:meth:`SiteCall.on_kernel`
-    reads three positional tensors itself.)"""
-    names = ("query", "key", "value")
-    vals = list(args[:3])
-    for name in names[len(vals):]:
-        vals.append(kwargs[name])
+    (``query, key, value, attn_mask, dropout_p, is_causal, scale``)."""
     scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+    if len(args) >= 3:  # how processors call it (the common case, first)
+        return args[0], args[1], args[2], scale
+    vals = list(args)
+    for name in ("query", "key", "value")[len(vals):]:
+        vals.append(kwargs[name])
     return vals[0], vals[1], vals[2], scale
 
 

@@ -273,8 +273,7 @@ class HookHub:
 
     def _dispatch_attention(self, view: AttentionView):
         """``on_attention(view=view)``: the first non-None result, or None. Runs the plan of
-        :func:`_direct_plan` where there is one, else pluggy's call. (:meth:`SiteCall.on_kernel
-        <numina_hooks.hooking.SiteCall.on_kernel>` runs the same inline.)"""
+        :func:`_direct_plan` where there is one, else pluggy's call."""
         plan = self._attention_plan
         if plan is None:
             return self._pm.hook.on_attention(view=view)
