@@ -101,7 +101,8 @@ def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> di
                                         generator=torch.Generator().manual_seed(gen_seed), **call)
             video = toy_model.toy_frames(handle.run_pipeline(
                 prompt=prompt.text, generator=torch.Generator().manual_seed(gen_seed), **call))
-            truth = [label_objects(frame) for frame in video]
+            # per frame, each category's objects on the patch grid
+            truth = [{c: patch_labels(labels) for c, labels in label_objects(frame).items()} for frame in video]
             for noun, layouts in report.layouts_before.items():
                 cat = category_of_noun(noun)
                 if cat is None:
@@ -110,8 +111,8 @@ def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> di
                     others = np.zeros(layout.shape, dtype=bool)
                     for other, labels in truth[f].items():
                         if other != cat:
-                            others |= patch_labels(labels) > 0
-                    row = compare_frame(layout, patch_labels(truth[f][cat]), others)
+                            others |= labels > 0
+                    row = compare_frame(layout, truth[f][cat], others)
                     row.update(prompt=prompt.text, seed=gen_seed, noun=noun, frame=f, asked=prompt.counts.get(cat))
                     frames_rows.append(row)
     return summarize(frames_rows, n)

@@ -109,3 +109,16 @@ def test_a_training_step_with_instance_heads_records_them(tmp_path):
     info = json.loads((run / "weights" / "info.json").read_text())
     assert info["train_args"]["instance_heads"] == "3:1"
     assert info["instance_loss_last_100"] > 0
+
+
+def test_a_run_started_from_weights_starts_from_them(tmp_path):
+    """--init-weights: model and EMA start as the given weights (a zero learning rate keeps them)."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    toy_train.train(run, steps=1, seed=2, batch=2, lr=0.0, progress=False,
+                    init_weights=toy_model.WEIGHTS_DIR, instance_heads="3:2")
+    start = load_file(str(toy_model.WEIGHTS_DIR / "model.safetensors"))
+    written = load_file(str(run / "weights" / "model.safetensors"))
+    assert start.keys() == written.keys()
+    assert all(torch.equal(start[k], written[k]) for k in start)

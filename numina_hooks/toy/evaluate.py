@@ -10,7 +10,6 @@ paper defines them (``numina_hooks.metrics``).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from collections.abc import Sequence
 
@@ -18,7 +17,7 @@ import torch
 
 from ..metrics import summarize, video_scores
 from . import model as toy_model
-from .instance_head import self_queries_keys
+from .instance_head import attn1_inputs, self_queries_keys
 from .counter import count_objects
 from .world import Prompt, held_out_prompts
 
@@ -65,26 +64,14 @@ def _self_attention_maps(pipe, latents: torch.Tensor, sigma: float, caption: str
     of the conditional branch for one noised clip, read from the layer inputs with forward
     pre-hooks (the processors are left untouched)."""
     tr = pipe.transformer
-    captured: list = []
-
-    def grab(module, args, kwargs):
-        # WanTransformerBlock calls attn1(hidden, None, None, rotary_emb) positionally.
-        bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
-        captured.append((module, bound["hidden_states"].detach(), bound.get("rotary_emb")))
-
-    handles = [b.attn1.register_forward_pre_hook(grab, with_kwargs=True) for b in tr.blocks]
-    try:
-        with torch.no_grad():
-            text = toy_model.encode_text(pipe, [caption])
-            tr(hidden_states=latents, timestep=torch.tensor([sigma * 1000.0]),
-               encoder_hidden_states=text, return_dict=False)
-    finally:
-        for h in handles:
-            h.remove()
+    with attn1_inputs(tr, range(len(tr.blocks))) as captured, torch.no_grad():
+        text = toy_model.encode_text(pipe, [caption])
+        tr(hidden_states=latents, timestep=torch.tensor([sigma * 1000.0]),
+           encoder_hidden_states=text, return_dict=False)
 
     maps = []
     with torch.no_grad():
-        for attn, hs, rotary in captured:
+        for attn, hs, rotary in (captured[b] for b in range(len(tr.blocks))):
             q, k = self_queries_keys(attn, hs, rotary)
             q, k = q[0].transpose(0, 1), k[0].transpose(0, 1)  # [heads, L, d]
             maps.append(torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1))

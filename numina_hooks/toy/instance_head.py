@@ -23,8 +23,9 @@ probe in :mod:`numina_hooks.toy.evaluate`), with gradients, so the processors st
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +56,29 @@ def patch_instances(instances: np.ndarray, patch: int = 2) -> torch.Tensor:
     x = torch.as_tensor(np.ascontiguousarray(instances).astype(np.int64))
     x = x.reshape(b, f, h // patch, patch, w // patch, patch).amax(dim=(3, 5))
     return x.reshape(b, -1)
+
+
+@contextlib.contextmanager
+def attn1_inputs(transformer, blocks: Iterable[int]):
+    """Forward pre-hooks on the ``attn1`` of ``blocks`` for the duration of the ``with``:
+    yields a dict, filled by each forward, ``block -> (attn, hidden_states, rotary_emb)``
+    (Wan's block calls ``attn1(hidden, None, None, rotary_emb)``; the processors are left
+    untouched)."""
+    captured: dict = {}
+
+    def grabber(block: int):
+        def grab(module, args, kwargs):
+            bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+            captured[block] = (module, bound["hidden_states"], bound.get("rotary_emb"))
+        return grab
+
+    handles = [transformer.blocks[b].attn1.register_forward_pre_hook(grabber(b), with_kwargs=True)
+               for b in sorted(set(blocks))]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -131,24 +155,15 @@ class InstanceHeadLoss:
         #: the background is one more object (its rows attend to the frame's background)
         self.background = background
         self._captured: dict = {}
-        self._handles: list = []
+        self._hooks: contextlib.ExitStack | None = None
 
     def __enter__(self) -> "InstanceHeadLoss":
-        for block in sorted({b for b, _ in self.heads}):
-            attn = self.transformer.blocks[block].attn1
-            self._handles.append(attn.register_forward_pre_hook(self._grabber(block), with_kwargs=True))
+        self._hooks = contextlib.ExitStack()
+        self._captured = self._hooks.enter_context(attn1_inputs(self.transformer, (b for b, _ in self.heads)))
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _grabber(self, block: int):
-        def grab(module, args, kwargs):
-            bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
-            self._captured[block] = (module, bound["hidden_states"], bound.get("rotary_emb"))
-        return grab
+        self._hooks.close()
 
     def loss(self, labels: torch.Tensor, sigma: torch.Tensor, max_sigma: float = 0.8) -> torch.Tensor:
         """The mean auxiliary loss over the chosen heads, on the clips with ``sigma <=
@@ -165,8 +180,7 @@ class InstanceHeadLoss:
             if not bool(keep.any()):
                 term = hidden.sum() * 0.0
             else:
-                rot = None if rotary is None else tuple(r for r in rotary)
-                term = instance_cross_entropy(head_logits(attn, hidden[keep], rot, head),
+                term = instance_cross_entropy(head_logits(attn, hidden[keep], rotary, head),
                                               labels.to(hidden.device)[keep], self.tokens_per_frame,
                                               self.background)
             total = term if total is None else total + term

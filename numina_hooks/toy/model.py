@@ -145,16 +145,13 @@ def save_weights(pipe, weights_dir: str | Path, info: dict | None = None) -> Non
     (out / "info.json").write_text(json.dumps(meta, indent=2, default=list) + "\n")
 
 
-def load_toy_pipeline(weights_dir: str | Path | None = None, device: str = "cpu"):
-    """The toy ``WanPipeline`` with trained weights (default: the shipped ones).
-
-    ``weights_dir`` holds ``model.safetensors`` as written by :func:`save_weights` (or by
-    ``python -m numina_hooks.toy.train``). Weights are stored in fp16 and loaded as fp32.
-    Call the result with ``**TOY_CALL`` and convert with :func:`toy_frames`.
-    """
+def load_weights(pipe, weights_dir: str | Path) -> None:
+    """Load the weights in ``weights_dir`` (``model.safetensors`` as written by
+    :func:`save_weights`, fp16, loaded as fp32 on the pipeline's device) into ``pipe``,
+    refusing weights trained on another caption vocabulary."""
     from safetensors.torch import load_file
 
-    path = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = Path(weights_dir)
     file = path / "model.safetensors"
     if not file.exists():
         raise FileNotFoundError(
@@ -166,8 +163,19 @@ def load_toy_pipeline(weights_dir: str | Path | None = None, device: str = "cpu"
         if vocab is not None and vocab != world.vocabulary():
             raise ValueError(f"weights in {path} were trained on another caption vocabulary; "
                              "retrain them for this version of numina_hooks.toy.world")
+    device = pipe.transformer.device
+    load_model_state(pipe, {k: v.float().to(device) for k, v in load_file(str(file)).items()})
+
+
+def load_toy_pipeline(weights_dir: str | Path | None = None, device: str = "cpu"):
+    """The toy ``WanPipeline`` with trained weights (default: the shipped ones).
+
+    ``weights_dir`` holds ``model.safetensors`` as written by :func:`save_weights` (or by
+    ``python -m numina_hooks.toy.train``). Weights are stored in fp16 and loaded as fp32.
+    Call the result with ``**TOY_CALL`` and convert with :func:`toy_frames`.
+    """
     pipe = build_pipeline()
-    load_model_state(pipe, {k: v.float() for k, v in load_file(str(file)).items()})
+    load_weights(pipe, weights_dir if weights_dir is not None else WEIGHTS_DIR)
     pipe.transformer.eval()
     pipe.text_encoder.eval()
     return pipe.to(device)

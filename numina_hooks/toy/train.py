@@ -23,6 +23,7 @@ in ``OUT/weights/`` (``model.safetensors`` + ``info.json``, loadable with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -70,14 +71,10 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
     s = sigma.view(b, 1, 1, 1, 1)
     x = (1 - s) * x0 + s * noise
     text = toy_model.encode_text(pipe, captions)
-    if aux is None:
+    with aux if aux is not None else contextlib.nullcontext():
         pred = pipe.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=text,
                                 return_dict=False)[0]
-        return torch.mean((pred - (noise - x0)) ** 2), None
-    with aux:
-        pred = pipe.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=text,
-                                return_dict=False)[0]
-        extra = aux.loss(labels, sigma, aux_max_sigma)
+        extra = None if aux is None else aux.loss(labels, sigma, aux_max_sigma)
     return torch.mean((pred - (noise - x0)) ** 2), extra
 
 
@@ -263,10 +260,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         step, losses = load_checkpoint(ckpt, pipe, ema, opt)
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
     elif init_weights is not None:
-        from safetensors.torch import load_file
-
-        toy_model.load_model_state(pipe, {k: v.float().to(device) for k, v in
-                                          load_file(str(Path(init_weights) / "model.safetensors")).items()})
+        toy_model.load_weights(pipe, init_weights)
         with torch.no_grad():
             for e, p in zip(ema, params):
                 e.copy_(p)
@@ -341,8 +335,7 @@ command copies `{run}/weights/` here and rewrites this file.
 def _command_extras(a: dict) -> str:
     """The training command's options beyond the basic ones, from a run's ``train_args``."""
     extra = ""
-    for key in ("lr", "warmup"):
-        default = {"lr": 1e-3, "warmup": 200}[key]
+    for key, default in (("lr", 1e-3), ("warmup", 200)):
         if a.get(key, default) != default:
             extra += f" --{key} {a[key]}"
     if a.get("decay_start") is not None:
