@@ -29,9 +29,12 @@ class SequenceShard:
     ``sizes`` tokens, in rank order."""
 
     rank: int
-    world: int
     sizes: tuple
     group: Any = None
+
+    @property
+    def world(self) -> int:
+        return len(self.sizes)
 
     @property
     def total(self) -> int:
@@ -101,4 +104,4 @@ def shard_from_parallel_config(parallel_config: Any, local: int, total: int) -> 
         raise ValueError(f"rank {rank} of {world} holds {local} of {total} video tokens; diffusers' "
                          f"{'tensor_split' if anything else 'chunk'} split gives it {sizes[rank]}: numina-hooks "
                          "cannot tell which tokens these are")
-    return SequenceShard(rank=rank, world=world, sizes=sizes, group=group)
+    return SequenceShard(rank=rank, sizes=sizes, group=group)

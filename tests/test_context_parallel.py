@@ -71,7 +71,7 @@ def test_uneven_slices_give_every_rank_its_own_size():
     assert slice_sizes(10, 3) == (4, 4, 2)
     assert slice_sizes(10, 3, anything=True) == (4, 3, 3)
     assert slice_sizes(8, 2) == slice_sizes(8, 2, anything=True) == (4, 4)
-    last = SequenceShard(rank=2, world=3, sizes=(4, 3, 3))
+    last = SequenceShard(rank=2, sizes=(4, 3, 3))
     assert (last.offset, last.length, last.total) == (7, 3, 10)
     held, local = last.local_rows(torch.tensor([0, 6, 7, 9]))
     assert held.tolist() == [False, False, True, True] and local.tolist() == [0, 2]
