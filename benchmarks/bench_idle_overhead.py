@@ -101,6 +101,12 @@ class CallCounter:
             self.contexts.append(view.context)
 
 
+def generate(pipe, call: dict):
+    """One generation of the benchmark's prompt from the same noise (no gradients)."""
+    with torch.no_grad():
+        return pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0), **call)
+
+
 def rotated(r: int) -> tuple:
     k = r % len(MODES)
     return MODES[k:] + MODES[:k]
@@ -122,21 +128,20 @@ def median_against_plain(per_round: list, figure) -> dict:
 def end_to_end(pipe, call: dict, rounds: int) -> dict:
     """Rounds of three whole generations; ratios and microseconds per attention call."""
 
-    def generate():
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            out = pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0), **call).frames
-            return time.perf_counter() - t0, out
+    def timed():
+        t0 = time.perf_counter()
+        out = generate(pipe, call).frames
+        return time.perf_counter() - t0, out
 
-    generate()  # warm-up
+    timed()  # warm-up
     counter = CallCounter()
-    with numina_hooks.attach(pipe, counter), torch.no_grad():
-        pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0), **call)
+    with numina_hooks.attach(pipe, counter):
+        generate(pipe, call)
     per_round, outputs = [], {}
     for r in range(rounds):
         times = {}
         for mode in rotated(r):
-            times[mode], outputs[mode] = run_mode(pipe, mode, generate)
+            times[mode], outputs[mode] = run_mode(pipe, mode, timed)
         per_round.append(times)
     calls = counter.calls
     return {
@@ -157,9 +162,7 @@ def _capture_forward(pipe, call: dict):
     hook = pipe.transformer.register_forward_pre_hook(lambda m, a, k: seen.append((a, k)) if not seen else None,
                                                       with_kwargs=True)
     try:
-        with torch.no_grad():
-            pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0),
-                 **dict(call, num_inference_steps=1))
+        generate(pipe, dict(call, num_inference_steps=1))
     finally:
         hook.remove()
     return seen[0]
@@ -276,8 +279,8 @@ def hook_path(pipe, context, tokens: int, text_tokens: int, heads: int, head_dim
 
 def value_reads(pipe, call: dict) -> dict:
     def count():
-        with testing.scalar_reads() as reads, torch.no_grad():
-            pipe(prompt="three cats chasing two dogs", generator=torch.Generator().manual_seed(0), **call)
+        with testing.scalar_reads() as reads:
+            generate(pipe, call)
         return reads.count
 
     return {mode: run_mode(pipe, mode, count) for mode in MODES}
@@ -294,7 +297,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
 
     sizes = []
-    situ = path = reads = None
+    situ = reads = None
     for index, (name, shape, call_args, rounds) in enumerate(SIZES):
         pipe = testing.tiny_wan_pipeline(**shape)
         pipe.set_progress_bar_config(disable=True)
