@@ -31,8 +31,9 @@ from ..hookspecs import hookimpl
 from .config import NuminaConfig
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
-                     choose_from_partitions, focus_mask, proposals_from_self_map)
-from .partition import (HeadPartitions, concat_partitions, fill_lift, focus_regions,
+                     choose_from_partitions, focus_mask, partition_options,
+                     proposals_from_self_map)
+from .partition import (HeadPartitions, concat_partitions, fill_lift, focus_regions, link_regions,
                         partition_from_qk, temporal_vote)
 
 
@@ -178,14 +179,14 @@ class LayoutReader:
             parts, source = _partition(maps, self.grid, cfg), maps
         elif self.self_source == "qk":
             q, k = view.self_attention_qk(f, batch=[row])
-            parts, source = partition_from_qk(
-                q[0], k[0], view.scale, self.grid, band=cfg.edge_band, name=name,
-                min_region=cfg.min_region, max_region_fraction=cfg.max_region_fraction,
-                reference_quantile=cfg.edge_reference_quantile, sink_mass=cfg.sink_mass)
+            parts, source = partition_from_qk(q[0], k[0], view.scale, self.grid, name=name,
+                                              **partition_options(cfg))
         else:
             raise ValueError(f"LayoutReader.self_source={self.self_source!r}; expected 'qk' "
                              "(read from q/k) or 'maps' (read from full maps)")
         fill_lift(parts, source, None, cfg.lift_sample)
+        if cfg.link_ratio is not None:
+            link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
         return parts
 
     def _read_cross(self, view, row: int) -> None:

@@ -31,7 +31,8 @@ import torch
 from .config import NuminaConfig
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _components, _relabel, choose_head, fill_lift, focus_regions,
-                        head_scores_from_focus, partition_heads, temporal_vote)
+                        head_scores_from_focus, link_regions, partition_heads, temporal_vote)
+from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
            "focus_mask", "naive_cross_count", "temporal_vote", "check_not_constant"]
@@ -118,9 +119,9 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     out = np.zeros((H, W), dtype=bool)
     if peak <= 0 or float(c.min()) == peak:
         return out  # no response, or a flat map: nothing stands out
-    # the ratio is taken above the map's background level (its median): a cross map with a
-    # floor of clutter at 20% of its peak would otherwise be foreground everywhere
-    floor = float(np.median(c))
+    # the ratio is taken above the map's background level (a low quantile): a cross map
+    # with a floor of clutter at 20% of its peak would otherwise be foreground everywhere
+    floor = float(np.quantile(c, cfg.focus_floor_quantile))
     fg = np.argwhere(c >= floor + cfg.peak_ratio * (peak - floor))
     if len(fg) < cfg.focus_min_samples:
         return out
@@ -170,25 +171,17 @@ def check_not_constant(x: torch.Tensor, name: str) -> None:
             "the grid has more than one patch")
 
 
-def _regions_to_instances(regions: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Kept region ids (bool [m + 1]) of an int [H, W] region map -> labels 1..n in raster
-    order of their first pixel (0 elsewhere)."""
-    new = np.zeros(len(keep), dtype=np.int32)
-    flat = regions.reshape(-1)
-    ids = np.nonzero(keep)[0]
-    if len(ids):
-        first = np.full(len(keep), flat.size, dtype=np.int64)
-        np.minimum.at(first, flat, np.arange(flat.size))
-        ids = ids[np.argsort(first[ids], kind="stable")]
-        new[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
-    return new[regions]
+def partition_options(cfg: NuminaConfig) -> dict:
+    """The keyword arguments of ``partition_heads`` (and ``partition_from_qk``) that
+    ``cfg`` sets."""
+    return dict(band=cfg.edge_band, min_region=cfg.min_region,
+                max_region_fraction=cfg.max_region_fraction,
+                reference_quantile=cfg.edge_reference_quantile, sink_mass=cfg.sink_mass,
+                core_quantile=cfg.core_quantile)
 
 
 def _partition(sa: torch.Tensor, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
-    return partition_heads(sa, grid, band=cfg.edge_band, min_region=cfg.min_region,
-                           max_region_fraction=cfg.max_region_fraction,
-                           reference_quantile=cfg.edge_reference_quantile,
-                           sink_mass=cfg.sink_mass)
+    return partition_heads(sa, grid, **partition_options(cfg))
 
 
 def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus: np.ndarray,
@@ -199,6 +192,8 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
     Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
     the head (the true-head reference of the benchmark)."""
     fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.focus_overlap), cfg.lift_sample)
+    if cfg.link_ratio is not None and self_attn is not None:  # None: measured and linked
+        link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
     if head < 0:
@@ -217,7 +212,7 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
 
     With ``proposal_cut="adaptive"`` the map is cut at its own Otsu threshold on absolute
     edge weights (one map: no other head to take them relative to, nor to measure
-    containment against), and a region is an instance by its focus overlap alone (``focus_overlap``),
+    containment against or to join split objects by: ``core_quantile`` is not used), and a region is an instance by its focus overlap alone (``focus_overlap``),
     attention-sink regions excepted."""
     cfg = config or NuminaConfig()
     H, W = (int(g) for g in grid)
@@ -229,7 +224,8 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
         if sm.ndim != 2 or sm.shape[0] != sm.shape[1]:
             raise ValueError(f"self_map must be [HW, HW], got {tuple(sm.shape)}")
         _check_grid(sm.shape[0], (H, W), "layout_from_maps")
-        parts = _partition(sm[None], (H, W), cfg)
+        # cores are not grown: one map has no other heads to join an object's cores again
+        parts = partition_heads(sm[None], (H, W), **(partition_options(cfg) | {"core_quantile": None}))
         proposals = parts.regions[0]
         keep = focus_regions(parts, focus, cfg.focus_overlap)[0] & ~parts.sink[0]
         labels = _regions_to_instances(proposals, keep)

@@ -48,7 +48,7 @@ import torch
 from .attention_entries import MapSelfAttention, QKSelfAttention
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
-           "partition_from_qk", "fill_lift", "concat_partitions",
+           "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
            "focus_regions", "head_scores_from_focus", "choose_head", "temporal_vote"]
 
 
@@ -242,7 +242,8 @@ def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
 def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                     min_region: int = 4, max_region_fraction: float = 0.5,
                     reference_quantile: float | None = 0.25,
-                    sink_mass: float = 0.05) -> HeadPartitions:
+                    sink_mass: float = 0.05, core_quantile: float | None = None
+                    ) -> HeadPartitions:
     """Regions and containment lift of every head of one frame.
 
     ``self_attn``: ``[heads, N, N]`` float tensor (rows sum to 1), or a source of its
@@ -272,7 +273,11 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
     offsets = (np.arange(h) * n)[:, None]
     src = (ph.numpy()[None, :] + offsets)[join]
     dst = (qh.numpy()[None, :] + offsets)[join]
-    comp = _components(h * n, src, dst).reshape(h, n)
+    if core_quantile is None:
+        comp = _components(h * n, src, dst).reshape(h, n)
+    else:
+        comp = _grown_cores(values.numpy(), thr.numpy(), ph.numpy(), qh.numpy(), n,
+                            core_quantile, min_region).reshape(h, n)
     hi = max(1, int(np.floor(max_region_fraction * n)))
     regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
     contrast = _region_contrast(regions, values.numpy(), ph.numpy(), qh.numpy())
@@ -288,6 +293,69 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                           lift=[np.full(len(c), np.nan) for c in contrast],
                           contrast=contrast, sink=sink_region,
                           thresholds=thr.numpy().astype(np.float32))
+
+
+def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarray, n: int,
+                 core_quantile: float, min_region: int) -> np.ndarray:
+    """Regions of every head in which touching objects stay apart: component ids
+    ``[heads * n]`` (head ``k``'s pixels at ``k * n ...``).
+
+    ``values`` [heads, E]: the edge weights of the pixel pairs (``p``, ``q``) [E]; ``thr``
+    [heads]: each head's cut. A *core* is a component, of at least ``min_region`` pixels, of
+    the edges above the ``core_quantile`` of the head's joined edge weights (those above
+    ``thr``). Pixels joined to a core grow onto it, each round every unlabelled pixel taking
+    the label of its most strongly joined labelled neighbour; what no core reaches keeps its
+    own components. Two grown regions that touch become one again unless the edges along
+    their shared border are, on average, at or below the cut: a split stands only where the
+    border is a valley (the seam between two objects), not where a region of even edges
+    (a background) was cut by the core quantile alone."""
+    h, e = values.shape
+    offsets = (np.arange(h) * n)[:, None]
+    gp, gq = (p[None, :] + offsets).reshape(-1), (q[None, :] + offsets).reshape(-1)
+    flat_w = values.reshape(-1)
+    join = (values > thr[:, None]).reshape(-1)
+    a, b, w = gp[join], gq[join], flat_w[join]
+    head_of = a // n
+    hi = np.full(h, np.inf)
+    for k in np.unique(head_of):
+        hi[k] = np.quantile(w[head_of == k], core_quantile)
+    strong = w > hi[head_of]
+    comp = _components(h * n, a[strong], b[strong])
+    size = np.bincount(comp)
+    label = np.where(size[comp] >= min_region, comp + 1, 0)
+    order = np.argsort(w, kind="stable")  # weakest first: the strongest assignment lands last
+    a, b = a[order], b[order]
+    while True:
+        fwd = (label[a] > 0) & (label[b] == 0)
+        bwd = (label[b] > 0) & (label[a] == 0)
+        if not (fwd.any() or bwd.any()):
+            break
+        grown = label.copy()
+        to = np.concatenate([b[fwd], a[bwd]])
+        frm = np.concatenate([a[fwd], b[bwd]])
+        rank = np.concatenate([np.nonzero(fwd)[0], np.nonzero(bwd)[0]])
+        pick = np.argsort(rank, kind="stable")
+        grown[to[pick]] = label[frm[pick]]
+        label = grown
+    rest = label == 0
+    keep = rest[a] & rest[b]
+    label = np.where(rest, _components(h * n, a[keep], b[keep]) + label.max() + 1, label)
+    # borders between grown regions: join back the ones that are not valleys
+    la, lb = label[gp], label[gq]
+    border = la != lb
+    if border.any():
+        lo, up = np.minimum(la[border], lb[border]), np.maximum(la[border], lb[border])
+        key = lo.astype(np.int64) * (label.max() + 1) + up
+        uniq, inv = np.unique(key, return_inverse=True)
+        mean = np.bincount(inv, weights=flat_w[border]) / np.bincount(inv)
+        cut = np.bincount(inv, weights=np.repeat(thr, e)[border]) / np.bincount(inv)
+        even = mean > cut
+        if even.any():
+            ids, label = np.unique(label, return_inverse=True)
+            pair = np.searchsorted(ids, np.stack([uniq[even] // (ids.max() + 1),
+                                                  uniq[even] % (ids.max() + 1)]))
+            label = _components(len(ids), pair[0], pair[1])[label]
+    return label
 
 
 def concat_partitions(parts: list) -> HeadPartitions:
@@ -328,6 +396,116 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         ids = np.unique(todo[k])
         ids = ids[ids > 0]
         parts.lift[k][ids] = measured[k][ids]
+
+
+def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
+                 sample: int = 16) -> None:
+    """Join, in place, the regions of a head that attend to each other about as much as to
+    themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
+    by the core cut of ``partition_heads``.
+
+    Among each head's measured regions with lift > ``min_lift`` (``fill_lift`` first), the
+    affinity of regions ``a`` and ``b`` is ``log(N * mean A[i, j])`` over sampled members
+    ``i`` of ``a`` and ``j`` of ``b`` (both directions averaged; within a region, ``i != j``;
+    0 is what a uniform map gives). ``a`` and ``b`` become one region when their affinity
+    reaches ``ratio`` times the smaller of their own (positive) affinities; joins are
+    transitive. (Unlike the edge weights, no reference over the heads is taken: at a
+    distance a sharply positional head gives almost nothing, and relative to it every pair
+    of regions would look linked.) A joined region gets one id (its pieces need not touch),
+    the size-weighted mean of its pieces' lift and contrast (a conservative lift: measured
+    whole, a joined object would keep more, and so would a class-level head's joined
+    regions), and the sink flag of any piece; ids are renumbered 1..m in raster order of
+    their first pixel. ``self_attn``: the frame's ``[heads, N, N]`` map or a source of its
+    entries (``partition_from_qk``); the same frame and heads as ``parts``. Reads one
+    ``[R, R]`` block per head with two or more candidates (R: their sampled members)."""
+    source = _as_source(self_attn)
+    h, n = source.heads, source.n
+    if parts.regions.shape[0] != h:
+        raise ValueError(f"link_regions: parts has {parts.regions.shape[0]} heads, the "
+                         f"attention {h}: pass the partitions of this attention")
+    flat = parts.regions.reshape(h, -1)
+    for k in range(h):
+        lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
+        ids = np.nonzero(lift > min_lift)[0]
+        ids = ids[ids > 0]
+        if len(ids) < 2:
+            continue
+        members, owner = [], []
+        for j, r in enumerate(ids):
+            pix = np.nonzero(flat[k] == r)[0]
+            if len(pix) > sample:
+                pix = pix[np.round(np.linspace(0, len(pix) - 1, sample)).astype(np.int64)]
+            members.append(pix)
+            owner.append(np.full(len(pix), j))
+        rows = torch.from_numpy(np.concatenate(members))
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(np.concatenate(owner)),
+                                             len(ids)).double()  # [R, m]
+        vals = source.blocks(torch.tensor([k]), rows[None])[0].double()  # [R, R]
+        vals.fill_diagonal_(0.0)
+        count = onehot.sum(0)
+        pairs = count[:, None] * count[None, :] - torch.diag(count)
+        dens = (onehot.t() @ vals @ onehot) / pairs.clamp_min(1)
+        aff = torch.log(0.5 * (dens + dens.t()) * n + 1e-12).numpy()
+        own = np.where(pairs.diagonal().numpy() > 0, aff.diagonal(), -np.inf)
+        bar = ratio * np.minimum(own[:, None], own[None, :])
+        join = (aff >= bar) & (bar > 0)
+        a, b = np.nonzero(np.triu(join, 1))
+        if len(a) == 0:
+            continue
+        group = _components(len(ids), a, b)
+        if group.max() < len(ids) - 1:
+            _merge_regions(parts, k, ids, group)
+
+
+def _merge_regions(parts: HeadPartitions, k: int, ids: np.ndarray, group: np.ndarray) -> None:
+    """Give the regions ``ids`` of head ``k`` that share a ``group`` one id (see
+    ``link_regions``)."""
+    lab = parts.regions[k]
+    m = len(parts.lift[k])
+    target = np.arange(m)
+    for g in np.unique(group):
+        pick = ids[group == g]
+        target[pick] = pick.min()
+    size = np.bincount(lab.reshape(-1), minlength=m).astype(np.float64)
+    merged = target[lab]
+    new_ids = np.unique(merged[merged > 0])
+    keep = np.zeros(m, dtype=bool)
+    keep[new_ids] = True
+    relabelled = _regions_to_ids(merged, keep)
+    out_m = int(relabelled.max()) + 1
+    new_of_old = np.zeros(m, dtype=np.int64)
+    present, first = np.unique(merged.reshape(-1), return_index=True)
+    new_of_old[present] = relabelled.reshape(-1)[first]
+    lift, contrast = np.zeros(out_m), np.zeros(out_m)
+    sink = np.zeros(out_m, dtype=bool)
+    weight = np.zeros(out_m)
+    for old in range(1, m):
+        if size[old] == 0:
+            continue
+        new = new_of_old[target[old]]
+        lift[new] += size[old] * parts.lift[k][old]
+        contrast[new] += size[old] * parts.contrast[k][old]
+        weight[new] += size[old]
+        sink[new] |= parts.sink[k][old]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lift[1:] = lift[1:] / weight[1:]
+        contrast[1:] = contrast[1:] / weight[1:]
+    parts.regions[k] = relabelled
+    parts.lift[k], parts.contrast[k], parts.sink[k] = lift, contrast, sink
+
+
+def _regions_to_ids(regions: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Kept ids (bool [m]) of an int region map -> 1..n in raster order of their first pixel
+    (0 elsewhere)."""
+    flat = regions.reshape(-1)
+    new = np.zeros(len(keep), dtype=np.int32)
+    ids = np.nonzero(keep)[0]
+    if len(ids):
+        first = np.full(len(keep), flat.size, dtype=np.int64)
+        np.minimum.at(first, flat, np.arange(flat.size))
+        ids = ids[np.argsort(first[ids], kind="stable")]
+        new[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return new[regions]
 
 
 def _region_contrast(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.ndarray
