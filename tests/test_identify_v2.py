@@ -153,6 +153,9 @@ def test_paper_preset_and_new_fields_are_validated():
                                 ("edge_reference_quantile", 1.5, "[0, 1] or None"),
                                 ("min_lift", -0.1, "[0, 1)"),
                                 ("sink_mass", 0.0, "(0, 1]"),
+                                ("core_quantile", 1.0, "[0, 1) or None"),
+                                ("link_ratio", 0.0, "(0, 1] or None"),
+                                ("focus_floor_quantile", 1.0, "[0, 1)"),
                                 ("head_choice", "pca", "one of")]:
         with pytest.raises(ValueError, match=rf"NuminaConfig\.{field}=.*{re.escape(words)}"):
             NuminaConfig(**{field: value})
@@ -224,3 +227,39 @@ def test_an_instance_claimed_by_two_nouns_goes_to_the_stronger_one():
     assert labels["cats"].max() == 1  # the shared one left the cats, renumbered
     assert (labels["cats"] == 1).sum() == 4 and labels["cats"][0, 4] == 1
     assert not ((labels["cats"] > 0) & (labels["dogs"] > 0)).any()
+
+
+def _split_object_and_neighbour():
+    """Instance 1 is one object seen in two pieces (an occluder, background, between
+    them); instance 2 is a separate object below."""
+    labels = np.zeros(GRID, dtype=np.int64)
+    labels[1:4, 1:4] = 1
+    labels[1:4, 7:10] = 1
+    labels[5:8, 4:8] = 2
+    return labels
+
+
+def test_an_object_cut_in_two_by_an_occluder_counts_once():
+    labels = _split_object_and_neighbour()
+    sa = _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])
+    cross = _cross(labels, 4)
+    layout = layout_from_attention(sa, cross, GRID)
+    assert layout.self_head == 2 and layout.count == 2
+    left, right = layout.labels[1:4, 1:4], layout.labels[1:4, 7:10]
+    assert (left > 0).mean() >= 0.75 and (right > 0).mean() >= 0.75
+    assert len(set(left[left > 0].tolist()) | set(right[right > 0].tolist())) == 1  # one label
+    # without the link the two pieces are counted as two objects
+    assert layout_from_attention(sa, cross, GRID, NuminaConfig(link_ratio=None)).count == 3
+
+
+@pytest.mark.parametrize("n, seed", [(2, 3), (3, 2), (4, 0)])
+def test_noisy_edges_across_a_seam_do_not_merge_touching_objects(n, seed):
+    # project scenes at the highest noise on the small grid: a few edges across the seam
+    # between two objects pass the cut; plain components merge the objects, cores do not
+    from synthetic_scenes import SELF_HEAD_TYPES, make_scene
+    fr = make_scene(n, (15, 26), n_frames=1, noise=1.0, seed=seed).frames[0]
+    head = SELF_HEAD_TYPES.index("instance")
+    plain = layout_from_attention(fr.self_attn, fr.cross_attn, (15, 26),
+                                  NuminaConfig(core_quantile=None), self_head=head)
+    assert plain.count < fr.count
+    assert layout_from_attention(fr.self_attn, fr.cross_attn, (15, 26)).count == fr.count

@@ -319,7 +319,7 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarr
     hi = np.full(h, np.inf)
     for k in np.unique(head_of):
         hi[k] = np.quantile(w[head_of == k], core_quantile)
-    strong = w > hi[head_of]
+    strong = w >= hi[head_of]
     comp = _components(h * n, a[strong], b[strong])
     size = np.bincount(comp)
     label = np.where(size[comp] >= min_region, comp + 1, 0)
