@@ -192,10 +192,14 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
     Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
     the head (the true-head reference of the benchmark)."""
     fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.focus_overlap), cfg.lift_sample)
-    if cfg.link_ratio is not None and self_attn is not None:  # None: measured and linked
-        link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
+    if head >= 0 and cfg.link_ratio is not None and self_attn is not None:
+        # the chosen head's pieces of one object joined (None: measured and linked already);
+        # joined regions keep their pieces' mean lift and contrast, so the choice stands
+        link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head])
+        instances[head] = focus_regions(parts, focus, cfg.focus_overlap)[head] & (
+            np.nan_to_num(parts.lift[head], nan=-np.inf) > cfg.min_lift)
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
     else:

@@ -316,45 +316,43 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarr
     join = (values > thr[:, None]).reshape(-1)
     a, b, w = gp[join], gq[join], flat_w[join]
     head_of = a // n
-    hi = np.full(h, np.inf)
-    for k in np.unique(head_of):
-        hi[k] = np.quantile(w[head_of == k], core_quantile)
+    joined = torch.from_numpy(np.where(join.reshape(h, e), values, np.nan))
+    hi = torch.nanquantile(joined.double(), core_quantile, dim=1).numpy()  # NaN: none joined
     strong = w >= hi[head_of]
     comp = _components(h * n, a[strong], b[strong])
     size = np.bincount(comp)
     label = np.where(size[comp] >= min_region, comp + 1, 0)
-    order = np.argsort(w, kind="stable")  # weakest first: the strongest assignment lands last
-    a, b = a[order], b[order]
+    # growth: directed edges into unlabelled pixels, weakest first, so that of several
+    # assignments to one pixel in a round the strongest is kept (its last occurrence)
+    frm, to, wt = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([w, w])
+    open_ = label[to] == 0
+    order = np.argsort(wt[open_], kind="stable")
+    frm, to = frm[open_][order], to[open_][order]
     while True:
-        fwd = (label[a] > 0) & (label[b] == 0)
-        bwd = (label[b] > 0) & (label[a] == 0)
-        if not (fwd.any() or bwd.any()):
+        step = (label[frm] > 0) & (label[to] == 0)
+        if not step.any():
             break
-        grown = label.copy()
-        to = np.concatenate([b[fwd], a[bwd]])
-        frm = np.concatenate([a[fwd], b[bwd]])
-        rank = np.concatenate([np.nonzero(fwd)[0], np.nonzero(bwd)[0]])
-        pick = np.argsort(rank, kind="stable")
-        grown[to[pick]] = label[frm[pick]]
-        label = grown
+        dst, src = to[step][::-1], frm[step][::-1]
+        dst, first = np.unique(dst, return_index=True)  # the strongest (last) per pixel
+        label[dst] = label[src[first]]
     rest = label == 0
     keep = rest[a] & rest[b]
-    label = np.where(rest, _components(h * n, a[keep], b[keep]) + label.max() + 1, label)
-    # borders between grown regions: join back the ones that are not valleys
+    grown_max = label.max()
+    label = np.where(rest, _components(h * n, a[keep], b[keep]) + grown_max + 1, label)
+    # borders between grown regions (the rest was never split): join back the ones that are
+    # not valleys
     la, lb = label[gp], label[gq]
-    border = la != lb
+    border = (la != lb) & (la <= grown_max) & (lb <= grown_max)
     if border.any():
         lo, up = np.minimum(la[border], lb[border]), np.maximum(la[border], lb[border])
-        key = lo.astype(np.int64) * (label.max() + 1) + up
+        key = lo.astype(np.int64) * (grown_max + 1) + up
         uniq, inv = np.unique(key, return_inverse=True)
         mean = np.bincount(inv, weights=flat_w[border]) / np.bincount(inv)
         cut = np.bincount(inv, weights=np.repeat(thr, e)[border]) / np.bincount(inv)
         even = mean > cut
         if even.any():
-            ids, label = np.unique(label, return_inverse=True)
-            pair = np.searchsorted(ids, np.stack([uniq[even] // (ids.max() + 1),
-                                                  uniq[even] % (ids.max() + 1)]))
-            label = _components(len(ids), pair[0], pair[1])[label]
+            label = _components(int(label.max()) + 1, uniq[even] // (grown_max + 1),
+                                uniq[even] % (grown_max + 1))[label]
     return label
 
 
@@ -399,7 +397,7 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
-                 sample: int = 16) -> None:
+                 sample: int = 16, heads=None) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -416,15 +414,16 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     whole, a joined object would keep more, and so would a class-level head's joined
     regions), and the sink flag of any piece; ids are renumbered 1..m in raster order of
     their first pixel. ``self_attn``: the frame's ``[heads, N, N]`` map or a source of its
-    entries (``partition_from_qk``); the same frame and heads as ``parts``. Reads one
-    ``[R, R]`` block per head with two or more candidates (R: their sampled members)."""
+    entries (``partition_from_qk``); the same frame and heads as ``parts``. ``heads``: the
+    heads to link (an iterable of indices; None = every head). Reads one ``[R, R]`` block
+    per head with two or more candidates (R: their sampled members)."""
     source = _as_source(self_attn)
     h, n = source.heads, source.n
     if parts.regions.shape[0] != h:
         raise ValueError(f"link_regions: parts has {parts.regions.shape[0]} heads, the "
                          f"attention {h}: pass the partitions of this attention")
     flat = parts.regions.reshape(h, -1)
-    for k in range(h):
+    for k in range(h) if heads is None else heads:
         lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
         ids = np.nonzero(lift > min_lift)[0]
         ids = ids[ids > 0]
