@@ -21,9 +21,12 @@ counts, and the growth exponent (least-squares slope of log time on log tokens).
 when it is missed (after writing its results).
 
 Families: ``project`` (``synthetic_scenes.py``: softmax heads of several kinds, two instance
-heads) and ``shared`` (``synthetic_shared_scenes.py``: every head dominated by a shared
+heads), ``shared`` (``synthetic_shared_scenes.py``: every head dominated by a shared
 diffuse and positional part, one instance head among class, positional, noisy, sink and
-diffuse heads, blurred cross-attention with clutter bumps). Per family, grid (30x52 =
+diffuse heads, blurred cross-attention with clutter bumps) and ``feature``
+(``synthetic_feature_scenes.py``: every map the softmax of q.k of per-token instance,
+category, position and noise features, one instance head; written after the default was
+settled, and the default was not changed after looking at it). Per family, grid (30x52 =
 Wan2.1-1.3B at 832x480, and 15x26) and noise (0.25, 0.5 = moderate, 1.0 = highest):
 scenes of 1..8 instances, ``--seeds`` scenes per count, ``--frames`` frames per scene.
 
@@ -41,7 +44,8 @@ the default and the paper preset (the layout stage alone, without computing the 
 
 Intervals are 95% percentile bootstrap intervals over scenes (frames of one scene are not
 independent). Seeds: scene seeds are 10000 + 100 * s + count, disjoint from the seeds the
-method was developed on (100 * s + count, s < 2). Writes benchmarks/results/identify.json
+method was developed on (100 * s + count, s < 2; the feature family was looked at on
+500 + 100 * s + count). Writes benchmarks/results/identify.json
 and .md.
 """
 
@@ -73,6 +77,7 @@ from numina_hooks.views import AttentionView, Site  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # noqa: E402
+from synthetic_feature_scenes import make_feature_scene  # noqa: E402
 from synthetic_shared_scenes import make_shared_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -209,6 +214,11 @@ def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int):
     if family == "project":
         sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed)
         return sc, SELF_HEAD_TYPES
+    if family == "feature":
+        sc = make_feature_scene(n, grid, n_frames=frames, noise=noise, seed=seed)
+        return sc, sc.head_types
+    if family != "shared":
+        raise ValueError(f"family={family!r}: expected 'project', 'shared' or 'feature'")
     sc = make_shared_scene(n, grid, n_frames=frames, noise=noise, seed=seed)
     return sc, sc.head_types
 
@@ -268,7 +278,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=3, help="frames per scene")
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
-    ap.add_argument("--families", nargs="+", default=("project", "shared"))
+    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--reader-grids", nargs="+", default=("15x26", "30x52", "45x78"))
@@ -374,7 +384,7 @@ def reader_markdown(result: dict) -> list:
 def markdown(result: dict) -> str:
     cells = result["cells"]
     lines = ["# Identify: the reader's cost and count accuracy", ""] + reader_markdown(result) + [
-             "", "### Count accuracy on two synthetic scene families", "",
+             "", "### Count accuracy on three synthetic scene families", "",
              f"12 heads, one thread; per cell {cells[0]['frames']} frames "
              f"({result['seeds']} scenes per count x counts {result['counts'][0]}.."
              f"{result['counts'][1]} x {result['frames_per_scene']} frames). Count accuracy = "

@@ -173,6 +173,24 @@ def test_shared_family_is_reproducible_and_well_formed():
     assert fr.count == 3 and (fr.cross_attn >= 0).all()
 
 
+def test_feature_family_is_reproducible_and_its_instance_head_separates_objects():
+    from synthetic_feature_scenes import FEATURE_HEAD_TYPES, make_feature_scene
+    a = make_feature_scene(3, (12, 20), noise=0.5, seed=4, n_frames=2)
+    b = make_feature_scene(3, (12, 20), noise=0.5, seed=4, n_frames=2)
+    assert a.head_types == b.head_types and sorted(a.head_types) == sorted(FEATURE_HEAD_TYPES)
+    fr = a.frames[0]
+    assert torch.equal(fr.self_attn, b.frames[0].self_attn)
+    assert fr.self_attn.shape == (12, 240, 240) and fr.cross_attn.shape == (12, 240)
+    assert torch.allclose(fr.self_attn.sum(-1), torch.ones(12, 240), atol=1e-4)
+    assert fr.count == 3 and (fr.cross_attn >= 0).all()
+    # the instance head keeps an object's rows on the object far more than another object
+    head = fr.self_attn[a.head_types.index("instance")]
+    lab = torch.from_numpy(fr.labels.reshape(-1))
+    own = torch.stack([head[lab == k][:, lab == k].sum(1).mean() for k in (1, 2, 3)])
+    other = torch.stack([head[lab == k][:, (lab > 0) & (lab != k)].sum(1).mean() for k in (1, 2, 3)])
+    assert (own > 3 * other).all()
+
+
 def test_class_head_first_does_not_take_the_choice():
     # a class-level head (every foreground row spreads over both touching squares), first
     # in head order so that it would win a tie: the instance head is still chosen
