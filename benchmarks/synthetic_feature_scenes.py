@@ -33,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from synthetic_scenes import SyntheticFrame, SyntheticScene, _gaussian_blur, moved_labels, random_instance_masks
+from synthetic_scenes import SyntheticFrame, SyntheticScene, _gaussian_blur, moved_labels
+from synthetic_shared_scenes import drifting_scene
 
 __all__ = ["make_feature_scene", "FEATURE_HEAD_TYPES"]
 
@@ -134,21 +135,10 @@ def make_feature_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_
         close: probability that a blob is placed next to an earlier one (a 1-patch seam).
         shuffle_heads: shuffle the head order per scene (the truth is in ``head_types``).
     """
-    if n_instances < 0:
-        raise ValueError(f"n_instances={n_instances!r}: expected an int >= 0")
     rng = np.random.default_rng(seed)
-    H, W = grid
-    if radius is None:
-        s = H / 30.0
-        radius = (max(2.0 * s, 1.4), max(4.0 * s, 2.4))
-    masks, _, _ = random_instance_masks(rng, grid, n_instances, radius, close)
-    velocity = rng.normal(size=(len(masks), 2))
-    velocity *= drift / (np.linalg.norm(velocity, axis=1, keepdims=True) + 1e-9)
-    types = list(head_types)
-    if shuffle_heads:
-        types = [types[i] for i in rng.permutation(len(types))]
-    scene = SyntheticScene(grid=tuple(grid), noise=noise, head_types=tuple(types))
-    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    masks, velocity, scene, gen = drifting_scene(rng, n_instances, grid, noise=noise, drift=drift,
+                                                 radius=radius, close=close, head_types=head_types,
+                                                 shuffle_heads=shuffle_heads)
     inst_emb = _unit(rng, len(masks) + 1)  # 0: background
     cat_emb = _unit(rng, 2)  # 0: background, 1: the objects' category
     pos = _position_features(rng, grid)

@@ -118,6 +118,30 @@ def _cross_attention(rng: np.random.Generator, labels: np.ndarray, noise: float,
     return torch.from_numpy(np.stack(maps).reshape(n_heads, H * W).astype(np.float32))
 
 
+def drifting_scene(rng: np.random.Generator, n_instances: int, grid: tuple[int, int], *,
+                   noise: float, drift: float, radius: tuple[float, float] | None, close: float,
+                   head_types: tuple[str, ...], shuffle_heads: bool
+                   ) -> tuple[list, np.ndarray, SyntheticScene, torch.Generator]:
+    """The set-up shared by the scene families drawn from ``rng``: ``n_instances`` blobs
+    (radius by default (2, 4) scaled by H / 30, at least (1.4, 2.4)), their velocities
+    (``drift`` patches per frame), the empty scene with the head order (shuffled when
+    asked) and a torch generator. Returns (masks, velocity [n, 2], scene, generator)."""
+    if n_instances < 0:
+        raise ValueError(f"n_instances={n_instances!r}: expected an int >= 0")
+    if radius is None:
+        s = grid[0] / 30.0
+        radius = (max(2.0 * s, 1.4), max(4.0 * s, 2.4))
+    masks, _, _ = random_instance_masks(rng, grid, n_instances, radius, close)
+    velocity = rng.normal(size=(len(masks), 2))
+    velocity *= drift / (np.linalg.norm(velocity, axis=1, keepdims=True) + 1e-9)
+    types = list(head_types)
+    if shuffle_heads:
+        types = [types[i] for i in rng.permutation(len(types))]
+    scene = SyntheticScene(grid=tuple(grid), noise=noise, head_types=tuple(types))
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    return masks, velocity, scene, gen
+
+
 def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_frames: int = 1,
                       noise: float = 0.5, seed: int = 0, drift: float = 0.5,
                       radius: tuple[float, float] | None = None, close: float = 0.0,
@@ -137,21 +161,11 @@ def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_f
             as in the failure this family reproduces).
         shuffle_heads: shuffle the head order per scene (the truth is in ``head_types``).
     """
-    if n_instances < 0:
-        raise ValueError(f"n_instances={n_instances!r}: expected an int >= 0")
     rng = np.random.default_rng(seed)
-    H, W = grid
-    if radius is None:
-        s = H / 30.0
-        radius = (max(2.0 * s, 1.4), max(4.0 * s, 2.4))
-    masks, _, _ = random_instance_masks(rng, grid, n_instances, radius, close)
-    velocity = rng.normal(size=(len(masks), 2))
-    velocity *= drift / (np.linalg.norm(velocity, axis=1, keepdims=True) + 1e-9)
-    types = list(head_types)
-    if shuffle_heads:
-        types = [types[i] for i in rng.permutation(len(types))]
-    scene = SyntheticScene(grid=tuple(grid), noise=noise, head_types=tuple(types))
-    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    masks, velocity, scene, gen = drifting_scene(rng, n_instances, grid, noise=noise, drift=drift,
+                                                 radius=radius, close=close, head_types=head_types,
+                                                 shuffle_heads=shuffle_heads)
+    types = scene.head_types
     occupied = np.zeros(grid, dtype=bool)
     for m in masks:
         occupied |= m
