@@ -202,7 +202,7 @@ def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
     h, e = values.shape
     if e < 2:
         return torch.full((h,), float("inf"), dtype=values.dtype)
-    v, _ = values.double().sort(dim=1)
+    v = torch.from_numpy(np.sort(values.double().numpy(), axis=1))  # numpy: 3x torch's sort here
     csum = v.cumsum(1)
     total = csum[:, -1:]
     k = torch.arange(1, e, dtype=v.dtype)  # size of the lower class
@@ -221,6 +221,21 @@ def _components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
     graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n_nodes, n_nodes))
     return connected_components(graph, directed=False)[1]
+
+
+def _sparse_components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Components of a graph with few edges among many nodes: per node the smallest node id
+    of its component (an isolated node keeps its own). Only the nodes on an edge enter the
+    component search."""
+    out = np.arange(n_nodes)
+    if len(src) == 0:
+        return out
+    nodes, inv = np.unique(np.concatenate([src, dst]), return_inverse=True)
+    comp = _components(len(nodes), inv[:len(src)], inv[len(src):])
+    first = np.full(comp.max() + 1, n_nodes, dtype=np.int64)
+    np.minimum.at(first, comp, nodes)
+    out[nodes] = first[comp]
+    return out
 
 
 def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
@@ -316,8 +331,7 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarr
     join = (values > thr[:, None]).reshape(-1)
     a, b, w = gp[join], gq[join], flat_w[join]
     head_of = a // n
-    joined = torch.from_numpy(np.where(join.reshape(h, e), values, np.nan))
-    hi = torch.nanquantile(joined.double(), core_quantile, dim=1).numpy()  # NaN: none joined
+    hi = _row_quantile(values, join.reshape(h, e), core_quantile)
     strong = w >= hi[head_of]
     comp = _components(h * n, a[strong], b[strong])
     size = np.bincount(comp)
@@ -338,7 +352,7 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarr
     rest = label == 0
     keep = rest[a] & rest[b]
     grown_max = label.max()
-    label = np.where(rest, _components(h * n, a[keep], b[keep]) + grown_max + 1, label)
+    label = np.where(rest, _sparse_components(h * n, a[keep], b[keep]) + grown_max + 1, label)
     # borders between grown regions (the rest was never split): join back the ones that are
     # not valleys
     la, lb = label[gp], label[gq]
@@ -351,9 +365,24 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarr
         cut = np.bincount(inv, weights=np.repeat(thr, e)[border]) / np.bincount(inv)
         even = mean > cut
         if even.any():
-            label = _components(int(label.max()) + 1, uniq[even] // (grown_max + 1),
-                                uniq[even] % (grown_max + 1))[label]
+            label = _sparse_components(int(label.max()) + 1, uniq[even] // (grown_max + 1),
+                                       uniq[even] % (grown_max + 1))[label]
     return label
+
+
+def _row_quantile(values: np.ndarray, mask: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile (linear interpolation) of each row's masked entries of ``values``
+    [rows, E] -> [rows]; +inf for a row with none."""
+    srt = np.sort(np.where(mask, values, np.inf), axis=1)
+    count = mask.sum(1)
+    pos = q * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    up = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    rows = np.arange(len(values))
+    a, b = srt[rows, lo], srt[rows, up]
+    with np.errstate(invalid="ignore"):  # inf - inf in a row with no entries
+        out = a + (pos - lo) * np.where(up > lo, b - a, 0.0)
+    return np.where(count > 0, out, np.inf)
 
 
 def concat_partitions(parts: list) -> HeadPartitions:
