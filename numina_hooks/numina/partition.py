@@ -13,16 +13,21 @@ The layout stage's default (see docs/method.md, "Identify v2"). For every head o
    shares, grid-border effects included) cancels.
 2. **Adaptive cut.** The map's edge weights are split in two by Otsu's threshold (the cut
    that maximises the between-class variance), so the cut follows each map's own scale;
-   edges above it join their pixels, and the connected components are the regions.
-   Components under ``min_region`` patches or over ``max_region_fraction`` of the frame are
-   dropped (noise, background).
+   edges above it may join their pixels. With ``core_quantile`` (the default's 0.5) the
+   regions grow from *cores*, the components of the strongest joined edges, and two cores
+   never merge unless the border between their grown regions is no valley
+   (``_grown_cores``): one noisy edge across the seam between two touching objects no
+   longer merges them. Without it the regions are the connected components of the joined
+   edges. Regions under ``min_region`` patches or over ``max_region_fraction`` of the frame
+   are dropped (noise, background).
 3. **Containment lift.** For each kept region ``R``: the attention its pixels keep inside
    ``R`` (``mean_i sum_{j in R} A[i, j]``) minus what the same head keeps inside ``R`` moved
    by half its height or width (mean over the moves that stay on the grid). Attention that
    stays near the query whatever the content (positional heads, the shared component of
    every head) keeps as much in the moved copy and cancels. A region is an instance when it
    overlaps the noun's focus (``focus_overlap``) and its lift exceeds ``min_lift``; regions holding an
-   attention-sink key never are.
+   attention-sink key never are. ``link_regions`` then joins a head's instances that attend
+   to each other about as much as to themselves (the pieces of one occluded object).
 4. **Head choice.** Each head scores the size-weighted mean over its instances of
    ``lift * max(contrast, 0)``, contrast being the region's mean inside edge weight minus its
    mean border edge weight (log units). The best head wins; with ``head_margin > 0`` a head
