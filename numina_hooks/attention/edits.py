@@ -241,6 +241,27 @@ def pre_softmax_spread(
     return var.sqrt().mul_(_scale(q, scale))
 
 
+def _group_stats(a: torch.Tensor, value: torch.Tensor, group: torch.Tensor, n_groups: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per (head, row, share group): the log-sum-exp of ``a`` over the group's cells (-inf
+    for none), the largest target ``value`` among them (0 for none) and whether it has any,
+    each ``[H, n, G]``; one scatter per statistic (cells outside every group go to a spare
+    slot G that is dropped)."""
+    shape = (*a.shape[:-1], n_groups + 1)
+    idx = torch.where(group >= 0, group.long(), torch.full_like(group, n_groups, dtype=torch.long))
+    peak = torch.full(shape, float("-inf"), dtype=a.dtype, device=a.device)
+    peak = peak.scatter_reduce(-1, idx, a, "amax", include_self=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    mass = torch.zeros(shape, dtype=a.dtype, device=a.device)
+    mass = mass.scatter_add(-1, idx, torch.exp(a - peak.gather(-1, idx)))
+    log_e = (torch.log(mass) + peak)[..., :n_groups]
+    p = torch.zeros(shape, dtype=value.dtype, device=value.device)
+    p = p.scatter_reduce(-1, idx, value, "amax", include_self=True)[..., :n_groups]
+    count = torch.zeros(shape, dtype=a.dtype, device=a.device)
+    has = count.scatter_add(-1, idx, torch.ones_like(a))[..., :n_groups] > 0
+    return log_e, p, has
+
+
 def share_biases(
     scores: torch.Tensor,
     edited: torch.Tensor,
@@ -279,13 +300,7 @@ def share_biases(
         + (torch.exp(a_other_new - m) - torch.exp(a_other - m)).sum(-1, keepdim=True)
     )
     log_rest = (torch.log(rest.clamp_min(0)) + m)[..., 0]  # [H, n]; -inf when nothing else is left
-    log_e, p, has = [], [], []
-    for g in range(n_groups):
-        mine = group == g
-        log_e.append(torch.logsumexp(a.masked_fill(~mine, neg), -1))
-        p.append(value.masked_fill(~mine, 0).amax(-1))
-        has.append(mine.any(-1))
-    log_e, p, has = torch.stack(log_e, -1), torch.stack(p, -1), torch.stack(has, -1)  # [H, n, G]
+    log_e, p, has = _group_stats(a, value, group, n_groups)  # [H, n, G] each
     active = has.clone()
     b = torch.zeros_like(p)
     for _ in range(n_groups + 1):
