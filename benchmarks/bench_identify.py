@@ -1,7 +1,7 @@
 """Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on two
 synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 2] [--frames 3] [--reader-only]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only]
 
 **Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
@@ -274,7 +274,7 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=2, help="scenes per count and cell")
+    ap.add_argument("--seeds", type=int, default=4, help="scenes per count and cell")
     ap.add_argument("--frames", type=int, default=3, help="frames per scene")
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
