@@ -33,7 +33,7 @@ from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
                      choose_from_partitions, focus_mask, partition_options,
                      proposals_from_self_map)
-from .partition import (HeadPartitions, concat_partitions, fill_lift, focus_regions, link_regions,
+from .partition import (HeadPartitions, concat_partitions, fill_lift, head_instances, link_regions,
                         partition_from_qk, temporal_vote)
 
 
@@ -231,10 +231,9 @@ class LayoutReader:
             for noun in self.columns:
                 cross, head, focus = crosses[noun][f]
                 if frame.partitions is not None and frame.pooled_head >= 0:
-                    parts = frame.partitions
-                    keep = focus_regions(parts, focus, cfg.focus_overlap)[frame.pooled_head]
-                    lift = np.nan_to_num(parts.lift[frame.pooled_head], nan=-np.inf)
-                    labels = _regions_to_instances(frame.proposals, keep & (lift > cfg.min_lift))
+                    keep = head_instances(frame.partitions, frame.pooled_head, focus,
+                                          cfg.focus_overlap, cfg.min_lift)
+                    labels = _regions_to_instances(frame.proposals, keep)
                 elif frame.partitions is not None:
                     labels = np.zeros(self.grid, dtype=np.int32)
                 else:

@@ -31,7 +31,8 @@ import torch
 from .config import NuminaConfig
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _components, _relabel, choose_head, fill_lift, focus_regions,
-                        head_scores_from_focus, link_regions, partition_heads, temporal_vote)
+                        head_instances, head_scores_from_focus, link_regions, partition_heads,
+                        temporal_vote)
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
@@ -198,8 +199,7 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
         # the chosen head's pieces of one object joined (None: measured and linked already);
         # joined regions keep their pieces' mean lift and contrast, so the choice stands
         link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head])
-        instances[head] = focus_regions(parts, focus, cfg.focus_overlap)[head] & (
-            np.nan_to_num(parts.lift[head], nan=-np.inf) > cfg.min_lift)
+        instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift)
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
     else:

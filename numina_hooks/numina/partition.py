@@ -54,7 +54,8 @@ from .attention_entries import MapSelfAttention, QKSelfAttention
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
-           "focus_regions", "head_scores_from_focus", "choose_head", "temporal_vote"]
+           "focus_regions", "head_instances", "head_scores_from_focus", "choose_head",
+           "temporal_vote"]
 
 
 @dataclass
@@ -246,17 +247,9 @@ def _sparse_components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.nda
 def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
     """Components of one head ``[N]`` -> int32 [N] with kept components 1..m in raster
     order of their first pixel, 0 elsewhere."""
-    n = len(comp)
     _, comp = np.unique(comp, return_inverse=True)
     sizes = np.bincount(comp)
-    ok = (sizes >= keep_sizes[0]) & (sizes <= keep_sizes[1])
-    first = np.full(len(sizes), n, dtype=np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    order = np.argsort(first, kind="stable")
-    new = np.zeros(len(sizes), dtype=np.int32)
-    kept = order[ok[order]]
-    new[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
-    return new[comp]
+    return _regions_to_ids(comp, (sizes >= keep_sizes[0]) & (sizes <= keep_sizes[1]))
 
 
 def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
@@ -289,15 +282,15 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
     idx = _grid_index(H, W)
     ph = torch.cat([idx[:, :-1].reshape(-1), idx[:-1, :].reshape(-1)])
     qh = torch.cat([idx[:, 1:].reshape(-1), idx[1:, :].reshape(-1)])
-    join = (values > thr[:, None]).numpy()
-    offsets = (np.arange(h) * n)[:, None]
-    src = (ph.numpy()[None, :] + offsets)[join]
-    dst = (qh.numpy()[None, :] + offsets)[join]
+    offsets = (np.arange(h) * n)[:, None]  # head k's pixels are nodes k * n ...
+    gp = (ph.numpy()[None, :] + offsets).reshape(-1)
+    gq = (qh.numpy()[None, :] + offsets).reshape(-1)
+    join = (values > thr[:, None]).numpy().reshape(-1)
     if core_quantile is None:
-        comp = _components(h * n, src, dst).reshape(h, n)
+        comp = _components(h * n, gp[join], gq[join]).reshape(h, n)
     else:
-        comp = _grown_cores(values.numpy(), thr.numpy(), ph.numpy(), qh.numpy(), n,
-                            core_quantile, min_region).reshape(h, n)
+        comp = _grown_cores(values.numpy(), thr.numpy(), gp, gq, join, n, core_quantile,
+                            min_region).reshape(h, n)
     hi = max(1, int(np.floor(max_region_fraction * n)))
     regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
     contrast = _region_contrast(regions, values.numpy(), ph.numpy(), qh.numpy())
@@ -315,13 +308,14 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                           thresholds=thr.numpy().astype(np.float32))
 
 
-def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarray, n: int,
-                 core_quantile: float, min_region: int) -> np.ndarray:
+def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.ndarray,
+                 join: np.ndarray, n: int, core_quantile: float, min_region: int) -> np.ndarray:
     """Regions of every head in which touching objects stay apart: component ids
     ``[heads * n]`` (head ``k``'s pixels at ``k * n ...``).
 
-    ``values`` [heads, E]: the edge weights of the pixel pairs (``p``, ``q``) [E]; ``thr``
-    [heads]: each head's cut. A *core* is a component, of at least ``min_region`` pixels, of
+    ``values`` [heads, E]: the edge weights of the pixel pairs (``gp``, ``gq``), both
+    [heads * E] node ids (head ``k``'s pixels at ``k * n ...``); ``thr`` [heads]: each head's
+    cut; ``join`` bool [heads * E]: the pairs above it. A *core* is a component, of at least ``min_region`` pixels, of
     the edges above the ``core_quantile`` of the head's joined edge weights (those above
     ``thr``). Pixels joined to a core grow onto it, each round every unlabelled pixel taking
     the label of its most strongly joined labelled neighbour; what no core reaches keeps its
@@ -330,10 +324,7 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, p: np.ndarray, q: np.ndarr
     border is a valley (the seam between two objects), not where a region of even edges
     (a background) was cut by the core quantile alone."""
     h, e = values.shape
-    offsets = (np.arange(h) * n)[:, None]
-    gp, gq = (p[None, :] + offsets).reshape(-1), (q[None, :] + offsets).reshape(-1)
     flat_w = values.reshape(-1)
-    join = (values > thr[:, None]).reshape(-1)
     a, b, w = gp[join], gq[join], flat_w[join]
     head_of = a // n
     hi = _row_quantile(values, join.reshape(h, e), core_quantile)
@@ -660,17 +651,28 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
 def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:
     """Per head, bool [m_h + 1]: the regions with ``|R ∩ F| / |R| >= min_overlap``."""
     f = focus.reshape(-1).astype(np.float64)
-    out = []
-    for k in range(parts.regions.shape[0]):
-        lab = parts.regions[k].reshape(-1)
-        m = int(lab.max())
-        size = np.bincount(lab, minlength=m + 1)
-        hit = np.bincount(lab, weights=f, minlength=m + 1)
-        sel = np.zeros(m + 1, dtype=bool)
-        sel[1:] = hit[1:] >= min_overlap * np.maximum(size[1:], 1)
-        sel[1:] &= size[1:] > 0
-        out.append(sel)
-    return out
+    return [_focus_hits(parts.regions[k], f, min_overlap) for k in range(parts.regions.shape[0])]
+
+
+def _focus_hits(regions: np.ndarray, f: np.ndarray, min_overlap: float) -> np.ndarray:
+    """bool [m + 1]: the regions of one head's ``regions`` (int [H, W]) covering at least
+    ``min_overlap`` of themselves with the focus ``f`` (float [H * W], 0 or 1)."""
+    lab = regions.reshape(-1)
+    m = int(lab.max())
+    size = np.bincount(lab, minlength=m + 1)
+    hit = np.bincount(lab, weights=f, minlength=m + 1)
+    sel = np.zeros(m + 1, dtype=bool)
+    sel[1:] = hit[1:] >= min_overlap * np.maximum(size[1:], 1)
+    sel[1:] &= size[1:] > 0
+    return sel
+
+
+def head_instances(parts: HeadPartitions, head: int, focus: np.ndarray, min_overlap: float,
+                   min_lift: float) -> np.ndarray:
+    """bool [m_head + 1]: the instances of one head for one focus mask (bool [H, W]): its
+    regions with ``|R ∩ F| / |R| >= min_overlap`` and a measured lift > ``min_lift``."""
+    cand = _focus_hits(parts.regions[head], focus.reshape(-1).astype(np.float64), min_overlap)
+    return cand & (np.nan_to_num(parts.lift[head], nan=-np.inf) > min_lift)
 
 
 def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, min_overlap: float,
@@ -679,22 +681,21 @@ def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, min_overlap
 
     ``parts.lift`` must be measured for the focus regions (``fill_lift``). A region is an
     instance when ``|R ∩ F| / |R| >= min_overlap`` and its lift is > ``min_lift`` (its pixels keep
-    more attention inside it than the average head does, by that share of a row). Score = size-weighted mean over the
+    more attention inside it than the average head does, by that share of a row;
+    ``head_instances``). Score = size-weighted mean over the
     instances of lift * max(contrast, 0) (-inf when the head has none). Returns (scores
     float64 [heads], counts int [heads], instances: one bool [m_h + 1] per head)."""
     h = parts.regions.shape[0]
     scores = np.full(h, -np.inf)
     counts = np.zeros(h, dtype=np.int64)
-    cand = focus_regions(parts, focus, min_overlap)
     chosen = []
     for k in range(h):
-        lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
-        inst = cand[k] & (lift > min_lift)
+        inst = head_instances(parts, k, focus, min_overlap, min_lift)
         chosen.append(inst)
         if not inst.any():
             continue
         size = np.bincount(parts.regions[k].reshape(-1), minlength=len(inst))
-        strength = lift[inst] * np.maximum(parts.contrast[k][inst], 0.0)
+        strength = parts.lift[k][inst] * np.maximum(parts.contrast[k][inst], 0.0)
         scores[k] = float((strength * size[inst]).sum() / size[inst].sum())
         counts[k] = int(inst.sum())
     return scores, counts, chosen
