@@ -48,6 +48,27 @@ _CHOICES = {
 }
 
 
+#: fields that are a finite number in an interval: (low, low included, high, high included,
+#: None allowed, what the value means, quoted in the error)
+_INTERVALS = {
+    "edge_reference_quantile": (0, True, 1, True, True, ""),
+    "sink_mass": (0, False, 1, True, False, ""),
+    "min_lift": (0, True, 1, False, False, ""),
+    "link_ratio": (0, False, 1, True, True, " (never join regions)"),
+    "core_quantile": (0, True, 1, False, True, " (plain components)"),
+    "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
+    "head_margin": (0, True, 1, False, False, ""),
+}
+
+
+def _number_between(v, lo: float, lo_in: bool, hi: float, hi_in: bool) -> bool:
+    """``v`` is a finite int or float (not a bool) in the interval from ``lo`` to ``hi``,
+    each end included when its flag says so."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return False
+    return (lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)
+
+
 def _fail(name: str, value: object, expected: str) -> None:
     raise ValueError(f"NuminaConfig.{name}={value!r} is invalid: expected {expected}")
 
@@ -256,34 +277,11 @@ class NuminaConfig:
         v = self.lift_sample
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             _fail("lift_sample", v, "an int >= 2")
-        v = self.edge_reference_quantile
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not math.isfinite(v) or not 0.0 <= v <= 1.0):
-            _fail("edge_reference_quantile", v, "a number in [0, 1] or None")
-        v = self.sink_mass
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or not 0.0 < v <= 1.0:
-            _fail("sink_mass", v, "a number in (0, 1]")
-        v = self.min_lift
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or not 0.0 <= v < 1.0:
-            _fail("min_lift", v, "a number in [0, 1)")
-        v = self.link_ratio
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not math.isfinite(v) or not 0.0 < v <= 1.0):
-            _fail("link_ratio", v, "a number in (0, 1] or None (never join regions)")
-        v = self.core_quantile
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not math.isfinite(v) or not 0.0 <= v < 1.0):
-            _fail("core_quantile", v, "a number in [0, 1) or None (plain components)")
-        v = self.focus_floor_quantile
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or not 0.0 <= v < 1.0:
-            _fail("focus_floor_quantile", v, "a number in [0, 1) (0.5 = the median)")
-        v = self.head_margin
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or not 0.0 <= v < 1.0:
-            _fail("head_margin", v, "a number in [0, 1)")
+        for name, (lo, lo_in, hi, hi_in, none_ok, note) in _INTERVALS.items():
+            v = getattr(self, name)
+            if not (v is None and none_ok) and not _number_between(v, lo, lo_in, hi, hi_in):
+                _fail(name, v, f"a number in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+                      f"{' or None' if none_ok else ''}{note}")
         for name in ("block_size", "score_stride", "proposal_rank", "min_region", "focus_min_samples",
                      "placement_stride"):
             v = getattr(self, name)
@@ -294,8 +292,7 @@ class NuminaConfig:
                 "proposal_affinity": (-1.0, 1.0, True)}
         for name, (lo, hi, hi_ok) in unit.items():
             v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or not (lo < v and (v <= hi if hi_ok else v < hi)):
+            if not _number_between(v, lo, False, hi, hi_ok):
                 _fail(name, v, f"a number in ({lo}, {hi}{']' if hi_ok else ')'}")
         v = self.boost_mass
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v < 1):
