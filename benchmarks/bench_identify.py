@@ -1,4 +1,4 @@
-"""Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on two
+"""Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on three
 synthetic scene families.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only]
