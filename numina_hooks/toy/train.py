@@ -78,6 +78,21 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
     return torch.mean((pred - (noise - x0)) ** 2), extra
 
 
+def own_states_loss(pipe, states: dict, index: np.ndarray, aux: "instance_head.InstanceHeadLoss"
+                    ) -> torch.Tensor:
+    """The instance-head loss on the model's own sampling states ``states["latents"][index]``
+    (see :mod:`numina_hooks.toy.own_states`), each pulled towards the objects of the video its
+    trajectory ended in. Conditional branch only, at each state's own timestep."""
+    dev = pipe.transformer.device
+    idx = torch.as_tensor(index)
+    x = states["latents"][idx].to(dev, torch.float32)
+    t = states["timesteps"][idx].to(dev)
+    text = toy_model.encode_text(pipe, [states["captions"][i] for i in index])
+    with aux:
+        pipe.transformer(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)
+        return aux.loss(states["labels"][idx], torch.zeros(len(index)), 1.0)
+
+
 def _params(pipe) -> list[torch.nn.Parameter]:
     return list(pipe.transformer.parameters()) + list(pipe.text_encoder.parameters())
 
@@ -205,7 +220,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           workers: int = 0, decay_start: int | None = None, final_lr: float = 0.05,
           init_weights: str | Path | None = None, instance_heads: str = "",
           instance_weight: float = 0.01, instance_max_sigma: float = 0.8,
-          instance_target: str = "frame-background") -> dict:
+          instance_target: str = "frame-background", own_states: str = "",
+          own_states_weight: float = 0.03, own_states_batch: int = 8) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -222,6 +238,10 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     ``instance_max_sigma``; ``instance_target`` is what an object row is pulled towards:
     "frame-background" (its object in its frame, the background being one more object: the
     default), "frame" (background rows free) or "clip" (its object in every frame).
+    ``own_states`` (comma-separated files of :mod:`numina_hooks.toy.own_states`) adds
+    ``own_states_weight`` times the same loss, with the frame-background target, on
+    ``own_states_batch`` of the model's own sampling states a step, each pulled towards the
+    objects its video ended with.
     """
     from tqdm import tqdm
 
@@ -243,11 +263,27 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
                     instance_max_sigma=instance_max_sigma, instance_target=instance_target)
     if init_weights is not None:
         args.update(init_weights=Path(init_weights).as_posix())
+    states = None
+    if own_states:
+        if not heads:
+            raise ValueError("own_states needs instance_heads: the states train those heads")
+        from .own_states import load_states
+
+        parts = [load_states(f) for f in own_states.split(",") if f.strip()]
+        states = {"latents": torch.cat([d["latents"] for d in parts]),
+                  "timesteps": torch.cat([d["timesteps"] for d in parts]),
+                  "labels": torch.cat([d["labels"] for d in parts]),
+                  "captions": [c for d in parts for c in d["captions"]]}
+        args.update(own_states=own_states, own_states_weight=own_states_weight,
+                    own_states_batch=own_states_batch)
     pipe = toy_model.build_pipeline(seed=seed, device=device)
     tokens_per_frame = None if instance_target == "clip" else (world.SIZE // world.PATCH) ** 2
     aux = (instance_head.InstanceHeadLoss(pipe.transformer, heads, tokens_per_frame,
                                           background=instance_target == "frame-background")
            if heads else None)
+    own_aux = (instance_head.InstanceHeadLoss(pipe.transformer, heads, (world.SIZE // world.PATCH) ** 2,
+                                              background=True)
+               if states is not None else None)
     pipe.transformer.train()
     pipe.text_encoder.train()
     params = _params(pipe)
@@ -256,6 +292,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     step, losses = 0, []
     ckpt = out / CHECKPOINT
     aux_losses: list[float] = []
+    own_losses: list[float] = []
     if ckpt.exists():
         step, losses = load_checkpoint(ckpt, pipe, ema, opt)
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
@@ -273,6 +310,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         info = {"steps": at, "seed": seed, "train_args": args, "loss_last_100": recent}
         if aux_losses:
             info["instance_loss_last_100"] = float(np.mean(aux_losses[-100:]))
+        if own_losses:
+            info["own_states_loss_last_100"] = float(np.mean(own_losses[-100:]))
         write_ema_weights(pipe, ema, out / "weights", info)
 
     bar = tqdm(total=steps, initial=step, disable=not progress, dynamic_ncols=True,
@@ -287,7 +326,14 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0xF10]).integers(2**62)))
         loss, extra = flow_loss(pipe, x0, captions, gen, aux, labels, instance_max_sigma)
         opt.zero_grad(set_to_none=True)
-        (loss if extra is None else loss + instance_weight * extra).backward()
+        total = loss if extra is None else loss + instance_weight * extra
+        if states is not None:
+            pick = np.random.default_rng([seed, step, 0x0575]).choice(
+                len(states["captions"]), size=own_states_batch, replace=False)
+            own = own_states_loss(pipe, states, pick, own_aux)
+            own_losses.append(float(own.detach()))
+            total = total + own_states_weight * own
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         with torch.no_grad():
@@ -301,6 +347,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}",
                         **({"instance": f"{np.mean(aux_losses[-50:]):.3f}"} if aux_losses else {}),
+                        **({"own": f"{np.mean(own_losses[-50:]):.3f}"} if own_losses else {}),
                         s_per_step=f"{(time.time() - t0) / done_here:.2f}", refresh=False)
         if step % ckpt_every == 0 or step == steps:
             finish_checkpoint(step)
@@ -346,6 +393,9 @@ def _command_extras(a: dict) -> str:
         extra += (f" --instance-heads {a['instance_heads']} --instance-weight {a['instance_weight']}"
                   f" --instance-max-sigma {a['instance_max_sigma']}"
                   f" --instance-target {a.get('instance_target', 'frame-background')}")
+    if a.get("own_states"):
+        extra += (f" --own-states {a['own_states']} --own-states-weight {a['own_states_weight']}"
+                  f" --own-states-batch {a['own_states_batch']}")
     return extra
 
 
@@ -402,6 +452,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="the instance-head loss applies to clips noised to at most this sigma")
     p.add_argument("--instance-target", default="frame-background", choices=INSTANCE_TARGETS,
                    help="what an object row of an instance head is pulled towards (see train())")
+    p.add_argument("--own-states", default="",
+                   help="comma-separated files of the model's own sampling states "
+                        "(python -m numina_hooks.toy.own_states) on which the instance heads are "
+                        "also trained; default: none")
+    p.add_argument("--own-states-weight", type=float, default=0.03,
+                   help="weight of the instance-head loss on the own states")
+    p.add_argument("--own-states-batch", type=int, default=8, help="own states per step")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -417,7 +474,8 @@ def main(argv: list[str] | None = None) -> None:
                     workers=a.workers, decay_start=a.decay_start, final_lr=a.final_lr,
                     init_weights=a.init_weights, instance_heads=a.instance_heads,
                     instance_weight=a.instance_weight, instance_max_sigma=a.instance_max_sigma,
-                    instance_target=a.instance_target)
+                    instance_target=a.instance_target, own_states=a.own_states,
+                    own_states_weight=a.own_states_weight, own_states_batch=a.own_states_batch)
     print(json.dumps(summary))
 
 
