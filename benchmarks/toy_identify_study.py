@@ -34,26 +34,8 @@ import torch
 import numina_hooks
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.toy import model as toy_model
-from numina_hooks.toy.counter import label_objects
+from numina_hooks.toy.counter import label_objects, patch_labels
 from numina_hooks.toy.world import category_of_noun, held_out_prompts
-
-
-def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 1) -> np.ndarray:
-    """Pixel instance labels [H, W] -> patch labels [H/patch, W/patch] (0 = none).
-
-    A patch takes the object holding most of its pixels, when that object holds at least
-    ``min_pixels`` of them. The default (any pixel) is the toy world's own definition of
-    an object's patches (``world.patch_masks``), under which counting is exact.
-    """
-    h, w = labels.shape
-    blocks = labels.reshape(h // patch, patch, w // patch, patch).transpose(0, 2, 1, 3).reshape(h // patch, w // patch, -1)
-    out = np.zeros(blocks.shape[:2], dtype=np.int32)
-    for i in range(blocks.shape[0]):
-        for j in range(blocks.shape[1]):
-            vals, counts = np.unique(blocks[i, j][blocks[i, j] > 0], return_counts=True)
-            if len(vals) and counts.max() >= min_pixels:
-                out[i, j] = vals[counts.argmax()]
-    return out
 
 
 def compare_frame(layout: np.ndarray, truth: np.ndarray, others: Optional[np.ndarray] = None) -> dict:

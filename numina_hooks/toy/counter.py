@@ -73,3 +73,23 @@ def count_objects(frames: np.ndarray, min_area: int = 4, max_distance: float = 1
         labels = label_objects(frame, min_area, max_distance)
         result.append({name: int(lab.max()) for name, lab in labels.items()})
     return result
+
+
+def patch_labels(labels: np.ndarray, patch: int = 2, min_pixels: int = 1) -> np.ndarray:
+    """Pixel instance labels int [..., H, W] -> patch labels [..., H // patch, W // patch]
+    (0 = none).
+
+    A patch takes the object holding most of its pixels (the smaller id on a tie), when that
+    object holds at least ``min_pixels`` of them. The default (any pixel) is the toy world's
+    own definition of an object's patches (``world.patch_masks``), under which counting is
+    exact."""
+    *lead, h, w = labels.shape
+    blocks = labels.reshape(*lead, h // patch, patch, w // patch, patch)
+    blocks = np.moveaxis(blocks, -3, -2).reshape(*lead, h // patch, w // patch, patch * patch)
+    out = np.zeros(blocks.shape[:-1], dtype=np.int32)
+    best = np.full(blocks.shape[:-1], max(min_pixels, 1) - 1)
+    for k in np.unique(blocks[blocks > 0]):
+        held = (blocks == k).sum(-1)
+        out[held > best] = k
+        best = np.maximum(best, held)
+    return out

@@ -36,7 +36,7 @@ import torch
 
 from . import model as toy_model
 from . import world
-from .counter import label_objects
+from .counter import label_objects, patch_labels
 
 
 def frame_patch_labels(frames: np.ndarray, patch: int = world.PATCH) -> torch.Tensor:
@@ -44,7 +44,8 @@ def frame_patch_labels(frames: np.ndarray, patch: int = world.PATCH) -> torch.Te
     long [F * (H // patch) * (W // patch)] in token order (frame, row, column).
 
     Objects are the exact counter's components, numbered across categories; a patch takes the
-    object that holds most of its pixels (0 = background when none holds any), as
+    object that holds most of its pixels (0 = background when none holds any:
+    :func:`numina_hooks.toy.counter.patch_labels`), as
     :func:`numina_hooks.toy.instance_head.patch_instances` labels world clips, whose objects
     never share a patch."""
     f, h, w, _ = frames.shape
@@ -54,15 +55,8 @@ def frame_patch_labels(frames: np.ndarray, patch: int = world.PATCH) -> torch.Te
         for labels in label_objects(frames[t]).values():
             ids[t] = np.where(labels > 0, labels + offset, ids[t])
             offset += int(labels.max())
-    blocks = ids.reshape(f, h // patch, patch, w // patch, patch).transpose(0, 1, 3, 2, 4)
-    blocks = blocks.reshape(f, h // patch, w // patch, patch * patch)
-    out = np.zeros(blocks.shape[:3], dtype=np.int64)
-    best = np.zeros(blocks.shape[:3], dtype=np.int64)
-    for k in np.unique(blocks[blocks > 0]):
-        held = (blocks == k).sum(-1)
-        out[held > best] = k
-        best = np.maximum(best, held)
-    return torch.from_numpy(out.reshape(-1))
+    out = patch_labels(ids, patch)
+    return torch.from_numpy(out.reshape(-1).astype(np.int64))
 
 
 def record_states(pipe, captions: Sequence[str], seeds: Sequence[int], steps: Sequence[int],
