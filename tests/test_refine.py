@@ -108,3 +108,39 @@ def test_property_reaches_target_and_touches_only_edits(labels, target, frames):
 def test_degenerate_maps(labels, target):
     (fr,) = refine_layouts([labels], target, CFG)
     assert fr.count_after == target
+
+
+def test_a_frame_misread_alone_is_refined_from_its_neighbours_layout():
+    """Three frames read two objects, one frame reads one (an object missed there): with
+    borrowed layouts that frame starts from the nearest agreeing frame and gets no addition of
+    its own; without them it gets an addition placed on its own."""
+    two = _blobs((20, 30), [(2, 7, 2, 7), (10, 15, 18, 23)])
+    one = _blobs((20, 30), [(2, 7, 2, 7)])
+    frames = [two, one, two, two]
+    borrowed = refine_layouts(frames, 2, CFG)
+    assert [fr.borrowed_from for fr in borrowed] == [None, 0, None, None]
+    assert not any(fr.added or fr.removed for fr in borrowed)
+    assert np.array_equal(borrowed[1].labels_after, borrowed[0].labels_after)
+    own = refine_layouts(frames, 2, NuminaConfig(borrow_layouts=False))
+    assert [fr.borrowed_from for fr in own] == [None] * 4
+    assert len(own[1].added) == 1 and not own[0].added
+    # the same frames asked for three: every frame gets one addition, the misread one as well
+    three = refine_layouts(frames, 3, CFG)
+    assert [fr.count_after for fr in three] == [3, 3, 3, 3]
+    assert [len(fr.added) for fr in three] == [1, 1, 1, 1]
+
+
+def test_borrowed_sources_follow_the_temporal_vote():
+    from numina_hooks.numina.refine import borrowed_sources
+
+    assert borrowed_sources([2, 3, 3, 3], 1) == [1, 1, 2, 3]  # frame 0 is outvoted by 1 and 2
+    assert borrowed_sources([3, 1, 3, 3], 1) == [0, 0, 2, 3]  # nearest agreeing frame, earlier on a tie
+    assert borrowed_sources([2, 2, 3, 3], 1) == [0, 1, 2, 3]  # every frame agrees with its vote
+    assert borrowed_sources([2, 3, 3, 3], 0) == [0, 1, 2, 3]  # no vote, nothing borrowed
+    assert borrowed_sources([], 1) == []
+
+
+def test_borrow_layouts_must_be_a_bool_and_the_paper_preset_does_not_borrow():
+    with pytest.raises(ValueError, match="borrow_layouts"):
+        NuminaConfig(borrow_layouts="yes")
+    assert NuminaConfig.paper().borrow_layouts is False

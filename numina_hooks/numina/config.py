@@ -188,6 +188,12 @@ class NuminaConfig:
     0 = per-frame counts."""
 
     # --- refine: layout refinement -------------------------------------------------------
+    borrow_layouts: bool = True
+    """True (default): before refinement, a frame whose layout count differs from its
+    temporal vote (``temporal_window``) starts from the layout of the nearest frame whose own
+    count equals that vote (instances persist across frames; a one-frame misreading is then
+    not drawn into the video as an extra or missing object in that frame only). False
+    (paper): every frame is refined from its own layout."""
     circle_radius: float = 3.0
     """Radius in patches of the circle template when no instance exists to copy."""
     temporal_weight: float = 8.0
@@ -270,8 +276,9 @@ class NuminaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _fail(name, v, "an int >= 0")
-        if not isinstance(self.exclusive_regions, bool):
-            _fail("exclusive_regions", self.exclusive_regions, "True or False")
+        for name in ("exclusive_regions", "borrow_layouts"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "True or False")
         if not isinstance(self.suppress_outside, bool) and self.suppress_outside != "edited":
             _fail("suppress_outside", self.suppress_outside, 'True, False or "edited"')
         v = self.lift_sample
@@ -311,7 +318,8 @@ class NuminaConfig:
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
-                        exclusive_regions=False, link_ratio=None, core_quantile=None)
+                        exclusive_regions=False, link_ratio=None, core_quantile=None,
+                        borrow_layouts=False)
         settings.update(overrides)
         return cls(**settings)
 

@@ -269,6 +269,7 @@ def run_numina(
                 "removed": sum(len(rf.removed) for rf in frames),
                 "added_circle": sum(1 for rf in frames for e in rf.added if e.kind == "add_circle"),
                 "added_copy": sum(1 for rf in frames for e in rf.added if e.kind == "add_copy"),
+                "borrowed": sum(1 for rf in frames if rf.borrowed_from is not None),
             }
             for n, frames in refined.items()
         }

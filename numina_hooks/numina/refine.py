@@ -22,6 +22,13 @@ as is (the centroid term would otherwise drag the instance a little every frame)
 Pixels are painted only where the layout is background; the painted region is the largest
 4-connected part of the placed template. Everything removed or added is kept as named data in
 ``RefinedFrame``.
+
+Borrowed layouts (``borrow_layouts``, not in the paper): before refining, a frame whose
+instance count differs from the temporal vote of the counts (the median over ``2 *
+temporal_window + 1`` frames, as phase 1 votes) starts from the layout of the nearest frame
+whose own count equals that vote (the earlier one on a tie), when there is one: instances
+persist across frames, so a frame read with one object missing or split is refined like its
+neighbours instead of getting an addition or removal of its own.
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .config import NuminaConfig
+from .partition import temporal_vote
 
 __all__ = ["Edit", "RefinedFrame", "refine_layouts", "refine_frame", "layout_counts",
-           "instance_masks"]
+           "instance_masks", "borrowed_sources"]
 
 
 @dataclass
@@ -59,12 +67,15 @@ class RefinedFrame:
 
     labels_before / labels_after: int32 [H, W]; labels_after numbers instances 1..n in raster
     order of their first pixel. removed: bool masks of the removed instances (phase 2 suppresses
-    the noun there). added: the additions, in order.
+    the noun there). added: the additions, in order. borrowed_from: the frame whose layout
+    this frame was refined from (``borrow_layouts``; then ``labels_before`` is that layout),
+    None when it was its own.
     """
     labels_before: np.ndarray
     labels_after: np.ndarray
     removed: list[np.ndarray] = field(default_factory=list)
     added: list[Edit] = field(default_factory=list)
+    borrowed_from: int | None = None
 
     @property
     def count_before(self) -> int:
@@ -235,17 +246,39 @@ def refine_frame(labels: np.ndarray, target: int, config: NuminaConfig | None = 
     return frame
 
 
+def borrowed_sources(counts: Sequence[int], window: int) -> list[int]:
+    """For each frame, the frame whose layout it is refined from (see the module docstring):
+    itself when its count equals its temporal vote over ``window``, else the nearest frame
+    whose own count equals that vote (the earlier one on a tie), else itself."""
+    counts = [int(c) for c in counts]
+    votes = temporal_vote(counts, window)
+    out = []
+    for f, (c, v) in enumerate(zip(counts, votes)):
+        if c == v:
+            out.append(f)
+            continue
+        agree = [g for g in range(len(counts)) if counts[g] == v]
+        out.append(min(agree, key=lambda g: (abs(g - f), g)) if agree else f)
+    return out
+
+
 def refine_layouts(layouts: Sequence, target: int, config: NuminaConfig | None = None
                    ) -> list[RefinedFrame]:
     """Refine the layouts of one noun, one per frame in temporal order, to ``target``
-    instances each. ``layouts``: int label arrays [H, W] (or ``Layout`` objects). Additions
-    follow their counterpart of the previous frame (temporal term, weight ``config.temporal_weight``)."""
+    instances each. ``layouts``: int label arrays [H, W] (or ``Layout`` objects). With
+    ``config.borrow_layouts`` a frame whose count differs from the temporal vote starts from
+    a neighbour's layout (:func:`borrowed_sources`). Additions follow their counterpart of
+    the previous frame (temporal term, weight ``config.temporal_weight``)."""
     cfg = config or NuminaConfig()
+    frames = [np.asarray(getattr(layout, "labels", layout)) for layout in layouts]
+    sources = borrowed_sources([layout_count(f) for f in frames], cfg.temporal_window) \
+        if cfg.borrow_layouts else list(range(len(frames)))
     out: list[RefinedFrame] = []
     previous: list[tuple[float, float]] = []
-    for layout in layouts:
-        labels = np.asarray(getattr(layout, "labels", layout))
-        frame = refine_frame(labels, target, cfg, previous)
+    for f, src in enumerate(sources):
+        frame = refine_frame(frames[src], target, cfg, previous)
+        if src != f:
+            frame.borrowed_from = src
         out.append(frame)
         if frame.added:
             previous = [e.centre for e in frame.added]

@@ -35,7 +35,7 @@ class NuminaReport:
     cross_heads: dict = field(default_factory=dict)  # noun -> per frame
     layouts_before: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
     layouts_after: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
-    edits: dict = field(default_factory=dict)  # noun -> {"removed": n, "added_circle": n, "added_copy": n}
+    edits: dict = field(default_factory=dict)  # noun -> {"removed": n, "added_circle": n, "added_copy": n, "borrowed": frames}
     timings: dict = field(default_factory=dict)  # seconds: phase1, identify, refine, phase2, total
     model_calls: dict = field(default_factory=dict)  # phase1, phase2
     guided_steps: list = field(default_factory=list)
