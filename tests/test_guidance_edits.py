@@ -115,3 +115,24 @@ def test_config_checks_the_new_guidance_fields():
         NuminaConfig(exclusive_regions=1)
     paper = NuminaConfig.paper()
     assert (paper.guide_tokens, paper.suppress_outside, paper.exclusive_regions) == ("noun", False, False)
+
+
+def test_copied_additions_copy_their_reference_or_are_boosted_when_asked():
+    import numpy as np
+
+    from numina_hooks.numina.guidance import plan_from_refinement
+    from numina_hooks.numina.refine import Edit, RefinedFrame
+
+    grid = (4, 4)
+    after = np.zeros(grid, np.int32)
+    after[0, 0] = 1
+    copy = np.zeros(grid, bool)
+    copy[2, 2] = True
+    after[2, 2] = 2
+    rf = RefinedFrame(labels_before=(after == 1).astype(np.int32), labels_after=after,
+                      added=[Edit("add_copy", copy, after == 1, (2.0, 2.0))])
+    copied = plan_from_refinement({"cats": [rf]}, {"cats": [4]}, grid).nouns["cats"]
+    assert copied.boost_rows.numel() == 0
+    assert [(c.rows.tolist(), c.reference_rows.tolist()) for c in copied.copies] == [([10], [0])]
+    boosted = plan_from_refinement({"cats": [rf]}, {"cats": [4]}, grid, boost_copies=True).nouns["cats"]
+    assert boosted.boost_rows.tolist() == [10] and not boosted.copies

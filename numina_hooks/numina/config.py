@@ -41,7 +41,7 @@ _CHOICES = {
     "proposal_cut": ("adaptive", "correlation"),
     "head_choice": ("containment", "image_score"),
     "guidance": ("sparse", "dense"),
-    "target_mode": ("per_head", "shared"),
+    "target_mode": ("per_head", "shared", "boost"),
     "boost_mode": ("mass", "logit_spread", "absolute"),
     "guide_tokens": ("noun", "phrase"),
     "read_tokens": ("noun", "phrase"),
@@ -226,9 +226,13 @@ class NuminaConfig:
     """Guidance is active while its intensity delta(t) >= guidance_floor (0.5: the first half
     of the steps with the linear schedule). Suppression has no strength to set: the guided
     columns are removed from the softmax of suppressed rows (a bias of -inf)."""
-    target_mode: Literal["per_head", "shared"] = "per_head"
-    """Template-copy target score: the reference instance's mean per head, or one mean
-    shared by all heads."""
+    target_mode: Literal["per_head", "shared", "boost"] = "boost"
+    """What a template-copy addition gets: "boost" (default), the boost of a circle addition
+    (``boost_mode``), so that every added instance is drawn with the same strength;
+    "per_head" (paper), the noun's scores set to the reference instance's mean score per
+    head; "shared", that mean over all heads. On the toy model the reference's score, read
+    where the model had not committed to the object yet, was too weak to draw copies in
+    crowds (docs/toy.md)."""
     guide_tokens: Literal["noun", "phrase"] = "phrase"
     """Text columns phase 2 edits: the noun's whole counted phrase ("three red discs":
     count word, modifiers and noun; default), or the noun's tokens alone ('noun', the
@@ -319,7 +323,7 @@ class NuminaConfig:
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, core_quantile=None,
-                        borrow_layouts=False)
+                        borrow_layouts=False, target_mode="per_head")
         settings.update(overrides)
         return cls(**settings)
 

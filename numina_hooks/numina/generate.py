@@ -274,7 +274,8 @@ def run_numina(
             for n, frames in refined.items()
         }
         plans[item] = plan_from_refinement(refined, guide_columns[p], item_reader.grid,
-                                           suppress_outside=config.suppress_outside)
+                                           suppress_outside=config.suppress_outside,
+                                           boost_copies=config.target_mode == "boost")
         guidances[item] = LayoutGuidance(plans[item], config, num_steps)
     refine_seconds = time.perf_counter() - t0
 

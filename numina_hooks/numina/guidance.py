@@ -72,12 +72,14 @@ def _rows(mask: np.ndarray, frame: int, hw: int) -> torch.Tensor:
 
 
 def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tuple[int, int],
-                         suppress_outside: bool | str = False) -> GuidancePlan:
+                         suppress_outside: bool | str = False, boost_copies: bool = False) -> GuidancePlan:
     """Build the plan from ``refine_layouts`` output: noun -> list of per-frame refinements.
 
     ``suppress_outside``: True suppresses each noun on every row of a frame outside its
     refined layout (``labels_after``), not only in its removed regions; "edited" does so
-    only in frames where the noun's layout was edited (an instance added or removed)."""
+    only in frames where the noun's layout was edited (an instance added or removed).
+    ``boost_copies``: copied additions are boosted like circles instead of copying their
+    reference's score (``target_mode="boost"``)."""
     hw = grid[0] * grid[1]
     nouns = {}
     for noun, frames in refined.items():
@@ -86,7 +88,7 @@ def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tup
             added_here = np.zeros(grid, dtype=bool)
             for edit in rf.added:
                 added_here |= edit.mask
-                if edit.kind == "add_circle" or edit.reference is None:
+                if edit.kind == "add_circle" or edit.reference is None or boost_copies:
                     boost.append(_rows(edit.mask, f, hw))
                 else:
                     copies.append(CopyGroup(rows=_rows(edit.mask, f, hw), reference_rows=_rows(edit.reference, f, hw)))
@@ -100,7 +102,8 @@ def plan_from_refinement(refined: dict, columns: dict[str, list[int]], grid: tup
         nouns[noun] = NounPlan(
             columns=torch.as_tensor(columns[noun], dtype=torch.long),
             suppress_rows=torch.cat(suppress) if suppress else torch.zeros(0, dtype=torch.long),
-            boost_rows=torch.cat(boost) if boost else torch.zeros(0, dtype=torch.long),
+            # additions may share a patch (a frame left without background), a row is boosted once
+            boost_rows=torch.unique(torch.cat(boost)) if boost else torch.zeros(0, dtype=torch.long),
             copies=[c for c in copies if c.rows.numel() and c.reference_rows.numel()],
         )
     return GuidancePlan(nouns=nouns, frame_tokens=hw)
