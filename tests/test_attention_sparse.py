@@ -20,10 +20,20 @@ from numina_hooks.attention import (
     pre_softmax_scores,
 )
 from numina_hooks.attention import lse as lse_mod
+from numina_hooks.attention import sparse as sparse_mod
 
 # tolerance against the float64 reference of the same (rounded) inputs, see _err
 ATOL = {torch.float32: 3e-5, torch.bfloat16: 3e-2, torch.float64: 1e-10}
 DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True, params=["correction", "direct"])
+def path(request, monkeypatch):
+    """Every test runs on both ways the sparse path computes edited rows: the correction of
+    the kernel's output (large calls) and the direct recompute over all keys (small calls),
+    whatever its size; tests of the correction alone pin ``path`` to "correction"."""
+    monkeypatch.setattr(sparse_mod, "DIRECT_ELEMENTS", 0 if request.param == "correction" else 1 << 40)
+    return request.param
 
 
 def _qkv(b=2, h=3, lq=48, lk=24, d=16, dtype=torch.float32, seed=0):
@@ -141,8 +151,9 @@ def _dominant_columns(dtype, lq=64, lk=32, d=32, strength=10.0):
     return q.to(dtype), k.to(dtype), v.to(dtype), cols
 
 
+@pytest.mark.parametrize("path", ["correction"], indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_suppressing_columns_that_carry_most_of_the_mass(dtype):
+def test_suppressing_columns_that_carry_most_of_the_mass(dtype, path):
     q, k, v, cols = _dominant_columns(dtype)
     s = pre_softmax_scores(q, k, torch.arange(64), torch.arange(32), 0)
     mass = torch.softmax(s, -1)[..., cols].sum(-1)
@@ -347,6 +358,18 @@ def test_auto_picks_the_cpu_flash_kernel():
     assert choose_backend(torch.zeros(1, 1, 2, 8, dtype=torch.bfloat16)) == "torch-cpu-flash"
 
 
+def test_a_kernel_refusing_other_value_heads_still_runs_equal_ones(monkeypatch):
+    """torch's CPU flash kernel refuses v with another head size than q; "auto" falls back
+    for that call and keeps the fast kernel for calls whose heads are equal."""
+    from numina_hooks.attention import choose_backend
+
+    monkeypatch.setattr(lse_mod, "_FAILED", set())
+    q, k, v = _qkv(h=2, lq=6, lk=5, d=8)
+    out, _ = attention_with_lse(q, k, v[..., :3])  # dv 3 != d 8: served by another backend
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v[..., :3]), atol=1e-6)
+    assert choose_backend(q) == "torch-cpu-flash"
+
+
 # ---- bad input --------------------------------------------------------------------------
 
 
@@ -390,7 +413,8 @@ class LargestTensor(TorchDispatchMode):
         return res
 
 
-def test_sparse_path_allocates_nothing_of_size_queries_by_keys():
+@pytest.mark.parametrize("path", ["correction"], indirect=True)
+def test_sparse_path_allocates_nothing_of_size_queries_by_keys(path):
     lq, lk, h, d = 16384, 512, 2, 16
     q, k, v = _qkv(b=1, h=h, lq=lq, lk=lk, d=d)
     rows = torch.arange(0, lq, 3)  # a third of the rows, every mode
@@ -439,7 +463,8 @@ def test_token_major_views_every_mode(dtype, recompute):
     assert torch.equal(out[1, :, 90:], plain[1, :, 90:])
 
 
-def test_token_major_views_in_row_chunks(monkeypatch):
+@pytest.mark.parametrize("path", ["correction"], indirect=True)
+def test_token_major_views_in_row_chunks(monkeypatch, path):
     """Many small chunks over the token-major buffers give the same result as one chunk."""
     from numina_hooks.attention import sparse
 
@@ -517,3 +542,22 @@ def test_suppressed_columns_leave_the_softmax_entirely():
     torch.testing.assert_close(out[:, :, others], plain[:, :, others], atol=ATOL[torch.float32], rtol=0)
     bias = dense_bias([ColumnEdit(0, rows, cols, "suppress")], q, k)
     assert torch.isneginf(bias[0][:, rows][:, :, cols]).all()
+
+
+@pytest.mark.parametrize("path", ["correction"], indirect=True)
+def test_small_calls_take_the_direct_path_and_large_ones_the_correction(path, monkeypatch):
+    """With the shipped limit a 144-token call recomputes its edited rows over every key
+    (no correction arithmetic runs) and a call past the limit corrects the kernel's output;
+    both give the float64 reference."""
+    monkeypatch.undo()  # the shipped DIRECT_ELEMENTS
+    calls = []
+    real = sparse_mod._direct_rows
+    monkeypatch.setattr(sparse_mod, "_direct_rows", lambda *a: calls.append(1) or real(*a))
+    q, k, v = _qkv(b=1, h=4, lq=144, lk=24, d=32)
+    edits = [ColumnEdit(0, torch.arange(0, 144, 2), [3, 4], "share", 0.5), ColumnEdit(0, torch.arange(1, 60, 2), [3, 4], "suppress")]
+    ref = guided_attention(q.double(), k.double(), v.double(), edits, method="dense")
+    assert _err(guided_attention(q, k, v, edits), ref) < ATOL[torch.float32]
+    assert calls == [1]
+    monkeypatch.setattr(sparse_mod, "DIRECT_ELEMENTS", 4 * 100 * 24)  # under the 4 x 102 x 24 edited block
+    assert _err(guided_attention(q, k, v, edits), ref) < ATOL[torch.float32]
+    assert calls == [1]

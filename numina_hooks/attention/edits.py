@@ -248,18 +248,17 @@ def _group_stats(a: torch.Tensor, value: torch.Tensor, group: torch.Tensor, n_gr
     each ``[H, n, G]``; one scatter per statistic (cells outside every group go to a spare
     slot G that is dropped)."""
     shape = (*a.shape[:-1], n_groups + 1)
-    idx = torch.where(group >= 0, group.long(), torch.full_like(group, n_groups, dtype=torch.long))
+    idx = group.long() % (n_groups + 1)  # -1 (no group) -> the spare slot G
     peak = torch.full(shape, float("-inf"), dtype=a.dtype, device=a.device)
-    peak = peak.scatter_reduce(-1, idx, a, "amax", include_self=True)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    peak = peak.scatter_reduce_(-1, idx, a, "amax", include_self=True)
+    empty = peak == float("-inf")
+    peak = peak.masked_fill_(empty, 0.0)
     mass = torch.zeros(shape, dtype=a.dtype, device=a.device)
-    mass = mass.scatter_add(-1, idx, torch.exp(a - peak.gather(-1, idx)))
+    mass = mass.scatter_add_(-1, idx, torch.exp(a - peak.gather(-1, idx)))
     log_e = (torch.log(mass) + peak)[..., :n_groups]
     p = torch.zeros(shape, dtype=value.dtype, device=value.device)
-    p = p.scatter_reduce(-1, idx, value, "amax", include_self=True)[..., :n_groups]
-    count = torch.zeros(shape, dtype=a.dtype, device=a.device)
-    has = count.scatter_add(-1, idx, torch.ones_like(a))[..., :n_groups] > 0
-    return log_e, p, has
+    p = p.scatter_reduce_(-1, idx, value, "amax", include_self=True)[..., :n_groups]
+    return log_e, p, ~empty[..., :n_groups]
 
 
 def share_biases(
@@ -289,18 +288,15 @@ def share_biases(
     """
     neg = float("-inf")
     share = kind == SHARE
-    a = scores - lse  # log mass of each cell before any edit, relative to the row
-    a_share = a.masked_fill(~share, neg)
-    a_other = a.masked_fill(share, neg)
-    a_other_new = (edited - lse).masked_fill(share, neg)
-    m = a_other_new.amax(-1, keepdim=True).clamp_min(0)  # every exponential below is <= 1
-    rest = (
-        torch.exp(-m)
-        - torch.exp(a_share - m).sum(-1, keepdim=True)
-        + (torch.exp(a_other_new - m) - torch.exp(a_other - m)).sum(-1, keepdim=True)
-    )
-    log_rest = (torch.log(rest.clamp_min(0)) + m)[..., 0]  # [H, n]; -inf when nothing else is left
+    a = scores - lse  # log mass of each cell before any edit, relative to the row (<= 0)
+    a_other_new = (edited - lse).masked_fill_(share, neg)
+    m = a_other_new.amax(-1, keepdim=True).clamp_min_(0)  # every exponential below is <= 1
+    # the row's mass outside the share cells after the other edits: all of it (e^-m), less
+    # the plan's cells before any edit, plus its non-share cells after theirs
+    rest = torch.exp(-m) - torch.exp(a - m).sum(-1, keepdim=True) + torch.exp(a_other_new.sub_(m)).sum(-1, keepdim=True)
+    log_rest = (torch.log(rest.clamp_min_(0)) + m)[..., 0]  # [H, n]; -inf when nothing else is left
     log_e, p, has = _group_stats(a, value, group, n_groups)  # [H, n, G] each
+    log_p_e = torch.log(p) - log_e
     active = has.clone()
     b = torch.zeros_like(p)
     for _ in range(n_groups + 1):
@@ -308,7 +304,7 @@ def share_biases(
         num = torch.logaddexp(log_rest, others)
         den = 1 - (p * active).sum(-1)
         log_z = num - torch.log(den)
-        b = torch.log(p) + log_z[..., None] - log_e
+        b = log_p_e + log_z[..., None]
         drop = active & ~(b >= 0)  # NaN-safe
         if not drop.any():
             break

@@ -188,7 +188,7 @@ AUTO_ORDER = (
     "math",
 )
 
-# (device type, dtype, head dim, backend) combinations that raised at run time: skipped by "auto"
+# ((device type, dtype, q head dim, v head dim), backend) combinations that raised at run time: skipped by "auto"
 _FAILED: set = set()
 
 
@@ -208,7 +208,13 @@ def get_backend(name: str) -> Backend:
     return b
 
 
-def _candidates(q: torch.Tensor, backend: str) -> list[Backend]:
+def _failure_key(q: torch.Tensor, dv: Optional[int] = None) -> tuple:
+    """What a kernel's run-time refusal is remembered for: device, dtype and the head dims
+    of q and v (a kernel refusing value heads of another size still runs equal ones)."""
+    return (q.device.type, q.dtype, q.shape[-1], q.shape[-1] if dv is None else dv)
+
+
+def _candidates(q: torch.Tensor, backend: str, dv: Optional[int] = None) -> list[Backend]:
     if backend != "auto":
         b = get_backend(backend)
         if not b.supports(q):
@@ -218,7 +224,7 @@ def _candidates(q: torch.Tensor, backend: str) -> list[Backend]:
                 f"{'' if b.max_head_dim is None else f', head dim <= {b.max_head_dim}'}); use backend='auto'"
             )
         return [b]
-    key = (q.device.type, q.dtype, q.shape[-1])
+    key = _failure_key(q, dv)
     return [
         BACKENDS[n]
         for n in AUTO_ORDER
@@ -264,7 +270,7 @@ def attention_with_lse(
     if k.shape[:3] != v.shape[:3] or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    cands = _candidates(q, backend)
+    cands = _candidates(q, backend, v.shape[-1])
     if not cands:
         raise RuntimeError(f"no attention backend runs {q.dtype} on {q.device.type}")
     for i, b in enumerate(cands):
@@ -273,7 +279,7 @@ def attention_with_lse(
         except (RuntimeError, NotImplementedError, TypeError):
             if backend != "auto" or i == len(cands) - 1:
                 raise
-            _FAILED.add(((q.device.type, q.dtype, q.shape[-1]), b.name))
+            _FAILED.add((_failure_key(q, v.shape[-1]), b.name))
             continue
         return _normalise(out, lse, q, v, b.name)
     raise AssertionError("unreachable")

@@ -5,9 +5,11 @@ to every cross-attention layer of every guided step; only the values change with
 step. :class:`PlanCache` keys a structure on the identity and in-place version of the
 edits' index tensors, so a hit skips what costs per call: the range checks (a read of
 each index tensor's min and max, a device sync on GPU), the unions, the searchsorted
-positions and the kind/group scatters. A hit refills only the ``[H, U, C]`` values.
-The cache holds the index tensors it keys on, so their ids cannot be reused while an
-entry stands.
+positions and the kind/group scatters. A hit refills only the ``[H, U, C]`` values, and
+not even those when the values are the ones of the entry's last call (the same numbers,
+or the same value tensors unchanged in place): guidance passes one step's edits to every
+layer of that step. The cache holds the index and value tensors it keys on, so their ids
+cannot be reused while an entry stands.
 """
 
 from __future__ import annotations
@@ -29,14 +31,22 @@ def _index_key(t: Optional[torch.Tensor]):
     return None if t is None else (id(t), t._version)
 
 
+def _value_key(edits):
+    """What identifies the edits' values: numbers by value, tensors by identity and in-place version."""
+    return tuple(
+        (id(e.value), e.value._version) if isinstance(e.value, torch.Tensor) else float(e.value) for e in edits
+    )
+
+
 class _Entry:
-    __slots__ = ("held", "kept", "plans", "slots")
+    __slots__ = ("held", "kept", "plans", "slots", "last")
 
     def __init__(self, held, kept, plans, slots):
         self.held = held  # the index tensors keyed on (kept alive)
         self.kept = kept  # positions of the non-empty edits
         self.plans = plans  # BatchPlan per edited batch row, structure only (value None)
         self.slots = slots  # per plan: [(edit position, (hi, ri, ci))] of the edits that carry a value
+        self.last = None  # (value key, the values keyed on (kept alive), refilled plans) of the last hit
 
 
 class PlanCache:
@@ -68,7 +78,13 @@ class PlanCache:
             return kept, plans
         self.hits += 1
         kept = [edits[i] for i in entry.kept]
-        return kept, [self._refill(plan, slots, edits, q) for plan, slots in zip(entry.plans, entry.slots)]
+        vkey = _value_key(edits)
+        last = entry.last
+        if last is not None and last[0] == vkey:
+            return kept, last[2]
+        plans = [self._refill(plan, slots, edits, q) for plan, slots in zip(entry.plans, entry.slots)]
+        entry.last = (vkey, [e.value for e in edits], plans)
+        return kept, plans
 
     # ------------------------------------------------------------------ internals
     @staticmethod

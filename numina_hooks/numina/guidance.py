@@ -156,6 +156,7 @@ class LayoutGuidance:
         self.guided_steps: set[int] = set()
         self._cache: dict = {}  # (video offset, text offset, batch row) -> fixed edits per noun
         self._split = _overlap_split(plan)  # noun -> [1, R] share of the target where additions overlap
+        self._step_edits = None  # (step and token layout, edits) when the step's layers share them
 
     def edits_for(self, view) -> list[ColumnEdit]:
         """The edits of one cross view (empty when guidance is off at this step)."""
@@ -165,18 +166,27 @@ class LayoutGuidance:
         # every model (a flow-matching sigma with Wan's shift stays high for ~80% of steps)
         if step is None or not cfg.guidance_active(step, self.num_steps):
             return []
-        delta = cfg.delta(step, self.num_steps)
         q0, c0 = view.video_queries.start, view.text_keys.start
+        shard = getattr(view, "shard", None)
+        batches = tuple(view.rows_of("cond"))
+        key = (step, q0, c0, batches, None if shard is None else (shard.offset, shard.length))
+        if self._step_edits is not None and self._step_edits[0] == key:
+            return self._step_edits[1]  # every layer of a step gets the same edit objects
+        delta = cfg.delta(step, self.num_steps)
         edits = []
-        for batch in view.rows_of("cond"):
-            for noun, fixed in self._fixed_edits(q0, c0, batch, getattr(view, "shard", None)):
+        per_view = False  # values read from this view's q/k: not shared by the step's layers
+        for batch in batches:
+            for noun, fixed in self._fixed_edits(q0, c0, batch, shard):
                 suppress, boost, copies, split = fixed
                 if suppress is not None:
                     edits.append(suppress)
                 if boost is not None:
                     edits.append(self._boost_edit(view, boost, delta, split))
+                    per_view |= cfg.boost_mode == "logit_spread"
                 if copies:
                     edits.extend(self._copy_edits(view, batch, copies, delta))
+                    per_view = True
+        self._step_edits = None if per_view else (key, edits)
         return edits
 
     def active(self, view) -> bool:
