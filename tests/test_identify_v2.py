@@ -247,6 +247,22 @@ def test_an_instance_claimed_by_two_nouns_goes_to_the_stronger_one():
     assert not ((labels["cats"] > 0) & (labels["dogs"] > 0)).any()
 
 
+def test_a_noun_spread_over_the_frame_does_not_take_an_object_from_one_that_singles_it_out():
+    """Relative to its own peak a flat map is near 1 everywhere; the noun whose attention
+    concentrates on the object keeps it."""
+    from numina_hooks.numina.identify import exclusive_instances
+
+    shared = np.zeros((4, 6), np.int32)
+    shared[1:3, 1:3] = 1
+    cross_flat = np.full((4, 6), 0.20, np.float32)  # "cats": the same share on every patch
+    cross_flat[1:3, 1:3] = 0.21
+    cross_local = np.full((4, 6), 0.02, np.float32)  # "dogs": on the object, little elsewhere
+    cross_local[1:3, 1:3] = 0.5
+    labels = {"cats": shared.copy(), "dogs": shared.copy()}
+    exclusive_instances(labels, {"cats": cross_flat, "dogs": cross_local})
+    assert labels["cats"].max() == 0 and np.array_equal(labels["dogs"], shared)
+
+
 def _split_object_and_neighbour():
     """Instance 1 is one object seen in two pieces (an occluder, background, between
     them); instance 2 is a separate object below."""

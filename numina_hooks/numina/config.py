@@ -179,8 +179,8 @@ class NuminaConfig:
     most wins): a remedy for class-level heads whose regions hold several instances."""
     exclusive_regions: bool = True
     """True (default): an instance claimed by several nouns in a frame goes to the noun whose
-    cross-attention (relative to its own peak) is strongest over it: one object is counted
-    for one noun. False (paper): every noun keeps it. On the toy model with instance heads
+    cross-attention is most concentrated on it (its mean over the instance relative to its
+    mean over the frame): one object is counted for one noun. False (paper): every noun keeps it. On the toy model with instance heads
     (docs/toy.md) False let 43% of one noun's instances sit on another noun's objects."""
     temporal_window: int = 1
     """Counts are the median of the per-frame counts over 2w + 1 consecutive frames around

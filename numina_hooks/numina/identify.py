@@ -261,16 +261,18 @@ def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarr
 
     ``labels``: noun -> int ``[H, W]`` instances of one frame (0 = none); ``cross``: noun ->
     float ``[H, W]`` cross-attention map of the same frame. Where instances of two nouns
-    overlap, the one whose noun holds the larger share of its own peak over the instance
-    (mean of ``cross / max(cross)`` on it) keeps it; the other's is dropped and its
-    instances are renumbered 1..n in raster order of their first pixel, as every layout is.
-    One object is counted for one noun, never for two.
+    overlap, the one whose noun concentrates more of its attention on the instance keeps
+    it: the larger mean of ``cross`` over the instance relative to the map's mean over the
+    frame (about 1 for a map spread evenly, more the more the noun singles the instance
+    out; free of each map's scale). The other's is dropped and its instances are
+    renumbered 1..n in raster order of their first pixel, as every layout is. One object
+    is counted for one noun, never for two.
     """
     nouns = list(labels)
     score = {}
     for n in nouns:
-        peak = float(cross[n].max())
-        rel = cross[n] / peak if peak > 0 else np.zeros_like(cross[n])
+        mean = float(cross[n].mean())
+        rel = cross[n] / mean if mean > 0 else np.zeros_like(cross[n])
         score[n] = {k: float(rel[labels[n] == k].mean()) for k in range(1, int(labels[n].max()) + 1)}
     drop = {n: set() for n in nouns}
     for i, a in enumerate(nouns):
