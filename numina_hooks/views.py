@@ -380,16 +380,19 @@ class AttentionView:
         outs = [torch.empty(B, H, geo.frames, hw, dtype=torch.float32, device=q.device) for _ in sets]
         n_keys = k.shape[2]
         head_chunk = max(1, min(H, MAP_CHUNK_ELEMENTS // max(1, B * hw * n_keys)))
-        k_cols = [k.index_select(2, (cols + self.text_keys.start).to(k.device)).float() for cols in sets]
+        kt = k.float().transpose(-1, -2)  # [B, H, d, Lk], converted once for every frame
+        k_cols = [k.index_select(2, (cols + self.text_keys.start).to(k.device)).float().transpose(-1, -2)
+                  for cols in sets]
         for f in range(geo.frames):
             q0 = self.video_queries.start + f * hw
             for h0 in range(0, H, head_chunk):
                 h1 = min(H, h0 + head_chunk)
-                qf = q[:, h0:h1, q0 : q0 + hw].float()
-                lse = torch.logsumexp(torch.matmul(qf, k[:, h0:h1].float().transpose(-1, -2)) * self.scale, dim=-1)
+                qf = q[:, h0:h1, q0 : q0 + hw].float() * self.scale  # the scale on q: d, not Lk, products
+                s = torch.matmul(qf, kt[:, h0:h1])  # [B, h, hw, Lk]
+                top = s.amax(-1, keepdim=True)
+                lse = top + s.sub_(top).exp_().sum(-1, keepdim=True).log_()  # in place: no second [hw, Lk]
                 for out, kc in zip(outs, k_cols):
-                    s_cols = torch.matmul(qf, kc[:, h0:h1].transpose(-1, -2)) * self.scale
-                    out[:, h0:h1, f] = torch.exp(s_cols - lse.unsqueeze(-1)).mean(-1)
+                    out[:, h0:h1, f] = torch.matmul(qf, kc[:, h0:h1]).sub_(lse).exp_().mean(-1)
         return [out.view(B, H, geo.frames, geo.height, geo.width) for out in outs]
 
     @staticmethod
