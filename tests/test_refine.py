@@ -144,3 +144,30 @@ def test_borrow_layouts_must_be_a_bool_and_the_paper_preset_does_not_borrow():
     with pytest.raises(ValueError, match="borrow_layouts"):
         NuminaConfig(borrow_layouts="yes")
     assert NuminaConfig.paper().borrow_layouts is False
+
+
+def test_placement_attention_puts_an_addition_where_the_noun_is_attended():
+    """With a weight, a circle goes to the map's hot spot (away from the frame centre,
+    where the paper's cost puts it); with the paper's cost (0) the map changes nothing."""
+    empty = np.zeros((12, 20), dtype=np.int32)
+    att = np.zeros((12, 20), dtype=np.float32)
+    att[6:10, 14:18] = 1.0  # the noun is attended here
+    paper = refine_layouts([empty], 1, NuminaConfig(), [att])[0].added[0]
+    assert abs(paper.centre[0] - 5.5) <= 1 and abs(paper.centre[1] - 9.5) <= 1
+    placed = refine_layouts([empty], 1, NuminaConfig(placement_attention=1.0), [att])[0].added[0]
+    assert 6 <= placed.centre[0] <= 9 and 14 <= placed.centre[1] <= 17
+    # an existing instance is still never covered or touched
+    one = empty.copy()
+    one[6:10, 14:18] = 1
+    added = refine_layouts([one], 2, NuminaConfig(placement_attention=1.0), [att])[0]
+    grown = np.zeros_like(one, dtype=bool)
+    grown[5:11, 13:19] = True
+    assert not (added.added[0].mask & grown).any()
+
+
+def test_placement_attention_input_is_checked():
+    with pytest.raises(ValueError, match="placement_attention=-1"):
+        NuminaConfig(placement_attention=-1)
+    with pytest.raises(ValueError, match="attention has shape"):
+        refine_layouts([np.zeros((4, 4), np.int32)], 1, NuminaConfig(placement_attention=1.0), [np.zeros((3, 4))])
+    assert NuminaConfig.paper().placement_attention == 0

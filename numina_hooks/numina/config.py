@@ -201,6 +201,11 @@ class NuminaConfig:
     the same added instance's centre in the previous frame)."""
     placement_stride: int = 1
     """Spacing in patches of the grid of candidate centres."""
+    placement_attention: float = 0.0
+    """Weight of an attention term in the placement cost of an addition: ``1 - `` the mean,
+    under the placed template, of the noun's cross-attention map of that frame scaled to
+    [0, 1] (an addition goes where the model already attends to the noun). 0: the paper's
+    cost (centroid and temporal terms only)."""
 
     # --- guide (phase 2): layout-guided regeneration -------------------------------------
     guidance: Literal["sparse", "dense"] = "sparse"
@@ -265,6 +270,9 @@ class NuminaConfig:
                 _fail(name, v, "a fraction strictly between 0 and 1, or an int index")
             if isinstance(v, int) and v < 0:
                 _fail(name, v, "a non-negative 0-based index")
+        v = self.placement_attention
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            _fail("placement_attention", v, "a finite number >= 0 (0 = the paper's placement cost)")
         positive = ("sobel_weight", "temporal_weight", "circle_radius", "focus_eps")
         for name in positive:
             v = getattr(self, name)

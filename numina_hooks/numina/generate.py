@@ -262,7 +262,8 @@ def run_numina(
             report.reason = f"{matched}: regenerated unguided with the batch in phase 2, from the same noise"
             report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}
             continue
-        refined = {noun: refine_layouts(list(report.layouts_before[noun]), asked[p][noun], config) for noun in asked[p]}
+        refined = {noun: refine_layouts(list(report.layouts_before[noun]), asked[p][noun], config,
+                                        report.cross_maps.get(noun)) for noun in asked[p]}
         report.layouts_after = {n: np.stack([rf.labels_after for rf in frames]) for n, frames in refined.items()}
         report.edits = {
             n: {

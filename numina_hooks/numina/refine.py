@@ -154,8 +154,18 @@ def _place(offsets: np.ndarray, centre: tuple[int, int], shape: tuple[int, int])
     return m
 
 
-def _add_one(labels: np.ndarray, cfg: NuminaConfig, previous: tuple[float, float] | None
-             ) -> Edit:
+def _attention_cost(attention: np.ndarray, py: np.ndarray, px: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Per candidate: 1 - the mean of ``attention`` (``[H, W]``, scaled to [0, 1] over the
+    frame) under its template points inside the frame (``py``, ``px``, ``inside`` ``[C, k]``)."""
+    a = np.asarray(attention, dtype=np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    under = (a[py, px] * inside).sum(1) / np.maximum(inside.sum(1), 1)
+    return 1.0 - under
+
+
+def _add_one(labels: np.ndarray, cfg: NuminaConfig, previous: tuple[float, float] | None,
+             attention: np.ndarray | None = None) -> Edit:
     H, W = labels.shape
     offsets, reference = _template(labels, cfg.circle_radius)
     occupied = labels > 0
@@ -187,6 +197,8 @@ def _add_one(labels: np.ndarray, cfg: NuminaConfig, previous: tuple[float, float
     cc = ((cands - c0) ** 2).sum(1) / diag2
     ct = ((cands - np.asarray(previous)) ** 2).sum(1) / diag2 if previous is not None else 0.0
     cost = cc + cfg.temporal_weight * ct
+    if attention is not None and cfg.placement_attention > 0:
+        cost = cost + cfg.placement_attention * _attention_cost(attention, py, px, inside)
     if previous is not None and hard[0] == 0 and soft[0] == 0 and outside[0] == 0:
         best = 0  # stays put
     else:
@@ -214,15 +226,21 @@ def _add_one(labels: np.ndarray, cfg: NuminaConfig, previous: tuple[float, float
 
 
 def refine_frame(labels: np.ndarray, target: int, config: NuminaConfig | None = None,
-                 previous_centres: Sequence[tuple[float, float]] = ()) -> RefinedFrame:
+                 previous_centres: Sequence[tuple[float, float]] = (),
+                 attention: np.ndarray | None = None) -> RefinedFrame:
     """Refine one frame's layout to ``target`` instances (see the module docstring).
-    ``previous_centres``: centres of the additions in the previous frame, in order."""
+    ``previous_centres``: centres of the additions in the previous frame, in order.
+    ``attention``: the noun's cross-attention map of the frame ``[H, W]`` (used when
+    ``config.placement_attention > 0``)."""
     cfg = config or NuminaConfig()
     before = np.asarray(labels)
     if before.ndim != 2:
         raise ValueError(f"refine: labels must be a 2-D [H, W] array, got shape {before.shape}")
     if not np.issubdtype(before.dtype, np.integer):
         raise ValueError(f"refine: labels must be integers (0 background), got {before.dtype}")
+    if attention is not None and np.shape(attention) != before.shape:
+        raise ValueError(f"refine: attention has shape {np.shape(attention)}; expected the layout's "
+                         f"{before.shape} (the noun's cross-attention map of this frame)")
     if int(target) < 0 or int(target) > before.size:
         raise ValueError(f"refine: target={target!r} must be in 0..{before.size} (the number of "
                          f"patches of a {before.shape} layout)")
@@ -238,7 +256,7 @@ def refine_frame(labels: np.ndarray, target: int, config: NuminaConfig | None = 
     while layout_count(work) < target:
         j = len(frame.added)
         prev = previous_centres[j] if j < len(previous_centres) else None
-        edit = _add_one(work, cfg, prev)
+        edit = _add_one(work, cfg, prev, attention)
         work[edit.mask] = next_id
         next_id += 1
         frame.added.append(edit)
@@ -262,13 +280,14 @@ def borrowed_sources(counts: Sequence[int], window: int) -> list[int]:
     return out
 
 
-def refine_layouts(layouts: Sequence, target: int, config: NuminaConfig | None = None
-                   ) -> list[RefinedFrame]:
+def refine_layouts(layouts: Sequence, target: int, config: NuminaConfig | None = None,
+                   attention: Sequence | None = None) -> list[RefinedFrame]:
     """Refine the layouts of one noun, one per frame in temporal order, to ``target``
     instances each. ``layouts``: int label arrays [H, W] (or ``Layout`` objects). With
     ``config.borrow_layouts`` a frame whose count differs from the temporal vote starts from
     a neighbour's layout (:func:`borrowed_sources`). Additions follow their counterpart of
-    the previous frame (temporal term, weight ``config.temporal_weight``)."""
+    the previous frame (temporal term, weight ``config.temporal_weight``). ``attention``: the
+    noun's cross-attention map ``[H, W]`` of each frame (``config.placement_attention``)."""
     cfg = config or NuminaConfig()
     frames = [np.asarray(getattr(layout, "labels", layout)) for layout in layouts]
     sources = borrowed_sources([layout_count(f) for f in frames], cfg.temporal_window) \
@@ -276,7 +295,8 @@ def refine_layouts(layouts: Sequence, target: int, config: NuminaConfig | None =
     out: list[RefinedFrame] = []
     previous: list[tuple[float, float]] = []
     for f, src in enumerate(sources):
-        frame = refine_frame(frames[src], target, cfg, previous)
+        frame = refine_frame(frames[src], target, cfg, previous,
+                             None if attention is None else attention[f])  # this frame's map
         if src != f:
             frame.borrowed_from = src
         out.append(frame)
