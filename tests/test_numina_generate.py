@@ -78,8 +78,8 @@ def test_phase_two_reuses_the_callers_noise(setup, monkeypatch):
     monkeypatch.setattr(generate_mod.LayoutReader, "matches", lambda self, counts: False)
     real_refine = generate_mod.refine_layouts
 
-    def no_edit(layouts, target, config):
-        frames = real_refine(layouts, target, config)
+    def no_edit(layouts, target, config, attention=None):
+        frames = real_refine(layouts, target, config, attention)
         return [dataclasses.replace(f, labels_after=f.labels_before, removed=[], added=[]) for f in frames]
 
     monkeypatch.setattr(generate_mod, "refine_layouts", no_edit)
