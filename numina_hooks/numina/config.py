@@ -58,6 +58,7 @@ _INTERVALS = {
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
     "head_margin": (0, True, 1, False, False, ""),
+    "placement_attention": (0, True, math.inf, False, False, " (0 = the paper's placement cost)"),
 }
 
 
@@ -270,9 +271,6 @@ class NuminaConfig:
                 _fail(name, v, "a fraction strictly between 0 and 1, or an int index")
             if isinstance(v, int) and v < 0:
                 _fail(name, v, "a non-negative 0-based index")
-        v = self.placement_attention
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            _fail("placement_attention", v, "a finite number >= 0 (0 = the paper's placement cost)")
         positive = ("sobel_weight", "temporal_weight", "circle_radius", "focus_eps")
         for name in positive:
             v = getattr(self, name)
