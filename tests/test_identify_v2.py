@@ -297,3 +297,45 @@ def test_noisy_edges_across_a_seam_do_not_merge_touching_objects(n, seed):
                                   NuminaConfig(core_quantile=None), self_head=head)
     assert plain.count < fr.count
     assert layout_from_attention(fr.self_attn, fr.cross_attn, (15, 26)).count == fr.count
+
+
+def _pieces_map(scale):
+    """One head over a (8 s) x (12 s) grid: a large object (half of the frame's height and
+    width, cut down the middle into regions 1 and 2, as the core cut may leave it) and a
+    small separate object (region 3). Logits: +4 within an instance, +1.5 between two
+    background patches, plus a local bump (sigma 1.5 s): the project family's instance
+    head."""
+    H, W = 8 * scale, 12 * scale
+    labels = np.zeros((H, W), np.int64)
+    labels[:, :6 * scale] = 1
+    labels[2 * scale:6 * scale, 8 * scale:11 * scale] = 2
+    regions = np.zeros((H, W), np.int32)
+    regions[:, :3 * scale] = 1
+    regions[:, 3 * scale:6 * scale] = 2
+    regions[labels == 2] = 3
+    lab = torch.from_numpy(labels.reshape(-1))
+    same = ((lab[:, None] == lab[None, :]) & (lab[:, None] > 0)).double()
+    bg = ((lab[:, None] == 0) & (lab[None, :] == 0)).double()
+    d2 = torch.cdist(_positions((H, W)), _positions((H, W))).square()
+    sigma = 1.5 * scale
+    logits = 4.0 * same + 1.5 * bg + 2.0 * torch.exp(-d2 / (2 * sigma * sigma))
+    return torch.softmax(logits, -1)[None].float(), regions, (H, W)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_the_pieces_of_a_large_object_are_joined_whatever_the_grid_size(scale):
+    """Linking compares densities: a large object spreads its attention thin (its entries
+    are near 1 / N) yet its pieces attend to each other nearly as densely as within
+    themselves. The rule before (log N * A, ratio 0.75) left these pieces apart on the
+    small grid; the separate object stays apart at both sizes."""
+    from numina_hooks.numina.partition import HeadPartitions, link_regions
+    sa, regions, grid = _pieces_map(scale)
+    parts = HeadPartitions(regions=regions[None].copy(), lift=[np.array([np.nan, 1.0, 1.0, 1.0])],
+                           contrast=[np.array([0.0, 1.0, 1.0, 1.0])],
+                           sink=[np.zeros(4, dtype=bool)], thresholds=np.zeros(1, np.float32))
+    link_regions(parts, sa, NuminaConfig().link_ratio)
+    out = parts.regions[0]
+    assert out.max() == 2
+    assert len(np.unique(out[regions == 1])) == 1 and np.array_equal(
+        np.unique(out[regions == 1]), np.unique(out[regions == 2]))
+    assert np.unique(out[regions == 3])[0] != np.unique(out[regions == 1])[0]
