@@ -428,24 +428,20 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     by the core cut of ``partition_heads``.
 
     Among each head's measured regions with lift > ``min_lift`` (``fill_lift`` first), the
-    density of regions ``a`` and ``b`` is ``mean A[i, j]`` over sampled members ``i`` of ``a``
-    and ``j`` of ``b`` (both directions averaged; within a region, ``i != j``). ``a`` and
-    ``b`` become one region when their mutual density reaches ``ratio`` times the smaller of
-    their own, both own densities being above a uniform map's ``1 / N``; joins are
-    transitive. A ratio of densities does not depend on the grid's size or on the objects'
-    size (a large object spreads its attention thin, near ``1 / N``, yet its pieces attend
-    to each other about as densely as within themselves; a rule on ``log(N * density)``,
-    the one before, left large objects in pieces on small grids). (No reference over the
-    heads is taken, unlike the edge weights: at a distance a sharply positional head gives
-    almost nothing, and relative to it every pair of regions would look linked.) A joined
-    region gets one id (its pieces need not touch), the size-weighted mean of its pieces'
-    lift and contrast (a conservative lift: measured whole, a joined object would keep more,
-    and so would a class-level head's joined regions), and the sink flag of any piece; ids
-    are renumbered 1..m in raster order of their first pixel. ``self_attn``: the frame's
-    ``[heads, N, N]`` map or a source of its entries (``partition_from_qk``); the same frame
-    and heads as ``parts``. ``heads``: the heads to link (an iterable of indices; None =
-    every head). Reads one ``[R, R]`` block per head with two or more candidates (R: their
-    sampled members)."""
+    affinity of regions ``a`` and ``b`` is ``log(N * mean A[i, j])`` over sampled members
+    ``i`` of ``a`` and ``j`` of ``b`` (both directions averaged; within a region, ``i != j``;
+    0 is what a uniform map gives). ``a`` and ``b`` become one region when their affinity
+    reaches ``ratio`` times the smaller of their own (positive) affinities; joins are
+    transitive. (Unlike the edge weights, no reference over the heads is taken: at a
+    distance a sharply positional head gives almost nothing, and relative to it every pair
+    of regions would look linked.) A joined region gets one id (its pieces need not touch),
+    the size-weighted mean of its pieces' lift and contrast (a conservative lift: measured
+    whole, a joined object would keep more, and so would a class-level head's joined
+    regions), and the sink flag of any piece; ids are renumbered 1..m in raster order of
+    their first pixel. ``self_attn``: the frame's ``[heads, N, N]`` map or a source of its
+    entries (``partition_from_qk``); the same frame and heads as ``parts``. ``heads``: the
+    heads to link (an iterable of indices; None = every head). Reads one ``[R, R]`` block
+    per head with two or more candidates (R: their sampled members)."""
     source = _as_source(self_attn)
     h, n = source.heads, source.n
     if parts.regions.shape[0] != h:
@@ -473,12 +469,10 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
         count = onehot.sum(0)
         pairs = count[:, None] * count[None, :] - torch.diag(count)
         dens = (onehot.t() @ vals @ onehot) / pairs.clamp_min(1)
-        mutual = (0.5 * (dens + dens.t())).numpy()
-        own = np.where(pairs.diagonal().numpy() > 0, dens.diagonal().numpy(), 0.0)
-        low = np.minimum(own[:, None], own[None, :])
-        # real regions (denser than a uniform map inside) that attend to each other at
-        # least ``ratio`` as densely as inside the sparser of the two
-        join = (mutual >= ratio * low) & (low * n > 1.0)
+        aff = torch.log(0.5 * (dens + dens.t()) * n + 1e-12).numpy()
+        own = np.where(pairs.diagonal().numpy() > 0, aff.diagonal(), -np.inf)
+        bar = ratio * np.minimum(own[:, None], own[None, :])
+        join = (aff >= bar) & (bar > 0)
         a, b = np.nonzero(np.triu(join, 1))
         if len(a) == 0:
             continue
