@@ -160,3 +160,42 @@ def test_learning_rate_schedule_warms_up_then_decays_to_the_final_fraction(tmp_p
     assert all(a >= b for a, b in zip(steps, steps[1:]))  # never rises during the decay
     with pytest.raises(ValueError, match="decay_start=1000 must lie in"):
         toy_train.train(tmp_path, steps=1000, decay_start=1000, progress=False)
+
+
+def _tiny_configs():
+    t_cfg, e_cfg = toy_model.architecture("v2")
+    return ({**t_cfg, "num_layers": 1, "ffn_dim": 32},
+            {**e_cfg, "num_layers": 1, "d_ff": 32})
+
+
+def test_weights_of_another_architecture_load_as_they_were_trained(tmp_path):
+    """The architecture travels in info.json: load_toy_pipeline builds what the weights
+    need, and loading them into a pipeline of another shape says so by field."""
+    t_cfg, e_cfg = _tiny_configs()
+    pipe = toy_model.build_pipeline(seed=4, transformer_config=t_cfg, text_encoder_config=e_cfg)
+    toy_model.save_weights(pipe, tmp_path)
+    loaded = toy_model.load_toy_pipeline(tmp_path)
+    assert len(loaded.transformer.blocks) == 1 and loaded.transformer.config.ffn_dim == 32
+    assert toy_model.pipeline_configs(loaded) == toy_model.pipeline_configs(pipe)
+    with pytest.raises(ValueError, match=r"num_layers=1 \(the pipeline has 6\)"):
+        toy_model.load_weights(toy_model.build_pipeline(), tmp_path)
+
+
+def test_architectures_are_named_and_checked():
+    t_cfg, e_cfg = toy_model.architecture("v3")
+    assert t_cfg["num_layers"] == 8 and t_cfg["text_dim"] == e_cfg["d_model"] == 128
+    assert toy_model.TRANSFORMER_CONFIG["num_layers"] == 6  # v2 untouched
+    with pytest.raises(ValueError, match="architecture 'v9' is unknown"):
+        toy_model.architecture("v9")
+    with pytest.raises(ValueError, match="text_dim=64 differs from the text encoder's d_model=128"):
+        toy_model.build_pipeline(transformer_config=toy_model.TRANSFORMER_CONFIG,
+                                 text_encoder_config=e_cfg)
+
+
+def test_a_run_keeps_its_architecture(tmp_path):
+    toy_train.train(tmp_path, steps=1, seed=1, batch=1, progress=False)
+    with pytest.raises(ValueError, match="arch='v3', but the run in .* trains 'v2'"):
+        toy_train.train(tmp_path, steps=2, seed=1, batch=1, progress=False, arch="v3")
+    with pytest.raises(ValueError, match="arch='v3', but the weights in .* are 'v2'"):
+        toy_train.train(tmp_path / "new", steps=1, progress=False, arch="v3",
+                        init_weights=toy_model.WEIGHTS_DIR)

@@ -79,6 +79,27 @@ TEXT_ENCODER_CONFIG = {
     "decoder_start_token_id": 0,
 }
 
+#: Named architectures (transformer config, text-encoder config). "v2" is the shipped
+#: weights' (1.35M parameters); "v3" is wider where the text conditions the video (text
+#: encoder 4 layers of width 128, text dim 128), deeper (8 blocks) and with a wider FFN, with
+#: the same heads (4 of 32), patches and tokens: 2.9M parameters, about 1.5x the cost of a
+#: training step.
+ARCHITECTURES: dict[str, tuple[dict, dict]] = {
+    "v2": (TRANSFORMER_CONFIG, TEXT_ENCODER_CONFIG),
+    "v3": ({**TRANSFORMER_CONFIG, "num_layers": 8, "ffn_dim": 512, "text_dim": 128},
+           {**TEXT_ENCODER_CONFIG, "d_model": 128, "num_heads": 8, "d_ff": 256, "num_layers": 4}),
+}
+
+
+def architecture(name: str) -> tuple[dict, dict]:
+    """(transformer config, text-encoder config) of the named architecture
+    (``ARCHITECTURES``)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture {name!r} is unknown; expected one of "
+                         f"{', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[name]
+
+
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as in T5
 
 
@@ -102,15 +123,26 @@ def build_tokenizer():
     )
 
 
-def build_pipeline(seed: int = 0, device: str = "cpu"):
-    """A freshly initialised toy ``WanPipeline`` (random weights, seeded)."""
+def build_pipeline(seed: int = 0, device: str = "cpu", arch: str = "v2",
+                   transformer_config: dict | None = None, text_encoder_config: dict | None = None):
+    """A freshly initialised toy ``WanPipeline`` (random weights, seeded) of the named
+    architecture (``ARCHITECTURES``), or of the configs given (each default: the named
+    architecture's)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
+    named_t, named_e = architecture(arch)
+    t_cfg = dict(named_t if transformer_config is None else transformer_config)
+    e_cfg = dict(named_e if text_encoder_config is None else text_encoder_config)
+    t_cfg["patch_size"] = tuple(t_cfg["patch_size"])  # a list when read back from JSON
+    if t_cfg["text_dim"] != e_cfg["d_model"]:
+        raise ValueError(f"transformer text_dim={t_cfg['text_dim']} differs from the text "
+                         f"encoder's d_model={e_cfg['d_model']}: the transformer reads the "
+                         "encoder's states, so set both to the same width")
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TEXT_ENCODER_CONFIG))
+    transformer = WanTransformer3DModel(**t_cfg)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **e_cfg))
     scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=None,
                        scheduler=scheduler, transformer=transformer)
@@ -140,9 +172,37 @@ def save_weights(pipe, weights_dir: str | Path, info: dict | None = None) -> Non
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model_state(pipe).items()}
     save_file(state, str(out / "model.safetensors"))
-    meta = {"transformer": TRANSFORMER_CONFIG, "text_encoder": TEXT_ENCODER_CONFIG,
+    t_cfg, e_cfg = pipeline_configs(pipe)
+    meta = {"transformer": t_cfg, "text_encoder": e_cfg,
             "vocabulary": world.vocabulary(), **(info or {})}
     (out / "info.json").write_text(json.dumps(meta, indent=2, default=list) + "\n")
+
+
+def pipeline_configs(pipe) -> tuple[dict, dict]:
+    """The architecture of a toy pipeline: (transformer config, text-encoder config), with
+    the keys of ``TRANSFORMER_CONFIG`` and ``TEXT_ENCODER_CONFIG``."""
+    t_cfg = {k: pipe.transformer.config[k] for k in TRANSFORMER_CONFIG}
+    t_cfg["patch_size"] = tuple(t_cfg["patch_size"])
+    e_cfg = {k: getattr(pipe.text_encoder.config, k) for k in TEXT_ENCODER_CONFIG}
+    return t_cfg, e_cfg
+
+
+def weights_configs(weights_dir: str | Path) -> tuple[dict, dict]:
+    """The architecture a weights folder was trained with (its ``info.json``; the "v2"
+    architecture where the file does not name one)."""
+    info_file = Path(weights_dir) / "info.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    named_t, named_e = ARCHITECTURES["v2"]
+    t_cfg = {**named_t, **info.get("transformer", {})}
+    t_cfg["patch_size"] = tuple(t_cfg["patch_size"])
+    return t_cfg, {**named_e, **info.get("text_encoder", {})}
+
+
+def weights_configs_equal(a: tuple[dict, dict], b: tuple[dict, dict]) -> bool:
+    """Whether two (transformer, text-encoder) config pairs describe one architecture."""
+    def norm(c):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}
+    return all(norm(x) == norm(y) for x, y in zip(a, b))
 
 
 def load_weights(pipe, weights_dir: str | Path) -> None:
@@ -163,6 +223,16 @@ def load_weights(pipe, weights_dir: str | Path) -> None:
         if vocab is not None and vocab != world.vocabulary():
             raise ValueError(f"weights in {path} were trained on another caption vocabulary; "
                              "retrain them for this version of numina_hooks.toy.world")
+    if info_file.exists():
+        want, have = weights_configs(path), pipeline_configs(pipe)
+        for part, w, h in zip(("transformer", "text_encoder"), want, have):
+            diff = {k: (w[k], h[k]) for k in w if k in h and w[k] != h[k]}
+            if diff:
+                raise ValueError(
+                    f"weights in {path} are for another {part} architecture "
+                    + ", ".join(f"{k}={a!r} (the pipeline has {b!r})" for k, (a, b) in diff.items())
+                    + "; build the pipeline with load_toy_pipeline(weights_dir), which reads the "
+                    "architecture from the weights' info.json")
     device = pipe.transformer.device
     load_model_state(pipe, {k: v.float().to(device) for k, v in load_file(str(file)).items()})
 
@@ -174,8 +244,10 @@ def load_toy_pipeline(weights_dir: str | Path | None = None, device: str = "cpu"
     ``python -m numina_hooks.toy.train``). Weights are stored in fp16 and loaded as fp32.
     Call the result with ``**TOY_CALL`` and convert with :func:`toy_frames`.
     """
-    pipe = build_pipeline()
-    load_weights(pipe, weights_dir if weights_dir is not None else WEIGHTS_DIR)
+    weights_dir = weights_dir if weights_dir is not None else WEIGHTS_DIR
+    t_cfg, e_cfg = weights_configs(weights_dir)
+    pipe = build_pipeline(transformer_config=t_cfg, text_encoder_config=e_cfg)
+    load_weights(pipe, weights_dir)
     pipe.transformer.eval()
     pipe.text_encoder.eval()
     return pipe.to(device)

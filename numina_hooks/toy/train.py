@@ -97,6 +97,31 @@ def _params(pipe) -> list[torch.nn.Parameter]:
     return list(pipe.transformer.parameters()) + list(pipe.text_encoder.parameters())
 
 
+def _run_architecture(ckpt: Path, init_weights, arch: str | None) -> str:
+    """The architecture name a run trains: its checkpoint's when resuming, else the one of
+    ``init_weights``, else ``arch`` (default "v2"). ValueError when ``arch`` asks for
+    another."""
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)["args"].get("arch", "v2")
+        if arch is not None and arch != saved:
+            raise ValueError(f"arch={arch!r}, but the run in {ckpt.parent} trains {saved!r}: "
+                             "resume it without --arch (or with its own), or train into a new --out folder")
+        return saved
+    if init_weights is not None:
+        found = toy_model.weights_configs(init_weights)
+        names = [n for n, cfgs in toy_model.ARCHITECTURES.items()
+                 if toy_model.weights_configs_equal(cfgs, found)]
+        if not names:
+            raise ValueError(f"the weights in {init_weights} are of no named architecture "
+                             f"({', '.join(toy_model.ARCHITECTURES)}): start a run from one of those")
+        if arch is not None and arch not in names:
+            raise ValueError(f"arch={arch!r}, but the weights in {init_weights} are {names[0]!r}: "
+                             "leave --arch out, or start from weights of that architecture")
+        return names[0]
+    toy_model.architecture(arch or "v2")  # refuses an unknown name
+    return arch or "v2"
+
+
 def save_checkpoint(path: Path, pipe, ema: list[torch.Tensor], opt, step: int, losses: list[float],
                     args: dict) -> None:
     """Compact checkpoint (see the module docstring); written atomically."""
@@ -221,7 +246,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           init_weights: str | Path | None = None, instance_heads: str = "",
           instance_weight: float = 0.01, instance_max_sigma: float = 0.8,
           instance_target: str = "frame-background", own_states: str = "",
-          own_states_weight: float = 0.03, own_states_batch: int = 8) -> dict:
+          own_states_weight: float = 0.03, own_states_batch: int = 8,
+          arch: str | None = None) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -242,6 +268,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     ``own_states_weight`` times the same loss, with the frame-background target, on
     ``own_states_batch`` of the model's own sampling states a step, each pulled towards the
     objects its video ended with.
+    ``arch`` names the architecture (``toy.model.ARCHITECTURES``; default "v2", or the one
+    of ``init_weights``); a resumed run keeps its checkpoint's and refuses another.
     """
     from tqdm import tqdm
 
@@ -276,7 +304,10 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
                   "captions": [c for d in parts for c in d["captions"]]}
         args.update(own_states=own_states, own_states_weight=own_states_weight,
                     own_states_batch=own_states_batch)
-    pipe = toy_model.build_pipeline(seed=seed, device=device)
+    arch = _run_architecture(out / CHECKPOINT, init_weights, arch)
+    if arch != "v2":  # runs before architectures had names are v2 runs: their args stay as they were
+        args.update(arch=arch)
+    pipe = toy_model.build_pipeline(seed=seed, device=device, arch=arch)
     tokens_per_frame = None if instance_target == "clip" else (world.SIZE // world.PATCH) ** 2
     aux = (instance_head.InstanceHeadLoss(pipe.transformer, heads, tokens_per_frame,
                                           background=instance_target == "frame-background")
@@ -385,6 +416,8 @@ def _command_extras(a: dict) -> str:
     for key, default in (("lr", 1e-3), ("warmup", 200)):
         if a.get(key, default) != default:
             extra += f" --{key} {a[key]}"
+    if a.get("arch", "v2") != "v2" and not a.get("init_weights"):
+        extra += f" --arch {a['arch']}"
     if a.get("decay_start") is not None:
         extra += f" --decay-start {a['decay_start']} --final-lr {a['final_lr']}"
     if a.get("init_weights"):
@@ -459,6 +492,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--own-states-weight", type=float, default=0.03,
                    help="weight of the instance-head loss on the own states")
     p.add_argument("--own-states-batch", type=int, default=8, help="own states per step")
+    p.add_argument("--arch", default=None, choices=sorted(toy_model.ARCHITECTURES),
+                   help="model architecture of a new run (default v2, or that of --init-weights)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -475,7 +510,8 @@ def main(argv: list[str] | None = None) -> None:
                     init_weights=a.init_weights, instance_heads=a.instance_heads,
                     instance_weight=a.instance_weight, instance_max_sigma=a.instance_max_sigma,
                     instance_target=a.instance_target, own_states=a.own_states,
-                    own_states_weight=a.own_states_weight, own_states_batch=a.own_states_batch)
+                    own_states_weight=a.own_states_weight, own_states_batch=a.own_states_batch,
+                    arch=a.arch)
     print(json.dumps(summary))
 
 
