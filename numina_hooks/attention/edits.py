@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence, Union
 
 import torch
@@ -241,24 +241,59 @@ def pre_softmax_spread(
     return var.sqrt().mul_(_scale(q, scale))
 
 
-def _group_stats(a: torch.Tensor, value: torch.Tensor, group: torch.Tensor, n_groups: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class ShareLayout:
+    """What the share solve needs of a plan's structure and targets, computed once per plan
+    (the plan cache hands every layer of a step the same refilled plan): per (head, row),
+    ``[H, n, ...]``.
+
+    share: bool ``[H, n, C]`` the share cells (not_share: the others); slot: long ``[H, n, C]``
+    each cell's group, the spare slot G for cells outside every group; gather: long
+    ``[H, n, C]`` each cell's group clamped to 0 (for reading a group's bias back); has: bool
+    ``[H, n, G]`` the group has a cell in the row (no_cell: it has none); target: ``[H, n, G]``
+    its target share (0 where none); log_target: its log; log_free: ``[H, n]`` the log of
+    what every group's target leaves of the row, ``log(1 - sum_g target)``.
+    """
+
+    __slots__ = ("share", "not_share", "slot", "gather", "has", "no_cell", "has_all", "target",
+                 "log_target", "log_free")
+
+    def __init__(self, kind: torch.Tensor, value: torch.Tensor, group: torch.Tensor, n_groups: int):
+        self.share = kind == SHARE
+        self.not_share = ~self.share
+        self.slot = group.long() % (n_groups + 1)  # -1 (no group) -> the spare slot G
+        self.gather = group.clamp_min(0).long()
+        shape = (*kind.shape[:-1], n_groups + 1)
+        present = torch.zeros(shape, dtype=value.dtype, device=value.device)
+        present = present.scatter_reduce_(-1, self.slot, torch.ones_like(value), "amax", include_self=True)
+        self.has_all = present > 0  # [H, n, G + 1], the spare slot included
+        self.has = self.has_all[..., :n_groups]
+        self.no_cell = ~self.has
+        target = torch.zeros(shape, dtype=value.dtype, device=value.device)
+        self.target = target.scatter_reduce_(-1, self.slot, value, "amax", include_self=True)[..., :n_groups]
+        self.log_target = torch.log(self.target)
+        self.log_free = torch.log(1 - (self.target * self.has).sum(-1))
+
+    def rows(self, sl: slice) -> "ShareLayout":
+        """The same for the plan's rows ``sl`` (views)."""
+        if sl == slice(None):
+            return self
+        out = ShareLayout.__new__(ShareLayout)
+        for name in self.__slots__:
+            setattr(out, name, getattr(self, name)[:, sl])
+        return out
+
+
+def _group_log_mass(a: torch.Tensor, layout: ShareLayout, n_groups: int) -> torch.Tensor:
     """Per (head, row, share group): the log-sum-exp of ``a`` over the group's cells (-inf
-    for none), the largest target ``value`` among them (0 for none) and whether it has any,
-    each ``[H, n, G]``; one scatter per statistic (cells outside every group go to a spare
-    slot G that is dropped)."""
+    for none), ``[H, n, G]``; cells outside every group go to a spare slot G that is
+    dropped."""
     shape = (*a.shape[:-1], n_groups + 1)
-    idx = group.long() % (n_groups + 1)  # -1 (no group) -> the spare slot G
     peak = torch.full(shape, float("-inf"), dtype=a.dtype, device=a.device)
-    peak = peak.scatter_reduce_(-1, idx, a, "amax", include_self=True)
-    empty = peak == float("-inf")
-    peak = peak.masked_fill_(empty, 0.0)
+    peak = peak.scatter_reduce_(-1, layout.slot, a, "amax", include_self=True)
+    peak = peak.masked_fill_(~layout.has_all, 0.0)
     mass = torch.zeros(shape, dtype=a.dtype, device=a.device)
-    mass = mass.scatter_add_(-1, idx, torch.exp(a - peak.gather(-1, idx)))
-    log_e = (torch.log(mass) + peak)[..., :n_groups]
-    p = torch.zeros(shape, dtype=value.dtype, device=value.device)
-    p = p.scatter_reduce_(-1, idx, value, "amax", include_self=True)[..., :n_groups]
-    return log_e, p, ~empty[..., :n_groups]
+    mass = mass.scatter_add_(-1, layout.slot, torch.exp(a - peak.gather(-1, layout.slot)))
+    return (torch.log(mass) + peak)[..., :n_groups]
 
 
 def share_biases(
@@ -269,6 +304,7 @@ def share_biases(
     value: torch.Tensor,
     group: torch.Tensor,
     n_groups: int,
+    layout: Optional[ShareLayout] = None,
 ) -> torch.Tensor:
     """The bias of every "share" cell, solved in closed form per (head, row).
 
@@ -277,6 +313,8 @@ def share_biases(
     :param lse: ``[H, n, 1]`` log-sum-exp of the unedited rows over *all* keys.
     :param kind: ``[H, n, C]`` cell kinds; :param value: ``[H, n, C]`` target shares.
     :param group: ``[H, n, C]`` index of the share edit owning each cell, -1 elsewhere.
+    :param layout: ``ShareLayout(kind, value, group, n_groups)`` when the caller keeps one
+        (made here otherwise).
     :returns: ``[H, n, C]`` bias, 0 outside share cells.
 
     With ``E_g`` the mass of group g's columns and ``R`` the rest of the row after the
@@ -286,8 +324,9 @@ def share_biases(
     ``b_g = log(p_g Z / E_g)``; groups whose ``b_g`` comes out negative already exceed
     their target: they leave ``A`` and the solve repeats (at most ``n_groups`` times).
     """
+    lay = layout if layout is not None else ShareLayout(kind, value, group, n_groups)
     neg = float("-inf")
-    share = kind == SHARE
+    share = lay.share
     a = scores - lse  # log mass of each cell before any edit, relative to the row (<= 0)
     a_other_new = (edited - lse).masked_fill_(share, neg)
     m = a_other_new.amax(-1, keepdim=True).clamp_min_(0)  # every exponential below is <= 1
@@ -295,22 +334,26 @@ def share_biases(
     # the plan's cells before any edit, plus its non-share cells after theirs
     rest = torch.exp(-m) - torch.exp(a - m).sum(-1, keepdim=True) + torch.exp(a_other_new.sub_(m)).sum(-1, keepdim=True)
     log_rest = (torch.log(rest.clamp_min_(0)) + m)[..., 0]  # [H, n]; -inf when nothing else is left
-    log_e, p, has = _group_stats(a, value, group, n_groups)  # [H, n, G] each
-    log_p_e = torch.log(p) - log_e
-    active = has.clone()
-    b = torch.zeros_like(p)
-    for _ in range(n_groups + 1):
-        others = torch.logsumexp(log_e.masked_fill(active | ~has, neg), -1)
-        num = torch.logaddexp(log_rest, others)
-        den = 1 - (p * active).sum(-1)
-        log_z = num - torch.log(den)
-        b = log_p_e + log_z[..., None]
-        drop = active & ~(b >= 0)  # NaN-safe
-        if not drop.any():
-            break
-        active &= ~drop
-    b = torch.where(active, b, torch.zeros_like(b))
-    return torch.gather(b, -1, group.clamp_min(0).long()).masked_fill(~share, 0.0)
+    log_e = _group_log_mass(a, lay, n_groups)  # [H, n, G]
+    log_p_e = lay.log_target - log_e
+    # every group with a cell boosted (A = all of them: nothing of theirs is left in the
+    # numerator), the common case and the first round of the solve
+    b = log_p_e + (log_rest - lay.log_free)[..., None]
+    drop = lay.has & ~(b >= 0)  # NaN-safe
+    if drop.any():
+        active = lay.has & ~drop
+        for _ in range(n_groups):
+            others = torch.logsumexp(log_e.masked_fill(active | lay.no_cell, neg), -1)
+            num = torch.logaddexp(log_rest, others)
+            den = 1 - (lay.target * active).sum(-1)
+            b = log_p_e + (num - torch.log(den))[..., None]
+            drop = active & ~(b >= 0)
+            if not drop.any():
+                break
+            active &= ~drop
+        b = torch.where(active, b, torch.zeros_like(b))
+    # a share cell reads its own group's bias (a group with a cell, so b is defined there)
+    return torch.gather(b, -1, lay.gather).masked_fill_(lay.not_share, 0.0)
 
 
 @dataclass
@@ -330,6 +373,29 @@ class BatchPlan:
     value: torch.Tensor  # [H, U, C] compute dtype
     group: Optional[torch.Tensor] = None  # [H, U, C] int16
     n_groups: int = 0
+    #: derived from ``kind`` and ``value`` on first use (the plan's tensors are not changed
+    #: after it is made: a refill makes a new plan)
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _masks(self) -> tuple:
+        """(boost, set, suppress) bool ``[H, U, C]`` and ``changed`` bool ``[H, U]`` (any
+        edited cell)."""
+        got = self._derived.get("masks")
+        if got is None:
+            kind = self.kind
+            got = self._derived["masks"] = (kind == BOOST, kind == SET, kind == SUPPRESS,
+                                            (kind != UNEDITED).any(-1))
+        return got
+
+    def changed_rows(self, rows: slice = slice(None)) -> torch.Tensor:
+        """bool ``[H, n]``: the (head, row)s of ``self.rows[rows]`` with an edited cell."""
+        return self._masks()[3][:, rows]
+
+    def share_layout(self, rows: slice = slice(None)) -> ShareLayout:
+        got = self._derived.get("share")
+        if got is None:
+            got = self._derived["share"] = ShareLayout(self.kind, self.value, self.group, self.n_groups)
+        return got.rows(rows)
 
     def new_logits(
         self, scores: torch.Tensor, rows: slice = slice(None), lse: Optional[torch.Tensor] = None
@@ -340,15 +406,16 @@ class BatchPlan:
         :param lse: ``[H, n, 1]`` the rows' log-sum-exp over all keys; needed only by
             share edits.
         """
-        kind = self.kind[:, rows]
+        boost, set_, suppress, _ = self._masks()
         val = self.value[:, rows]
-        out = torch.where(kind == BOOST, scores + val, scores)
-        out = torch.where(kind == SET, val, out)
-        out = out.masked_fill(kind == SUPPRESS, float("-inf"))
+        out = torch.where(boost[:, rows], scores + val, scores)
+        out = torch.where(set_[:, rows], val, out)
+        out = out.masked_fill(suppress[:, rows], float("-inf"))
         if self.n_groups:
             if lse is None:
                 raise ValueError("share edits need the rows' log-sum-exp: pass lse=[H, n, 1]")
-            out = out + share_biases(scores, out, lse, kind, val, self.group[:, rows], self.n_groups)
+            out = out + share_biases(scores, out, lse, self.kind[:, rows], val, self.group[:, rows],
+                                     self.n_groups, self.share_layout(rows))
         return out
 
 

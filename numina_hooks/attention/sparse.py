@@ -47,7 +47,7 @@ from typing import Literal, Optional
 
 import torch
 
-from .edits import UNEDITED, SUPPRESS, BatchPlan, compute_dtype
+from .edits import SUPPRESS, BatchPlan, compute_dtype
 from .lse import attention_with_lse
 
 Recompute = Literal["guarded", "suppressed", "all"]
@@ -134,7 +134,7 @@ def guided_attention_sparse(
             lr = _gather_rows(lb, rows)[..., None]  # [H, n, 1]
             new = plan.new_logits(s, sl, lse=lr)
             kind = plan.kind[:, sl]
-            changed = (kind != UNEDITED).any(-1)  # [H, n]
+            changed = plan.changed_rows(sl)  # [H, n]
             a_new = new - lr
             m = a_new.amax(-1, keepdim=True).clamp_min(0)
             em = torch.exp(-m)
@@ -179,7 +179,7 @@ def _direct_rows(q, k, v, plan: BatchPlan, scale: float, out: torch.Tensor, f: t
     lse = torch.logsumexp(s, -1, keepdim=True) if plan.n_groups else None  # share edits need it
     s.index_copy_(-1, plan.columns, plan.new_logits(s.index_select(-1, plan.columns), lse=lse))
     o = torch.matmul(torch.softmax(s, -1), v[b].to(f))  # [H, U, dv]
-    changed = (plan.kind != UNEDITED).any(-1)[..., None]  # [H, U, 1]
+    changed = plan.changed_rows()[..., None]  # [H, U, 1]
     cur = _gather_rows(out[b], rows)
     _scatter_rows(out[b], rows, torch.where(changed, o.to(cur.dtype), cur))
 
