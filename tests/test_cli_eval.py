@@ -6,7 +6,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 
 from numina_hooks import cli
 from numina_hooks.eval import run

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import numina_hooks
-from numina_hooks import EasyCache, hookimpl, testing
+from numina_hooks import EasyCache, testing
 from numina_hooks.numina import generate as generate_mod
 from numina_hooks.numina.config import NuminaConfig
 
