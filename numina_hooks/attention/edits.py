@@ -387,6 +387,10 @@ class BatchPlan:
                                             (kind != UNEDITED).any(-1))
         return got
 
+    def suppressed_cells(self, rows: slice = slice(None)) -> torch.Tensor:
+        """bool ``[H, n, C]``: the suppressed cells of ``self.rows[rows]``."""
+        return self._masks()[2][:, rows]
+
     def changed_rows(self, rows: slice = slice(None)) -> torch.Tensor:
         """bool ``[H, n]``: the (head, row)s of ``self.rows[rows]`` with an edited cell."""
         return self._masks()[3][:, rows]

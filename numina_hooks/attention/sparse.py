@@ -47,7 +47,7 @@ from typing import Literal, Optional
 
 import torch
 
-from .edits import SUPPRESS, BatchPlan, compute_dtype
+from .edits import BatchPlan, compute_dtype
 from .lse import attention_with_lse
 
 Recompute = Literal["guarded", "suppressed", "all"]
@@ -133,7 +133,6 @@ def guided_attention_sparse(
             s = s.transpose(-1, -2).mul_(scale)  # [H, n, C]
             lr = _gather_rows(lb, rows)[..., None]  # [H, n, 1]
             new = plan.new_logits(s, sl, lse=lr)
-            kind = plan.kind[:, sl]
             changed = plan.changed_rows(sl)  # [H, n]
             a_new = new - lr
             m = a_new.amax(-1, keepdim=True).clamp_min(0)
@@ -149,7 +148,7 @@ def guided_attention_sparse(
             if recompute == "all":
                 redo = changed.any(0)
             elif recompute == "suppressed":
-                redo = redo | (kind == SUPPRESS).any(-1).any(0)
+                redo = redo | plan.suppressed_cells(sl).any(-1).any(0)
             # (em O + sum_j w_j v_j) / den, in place on one float buffer, m rows at a time
             for j0 in range(0, n, row_step):
                 part = rows[j0 : j0 + row_step]
