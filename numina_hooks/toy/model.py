@@ -187,22 +187,23 @@ def pipeline_configs(pipe) -> tuple[dict, dict]:
     return t_cfg, e_cfg
 
 
+def _read_info(weights_dir: str | Path) -> dict:
+    """A weights folder's ``info.json`` ({} when it has none)."""
+    info_file = Path(weights_dir) / "info.json"
+    return json.loads(info_file.read_text()) if info_file.exists() else {}
+
+
+def _configs_of(info: dict) -> tuple[dict, dict]:
+    t_cfg = {**TRANSFORMER_CONFIG, **info.get("transformer", {})}
+    t_cfg["patch_size"] = tuple(t_cfg["patch_size"])  # a list in JSON
+    return t_cfg, {**TEXT_ENCODER_CONFIG, **info.get("text_encoder", {})}
+
+
 def weights_configs(weights_dir: str | Path) -> tuple[dict, dict]:
     """The architecture a weights folder was trained with (its ``info.json``; the "v2"
-    architecture where the file does not name one)."""
-    info_file = Path(weights_dir) / "info.json"
-    info = json.loads(info_file.read_text()) if info_file.exists() else {}
-    named_t, named_e = ARCHITECTURES["v2"]
-    t_cfg = {**named_t, **info.get("transformer", {})}
-    t_cfg["patch_size"] = tuple(t_cfg["patch_size"])
-    return t_cfg, {**named_e, **info.get("text_encoder", {})}
-
-
-def weights_configs_equal(a: tuple[dict, dict], b: tuple[dict, dict]) -> bool:
-    """Whether two (transformer, text-encoder) config pairs describe one architecture."""
-    def norm(c):
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}
-    return all(norm(x) == norm(y) for x, y in zip(a, b))
+    architecture where the file does not name one), comparable with ``==`` to an entry of
+    ``ARCHITECTURES``."""
+    return _configs_of(_read_info(weights_dir))
 
 
 def load_weights(pipe, weights_dir: str | Path) -> None:
@@ -217,14 +218,13 @@ def load_weights(pipe, weights_dir: str | Path) -> None:
         raise FileNotFoundError(
             f"no toy weights at {file}; train some with `python -m numina_hooks.toy.train "
             f"--out DIR` and pass weights_dir=DIR/weights")
-    info_file = path / "info.json"
-    if info_file.exists():
-        vocab = json.loads(info_file.read_text()).get("vocabulary")
+    info = _read_info(path)
+    if info:
+        vocab = info.get("vocabulary")
         if vocab is not None and vocab != world.vocabulary():
             raise ValueError(f"weights in {path} were trained on another caption vocabulary; "
                              "retrain them for this version of numina_hooks.toy.world")
-    if info_file.exists():
-        want, have = weights_configs(path), pipeline_configs(pipe)
+        want, have = _configs_of(info), pipeline_configs(pipe)
         for part, w, h in zip(("transformer", "text_encoder"), want, have):
             diff = {k: (w[k], h[k]) for k in w if k in h and w[k] != h[k]}
             if diff:

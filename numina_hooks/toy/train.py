@@ -109,8 +109,7 @@ def _run_architecture(ckpt: Path, init_weights, arch: str | None) -> str:
         return saved
     if init_weights is not None:
         found = toy_model.weights_configs(init_weights)
-        names = [n for n, cfgs in toy_model.ARCHITECTURES.items()
-                 if toy_model.weights_configs_equal(cfgs, found)]
+        names = [n for n, cfgs in toy_model.ARCHITECTURES.items() if cfgs == found]
         if not names:
             raise ValueError(f"the weights in {init_weights} are of no named architecture "
                              f"({', '.join(toy_model.ARCHITECTURES)}): start a run from one of those")
