@@ -199,3 +199,33 @@ def test_a_run_keeps_its_architecture(tmp_path):
     with pytest.raises(ValueError, match="arch='v3', but the weights in .* are 'v2'"):
         toy_train.train(tmp_path / "new", steps=1, progress=False, arch="v3",
                         init_weights=toy_model.WEIGHTS_DIR)
+
+
+def test_sigma_location_trains_on_noisier_steps_and_is_recorded(tmp_path, shipped):
+    """--sigma-location shifts the same logit-normal draws to higher noise, and a shipped
+    run's README repeats it in the training command."""
+    seen = []
+    transformer = shipped.transformer
+    original = transformer.forward
+
+    def record(*args, **kwargs):
+        seen.append(kwargs["timestep"].clone())
+        return original(*args, **kwargs)
+
+    x0 = toy_model.frames_to_latents(np.stack([make_clip(s).frames for s in range(4)]))
+    transformer.forward = record
+    try:
+        with torch.no_grad():
+            for location in (0.0, 2.0):
+                toy_train.flow_loss(shipped, x0, ["a red disc"] * 4, torch.Generator().manual_seed(3),
+                                    sigma_location=location)
+    finally:
+        del transformer.forward
+    centred, shifted = seen
+    assert (shifted > centred).all() and float(shifted.mean()) > 750.0
+
+    run = tmp_path / "run"
+    toy_train.train(run, steps=1, seed=2, batch=2, progress=False, sigma_location=1.5)
+    dest = tmp_path / "pkg"
+    toy_train.ship(run, dest)
+    assert "--sigma-location 1.5" in (dest / "README.md").read_text()

@@ -56,9 +56,13 @@ def batch_clips(seed: int, step: int, batch: int, drop: float):
 
 def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
               aux: "instance_head.InstanceHeadLoss | None" = None, labels: torch.Tensor | None = None,
-              aux_max_sigma: float = 0.8) -> tuple[torch.Tensor, torch.Tensor | None]:
+              aux_max_sigma: float = 0.8, sigma_location: float = 0.0
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rectified-flow loss of one batch (mean squared error on the velocity e - x0), and the
     instance-head loss when ``aux`` is given (with the batch's token ``labels``), else None.
+
+    sigma is drawn logit-normal(``sigma_location``, 1): 0 centres it on 0.5, a positive
+    location trains more on the noisy steps where a sample's layout is decided.
 
     The noise is drawn on the CPU from ``gen`` (so a step's noise does not depend on the
     device) and moved to the transformer's device with ``x0``.
@@ -66,7 +70,7 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
     b = x0.shape[0]
     dev = pipe.transformer.device
     noise = torch.randn(x0.shape, generator=gen).to(dev)
-    sigma = torch.sigmoid(torch.randn(b, generator=gen)).to(dev)
+    sigma = torch.sigmoid(torch.randn(b, generator=gen) + sigma_location).to(dev)
     x0 = x0.to(dev)
     s = sigma.view(b, 1, 1, 1, 1)
     x = (1 - s) * x0 + s * noise
@@ -246,7 +250,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           instance_weight: float = 0.01, instance_max_sigma: float = 0.8,
           instance_target: str = "frame-background", own_states: str = "",
           own_states_weight: float = 0.03, own_states_batch: int = 8,
-          arch: str | None = None) -> dict:
+          arch: str | None = None, sigma_location: float = 0.0) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -269,6 +273,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     objects its video ended with.
     ``arch`` names the architecture (``toy.model.ARCHITECTURES``; default "v2", or the one
     of ``init_weights``); a resumed run keeps its checkpoint's and refuses another.
+    ``sigma_location`` shifts the logit-normal noise levels of the flow loss (see
+    :func:`flow_loss`).
     """
     from tqdm import tqdm
 
@@ -281,6 +287,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
             "ema_decay": ema_decay, "caption_dropout": caption_dropout}
     if decay_start is not None:
         args.update(decay_start=decay_start, final_lr=final_lr)
+    if sigma_location:
+        args.update(sigma_location=sigma_location)
     heads = instance_head.parse_heads(instance_heads)
     if heads:
         if instance_target not in INSTANCE_TARGETS:
@@ -354,7 +362,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
             g["lr"] = learning_rate(step, lr, warmup, steps, decay_start, final_lr)
         x0, captions, labels = next(batches)
         gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0xF10]).integers(2**62)))
-        loss, extra = flow_loss(pipe, x0, captions, gen, aux, labels, instance_max_sigma)
+        loss, extra = flow_loss(pipe, x0, captions, gen, aux, labels, instance_max_sigma, sigma_location)
         opt.zero_grad(set_to_none=True)
         total = loss if extra is None else loss + instance_weight * extra
         if states is not None:
@@ -417,6 +425,8 @@ def _command_extras(a: dict) -> str:
             extra += f" --{key} {a[key]}"
     if a.get("arch", "v2") != "v2" and not a.get("init_weights"):
         extra += f" --arch {a['arch']}"
+    if a.get("sigma_location"):
+        extra += f" --sigma-location {a['sigma_location']}"
     if a.get("decay_start") is not None:
         extra += f" --decay-start {a['decay_start']} --final-lr {a['final_lr']}"
     if a.get("init_weights"):
@@ -493,6 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--own-states-batch", type=int, default=8, help="own states per step")
     p.add_argument("--arch", default=None, choices=sorted(toy_model.ARCHITECTURES),
                    help="model architecture of a new run (default v2, or that of --init-weights)")
+    p.add_argument("--sigma-location", type=float, default=0.0,
+                   help="location of the logit-normal noise levels of the flow loss (0: centred on "
+                        "sigma 0.5; positive: more training on the noisy steps that decide the layout)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -510,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
                     instance_weight=a.instance_weight, instance_max_sigma=a.instance_max_sigma,
                     instance_target=a.instance_target, own_states=a.own_states,
                     own_states_weight=a.own_states_weight, own_states_batch=a.own_states_batch,
-                    arch=a.arch)
+                    arch=a.arch, sigma_location=a.sigma_location)
     print(json.dumps(summary))
 
 
