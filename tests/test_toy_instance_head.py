@@ -61,7 +61,7 @@ def test_head_logits_are_the_probes_attention_and_the_loss_trains_that_head():
 
     torch.manual_seed(0)
     pipe = toy_model.build_pipeline(seed=0)
-    x0, captions, labels = toy_train.batch_clips(5, 0, 2, 0.0)
+    x0, captions, labels, _ = toy_train.batch_clips(5, 0, 2, 0.0)
     x0, labels = x0[:1], labels[:1]
     sigma = torch.tensor([0.5])
     x = 0.5 * x0 + 0.5 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))

@@ -142,9 +142,9 @@ def test_batch_workers_draw_the_same_data_as_the_training_loop():
         made = list(feed)
     finally:
         feed.close()
-    for step, (x0, captions, labels) in zip((5, 6), made):
-        want_x0, want_captions, want_labels = toy_train.batch_clips(3, step, 2, 0.5)
-        assert captions == want_captions
+    for step, (x0, captions, labels, categories) in zip((5, 6), made):
+        want_x0, want_captions, want_labels, want_categories = toy_train.batch_clips(3, step, 2, 0.5)
+        assert captions == want_captions and categories == want_categories
         assert torch.equal(x0, want_x0)
         assert torch.equal(labels, want_labels)
 

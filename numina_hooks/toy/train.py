@@ -30,11 +30,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from . import instance_head
+from . import instance_head, noun_maps
 from . import model as toy_model
 from . import world
 
@@ -42,24 +43,35 @@ CHECKPOINT = "checkpoint.pt"
 INSTANCE_TARGETS = ("frame-background", "frame", "clip")
 
 
-def batch_clips(seed: int, step: int, batch: int, drop: float):
-    """Training batch of step ``step``: frames as latents [B, 3, F, H, W], captions, and
-    each video token's object id (long [B, F * h * w], 0 = background; used by the
-    instance-head loss)."""
+class Batch(NamedTuple):
+    """One training batch."""
+
+    x0: torch.Tensor  #: frames as latents [B, 3, F, H, W]
+    captions: list  #: B captions ("" where dropped)
+    labels: torch.Tensor  #: each video token's object id, long [B, F * h * w], 0 = background
+    categories: list  #: per clip, the category name of object k at index k - 1
+
+
+def batch_clips(seed: int, step: int, batch: int, drop: float) -> Batch:
+    """Training batch of step ``step`` (the object ids and categories feed the instance-head
+    and noun-map losses)."""
     rng = np.random.default_rng([seed, step, 0xDA7A])
     clips = [world.make_clip(int(s)) for s in rng.integers(0, 2**62, size=batch)]
     captions = ["" if rng.random() < drop else c.caption for c in clips]
     frames = np.stack([c.frames for c in clips])
     labels = instance_head.patch_instances(np.stack([c.instances for c in clips]), world.PATCH)
-    return toy_model.frames_to_latents(frames), captions, labels
+    return Batch(toy_model.frames_to_latents(frames), captions, labels, [list(c.categories) for c in clips])
 
 
 def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
               aux: "instance_head.InstanceHeadLoss | None" = None, labels: torch.Tensor | None = None,
-              aux_max_sigma: float = 0.8, sigma_location: float = 0.0
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rectified-flow loss of one batch (mean squared error on the velocity e - x0), and the
-    instance-head loss when ``aux`` is given (with the batch's token ``labels``), else None.
+              aux_max_sigma: float = 0.8, sigma_location: float = 0.0,
+              nouns: "tuple[noun_maps.NounMapLoss, torch.Tensor, torch.Tensor, float] | None" = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Rectified-flow loss of one batch (mean squared error on the velocity e - x0), the
+    instance-head loss when ``aux`` is given (with the batch's token ``labels``), else None,
+    and the noun-map loss when ``nouns`` = (loss, token categories, noun columns, max sigma)
+    is given (:mod:`numina_hooks.toy.noun_maps`), else None.
 
     sigma is drawn logit-normal(``sigma_location``, 1): 0 centres it on 0.5, a positive
     location trains more on the noisy steps where a sample's layout is decided.
@@ -75,11 +87,15 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
     s = sigma.view(b, 1, 1, 1, 1)
     x = (1 - s) * x0 + s * noise
     text = toy_model.encode_text(pipe, captions)
-    with aux if aux is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        for ctx in (aux, nouns[0] if nouns is not None else None):
+            if ctx is not None:
+                stack.enter_context(ctx)
         pred = pipe.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=text,
                                 return_dict=False)[0]
         extra = None if aux is None else aux.loss(labels, sigma, aux_max_sigma)
-    return torch.mean((pred - (noise - x0)) ** 2), extra
+        noun_extra = None if nouns is None else nouns[0].loss(nouns[1], nouns[2], sigma, nouns[3])
+    return torch.mean((pred - (noise - x0)) ** 2), extra, noun_extra
 
 
 def own_states_loss(pipe, states: dict, index: np.ndarray, aux: "instance_head.InstanceHeadLoss"
@@ -250,7 +266,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           instance_weight: float = 0.01, instance_max_sigma: float = 0.8,
           instance_target: str = "frame-background", own_states: str = "",
           own_states_weight: float = 0.03, own_states_batch: int = 8,
-          arch: str | None = None, sigma_location: float = 0.0) -> dict:
+          arch: str | None = None, sigma_location: float = 0.0, noun_blocks: str = "",
+          noun_weight: float = 0.05, noun_max_sigma: float = 0.9) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -275,6 +292,9 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     of ``init_weights``); a resumed run keeps its checkpoint's and refuses another.
     ``sigma_location`` shifts the logit-normal noise levels of the flow loss (see
     :func:`flow_loss`).
+    ``noun_blocks`` ("3" or "2,3") adds ``noun_weight`` times the noun-map loss of
+    :mod:`numina_hooks.toy.noun_maps` on those blocks' cross-attention, for captioned clips
+    noised to at most ``noun_max_sigma``.
     """
     from tqdm import tqdm
 
@@ -296,6 +316,9 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
                              f"{', '.join(INSTANCE_TARGETS)}")
         args.update(instance_heads=instance_heads, instance_weight=instance_weight,
                     instance_max_sigma=instance_max_sigma, instance_target=instance_target)
+    blocks = noun_maps.parse_blocks(noun_blocks)
+    if blocks:
+        args.update(noun_blocks=noun_blocks, noun_weight=noun_weight, noun_max_sigma=noun_max_sigma)
     if init_weights is not None:
         args.update(init_weights=Path(init_weights).as_posix())
     states = None
@@ -322,6 +345,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     own_aux = (instance_head.InstanceHeadLoss(pipe.transformer, heads, (world.SIZE // world.PATCH) ** 2,
                                               background=True)
                if states is not None else None)
+    noun_aux = noun_maps.NounMapLoss(pipe.transformer, blocks) if blocks else None
+    category_names = [c.name for c in world.CATEGORIES]
     pipe.transformer.train()
     pipe.text_encoder.train()
     params = _params(pipe)
@@ -331,6 +356,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     ckpt = out / CHECKPOINT
     aux_losses: list[float] = []
     own_losses: list[float] = []
+    noun_losses: list[float] = []
     if ckpt.exists():
         step, losses = load_checkpoint(ckpt, pipe, ema, opt)
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
@@ -350,6 +376,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
             info["instance_loss_last_100"] = float(np.mean(aux_losses[-100:]))
         if own_losses:
             info["own_states_loss_last_100"] = float(np.mean(own_losses[-100:]))
+        if noun_losses:
+            info["noun_map_loss_last_100"] = float(np.mean(noun_losses[-100:]))
         write_ema_weights(pipe, ema, out / "weights", info)
 
     bar = tqdm(total=steps, initial=step, disable=not progress, dynamic_ncols=True,
@@ -360,11 +388,20 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     while step < steps:
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, lr, warmup, steps, decay_start, final_lr)
-        x0, captions, labels = next(batches)
+        x0, captions, labels, categories = next(batches)
         gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0xF10]).integers(2**62)))
-        loss, extra = flow_loss(pipe, x0, captions, gen, aux, labels, instance_max_sigma, sigma_location)
+        nouns = None
+        if noun_aux is not None:
+            nouns = (noun_aux, noun_maps.token_categories(labels, categories, category_names),
+                     noun_maps.column_masks(pipe.tokenizer, captions, category_names, toy_model.MAX_TEXT_TOKENS),
+                     noun_max_sigma)
+        loss, extra, noun_extra = flow_loss(pipe, x0, captions, gen, aux, labels, instance_max_sigma,
+                                            sigma_location, nouns)
         opt.zero_grad(set_to_none=True)
         total = loss if extra is None else loss + instance_weight * extra
+        if noun_extra is not None:
+            noun_losses.append(float(noun_extra.detach()))
+            total = total + noun_weight * noun_extra
         if states is not None:
             pick = np.random.default_rng([seed, step, 0x0575]).choice(
                 len(states["captions"]), size=own_states_batch, replace=False)
@@ -386,6 +423,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}",
                         **({"instance": f"{np.mean(aux_losses[-50:]):.3f}"} if aux_losses else {}),
                         **({"own": f"{np.mean(own_losses[-50:]):.3f}"} if own_losses else {}),
+                        **({"nouns": f"{np.mean(noun_losses[-50:]):.3f}"} if noun_losses else {}),
                         s_per_step=f"{(time.time() - t0) / done_here:.2f}", refresh=False)
         if step % ckpt_every == 0 or step == steps:
             finish_checkpoint(step)
@@ -427,6 +465,9 @@ def _command_extras(a: dict) -> str:
         extra += f" --arch {a['arch']}"
     if a.get("sigma_location"):
         extra += f" --sigma-location {a['sigma_location']}"
+    if a.get("noun_blocks"):
+        extra += (f" --noun-blocks {a['noun_blocks']} --noun-weight {a['noun_weight']}"
+                  f" --noun-max-sigma {a['noun_max_sigma']}")
     if a.get("decay_start") is not None:
         extra += f" --decay-start {a['decay_start']} --final-lr {a['final_lr']}"
     if a.get("init_weights"):
@@ -506,6 +547,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sigma-location", type=float, default=0.0,
                    help="location of the logit-normal noise levels of the flow loss (0: centred on "
                         "sigma 0.5; positive: more training on the noisy steps that decide the layout)")
+    p.add_argument("--noun-blocks", default="",
+                   help="blocks whose cross-attention learns to put each object's patches on its noun "
+                        "(toy.noun_maps), e.g. '3'")
+    p.add_argument("--noun-weight", type=float, default=0.05, help="weight of the noun-map loss")
+    p.add_argument("--noun-max-sigma", type=float, default=0.9,
+                   help="noun-map loss only on clips noised to at most this sigma")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -523,7 +570,8 @@ def main(argv: list[str] | None = None) -> None:
                     instance_weight=a.instance_weight, instance_max_sigma=a.instance_max_sigma,
                     instance_target=a.instance_target, own_states=a.own_states,
                     own_states_weight=a.own_states_weight, own_states_batch=a.own_states_batch,
-                    arch=a.arch, sigma_location=a.sigma_location)
+                    arch=a.arch, sigma_location=a.sigma_location, noun_blocks=a.noun_blocks,
+                    noun_weight=a.noun_weight, noun_max_sigma=a.noun_max_sigma)
     print(json.dumps(summary))
 
 
