@@ -267,7 +267,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           instance_target: str = "frame-background", own_states: str = "",
           own_states_weight: float = 0.03, own_states_batch: int = 8,
           arch: str | None = None, sigma_location: float = 0.0, noun_blocks: str = "",
-          noun_weight: float = 0.05, noun_max_sigma: float = 0.9) -> dict:
+          noun_weight: float = 0.02, noun_max_sigma: float = 0.9) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--noun-blocks", default="",
                    help="blocks whose cross-attention learns to put each object's patches on its noun "
                         "(toy.noun_maps), e.g. '3'")
-    p.add_argument("--noun-weight", type=float, default=0.05, help="weight of the noun-map loss")
+    p.add_argument("--noun-weight", type=float, default=0.02, help="weight of the noun-map loss")
     p.add_argument("--noun-max-sigma", type=float, default=0.9,
                    help="noun-map loss only on clips noised to at most this sigma")
     p.add_argument("--no-progress", action="store_true")
