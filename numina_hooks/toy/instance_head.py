@@ -59,26 +59,31 @@ def patch_instances(instances: np.ndarray, patch: int = 2) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def attn1_inputs(transformer, blocks: Iterable[int]):
-    """Forward pre-hooks on the ``attn1`` of ``blocks`` for the duration of the ``with``:
-    yields a dict, filled by each forward, ``block -> (attn, hidden_states, rotary_emb)``
-    (Wan's block calls ``attn1(hidden, None, None, rotary_emb)``; the processors are left
-    untouched)."""
+def block_inputs(transformer, blocks: Iterable[int], layer: str, read):
+    """Forward pre-hooks on ``blocks[b].<layer>`` for the duration of the ``with``: yields a
+    dict, filled by each forward, ``block -> read(module, bound arguments)`` (the processors
+    are left untouched)."""
     captured: dict = {}
 
     def grabber(block: int):
         def grab(module, args, kwargs):
-            bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
-            captured[block] = (module, bound["hidden_states"], bound.get("rotary_emb"))
+            captured[block] = read(module, inspect.signature(module.forward).bind(*args, **kwargs).arguments)
         return grab
 
-    handles = [transformer.blocks[b].attn1.register_forward_pre_hook(grabber(b), with_kwargs=True)
+    handles = [getattr(transformer.blocks[b], layer).register_forward_pre_hook(grabber(b), with_kwargs=True)
                for b in sorted(set(blocks))]
     try:
         yield captured
     finally:
         for handle in handles:
             handle.remove()
+
+
+def attn1_inputs(transformer, blocks: Iterable[int]):
+    """:func:`block_inputs` of ``attn1``: ``block -> (attn, hidden_states, rotary_emb)``
+    (Wan's block calls ``attn1(hidden, None, None, rotary_emb)``)."""
+    return block_inputs(transformer, blocks, "attn1",
+                        lambda m, a: (m, a["hidden_states"], a.get("rotary_emb")))
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,6 @@ own projections and norms, with gradients; the processors stay untouched.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Iterable, Sequence
 
 import torch
@@ -76,26 +75,14 @@ def column_masks(tokenizer, captions: Sequence[str], names: Sequence[str], max_l
     return masks
 
 
-@contextlib.contextmanager
 def attn2_inputs(transformer, blocks: Iterable[int]):
     """Forward pre-hooks on the ``attn2`` of ``blocks`` for the duration of the ``with``:
     yields a dict, filled by each forward, ``block -> (attn, hidden_states,
     encoder_hidden_states)`` (the processors are left untouched)."""
-    captured: dict = {}
+    from .instance_head import block_inputs
 
-    def grabber(block: int):
-        def grab(module, args, kwargs):
-            bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
-            captured[block] = (module, bound["hidden_states"], bound["encoder_hidden_states"])
-        return grab
-
-    handles = [transformer.blocks[b].attn2.register_forward_pre_hook(grabber(b), with_kwargs=True)
-               for b in sorted(set(blocks))]
-    try:
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
+    return block_inputs(transformer, blocks, "attn2",
+                        lambda m, a: (m, a["hidden_states"], a["encoder_hidden_states"]))
 
 
 def cross_probabilities(attn, hidden: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
