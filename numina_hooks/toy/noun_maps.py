@@ -101,7 +101,7 @@ def noun_map_cross_entropy(probs: torch.Tensor, targets: torch.Tensor, columns: 
     category c (1-based, as :func:`token_categories`); ``columns`` bool [B, C, T] per category
     (:func:`column_masks`). A patch whose category has no columns in its caption counts as the
     rest. Returns a scalar (0 with nothing to score)."""
-    b, length, _ = probs.shape
+    b = probs.shape[0]
     noun_mass = torch.einsum("blt,bct->blc", probs, columns.to(probs.dtype))  # [B, L, C]
     rest = (1 - noun_mass.sum(-1, keepdim=True)).clamp_min(0)
     shares = torch.cat([rest, noun_mass], dim=-1).clamp_min(1e-8)  # [B, L, 1 + C]
@@ -157,17 +157,16 @@ class NounMapLoss:
         if missing:
             raise RuntimeError(f"no attn2 input captured for blocks {missing}: call loss() after "
                                "the transformer's forward, inside the with block")
-        # the forward sees the batch (and the unconditional rows, when a caller batches them) as given
-        keep = ((sigma <= max_sigma).cpu() & columns.any(-1).any(-1)).to(targets.device)
+        keep = (sigma <= max_sigma).cpu() & columns.any(-1).any(-1).cpu()
         total = None
         for block in self.blocks:
             attn, hidden, text = self._captured[block]
             if not bool(keep.any()):
                 term = hidden.sum() * 0.0
             else:
-                dev = hidden.device
-                probs = cross_probabilities(attn, hidden[keep.to(dev)], text[keep.to(dev)]).mean(1)
-                term = noun_map_cross_entropy(probs, targets.to(dev)[keep.to(dev)], columns.to(dev)[keep.to(dev)])
+                rows = keep.to(hidden.device)
+                probs = cross_probabilities(attn, hidden[rows], text[rows]).mean(1)
+                term = noun_map_cross_entropy(probs, targets.to(hidden.device)[rows], columns.to(hidden.device)[rows])
             total = term if total is None else total + term
         self._captured.clear()
         return total / len(self.blocks)
