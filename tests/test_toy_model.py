@@ -10,6 +10,7 @@ pytest.importorskip("diffusers")
 from numina_hooks.toy import model as toy_model  # noqa: E402
 from numina_hooks.toy import train as toy_train  # noqa: E402
 from numina_hooks.toy.world import make_clip  # noqa: E402
+from numina_hooks.toy import world  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +230,37 @@ def test_sigma_location_trains_on_noisier_steps_and_is_recorded(tmp_path, shippe
     dest = tmp_path / "pkg"
     toy_train.ship(run, dest)
     assert "--sigma-location 1.5" in (dest / "README.md").read_text()
+
+
+def test_foreground_weights_mark_objects_and_their_edges():
+    """One object pixel in an otherwise empty frame: that pixel and its 8 neighbours get
+    the weight, every other pixel (and the other frames) 1; weight 1 is the plain loss."""
+    frames = np.empty((1, 2, 6, 6, 3), dtype=np.uint8)
+    frames[...] = world.BACKGROUND
+    frames[0, 1, 2, 3] = (220, 40, 40)
+    w = toy_train.foreground_weights(toy_model.frames_to_latents(frames), 5.0)
+    assert w.shape == (1, 1, 2, 6, 6)
+    expected = torch.ones(2, 6, 6)
+    expected[1, 1:4, 2:5] = 5.0
+    assert torch.equal(w[0, 0], expected)
+    with pytest.raises(ValueError, match="foreground_weight=0.5"):
+        toy_train.foreground_weights(toy_model.frames_to_latents(frames), 0.5)
+
+
+def test_foreground_weight_changes_the_loss_only_when_set_and_is_recorded(tmp_path, shipped):
+    """Weight 1 gives the plain mean; a larger weight gives a different loss from the same
+    draws (objects are predicted worse than the background); the run records the option."""
+    x0 = toy_model.frames_to_latents(np.stack([make_clip(s).frames for s in range(4)]))
+
+    def loss(weight):
+        with torch.no_grad():
+            return float(toy_train.flow_loss(shipped, x0, ["a red disc"] * 4, torch.Generator().manual_seed(3),
+                                             foreground_weight=weight)[0])
+
+    plain, same, weighted = loss(1.0), loss(1.0), loss(8.0)
+    assert plain == same and weighted > plain
+    run = tmp_path / "run"
+    toy_train.train(run, steps=1, seed=2, batch=2, progress=False, foreground_weight=4.0)
+    dest = tmp_path / "pkg"
+    toy_train.ship(run, dest)
+    assert "--foreground-weight 4.0" in (dest / "README.md").read_text()

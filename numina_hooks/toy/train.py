@@ -66,7 +66,8 @@ def batch_clips(seed: int, step: int, batch: int, drop: float) -> Batch:
 def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
               aux: "instance_head.InstanceHeadLoss | None" = None, labels: torch.Tensor | None = None,
               aux_max_sigma: float = 0.8, sigma_location: float = 0.0,
-              nouns: "tuple[noun_maps.NounMapLoss, torch.Tensor, torch.Tensor, float] | None" = None
+              nouns: "tuple[noun_maps.NounMapLoss, torch.Tensor, torch.Tensor, float] | None" = None,
+              foreground_weight: float = 1.0
               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Rectified-flow loss of one batch (mean squared error on the velocity e - x0), the
     instance-head loss when ``aux`` is given (with the batch's token ``labels``), else None,
@@ -75,6 +76,10 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
 
     sigma is drawn logit-normal(``sigma_location``, 1): 0 centres it on 0.5, a positive
     location trains more on the noisy steps where a sample's layout is decided.
+
+    ``foreground_weight`` W > 1 weighs the squared error of object pixels (and their
+    8-neighbours, see :func:`foreground_weights`) W times a background pixel's, normalised
+    by the mean weight so the loss keeps its scale; 1 is the plain mean.
 
     The noise is drawn on the CPU from ``gen`` (so a step's noise does not depend on the
     device) and moved to the transformer's device with ``x0``.
@@ -95,7 +100,28 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
                                 return_dict=False)[0]
         extra = None if aux is None else aux.loss(labels, sigma, aux_max_sigma)
         noun_extra = None if nouns is None else nouns[0].loss(nouns[1], nouns[2], sigma, nouns[3])
-    return torch.mean((pred - (noise - x0)) ** 2), extra, noun_extra
+    err = (pred - (noise - x0)) ** 2
+    if foreground_weight == 1.0:
+        return torch.mean(err), extra, noun_extra
+    w = foreground_weights(x0, foreground_weight).expand_as(err)
+    return (err * w).sum() / w.sum(), extra, noun_extra
+
+
+def foreground_weights(x0: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, F, H, W] for clean latents ``x0`` [B, 3, F, H, W]:
+    ``weight`` on pixels that differ from the world's background colour and on their
+    8-neighbours in the frame (the object's edge), 1 elsewhere.
+
+    The toy's objects cover a few percent of a frame, so under the plain mean squared
+    error an empty frame is a cheap answer; weighting their pixels makes drawing them count.
+    """
+    if not weight >= 1.0:
+        raise ValueError(f"foreground_weight={weight}: expected a number >= 1 (1 = the plain "
+                         "mean squared error, larger weighs object pixels more)")
+    bg = torch.tensor(world.BACKGROUND, dtype=x0.dtype, device=x0.device).view(1, 3, 1, 1, 1) / 127.5 - 1.0
+    fg = ((x0 - bg).abs().amax(dim=1, keepdim=True) > 0.5 / 127.5).to(x0.dtype)
+    fg = torch.nn.functional.max_pool3d(fg, kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))
+    return 1.0 + (weight - 1.0) * fg
 
 
 def own_states_loss(pipe, states: dict, index: np.ndarray, aux: "instance_head.InstanceHeadLoss"
@@ -267,7 +293,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           instance_target: str = "frame-background", own_states: str = "",
           own_states_weight: float = 0.03, own_states_batch: int = 8,
           arch: str | None = None, sigma_location: float = 0.0, noun_blocks: str = "",
-          noun_weight: float = 0.02, noun_max_sigma: float = 0.9) -> dict:
+          noun_weight: float = 0.02, noun_max_sigma: float = 0.9,
+          foreground_weight: float = 1.0) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -295,6 +322,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     ``noun_blocks`` ("3" or "2,3") adds ``noun_weight`` times the noun-map loss of
     :mod:`numina_hooks.toy.noun_maps` on those blocks' cross-attention, for captioned clips
     noised to at most ``noun_max_sigma``.
+    ``foreground_weight`` > 1 weighs the flow loss of object pixels more (see
+    :func:`foreground_weights`).
     """
     from tqdm import tqdm
 
@@ -309,6 +338,9 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
         args.update(decay_start=decay_start, final_lr=final_lr)
     if sigma_location:
         args.update(sigma_location=sigma_location)
+    if foreground_weight != 1.0:
+        foreground_weights(torch.zeros(1, 3, 1, 1, 1), foreground_weight)  # refuses a bad weight now
+        args.update(foreground_weight=foreground_weight)
     heads = instance_head.parse_heads(instance_heads)
     if heads:
         if instance_target not in INSTANCE_TARGETS:
@@ -396,7 +428,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
                      noun_maps.column_masks(pipe.tokenizer, captions, category_names, toy_model.MAX_TEXT_TOKENS),
                      noun_max_sigma)
         loss, extra, noun_extra = flow_loss(pipe, x0, captions, gen, aux, labels, instance_max_sigma,
-                                            sigma_location, nouns)
+                                            sigma_location, nouns, foreground_weight)
         opt.zero_grad(set_to_none=True)
         total = loss if extra is None else loss + instance_weight * extra
         if noun_extra is not None:
@@ -465,6 +497,8 @@ def _command_extras(a: dict) -> str:
         extra += f" --arch {a['arch']}"
     if a.get("sigma_location"):
         extra += f" --sigma-location {a['sigma_location']}"
+    if a.get("foreground_weight", 1.0) != 1.0:
+        extra += f" --foreground-weight {a['foreground_weight']}"
     if a.get("noun_blocks"):
         extra += (f" --noun-blocks {a['noun_blocks']} --noun-weight {a['noun_weight']}"
                   f" --noun-max-sigma {a['noun_max_sigma']}")
@@ -553,6 +587,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--noun-weight", type=float, default=0.02, help="weight of the noun-map loss")
     p.add_argument("--noun-max-sigma", type=float, default=0.9,
                    help="noun-map loss only on clips noised to at most this sigma")
+    p.add_argument("--foreground-weight", type=float, default=1.0,
+                   help="weight of object pixels (and their edges) in the flow loss against "
+                        "background pixels (1: plain mean squared error)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -571,7 +608,8 @@ def main(argv: list[str] | None = None) -> None:
                     instance_target=a.instance_target, own_states=a.own_states,
                     own_states_weight=a.own_states_weight, own_states_batch=a.own_states_batch,
                     arch=a.arch, sigma_location=a.sigma_location, noun_blocks=a.noun_blocks,
-                    noun_weight=a.noun_weight, noun_max_sigma=a.noun_max_sigma)
+                    noun_weight=a.noun_weight, noun_max_sigma=a.noun_max_sigma,
+                    foreground_weight=a.foreground_weight)
     print(json.dumps(summary))
 
 
