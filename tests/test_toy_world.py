@@ -139,3 +139,15 @@ def test_vocabulary_covers_captions():
     for seed in range(100):
         words = make_clip(seed, split="any").caption.replace(",", " , ").split()
         assert set(words) <= vocab
+
+
+def test_training_prompts_hold_only_trained_combinations():
+    """Prompts of combinations the model trained on: none held out, reproducible, captions
+    that parse to their counts, more than one combination; a negative n refused."""
+    prompts = world.training_prompts(40, seed=3)
+    assert prompts == world.training_prompts(40, seed=3)
+    assert len(prompts) == 40 and not any(is_held_out(p.counts) for p in prompts)
+    assert all(parse_caption(p.text) == p.counts for p in prompts)
+    assert len({world.combo_key(p.counts) for p in prompts}) > 10
+    with pytest.raises(ValueError, match="n=-1"):
+        world.training_prompts(-1)

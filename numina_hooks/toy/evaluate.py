@@ -1,6 +1,7 @@
 """Count how well the plain toy model (no NUMINA) follows requested counts.
 
     python -m numina_hooks.toy.evaluate --n 20 --seed 0 [--weights DIR] [--json PATH] [--probe 20]
+        [--combinations training]
 
 Each prompt-seed pair is generated with ``model.TOY_CALL`` (20 Euler steps, guidance 4),
 its frames are counted with the exact counter, and CountAcc / TC are computed as the
@@ -19,7 +20,7 @@ from ..metrics import summarize, video_scores
 from . import model as toy_model
 from .instance_head import attn1_inputs, self_queries_keys
 from .counter import count_objects
-from .world import Prompt, held_out_prompts
+from .world import Prompt, held_out_prompts, training_prompts
 
 
 def generate(pipe, texts: Sequence[str], seeds: Sequence[int], batch: int = 8, **call):
@@ -168,16 +169,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", default=None, help="weights folder (default: shipped)")
     ap.add_argument("--n", type=int, default=20, help="prompt-seed pairs")
     ap.add_argument("--seed", type=int, default=0, help="selects prompts and noise seeds")
+    ap.add_argument("--combinations", default="held-out", choices=("held-out", "training"),
+                    help="count combinations of the prompts: held out from training (the default) "
+                         "or among those trained on (world.training_prompts)")
     ap.add_argument("--steps", type=int, default=toy_model.TOY_CALL["num_inference_steps"])
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--probe", type=int, default=0, metavar="CLIPS",
                     help="also measure self-attention instance separation on this many clips")
     a = ap.parse_args(argv)
     pipe = toy_model.load_toy_pipeline(a.weights)
-    prompts = held_out_prompts(a.n, seed=a.seed)
+    draw = held_out_prompts if a.combinations == "held-out" else training_prompts
+    prompts = draw(a.n, seed=a.seed)
     seeds = [1000 * a.seed + i for i in range(a.n)]
     res = evaluate_plain(pipe, prompts, seeds, num_inference_steps=a.steps)
-    print(f"{res['videos']} held-out prompt-seed pairs: CountAcc {res['count_acc']:.3f}  "
+    res["combinations"] = a.combinations
+    print(f"{res['videos']} {a.combinations} prompt-seed pairs: CountAcc {res['count_acc']:.3f}  "
           f"TC {res['tc']:.3f}")
     for k, v in res["by_requested"].items():
         lo, hi = wilson(v["acc"] * v["frames"], v["frames"])

@@ -315,6 +315,21 @@ def held_out_prompts(n: int, seed: int = 0) -> list[Prompt]:
     return out
 
 
+def training_prompts(n: int, seed: int = 0) -> list[Prompt]:
+    """``n`` prompts drawn like training clips' (:func:`sample_counts`, captions varying
+    with the seed), held-out combinations rejected: the combinations the model was trained
+    on, to tell a failure on unseen combinations from a failure on every combination."""
+    if n < 0:
+        raise ValueError(f"n={n}: expected a number of prompts >= 0")
+    rng = np.random.default_rng([seed, 0x5EE])
+    out: list[Prompt] = []
+    while len(out) < n:
+        counts = sample_counts(rng)
+        if not is_held_out(counts):
+            out.append(Prompt(make_caption(counts, rng), dict(counts)))
+    return out
+
+
 def vocabulary() -> list[str]:
     """Every word a caption can contain, sorted (the tokenizer's vocabulary)."""
     words = set(NUMBER_WORDS[1:])
