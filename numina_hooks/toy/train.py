@@ -107,6 +107,13 @@ def flow_loss(pipe, x0: torch.Tensor, captions: list[str], gen: torch.Generator,
     return (err * w).sum() / w.sum(), extra, noun_extra
 
 
+def check_foreground_weight(weight: float) -> None:
+    """ValueError unless ``weight`` >= 1 (NaN refused too)."""
+    if not weight >= 1.0:
+        raise ValueError(f"foreground_weight={weight}: expected a number >= 1 (1 = the plain "
+                         "mean squared error, larger weighs object pixels more)")
+
+
 def foreground_weights(x0: torch.Tensor, weight: float) -> torch.Tensor:
     """Per-pixel loss weights [B, 1, F, H, W] for clean latents ``x0`` [B, 3, F, H, W]:
     ``weight`` on pixels that differ from the world's background colour and on their
@@ -115,9 +122,7 @@ def foreground_weights(x0: torch.Tensor, weight: float) -> torch.Tensor:
     The toy's objects cover a few percent of a frame, so under the plain mean squared
     error an empty frame is a cheap answer; weighting their pixels makes drawing them count.
     """
-    if not weight >= 1.0:
-        raise ValueError(f"foreground_weight={weight}: expected a number >= 1 (1 = the plain "
-                         "mean squared error, larger weighs object pixels more)")
+    check_foreground_weight(weight)
     bg = torch.tensor(world.BACKGROUND, dtype=x0.dtype, device=x0.device).view(1, 3, 1, 1, 1) / 127.5 - 1.0
     fg = ((x0 - bg).abs().amax(dim=1, keepdim=True) > 0.5 / 127.5).to(x0.dtype)
     fg = torch.nn.functional.max_pool3d(fg, kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))
@@ -339,7 +344,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     if sigma_location:
         args.update(sigma_location=sigma_location)
     if foreground_weight != 1.0:
-        foreground_weights(torch.zeros(1, 3, 1, 1, 1), foreground_weight)  # refuses a bad weight now
+        check_foreground_weight(foreground_weight)  # before any work, not at the first step
         args.update(foreground_weight=foreground_weight)
     heads = instance_head.parse_heads(instance_heads)
     if heads:
