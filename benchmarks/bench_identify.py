@@ -7,7 +7,8 @@ synthetic scene families.
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
 measure every region's containment) and one noun's cross view (cross-attention map, focus,
 head choice, instances), on synthetic bf16 q/k in diffusers' ``[B, L, H, d]`` layout (12
-heads of 128, 512 text keys; tokens of a few objects share a direction, plus a positional
+heads of 128, 512 text keys of which the last 488 are equal, as Wan's zero padding of the
+prompt gives; tokens of a few objects share a direction, plus a positional
 part and noise: logits of a few to ~20, regions on every head). Two paths, side by side in
 one process, order rotated each round, after an untimed warm-up (imports and first calls
 excluded): ``maps`` (each frame's ``[12, HW, HW]`` self-attention map built, then read: the
@@ -73,7 +74,7 @@ from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader  # noqa: E402
 from numina_hooks.numina.layout import (layout_from_attention, naive_cross_count,  # noqa: E402
                                         temporal_vote)
-from numina_hooks.views import AttentionView, Site  # noqa: E402
+from numina_hooks.views import AttentionView, Site, distinct_keys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # noqa: E402
@@ -84,6 +85,7 @@ HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "true_head")
 READER_AIM_S = 0.05  # seconds per frame and noun at 30x52, qk path, one thread (issue 16)
 HEADS, HEAD_DIM, TEXT = 12, 128, 512
+PROMPT_TOKENS = 24  # the prompt's tokens before the padding (Wan: about 10-40)
 
 
 def reader_views(grid, frames: int, seed: int = 0):
@@ -121,6 +123,8 @@ def reader_views(grid, frames: int, seed: int = 0):
     k = torch.cat(ks, 1).transpose(0, 1)[None].to(torch.bfloat16)
     text = 0.3 * torch.randn(1, TEXT, HEADS, d, generator=g)
     text[0, 3, :, half:] += objects[1:].mean(0) * 6.0  # the noun's column
+    # Wan pads the prompt with zeros to 512 tokens: every padding token has the same key
+    text[0, PROMPT_TOKENS:] = text[0, PROMPT_TOKENS]
     geo = Geometry(frames=frames, height=H, width=W, text_tokens=TEXT)
     ctx = CallContext(transformer="transformer", step=0, num_steps=50, timestep=980.0, sigma=0.98,
                       branch="cond", geometry=geo)
@@ -146,11 +150,12 @@ def _read(path: str, views, columns) -> tuple[LayoutReader, float, float]:
 def _products(views) -> float:
     """Seconds per frame of the bare float32 products the exact reader cannot avoid: every
     frame's ``q k^T`` over its own video keys (the softmax normalisers of the self view) and
-    over the text keys (those of the cross view), nothing else."""
+    over the distinct text keys (those of the cross view; equal padding keys count once),
+    nothing else."""
     self_view, cross_view = views
     geo = self_view.geometry
     t0 = time.perf_counter()
-    text = cross_view.k[0].float()
+    text = distinct_keys(cross_view.k)[0][0].float()
     for f in range(geo.frames):
         q, k = self_view.self_attention_qk(f, batch=[0])
         qf = q[0].float()
@@ -348,15 +353,17 @@ def reader_markdown(result: dict) -> list:
     grids = [k for k in reader if k != "exponent"]
     lines = ["### The reader from q/k, seconds per frame and noun", "",
              "`LayoutReader` on one self view and one noun's cross view (synthetic bf16 q/k, "
-             "`[B, L, H, d]` views, 12 heads of 128, 512 text keys), one thread, medians over "
+             "`[B, L, H, d]` views, 12 heads of 128, 512 text keys of which the last "
+             f"{TEXT - PROMPT_TOKENS} are equal: Wan's zero padding of the prompt), one thread, medians over "
              "rounds with the order of the two paths rotated, first calls excluded. `maps`: each "
              "frame's `[12, HW, HW]` map built, then read (the path before); `qk`: the default, "
              "read from q/k. Self part per frame, cross part per frame and noun (one noun: the "
              f"self part is shared by the nouns). Aim: `qk` total at 30x52 at most "
              f"{result['reader_aim_s']} s.", "",
              "The last but one column is the floor of any exact reader: the bare float32 "
-             "products `q k^T` of a frame over its video keys and over the text keys (the "
-             "softmax normalisers need every entry once), timed in the same rounds.", "",
+             "products `q k^T` of a frame over its video keys and over the distinct text keys "
+             "(the softmax normalisers need every distinct entry once; equal padding keys are "
+             "counted, not multiplied again), timed in the same rounds.", "",
              "| grid | tokens | rounds | regions per head | maps: self | maps: cross | maps: total "
              "| qk: self | qk: cross | **qk: total** | ratio qk / maps, total (self) | float32 "
              "q.k products alone | same layouts |",

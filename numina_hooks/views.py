@@ -378,19 +378,22 @@ class AttentionView:
         B, H = q.shape[0], q.shape[1]
         hw = geo.frame_tokens
         outs = [torch.empty(B, H, geo.frames, hw, dtype=torch.float32, device=q.device) for _ in sets]
-        n_keys = k.shape[2]
-        head_chunk = max(1, min(H, MAP_CHUNK_ELEMENTS // max(1, B * hw * n_keys)))
-        kt = k.float().transpose(-1, -2)  # [B, H, d, Lk], converted once for every frame
         k_cols = [k.index_select(2, (cols + self.text_keys.start).to(k.device)).float().transpose(-1, -2)
                   for cols in sets]
+        keys, multiplicity = distinct_keys(k)  # the normalisers need each distinct key once
+        n_keys = keys.shape[2]
+        head_chunk = max(1, min(H, MAP_CHUNK_ELEMENTS // max(1, B * hw * n_keys)))
+        kt = keys.float().transpose(-1, -2)  # [B, H, d, Lk'], converted once for every frame
         for f in range(geo.frames):
             q0 = self.video_queries.start + f * hw
             for h0 in range(0, H, head_chunk):
                 h1 = min(H, h0 + head_chunk)
                 qf = q[:, h0:h1, q0 : q0 + hw].float() * self.scale  # the scale on q: d, not Lk, products
-                s = torch.matmul(qf, kt[:, h0:h1])  # [B, h, hw, Lk]
+                s = torch.matmul(qf, kt[:, h0:h1])  # [B, h, hw, Lk']
                 top = s.amax(-1, keepdim=True)
-                lse = top + s.sub_(top).exp_().sum(-1, keepdim=True).log_()  # in place: no second [hw, Lk]
+                e = s.sub_(top).exp_()  # in place: no second [hw, Lk']
+                total = e.sum(-1, keepdim=True) if multiplicity is None else torch.matmul(e, multiplicity)
+                lse = top + total.log_()
                 for out, kc in zip(outs, k_cols):
                     out[:, h0:h1, f] = torch.matmul(qf, kc[:, h0:h1]).sub_(lse).exp_().mean(-1)
         return [out.view(B, H, geo.frames, geo.height, geo.width) for out in outs]
@@ -410,3 +413,39 @@ class AttentionView:
             f"branch={self.branch!r}, transformer={self.transformer!r}, q={tuple(self.q.shape)}, "
             f"k={tuple(self.k.shape)}, geometry={geo})"
         )
+
+
+def distinct_keys(k: torch.Tensor, *, min_saving: float = 0.25
+                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The distinct key tokens of ``k`` ``[B, H, L, d]`` and how often each occurs.
+
+    A softmax normaliser ``sum_j exp(q . k_j)`` needs each distinct key once, weighted by its
+    count: exact, with fewer products. Wan pads its prompt with zeros to 512 tokens, and
+    every padding token reaches the cross-attention as the same key (the text embedder and
+    ``to_k``/``norm_k`` map equal inputs to equal keys), so a 20-token prompt has about 21
+    distinct keys of 512. Tokens are equal when their keys are equal in every batch row and
+    head. Returns ``(keys [B, H, L', d], counts)`` with ``counts`` float32 ``[L', 1]`` on
+    ``k``'s device, or ``(k, None)`` when folding would save less than ``min_saving`` of the
+    keys (the plain sum is then as cheap)."""
+    B, H, L, d = k.shape
+    if L < 2:
+        return k, None
+    tokens = k.permute(2, 0, 1, 3).reshape(L, B * H * d)
+    # group the tokens by a fingerprint: equal tokens have equal fingerprints, so there are
+    # at least as many distinct tokens as fingerprints (video keys end here)
+    weight = torch.linspace(1.0, 2.0, B * H * d, device=k.device)
+    _, inverse, counts = torch.unique(tokens.float() @ weight, return_inverse=True, return_counts=True)
+    n = int(counts.numel())
+    if n > (1.0 - min_saving) * L:
+        return k, None
+    # one representative per group (its first token); the groups are the distinct keys when
+    # every token equals its representative, else (a fingerprint collision) sort the rows
+    position = torch.arange(L, device=k.device)
+    pick = torch.full((n,), L, dtype=torch.long, device=k.device).scatter_reduce_(
+        0, inverse, position, reduce="amin")
+    if not torch.equal(tokens, tokens.index_select(0, pick.index_select(0, inverse))):
+        _, inverse, counts = torch.unique(tokens, dim=0, return_inverse=True, return_counts=True)
+        n = int(counts.numel())
+        pick = torch.full((n,), L, dtype=torch.long, device=k.device).scatter_reduce_(
+            0, inverse, position, reduce="amin")
+    return k.index_select(2, pick), counts.to(torch.float32).reshape(n, 1)

@@ -276,3 +276,51 @@ def test_numina_reports_the_blocks_it_read():
     assert report.reference_layer == 2 and report.reading_layers == [1, 2]
     assert report.summary()["reading_layers"] == [1, 2]
     assert all(layer in (1, 2) or head == -1 for layer, head in zip(report.self_layers, report.self_heads))
+
+
+def test_distinct_keys_fold_repeated_tokens_exactly():
+    from numina_hooks.views import distinct_keys
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(2, 3, 40, 8, generator=g)
+    k[:, :, 6:] = k[:, :, 6:7]  # a padded prompt: every token after the 6th is the same key
+    keys, counts = distinct_keys(k)
+    assert keys.shape == (2, 3, 7, 8) and counts.shape == (7, 1)
+    assert sorted(counts[:, 0].tolist()) == [1.0] * 6 + [34.0]
+    q = torch.randn(2, 3, 5, 8, generator=g)
+    want = torch.logsumexp(q @ k.transpose(-1, -2), -1, keepdim=True)
+    got = torch.log(torch.exp(q @ keys.transpose(-1, -2)) @ counts)
+    torch.testing.assert_close(got, want)
+    # every key distinct: nothing to fold
+    same, none = distinct_keys(torch.randn(1, 2, 30, 4, generator=g))
+    assert none is None and same.shape == (1, 2, 30, 4)
+
+
+def test_distinct_keys_are_exact_when_fingerprints_collide():
+    from numina_hooks.views import distinct_keys
+    # the fingerprint weighs the three entries 1, 1.5, 2: (0, 0, 0) and (1.5, -1, 0) collide
+    a, b = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.5, -1.0, 0.0])
+    k = torch.stack([a, b, a, a, b, a, a, a])[None, None]  # [1, 1, 8, 3]
+    keys, counts = distinct_keys(k)
+    assert keys.shape == (1, 1, 2, 3)
+    by_key = {tuple(keys[0, 0, i].tolist()): float(counts[i, 0]) for i in range(2)}
+    assert by_key == {(0.0, 0.0, 0.0): 6.0, (1.5, -1.0, 0.0): 2.0}
+
+
+def test_cross_maps_over_a_padded_prompt_equal_the_softmax_over_every_key():
+    from numina_hooks.context import CallContext, Geometry
+    from numina_hooks.views import AttentionView, Site
+    g = torch.Generator().manual_seed(5)
+    geo = Geometry(frames=2, height=3, width=4, text_tokens=64)
+    ctx = CallContext(transformer="transformer", step=0, num_steps=2, timestep=1.0, sigma=1.0,
+                      branch="cond", geometry=geo)
+    q = torch.randn(1, 24, 4, 16, generator=g)  # [B, L, H, d]
+    text = torch.randn(1, 64, 4, 16, generator=g)
+    text[:, 9:] = text[:, 9:10]  # 9 prompt tokens, then 55 equal padding keys
+    view = AttentionView(site=Site(0, "cross", "blocks.0.attn2", "transformer"), kind="cross",
+                         context=ctx, q=q, k=text, v=text, layout="BLHD", scale=0.25,
+                         video_queries=slice(0, 24), text_keys=slice(0, 64), video_keys=None)
+    got = view.cross_attention_maps([[1, 2], [12]])
+    probs = torch.softmax(q.transpose(1, 2).double() @ text.transpose(1, 2).double().transpose(-1, -2) * 0.25, -1)
+    for cols, maps in zip([[1, 2], [12]], got):
+        want = probs[..., cols].mean(-1).reshape(1, 4, 2, 3, 4)
+        torch.testing.assert_close(maps.double(), want, atol=1e-6, rtol=1e-5)
