@@ -440,12 +440,17 @@ def distinct_keys(k: torch.Tensor, *, min_saving: float = 0.25
         return k, None
     # one representative per group (its first token); the groups are the distinct keys when
     # every token equals its representative, else (a fingerprint collision) sort the rows
-    position = torch.arange(L, device=k.device)
-    pick = torch.full((n,), L, dtype=torch.long, device=k.device).scatter_reduce_(
-        0, inverse, position, reduce="amin")
+    pick = _first_of_each_group(inverse, n)
     if not torch.equal(tokens, tokens.index_select(0, pick.index_select(0, inverse))):
         _, inverse, counts = torch.unique(tokens, dim=0, return_inverse=True, return_counts=True)
         n = int(counts.numel())
-        pick = torch.full((n,), L, dtype=torch.long, device=k.device).scatter_reduce_(
-            0, inverse, position, reduce="amin")
+        pick = _first_of_each_group(inverse, n)
     return k.index_select(2, pick), counts.to(torch.float32).reshape(n, 1)
+
+
+def _first_of_each_group(group: torch.Tensor, n: int) -> torch.Tensor:
+    """For ``group`` long ``[L]`` (each position's group id in ``0..n-1``): the first position
+    of every group, long ``[n]``."""
+    positions = torch.arange(group.numel(), device=group.device)
+    first = torch.full((n,), group.numel(), dtype=torch.long, device=group.device)
+    return first.scatter_reduce_(0, group, positions, reduce="amin")

@@ -282,7 +282,7 @@ def test_distinct_keys_fold_repeated_tokens_exactly():
     from numina_hooks.views import distinct_keys
     g = torch.Generator().manual_seed(3)
     k = torch.randn(2, 3, 40, 8, generator=g)
-    k[:, :, 6:] = k[:, :, 6:7]  # a padded prompt: every token after the 6th is the same key
+    k[:, :, 6:] = k[:, :, 6:7]  # a padded prompt: 6 prompt tokens, then 34 equal padding keys
     keys, counts = distinct_keys(k)
     assert keys.shape == (2, 3, 7, 8) and counts.shape == (7, 1)
     assert sorted(counts[:, 0].tolist()) == [1.0] * 6 + [34.0]
