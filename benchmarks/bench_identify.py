@@ -1,7 +1,7 @@
 """Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on three
 synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE]
 
 **Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
@@ -19,7 +19,11 @@ frame + cross part per frame and noun, one noun: the worst case, the self part i
 the nouns), the per-round ratio qk/maps, whether both paths read the same regions and
 counts, and the growth exponent (least-squares slope of log time on log tokens). Aim (issue
 16): qk path at 30x52 at most 0.05 s per frame and noun on one thread; the script exits 1
-when it is missed (after writing its results).
+when it is missed (after writing its results). Also timed in the same rounds: the cross
+maps with the equal padding keys folded (the default) against every key multiplied, and
+the bare float32 q.k products a frame needs (the floor of any exact reader).
+``--update-reader NOTE`` re-times this part alone and replaces it in the results (the
+accuracy cells stay from their run; NOTE, saying what else ran, is printed with it).
 
 Families: ``project`` (``synthetic_scenes.py``: softmax heads of several kinds, two instance
 heads), ``shared`` (``synthetic_shared_scenes.py``: every head dominated by a shared
@@ -74,6 +78,7 @@ from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader  # noqa: E402
 from numina_hooks.numina.layout import (layout_from_attention, naive_cross_count,  # noqa: E402
                                         temporal_vote)
+from numina_hooks import views as views_module  # noqa: E402
 from numina_hooks.views import AttentionView, Site, distinct_keys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -164,6 +169,22 @@ def _products(views) -> float:
     return (time.perf_counter() - t0) / geo.frames
 
 
+def _cross_maps(cross_view, fold: bool) -> tuple[float, torch.Tensor]:
+    """Seconds per frame of ``cross_attention_maps`` for the noun's column, with the equal
+    padding keys folded (the default) or not (``distinct_keys`` patched to return every key:
+    the same code, each key multiplied), and the maps."""
+    original = views_module.distinct_keys
+    if not fold:
+        views_module.distinct_keys = lambda k, **_: (k, None)
+    try:
+        t0 = time.perf_counter()
+        maps = cross_view.cross_attention_maps([[3]], batch=[0])[0]
+        seconds = time.perf_counter() - t0
+    finally:
+        views_module.distinct_keys = original
+    return seconds / cross_view.geometry.frames, maps
+
+
 def time_reader(grids, frames: int, rounds: dict) -> dict:
     """Per grid: seconds per frame (self part), per frame and noun (cross part), their sum,
     per path (median over rounds), the per-round ratio qk / maps, and whether the paths
@@ -178,9 +199,18 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
         views = reader_views(grid, frames)
         per = {p: {"self": [], "cross": [], "total": []} for p in paths}
         ratios, self_ratios, agree, floor = [], [], True, []
+        fold = {"folded": [], "unfolded": [], "ratio": [], "max_abs_diff": 0.0}
         for r in range(rounds.get(grid, 3)):
             got = {}
             floor.append(_products(views))
+            timed = {}
+            for folded in ((True, False) if r % 2 == 0 else (False, True)):
+                timed[folded] = _cross_maps(views[1], folded)
+            fold["folded"].append(timed[True][0])
+            fold["unfolded"].append(timed[False][0])
+            fold["ratio"].append(timed[True][0] / timed[False][0])
+            fold["max_abs_diff"] = max(fold["max_abs_diff"],
+                                       float((timed[True][1] - timed[False][1]).abs().max()))
             for p in (paths if r % 2 == 0 else paths[::-1]):
                 reader, t_self, t_cross = _read(p, views, columns)
                 got[p] = reader
@@ -201,6 +231,10 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
                     "ratio_qk_over_maps": round(float(np.median(ratios)), 3),
                     "self_ratio_qk_over_maps": round(float(np.median(self_ratios)), 3),
                     "fp32_products_s": round(float(np.median(floor)), 4),
+                    "cross_maps_fold": {"folded_s": round(float(np.median(fold["folded"])), 4),
+                                        "unfolded_s": round(float(np.median(fold["unfolded"])), 4),
+                                        "ratio": round(float(np.median(fold["ratio"])), 3),
+                                        "max_abs_diff": float(f"{fold['max_abs_diff']:.2e}")},
                     **{p: {part: round(float(np.median(v)), 4) for part, v in per[p].items()}
                        for p in paths}}
         print("reader", key, out[key], flush=True)
@@ -286,6 +320,9 @@ def main() -> None:
     ap.add_argument("--families", nargs="+", default=("project", "shared", "feature"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
+    ap.add_argument("--update-reader", metavar="NOTE",
+                    help="re-time the reader only and replace that section of results/identify.json "
+                         "(the accuracy cells stay from their run); NOTE says what else ran on the machine")
     ap.add_argument("--reader-grids", nargs="+", default=("15x26", "30x52", "45x78"))
     ap.add_argument("--reader-frames", type=int, default=2)
     ap.add_argument("--reader-rounds", type=int, default=5, help="rounds at 30x52 and below")
@@ -303,6 +340,15 @@ def main() -> None:
     out = HERE / "results"
     if args.reader_only:
         print(json.dumps(reader, indent=1))
+        sys.exit(_aim_missed(reader))
+    if args.update_reader:  # the reader section re-timed; the accuracy cells kept from their run
+        result = json.loads((out / "identify.json").read_text())
+        result["reader"] = reader
+        result["reader_run"] = {"date": time.strftime("%Y-%m-%d"), "note": args.update_reader,
+                                "load_average_at_end": round(os.getloadavg()[0], 2)}
+        (out / "identify.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "identify.md").write_text(markdown(result) + "\n")
+        print(markdown(result))
         sys.exit(_aim_missed(reader))
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     timing = defaultdict(list)
@@ -385,6 +431,21 @@ def reader_markdown(result: dict) -> list:
               f"(117 MB at 30x52, 591 MB at 45x78) and copies it to the CPU; `qk` holds one "
               f"head's chunk of rows (4 MB) and float32 copies of the frame's q and k. "
               f"Aim {'met' if met else 'missed'}."]
+    fold_rows = [(g, reader[g]["cross_maps_fold"]) for g in grids if "cross_maps_fold" in reader[g]]
+    if fold_rows:
+        lines += ["", "Cross maps with Wan's equal padding keys folded (each distinct key multiplied "
+                  "once and weighed by its count: `views.distinct_keys`, the default) against the same "
+                  "code with every key multiplied, `cross_attention_maps` of one noun, seconds per "
+                  "frame, same rounds, order rotated; ratio: median of the per-round ratios; the "
+                  "largest difference between the two paths' maps:", "",
+                  "| grid | folded | every key | ratio folded / every key | max abs difference |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {g} | {f['folded_s']} | {f['unfolded_s']} | **{f['ratio']}x** | {f['max_abs_diff']:.1e} |"
+                  for g, f in fold_rows]
+    run = result.get("reader_run")
+    if run:
+        lines += ["", f"This section's run: {run['date']}, {run['note']}; load average at its end "
+                  f"{run['load_average_at_end']}."]
     return lines
 
 
