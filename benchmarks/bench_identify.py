@@ -344,12 +344,10 @@ def main() -> None:
     if args.update_reader:  # the reader section re-timed; the accuracy cells kept from their run
         result = json.loads((out / "identify.json").read_text())
         result["reader"] = reader
+        load = _load_average()
         result["reader_run"] = {"date": time.strftime("%Y-%m-%d"), "note": args.update_reader,
-                                "load_average_at_end": round(os.getloadavg()[0], 2)}
-        (out / "identify.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "identify.md").write_text(markdown(result) + "\n")
-        print(markdown(result))
-        sys.exit(_aim_missed(reader))
+                                "load_average_at_end": None if load is None else round(load, 2)}
+        sys.exit(_write_results(out, result))
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     timing = defaultdict(list)
     cells = []
@@ -364,18 +362,29 @@ def main() -> None:
     times = {f"{f} {g[0]}x{g[1]} {m}": {"median_s": round(float(np.median(v)), 4),
                                          "p90_s": round(float(np.percentile(v, 90)), 4)}
              for (f, g, m), v in timing.items()}
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = {"heads": 12, "threads": 1, "seeds": args.seeds, "frames_per_scene": args.frames,
               "counts": [1, args.max_count], "reader": reader, "reader_aim_s": READER_AIM_S,
               "cells": cells, "timing": times,
-              "load_average_at_end": load,
+              "load_average_at_end": _load_average(),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"torch {torch.__version__}"}
+    sys.exit(_write_results(out, result))
+
+
+def _load_average():
+    """The 1-minute load average (None where the platform has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _write_results(out: Path, result: dict) -> int:
+    """Write ``result`` as ``identify.json`` and ``identify.md`` under ``out``, print the
+    markdown, and return the exit status of the reader aim (:func:`_aim_missed`)."""
     out.mkdir(exist_ok=True)
     (out / "identify.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "identify.md").write_text(markdown(result) + "\n")
-    print(markdown(result))
-    sys.exit(_aim_missed(reader))
+    text = markdown(result)
+    (out / "identify.md").write_text(text + "\n")
+    print(text)
+    return _aim_missed(result["reader"])
 
 
 def _aim_missed(reader: dict) -> int:
