@@ -1,7 +1,7 @@
 """Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on three
 synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N]
 
 **Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
@@ -51,7 +51,11 @@ Intervals are 95% percentile bootstrap intervals over scenes (frames of one scen
 independent). Seeds: scene seeds are 10000 + 100 * s + count, disjoint from the seeds the
 method was developed on (100 * s + count, s < 2; the feature family was looked at on
 500 + 100 * s + count). Writes benchmarks/results/identify.json
-and .md.
+and .md. ``--heads N`` (N other than 12) runs the accuracy cells alone with N heads a scene
+(each family's 12, then its non-instance types repeated: more distractors for the same
+instance heads, as in Wan2.1-14B's 40) and checks the issue's accuracy aims (default >= 0.85
+at noise 0.5, >= 0.60 at the run's highest noise, never below the naive counter; exit 1 when
+one is missed); writes results/identify_heads{N}.json and .md.
 """
 
 from __future__ import annotations
