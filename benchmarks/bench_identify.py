@@ -367,9 +367,8 @@ def main() -> None:
     if args.update_reader:  # the reader section re-timed; the accuracy cells kept from their run
         result = json.loads((out / "identify.json").read_text())
         result["reader"] = reader
-        load = _load_average()
         result["reader_run"] = {"date": time.strftime("%Y-%m-%d"), "note": args.update_reader,
-                                "load_average_at_end": None if load is None else round(load, 2)}
+                                "load_average_at_end": _load_average()}
         sys.exit(_write_results(out, result))
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     timing = defaultdict(list)
@@ -409,39 +408,40 @@ def run_more_heads(args) -> int:
                                             if isinstance(v, tuple)}, flush=True)
     result = {"heads": args.heads, "threads": 1, "seeds": args.seeds,
               "frames_per_scene": args.frames, "counts": [1, args.max_count], "cells": cells,
-              "date": time.strftime("%Y-%m-%d"),
-              "load_average_at_end": None if _load_average() is None else round(_load_average(), 2),
+              "date": time.strftime("%Y-%m-%d"), "load_average_at_end": _load_average(),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"torch {torch.__version__}"}
-    missed = accuracy_aims(cells)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     stem = f"identify_heads{args.heads}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Identify with {args.heads} self-attention heads", "",
-             f"The count-accuracy cells of `identify.md` with {args.heads} heads a scene "
-             f"(`python benchmarks/bench_identify.py --heads {args.heads}`): each family's 12 "
+    text = heads_markdown(result)
+    (out / f"{stem}.md").write_text(text + "\n")
+    print(text)
+    return 1 if accuracy_aims(cells) else 0
+
+
+def heads_markdown(result: dict) -> str:
+    """The markdown of a ``--heads N`` run's ``result``."""
+    cells, heads = result["cells"], result["heads"]
+    seeds, frames, max_count = result["seeds"], result["frames_per_scene"], result["counts"][1]
+    missed = accuracy_aims(cells)
+    lines = [f"# Identify with {heads} self-attention heads", "",
+             f"The count-accuracy cells of `identify.md` with {heads} heads a scene "
+             f"(`python benchmarks/bench_identify.py --heads {heads}`): each family's 12 "
              "heads, then its non-instance head types repeated in order up to "
-             f"{args.heads} (Wan2.1-14B has 40 heads of 128), so the same instance heads compete "
+             f"{heads} (Wan2.1-14B has 40 heads of 128), so the same instance heads compete "
              "with more distractors. Per cell "
-             f"{cells[0]['frames']} frames ({args.seeds} scenes per count x counts 1.."
-             f"{args.max_count} x {args.frames} frames), report seeds, 95% bootstrap intervals "
+             f"{cells[0]['frames']} frames ({seeds} scenes per count x counts 1.."
+             f"{max_count} x {frames} frames), report seeds, 95% bootstrap intervals "
              "over scenes; methods as in `identify.md`.", "",
-             "| family | grid | noise | default | default, per frame | paper preset | naive cross CC "
-             "| true head | chosen head is true |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {c['family']} | {c['grid'][0]}x{c['grid'][1]} | {c['noise']} | "
-              f"**{_fmt(c['default'])}** | {_fmt(c['default_per_frame'])} | "
-              f"{_fmt(c['paper'])} | {_fmt(c['naive'])} | {_fmt(c['true_head'])} | "
-              f"{_fmt(c['chosen_head_is_true'])} |" for c in cells]
+             *CELL_TABLE_HEADER] + [_cell_row(c) for c in cells]
     lines += ["", "Aims (issue: the default's count accuracy at least 0.85 at moderate noise (0.5), "
               "at least 0.60 at the highest noise of the run, never below the naive counter): "
               + ("met." if not missed else "missed: " + "; ".join(missed) + "."),
               "", f"Run {result['date']}. Machine: {result['machine']}; load average at the end "
               f"{result['load_average_at_end']}."]
-    text = "\n".join(lines)
-    (out / f"{stem}.md").write_text(text + "\n")
-    print(text)
-    return 1 if missed else 0
+    return "\n".join(lines)
 
 
 def accuracy_aims(cells: list) -> list:
@@ -462,8 +462,8 @@ def accuracy_aims(cells: list) -> list:
 
 
 def _load_average():
-    """The 1-minute load average (None where the platform has none)."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    """The 1-minute load average, rounded to 0.01 (None where the platform has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _write_results(out: Path, result: dict) -> int:
@@ -491,6 +491,18 @@ def _aim_missed(reader: dict) -> int:
 
 def _fmt(v) -> str:
     return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
+
+
+CELL_TABLE_HEADER = ("| family | grid | noise | default | default, per frame | paper preset | naive cross CC "
+                     "| true head | chosen head is true |", "|---|---|---|---|---|---|---|---|---|")
+
+
+def _cell_row(c: dict) -> str:
+    """One accuracy cell as a row under ``CELL_TABLE_HEADER``."""
+    return (f"| {c['family']} | {c['grid'][0]}x{c['grid'][1]} | {c['noise']} | "
+            f"**{_fmt(c['default'])}** | {_fmt(c['default_per_frame'])} | "
+            f"{_fmt(c['paper'])} | {_fmt(c['naive'])} | {_fmt(c['true_head'])} | "
+            f"{_fmt(c['chosen_head_is_true'])} |")
 
 
 def reader_markdown(result: dict) -> list:
@@ -557,13 +569,7 @@ def markdown(result: dict) -> str:
              f"{result['counts'][1]} x {result['frames_per_scene']} frames). Count accuracy = "
              "fraction of frames whose count is exactly right, with a 95% bootstrap interval "
              "over scenes. Report seeds, disjoint from the development seeds.", "",
-             "| family | grid | noise | default | default, per frame | paper preset | naive cross CC "
-             "| true head | chosen head is true |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in cells:
-        lines.append(f"| {c['family']} | {c['grid'][0]}x{c['grid'][1]} | {c['noise']} | "
-                     f"**{_fmt(c['default'])}** | {_fmt(c['default_per_frame'])} | "
-                     f"{_fmt(c['paper'])} | {_fmt(c['naive'])} | {_fmt(c['true_head'])} | "
-                     f"{_fmt(c['chosen_head_is_true'])} |")
+             *CELL_TABLE_HEADER] + [_cell_row(c) for c in cells]
     lines += ["", "Seconds per frame and noun of `layout_from_attention` on ready maps (the layout "
               "stage alone: the maps' cost is not included; one thread, first call excluded, median "
               "and 90th percentile):", "", "| family, grid, method | median s | p90 s |", "|---|---|---|"]
