@@ -388,8 +388,7 @@ def main() -> None:
               "counts": [1, args.max_count], "reader": reader, "reader_aim_s": READER_AIM_S,
               "cells": cells, "timing": times,
               "load_average_at_end": _load_average(),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"torch {torch.__version__}"}
+              "machine": _machine()}
     sys.exit(_write_results(out, result))
 
 
@@ -409,15 +408,8 @@ def run_more_heads(args) -> int:
     result = {"heads": args.heads, "threads": 1, "seeds": args.seeds,
               "frames_per_scene": args.frames, "counts": [1, args.max_count], "cells": cells,
               "date": time.strftime("%Y-%m-%d"), "load_average_at_end": _load_average(),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"torch {torch.__version__}"}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    stem = f"identify_heads{args.heads}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = heads_markdown(result)
-    (out / f"{stem}.md").write_text(text + "\n")
-    print(text)
+              "machine": _machine()}
+    _write(HERE / "results", f"identify_heads{args.heads}", result, heads_markdown(result))
     return 1 if accuracy_aims(cells) else 0
 
 
@@ -461,6 +453,18 @@ def accuracy_aims(cells: list) -> list:
     return missed
 
 
+def _machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _write(out: Path, stem: str, result: dict, text: str) -> None:
+    """Write ``result`` as ``stem.json`` and ``text`` as ``stem.md`` under ``out``; print ``text``."""
+    out.mkdir(exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(text + "\n")
+    print(text)
+
+
 def _load_average():
     """The 1-minute load average, rounded to 0.01 (None where the platform has none)."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
@@ -469,11 +473,7 @@ def _load_average():
 def _write_results(out: Path, result: dict) -> int:
     """Write ``result`` as ``identify.json`` and ``identify.md`` under ``out``, print the
     markdown, and return the exit status of the reader aim (:func:`_aim_missed`)."""
-    out.mkdir(exist_ok=True)
-    (out / "identify.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    (out / "identify.md").write_text(text + "\n")
-    print(text)
+    _write(out, "identify", result, markdown(result))
     return _aim_missed(result["reader"])
 
 
