@@ -269,13 +269,15 @@ def head_types_for(family: str, heads: int) -> tuple[str, ...]:
     return tuple(base) + tuple(others[i % len(others)] for i in range(heads - len(base)))
 
 
-def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int, heads: int = HEADS):
+def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int, heads: int = HEADS,
+           radius: tuple[float, float] | None = None):
     types = head_types_for(family, heads)
+    size = {} if radius is None else {"radius": radius}  # None: each family's own default
     if family == "project":
-        sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types)
+        sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **size)
         return sc, types
     make = make_feature_scene if family == "feature" else make_shared_scene
-    sc = make(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types)
+    sc = make(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **size)
     return sc, sc.head_types  # these two families shuffle the head order per scene
 
 
@@ -292,15 +294,22 @@ def bootstrap_interval(per_scene: list[list[bool]], reps: int = 2000, seed: int 
 
 
 def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count: int,
-             timing: dict, heads: int = HEADS) -> dict:
+             timing: dict, heads: int = HEADS, radius: tuple[float, float] | None = None,
+             compare: dict | None = None) -> dict:
+    """Count accuracy of the methods on one cell (``seeds`` scenes per count 1..``max_count``,
+    ``frames`` frames each, report seeds); ``radius`` the objects' radius range in patches
+    (None: the family's default); ``compare``: name -> ``NuminaConfig``, more configs counted
+    like the default (temporal vote included). Returns method -> (mean, low, high) and
+    ``frames``."""
     default, paper = NuminaConfig(), NuminaConfig.paper()
+    compare = compare or {}
     warm, _ = _scene(family, 2, grid, noise, 1, 1, heads)  # first calls (imports) not timed
     for cfg in (default, paper):
         layout_from_attention(warm.frames[0].self_attn, warm.frames[0].cross_attn, grid, cfg)
     hits = defaultdict(list)  # method -> per scene [bool per frame]
     for n in range(1, max_count + 1):
         for s in range(seeds):
-            sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads)
+            sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius)
             true_heads = [i for i, t in enumerate(types) if t == "instance"]
             found = defaultdict(list)
             chosen_true = []
@@ -317,11 +326,13 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
                 found["naive"].append(naive_cross_count(fr.cross_attn, grid))
                 found["true_head"].append(layout_from_attention(
                     fr.self_attn, fr.cross_attn, grid, default, self_head=true_heads[0]).count)
+                for name, cfg in compare.items():
+                    found[name].append(layout_from_attention(fr.self_attn, fr.cross_attn, grid, cfg).count)
             truth = [fr.count for fr in sc.frames]
             found["default_per_frame"] = list(found["default"])
-            for m in ("default", "true_head"):
+            for m in ("default", "true_head", *compare):
                 found[m] = temporal_vote(found[m], default.temporal_window)
-            for m in METHODS:
+            for m in (*METHODS, *compare):
                 hits[m].append([a == b for a, b in zip(found[m], truth)])
             hits["chosen_head_is_true"].append(chosen_true)
     return {m: bootstrap_interval(v) for m, v in hits.items()} | {
@@ -347,6 +358,10 @@ def main() -> None:
                     help="self-attention heads per scene; other than 12: the accuracy cells alone "
                          "with the families' distractor heads repeated (Wan2.1-14B has 40), written "
                          "to results/identify_heads{N}.json and .md")
+    ap.add_argument("--object-sizes", action="store_true",
+                    help="the accuracy cells at 30x52 with objects of four radius ranges (the "
+                         "default with and without its unclaimed-focus step), written to "
+                         "results/identify_sizes.json and .md")
     args = ap.parse_args()
     torch.set_num_threads(1)
     try:
@@ -356,6 +371,8 @@ def main() -> None:
         pass
     if args.heads != HEADS:
         sys.exit(run_more_heads(args))
+    if args.object_sizes:
+        sys.exit(run_object_sizes(args))
     reader_grids = [tuple(int(v) for v in g.split("x")) for g in args.reader_grids]
     rounds = {g: args.reader_rounds if g[0] * g[1] <= 1560 else max(2, args.reader_rounds // 2)
               for g in reader_grids}
@@ -411,6 +428,56 @@ def run_more_heads(args) -> int:
               "machine": _machine()}
     _write(HERE / "results", f"identify_heads{args.heads}", result, heads_markdown(result))
     return 1 if accuracy_aims(cells) else 0
+
+
+#: object radius ranges in patches at 30x52 (area about pi r^2: 5-13, 13-50, 50-150, 150-380
+#: patches) and the largest count placed of each (large objects fill the frame sooner)
+OBJECT_SIZES = {"small": ((1.2, 2.0), 8), "default": ((2.0, 4.0), 8), "large": ((4.0, 7.0), 5),
+                "huge": ((7.0, 11.0), 3)}
+
+
+def run_object_sizes(args) -> int:
+    """The accuracy cells at 30x52 for the object sizes of ``OBJECT_SIZES``, at noise 0.5 and
+    1.0, with the default and the default without ``unclaimed_min_lift``; a report (returns 0):
+    the issue's aims are stated for the families' own sizes, which the main run checks."""
+    grid, cells = (30, 52), []
+    plain_cut = {"without_unclaimed": NuminaConfig(unclaimed_min_lift=None)}
+    for family in args.families:
+        for size, (radius, max_count) in OBJECT_SIZES.items():
+            for noise in (0.5, 1.0):
+                res = run_cell(family, grid, noise, args.seeds, args.frames, max_count,
+                               defaultdict(list), radius=radius, compare=plain_cut)
+                cells.append({"family": family, "grid": list(grid), "noise": noise, "size": size,
+                              "radius": list(radius), "max_count": max_count, **res})
+                print(family, size, noise, {k: round(v[0], 2) for k, v in res.items()
+                                            if isinstance(v, tuple)}, flush=True)
+    result = {"heads": HEADS, "threads": 1, "seeds": args.seeds, "frames_per_scene": args.frames,
+              "cells": cells, "date": time.strftime("%Y-%m-%d"),
+              "load_average_at_end": _load_average(), "machine": _machine()}
+    _write(HERE / "results", "identify_sizes", result, sizes_markdown(result))
+    return 0
+
+
+def sizes_markdown(result: dict) -> str:
+    """The markdown of an ``--object-sizes`` run's ``result``."""
+    cells = result["cells"]
+    lines = ["# Identify by object size",
+             "", "Count accuracy at 30x52 with the objects' radius drawn from four ranges "
+             "(`python benchmarks/bench_identify.py --object-sizes`; radius in patches, area about "
+             "pi r^2; on Wan2.1-1.3B an object spans tens to hundreds of the 30x52 patches). "
+             f"Per cell {result['seeds']} scenes per count x counts 1..max x "
+             f"{result['frames_per_scene']} frames, report seeds, 95% bootstrap intervals over "
+             "scenes. 'Without unclaimed': the default with `unclaimed_min_lift=None` (the "
+             "instances are the partition's regions alone).", "",
+             "| family | objects (radius) | counts | noise | frames | default | without unclaimed "
+             "| true head | naive cross CC |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        lines.append(f"| {c['family']} | {c['size']} ({c['radius'][0]}-{c['radius'][1]}) | "
+                     f"1-{c['max_count']} | {c['noise']} | {c['frames']} | **{_fmt(c['default'])}** | "
+                     f"{_fmt(c['without_unclaimed'])} | {_fmt(c['true_head'])} | {_fmt(c['naive'])} |")
+    lines += ["", f"Run {result['date']}. Machine: {result['machine']}; load average at the end "
+              f"{result['load_average_at_end']}."]
+    return "\n".join(lines)
 
 
 def heads_markdown(result: dict) -> str:

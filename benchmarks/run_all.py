@@ -156,7 +156,9 @@ def write_doc() -> None:
         md = RESULTS / f"{stems[script]}.md"
         parts += [f"## {title}", "", what, "", f"`python benchmarks/{script}`", ""]
         parts += [md.read_text().strip() if md.exists() else "_not measured yet_", ""]
-        for extra in sorted(RESULTS.glob(f"{stems[script]}_heads*.md")):  # bench_identify.py --heads N
+        extras = [*sorted(RESULTS.glob(f"{stems[script]}_heads*.md")),  # bench_identify.py --heads N
+                  *sorted(RESULTS.glob(f"{stems[script]}_sizes.md"))]  # bench_identify.py --object-sizes
+        for extra in extras:
             parts += ["##" + extra.read_text().strip(), ""]
     gpu = RESULTS / "gpu_check.md"
     parts += ["## GPU check", "", GPU_CHECK, ""]

@@ -50,6 +50,8 @@ def test_frozen():
     ("placement_stride", 1.5, "int >= 1"),
     ("boost_bias", -0.1, ">= 0"),
     ("guidance_floor", 2.0, "(0.0, 1.0]"),
+    ("unclaimed_min_lift", -0.1, "[0, 1) or None"),
+    ("unclaimed_min_size", 0, "int >= 1"),
     # old names: the error names the value as the user wrote it, and the new name
     ("tau", 1.5, "deprecated name of 'focus_overlap'"),
     ("gamma", float("nan"), "deprecated name of 'sobel_weight'"),

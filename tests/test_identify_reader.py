@@ -157,6 +157,9 @@ def test_the_reader_reads_the_same_layouts_from_qk_as_from_maps(build, call):
         assert qk.nouns[noun].frame_counts == maps.nouns[noun].frame_counts
         for la, lb in zip(maps.nouns[noun].labels, qk.nouns[noun].labels):
             np.testing.assert_array_equal(lb, la)
+    # the q/k (or maps) kept for the left-over focus (unclaimed_min_lift) are released once
+    # the layout is built
+    assert maps._layer_sources == {} and qk._layer_sources == {}
 
 
 def test_an_unknown_self_source_is_a_clear_error():

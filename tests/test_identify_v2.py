@@ -293,7 +293,7 @@ def test_noisy_edges_across_a_seam_do_not_merge_touching_objects(n, seed):
     from synthetic_scenes import SELF_HEAD_TYPES, make_scene
     fr = make_scene(n, (15, 26), n_frames=1, noise=1.0, seed=seed).frames[0]
     head = SELF_HEAD_TYPES.index("instance")
-    plain = layout_from_attention(fr.self_attn, fr.cross_attn, (15, 26),
-                                  NuminaConfig(core_quantile=None), self_head=head)
+    plain = layout_from_attention(fr.self_attn, fr.cross_attn, (15, 26),  # cores alone compared
+                                  NuminaConfig(core_quantile=None, unclaimed_min_lift=None), self_head=head)
     assert plain.count < fr.count
     assert layout_from_attention(fr.self_attn, fr.cross_attn, (15, 26)).count == fr.count

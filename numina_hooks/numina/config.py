@@ -58,6 +58,7 @@ _INTERVALS = {
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
     "head_margin": (0, True, 1, False, False, ""),
+    "unclaimed_min_lift": (0, True, 1, False, True, " (no instances from the left-over focus)"),
     "placement_attention": (0, True, math.inf, False, False, " (0 = the paper's placement cost)"),
 }
 
@@ -175,6 +176,17 @@ class NuminaConfig:
     or the frame's edge, or by ``core_quantile``) when their mutual affinity reaches this
     share of their own, in log units above a uniform map (``partition.link_regions``);
     None = never join."""
+    unclaimed_min_lift: float | None = 0.05
+    """Objects too large for the edge cut: the focus left at least one patch away from the
+    chosen head's instances splits into components; one of at least ``unclaimed_min_size``
+    patches whose containment lift exceeds this becomes an instance (or joins the instance
+    it is linked to by ``link_ratio``: the rest of that object). A large object spreads its
+    rows over many keys, its neighbour affinities sit near the background's and the cut
+    breaks it into splinters that are no instance (``partition.unclaimed_instances``).
+    None = off (the instances are the regions alone)."""
+    unclaimed_min_size: int = 16
+    """Smallest component of the left-over focus that ``unclaimed_min_lift`` considers
+    (patches; smaller left-overs are halo around the instances)."""
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
@@ -300,7 +312,7 @@ class NuminaConfig:
                 _fail(name, v, f"a number in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
                       f"{' or None' if none_ok else ''}{note}")
         for name in ("block_size", "score_stride", "proposal_rank", "min_region", "focus_min_samples",
-                     "placement_stride"):
+                     "placement_stride", "unclaimed_min_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 _fail(name, v, "an int >= 1")
@@ -329,7 +341,7 @@ class NuminaConfig:
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, core_quantile=None,
-                        borrow_layouts=False, target_mode="per_head")
+                        borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None)
         settings.update(overrides)
         return cls(**settings)
 

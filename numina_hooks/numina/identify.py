@@ -31,7 +31,7 @@ from ..hookspecs import hookimpl
 from .config import NuminaConfig
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
-                     choose_from_partitions, focus_mask, partition_options,
+                     choose_from_partitions, focus_mask, partition_options, with_unclaimed,
                      proposals_from_self_map)
 from .partition import (HeadPartitions, concat_partitions, fill_lift, head_instances, link_regions,
                         partition_from_qk, temporal_vote)
@@ -95,6 +95,9 @@ class LayoutReader:
         self.seconds = 0.0
         self._layer_parts: dict[int, list] = {}  # block -> per frame HeadPartitions
         self._layer_cross: dict[int, list] = {}  # block -> per noun [heads, F, H, W] (CPU)
+        # block -> per frame the source of its self-attention entries, kept until the layout is
+        # built when ``unclaimed_min_lift`` needs them (q/k on the model's device, or one map)
+        self._layer_sources: dict[int, list] = {}
 
     @property
     def done(self) -> bool:
@@ -118,7 +121,7 @@ class LayoutReader:
         with torch.no_grad():
             if view.kind == "self":
                 if view.layer == self.layers[0]:  # a new reading starts
-                    self._layer_parts, self._layer_cross = {}, {}
+                    self._layer_parts, self._layer_cross, self._layer_sources = {}, {}, {}
                 self._read_self(view, rows[0])
             elif view.kind == "cross" and view.layer in self._layer_parts:
                 self._read_cross(view, rows[0])
@@ -131,7 +134,10 @@ class LayoutReader:
         self.transformer = view.transformer
         self.grid = (geo.height, geo.width)
         if cfg.head_choice == "containment":
-            self._layer_parts[view.layer] = [self._partition_frame(view, f, row) for f in range(geo.frames)]
+            read = [self._partition_frame(view, f, row) for f in range(geo.frames)]
+            self._layer_parts[view.layer] = [parts for parts, _ in read]
+            if cfg.unclaimed_min_lift is not None:
+                self._layer_sources[view.layer] = [(source, None) for _, source in read]
             return
         self._layer_parts[view.layer] = None  # the frames below are the reading
         self.frames = []
@@ -150,6 +156,8 @@ class LayoutReader:
                 fill_lift(parts, maps, [np.full(len(x), k == head) for k, x in enumerate(parts.lift)],
                           cfg.lift_sample)
                 proposals = parts.regions[head]
+                if cfg.unclaimed_min_lift is not None:  # the chosen head's map alone (its head 0)
+                    self._layer_sources.setdefault(view.layer, []).append((maps[head:head + 1].clone(), 0))
             else:
                 proposals = proposals_from_self_map(best, self.grid, cfg)
             self.frames.append(
@@ -187,7 +195,7 @@ class LayoutReader:
         fill_lift(parts, source, None, cfg.lift_sample)
         if cfg.link_ratio is not None:
             link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
-        return parts
+        return parts, source
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config
@@ -234,6 +242,11 @@ class LayoutReader:
                     keep = head_instances(frame.partitions, frame.pooled_head, focus,
                                           cfg.focus_overlap, cfg.min_lift)
                     labels = _regions_to_instances(frame.proposals, keep)
+                    sources = self._layer_sources.get(frame.self_layer)
+                    if sources:
+                        source, head_in_source = sources[f]
+                        labels = with_unclaimed(labels, focus, source, frame.self_head if head_in_source is None
+                                                else head_in_source, cfg)
                 elif frame.partitions is not None:
                     labels = np.zeros(self.grid, dtype=np.int32)
                 else:
@@ -254,6 +267,7 @@ class LayoutReader:
                 reading.focus.append(focus)
             reading.counts = temporal_vote(reading.frame_counts, cfg.temporal_window)
             self.nouns[noun] = reading
+        self._layer_sources = {}  # the layout is built: the q/k (or maps) kept for it go
 
 
 def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarray]) -> None:

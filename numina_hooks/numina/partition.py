@@ -443,7 +443,7 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     heads to link (an iterable of indices; None = every head). Reads one ``[R, R]`` block
     per head with two or more candidates (R: their sampled members)."""
     source = _as_source(self_attn)
-    h, n = source.heads, source.n
+    h = source.heads
     if parts.regions.shape[0] != h:
         raise ValueError(f"link_regions: parts has {parts.regions.shape[0]} heads, the "
                          f"attention {h}: pass the partitions of this attention")
@@ -454,31 +454,130 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
         ids = ids[ids > 0]
         if len(ids) < 2:
             continue
-        members, owner = [], []
-        for j, r in enumerate(ids):
-            pix = np.nonzero(flat[k] == r)[0]
-            if len(pix) > sample:
-                pix = pix[np.round(np.linspace(0, len(pix) - 1, sample)).astype(np.int64)]
-            members.append(pix)
-            owner.append(np.full(len(pix), j))
-        rows = torch.from_numpy(np.concatenate(members))
-        onehot = torch.nn.functional.one_hot(torch.from_numpy(np.concatenate(owner)),
-                                             len(ids)).double()  # [R, m]
-        vals = source.blocks(torch.tensor([k]), rows[None])[0].double()  # [R, R]
-        vals.fill_diagonal_(0.0)
-        count = onehot.sum(0)
-        pairs = count[:, None] * count[None, :] - torch.diag(count)
-        dens = (onehot.t() @ vals @ onehot) / pairs.clamp_min(1)
-        aff = torch.log(0.5 * (dens + dens.t()) * n + 1e-12).numpy()
-        own = np.where(pairs.diagonal().numpy() > 0, aff.diagonal(), -np.inf)
-        bar = ratio * np.minimum(own[:, None], own[None, :])
-        join = (aff >= bar) & (bar > 0)
+        join = _linked(source, k, [np.nonzero(flat[k] == r)[0] for r in ids], ratio, sample)
         a, b = np.nonzero(np.triu(join, 1))
         if len(a) == 0:
             continue
         group = _components(len(ids), a, b)
         if group.max() < len(ids) - 1:
             _merge_regions(parts, k, ids, group)
+
+
+def _linked(source, k: int, groups: list, ratio: float, sample: int) -> np.ndarray:
+    """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
+    indices) of head ``k`` attend to each other about as much as to themselves: the affinity
+    ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
+    each group; both directions averaged; ``i != j`` within a group) reaches ``ratio`` times
+    the smaller of the two groups' own (positive) affinities (``link_regions``). Reads one
+    ``[R, R]`` block of head ``k`` (R: every group's members together)."""
+    members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
+               for g in groups]
+    owner = np.concatenate([np.full(len(m), j) for j, m in enumerate(members)])
+    rows = torch.from_numpy(np.concatenate(members).astype(np.int64))
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(owner), len(groups)).double()  # [R, m]
+    vals = source.blocks(torch.tensor([k]), rows[None])[0].double()  # [R, R]
+    vals.fill_diagonal_(0.0)
+    count = onehot.sum(0)
+    pairs = count[:, None] * count[None, :] - torch.diag(count)
+    dens = (onehot.t() @ vals @ onehot) / pairs.clamp_min(1)
+    aff = torch.log(0.5 * (dens + dens.t()) * source.n + 1e-12).numpy()
+    own = np.where(pairs.diagonal().numpy() > 0, aff.diagonal(), -np.inf)
+    bar = ratio * np.minimum(own[:, None], own[None, :])
+    return (aff >= bar) & (bar > 0)
+
+
+def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: int, *,
+                        min_size: int, min_lift: float, link_ratio: float | None,
+                        sample: int = 16, sink_mass: float | None = None) -> np.ndarray:
+    """Instances for the focus that no instance of ``head`` claims: objects too large for
+    the edge cut.
+
+    A large object spreads each of its rows over many keys, so its neighbour affinities sit
+    near the background's and the Otsu cut breaks it into splinters that each keep little
+    attention inside themselves (lift below ``min_lift`` of the partition): the object gets
+    no instance although the focus covers it. Here the focus pixels at least one patch away
+    from every instance of ``labels`` form 4-connected components; a component of at least
+    ``min_size`` patches whose containment lift in ``head`` (``_containment_lift``: what its
+    pixels keep inside it beyond a copy of it moved by half its box) exceeds ``min_lift``
+    becomes an instance, unless it is linked (``link_ratio``, as ``link_regions`` links
+    pieces) to an instance of ``labels``: then it is the rest of that object and joins it.
+    Background left in the focus (a halo, clutter in the cross map) keeps no more than a
+    moved copy of itself and stays out; so does a component holding an attention-sink key of
+    ``head`` (``sink_mass``, as in ``partition_heads``: the sink, not the object, keeps the
+    attention there).
+
+    Args:
+        labels: int [H, W] instances of one noun (0 = none, 1..n), from ``head``.
+        focus: bool [H, W], the noun's focus mask.
+        self_attn: the frame's ``[heads, N, N]`` map or a source of its entries.
+        head: the head whose attention is measured.
+        min_size: smallest component considered (patches).
+        min_lift: the lift a component must exceed.
+        link_ratio: ``link_regions``' ratio; None = never join to an instance.
+        sample: members measured per component (``lift_sample``).
+        sink_mass: a key receiving at least this share of the average row is a sink; None =
+            no sink check.
+
+    Returns:
+        int32 [H, W]: ``labels`` with the new instances added (and components joined to the
+        instances they are linked to), renumbered 1..n in raster order of their first pixel.
+    """
+    source = _as_source(self_attn)
+    H, W = labels.shape
+    taken = labels > 0
+    near = taken.copy()  # the instances grown by one patch (4-neighbours)
+    near[1:] |= taken[:-1]
+    near[:-1] |= taken[1:]
+    near[:, 1:] |= taken[:, :-1]
+    near[:, :-1] |= taken[:, 1:]
+    left = (np.asarray(focus, dtype=bool).reshape(H, W) & ~near).reshape(-1)
+    rows, cols = np.nonzero(left.reshape(H, W))
+    if len(rows) < min_size:
+        return labels.astype(np.int32, copy=False)
+    idx = rows * W + cols
+    pos = np.full(H * W, -1, dtype=np.int64)
+    pos[idx] = np.arange(len(idx))
+    right = idx[cols < W - 1]
+    right = right[left[right + 1]]  # 4-neighbour pairs inside the left-over focus
+    down = idx[rows < H - 1]
+    down = down[left[down + W]]
+    src = np.concatenate([pos[right], pos[down]])
+    dst = np.concatenate([pos[right + 1], pos[down + W]])
+    comp = _components(len(idx), src, dst)
+    size = np.bincount(comp)
+    big = np.nonzero(size >= min_size)[0]
+    if len(big) == 0:
+        return labels.astype(np.int32, copy=False)
+    cand = np.zeros(H * W, dtype=np.int64)
+    relabel = np.zeros(len(size), dtype=np.int64)
+    relabel[big] = np.arange(1, len(big) + 1)
+    cand[idx] = relabel[comp]
+    regions = np.zeros((source.heads, H * W), dtype=np.int64)
+    regions[head] = cand
+    lift = _containment_lift(source, regions, sample, (H, W))[head]
+    new = [i for i in range(1, len(big) + 1) if lift[i] > min_lift]
+    if new and sink_mass is not None:
+        sinks = _sink_keys(source, sink_mass)[head]
+        new = [i for i in new if not sinks[cand == i].any()]
+    if not new:
+        return labels.astype(np.int32, copy=False)
+    out = labels.reshape(-1).astype(np.int64)
+    n_old = int(out.max())
+    joined_to = np.zeros(len(new), dtype=np.int64)
+    if link_ratio is not None and n_old > 0:
+        groups = [np.nonzero(out == i)[0] for i in range(1, n_old + 1)]
+        groups += [np.nonzero(cand == i)[0] for i in new]
+        join = _linked(source, head, groups, link_ratio, sample)[n_old:, :n_old]
+        for j in range(len(new)):
+            hits = np.nonzero(join[j])[0]
+            if len(hits):
+                joined_to[j] = hits[0] + 1
+    for j, i in enumerate(new):
+        out[cand == i] = joined_to[j] if joined_to[j] else n_old + 1 + j
+    keep = np.zeros(int(out.max()) + 1, dtype=bool)
+    keep[np.unique(out)] = True
+    keep[0] = False
+    return _regions_to_ids(out.reshape(H, W), keep)
 
 
 def _merge_regions(parts: HeadPartitions, k: int, ids: np.ndarray, group: np.ndarray) -> None:
