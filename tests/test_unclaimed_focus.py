@@ -9,7 +9,7 @@ from scipy.ndimage import gaussian_filter
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import layout_from_attention
-from numina_hooks.numina.partition import unclaimed_instances
+from numina_hooks.numina.partition import _sink_keys, unclaimed_instances
 
 GRID = (20, 30)
 N = GRID[0] * GRID[1]
@@ -129,5 +129,5 @@ def test_a_left_over_component_holding_an_attention_sink_is_not_an_instance():
     kept = unclaimed_instances(found, focus, sa, 0, min_size=16, min_lift=0.05, link_ratio=None, sample=256)
     assert kept.max() == 2  # without the sink check the sink's surroundings pass as an object
     refused = unclaimed_instances(found, focus, sa, 0, min_size=16, min_lift=0.05, link_ratio=None, sample=256,
-                                  sink_mass=0.05)
+                                  sink_keys=_sink_keys(sa, 0.05)[0])
     assert np.array_equal(refused, found)

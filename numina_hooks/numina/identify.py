@@ -246,7 +246,8 @@ class LayoutReader:
                     if sources:
                         source, head_in_source = sources[f]
                         labels = with_unclaimed(labels, focus, source, frame.self_head if head_in_source is None
-                                                else head_in_source, cfg)
+                                                else head_in_source, cfg,
+                                                frame.partitions.sink_keys[frame.pooled_head])
                 elif frame.partitions is not None:
                     labels = np.zeros(self.grid, dtype=np.int32)
                 else:

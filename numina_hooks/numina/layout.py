@@ -205,7 +205,7 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
     else:
         labels = _regions_to_instances(parts.regions[head], instances[head])
         if self_attn is not None:
-            labels = with_unclaimed(labels, focus, self_attn, head, cfg)
+            labels = with_unclaimed(labels, focus, self_attn, head, cfg, parts.sink_keys[head])
     return head, labels, scores.astype(np.float32)
 
 
@@ -216,16 +216,17 @@ UNCLAIMED_SAMPLE = 256
 
 
 def with_unclaimed(labels: np.ndarray, focus: np.ndarray, self_attn, head: int,
-                   cfg: NuminaConfig) -> np.ndarray:
+                   cfg: NuminaConfig, sink_keys: np.ndarray) -> np.ndarray:
     """``labels`` (int [H, W], instances of ``head``) with the instances found in the focus
     they leave unclaimed (``cfg.unclaimed_min_lift``; ``partition.unclaimed_instances``);
     ``labels`` as they are when that is None. ``self_attn``: the frame's ``[heads, N, N]``
-    map or a source of its entries."""
+    map or a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
+    (``HeadPartitions.sink_keys``)."""
     if cfg.unclaimed_min_lift is None:
         return labels
     return unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
-                               sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_mass=cfg.sink_mass)
+                               sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys)
 
 
 def layout_from_maps(self_map, cross_map, grid: tuple[int, int],

@@ -72,12 +72,14 @@ class HeadPartitions:
         region minus the mean on its border (log units).
     sink: list (one per head) of bool [m_h + 1]: the region holds an attention-sink key.
     thresholds: float32 [heads], the Otsu cut of each head's edge weights.
+    sink_keys: bool [heads, N]: the attention-sink keys of each head (``sink_mass``).
     """
     regions: np.ndarray
     lift: list
     contrast: list
     sink: list
     thresholds: np.ndarray
+    sink_keys: np.ndarray
 
 
 def _grid_index(H: int, W: int) -> torch.Tensor:
@@ -305,7 +307,7 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
     return HeadPartitions(regions=regions.reshape(h, H, W).astype(np.int32),
                           lift=[np.full(len(c), np.nan) for c in contrast],
                           contrast=contrast, sink=sink_region,
-                          thresholds=thr.numpy().astype(np.float32))
+                          thresholds=thr.numpy().astype(np.float32), sink_keys=sinks)
 
 
 def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.ndarray,
@@ -394,7 +396,8 @@ def concat_partitions(parts: list) -> HeadPartitions:
                           lift=[x for p in parts for x in p.lift],
                           contrast=[x for p in parts for x in p.contrast],
                           sink=[x for p in parts for x in p.sink],
-                          thresholds=np.concatenate([p.thresholds for p in parts]))
+                          thresholds=np.concatenate([p.thresholds for p in parts]),
+                          sink_keys=np.concatenate([p.sink_keys for p in parts]))
 
 
 def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
@@ -488,7 +491,7 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int) -> np.ndarr
 
 def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: int, *,
                         min_size: int, min_lift: float, link_ratio: float | None,
-                        sample: int = 16, sink_mass: float | None = None) -> np.ndarray:
+                        sample: int = 16, sink_keys: np.ndarray | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -503,8 +506,8 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     pieces) to an instance of ``labels``: then it is the rest of that object and joins it.
     Background left in the focus (a halo, clutter in the cross map) keeps no more than a
     moved copy of itself and stays out; so does a component holding an attention-sink key of
-    ``head`` (``sink_mass``, as in ``partition_heads``: the sink, not the object, keeps the
-    attention there).
+    ``head`` (``sink_keys``, as ``partition_heads`` finds them: the sink, not the object,
+    keeps the attention there).
 
     Args:
         labels: int [H, W] instances of one noun (0 = none, 1..n), from ``head``.
@@ -515,50 +518,33 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         min_lift: the lift a component must exceed.
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
         sample: members measured per component (``lift_sample``).
-        sink_mass: a key receiving at least this share of the average row is a sink; None =
-            no sink check.
+        sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
+            None = no sink check.
 
     Returns:
         int32 [H, W]: ``labels`` with the new instances added (and components joined to the
         instances they are linked to), renumbered 1..n in raster order of their first pixel.
     """
+    from scipy.ndimage import label
+
     source = _as_source(self_attn)
     H, W = labels.shape
-    taken = labels > 0
-    near = taken.copy()  # the instances grown by one patch (4-neighbours)
-    near[1:] |= taken[:-1]
-    near[:-1] |= taken[1:]
-    near[:, 1:] |= taken[:, :-1]
-    near[:, :-1] |= taken[:, 1:]
-    left = (np.asarray(focus, dtype=bool).reshape(H, W) & ~near).reshape(-1)
-    rows, cols = np.nonzero(left.reshape(H, W))
-    if len(rows) < min_size:
-        return labels.astype(np.int32, copy=False)
-    idx = rows * W + cols
-    pos = np.full(H * W, -1, dtype=np.int64)
-    pos[idx] = np.arange(len(idx))
-    right = idx[cols < W - 1]
-    right = right[left[right + 1]]  # 4-neighbour pairs inside the left-over focus
-    down = idx[rows < H - 1]
-    down = down[left[down + W]]
-    src = np.concatenate([pos[right], pos[down]])
-    dst = np.concatenate([pos[right + 1], pos[down + W]])
-    comp = _components(len(idx), src, dst)
-    size = np.bincount(comp)
+    left = np.asarray(focus, dtype=bool).reshape(H, W) & ~_grow(labels > 0)
+    comp, m = label(left)  # 4-connected components of the left-over focus, 1..m
+    size = np.bincount(comp.reshape(-1), minlength=m + 1)
+    size[0] = 0
     big = np.nonzero(size >= min_size)[0]
     if len(big) == 0:
         return labels.astype(np.int32, copy=False)
-    cand = np.zeros(H * W, dtype=np.int64)
-    relabel = np.zeros(len(size), dtype=np.int64)
+    relabel = np.zeros(m + 1, dtype=np.int64)
     relabel[big] = np.arange(1, len(big) + 1)
-    cand[idx] = relabel[comp]
+    cand = relabel[comp.reshape(-1)]
     regions = np.zeros((source.heads, H * W), dtype=np.int64)
     regions[head] = cand
     lift = _containment_lift(source, regions, sample, (H, W))[head]
     new = [i for i in range(1, len(big) + 1) if lift[i] > min_lift]
-    if new and sink_mass is not None:
-        sinks = _sink_keys(source, sink_mass)[head]
-        new = [i for i in new if not sinks[cand == i].any()]
+    if sink_keys is not None:
+        new = [i for i in new if not sink_keys[cand == i].any()]
     if not new:
         return labels.astype(np.int32, copy=False)
     out = labels.reshape(-1).astype(np.int64)
@@ -578,6 +564,16 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     keep[np.unique(out)] = True
     keep[0] = False
     return _regions_to_ids(out.reshape(H, W), keep)
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """bool [H, W] ``mask`` grown by one patch to its 4-neighbours."""
+    g = mask.copy()
+    g[1:] |= mask[:-1]
+    g[:-1] |= mask[1:]
+    g[:, 1:] |= mask[:, :-1]
+    g[:, :-1] |= mask[:, 1:]
+    return g
 
 
 def _merge_regions(parts: HeadPartitions, k: int, ids: np.ndarray, group: np.ndarray) -> None:

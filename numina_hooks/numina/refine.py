@@ -39,7 +39,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .config import NuminaConfig
-from .partition import temporal_vote
+from .partition import _grow, temporal_vote
 
 __all__ = ["Edit", "RefinedFrame", "refine_layouts", "refine_frame", "layout_counts",
            "instance_masks", "borrowed_sources"]
@@ -111,15 +111,6 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
         lut = {v: i + 1 for i, v in enumerate(order)}
         out[fg] = np.vectorize(lut.get, otypes=[np.int32])(flat[fg])
     return out.reshape(labels.shape)
-
-
-def _grow(mask: np.ndarray) -> np.ndarray:
-    g = mask.copy()
-    g[1:] |= mask[:-1]
-    g[:-1] |= mask[1:]
-    g[:, 1:] |= mask[:, :-1]
-    g[:, :-1] |= mask[:, 1:]
-    return g
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
