@@ -184,7 +184,7 @@ class NuminaConfig:
     rows over many keys, its neighbour affinities sit near the background's and the cut
     breaks it into splinters that are no instance (``partition.unclaimed_instances``).
     None = off (the instances are the regions alone)."""
-    unclaimed_min_size: int = 16
+    unclaimed_min_size: int = 48
     """Smallest component of the left-over focus that ``unclaimed_min_lift`` considers
     (patches; smaller left-overs are halo around the instances)."""
     head_margin: float = 0.0
