@@ -36,7 +36,7 @@ from .partition import (HeadPartitions, _components, _relabel, choose_head, fill
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
-           "focus_mask", "naive_cross_count", "temporal_vote", "check_not_constant"]
+           "focus_mask", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
 
 
 @dataclass
@@ -123,13 +123,13 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     # the ratio is taken above the map's background level (a low quantile): a cross map
     # with a floor of clutter at 20% of its peak would otherwise be foreground everywhere
     floor = float(np.quantile(c, cfg.focus_floor_quantile))
-    fg = np.argwhere(c >= floor + cfg.peak_ratio * (peak - floor))
-    if len(fg) < cfg.focus_min_samples:
+    bright = c >= floor + cfg.peak_ratio * (peak - floor)
+    if int(bright.sum()) < cfg.focus_min_samples:
         return out
     if cfg.focus_clustering == "dbscan":
-        from sklearn.cluster import DBSCAN
-        lab = DBSCAN(eps=cfg.focus_eps, min_samples=cfg.focus_min_samples).fit_predict(fg)
+        return dbscan_members(bright, cfg.focus_eps, cfg.focus_min_samples)
     else:
+        fg = np.argwhere(bright)
         try:
             import hdbscan
         except ImportError as err:  # the optional extra numina-hooks[hdbscan]
@@ -142,6 +142,28 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     keep = fg[lab >= 0]
     out[keep[:, 0], keep[:, 1]] = True
     return out
+
+
+def _disc(eps: float) -> np.ndarray:
+    """bool footprint [2r+1, 2r+1] of the grid offsets within Euclidean distance ``eps``."""
+    r = int(np.floor(eps))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    return np.sqrt(dy * dy + dx * dx) <= eps
+
+
+def dbscan_members(points: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
+    """The pixels of ``points`` (bool [H, W]) that DBSCAN on their patch coordinates puts in
+    a cluster, bool [H, W]: core pixels (at least ``min_samples`` pixels of ``points``, the
+    pixel itself included, within distance ``eps``) and pixels within ``eps`` of a core
+    pixel; the rest is DBSCAN's noise. The same membership as scikit-learn's
+    ``DBSCAN(eps, min_samples).fit_predict(coords) >= 0`` (the cluster ids are not needed:
+    the focus mask is their union), computed with two grid filters in a fraction of a
+    millisecond instead of a neighbour search."""
+    from scipy.ndimage import binary_dilation, correlate
+    disc = _disc(eps)
+    near = correlate(points.astype(np.int32), disc.astype(np.int32), mode="constant", cval=0)
+    core = points & (near >= min_samples)
+    return points & binary_dilation(core, structure=disc)
 
 
 def _instances(proposals: np.ndarray, focus: np.ndarray, min_overlap: float) -> np.ndarray:
