@@ -171,7 +171,7 @@ class NuminaConfig:
     and two cores are never joined (one bridging edge no longer merges two objects); an
     object split into several cores is joined again by ``link_ratio``. None = plain
     components of the joined edges."""
-    link_ratio: float | None = 0.75
+    link_ratio: float | None = 0.5
     """Two regions of a head become one (the pieces of an object cut apart by an occluder
     or the frame's edge, or by ``core_quantile``) when their mutual affinity reaches this
     share of their own, in log units above a uniform map (``partition.link_regions``);
