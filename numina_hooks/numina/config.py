@@ -173,7 +173,8 @@ class NuminaConfig:
     components of the joined edges."""
     link_ratio: float | None = 0.5
     """Two regions of a head become one (the pieces of an object cut apart by an occluder
-    or the frame's edge, or by ``core_quantile``) when their mutual affinity reaches this
+    or the frame's edge, by ``core_quantile``, or a large object split by the cut at high
+    noise) when their mutual affinity reaches this
     share of their own, in log units above a uniform map (``partition.link_regions``);
     None = never join."""
     unclaimed_min_lift: float | None = 0.05
