@@ -31,8 +31,8 @@ import torch
 from .config import NuminaConfig
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _components, _relabel, choose_head, fill_lift, focus_regions,
-                        head_instances, head_scores_from_focus, link_regions, partition_heads,
-                        temporal_vote, unclaimed_instances)
+                        grid_disc, head_instances, head_scores_from_focus, link_regions,
+                        partition_heads, temporal_vote, unclaimed_instances)
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
@@ -144,13 +144,6 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     return out
 
 
-def _disc(eps: float) -> np.ndarray:
-    """bool footprint [2r+1, 2r+1] of the grid offsets within Euclidean distance ``eps``."""
-    r = int(np.floor(eps))
-    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
-    return np.sqrt(dy * dy + dx * dx) <= eps
-
-
 def dbscan_members(points: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
     """The pixels of ``points`` (bool [H, W]) that DBSCAN on their patch coordinates puts in
     a cluster, bool [H, W]: core pixels (at least ``min_samples`` pixels of ``points``, the
@@ -160,7 +153,7 @@ def dbscan_members(points: np.ndarray, eps: float, min_samples: int) -> np.ndarr
     the focus mask is their union), computed with two grid filters in a fraction of a
     millisecond instead of a neighbour search."""
     from scipy.ndimage import binary_dilation, correlate
-    disc = _disc(eps)
+    disc = grid_disc(eps)
     near = correlate(points.astype(np.int32), disc.astype(np.int32), mode="constant", cval=0)
     core = points & (near >= min_samples)
     return points & binary_dilation(core, structure=disc)

@@ -566,6 +566,14 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     return _regions_to_ids(out.reshape(H, W), keep)
 
 
+def grid_disc(radius: float) -> np.ndarray:
+    """bool ``[2r + 1, 2r + 1]`` (r = floor(radius)): the grid offsets within Euclidean
+    distance ``radius`` of the centre."""
+    r = int(np.floor(radius))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    return dy * dy + dx * dx <= radius * radius
+
+
 def _grow(mask: np.ndarray) -> np.ndarray:
     """bool [H, W] ``mask`` grown by one patch to its 4-neighbours."""
     g = mask.copy()

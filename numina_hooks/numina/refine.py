@@ -39,7 +39,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .config import NuminaConfig
-from .partition import _grow, temporal_vote
+from .partition import _grow, grid_disc, temporal_vote
 
 __all__ = ["Edit", "RefinedFrame", "refine_layouts", "refine_frame", "layout_counts",
            "instance_masks", "borrowed_sources"]
@@ -131,10 +131,8 @@ def _template(labels: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray
         pts = np.argwhere(ref).astype(np.float64)
         centre = np.round(pts.mean(0))
         return (pts - centre).astype(np.int64), ref
-    r = int(np.floor(radius))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    inside = yy ** 2 + xx ** 2 <= radius ** 2
-    return np.stack([yy[inside], xx[inside]], 1).astype(np.int64), None
+    disc = grid_disc(radius)
+    return (np.argwhere(disc) - disc.shape[0] // 2).astype(np.int64), None
 
 
 def _place(offsets: np.ndarray, centre: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
