@@ -46,6 +46,11 @@ BENCHMARKS = [
      "building the maps first, with the growth exponent; and count accuracy on three families of "
      "synthetic DiT-like scenes. Aim, checked (issue 16): at most 0.05 s per frame and noun at 30x52, the same layouts "
      "as from the maps."),
+    ("bench_focus_clustering.py", ["--rounds", "3"], [], "Focus clustering",
+     "The focus mask's DBSCAN membership computed with two grid filters (`layout.dbscan_members`, the "
+     "default) against scikit-learn's DBSCAN on the same thresholded cross maps (three synthetic scene "
+     "families, 30x52), one thread, order alternating per round. Aim, checked: the same pixels, at most "
+     "0.5x the time."),
     ("bench_parse_counts.py", [], [], "Counts from prompts", "Exact-match rate of parse_counts on CountBench. Aim: 95%."),
     ("bench_numina.py", ["--quick"], [], "NUMINA vs plain generation",
      "Transformer calls, wall clock and peak memory of a NUMINA generation relative to the unhooked "
@@ -96,7 +101,7 @@ RESEARCH_SCRIPTS = (
 
 #: benchmarks that exit 1 when an aim is missed
 CHECKS_AIMS = ("bench_idle_overhead.py", "bench_guided_attention.py", "bench_identify.py", "bench_numina.py",
-               "bench_compile.py")
+               "bench_compile.py", "bench_focus_clustering.py")
 
 
 def main(argv=None) -> int:
@@ -149,7 +154,8 @@ def write_doc() -> None:
     ]
     stems = {
         "bench_idle_overhead.py": "idle_overhead", "bench_guided_attention.py": "guided_attention",
-        "bench_identify.py": "identify", "bench_parse_counts.py": "parse_counts", "bench_numina.py": "numina",
+        "bench_identify.py": "identify", "bench_focus_clustering.py": "focus_clustering",
+        "bench_parse_counts.py": "parse_counts", "bench_numina.py": "numina",
         "bench_easycache.py": "easycache", "bench_compile.py": "compile",
     }
     for script, _, _, title, what in BENCHMARKS:
