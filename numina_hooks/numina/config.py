@@ -54,6 +54,7 @@ _INTERVALS = {
     "edge_reference_quantile": (0, True, 1, True, True, ""),
     "sink_mass": (0, False, 1, True, False, ""),
     "min_lift": (0, True, 1, False, False, ""),
+    "min_member_lift": (0, True, 1, False, True, " (no check)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
@@ -165,6 +166,12 @@ class NuminaConfig:
     """A focus region is an instance only when its pixels keep more than this share of
     their attention inside it beyond what the average head keeps (0 = any surplus):
     background specks and splinters of a larger object keep little."""
+    min_member_lift: float | None = 0.005
+    """A focus region is also no instance when its lift without each row's own entry (what
+    its pixels keep on its *other* pixels beyond a moved copy) is at most this share of a
+    row: a head whose queries and keys share a per-token component spikes every row on its
+    own key, and a splinter of a few patches of a large object, or a background speck, then
+    shows as much lift as a whole object. None = no such check."""
     core_quantile: float | None = 0.5
     """Touching objects kept apart: the regions grow from cores (components of the edges
     above this quantile of a head's joined edge weights, at least ``min_region`` patches)

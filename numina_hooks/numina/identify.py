@@ -154,7 +154,7 @@ class LayoutReader:
             if cfg.proposal_cut == "adaptive":
                 parts = _partition(maps, self.grid, cfg)
                 fill_lift(parts, maps, [np.full(len(x), k == head) for k, x in enumerate(parts.lift)],
-                          cfg.lift_sample)
+                          cfg.lift_sample, cfg.min_member_lift)
                 proposals = parts.regions[head]
                 if cfg.unclaimed_min_lift is not None:  # the chosen head's map alone (its head 0)
                     self._layer_sources.setdefault(view.layer, []).append((maps[head:head + 1].clone(), 0))
@@ -192,7 +192,7 @@ class LayoutReader:
         else:
             raise ValueError(f"LayoutReader.self_source={self.self_source!r}; expected 'qk' "
                              "(read from q/k) or 'maps' (read from full maps)")
-        fill_lift(parts, source, None, cfg.lift_sample)
+        fill_lift(parts, source, None, cfg.lift_sample, cfg.min_member_lift)
         if cfg.link_ratio is not None:
             link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
         return parts, source

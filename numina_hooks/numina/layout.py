@@ -207,7 +207,8 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
 
     Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
     the head (the true-head reference of the benchmark)."""
-    fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.focus_overlap), cfg.lift_sample)
+    fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.focus_overlap), cfg.lift_sample,
+              cfg.min_member_lift)
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
     if head >= 0 and cfg.link_ratio is not None and self_attn is not None:

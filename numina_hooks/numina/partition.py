@@ -401,11 +401,18 @@ def concat_partitions(parts: list) -> HeadPartitions:
 
 
 def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
-              sample: int = 16) -> None:
+              sample: int = 16, min_member_lift: float | None = None) -> None:
     """Compute the containment lift of the ``wanted`` regions (a list, one bool
     [m_h + 1] array per head; None = every region) into ``parts.lift`` in place. Regions
     already measured are not measured again; sink regions get -inf. ``self_attn``: the
-    frame's ``[heads, N, N]`` map or a source of its entries (``partition_from_qk``)."""
+    frame's ``[heads, N, N]`` map or a source of its entries (``partition_from_qk``).
+
+    ``min_member_lift``: a region whose lift without each row's own entry (what its rows
+    keep on its *other* members beyond a moved copy) is at most this gets -inf too: its
+    rows keep attention on themselves, not on each other, so it is no group of tokens.
+    A head whose queries and keys share a per-token component (texture) gives every token
+    a spike on its own key, and a splinter of a few patches then shows as much lift as a
+    whole object. None = no such check."""
     h = parts.regions.shape[0]
     flat_regions = parts.regions.reshape(h, -1)
     todo = np.zeros_like(flat_regions)
@@ -417,11 +424,15 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
     if not todo.any():
         return
-    measured = _containment_lift(_as_source(self_attn), todo, sample, parts.regions.shape[1:])
+    measured, members = _containment_lift(_as_source(self_attn), todo, sample,
+                                          parts.regions.shape[1:], members_only=True)
     for k in range(h):
         ids = np.unique(todo[k])
         ids = ids[ids > 0]
-        parts.lift[k][ids] = measured[k][ids]
+        lift = measured[k][ids]
+        if min_member_lift is not None:
+            lift = np.where(members[k][ids] > min_member_lift, lift, -np.inf)
+        parts.lift[k][ids] = lift
 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
@@ -670,7 +681,7 @@ def _sink_keys(source, sink_mass: float, rows: int = 64) -> np.ndarray:
 
 
 def _containment_lift(source, regions: np.ndarray, sample: int,
-                      grid: tuple[int, int]) -> list:
+                      grid: tuple[int, int], members_only: bool = False):
     """Per head and region: the attention the region's rows keep inside the region, minus
     what the same head keeps inside the region moved by half its own height or width (the
     mean over the up to 4 moves that stay on the grid). A head that attends by position
@@ -679,13 +690,18 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     move could land exactly on an identical neighbour). A region too large to move anywhere
     is compared with the all-head mean instead. ``regions``: int [heads, N]. Large regions are measured
     on ``sample`` evenly spaced members. ``source``: the frame's entries (``attention_entries``),
-    read as one ``[S, S]`` block per region and move (S = the members used)."""
+    read as one ``[S, S]`` block per region and move (S = the members used).
+
+    ``members_only``: also return the same lift with each row's own entry left out (in the
+    moved copy and the all-head mean too): what the region's rows keep on its *other*
+    members. Returns (lift, member lift), two lists, from the same blocks."""
     h, n = source.heads, source.n
     H, W = grid
     out = [np.zeros(int(regions[k].max()) + 1) for k in range(h)]
+    out_members = [x.copy() for x in out]
     heads_of, pix = np.nonzero(regions)
     if len(pix) == 0:
-        return out
+        return (out, out_members) if members_only else out
     # every (head, region) is one group
     gid = heads_of.astype(np.int64) * (n + 1) + regions[heads_of, pix]
     order = np.argsort(gid, kind="stable")
@@ -722,19 +738,24 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     weight = np.where(np.eye(width, dtype=bool)[None], 1.0,
                       ((size - 1) / np.maximum(used - 1, 1))[:, None, None])
     weight = weight * (filled[:, :, None] & filled[:, None, :])  # [G, S, S]
+    # [2, G, S, S]: every entry, then the rows' own entries left out
+    weights = np.stack([weight, np.where(np.eye(width, dtype=bool)[None], 0.0, weight)])
     heads_t = torch.from_numpy(g_head.astype(np.int64))
+
+    def kept(vals: np.ndarray, sel) -> np.ndarray:  # [2, len(sel)]
+        return (vals[None] * weights[:, sel]).sum((2, 3)) / used[sel]
 
     def containment(sel: np.ndarray, offset: np.ndarray) -> np.ndarray:
         rows = torch.from_numpy(members[sel] + offset[sel, None])
         vals = source.blocks(heads_t[torch.from_numpy(np.nonzero(sel)[0])], rows)
-        return (vals.double().numpy() * weight[sel]).sum((1, 2)) / used[sel]
+        return kept(vals.double().numpy(), sel)
 
     everything = np.ones(n_groups, dtype=bool)
     inside = containment(everything, np.zeros(n_groups, dtype=np.int64))
-    moved = np.zeros(n_groups)
+    moved = np.zeros((2, n_groups))
     for dy, dx, ok in moves:
         if ok.any():
-            moved[ok] += containment(ok, dy * W + dx)
+            moved[:, ok] += containment(ok, dy * W + dx)
     lift = inside - moved / np.maximum(n_moves, 1)
     stuck = n_moves == 0
     if stuck.any():  # too large to move: compare with the all-head mean
@@ -743,12 +764,12 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
         per_head = torch.stack([source.blocks(torch.full((len(sel),), k, dtype=torch.long), rows)
                                 for k in range(h)])
         mean = per_head.mean(0).double().numpy()
-        mean_c = (mean * weight[sel]).sum((1, 2)) / used[sel]
-        lift[sel] = inside[sel] - mean_c
+        lift[:, sel] = inside[:, sel] - kept(mean, sel)
     for k in range(h):
         pick = g_head == k
-        out[k][g_region[pick]] = lift[pick]
-    return out
+        out[k][g_region[pick]] = lift[0, pick]
+        out_members[k][g_region[pick]] = lift[1, pick]
+    return (out, out_members) if members_only else out
 
 
 def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:

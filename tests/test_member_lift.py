@@ -1,0 +1,63 @@
+"""A region counts as an object only when its rows attend to each other, not each to itself
+(``NuminaConfig.min_member_lift``, ``partition.fill_lift``), on hand-built maps with known
+entries."""
+
+import numpy as np
+import torch
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.partition import HeadPartitions, _as_source, _containment_lift, fill_lift
+
+H, W = 12, 16
+N = H * W
+
+
+def _block(y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    ys, xs = np.meshgrid(np.arange(y0, y0 + h), np.arange(x0, x0 + w), indexing="ij")
+    return (ys * W + xs).reshape(-1)
+
+
+GROUP = _block(2, 2, 2, 3)  # 6 patches whose rows share 0.6 of their attention
+SPIKES = _block(8, 10, 2, 3)  # 6 patches whose rows put 0.6 on their own key alone
+
+
+def _frame() -> torch.Tensor:
+    """One head ``[1, N, N]``: the rest of every row spread evenly over the frame."""
+    a = np.full((N, N), 0.4 / N)
+    a[np.ix_(GROUP, GROUP)] += 0.6 / len(GROUP)
+    a[SPIKES, SPIKES] += 0.6
+    rest = np.setdiff1d(np.arange(N), np.concatenate([GROUP, SPIKES]))
+    a[rest] = 1.0 / N
+    assert np.allclose(a.sum(1), 1.0)
+    return torch.from_numpy(a[None]).float()
+
+
+def _parts() -> HeadPartitions:
+    regions = np.zeros((1, H, W), dtype=np.int32)
+    regions.reshape(1, -1)[0, GROUP] = 1
+    regions.reshape(1, -1)[0, SPIKES] = 2
+    return HeadPartitions(regions=regions, lift=[np.full(3, np.nan)], contrast=[np.zeros(3)],
+                          sink=[np.zeros(3, dtype=bool)], thresholds=np.zeros(1, np.float32),
+                          sink_keys=np.zeros((1, N), dtype=bool))
+
+
+def test_lift_from_other_members_tells_a_group_from_self_spikes():
+    lift, members = _containment_lift(_as_source(_frame()), _parts().regions.reshape(1, -1), 16, (H, W),
+                                      members_only=True)
+    # both keep 0.6 of a row inside themselves, well above a copy moved by half their box
+    # (which overlaps them by one row or column)
+    assert lift[0][1] > 0.4 and lift[0][2] > 0.3
+    # on the other members the group keeps most of it, the spikes nothing beyond the copy
+    assert members[0][1] > 0.4
+    assert members[0][2] <= 0.0
+
+
+def test_default_drops_a_region_of_self_spikes_that_the_lift_alone_keeps():
+    min_lift = NuminaConfig().min_lift
+    plain = _parts()
+    fill_lift(plain, _frame(), None, 16, min_member_lift=None)
+    assert (plain.lift[0][1:] > min_lift).all()  # without the check both pass as objects
+    checked = _parts()
+    fill_lift(checked, _frame(), None, 16, min_member_lift=NuminaConfig().min_member_lift)
+    assert checked.lift[0][1] > min_lift
+    assert checked.lift[0][2] == -np.inf
