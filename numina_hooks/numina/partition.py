@@ -425,7 +425,7 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
     if not todo.any():
         return
     measured, members = _containment_lift(_as_source(self_attn), todo, sample,
-                                          parts.regions.shape[1:], members_only=True)
+                                          parts.regions.shape[1:], with_member_lift=True)
     for k in range(h):
         ids = np.unique(todo[k])
         ids = ids[ids > 0]
@@ -681,7 +681,7 @@ def _sink_keys(source, sink_mass: float, rows: int = 64) -> np.ndarray:
 
 
 def _containment_lift(source, regions: np.ndarray, sample: int,
-                      grid: tuple[int, int], members_only: bool = False):
+                      grid: tuple[int, int], with_member_lift: bool = False):
     """Per head and region: the attention the region's rows keep inside the region, minus
     what the same head keeps inside the region moved by half its own height or width (the
     mean over the up to 4 moves that stay on the grid). A head that attends by position
@@ -692,7 +692,7 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     on ``sample`` evenly spaced members. ``source``: the frame's entries (``attention_entries``),
     read as one ``[S, S]`` block per region and move (S = the members used).
 
-    ``members_only``: also return the same lift with each row's own entry left out (in the
+    ``with_member_lift``: also return the same lift with each row's own entry left out (in the
     moved copy and the all-head mean too): what the region's rows keep on its *other*
     members. Returns (lift, member lift), two lists, from the same blocks."""
     h, n = source.heads, source.n
@@ -701,7 +701,7 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     out_members = [x.copy() for x in out]
     heads_of, pix = np.nonzero(regions)
     if len(pix) == 0:
-        return (out, out_members) if members_only else out
+        return (out, out_members) if with_member_lift else out
     # every (head, region) is one group
     gid = heads_of.astype(np.int64) * (n + 1) + regions[heads_of, pix]
     order = np.argsort(gid, kind="stable")
@@ -769,7 +769,7 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
         pick = g_head == k
         out[k][g_region[pick]] = lift[0, pick]
         out_members[k][g_region[pick]] = lift[1, pick]
-    return (out, out_members) if members_only else out
+    return (out, out_members) if with_member_lift else out
 
 
 def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:
