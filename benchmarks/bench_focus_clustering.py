@@ -33,22 +33,21 @@ from synthetic_shared_scenes import make_shared_scene  # noqa: E402
 
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
-from numina_hooks.numina.layout import dbscan_members  # noqa: E402
+from numina_hooks.numina.layout import bright_pixels, dbscan_members  # noqa: E402
 
 GRID = (30, 52)
 AIM_RATIO = 0.5
 
 
 def thresholded_maps(cfg: NuminaConfig) -> list:
-    """bool [H, W] per map: the cross map's pixels above ``focus_mask``'s threshold."""
+    """bool [H, W] per map: the cross map's pixels above ``focus_mask``'s threshold
+    (``layout.bright_pixels``)."""
     out = []
     for make in (make_scene, make_shared_scene, make_feature_scene):
         for n in (1, 4, 8):
             fr = make(n, GRID, n_frames=1, noise=0.5, seed=900 + n).frames[0]
             ca = torch.as_tensor(fr.cross_attn).reshape(fr.cross_attn.shape[0], -1)
-            c = select_cross_attention(ca, cfg.cross_head)[0].reshape(GRID).double().numpy()
-            floor = np.quantile(c, cfg.focus_floor_quantile)
-            out.append(c >= floor + cfg.peak_ratio * (c.max() - floor))
+            out.append(bright_pixels(select_cross_attention(ca, cfg.cross_head)[0], GRID, cfg))
     return out
 
 

@@ -36,7 +36,7 @@ from .partition import (HeadPartitions, _components, _relabel, choose_head, fill
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
-           "focus_mask", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
+           "focus_mask", "bright_pixels", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
 
 
 @dataclass
@@ -109,23 +109,32 @@ def proposals_from_self_map(self_map, grid: tuple[int, int],
     return _relabel(comp, (cfg.min_region, cfg.max_region_fraction * n)).reshape(H, W)
 
 
-def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None
-               ) -> np.ndarray:
-    """The focus mask F (bool [H, W]) of one cross-attention map ``[HW]`` or ``[H, W]``."""
+def bright_pixels(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None
+                  ) -> np.ndarray:
+    """The pixels of one cross-attention map ``[HW]`` or ``[H, W]`` at or above the focus
+    threshold ``floor + peak_ratio * (peak - floor)`` (``floor``: the map's
+    ``focus_floor_quantile``), bool [H, W]: what ``focus_mask`` density-clusters. None
+    for a map with no response or a flat one (nothing stands out)."""
     cfg = config or NuminaConfig()
     c = as_tensor(cross_map, "cross_map").reshape(-1)
     H, W = _check_grid(c.numel(), grid, "focus_mask")
     c = c.reshape(H, W).double().numpy()
     peak = float(c.max())
-    out = np.zeros((H, W), dtype=bool)
     if peak <= 0 or float(c.min()) == peak:
-        return out  # no response, or a flat map: nothing stands out
+        return None
     # the ratio is taken above the map's background level (a low quantile): a cross map
     # with a floor of clutter at 20% of its peak would otherwise be foreground everywhere
     floor = float(np.quantile(c, cfg.focus_floor_quantile))
-    bright = c >= floor + cfg.peak_ratio * (peak - floor)
-    if int(bright.sum()) < cfg.focus_min_samples:
-        return out
+    return c >= floor + cfg.peak_ratio * (peak - floor)
+
+
+def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None
+               ) -> np.ndarray:
+    """The focus mask F (bool [H, W]) of one cross-attention map ``[HW]`` or ``[H, W]``."""
+    cfg = config or NuminaConfig()
+    bright = bright_pixels(cross_map, grid, cfg)
+    if bright is None or int(bright.sum()) < cfg.focus_min_samples:
+        return np.zeros(tuple(int(g) for g in grid), dtype=bool)
     if cfg.focus_clustering == "dbscan":
         return dbscan_members(bright, cfg.focus_eps, cfg.focus_min_samples)
     else:
@@ -140,6 +149,7 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
         lab = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=cfg.focus_min_samples,
                               allow_single_cluster=True).fit_predict(fg.astype(np.float64))
     keep = fg[lab >= 0]
+    out = np.zeros_like(bright)
     out[keep[:, 0], keep[:, 1]] = True
     return out
 
