@@ -56,6 +56,8 @@ _INTERVALS = {
     "min_lift": (0, True, 1, False, False, ""),
     "min_member_lift": (0, True, 1, False, True, " (no check)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
+    "splinter_fraction": (0, False, 1, True, False, ""),
+    "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
     "head_margin": (0, True, 1, False, False, ""),
@@ -184,6 +186,17 @@ class NuminaConfig:
     noise) when their mutual affinity reaches this
     share of their own, in log units above a uniform map (``partition.link_regions``);
     None = never join."""
+    splinter_link_gap: float | None = 1.0
+    """A region at most ``splinter_fraction`` of another's size also joins it when their
+    mutual affinity is at most this far (natural log) below the smaller of their own: the
+    splinter's rows and the object's attend to each other at least exp(-gap) as densely as
+    the object's rows attend among themselves. A large object's own affinity is low (its
+    rows spread over many keys) and a compact splinter's high, so ``link_ratio`` alone
+    leaves splinters cut off at a large object's rim counted as objects. Used only with
+    ``link_ratio``; None = the ratio alone."""
+    splinter_fraction: float = 0.25
+    """Largest size of a splinter relative to the region it may join (see
+    ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""
     unclaimed_min_lift: float | None = 0.05
     """Objects too large for the edge cut: the focus left at least one patch away from the
     chosen head's instances splits into components; one of at least ``unclaimed_min_size``
@@ -348,7 +361,7 @@ class NuminaConfig:
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
-                        exclusive_regions=False, link_ratio=None, core_quantile=None,
+                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None)
         settings.update(overrides)
         return cls(**settings)

@@ -32,9 +32,9 @@ from .config import NuminaConfig
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
                      choose_from_partitions, focus_mask, partition_options, with_unclaimed,
-                     proposals_from_self_map)
-from .partition import (HeadPartitions, concat_partitions, fill_lift, head_instances, link_regions,
-                        partition_from_qk, temporal_vote)
+                     proposals_from_self_map, splinter_option)
+from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
+                        head_instances, link_head, link_regions, partition_from_qk, temporal_vote)
 
 
 @dataclass
@@ -194,8 +194,28 @@ class LayoutReader:
                              "(read from q/k) or 'maps' (read from full maps)")
         fill_lift(parts, source, None, cfg.lift_sample, cfg.min_member_lift)
         if cfg.link_ratio is not None:
+            # the ratio alone here, before any focus is known: a splinter joins its object
+            # once the head is chosen, among that focus's candidates (``_link_splinters``)
             link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
         return parts, source
+
+    def _link_splinters(self, frame, f: int, head: int, block: int, in_block: int, focus: np.ndarray) -> None:
+        """Join the splinters of the chosen (pooled) ``head`` of frame ``f`` to their objects
+        (``splinter_link_gap``) among its regions on ``focus`` (the union of the nouns'), as
+        ``layout_from_attention`` links the chosen head's focus regions; ``in_block``: the
+        head's index within its ``block``. Before the focus was known only the ratio linked
+        regions (of every head, on the focus or not): a splinter rule there joined objects
+        of the toy model to background regions."""
+        cfg = self.config
+        splinter = splinter_option(cfg)
+        sources = self._layer_sources.get(block)
+        if splinter is None or cfg.link_ratio is None or not sources:
+            return
+        source, head_in_source = sources[f]
+        on_focus = focus_regions(frame.partitions, focus, cfg.focus_overlap)[head]
+        link_head(frame.partitions, head, _as_source(source),
+                  in_block if head_in_source is None else head_in_source,
+                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus)
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config
@@ -231,6 +251,7 @@ class LayoutReader:
                 head, _, scores = choose_from_partitions(frame.partitions, None, union, cfg)
                 frame.pooled_head, frame.head_scores = head, scores
                 if head >= 0:
+                    self._link_splinters(frame, f, head, int(block_of[head]), int(head_in_block[head]), union)
                     frame.self_head, frame.self_layer = int(head_in_block[head]), int(block_of[head])
                     frame.proposals = frame.partitions.regions[head]
                 frame.pca_rgb = _regions_rgb(frame.proposals)

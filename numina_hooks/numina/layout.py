@@ -206,6 +206,14 @@ def partition_options(cfg: NuminaConfig) -> dict:
                 core_quantile=cfg.core_quantile)
 
 
+def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:
+    """The ``splinter`` argument of ``link_regions`` and ``unclaimed_instances`` that ``cfg``
+    sets: ``(splinter_fraction, splinter_link_gap)``, or None when the gap is None."""
+    if cfg.splinter_link_gap is None:
+        return None
+    return (cfg.splinter_fraction, cfg.splinter_link_gap)
+
+
 def _partition(sa: torch.Tensor, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
     return partition_heads(sa, grid, **partition_options(cfg))
 
@@ -224,7 +232,8 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
     if head >= 0 and cfg.link_ratio is not None and self_attn is not None:
         # the chosen head's pieces of one object joined (None: measured and linked already);
         # joined regions keep their pieces' mean lift and contrast, so the choice stands
-        link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head])
+        link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
+                     splinter_option(cfg))
         instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift)
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
@@ -252,7 +261,8 @@ def with_unclaimed(labels: np.ndarray, focus: np.ndarray, self_attn, head: int,
         return labels
     return unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
-                               sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys)
+                               sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys,
+                               splinter=splinter_option(cfg))
 
 
 def layout_from_maps(self_map, cross_map, grid: tuple[int, int],

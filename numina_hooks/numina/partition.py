@@ -436,7 +436,7 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
-                 sample: int = 16, heads=None) -> None:
+                 sample: int = 16, heads=None, splinter: tuple[float, float] | None = None) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -454,36 +454,68 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     regions), and the sink flag of any piece; ids are renumbered 1..m in raster order of
     their first pixel. ``self_attn``: the frame's ``[heads, N, N]`` map or a source of its
     entries (``partition_from_qk``); the same frame and heads as ``parts``. ``heads``: the
-    heads to link (an iterable of indices; None = every head). Reads one ``[R, R]`` block
-    per head with two or more candidates (R: their sampled members)."""
+    heads to link (an iterable of indices; None = every head). ``splinter``: ``(fraction,
+    gap)``, a second way to join for a region at most ``fraction`` of the other's size (see
+    ``_linked``); None = the ratio alone. Reads one ``[R, R]`` block per head with two or
+    more candidates (R: their sampled members)."""
     source = _as_source(self_attn)
     h = source.heads
     if parts.regions.shape[0] != h:
         raise ValueError(f"link_regions: parts has {parts.regions.shape[0]} heads, the "
                          f"attention {h}: pass the partitions of this attention")
-    flat = parts.regions.reshape(h, -1)
     for k in range(h) if heads is None else heads:
-        lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
-        ids = np.nonzero(lift > min_lift)[0]
-        ids = ids[ids > 0]
-        if len(ids) < 2:
-            continue
-        join = _linked(source, k, [np.nonzero(flat[k] == r)[0] for r in ids], ratio, sample)
-        a, b = np.nonzero(np.triu(join, 1))
-        if len(a) == 0:
-            continue
-        group = _components(len(ids), a, b)
-        if group.max() < len(ids) - 1:
-            _merge_regions(parts, k, ids, group)
+        link_head(parts, k, source, k, ratio, min_lift, sample, splinter)
 
 
-def _linked(source, k: int, groups: list, ratio: float, sample: int) -> np.ndarray:
+def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: float,
+              min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
+              candidates: np.ndarray | None = None) -> None:
+    """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
+    of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
+    pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
+    = every region with lift > ``min_lift``; the lift test holds either way)."""
+    lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
+    eligible = lift > min_lift
+    if candidates is not None:
+        eligible &= candidates
+    ids = np.nonzero(eligible)[0]
+    ids = ids[ids > 0]
+    if len(ids) < 2:
+        return
+    flat = parts.regions[k].reshape(-1)
+    join = _linked(source, source_head, [np.nonzero(flat == r)[0] for r in ids], ratio, sample, splinter,
+                   parts.regions.shape[1:])
+    a, b = np.nonzero(np.triu(join, 1))
+    if len(a) == 0:
+        return
+    group = _components(len(ids), a, b)
+    if group.max() < len(ids) - 1:
+        _merge_regions(parts, k, ids, group)
+
+
+def _linked(source, k: int, groups: list, ratio: float, sample: int,
+            splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None
+            ) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
     ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
     each group; both directions averaged; ``i != j`` within a group) reaches ``ratio`` times
-    the smaller of the two groups' own (positive) affinities (``link_regions``). Reads one
-    ``[R, R]`` block of head ``k`` (R: every group's members together)."""
+    the smaller of the two groups' own (positive) affinities (``link_regions``).
+
+    ``splinter = (fraction, gap)``: a group of at most ``fraction`` of the other's size that
+    touches it (a pixel of one among the 8 neighbours of a pixel of the other, on ``grid``,
+    needed then) is also linked to it when their affinity is at most ``gap`` below the
+    smaller of their own affinities (a density at least ``exp(-gap)`` of the sparser
+    group's own). A large object
+    spreads its rows over many keys, so its own affinity is low (0.2-1.2 at 100-200 patches
+    on the synthetic families at noise 1.0) and a splinter cut off at its rim, whose few
+    compact members attend to each other through the positional part, has a high one: the
+    ratio then asks more of the pair than the object gives itself. Between two objects of an
+    instance head the affinity is far lower still (-1.5 to -7 in those scenes); on the toy
+    model it is near 0 for a small object a patch away from a cluster of touching ones, which
+    the touch test keeps apart.
+
+    Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
                for g in groups]
     owner = np.concatenate([np.full(len(m), j) for j, m in enumerate(members)])
@@ -496,13 +528,36 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int) -> np.ndarr
     dens = (onehot.t() @ vals @ onehot) / pairs.clamp_min(1)
     aff = torch.log(0.5 * (dens + dens.t()) * source.n + 1e-12).numpy()
     own = np.where(pairs.diagonal().numpy() > 0, aff.diagonal(), -np.inf)
-    bar = ratio * np.minimum(own[:, None], own[None, :])
-    return (aff >= bar) & (bar > 0)
+    lower = np.minimum(own[:, None], own[None, :])
+    bar = ratio * lower
+    join = (aff >= bar) & (bar > 0)
+    if splinter is not None:
+        fraction, gap = splinter
+        size = np.array([len(g) for g in groups], dtype=np.float64)
+        small = np.minimum(size[:, None], size[None, :]) <= fraction * np.maximum(size[:, None], size[None, :])
+        if grid is None:
+            raise ValueError("_linked: the splinter test needs the grid (touching groups)")
+        join |= small & _touching(groups, grid) & np.isfinite(lower) & (aff >= lower - gap)
+    return join
+
+
+def _touching(groups: list, grid: tuple[int, int]) -> np.ndarray:
+    """bool [m, m]: groups (flat pixel indices on ``grid``) with a pixel among the 8
+    neighbours of a pixel of the other (the diagonal: True)."""
+    from scipy.ndimage import binary_dilation
+
+    H, W = grid
+    masks = np.zeros((len(groups), H * W), dtype=bool)
+    for j, g in enumerate(groups):
+        masks[j, g] = True
+    grown = np.stack([binary_dilation(m.reshape(H, W), np.ones((3, 3), bool)).reshape(-1) for m in masks])
+    return (grown.astype(np.int32) @ masks.T.astype(np.int32)) > 0
 
 
 def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: int, *,
                         min_size: int, min_lift: float, link_ratio: float | None,
-                        sample: int = 16, sink_keys: np.ndarray | None = None) -> np.ndarray:
+                        sample: int = 16, sink_keys: np.ndarray | None = None,
+                        splinter: tuple[float, float] | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -528,6 +583,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         min_size: smallest component considered (patches).
         min_lift: the lift a component must exceed.
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
+        splinter: ``link_regions``' ``(fraction, gap)``, used with ``link_ratio``.
         sample: members measured per component (``lift_sample``).
         sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
             None = no sink check.
@@ -564,7 +620,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     if link_ratio is not None and n_old > 0:
         groups = [np.nonzero(out == i)[0] for i in range(1, n_old + 1)]
         groups += [np.nonzero(cand == i)[0] for i in new]
-        join = _linked(source, head, groups, link_ratio, sample)[n_old:, :n_old]
+        join = _linked(source, head, groups, link_ratio, sample, splinter, (H, W))[n_old:, :n_old]
         for j in range(len(new)):
             hits = np.nonzero(join[j])[0]
             if len(hits):

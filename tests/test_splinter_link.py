@@ -1,0 +1,95 @@
+"""A splinter cut off at a large object's rim joins the object (``NuminaConfig.splinter_link_gap``,
+``partition._linked``), on a hand-built map with known affinities; a small object of its own,
+a small region a patch away and a piece of comparable size do not."""
+
+import math
+
+import numpy as np
+import torch
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.layout import splinter_option
+from numina_hooks.numina.partition import _as_source, _linked
+
+GRID = (30, 40)
+N = GRID[0] * GRID[1]
+
+
+def _block(rows: range, cols: range) -> np.ndarray:
+    """Flat indices of the pixels in ``rows`` x ``cols`` of the grid."""
+    return np.array([r * GRID[1] + c for r in rows for c in cols])
+
+
+def _map(groups: list, logd: np.ndarray) -> tuple:
+    """One head ``[1, N, N]`` with pixel ``groups`` (flat indices): rows of group i attend
+    with density ``exp(logd[i, j]) / N`` to group j; the rest of each row is spread over the
+    background, whose rows are uniform."""
+    a = np.full((N, N), np.nan)
+    for i, gi in enumerate(groups):
+        for j, gj in enumerate(groups):
+            a[np.ix_(gi, gj)] = math.exp(logd[i, j]) / N
+    rows = set(np.concatenate(groups).tolist())
+    for r in range(N):
+        if r in rows:
+            free = np.isnan(a[r])
+            a[r, free] = (1.0 - np.nansum(a[r])) / free.sum()
+        else:
+            a[r] = 1.0 / N
+    assert np.allclose(a.sum(1), 1.0) and (a > 0).all()
+    return _as_source(torch.from_numpy(a[None]).float()), groups
+
+
+def _links(groups, logd, cfg):
+    sa, groups = _map(groups, np.asarray(logd, dtype=np.float64))
+    return _linked(sa, 0, groups, cfg.link_ratio, 256, splinter_option(cfg), GRID)
+
+
+# a large object O (rows 0-5, 120 patches) whose rows spread (own affinity 0.9), a splinter
+# S of it on its rim (row 6, 6 patches, own 2.0: compact) attending to O at 0.3, and a small
+# object T far away (6 patches) attending to O below uniform (-1.5). Measured on the feature
+# family's large objects at noise 1.0: objects 0.2-1.2, splinters 1.7-2.5, splinter-object
+# -0.14-0.51, two objects -1.45 and lower.
+O, S, T = _block(range(6), range(20)), _block(range(6, 7), range(6)), _block(range(12, 13), range(30, 36))
+LOGD = [[0.9, 0.3, -1.5],
+        [0.3, 2.0, -1.5],
+        [-1.5, -1.5, 2.0]]
+
+
+def test_splinter_joins_its_object_and_a_small_object_does_not():
+    join = _links([O, S, T], LOGD, NuminaConfig())
+    assert join[0, 1] and join[1, 0]
+    assert not join[0, 2] and not join[1, 2]
+
+
+def test_without_the_gap_the_ratio_leaves_the_splinter_apart():
+    # 0.3 < 0.5 * 0.9: the ratio alone asks more of the pair than the object gives itself
+    join = _links([O, S, T], LOGD, NuminaConfig(splinter_link_gap=None))
+    assert not join[0, 1]
+    assert NuminaConfig.paper().splinter_link_gap is None
+
+
+def test_a_small_region_a_patch_away_stays_apart():
+    # S moved one row down (a row of background between it and O): no splinter of O, as a
+    # small object a patch away from a cluster of touching ones on the toy model
+    apart = _block(range(7, 8), range(6))
+    join = _links([O, apart, T], LOGD, NuminaConfig())
+    assert not join[0, 1]
+
+
+def test_pieces_of_comparable_size_need_the_ratio():
+    # the same affinities between touching groups of 60 and 30 patches (a half, over the
+    # default fraction 0.25): two objects side by side, not a splinter
+    a, b = _block(range(3), range(20)), _block(range(3, 4), range(30))
+    join = _links([a, b], [[0.9, 0.3], [0.3, 2.0]], NuminaConfig())
+    assert not join[0, 1]
+    wider = _links([a, b], [[0.9, 0.3], [0.3, 2.0]], NuminaConfig(splinter_fraction=0.5))
+    assert wider[0, 1]
+
+
+def test_bad_values_are_refused_with_the_field_named():
+    import pytest
+
+    with pytest.raises(ValueError, match="splinter_link_gap=-1"):
+        NuminaConfig(splinter_link_gap=-1)
+    with pytest.raises(ValueError, match="splinter_fraction=0"):
+        NuminaConfig(splinter_fraction=0)
