@@ -1,37 +1,23 @@
 """Pieces of one object are joined by their mutual affinity (``partition._linked``, the
 test behind ``NuminaConfig.link_ratio``), on a hand-built map with known affinities."""
 
-import math
-
 import numpy as np
-import torch
+from hand_built_maps import group_head
 
 from numina_hooks.numina.config import NuminaConfig
-from numina_hooks.numina.partition import _as_source, _linked
+from numina_hooks.numina.partition import _linked
 
 N = 600  # a 20 x 30 frame
 
 
-def _map(own: float, between: float, other: float) -> tuple[torch.Tensor, list]:
+def _map(own: float, between: float, other: float) -> tuple:
     """One head ``[1, N, N]``: pieces P1 and P2 of one object and an object Q, 30 pixels
     each. Rows of a group attend with density ``exp(own) / N`` to their own group,
     ``exp(between) / N`` to the other piece (P1 <-> P2) and ``exp(other) / N`` between
     the object and either piece; the rest of each row is spread over the background."""
     groups = [np.arange(0, 30), np.arange(100, 130), np.arange(300, 330)]
-    logd = np.array([[own, between, other], [between, own, other], [other, other, own]])
-    a = np.full((N, N), np.nan)
-    for i, gi in enumerate(groups):
-        for j, gj in enumerate(groups):
-            a[np.ix_(gi, gj)] = math.exp(logd[i, j]) / N
-    rows = set(np.concatenate(groups).tolist())
-    for r in range(N):
-        if r in rows:
-            free = np.isnan(a[r])
-            a[r, free] = (1.0 - np.nansum(a[r])) / free.sum()
-        else:
-            a[r] = 1.0 / N
-    assert np.allclose(a.sum(1), 1.0) and (a > 0).all()
-    return _as_source(torch.from_numpy(a[None]).float()), groups
+    logd = [[own, between, other], [between, own, other], [other, other, own]]
+    return group_head(groups, logd, N)
 
 
 def test_default_joins_pieces_at_sixty_percent_of_their_own_affinity():

@@ -2,14 +2,12 @@
 ``partition._linked``), on a hand-built map with known affinities; a small object of its own,
 a small region a patch away and a piece of comparable size do not."""
 
-import math
-
 import numpy as np
-import torch
+from hand_built_maps import group_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import splinter_option
-from numina_hooks.numina.partition import _as_source, _linked
+from numina_hooks.numina.partition import _linked
 
 GRID = (30, 40)
 N = GRID[0] * GRID[1]
@@ -20,27 +18,8 @@ def _block(rows: range, cols: range) -> np.ndarray:
     return np.array([r * GRID[1] + c for r in rows for c in cols])
 
 
-def _map(groups: list, logd: np.ndarray) -> tuple:
-    """One head ``[1, N, N]`` with pixel ``groups`` (flat indices): rows of group i attend
-    with density ``exp(logd[i, j]) / N`` to group j; the rest of each row is spread over the
-    background, whose rows are uniform."""
-    a = np.full((N, N), np.nan)
-    for i, gi in enumerate(groups):
-        for j, gj in enumerate(groups):
-            a[np.ix_(gi, gj)] = math.exp(logd[i, j]) / N
-    rows = set(np.concatenate(groups).tolist())
-    for r in range(N):
-        if r in rows:
-            free = np.isnan(a[r])
-            a[r, free] = (1.0 - np.nansum(a[r])) / free.sum()
-        else:
-            a[r] = 1.0 / N
-    assert np.allclose(a.sum(1), 1.0) and (a > 0).all()
-    return _as_source(torch.from_numpy(a[None]).float()), groups
-
-
 def _links(groups, logd, cfg):
-    sa, groups = _map(groups, np.asarray(logd, dtype=np.float64))
+    sa, groups = group_head(groups, logd, N)
     return _linked(sa, 0, groups, cfg.link_ratio, 256, splinter_option(cfg), GRID)
 
 
@@ -93,3 +72,19 @@ def test_bad_values_are_refused_with_the_field_named():
         NuminaConfig(splinter_link_gap=-1)
     with pytest.raises(ValueError, match="splinter_fraction=0"):
         NuminaConfig(splinter_fraction=0)
+
+
+def test_large_objects_at_high_noise_are_counted_once():
+    # a development scene of the feature family (every map the softmax of q.k of token
+    # features): three objects of radius 4-7 patches at noise 1.0, 30x52. Without the splinter
+    # test a splinter at an object's rim counts as a fourth object in both frames
+    from synthetic_feature_scenes import make_feature_scene
+
+    from numina_hooks.numina.layout import layout_from_attention
+
+    scene = make_feature_scene(3, (30, 52), n_frames=2, noise=1.0, seed=503, radius=(4.0, 7.0))
+    for frame in scene.frames:
+        assert frame.count == 3
+        assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == 3
+        ratio_alone = NuminaConfig(splinter_link_gap=None)
+        assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), ratio_alone).count == 4
