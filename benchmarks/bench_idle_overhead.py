@@ -15,8 +15,11 @@ round; every figure is the median over rounds of that round's figure against pla
   inside the pipeline's ``cache_context``, as the pipeline calls it, with its inputs from a
   real step), the time above plain divided by the attention calls a forward makes. It
   includes everything numina-hooks adds per forward (the forward hook, the call context),
-  spread over that forward's attention calls. A round attaches (or not), warms with one
-  forward and keeps the fastest of three.
+  spread over that forward's attention calls. Measured in pairs (``in_situ``): two copies of
+  the pipeline, one attached and one plain, their forwards alternated back to back, the
+  copies swapped halfway; per-round figures of separate runs (this benchmark's design
+  until 2026-12-02) did not resolve microseconds, the machine's speed drifting by more
+  between runs (the same code measured -23 to +77 microseconds per call).
 * The hook path alone, at each size: one attention module whose processor only calls the
   kernel function on the real q/k/v of that size, and a kernel that returns at once; what
   attached adds per call (processor wrapper, kernel tap, view, plugin call) with the model's
@@ -38,6 +41,7 @@ call; outputs bit-identical to plain at every size.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -175,35 +179,59 @@ def _cache_context(model, steps: int):
         return model.cache_context("cond")
 
 
-def in_situ(pipe, call: dict, attention_per_forward: int, rounds: int) -> dict:
-    """Microseconds per attention call that attached adds to forwards of the transformer: each
-    round attaches (or not), runs one forward to warm, and keeps the fastest of three timed
-    forwards (CPU time of this thread: time the machine gave to other processes is left out,
-    and the fastest is the one they disturbed least)."""
-    model = pipe.transformer
+def in_situ(pipe, call: dict, attention_per_forward: int, pairs: int) -> dict:
+    """Microseconds per attention call that attached adds to forwards of the transformer,
+    measured in pairs: two copies of the pipeline (``pipe`` and a deep copy), one attached
+    (with no plugin, or with the observer), the other plain, and their forwards alternated
+    (the order of each pair alternated too), so that each difference is of two forwards
+    run back to back (CPU time of this thread). A forward takes milliseconds and the
+    machine's speed drifts by more than the few microseconds a call costs between runs
+    measured apart; back to back, the drift cancels. Each mode runs twice, the attached
+    copy swapped between the halves, so that a difference between the two copies (where
+    their memory lies) cancels as well. Figure: the mean of the two halves' median
+    differences, divided by the attention calls of a forward. Attach and detach are not
+    timed."""
+    copies = (pipe, copy.deepcopy(pipe))
     args, kwargs = _capture_forward(pipe, call)
     steps = call["num_inference_steps"]
 
-    def run():
-        with torch.no_grad():
-            with _cache_context(model, steps):
-                model(*args, **kwargs)  # warm
-            best = float("inf")
-            for _ in range(3):
-                t0 = CLOCK()
-                with _cache_context(model, steps):
-                    model(*args, **kwargs)
-                best = min(best, CLOCK() - t0)
-        return best
+    def forward(model):
+        with _cache_context(model, steps):
+            model(*args, **kwargs)
 
-    per_round = [{mode: run_mode(pipe, mode, run) for mode in rotated(r)} for r in range(rounds)]
+    def timed(model) -> float:
+        t0 = CLOCK()
+        forward(model)
+        return CLOCK() - t0
+
+    figures, plain = {}, []
+    for mode in ("attached", "observer"):
+        halves = []
+        for hooked, bare in (copies, copies[::-1]):
+            diffs = []
+            with torch.no_grad(), numina_hooks.attach(hooked, *([LayerCounter()] if mode == "observer" else [])):
+                for _ in range(3):  # warm both
+                    forward(hooked.transformer)
+                    forward(bare.transformer)
+                for i in range(pairs):
+                    if i % 2:
+                        th = timed(hooked.transformer)
+                        tb = timed(bare.transformer)
+                    else:
+                        tb = timed(bare.transformer)
+                        th = timed(hooked.transformer)
+                    diffs.append(th - tb)
+                    plain.append(tb)
+            halves.append(statistics.median(diffs) / attention_per_forward * 1e6)
+        figures[mode] = {"us_per_call": sum(halves) / 2, "halves": halves}
     return {
         "clock": CLOCK.__name__,
-        "forwards_per_round": 3,
+        "design": "paired: two copies, one attached, forwards alternated back to back, copies swapped halfway",
+        "pairs_per_half": pairs,
         "attention_calls_per_forward": attention_per_forward,
-        "plain_us_per_forward": statistics.median(r["plain"] for r in per_round) * 1e6,
-        "us_per_call": median_against_plain(per_round, lambda t, p: (t - p) / attention_per_forward * 1e6),
-        "rounds": rounds,
+        "plain_us_per_forward": statistics.median(plain) * 1e6,
+        "us_per_call": {m: f["us_per_call"] for m, f in figures.items()},
+        "halves_us_per_call": {m: f["halves"] for m, f in figures.items()},
     }
 
 
@@ -312,7 +340,7 @@ def main(argv=None) -> int:
         entry = {"name": name, "pipeline": shape, "call": call_args, "forwards": forwards,
                  "attention_calls_per_forward": per_forward, "end_to_end": e2e, "hook_path": hp}
         if index == 0:
-            situ = in_situ(pipe, call, per_forward, 30 if quick else 120)
+            situ = in_situ(pipe, call, per_forward, 60 if quick else 400)
             reads = value_reads(pipe, call)
         sizes.append(entry)
         print(f"{name} tokens: {json.dumps(entry)}", flush=True)
@@ -374,7 +402,8 @@ def main(argv=None) -> int:
         "| where | plain | attached, no plugin | observer |",
         "|---|---|---|---|",
         f"| in situ: forwards of the {sizes[0]['end_to_end']['video_tokens']}-token transformer, "
-        f"{situ['attention_calls_per_forward']} attention calls each (fastest of 3 a round, {situ['rounds']} rounds) "
+        f"{situ['attention_calls_per_forward']} attention calls each (paired: an attached and a plain copy "
+        f"alternated back to back, {2 * situ['pairs_per_half']} pairs a mode, the copies swapped halfway) "
         f"| {situ['plain_us_per_forward'] / situ['attention_calls_per_forward']:.0f} (forward / calls) | {situ['us_per_call']['attached']:+.1f} | {situ['us_per_call']['observer']:+.1f} |",
     ]
     for s in sizes:
