@@ -413,6 +413,13 @@ def main(argv=None) -> int:
             f"{h['calls_per_round']} calls x {h['rounds']} rounds) | {h['plain_us_per_call']:.1f} "
             f"| {h['us_per_call']['attached']:+.1f} | {h['us_per_call']['observer']:+.1f} |"
         )
+    halves = situ["halves_us_per_call"]
+    md += [
+        "",
+        "In situ, the two halves (either copy attached): attached "
+        + " / ".join(f"{h:+.1f}" for h in halves["attached"]) + ", observer "
+        + " / ".join(f"{h:+.1f}" for h in halves["observer"]) + " us per call (their mean is the figure).",
+    ]
     md += [
         "",
         f"Value reads of a tensor into Python (a device sync on a GPU) per generation at {sizes[0]['name']} tokens "
