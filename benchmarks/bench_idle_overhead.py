@@ -397,7 +397,8 @@ def main(argv=None) -> int:
         "(the JSON has those figures too).",
         "",
         "Fixed cost per attention call: CPU time of the calling thread (torch runs on it), microseconds above "
-        "plain, median of per-round differences:",
+        "plain: in situ the mean of two medians of paired differences (below), the hook path the median of "
+        "per-round differences:",
         "",
         "| where | plain | attached, no plugin | observer |",
         "|---|---|---|---|",
