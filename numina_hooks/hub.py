@@ -77,6 +77,12 @@ class HookHub:
         self._compiled_forwards: list = []  # hooking.ForwardChain of traced forwards under way
         self._warned_untapped: set[str] = set()
         self._undo: list = []  # what detach runs, last first
+        #: (site, attention module) of every hooked site, and the undos of the kernel taps and
+        #: processor wrappers while they are installed: only while some plugin implements
+        #: on_attention (see _sync_sites), so an attached pipeline with none pays nothing per call
+        self._sites: list = []
+        self._site_undo: list = []
+        self._sites_installed = False
         self._user_context: Optional[dict] = None
         self._timestep_memo: Optional[tuple] = None  # (tensor held, its key, its float): see _timestep_value
         self.attached = False
@@ -137,6 +143,38 @@ class HookHub:
         self._wants_forward = any(not isinstance(i.plugin, _ModelRunner) for i in self._pm.hook.on_forward.get_hookimpls())
         self._wants_context = self._wants_attention or self._wants_forward
         set_wants_attention(self, self._wants_attention and self.attached)
+        self._sync_sites()
+
+    def _sync_sites(self) -> None:
+        """Install the kernel taps and the sites' hooks (processor wrappers) while attached
+        and some plugin implements ``on_attention``; remove them, restoring each exactly,
+        when none does. Without them an attention call runs the model's own code alone."""
+        want = self.attached and self._wants_attention
+        if want and not self._sites_installed:
+            self._sites_installed = True
+            try:
+                for tap in self._adapter.kernel_taps():
+                    tap.acquire()
+                    self._site_undo.append(tap.release)
+                for site, attn in self._sites:
+                    self._site_undo.append(self._adapter.install_site(self, site, attn))
+            except BaseException:
+                self._remove_sites()
+                raise
+        elif not want and self._sites_installed:
+            self._remove_sites()
+
+    def _remove_sites(self) -> None:
+        errors = []
+        while self._site_undo:
+            undo = self._site_undo.pop()
+            try:
+                undo()
+            except Exception as exc:  # pragma: no cover - keep undoing the rest
+                errors.append(exc)
+        self._sites_installed = False
+        if errors:  # pragma: no cover
+            raise RuntimeError(f"removing the attention hooks finished with errors: {errors}")
 
     # ------------------------------------------------------------------ install / undo
     def install(self, handle) -> None:
@@ -153,18 +191,16 @@ class HookHub:
                     )
             self.attached = True
             try:
-                for tap in adapter.kernel_taps():
-                    tap.acquire()
-                    self._undo.append(tap.release)
                 ref = weakref.ref(handle)
+                self._sites = []
                 for tname, model in transformers:
-                    for site, attn in adapter.sites(tname, model):
-                        self._undo.append(adapter.install_site(self, site, attn))
+                    self._sites += adapter.sites(tname, model)
                     self._undo.append(adapter.install_forward(self, tname, model))
                     self._undo.append(_set_marker(model, ref))
                 undo = adapter.install_pipeline(self)
                 if undo is not None:
                     self._undo.append(undo)
+                self._sync_sites()
             except BaseException:
                 self.detach()
                 raise
@@ -174,6 +210,10 @@ class HookHub:
         if not self.attached:
             return
         errors = []
+        try:
+            self._remove_sites()
+        except Exception as exc:  # pragma: no cover - keep undoing the rest
+            errors.append(exc)
         while self._undo:
             undo = self._undo.pop()
             try:

@@ -172,16 +172,59 @@ def test_kernel_taps_are_removed_with_the_last_handle():
     original_dispatch = transformer_wan.dispatch_attention_fn
     original_f = attention_processor.F
     a, b = testing.tiny_wan_pipeline(), testing.tiny_wan_pipeline(seed=1)
-    ha, hb = numina_hooks.attach(a), numina_hooks.attach(b)
+    ha, hb = numina_hooks.attach(a, _LayerReader()), numina_hooks.attach(b, _LayerReader())
     assert transformer_wan.dispatch_attention_fn is not original_dispatch
     ha.detach()
     assert transformer_wan.dispatch_attention_fn is not original_dispatch  # b still needs it
     hb.detach()
     assert transformer_wan.dispatch_attention_fn is original_dispatch
     c = testing.tiny_cogvideox_pipeline()
-    with numina_hooks.attach(c):
+    with numina_hooks.attach(c, _LayerReader()):
         assert attention_processor.F is not original_f
     assert attention_processor.F is original_f
+
+
+class _LayerReader:
+    """An on_attention plugin that reads the layer and changes nothing."""
+
+    def __init__(self):
+        self.layers = []
+
+    @numina_hooks.hookimpl
+    def on_attention(self, view):
+        self.layers.append(view.layer)
+
+
+class _StepCounter:
+    def __init__(self):
+        self.steps = 0
+
+    @numina_hooks.hookimpl
+    def on_step(self, state):
+        self.steps += 1
+
+
+def test_attention_hooks_are_installed_only_while_a_plugin_wants_attention():
+    # attached with no on_attention plugin (EasyCache alone, or nothing), an attention call
+    # runs the model's own processor and kernel: nothing of numina-hooks per call
+    from diffusers.models.transformers import transformer_wan
+
+    original_dispatch = transformer_wan.dispatch_attention_fn
+    pipe = testing.tiny_wan_pipeline()
+    attn = pipe.transformer.blocks[0].attn1
+    processor = attn.processor
+    with numina_hooks.attach(pipe, _StepCounter()) as handle:
+        assert attn.processor is processor and transformer_wan.dispatch_attention_fn is original_dispatch
+        reader = handle.register(_LayerReader())
+        assert attn.processor is not processor and transformer_wan.dispatch_attention_fn is not original_dispatch
+        pipe(prompt="a cat", generator=torch.Generator().manual_seed(0),
+             **dict(testing.WAN_CALL, num_inference_steps=1, output_type="latent"))
+        assert 0 in reader.layers
+        handle.unregister(reader)
+        assert attn.processor is processor and transformer_wan.dispatch_attention_fn is original_dispatch
+        handle.register(reader)
+        assert attn.processor is not processor
+    assert attn.processor is processor and transformer_wan.dispatch_attention_fn is original_dispatch
 
 
 def test_top_level_adapters_import_fails_clearly():

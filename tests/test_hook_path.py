@@ -172,7 +172,9 @@ def test_the_fast_context_constructor_fills_every_field():
 def test_the_processor_wrapper_has_the_processor_signature(wan):
     attn = wan.transformer.blocks[0].attn1
     inner = attn.processor
-    with numina_hooks.attach(wan):
+    with numina_hooks.attach(wan) as handle:
+        assert attn.processor is inner  # no plugin wants attention: nothing wrapped
+        handle.register(Recorder([], "observer"))
         wrapper = attn.processor
         assert isinstance(wrapper, HookedProcessor)
         assert inspect.signature(wrapper.__call__) == inspect.signature(inner.__call__)
