@@ -86,6 +86,32 @@ def test_attached_idle_compiles_to_the_plain_graph():
         assert _operations(attached.graphs[0]) == _operations(plain.graphs[0])
 
 
+def test_registering_an_observer_again_reuses_the_compiled_code():
+    # the processor wrappers and kernel taps come and go with the on_attention plugins; the
+    # code compiled for each set of plugins is reused when the set comes back
+    model = _tiny_wan(layers=2)
+    compiled_graphs = []
+
+    def backend(gm, example_inputs):
+        compiled_graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(model, backend=backend)
+    new = []
+    with numina_hooks.attach(model) as handle, torch.no_grad():
+        for phase in ("idle", "observer", "idle", "observer", "idle"):
+            before = len(compiled_graphs)
+            observer = handle.register(Observer()) if phase == "observer" else None
+            compiled(**_inputs())
+            if observer is not None:
+                assert len(observer.views) == 4  # 2 blocks x (self, cross)
+                handle.unregister(observer)
+            new.append(len(compiled_graphs) - before)
+    assert new[0] == 1 and new[1] > 0  # idle: the plain graph; the observer's: broken graphs
+    assert new[2] <= 1  # back to idle: at most one graph (dynamo's guards on the handle's state)
+    assert new[3:] == [0, 0]  # from then on every set of plugins finds its code
+
+
 def test_attached_idle_cogvideox_compiles_to_the_plain_graph():
     model = testing.tiny_cogvideox_pipeline().transformer
     g = torch.Generator().manual_seed(0)
