@@ -56,6 +56,19 @@ class _ModelRunner:
         return call.run_model()
 
 
+def _run_undos(undos: list) -> list:
+    """Run and empty ``undos`` (callables), last first; every one runs, and the exceptions
+    they raised are returned."""
+    errors = []
+    while undos:
+        undo = undos.pop()
+        try:
+            undo()
+        except Exception as exc:  # pragma: no cover - keep undoing the rest
+            errors.append(exc)
+    return errors
+
+
 class HookHub:
     """Plugins, installed hooks and call contexts of one attached target."""
 
@@ -165,13 +178,7 @@ class HookHub:
             self._remove_sites()
 
     def _remove_sites(self) -> None:
-        errors = []
-        while self._site_undo:
-            undo = self._site_undo.pop()
-            try:
-                undo()
-            except Exception as exc:  # pragma: no cover - keep undoing the rest
-                errors.append(exc)
+        errors = _run_undos(self._site_undo)
         self._sites_installed = False
         if errors:  # pragma: no cover
             raise RuntimeError(f"removing the attention hooks finished with errors: {errors}")
@@ -214,12 +221,7 @@ class HookHub:
             self._remove_sites()
         except Exception as exc:  # pragma: no cover - keep undoing the rest
             errors.append(exc)
-        while self._undo:
-            undo = self._undo.pop()
-            try:
-                undo()
-            except Exception as exc:  # pragma: no cover - keep undoing the rest
-                errors.append(exc)
+        errors += _run_undos(self._undo)
         self.attached = False
         from .hooking import set_wants_attention
 
