@@ -83,14 +83,21 @@ def _blurred(feat: np.ndarray, grid: tuple[int, int], sigma: float) -> np.ndarra
 
 def _frame(rng: np.random.Generator, labels: np.ndarray, noise: float, types: tuple[str, ...],
            inst_emb: np.ndarray, cat_emb: np.ndarray, pos: np.ndarray, text: np.ndarray,
-           clutter: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+           clutter: np.ndarray, gen: torch.Generator, qk: list | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame's self- and cross-attention maps; with ``qk`` (a list), the queries and keys
+    they are the softmax of (scale 1) are appended to it as a dict: ``self_q``/``self_k``
+    ``[heads, N, 4 * DIM + 1]`` (the last channel carries the sink head's key bias) and
+    ``cross_q`` ``[heads, N, DIM + 1]``/``cross_k`` ``[heads, T, DIM + 1]`` (the last channel
+    carries the noun column's clutter and speckle). The random draws are the same either
+    way, so a scene's maps do not depend on ``qk``."""
     H, W = labels.shape
     N = H * W
     lab = labels.reshape(-1)
     inst = _blurred(inst_emb[lab], (H, W), 0.6)
     cat = _blurred(cat_emb[(lab > 0).astype(np.int64)], (H, W), 0.6)
     groups = torch.from_numpy(np.stack([inst, cat, pos])).float()  # [3, N, D]
-    heads = []
+    heads, self_q, self_k = [], [], []
     for kind in types:
         gi, gc, gp, gt = _GAINS[kind]
         tex = torch.randn(N, _DIM, generator=gen) / np.sqrt(_DIM)
@@ -98,22 +105,37 @@ def _frame(rng: np.random.Generator, labels: np.ndarray, noise: float, types: tu
         feat = torch.cat([gi * groups[0], gc * groups[1], gp * groups[2],
                           gt * np.sqrt(noise) * _DIM ** 0.25 * tex], 1)
         logits = feat @ feat.t()
+        bias = torch.zeros(N, 1)
         if kind == "sink":
-            logits[:, int(rng.integers(N))] += 8.0
+            key = int(rng.integers(N))
+            logits[:, key] += 8.0
+            bias[key] = 8.0
         heads.append(torch.softmax(logits, dim=-1))
+        if qk is not None:
+            self_q.append(torch.cat([feat, torch.ones(N, 1)], 1))
+            self_k.append(torch.cat([feat, bias], 1))
     self_attn = torch.stack(heads)
     # cross-attention: features . text tokens, softmax over the tokens, the noun's column
-    cross = []
+    cross, cross_q = [], []
     for h in range(len(types)):
         gain = float(rng.uniform(1.2, 2.2))
         blur = float(rng.uniform(1.5, 2.5))
         c = _blurred(cat_emb[(lab > 0).astype(np.int64)], (H, W), blur)
         logits = gain * (c @ text.T)  # [N, T]
-        logits[:, 0] += 1.2 * clutter.reshape(-1) + noise * 0.3 * rng.normal(size=N)
+        extra = 1.2 * clutter.reshape(-1) + noise * 0.3 * rng.normal(size=N)
+        logits[:, 0] += extra
+        cross_q.append(np.concatenate([gain * c, extra[:, None]], 1))
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         cross.append(p[:, 0])
     cross_attn = torch.from_numpy(np.stack(cross).astype(np.float32))
+    if qk is not None:
+        column = np.zeros((len(text), 1))
+        column[0] = 1.0  # the noun's column gets the clutter and speckle
+        keys = torch.from_numpy(np.concatenate([text, column], 1)).float()
+        qk.append({"self_q": torch.stack(self_q), "self_k": torch.stack(self_k),
+                   "cross_q": torch.from_numpy(np.stack(cross_q)).float(),
+                   "cross_k": keys[None].expand(len(types), -1, -1)})
     return self_attn, cross_attn
 
 
@@ -121,7 +143,7 @@ def make_feature_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_
                        noise: float = 0.5, seed: int = 0, drift: float = 0.5,
                        radius: tuple[float, float] | None = None, close: float = 0.3,
                        head_types: tuple[str, ...] = FEATURE_HEAD_TYPES,
-                       shuffle_heads: bool = True) -> SyntheticScene:
+                       shuffle_heads: bool = True, with_qk: bool = False) -> SyntheticScene:
     """A seeded scene of the feature family (see the module docstring).
 
     Args:
@@ -134,6 +156,8 @@ def make_feature_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_
             (1.4, 2.4)).
         close: probability that a blob is placed next to an earlier one (a 1-patch seam).
         shuffle_heads: shuffle the head order per scene (the truth is in ``head_types``).
+        with_qk: also keep each frame's queries and keys (``scene.qk``, one dict per frame:
+            see ``_frame``), to feed the maps' own q/k to the layout reader.
     """
     rng = np.random.default_rng(seed)
     masks, velocity, scene, gen = drifting_scene(rng, n_instances, grid, noise=noise, drift=drift,
@@ -147,9 +171,10 @@ def make_feature_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_
     text[0] /= np.linalg.norm(text[0])
     field = _gaussian_blur(rng.normal(size=grid), 3.0)
     clutter = (field - field.min()) / (np.ptp(field) + 1e-9)
+    scene.qk = [] if with_qk else None
     for f in range(n_frames):
         labels = moved_labels(masks, velocity, f, grid)
         self_attn, cross_attn = _frame(rng, labels, noise, scene.head_types, inst_emb, cat_emb,
-                                       pos, text, clutter, gen)
+                                       pos, text, clutter, gen, scene.qk)
         scene.frames.append(SyntheticFrame(self_attn, cross_attn, labels))
     return scene

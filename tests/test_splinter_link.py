@@ -3,6 +3,8 @@
 a small region a patch away and a piece of comparable size do not."""
 
 import numpy as np
+import pytest
+import torch
 from hand_built_maps import group_head
 
 from numina_hooks.numina.config import NuminaConfig
@@ -66,8 +68,6 @@ def test_pieces_of_comparable_size_need_the_ratio():
 
 
 def test_bad_values_are_refused_with_the_field_named():
-    import pytest
-
     with pytest.raises(ValueError, match="splinter_link_gap=-1"):
         NuminaConfig(splinter_link_gap=-1)
     with pytest.raises(ValueError, match="splinter_fraction=0"):
@@ -88,3 +88,44 @@ def test_large_objects_at_high_noise_are_counted_once():
         assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == 3
         ratio_alone = NuminaConfig(splinter_link_gap=None)
         assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), ratio_alone).count == 4
+
+
+def _feature_views(scene, grid):
+    """A self view and a cross view over the scene's frames, from the q/k the feature
+    family's maps are the softmax of (``[1, L, heads, d]``, scale 1, as diffusers' Wan
+    attention hands them over)."""
+    from numina_hooks.context import CallContext, Geometry
+    from numina_hooks.views import AttentionView, Site
+
+    H, W = grid
+    frames = len(scene.frames)
+    q = torch.cat([f["self_q"] for f in scene.qk], 1).transpose(0, 1)[None]
+    k = torch.cat([f["self_k"] for f in scene.qk], 1).transpose(0, 1)[None]
+    cq = torch.cat([f["cross_q"] for f in scene.qk], 1).transpose(0, 1)[None]
+    ck = scene.qk[0]["cross_k"].transpose(0, 1)[None]
+    geo = Geometry(frames=frames, height=H, width=W, text_tokens=ck.shape[1])
+    ctx = CallContext(transformer="transformer", step=0, num_steps=50, timestep=980.0, sigma=0.98,
+                      branch="cond", geometry=geo)
+    common = dict(context=ctx, layout="BLHD", scale=1.0, video_queries=slice(0, frames * H * W))
+    self_view = AttentionView(site=Site(0, "self", "blocks.0.attn1", "transformer"), kind="self",
+                              q=q, k=k, v=k, text_keys=None, video_keys=slice(0, frames * H * W), **common)
+    cross_view = AttentionView(site=Site(0, "cross", "blocks.0.attn2", "transformer"), kind="cross",
+                               q=cq, k=ck, v=ck, text_keys=slice(0, ck.shape[1]), video_keys=None, **common)
+    return self_view, cross_view
+
+
+@pytest.mark.parametrize("config,counts", [(NuminaConfig(), [3, 3]),
+                                           (NuminaConfig(splinter_link_gap=None), [4, 4])],
+                         ids=["default", "ratio-alone"])
+def test_phase_one_reader_counts_large_objects_once_from_qk(config, counts):
+    # the same scene read the way phase 1 reads a model: q/k views, the splinters linked
+    # after the head choice among the chosen head's focus regions
+    from synthetic_feature_scenes import make_feature_scene
+
+    from numina_hooks.numina.identify import LayoutReader
+
+    scene = make_feature_scene(3, (30, 52), n_frames=2, noise=1.0, seed=503, radius=(4.0, 7.0), with_qk=True)
+    reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=config)
+    for view in _feature_views(scene, (30, 52)):
+        reader.on_attention(view)
+    assert reader.nouns["objects"].frame_counts == counts
