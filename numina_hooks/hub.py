@@ -128,7 +128,15 @@ class HookHub:
             self._pm.register(plugin, name=name)
         if strategy:
             self.strategy = plugin
-        self._refresh()
+        try:
+            self._refresh()  # may install the attention hooks (an adapter can refuse a site)
+        except BaseException:
+            if impls:
+                self._pm.unregister(plugin)
+            if strategy:
+                self.strategy = None
+            self._refresh()  # nothing half-applied: the plugins and hooks as before
+            raise
         return plugin
 
     def unregister(self, plugin: Any) -> None:

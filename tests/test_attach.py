@@ -318,3 +318,29 @@ def test_a_compiled_cogvideox_transformer_or_bare_model_is_accepted():
     assert {id(m): m.processor for m in original.modules() if hasattr(m, "processor")} == processors
     with numina_hooks.attach(torch.compile(original, backend="eager"), Observer()) as handle:
         assert handle.adapter.transformers() == [("transformer", original)]
+
+
+def test_a_site_the_adapter_refuses_leaves_the_plugin_unregistered_and_nothing_installed(monkeypatch):
+    pipe = testing.tiny_wan_pipeline()
+    attn = pipe.transformer.blocks[1].attn1
+    own = attn.processor
+    processors = [m.processor for m in pipe.transformer.modules() if hasattr(m, "processor")]
+    with numina_hooks.attach(pipe, _StepCounter()) as handle:
+        adapter = handle._hub._adapter
+        real = adapter.install_site
+
+        def refuse(hub, site, module):
+            if module is attn:
+                raise RuntimeError("this processor cannot be hooked")
+            return real(hub, site, module)
+
+        monkeypatch.setattr(adapter, "install_site", refuse)
+        reader = _LayerReader()
+        with pytest.raises(RuntimeError, match="cannot be hooked"):
+            handle.register(reader)
+        assert reader not in handle.plugins
+        assert [m.processor for m in pipe.transformer.modules() if hasattr(m, "processor")] == processors
+        monkeypatch.setattr(adapter, "install_site", real)
+        handle.register(reader)  # works once the adapter does
+        assert attn.processor is not own
+    assert [m.processor for m in pipe.transformer.modules() if hasattr(m, "processor")] == processors

@@ -506,11 +506,11 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     touches it (a pixel of one among the 8 neighbours of a pixel of the other, on ``grid``,
     needed then) is also linked to it when their affinity is at most ``gap`` below the
     smaller of their own affinities (a density at least ``exp(-gap)`` of the sparser
-    group's own). A large object
-    spreads its rows over many keys, so its own affinity is low (0.2-1.2 at 100-200 patches
-    on the synthetic families at noise 1.0) and a splinter cut off at its rim, whose few
-    compact members attend to each other through the positional part, has a high one: the
-    ratio then asks more of the pair than the object gives itself. Between two objects of an
+    group's own). A large object spreads its rows over many keys, so its own affinity is
+    low (0.2-1.2 at 100-200 patches on the synthetic families at noise 1.0) and a splinter
+    cut off at its rim, whose few compact members attend to each other through the
+    positional part, has a high one: the ratio then asks more of the pair than the object
+    gives itself. Between two objects of an
     instance head the affinity is far lower still (-1.5 to -7 in those scenes); on the toy
     model it is near 0 for a small object a patch away from a cluster of touching ones, which
     the touch test keeps apart.
