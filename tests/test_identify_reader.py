@@ -76,7 +76,7 @@ def test_lift_of_a_region_is_the_attention_kept_inside_it_minus_the_moved_copy()
     keep = lambda pix: a[np.ix_(pix, pix)].sum(1).mean()  # noqa: E731
     want = keep(inside[0]) - np.mean([keep(p) for p in moved])
     for source in (MapSelfAttention(maps), QKSelfAttention(q, k, 0.3)):
-        got = _containment_lift(source, regions, sample=16, grid=grid)
+        got, _ = _containment_lift(source, regions, sample=16, grid=grid)
         # float32 maps: the lift is a difference of two sums of ~0.5, so compare absolutely
         assert got[1][1] == pytest.approx(want, rel=0, abs=2e-6)
 
@@ -94,7 +94,7 @@ def test_a_region_too_large_to_move_is_compared_with_the_all_head_mean():
     a = maps.double().numpy()
     want = a[0][np.ix_(pix, pix)].sum(1).mean() - a.mean(0)[np.ix_(pix, pix)].sum(1).mean()
     for source in (MapSelfAttention(maps), QKSelfAttention(q, k, 0.25)):
-        got = _containment_lift(source, regions, sample=16, grid=grid)
+        got, _ = _containment_lift(source, regions, sample=16, grid=grid)
         assert got[0][1] == pytest.approx(want, rel=1e-5)
 
 
@@ -105,8 +105,8 @@ def test_large_regions_are_sampled_alike_from_the_map_and_from_qk():
     regions = np.zeros((2, 100), dtype=np.int64)
     regions[0, :30] = 1  # 30 members, 5 used
     regions[1, 50:53] = 2  # 3 members, all used
-    want = _containment_lift(MapSelfAttention(maps), regions, sample=5, grid=grid)
-    got = _containment_lift(QKSelfAttention(q, k, 0.2), regions, sample=5, grid=grid)
+    want, _ = _containment_lift(MapSelfAttention(maps), regions, sample=5, grid=grid)
+    got, _ = _containment_lift(QKSelfAttention(q, k, 0.2), regions, sample=5, grid=grid)
     for a, b in zip(want, got):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)  # shares of a row
     assert want[0][1] != 0 and want[1][2] != 0

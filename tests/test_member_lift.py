@@ -42,8 +42,7 @@ def _parts() -> HeadPartitions:
 
 
 def test_lift_from_other_members_tells_a_group_from_self_spikes():
-    lift, members = _containment_lift(_as_source(_frame()), _parts().regions.reshape(1, -1), 16, (H, W),
-                                      with_member_lift=True)
+    lift, members = _containment_lift(_as_source(_frame()), _parts().regions.reshape(1, -1), 16, (H, W))
     # both keep 0.6 of a row inside themselves, well above a copy moved by half their box
     # (which overlaps them by one row or column)
     assert lift[0][1] > 0.4 and lift[0][2] > 0.3

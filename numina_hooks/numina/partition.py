@@ -424,8 +424,7 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
     if not todo.any():
         return
-    measured, members = _containment_lift(_as_source(self_attn), todo, sample,
-                                          parts.regions.shape[1:], with_member_lift=True)
+    measured, members = _containment_lift(_as_source(self_attn), todo, sample, parts.regions.shape[1:])
     for k in range(h):
         ids = np.unique(todo[k])
         ids = ids[ids > 0]
@@ -608,7 +607,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     cand = relabel[comp.reshape(-1)]
     regions = np.zeros((source.heads, H * W), dtype=np.int64)
     regions[head] = cand
-    lift = _containment_lift(source, regions, sample, (H, W))[head]
+    lift = _containment_lift(source, regions, sample, (H, W))[0][head]
     new = [i for i in range(1, len(big) + 1) if lift[i] > min_lift]
     if sink_keys is not None:
         new = [i for i in new if not sink_keys[cand == i].any()]
@@ -737,7 +736,7 @@ def _sink_keys(source, sink_mass: float, rows: int = 64) -> np.ndarray:
 
 
 def _containment_lift(source, regions: np.ndarray, sample: int,
-                      grid: tuple[int, int], with_member_lift: bool = False):
+                      grid: tuple[int, int]) -> tuple[list, list]:
     """Per head and region: the attention the region's rows keep inside the region, minus
     what the same head keeps inside the region moved by half its own height or width (the
     mean over the up to 4 moves that stay on the grid). A head that attends by position
@@ -748,16 +747,17 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     on ``sample`` evenly spaced members. ``source``: the frame's entries (``attention_entries``),
     read as one ``[S, S]`` block per region and move (S = the members used).
 
-    ``with_member_lift``: also return the same lift with each row's own entry left out (in the
-    moved copy and the all-head mean too): what the region's rows keep on its *other*
-    members. Returns (lift, member lift), two lists, from the same blocks."""
+    Returns (lift, member lift), two lists (one float64 [m_h + 1] array per head) from the
+    same blocks: the member lift is the same measure with each row's own entry left out (in
+    the moved copy and the all-head mean too): what the region's rows keep on its *other*
+    members."""
     h, n = source.heads, source.n
     H, W = grid
     out = [np.zeros(int(regions[k].max()) + 1) for k in range(h)]
     out_members = [x.copy() for x in out]
     heads_of, pix = np.nonzero(regions)
     if len(pix) == 0:
-        return (out, out_members) if with_member_lift else out
+        return out, out_members
     # every (head, region) is one group
     gid = heads_of.astype(np.int64) * (n + 1) + regions[heads_of, pix]
     order = np.argsort(gid, kind="stable")
@@ -825,7 +825,7 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
         pick = g_head == k
         out[k][g_region[pick]] = lift[0, pick]
         out_members[k][g_region[pick]] = lift[1, pick]
-    return (out, out_members) if with_member_lift else out
+    return out, out_members
 
 
 def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:
