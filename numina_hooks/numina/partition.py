@@ -534,9 +534,11 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         fraction, gap = splinter
         size = np.array([len(g) for g in groups], dtype=np.float64)
         small = np.minimum(size[:, None], size[None, :]) <= fraction * np.maximum(size[:, None], size[None, :])
-        if grid is None:
-            raise ValueError("_linked: the splinter test needs the grid (touching groups)")
-        join |= small & _touching(groups, grid) & np.isfinite(lower) & (aff >= lower - gap)
+        close = small & np.isfinite(lower) & (aff >= lower - gap)
+        if close.any():  # the touch test (dilations of every group) only where it can matter
+            if grid is None:
+                raise ValueError("_linked: the splinter test needs the grid (touching groups)")
+            join |= close & _touching(groups, grid)
     return join
 
 
