@@ -134,15 +134,24 @@ def reader_views(grid, frames: int, seed: int = 0):
     text[0, 3, :, half:] += objects[1:].mean(0) * 6.0  # the noun's column
     # Wan pads the prompt with zeros to 512 tokens: every padding token has the same key
     text[0, PROMPT_TOKENS:] = text[0, PROMPT_TOKENS]
-    geo = Geometry(frames=frames, height=H, width=W, text_tokens=TEXT)
+    return views_of(q, k, q, text.to(torch.bfloat16), grid, frames, d ** -0.5)
+
+
+def views_of(q, k, cross_q, text_k, grid, frames: int, scale: float):
+    """A self view (queries ``q``, keys ``k``) and a cross view (queries ``cross_q``, text
+    keys ``text_k``) of block 0 at step 0 over ``frames`` latent frames of ``grid``, every
+    tensor ``[1, L, heads, d]`` (the layout diffusers' Wan attention hands over)."""
+    H, W = grid
+    tokens = frames * H * W
+    geo = Geometry(frames=frames, height=H, width=W, text_tokens=text_k.shape[1])
     ctx = CallContext(transformer="transformer", step=0, num_steps=50, timestep=980.0, sigma=0.98,
                       branch="cond", geometry=geo)
-    common = dict(context=ctx, layout="BLHD", scale=d ** -0.5, video_queries=slice(0, frames * n))
+    common = dict(context=ctx, layout="BLHD", scale=scale, video_queries=slice(0, tokens))
     self_view = AttentionView(site=Site(0, "self", "blocks.0.attn1", "transformer"), kind="self",
-                              q=q, k=k, v=k, text_keys=None, video_keys=slice(0, frames * n), **common)
-    text = text.to(torch.bfloat16)
+                              q=q, k=k, v=k, text_keys=None, video_keys=slice(0, tokens), **common)
     cross_view = AttentionView(site=Site(0, "cross", "blocks.0.attn2", "transformer"), kind="cross",
-                               q=q, k=text, v=text, text_keys=slice(0, TEXT), video_keys=None, **common)
+                               q=cross_q, k=text_k, v=text_k, text_keys=slice(0, text_k.shape[1]),
+                               video_keys=None, **common)
     return self_view, cross_view
 
 

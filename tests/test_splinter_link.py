@@ -92,26 +92,13 @@ def test_large_objects_at_high_noise_are_counted_once():
 
 def _feature_views(scene, grid):
     """A self view and a cross view over the scene's frames, from the q/k the feature
-    family's maps are the softmax of (``[1, L, heads, d]``, scale 1, as diffusers' Wan
-    attention hands them over)."""
-    from numina_hooks.context import CallContext, Geometry
-    from numina_hooks.views import AttentionView, Site
+    family's maps are the softmax of (scale 1)."""
+    from bench_identify import views_of
 
-    H, W = grid
-    frames = len(scene.frames)
-    q = torch.cat([f["self_q"] for f in scene.qk], 1).transpose(0, 1)[None]
-    k = torch.cat([f["self_k"] for f in scene.qk], 1).transpose(0, 1)[None]
-    cq = torch.cat([f["cross_q"] for f in scene.qk], 1).transpose(0, 1)[None]
-    ck = scene.qk[0]["cross_k"].transpose(0, 1)[None]
-    geo = Geometry(frames=frames, height=H, width=W, text_tokens=ck.shape[1])
-    ctx = CallContext(transformer="transformer", step=0, num_steps=50, timestep=980.0, sigma=0.98,
-                      branch="cond", geometry=geo)
-    common = dict(context=ctx, layout="BLHD", scale=1.0, video_queries=slice(0, frames * H * W))
-    self_view = AttentionView(site=Site(0, "self", "blocks.0.attn1", "transformer"), kind="self",
-                              q=q, k=k, v=k, text_keys=None, video_keys=slice(0, frames * H * W), **common)
-    cross_view = AttentionView(site=Site(0, "cross", "blocks.0.attn2", "transformer"), kind="cross",
-                               q=cq, k=ck, v=ck, text_keys=slice(0, ck.shape[1]), video_keys=None, **common)
-    return self_view, cross_view
+    qk = {name: torch.cat([f[name] for f in scene.qk], 1).transpose(0, 1)[None]
+          for name in ("self_q", "self_k", "cross_q")}
+    text_k = scene.qk[0]["cross_k"].transpose(0, 1)[None]
+    return views_of(qk["self_q"], qk["self_k"], qk["cross_q"], text_k, grid, len(scene.frames), 1.0)
 
 
 @pytest.mark.parametrize("config,counts", [(NuminaConfig(), [3, 3]),
