@@ -2,6 +2,8 @@
 ``partition._linked``), on a hand-built map with known affinities; a small object of its own,
 a small region a patch away and a piece of comparable size do not."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,10 @@ from hand_built_maps import group_head
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import splinter_option
 from numina_hooks.numina.partition import _linked
+
+#: the regions' containment measured on 16 members (the default before 2026-12-02's last change:
+#: then a rim splinter of the scene below passed the instance tests and needed the splinter test)
+SPLINTERS_PASS = NuminaConfig(lift_sample=16)
 
 GRID = (30, 40)
 N = GRID[0] * GRID[1]
@@ -76,8 +82,9 @@ def test_bad_values_are_refused_with_the_field_named():
 
 def test_large_objects_at_high_noise_are_counted_once():
     # a development scene of the feature family (every map the softmax of q.k of token
-    # features): three objects of radius 4-7 patches at noise 1.0, 30x52. Without the splinter
-    # test a splinter at an object's rim counts as a fourth object in both frames
+    # features): three objects of radius 4-7 patches at noise 1.0, 30x52. Measured on 16
+    # members a region (``lift_sample=16``), a splinter at an object's rim passes the instance
+    # tests, and without the splinter test it counts as a fourth object in both frames
     from synthetic_feature_scenes import make_feature_scene
 
     from numina_hooks.numina.layout import layout_from_attention
@@ -86,7 +93,8 @@ def test_large_objects_at_high_noise_are_counted_once():
     for frame in scene.frames:
         assert frame.count == 3
         assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == 3
-        ratio_alone = NuminaConfig(splinter_link_gap=None)
+        assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), SPLINTERS_PASS).count == 3
+        ratio_alone = dataclasses.replace(SPLINTERS_PASS, splinter_link_gap=None)
         assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), ratio_alone).count == 4
 
 
@@ -102,8 +110,9 @@ def _feature_views(scene, grid):
 
 
 @pytest.mark.parametrize("config,counts", [(NuminaConfig(), [3, 3]),
-                                           (NuminaConfig(splinter_link_gap=None), [4, 4])],
-                         ids=["default", "ratio-alone"])
+                                           (NuminaConfig(lift_sample=16), [3, 3]),
+                                           (NuminaConfig(lift_sample=16, splinter_link_gap=None), [4, 4])],
+                         ids=["default", "16-members", "16-members-ratio-alone"])
 def test_phase_one_reader_counts_large_objects_once_from_qk(config, counts):
     # the same scene read the way phase 1 reads a model: q/k views, the splinters linked
     # after the head choice among the chosen head's focus regions

@@ -161,7 +161,7 @@ class NuminaConfig:
     sink_mass: float = 0.05
     """A key receiving at least this share of the average row is an attention sink: a
     region holding it is never an instance."""
-    lift_sample: int = 16
+    lift_sample: int = 64
     """Containment of a region larger than this is measured on this many evenly spaced
     members (bounds the cost per region)."""
     min_lift: float = 0.05
