@@ -534,9 +534,7 @@ def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
             parts = partition_heads(sa, grid, **partition_options(cfg))
             head, _, _ = choose_from_partitions(parts, sa, focus["present"] | focus["absent"], cfg)
             labels = {name: np.zeros(grid, dtype=np.int32) for name in focus}  # no head: no instance
-            for name, f in focus.items():
-                if head < 0:
-                    break
+            for name, f in (focus.items() if head >= 0 else ()):
                 keep = head_instances(parts, head, f, cfg.focus_overlap, cfg.min_lift)
                 labels[name] = with_unclaimed(regions_to_instances(parts.regions[head], keep), f, sa,
                                               head, cfg, parts.sink_keys[head])
