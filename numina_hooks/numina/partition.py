@@ -793,41 +793,69 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     # each row's own entry plus its other sampled columns scaled by (|R| - 1) / (used - 1),
     # averaged over the used rows (the diagonal is always sampled: scaling it too would
     # overrate heads that attend to the query itself)
-    weight = np.where(np.eye(width, dtype=bool)[None], 1.0,
-                      ((size - 1) / np.maximum(used - 1, 1))[:, None, None])
-    weight = weight * (filled[:, :, None] & filled[:, None, :])  # [G, S, S]
-    # [2, G, S, S]: every entry, then the rows' own entries left out
-    weights = np.stack([weight, np.where(np.eye(width, dtype=bool)[None], 0.0, weight)])
+    scale = (size - 1) / np.maximum(used - 1, 1)
+    buckets = _width_buckets(used)
     heads_t = torch.from_numpy(g_head.astype(np.int64))
 
-    def kept(vals: np.ndarray, sel) -> np.ndarray:  # [2, len(sel)]
-        return (vals[None] * weights[:, sel]).sum((2, 3)) / used[sel]
+    def kept(read) -> np.ndarray:
+        """[2, G]: every entry, then the rows' own entries left out; ``read(idx, w)`` gives
+        the float32 [len(idx), w, w] blocks of the groups ``idx`` on their first w members."""
+        total, diag = np.zeros(n_groups), np.zeros(n_groups)
+        for idx, w in buckets:
+            mask = torch.from_numpy(filled[idx, :w])
+            vals = read(idx, w) * (mask[:, :, None] & mask[:, None, :])  # padding left out
+            total[idx] = vals.sum((1, 2)).double().numpy()
+            diag[idx] = vals.diagonal(dim1=1, dim2=2).sum(1).double().numpy()
+        off = (total - diag) * scale
+        return np.stack([diag + off, off]) / used
 
     def containment(sel: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        rows = torch.from_numpy(members[sel] + offset[sel, None])
-        vals = source.blocks(heads_t[torch.from_numpy(np.nonzero(sel)[0])], rows)
-        return kept(vals.double().numpy(), sel)
+        def read(idx, w):  # the blocks of the members moved by ``offset``
+            rows = torch.from_numpy(members[idx, :w] + offset[idx, None])
+            return source.blocks(heads_t[torch.from_numpy(idx)], rows)
+        return kept(_only(read, sel))
 
     everything = np.ones(n_groups, dtype=bool)
     inside = containment(everything, np.zeros(n_groups, dtype=np.int64))
     moved = np.zeros((2, n_groups))
     for dy, dx, ok in moves:
         if ok.any():
-            moved[:, ok] += containment(ok, dy * W + dx)
+            moved[:, ok] += containment(ok, dy * W + dx)[:, ok]
     lift = inside - moved / np.maximum(n_moves, 1)
     stuck = n_moves == 0
     if stuck.any():  # too large to move: compare with the all-head mean
+        def head_mean(idx, w):
+            rows = torch.from_numpy(members[idx, :w])
+            return torch.stack([source.blocks(torch.full((len(idx),), k, dtype=torch.long), rows)
+                                for k in range(h)]).mean(0)
         sel = np.nonzero(stuck)[0]
-        rows = torch.from_numpy(members[sel])
-        per_head = torch.stack([source.blocks(torch.full((len(sel),), k, dtype=torch.long), rows)
-                                for k in range(h)])
-        mean = per_head.mean(0).double().numpy()
-        lift[:, sel] = inside[:, sel] - kept(mean, sel)
+        lift[:, sel] = inside[:, sel] - kept(_only(head_mean, stuck))[:, sel]
     for k in range(h):
         pick = g_head == k
         out[k][g_region[pick]] = lift[0, pick]
         out_members[k][g_region[pick]] = lift[1, pick]
     return out, out_members
+
+
+def _width_buckets(used: np.ndarray) -> list:
+    """Groups by block width: ``(idx, w)``, ``idx`` the groups (of ``used`` members each,
+    int [G]) read as ``w x w`` blocks, w the next power of two (at least 4, at most the
+    largest ``used``): small regions are read on small blocks, not padded to the largest."""
+    top = int(used.max())
+    w = np.minimum(np.maximum(4, 2 ** np.ceil(np.log2(np.maximum(used, 1)))), top).astype(np.int64)
+    return [(np.nonzero(w == b)[0], int(b)) for b in np.unique(w)]
+
+
+def _only(read, sel: np.ndarray):
+    """``read(idx, w)`` (blocks of groups, see ``_containment_lift``) on the groups of
+    ``sel`` (bool [G]) only: zero blocks for the others."""
+    def masked(idx, w):
+        out = torch.zeros(len(idx), w, w)
+        pick = sel[idx]
+        if pick.any():
+            out[torch.from_numpy(np.nonzero(pick)[0])] = read(idx[pick], w)
+        return out
+    return masked
 
 
 def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:
