@@ -287,9 +287,10 @@ def head_types_for(family: str, heads: int) -> tuple[str, ...]:
 
 
 def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int, heads: int = HEADS,
-           radius: tuple[float, float] | None = None):
+           radius: tuple[float, float] | None = None, shape: str = "blob"):
     types = head_types_for(family, heads)
     size = {} if radius is None else {"radius": radius}  # None: each family's own default
+    size["shape"] = shape
     if family == "project":
         sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **size)
         return sc, types
@@ -312,10 +313,12 @@ def bootstrap_interval(per_scene: list[list[bool]], reps: int = 2000, seed: int 
 
 def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count: int,
              timing: dict, heads: int = HEADS, radius: tuple[float, float] | None = None,
-             compare: dict | None = None, counts: tuple[int, ...] | None = None) -> dict:
+             compare: dict | None = None, counts: tuple[int, ...] | None = None,
+             shape: str = "blob") -> dict:
     """Count accuracy of the methods on one cell (``seeds`` scenes per count 1..``max_count``,
     or per count of ``counts`` when given, ``frames`` frames each, report seeds); ``radius``
-    the objects' radius range in patches (None: the family's default); ``compare``: name ->
+    the objects' radius range in patches (None: the family's default); ``shape`` the
+    objects' shape (``synthetic_scenes.SHAPES``); ``compare``: name ->
     ``NuminaConfig``, more configs counted like the default (temporal vote included).
     Returns method -> (mean, low, high), ``frames`` and ``mean_found`` (method -> the mean
     count it gave)."""
@@ -328,7 +331,7 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
     given = defaultdict(list)  # method -> every count it gave
     for n in (counts if counts is not None else range(1, max_count + 1)):
         for s in range(seeds):
-            sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius)
+            sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius, shape)
             true_heads = [i for i, t in enumerate(types) if t == "instance"]
             found = defaultdict(list)
             chosen_true = []
@@ -386,6 +389,10 @@ def main() -> None:
                     help="the accuracy cells at 30x52 with objects of four radius ranges (the "
                          "default with and without its unclaimed-focus step), written to "
                          "results/identify_sizes.json and .md")
+    ap.add_argument("--object-shapes", action="store_true",
+                    help="the accuracy cells of the run with elongated objects (bars of aspect "
+                         "ratio 2-3.5 at any angle) instead of blobs, written to "
+                         "results/identify_bars.json and .md")
     args = ap.parse_args()
     torch.set_num_threads(1)
     try:
@@ -399,6 +406,8 @@ def main() -> None:
         sys.exit(run_object_sizes(args))
     if args.absent:
         sys.exit(run_absent(args))
+    if args.object_shapes:
+        sys.exit(run_bars(args))
     reader_grids = [tuple(int(v) for v in g.split("x")) for g in args.reader_grids]
     rounds = {g: args.reader_rounds if g[0] * g[1] <= 1560 else max(2, args.reader_rounds // 2)
               for g in reader_grids}
@@ -453,6 +462,28 @@ def run_more_heads(args) -> int:
               "date": time.strftime("%Y-%m-%d"), "load_average_at_end": _load_average(),
               "machine": _machine()}
     _write(HERE / "results", f"identify_heads{args.heads}", result, heads_markdown(result))
+    return 1 if accuracy_aims(cells) else 0
+
+
+def run_bars(args) -> int:
+    """The accuracy cells of ``args`` with elongated objects (``synthetic_scenes._bar``: one
+    ellipse of aspect ratio 2-3.5 at a random angle, the area of the family's blob), which
+    no default was tuned on; returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
+    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
+    cells = []
+    for family in args.families:
+        for grid in grids:
+            for noise in args.noise:
+                res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
+                               defaultdict(list), shape="bar")
+                cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
+                print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
+                                            if isinstance(v, tuple)}, flush=True)
+    result = {"heads": HEADS, "threads": 1, "seeds": args.seeds, "shape": "bar",
+              "frames_per_scene": args.frames, "counts": [1, args.max_count], "cells": cells,
+              "date": time.strftime("%Y-%m-%d"), "load_average_at_end": _load_average(),
+              "machine": _machine()}
+    _write(HERE / "results", "identify_bars", result, bars_markdown(result))
     return 1 if accuracy_aims(cells) else 0
 
 
@@ -598,19 +629,36 @@ def sizes_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def bars_markdown(result: dict) -> str:
+    """The markdown of an ``--object-shapes`` run's ``result``."""
+    return _cells_markdown(
+        result, "# Identify with elongated objects",
+        "The count-accuracy cells of `identify.md` with bars instead of blobs "
+        "(`python benchmarks/bench_identify.py --object-shapes`): each object one ellipse of "
+        "aspect ratio 2 to 3.5 at a random angle, of the area of the family's blob (a person "
+        "standing, a bottle, a car from the side). No default was tuned on this shape.")
+
+
 def heads_markdown(result: dict) -> str:
     """The markdown of a ``--heads N`` run's ``result``."""
-    cells, heads = result["cells"], result["heads"]
+    heads = result["heads"]
+    return _cells_markdown(
+        result, f"# Identify with {heads} self-attention heads",
+        f"The count-accuracy cells of `identify.md` with {heads} heads a scene "
+        f"(`python benchmarks/bench_identify.py --heads {heads}`): each family's 12 "
+        "heads, then its non-instance head types repeated in order up to "
+        f"{heads} (Wan2.1-14B has 40 heads of 128), so the same instance heads compete "
+        "with more distractors.")
+
+
+def _cells_markdown(result: dict, title: str, intro: str) -> str:
+    """A variant run's accuracy table (``result["cells"]``) under ``title`` and ``intro``,
+    with the sample sizes and whether the issue's aims are met."""
+    cells = result["cells"]
     seeds, frames, max_count = result["seeds"], result["frames_per_scene"], result["counts"][1]
     missed = accuracy_aims(cells)
-    lines = [f"# Identify with {heads} self-attention heads", "",
-             f"The count-accuracy cells of `identify.md` with {heads} heads a scene "
-             f"(`python benchmarks/bench_identify.py --heads {heads}`): each family's 12 "
-             "heads, then its non-instance head types repeated in order up to "
-             f"{heads} (Wan2.1-14B has 40 heads of 128), so the same instance heads compete "
-             "with more distractors. Per cell "
-             f"{cells[0]['frames']} frames ({seeds} scenes per count x counts 1.."
-             f"{max_count} x {frames} frames), report seeds, 95% bootstrap intervals "
+    lines = [title, "", intro + f" Per cell {cells[0]['frames']} frames ({seeds} scenes per count "
+             f"x counts 1..{max_count} x {frames} frames), report seeds, 95% bootstrap intervals "
              "over scenes; methods as in `identify.md`.", "",
              *CELL_TABLE_HEADER] + [_cell_row(c) for c in cells]
     lines += ["", "Aims (issue: the default's count accuracy at least 0.85 at moderate noise (0.5), "

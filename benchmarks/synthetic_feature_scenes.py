@@ -143,7 +143,8 @@ def make_feature_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_
                        noise: float = 0.5, seed: int = 0, drift: float = 0.5,
                        radius: tuple[float, float] | None = None, close: float = 0.3,
                        head_types: tuple[str, ...] = FEATURE_HEAD_TYPES,
-                       shuffle_heads: bool = True, with_qk: bool = False) -> SyntheticScene:
+                       shuffle_heads: bool = True, with_qk: bool = False,
+                       shape: str = "blob") -> SyntheticScene:
     """A seeded scene of the feature family (see the module docstring).
 
     Args:
@@ -158,11 +159,12 @@ def make_feature_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_
         shuffle_heads: shuffle the head order per scene (the truth is in ``head_types``).
         with_qk: also keep each frame's queries and keys (``scene.qk``, one dict per frame:
             see ``_frame``), to feed the maps' own q/k to the layout reader.
+        shape: the objects' shape, ``"blob"`` or ``"bar"`` (``synthetic_scenes.SHAPES``).
     """
     rng = np.random.default_rng(seed)
     masks, velocity, scene, gen = drifting_scene(rng, n_instances, grid, noise=noise, drift=drift,
                                                  radius=radius, close=close, head_types=head_types,
-                                                 shuffle_heads=shuffle_heads)
+                                                 shuffle_heads=shuffle_heads, shape=shape)
     inst_emb = _unit(rng, len(masks) + 1)  # 0: background
     cat_emb = _unit(rng, 2)  # 0: background, 1: the objects' category
     pos = _position_features(rng, grid)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["SyntheticFrame", "SyntheticScene", "make_scene", "random_instance_masks",
-           "SELF_HEAD_TYPES"]
+           "SELF_HEAD_TYPES", "SHAPES"]
 
 # One entry per head, in head order (12 heads like Wan2.1-1.3B).
 SELF_HEAD_TYPES: tuple[str, ...] = (
@@ -72,6 +72,25 @@ def _blob(rng: np.random.Generator, grid: tuple[int, int], centre: np.ndarray,
     return mask
 
 
+def _bar(rng: np.random.Generator, grid: tuple[int, int], centre: np.ndarray,
+         radius: float) -> np.ndarray:
+    """An elongated object (a person standing, a bottle, a car seen from the side): one
+    ellipse of aspect ratio 2 to 3.5 at a random angle, of the area of a disc of ``radius``."""
+    H, W = grid
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    aspect = rng.uniform(2.0, 3.5)
+    ry, rx = radius * np.sqrt(aspect), radius / np.sqrt(aspect)
+    angle = rng.uniform(0, np.pi)
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = dy * np.cos(angle) + dx * np.sin(angle)
+    v = -dy * np.sin(angle) + dx * np.cos(angle)
+    return (u / ry) ** 2 + (v / rx) ** 2 <= 1.0
+
+
+#: object shapes of ``random_instance_masks``: name -> maker ``(rng, grid, centre, radius)``
+SHAPES = {"blob": _blob, "bar": _bar}
+
+
 def moved_labels(masks: list[np.ndarray], velocity: np.ndarray, frame: int, grid: tuple[int, int]) -> np.ndarray:
     """Instance labels int32 [H, W] of frame ``frame``: mask k (bool [H, W]) shifted by
     ``velocity[k] * frame`` patches (wrapping), earlier masks on top, relabelled 1..m so
@@ -89,9 +108,14 @@ def moved_labels(masks: list[np.ndarray], velocity: np.ndarray, frame: int, grid
 
 def random_instance_masks(rng: np.random.Generator, grid: tuple[int, int], n: int,
                           radius: tuple[float, float] = (2.0, 4.0), close: float = 0.4,
-                          tries: int = 200) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """``n`` non-overlapping irregular blobs; with probability ``close`` a blob is put next to
-    an earlier one (touching or one patch apart). Returns (masks, centres [n,2], radii [n])."""
+                          tries: int = 200, shape: str = "blob"
+                          ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """``n`` non-overlapping objects of ``shape`` (``SHAPES``: irregular blobs or elongated
+    bars); with probability ``close`` one is put next to an earlier one (touching or one
+    patch apart). Returns (masks, centres [n,2], radii [n])."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape={shape!r}: expected one of {sorted(SHAPES)}")
+    make = SHAPES[shape]
     H, W = grid
     occupied = np.zeros(grid, dtype=bool)
     masks: list[np.ndarray] = []
@@ -107,7 +131,7 @@ def random_instance_masks(rng: np.random.Generator, grid: tuple[int, int], n: in
                 c = centres[k] + direction * (radii[k] + r + rng.uniform(0.0, 1.5))
             else:
                 c = np.array([rng.uniform(r, H - 1 - r), rng.uniform(r, W - 1 - r)])
-            m = _blob(rng, grid, c, r)
+            m = make(rng, grid, c, r)
             grown = m | np.roll(m, 1, 0) | np.roll(m, -1, 0) | np.roll(m, 1, 1) | np.roll(m, -1, 1)
             if m.sum() < 4 or (grown & occupied).any():
                 continue  # touching is allowed only diagonally-free: keep a 1-patch seam
@@ -200,7 +224,7 @@ def _frame_attention(rng: np.random.Generator, labels: np.ndarray, noise: float,
 def make_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_frames: int = 1,
                noise: float = 1.0, seed: int = 0, drift: float = 0.6,
                radius: tuple[float, float] = (2.0, 4.0), close: float = 0.4,
-               head_types: tuple[str, ...] = SELF_HEAD_TYPES) -> SyntheticScene:
+               head_types: tuple[str, ...] = SELF_HEAD_TYPES, shape: str = "blob") -> SyntheticScene:
     """A seeded scene of ``n_instances`` blobs drifting over ``n_frames`` frames.
 
     Args:
@@ -211,10 +235,11 @@ def make_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_frames: 
             (0 clean, 1 typical, 2 hard); it also scales cross-attention speckle.
         drift: patches per frame each blob moves (a random direction per blob).
         head_types: one self-attention head type per head (see module docstring).
+        shape: the objects' shape, ``"blob"`` or ``"bar"`` (``SHAPES``).
     """
     rng = np.random.default_rng(seed)
     H, W = grid
-    masks, centres, radii = random_instance_masks(rng, grid, n_instances, radius, close)
+    masks, centres, radii = random_instance_masks(rng, grid, n_instances, radius, close, shape=shape)
     velocity = rng.normal(size=(len(masks), 2))
     velocity *= drift / (np.linalg.norm(velocity, axis=1, keepdims=True) + 1e-9)
     scene = SyntheticScene(grid=grid, noise=noise, head_types=tuple(head_types))

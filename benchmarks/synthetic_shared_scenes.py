@@ -120,10 +120,10 @@ def _cross_attention(rng: np.random.Generator, labels: np.ndarray, noise: float,
 
 def drifting_scene(rng: np.random.Generator, n_instances: int, grid: tuple[int, int], *,
                    noise: float, drift: float, radius: tuple[float, float] | None, close: float,
-                   head_types: tuple[str, ...], shuffle_heads: bool
+                   head_types: tuple[str, ...], shuffle_heads: bool, shape: str = "blob"
                    ) -> tuple[list, np.ndarray, SyntheticScene, torch.Generator]:
-    """The set-up shared by the scene families drawn from ``rng``: ``n_instances`` blobs
-    (radius by default (2, 4) scaled by H / 30, at least (1.4, 2.4)), their velocities
+    """The set-up shared by the scene families drawn from ``rng``: ``n_instances`` objects of
+    ``shape`` (``synthetic_scenes.SHAPES``; radius by default (2, 4) scaled by H / 30, at least (1.4, 2.4)), their velocities
     (``drift`` patches per frame), the empty scene with the head order (shuffled when
     asked) and a torch generator. Returns (masks, velocity [n, 2], scene, generator)."""
     if n_instances < 0:
@@ -131,7 +131,7 @@ def drifting_scene(rng: np.random.Generator, n_instances: int, grid: tuple[int, 
     if radius is None:
         s = grid[0] / 30.0
         radius = (max(2.0 * s, 1.4), max(4.0 * s, 2.4))
-    masks, _, _ = random_instance_masks(rng, grid, n_instances, radius, close)
+    masks, _, _ = random_instance_masks(rng, grid, n_instances, radius, close, shape=shape)
     velocity = rng.normal(size=(len(masks), 2))
     velocity *= drift / (np.linalg.norm(velocity, axis=1, keepdims=True) + 1e-9)
     types = list(head_types)
@@ -146,7 +146,7 @@ def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_f
                       noise: float = 0.5, seed: int = 0, drift: float = 0.5,
                       radius: tuple[float, float] | None = None, close: float = 0.0,
                       head_types: tuple[str, ...] = SHARED_HEAD_TYPES,
-                      shuffle_heads: bool = True) -> SyntheticScene:
+                      shuffle_heads: bool = True, shape: str = "blob") -> SyntheticScene:
     """A seeded scene of the shared-component family (see the module docstring).
 
     Args:
@@ -160,11 +160,12 @@ def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_f
         close: probability that a blob is placed next to an earlier one (0 = never touching,
             as in the failure this family reproduces).
         shuffle_heads: shuffle the head order per scene (the truth is in ``head_types``).
+        shape: the objects' shape, ``"blob"`` or ``"bar"`` (``synthetic_scenes.SHAPES``).
     """
     rng = np.random.default_rng(seed)
     masks, velocity, scene, gen = drifting_scene(rng, n_instances, grid, noise=noise, drift=drift,
                                                  radius=radius, close=close, head_types=head_types,
-                                                 shuffle_heads=shuffle_heads)
+                                                 shuffle_heads=shuffle_heads, shape=shape)
     types = scene.head_types
     occupied = np.zeros(grid, dtype=bool)
     for m in masks:

@@ -297,3 +297,27 @@ def test_noisy_edges_across_a_seam_do_not_merge_touching_objects(n, seed):
                                   NuminaConfig(core_quantile=None, unclaimed_min_lift=None), self_head=head)
     assert plain.count < fr.count
     assert layout_from_attention(fr.self_attn, fr.cross_attn, (15, 26)).count == fr.count
+
+
+def test_bar_objects_are_elongated_and_a_bad_shape_is_refused():
+    from synthetic_scenes import random_instance_masks
+    rng = np.random.default_rng(3)
+    masks, _, _ = random_instance_masks(rng, (30, 52), 4, (3.0, 4.0), 0.0, shape="bar")
+    assert len(masks) == 4
+    for m in masks:  # the spread along the long axis is well over the short axis'
+        ys, xs = np.nonzero(m)
+        low, high = np.linalg.eigvalsh(np.cov(np.stack([ys, xs]).astype(float)))
+        assert high > 3.0 * low
+    with pytest.raises(ValueError, match="shape='star'"):
+        random_instance_masks(rng, (30, 52), 1, shape="star")
+
+
+def test_elongated_objects_are_counted_in_every_family():
+    from synthetic_feature_scenes import make_feature_scene
+    from synthetic_scenes import make_scene
+    cfg = NuminaConfig()
+    for make in (make_scene, make_shared_scene, make_feature_scene):
+        sc = make(3, (20, 32), noise=0.25, seed=11, n_frames=1, radius=(2.5, 3.0), shape="bar")
+        fr = sc.frames[0]
+        assert fr.count == 3
+        assert layout_from_attention(fr.self_attn, fr.cross_attn, (20, 32), cfg).count == 3, make.__name__
