@@ -60,3 +60,46 @@ def test_default_drops_a_region_of_self_spikes_that_the_lift_alone_keeps():
     fill_lift(checked, _frame(), None, 16, min_member_lift=NuminaConfig().min_member_lift)
     assert checked.lift[0][1] > min_lift
     assert checked.lift[0][2] == -np.inf
+
+
+def _exact_lifts(a: np.ndarray, regions: np.ndarray) -> tuple[dict, dict]:
+    """The containment lift and member lift of every (head, region), every member read, from
+    their definition: what a region's rows keep inside it minus the mean over the moves by
+    half its box that stay on the grid (``a``: [heads, N, N], ``regions``: [heads, N])."""
+    lifts, members = {}, {}
+    for k in range(a.shape[0]):
+        for r in range(1, int(regions[k].max()) + 1):
+            pix = np.nonzero(regions[k] == r)[0]
+            if len(pix) == 0:
+                continue
+            ys, xs = pix // W, pix % W
+            bh, bw = (ys.max() - ys.min() + 2) // 2, (xs.max() - xs.min() + 2) // 2
+            moves = [(dy, dx) for dy, dx, ok in ((bh, 0, ys.max() + bh < H), (-bh, 0, ys.min() - bh >= 0),
+                                                 (0, bw, xs.max() + bw < W), (0, -bw, xs.min() - bw >= 0)) if ok]
+            assert moves, "a region too large to move is compared with the all-head mean"
+
+            def kept(p):
+                block = a[k][np.ix_(p, p)]
+                return block.sum() / len(p), (block.sum() - np.trace(block)) / len(p)
+            inside = kept(pix)
+            moved = [kept(pix + dy * W + dx) for dy, dx in moves]
+            lifts[k, r] = inside[0] - np.mean([m[0] for m in moved])
+            members[k, r] = inside[1] - np.mean([m[1] for m in moved])
+    return lifts, members
+
+
+def test_lifts_of_regions_of_every_size_match_their_definition():
+    # regions of 1 to 30 members in 3 heads, read on blocks of different widths at once
+    rng = np.random.default_rng(0)
+    a = torch.softmax(torch.from_numpy(rng.normal(0, 2.0, size=(3, N, N))), -1).float()
+    regions = np.zeros((3, N), dtype=np.int64)
+    boxes = [(0, 0, 1, 1), (0, 3, 2, 2), (4, 0, 3, 3), (1, 7, 3, 4), (6, 6, 5, 6)]
+    for k in range(3):
+        for r, (y0, x0, h, w) in enumerate(boxes[k:], start=1):
+            regions[k, _block(y0, x0, h, w)] = r
+    lift, member = _containment_lift(_as_source(a), regions, 64, (H, W))
+    want_lift, want_member = _exact_lifts(a.double().numpy(), regions)
+    assert len(want_lift) == 12
+    for (k, r), v in want_lift.items():
+        assert abs(lift[k][r] - v) < 1e-5, (k, r)
+        assert abs(member[k][r] - want_member[k, r]) < 1e-5, (k, r)
