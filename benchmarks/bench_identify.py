@@ -288,10 +288,10 @@ def head_types_for(family: str, heads: int) -> tuple[str, ...]:
 
 
 def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int, heads: int = HEADS,
-           radius: tuple[float, float] | None = None, shape: str = "blob"):
+           radius: tuple[float, float] | None = None, scene: dict | None = None):
     types = head_types_for(family, heads)
     size = {} if radius is None else {"radius": radius}  # None: each family's own default
-    size["shape"] = shape
+    size.update(scene or {})  # shape, instance_share (shared family)
     if family == "project":
         sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **size)
         return sc, types
@@ -332,11 +332,12 @@ def bootstrap_interval(per_scene: list[list[bool]], reps: int = 2000, seed: int 
 def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count: int,
              timing: dict, heads: int = HEADS, radius: tuple[float, float] | None = None,
              compare: dict | None = None, counts: tuple[int, ...] | None = None,
-             shape: str = "blob") -> dict:
+             scene: dict | None = None) -> dict:
     """Count accuracy of the methods on one cell (``seeds`` scenes per count 1..``max_count``,
     or per count of ``counts`` when given, ``frames`` frames each, report seeds); ``radius``
-    the objects' radius range in patches (None: the family's default); ``shape`` the
-    objects' shape (``synthetic_scenes.SHAPES``); ``compare``: name ->
+    the objects' radius range in patches (None: the family's default); ``scene`` more
+    keyword arguments of the scene maker (``shape``: ``synthetic_scenes.SHAPES``;
+    ``instance_share``: the shared family's instance head); ``compare``: name ->
     ``NuminaConfig``, more configs counted like the default (temporal vote included).
     Returns method -> (mean, low, high), ``frames`` and ``mean_found`` (method -> the mean
     count it gave)."""
@@ -349,7 +350,7 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
     given = defaultdict(list)  # method -> every count it gave
     for n in (counts if counts is not None else range(1, max_count + 1)):
         for s in range(seeds):
-            sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius, shape)
+            sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius, scene)
             true_heads = [i for i, t in enumerate(types) if t == "instance"]
             found = defaultdict(list)
             chosen_true = []
@@ -418,6 +419,10 @@ def main() -> None:
                     help="the accuracy cells on --grids (default here 45x80, Wan2.1-14B at "
                          "1280x720) at --noise, written to results/identify_grid_{grids}.json "
                          "and .md")
+    ap.add_argument("--instance-share", type=float, default=None,
+                    help="the shared family's cells with its instance head's own share scaled by "
+                         "this factor (e.g. 0.5), written to "
+                         "results/identify_instance_share_{factor}.json and .md")
     args = ap.parse_args()
     if args.large_grid and args.grids == ap.get_default("grids"):
         args.grids = ["45x80"]
@@ -437,6 +442,8 @@ def main() -> None:
         sys.exit(run_bars(args))
     if args.large_grid:
         sys.exit(run_large_grid(args))
+    if args.instance_share is not None:
+        sys.exit(run_weak_instance(args))
     reader_grids = [tuple(int(v) for v in g.split("x")) for g in args.reader_grids]
     rounds = {g: args.reader_rounds if g[0] * g[1] <= 1560 else max(2, args.reader_rounds // 2)
               for g in reader_grids}
@@ -483,7 +490,17 @@ def run_bars(args) -> int:
     """The accuracy cells of ``args`` with elongated objects (``synthetic_scenes._bar``: one
     ellipse of aspect ratio 2-3.5 at a random angle, the area of the family's blob), which
     no default was tuned on; returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
-    return run_cells_variant(args, "identify_bars", bars_markdown, shape="bar")
+    return run_cells_variant(args, "identify_bars", bars_markdown, scene={"shape": "bar"})
+
+
+def run_weak_instance(args) -> int:
+    """The shared family's cells of ``args`` with its instance head's own share scaled by
+    ``args.instance_share`` (the one structure that separates objects made weaker); returns 1
+    when an accuracy aim is missed."""
+    stem = f"identify_instance_share_{args.instance_share:g}"
+    args.families = ["shared"]
+    return run_cells_variant(args, stem, weak_instance_markdown,
+                             scene={"instance_share": args.instance_share})
 
 
 def run_large_grid(args) -> int:
@@ -493,9 +510,10 @@ def run_large_grid(args) -> int:
     return run_cells_variant(args, stem, large_grid_markdown)
 
 
-def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, shape: str = "blob") -> int:
-    """The accuracy cells of ``args`` (families x grids x noise) with ``heads`` heads and
-    objects of ``shape``, written to ``results/{stem}.json`` and ``.md`` (``markdown_of``);
+def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, scene: dict | None = None
+                      ) -> int:
+    """The accuracy cells of ``args`` (families x grids x noise) with ``heads`` heads and the
+    scene maker's keyword arguments ``scene``, written to ``results/{stem}.json`` and ``.md`` (``markdown_of``);
     returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     cells = []
@@ -503,11 +521,11 @@ def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, shape: s
         for grid in grids:
             for noise in args.noise:
                 res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
-                               defaultdict(list), heads, shape=shape)
+                               defaultdict(list), heads, scene=scene)
                 cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
                 print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
                                             if isinstance(v, tuple)}, flush=True)
-    result = {"heads": heads, "threads": 1, "seeds": args.seeds, "shape": shape,
+    result = {"heads": heads, "threads": 1, "seeds": args.seeds, "scene": scene or {},
               "frames_per_scene": args.frames, "counts": [1, args.max_count], "cells": cells,
               "date": time.strftime("%Y-%m-%d"), "load_average_at_end": _load_average(),
               "machine": _machine()}
@@ -665,6 +683,18 @@ def bars_markdown(result: dict) -> str:
         "(`python benchmarks/bench_identify.py --object-shapes`): each object one ellipse of "
         "aspect ratio 2 to 3.5 at a random angle, of the area of the family's blob (a person "
         "standing, a bottle, a car from the side). No default was tuned on this shape.")
+
+
+def weak_instance_markdown(result: dict) -> str:
+    """The markdown of an ``--instance-share`` run's ``result``."""
+    share = result["scene"]["instance_share"]
+    return _cells_markdown(
+        result, f"# Identify with a weaker instance head ({share:g}x its share)",
+        "The shared family's cells of `identify.md` with its one instance-separating head's own "
+        f"share of every row scaled by {share:g} (`python benchmarks/bench_identify.py "
+        f"--instance-share {share:g}`; the family's heads keep 0.3-0.5 of each row for their own "
+        f"structure, the rest is the component every head shares: here the instance head keeps "
+        f"{0.3 * share:.2g}-{0.5 * share:.2g}). No default was tuned on these scenes.")
 
 
 def large_grid_markdown(result: dict) -> str:

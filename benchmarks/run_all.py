@@ -166,6 +166,7 @@ def write_doc() -> None:
                   *sorted(RESULTS.glob(f"{stems[script]}_sizes.md")),  # bench_identify.py --object-sizes
                   *sorted(RESULTS.glob(f"{stems[script]}_bars.md")),  # bench_identify.py --object-shapes
                   *sorted(RESULTS.glob(f"{stems[script]}_grid_*.md")),  # bench_identify.py --large-grid
+                  *sorted(RESULTS.glob(f"{stems[script]}_instance_share_*.md")),  # --instance-share
                   *sorted(RESULTS.glob(f"{stems[script]}_absent.md"))]  # bench_identify.py --absent
         for extra in extras:
             parts += ["##" + extra.read_text().strip(), ""]

@@ -45,7 +45,8 @@ def _row_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def _self_attention(rng: np.random.Generator, labels: np.ndarray, noise: float,
-                    head_types: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
+                    head_types: tuple[str, ...], gen: torch.Generator,
+                    instance_share: float = 1.0) -> torch.Tensor:
     H, W = labels.shape
     N = H * W
     lab = torch.from_numpy(labels.reshape(-1).astype(np.int64))
@@ -63,6 +64,7 @@ def _self_attention(rng: np.random.Generator, labels: np.ndarray, noise: float,
         shared = 0.3 * uniform + 0.7 * _row_normalise(torch.exp(-d2 / (2 * sigma * sigma)))
         w = float(rng.uniform(0.3, 0.5))
         if kind == "instance":
+            w *= instance_share
             own = torch.where(fg[:, None], _row_normalise(same_inst), shared)
         elif kind == "class":
             own = torch.where(fg[:, None], _row_normalise(all_fg), shared)
@@ -146,7 +148,8 @@ def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_f
                       noise: float = 0.5, seed: int = 0, drift: float = 0.5,
                       radius: tuple[float, float] | None = None, close: float = 0.0,
                       head_types: tuple[str, ...] = SHARED_HEAD_TYPES,
-                      shuffle_heads: bool = True, shape: str = "blob") -> SyntheticScene:
+                      shuffle_heads: bool = True, shape: str = "blob",
+                      instance_share: float = 1.0) -> SyntheticScene:
     """A seeded scene of the shared-component family (see the module docstring).
 
     Args:
@@ -161,7 +164,11 @@ def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_f
             as in the failure this family reproduces).
         shuffle_heads: shuffle the head order per scene (the truth is in ``head_types``).
         shape: the objects' shape, ``"blob"`` or ``"bar"`` (``synthetic_scenes.SHAPES``).
+        instance_share: scales the instance head's own share ``w`` (1 = 0.3-0.5 of every
+            row; 0.5 = 0.15-0.25): how weak the one instance-separating structure is.
     """
+    if not instance_share > 0:
+        raise ValueError(f"instance_share={instance_share!r}: expected a number > 0")
     rng = np.random.default_rng(seed)
     masks, velocity, scene, gen = drifting_scene(rng, n_instances, grid, noise=noise, drift=drift,
                                                  radius=radius, close=close, head_types=head_types,
@@ -177,7 +184,7 @@ def make_shared_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_f
             clutter.append((far[int(rng.integers(len(far)))], float(rng.uniform(0.3, 0.6))))
     for f in range(n_frames):
         labels = moved_labels(masks, velocity, f, grid)
-        self_attn = _self_attention(rng, labels, noise, scene.head_types, gen)
+        self_attn = _self_attention(rng, labels, noise, scene.head_types, gen, instance_share)
         cross_attn = _cross_attention(rng, labels, noise, len(types), clutter)
         scene.frames.append(SyntheticFrame(self_attn, cross_attn, labels))
     return scene

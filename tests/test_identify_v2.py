@@ -321,3 +321,19 @@ def test_elongated_objects_are_counted_in_every_family():
         fr = sc.frames[0]
         assert fr.count == 3
         assert layout_from_attention(fr.self_attn, fr.cross_attn, (20, 32), cfg).count == 3, make.__name__
+
+
+def test_shared_family_instance_share_weakens_only_the_instance_head():
+    def kept_on_objects(share):
+        sc = make_shared_scene(3, (10, 16), noise=0.0, seed=4, instance_share=share)
+        fr, types = sc.frames[0], sc.head_types
+        lab = torch.from_numpy(fr.labels.reshape(-1))
+        same = (lab[:, None] == lab[None, :]) & (lab[:, None] > 0)
+        return [float((fr.self_attn[k] * same).sum() / (lab > 0).sum()) for k in range(len(types))], types
+    full, types = kept_on_objects(1.0)
+    half, _ = kept_on_objects(0.5)
+    inst = types.index("instance")
+    assert half[inst] < full[inst] - 0.05  # its rows keep less on their own object
+    assert all(abs(a - b) < 1e-6 for k, (a, b) in enumerate(zip(full, half)) if k != inst)
+    with pytest.raises(ValueError, match="instance_share=0"):
+        make_shared_scene(3, (10, 16), instance_share=0)
