@@ -302,8 +302,8 @@ def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int, head
 
 def objects_in_noun_map(frame, grid, cfg: NuminaConfig) -> bool:
     """Whether every object of ``frame`` reaches the focus threshold somewhere in the noun's
-    cross map (``cfg``'s map and threshold: above the map's median by ``peak_ratio`` of its
-    range). Where one does not, the noun's map holds no trace of it that a counter could
+    cross map (``cfg``'s map and threshold: the map's median plus ``peak_ratio`` of the way
+    from the median to its peak). Where one does not, the noun's map holds no trace of it that a counter could
     attribute to the noun: in crowded small-grid frames the blur leaves a small object's
     bump at the level of the frame's median."""
     cross_map, _ = select_cross_attention(torch.as_tensor(frame.cross_attn), cfg.cross_head)
@@ -803,11 +803,11 @@ def _fmt(v) -> str:
 #: what the last two columns of ``CELL_TABLE_HEADER`` mean
 CELL_COLUMNS_NOTE = (
     "'Noun map shows every object': the share of frames in which every object reaches the "
-    "focus threshold somewhere in the noun's cross map (the head-mean map above its median by "
-    "`peak_ratio` of its range); in the other frames some object leaves no trace in the map that "
+    "focus threshold somewhere in the noun's cross map (the head-mean map at or above its median "
+    "plus `peak_ratio` of the way from the median to its peak); in the other frames some object leaves no trace in the map that "
     "a counter could attribute to the noun (in crowded small-grid frames the blur leaves a small "
     "object's bump at the level of the frame's median). 'Default there': the default's voted "
-    "accuracy on those frames alone.")
+    "accuracy on those frames alone ('-': not measured in that run).")
 
 CELL_TABLE_HEADER = ("| family | grid | noise | default | default, per frame | paper preset | naive cross CC "
                      "| true head | chosen head is true | noun map shows every object | default there |",
