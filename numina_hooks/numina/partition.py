@@ -794,18 +794,23 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     # averaged over the used rows (the diagonal is always sampled: scaling it too would
     # overrate heads that attend to the query itself)
     scale = (size - 1) / np.maximum(used - 1, 1)
-    buckets = _width_buckets(used)
+    # per block width: its groups and which entries of their blocks are members (not padding)
+    buckets = [(idx, w, torch.from_numpy(filled[idx, :w, None] & filled[idx, None, :w]))
+               for idx, w in _width_buckets(used)]
     heads_t = torch.from_numpy(g_head.astype(np.int64))
 
-    def kept(read) -> np.ndarray:
-        """[2, G]: every entry, then the rows' own entries left out; ``read(idx, w)`` gives
-        the float32 [len(idx), w, w] blocks of the groups ``idx`` on their first w members."""
+    def kept(read, sel: np.ndarray) -> np.ndarray:
+        """[2, G]: every entry, then the rows' own entries left out, for the groups ``sel``
+        (bool [G]; 0 for the others); ``read(idx, w)`` gives the float32 [len(idx), w, w]
+        blocks of the groups ``idx`` on their first w members."""
         total, diag = np.zeros(n_groups), np.zeros(n_groups)
-        for idx, w in buckets:
-            mask = torch.from_numpy(filled[idx, :w])
-            vals = read(idx, w) * (mask[:, :, None] & mask[:, None, :])  # padding left out
-            total[idx] = vals.sum((1, 2)).double().numpy()
-            diag[idx] = vals.diagonal(dim1=1, dim2=2).sum(1).double().numpy()
+        for idx, w, member_pairs in buckets:
+            pick = np.nonzero(sel[idx])[0]
+            if len(pick) == 0:
+                continue
+            vals = read(idx[pick], w) * member_pairs[torch.from_numpy(pick)]
+            total[idx[pick]] = vals.sum((1, 2)).double().numpy()
+            diag[idx[pick]] = vals.diagonal(dim1=1, dim2=2).sum(1).double().numpy()
         off = (total - diag) * scale
         return np.stack([diag + off, off]) / used
 
@@ -813,14 +818,14 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
         def read(idx, w):  # the blocks of the members moved by ``offset``
             rows = torch.from_numpy(members[idx, :w] + offset[idx, None])
             return source.blocks(heads_t[torch.from_numpy(idx)], rows)
-        return kept(_only(read, sel))
+        return kept(read, sel)
 
     everything = np.ones(n_groups, dtype=bool)
     inside = containment(everything, np.zeros(n_groups, dtype=np.int64))
     moved = np.zeros((2, n_groups))
     for dy, dx, ok in moves:
         if ok.any():
-            moved[:, ok] += containment(ok, dy * W + dx)[:, ok]
+            moved += containment(ok, dy * W + dx)
     lift = inside - moved / np.maximum(n_moves, 1)
     stuck = n_moves == 0
     if stuck.any():  # too large to move: compare with the all-head mean
@@ -828,8 +833,7 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
             rows = torch.from_numpy(members[idx, :w])
             return torch.stack([source.blocks(torch.full((len(idx),), k, dtype=torch.long), rows)
                                 for k in range(h)]).mean(0)
-        sel = np.nonzero(stuck)[0]
-        lift[:, sel] = inside[:, sel] - kept(_only(head_mean, stuck))[:, sel]
+        lift[:, stuck] = inside[:, stuck] - kept(head_mean, stuck)[:, stuck]
     for k in range(h):
         pick = g_head == k
         out[k][g_region[pick]] = lift[0, pick]
@@ -844,18 +848,6 @@ def _width_buckets(used: np.ndarray) -> list:
     top = int(used.max())
     w = np.minimum(np.maximum(4, 2 ** np.ceil(np.log2(np.maximum(used, 1)))), top).astype(np.int64)
     return [(np.nonzero(w == b)[0], int(b)) for b in np.unique(w)]
-
-
-def _only(read, sel: np.ndarray):
-    """``read(idx, w)`` (blocks of groups, see ``_containment_lift``) on the groups of
-    ``sel`` (bool [G]) only: zero blocks for the others."""
-    def masked(idx, w):
-        out = torch.zeros(len(idx), w, w)
-        pick = sel[idx]
-        if pick.any():
-            out[torch.from_numpy(np.nonzero(pick)[0])] = read(idx[pick], w)
-        return out
-    return masked
 
 
 def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:
