@@ -290,13 +290,13 @@ def head_types_for(family: str, heads: int) -> tuple[str, ...]:
 def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int, heads: int = HEADS,
            radius: tuple[float, float] | None = None, scene: dict | None = None):
     types = head_types_for(family, heads)
-    size = {} if radius is None else {"radius": radius}  # None: each family's own default
-    size.update(scene or {})  # shape, instance_share (shared family)
+    # radius None: each family's own default; ``scene``: shape, instance_share (shared family)
+    options = ({} if radius is None else {"radius": radius}) | (scene or {})
     if family == "project":
-        sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **size)
+        sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **options)
         return sc, types
     make = make_feature_scene if family == "feature" else make_shared_scene
-    sc = make(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **size)
+    sc = make(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **options)
     return sc, sc.head_types  # these two families shuffle the head order per scene
 
 
@@ -498,8 +498,8 @@ def run_weak_instance(args) -> int:
     ``args.instance_share`` (the one structure that separates objects made weaker); returns 1
     when an accuracy aim is missed."""
     stem = f"identify_instance_share_{args.instance_share:g}"
-    args.families = ["shared"]
-    return run_cells_variant(args, stem, weak_instance_markdown,
+    shared_only = argparse.Namespace(**{**vars(args), "families": ["shared"]})
+    return run_cells_variant(shared_only, stem, weak_instance_markdown,
                              scene={"instance_share": args.instance_share})
 
 
