@@ -84,13 +84,11 @@ import torch  # noqa: E402
 from numina_hooks.context import CallContext, Geometry  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
-from numina_hooks.numina.identify import LayoutReader, exclusive_instances  # noqa: E402
+from numina_hooks.numina.identify import LayoutReader, exclusive_instances, instances_by_noun  # noqa: E402
 from numina_hooks.numina.layout import (bright_pixels, choose_from_partitions, focus_mask,  # noqa: E402
-                                        layout_from_attention,
-                                        naive_cross_count, partition_options, temporal_vote,
-                                        with_unclaimed)
-from numina_hooks.numina.partition import _regions_to_ids as regions_to_instances  # noqa: E402
-from numina_hooks.numina.partition import head_instances, partition_heads  # noqa: E402
+                                        layout_from_attention, naive_cross_count,
+                                        partition_options, temporal_vote)
+from numina_hooks.numina.partition import partition_heads  # noqa: E402
 from numina_hooks import views as views_module  # noqa: E402
 from numina_hooks.views import AttentionView, Site, distinct_keys  # noqa: E402
 
@@ -610,11 +608,7 @@ def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
             focus = {name: focus_mask(m, grid, cfg) for name, m in maps.items()}
             parts = partition_heads(sa, grid, **partition_options(cfg))
             head, _, _ = choose_from_partitions(parts, sa, focus["present"] | focus["absent"], cfg)
-            labels = {name: np.zeros(grid, dtype=np.int32) for name in focus}  # no head: no instance
-            for name, f in (focus.items() if head >= 0 else ()):
-                keep = head_instances(parts, head, f, cfg.focus_overlap, cfg.min_lift)
-                labels[name] = with_unclaimed(regions_to_instances(parts.regions[head], keep), f, sa,
-                                              head, cfg, parts.sink_keys[head])
+            labels = instances_by_noun(parts, head, focus, cfg, sa, head)
             exclusive_instances(labels, {name: m.reshape(grid).numpy() for name, m in maps.items()})
             zero.append(int(labels["absent"].max()) == 0)
             right.append(int(labels["present"].max()) == fp.count)

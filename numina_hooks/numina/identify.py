@@ -257,23 +257,20 @@ class LayoutReader:
                 frame.pca_rgb = _regions_rgb(frame.proposals)
         found: dict[str, list] = {noun: [] for noun in self.columns}
         for f, frame in enumerate(self.frames):
+            focus = {noun: crosses[noun][f][2] for noun in self.columns}
+            if frame.partitions is not None:
+                source = source_head = None
+                sources = self._layer_sources.get(frame.self_layer) if frame.pooled_head >= 0 else None
+                if sources:
+                    source, head_in_source = sources[f]
+                    source_head = frame.self_head if head_in_source is None else head_in_source
+                labels = instances_by_noun(frame.partitions, frame.pooled_head, focus, cfg, source,
+                                           source_head)
+            else:
+                labels = {noun: _instances(frame.proposals, fm, cfg.focus_overlap)
+                          for noun, fm in focus.items()}
             for noun in self.columns:
-                cross, head, focus = crosses[noun][f]
-                if frame.partitions is not None and frame.pooled_head >= 0:
-                    keep = head_instances(frame.partitions, frame.pooled_head, focus,
-                                          cfg.focus_overlap, cfg.min_lift)
-                    labels = _regions_to_instances(frame.proposals, keep)
-                    sources = self._layer_sources.get(frame.self_layer)
-                    if sources:
-                        source, head_in_source = sources[f]
-                        labels = with_unclaimed(labels, focus, source, frame.self_head if head_in_source is None
-                                                else head_in_source, cfg,
-                                                frame.partitions.sink_keys[frame.pooled_head])
-                elif frame.partitions is not None:
-                    labels = np.zeros(self.grid, dtype=np.int32)
-                else:
-                    labels = _instances(frame.proposals, focus, cfg.focus_overlap)
-                found[noun].append(labels)
+                found[noun].append(labels[noun])
             if cfg.exclusive_regions and len(self.columns) > 1:
                 maps = {noun: crosses[noun][f][0].reshape(self.grid).numpy() for noun in self.columns}
                 exclusive_instances({noun: found[noun][f] for noun in self.columns}, maps)
@@ -290,6 +287,29 @@ class LayoutReader:
             reading.counts = temporal_vote(reading.frame_counts, cfg.temporal_window)
             self.nouns[noun] = reading
         self._layer_sources = {}  # the layout is built: the q/k (or maps) kept for it go
+
+
+def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndarray],
+                      cfg: NuminaConfig, source=None, source_head: int | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Phase 1's rule for the nouns of one frame once the head is chosen: each noun keeps the
+    instances of ``head`` (of ``parts``; -1 = none chosen: no instance) on its own focus mask
+    (``focus``: noun -> bool [H, W]), and, with ``source`` (the frame's self-attention map or
+    a source of its entries, whose head ``source_head`` is ``head``), the instances it finds
+    in the focus those leave unclaimed (``with_unclaimed``). Returns noun -> int32 [H, W]
+    labels; one object one noun (``exclusive_instances``) is the caller's next step."""
+    grid = parts.regions.shape[1:]
+    out = {}
+    for noun, noun_focus in focus.items():
+        if head < 0:
+            out[noun] = np.zeros(grid, dtype=np.int32)
+            continue
+        keep = head_instances(parts, head, noun_focus, cfg.focus_overlap, cfg.min_lift)
+        labels = _regions_to_instances(parts.regions[head], keep)
+        if source is not None:
+            labels = with_unclaimed(labels, noun_focus, source, source_head, cfg, parts.sink_keys[head])
+        out[noun] = labels
+    return out
 
 
 def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarray]) -> None:
