@@ -82,6 +82,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from numina_hooks.context import CallContext, Geometry  # noqa: E402
+from numina_hooks.numina.attention_entries import row_scores  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader, exclusive_instances, instances_by_noun  # noqa: E402
@@ -176,16 +177,18 @@ def _products(views) -> float:
     """Seconds per frame of the bare float32 products the exact reader cannot avoid: every
     frame's ``q k^T`` over its own video keys (the softmax normalisers of the self view) and
     over the distinct text keys (those of the cross view; equal padding keys count once),
-    nothing else."""
+    nothing else, each head's with the product the reader uses (``row_scores``: oneDNN's on
+    the CPU where torch has it)."""
     self_view, cross_view = views
     geo = self_view.geometry
     t0 = time.perf_counter()
     text = distinct_keys(cross_view.k)[0][0].float()
     for f in range(geo.frames):
         q, k = self_view.self_attention_qk(f, batch=[0])
-        qf = q[0].float()
-        torch.bmm(qf, k[0].float().transpose(1, 2))
-        torch.bmm(qf, text.transpose(1, 2))
+        qf, kf = q[0].float(), k[0].float()
+        for head in range(qf.shape[0]):
+            row_scores(qf[head], kf[head])
+            row_scores(qf[head], text[head])
     return (time.perf_counter() - t0) / geo.frames
 
 

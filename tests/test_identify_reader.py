@@ -327,3 +327,36 @@ def test_cross_maps_over_a_padded_prompt_equal_the_softmax_over_every_key():
     for cols, maps in zip([[1, 2], [12]], got):
         want = probs[..., cols].mean(-1).reshape(1, 4, 2, 3, 4)
         torch.testing.assert_close(maps.double(), want, atol=1e-6, rtol=1e-5)
+
+
+def test_row_scores_are_the_float32_products_whichever_kernel_runs(monkeypatch):
+    from numina_hooks.numina import attention_entries
+
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(70, 48, generator=g), torch.randn(130, 48, generator=g)
+    want = q.double() @ k.double().T
+    got = attention_entries.row_scores(q, k)
+    assert got.dtype == torch.float32 and got.shape == (70, 130)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    # a build without oneDNN's operator (or one that refuses the inputs): torch.mm, and the
+    # operator is not tried again
+    monkeypatch.setattr(attention_entries, "_ONEDNN", [True])
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no oneDNN here")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", refuse, raising=False)
+    torch.testing.assert_close(attention_entries.row_scores(q, k).double(), want, rtol=1e-5, atol=1e-4)
+    assert attention_entries._ONEDNN == [False]
+
+
+def test_row_scores_keep_gradients_and_other_dtypes():
+    from numina_hooks.numina.attention_entries import row_scores
+
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(5, 8, generator=g, requires_grad=True)
+    k = torch.randn(6, 8, generator=g)
+    row_scores(q, k).sum().backward()  # the gradient path (torch.mm)
+    torch.testing.assert_close(q.grad, k.sum(0).expand(5, 8))
+    qb, kb = q.detach().bfloat16(), k.bfloat16()
+    assert row_scores(qb, kb).dtype == torch.bfloat16

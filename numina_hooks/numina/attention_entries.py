@@ -22,10 +22,33 @@ import math
 
 import torch
 
-__all__ = ["MapSelfAttention", "QKSelfAttention", "CHUNK_ELEMENTS"]
+__all__ = ["MapSelfAttention", "QKSelfAttention", "CHUNK_ELEMENTS", "row_scores"]
 
 #: float32 scores held at once by the q/k source's normaliser pass (one head's row chunk).
 CHUNK_ELEMENTS = 1 << 20  # 4 MB: a chunk stays in a core's L2 cache
+
+#: Whether ``row_scores`` may use oneDNN's float32 matrix product on the CPU (cleared for the
+#: process the first time the operator is missing or refuses its inputs).
+_ONEDNN = [True]
+
+
+def row_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q @ k.T`` for ``q`` ``[r, d]`` and ``k`` ``[n, d]`` -> ``[r, n]``, in their dtype.
+
+    On the CPU in float32 this is oneDNN's matrix product (``torch.ops.mkldnn._linear_pointwise``,
+    the operator torch's compiler uses for linear layers) where torch has it and oneDNN is
+    enabled (``torch.backends.mkldnn``), else ``torch.mm`` (MKL). Both are float32 products with
+    float32 accumulation; on the AMD EPYC this project measures on, MKL runs a narrower code
+    path and oneDNN took 0.45x its time for a frame's scores at 30x52 (12 heads of 128: 36 ms
+    against 82 ms, one thread), the results equal bit for bit there."""
+    if (_ONEDNN[0] and q.device.type == "cpu" and q.dtype == torch.float32 and k.dtype == torch.float32
+            and torch.backends.mkldnn.enabled
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))):  # no gradient there
+        try:
+            return torch.ops.mkldnn._linear_pointwise(q, k, None, "none", [], "")
+        except (AttributeError, RuntimeError, NotImplementedError):  # no such operator in this build
+            _ONEDNN[0] = False
+    return torch.mm(q, k.t())
 
 
 class MapSelfAttention:
@@ -109,13 +132,11 @@ class QKSelfAttention:
             picks = [order[bounds[c]:bounds[c + 1]] for c in range(len(starts))]
             local = [(rows[sel] - r0) * n + cols[sel] for sel, r0 in zip(picks, starts)]
             logits = torch.empty(h, rows.numel(), device=self.device)
-        buf = torch.empty(rows_per_chunk, n, device=self.device)
         for head in range(h):
-            kt = self._k[head].t()
+            k_head = self._k[head]
             for c, r0 in enumerate(starts):
                 r1 = min(n, r0 + rows_per_chunk)
-                s = buf[:r1 - r0]
-                torch.mm(self._q[head, r0:r1], kt, out=s)
+                s = row_scores(self._q[head, r0:r1], k_head)
                 if self._pairs is not None:
                     logits[head, picks[c]] = s.reshape(-1)[local[c]]
                 top = s.amax(1, keepdim=True)
@@ -166,7 +187,7 @@ class QKSelfAttention:
         pick = pick.to(self.device)
         out = torch.empty(self.heads, self.n)
         for head in range(self.heads):
-            s = torch.mm(self._q[head, pick], self._k[head].t())
+            s = row_scores(self._q[head, pick], self._k[head])
             out[head] = torch.exp(s - self.lse[head, pick][:, None]).mean(0).cpu()
         return out
 
