@@ -194,11 +194,9 @@ class NuminaConfig:
     rows spread over many keys) and a compact splinter's high, so ``link_ratio`` alone
     leaves splinters cut off at a large object's rim counted as objects. Used only with
     ``link_ratio``; None = the ratio alone."""
-    splinter_fraction: float = 0.5
+    splinter_fraction: float = 0.25
     """Largest size of a splinter relative to the region it may join (see
-    ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone. At
-    noise a huge object's core cut leaves pieces of up to half its size (mutual affinity -0.1
-    to 0.3 where two objects give -2 and lower, on the feature family at noise 1.0)."""
+    ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""
     unclaimed_min_lift: float | None = 0.05
     """Objects too large for the edge cut: the focus left at least one patch away from the
     chosen head's instances splits into components; one of at least ``unclaimed_min_size``
