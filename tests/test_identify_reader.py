@@ -338,6 +338,9 @@ def test_row_scores_are_the_float32_products_whichever_kernel_runs(monkeypatch):
     got = attention_entries.row_scores(q, k)
     assert got.dtype == torch.float32 and got.shape == (70, 130)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    # strided views (a transpose's transpose) give the same products
+    strided = attention_entries.row_scores(q.t().contiguous().t(), k.t().contiguous().t())
+    torch.testing.assert_close(strided.double(), want, rtol=1e-5, atol=1e-4)
     # a build without oneDNN's operator (or one that refuses the inputs): torch.mm, and the
     # operator is not tried again
     monkeypatch.setattr(attention_entries, "_ONEDNN", [True])
