@@ -28,7 +28,7 @@ def _block(rows: range, cols: range) -> np.ndarray:
 
 def _links(groups, logd, cfg):
     sa, groups = group_head(groups, logd, N)
-    return _linked(sa, 0, groups, cfg.link_ratio, 256, splinter_option(cfg), GRID, cfg.link_touch_ratio)
+    return _linked(sa, 0, groups, cfg.link_ratio, 256, splinter_option(cfg), GRID)
 
 
 # a large object O (rows 0-5, 120 patches) whose rows spread (own affinity 0.9), a splinter
@@ -125,18 +125,3 @@ def test_phase_one_reader_counts_large_objects_once_from_qk(config, counts):
     for view in _feature_views(scene, (30, 52)):
         reader.on_attention(view)
     assert reader.nouns["objects"].frame_counts == counts
-
-
-def test_touching_pieces_link_at_the_touch_ratio_and_pieces_apart_need_the_ratio():
-    # two pieces of 60 and 40 patches whose mutual affinity is 0.6 of the smaller own (1.0):
-    # touching (a core cut through one object) they join at link_touch_ratio 0.5; a row of
-    # background between them (two objects near each other) they need link_ratio 0.75
-    a, touching, apart = _block(range(3), range(20)), _block(range(3, 5), range(20)), _block(range(4, 6), range(20))
-    logd = [[1.0, 0.6], [0.6, 1.2]]
-    assert _links([a, touching], logd, NuminaConfig())[0, 1]
-    assert not _links([a, apart], logd, NuminaConfig())[0, 1]
-    assert not _links([a, touching], logd, NuminaConfig(link_touch_ratio=None))[0, 1]
-    # at 0.8 of their own, both join by the ratio alone
-    assert _links([a, apart], [[1.0, 0.8], [0.8, 1.2]], NuminaConfig())[0, 1]
-    with pytest.raises(ValueError, match="link_touch_ratio=0"):
-        NuminaConfig(link_touch_ratio=0)

@@ -56,7 +56,6 @@ _INTERVALS = {
     "min_lift": (0, True, 1, False, False, ""),
     "min_member_lift": (0, True, 1, False, True, " (no check)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
-    "link_touch_ratio": (0, False, 1, True, True, " (link_ratio for touching regions too)"),
     "splinter_fraction": (0, False, 1, True, False, ""),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
@@ -181,18 +180,12 @@ class NuminaConfig:
     and two cores are never joined (one bridging edge no longer merges two objects); an
     object split into several cores is joined again by ``link_ratio``. None = plain
     components of the joined edges."""
-    link_ratio: float | None = 0.75
+    link_ratio: float | None = 0.5
     """Two regions of a head become one (the pieces of an object cut apart by an occluder
     or the frame's edge, by ``core_quantile``, or a large object split by the cut at high
     noise) when their mutual affinity reaches this
     share of their own, in log units above a uniform map (``partition.link_regions``);
     None = never join."""
-    link_touch_ratio: float | None = 0.5
-    """The ratio of ``link_ratio`` for two regions that touch (a pixel of one among the 8
-    neighbours of the other), when lower: the pieces a core cut leaves of one object touch,
-    and their mutual affinity is 0.30-0.75 of their own on the synthetic families' large
-    objects; objects a patch or two apart reached half of their own on the toy model. None
-    = ``link_ratio`` for every pair."""
     splinter_link_gap: float | None = 1.0
     """A region at most ``splinter_fraction`` of another's size also joins it when their
     mutual affinity is at most this far (natural log) below the smaller of their own: the

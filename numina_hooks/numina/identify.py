@@ -196,8 +196,7 @@ class LayoutReader:
         if cfg.link_ratio is not None:
             # the ratio alone here, before any focus is known: a splinter joins its object
             # once the head is chosen, among that focus's candidates (``_link_splinters``)
-            link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample,
-                         touch_ratio=cfg.link_touch_ratio)
+            link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
         return parts, source
 
     def _link_splinters(self, frame, f: int, head: int, block: int, in_block: int, focus: np.ndarray) -> None:
@@ -216,8 +215,7 @@ class LayoutReader:
         on_focus = focus_regions(frame.partitions, focus, cfg.focus_overlap)[head]
         link_head(frame.partitions, head, _as_source(source),
                   in_block if head_in_source is None else head_in_source,
-                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus,
-                  touch_ratio=cfg.link_touch_ratio)
+                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus)
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config

@@ -233,7 +233,7 @@ def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus
         # the chosen head's pieces of one object joined (None: measured and linked already);
         # joined regions keep their pieces' mean lift and contrast, so the choice stands
         link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
-                     splinter_option(cfg), touch_ratio=cfg.link_touch_ratio)
+                     splinter_option(cfg))
         instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift)
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
@@ -262,7 +262,7 @@ def with_unclaimed(labels: np.ndarray, focus: np.ndarray, self_attn, head: int,
     return unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
                                sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys,
-                               splinter=splinter_option(cfg), touch_ratio=cfg.link_touch_ratio)
+                               splinter=splinter_option(cfg))
 
 
 def layout_from_maps(self_map, cross_map, grid: tuple[int, int],

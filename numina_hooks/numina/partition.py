@@ -435,8 +435,7 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
-                 sample: int = 16, heads=None, splinter: tuple[float, float] | None = None,
-                 touch_ratio: float | None = None) -> None:
+                 sample: int = 16, heads=None, splinter: tuple[float, float] | None = None) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -456,8 +455,7 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     entries (``partition_from_qk``); the same frame and heads as ``parts``. ``heads``: the
     heads to link (an iterable of indices; None = every head). ``splinter``: ``(fraction,
     gap)``, a second way to join for a region at most ``fraction`` of the other's size (see
-    ``_linked``); None = the ratio alone. ``touch_ratio``: the ratio for regions that touch
-    (see ``_linked``); None = ``ratio``. Reads one ``[R, R]`` block per head with two or
+    ``_linked``); None = the ratio alone. Reads one ``[R, R]`` block per head with two or
     more candidates (R: their sampled members)."""
     source = _as_source(self_attn)
     h = source.heads
@@ -465,17 +463,16 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
         raise ValueError(f"link_regions: parts has {parts.regions.shape[0]} heads, the "
                          f"attention {h}: pass the partitions of this attention")
     for k in range(h) if heads is None else heads:
-        link_head(parts, k, source, k, ratio, min_lift, sample, splinter, touch_ratio=touch_ratio)
+        link_head(parts, k, source, k, ratio, min_lift, sample, splinter)
 
 
 def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: float,
               min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
-              candidates: np.ndarray | None = None, touch_ratio: float | None = None) -> None:
+              candidates: np.ndarray | None = None) -> None:
     """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
     of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
     pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
-    = every region with lift > ``min_lift``; the lift test holds either way);
-    ``touch_ratio`` as in ``link_regions``."""
+    = every region with lift > ``min_lift``; the lift test holds either way)."""
     lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
     eligible = lift > min_lift
     if candidates is not None:
@@ -486,7 +483,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
         return
     flat = parts.regions[k].reshape(-1)
     join = _linked(source, source_head, [np.nonzero(flat == r)[0] for r in ids], ratio, sample, splinter,
-                   parts.regions.shape[1:], touch_ratio)
+                   parts.regions.shape[1:])
     a, b = np.nonzero(np.triu(join, 1))
     if len(a) == 0:
         return
@@ -496,8 +493,8 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
 
 
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
-            splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
-            touch_ratio: float | None = None) -> np.ndarray:
+            splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None
+            ) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
     ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
@@ -517,12 +514,6 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     model it is near 0 for a small object a patch away from a cluster of touching ones, which
     the touch test keeps apart.
 
-    ``touch_ratio``: two groups that touch (as above) are linked at this ratio instead of
-    ``ratio`` when it is lower: the pieces of one object cut apart by the core cut touch,
-    while objects apart from each other need the stricter ``ratio`` (on the toy model two
-    objects of one kind a patch or two apart reached half of their own affinity but not
-    three quarters); None = ``ratio`` for every pair.
-
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
                for g in groups]
@@ -539,13 +530,6 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     lower = np.minimum(own[:, None], own[None, :])
     bar = ratio * lower
     join = (aff >= bar) & (bar > 0)
-    if touch_ratio is not None and touch_ratio < ratio:
-        bar = touch_ratio * lower
-        closer = (aff >= bar) & (bar > 0) & ~join
-        if closer.any():  # the touch test only where it can matter
-            if grid is None:
-                raise ValueError("_linked: touch_ratio needs the grid (touching groups)")
-            join |= closer & _touching(groups, grid)
     if splinter is not None:
         fraction, gap = splinter
         size = np.array([len(g) for g in groups], dtype=np.float64)
@@ -574,8 +558,7 @@ def _touching(groups: list, grid: tuple[int, int]) -> np.ndarray:
 def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: int, *,
                         min_size: int, min_lift: float, link_ratio: float | None,
                         sample: int = 16, sink_keys: np.ndarray | None = None,
-                        splinter: tuple[float, float] | None = None,
-                        touch_ratio: float | None = None) -> np.ndarray:
+                        splinter: tuple[float, float] | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -602,7 +585,6 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         min_lift: the lift a component must exceed.
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
         splinter: ``link_regions``' ``(fraction, gap)``, used with ``link_ratio``.
-        touch_ratio: ``link_regions``' ratio for touching regions, used with ``link_ratio``.
         sample: members measured per component (``lift_sample``).
         sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
             None = no sink check.
@@ -639,7 +621,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     if link_ratio is not None and n_old > 0:
         groups = [np.nonzero(out == i)[0] for i in range(1, n_old + 1)]
         groups += [np.nonzero(cand == i)[0] for i in new]
-        join = _linked(source, head, groups, link_ratio, sample, splinter, (H, W), touch_ratio)[n_old:, :n_old]
+        join = _linked(source, head, groups, link_ratio, sample, splinter, (H, W))[n_old:, :n_old]
         for j in range(len(new)):
             hits = np.nonzero(join[j])[0]
             if len(hits):
