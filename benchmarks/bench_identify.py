@@ -457,7 +457,7 @@ def main() -> None:
     out = HERE / "results"
     if args.reader_only:
         print(json.dumps(reader, indent=1))
-        sys.exit(_aim_missed(reader))
+        sys.exit(_exit_status(_reader_missed(reader)))
     if args.update_reader:  # the reader section re-timed; the accuracy cells kept from their run
         result = json.loads((out / "identify.json").read_text())
         result["reader"] = reader
@@ -781,9 +781,7 @@ def _write_results(out: Path, result: dict) -> int:
     accuracy cells', the layout's time), else 0."""
     result["missed"] = main_aims(result)
     _write(out, "identify", result, markdown(result))
-    for line in result["missed"]:
-        print("aim missed:", line)
-    return 1 if result["missed"] else 0
+    return _exit_status(result["missed"])
 
 
 def main_aims(result: dict) -> list:
@@ -807,9 +805,8 @@ def _reader_missed(reader: dict) -> list:
             f"same layouts as the map path: {cell['same_layouts']}"]
 
 
-def _aim_missed(reader: dict) -> int:
-    """1 (and a message) when the qk path at 30x52 misses the aim, else 0."""
-    missed = _reader_missed(reader)
+def _exit_status(missed: list) -> int:
+    """Print each missed aim of ``missed`` (one line each); 1 when there is one, else 0."""
     for line in missed:
         print("aim missed:", line)
     return 1 if missed else 0
