@@ -197,6 +197,27 @@ def _products(views) -> float:
     return (time.perf_counter() - t0) / geo.frames
 
 
+def _products_both(views, onednn_first: bool) -> tuple[float, float]:
+    """``_products`` with the reader's product (``row_scores``) and with ``torch.mm`` alone
+    (MKL; oneDNN switched off for the call), back to back in the order given: (oneDNN s, mm s).
+    Where oneDNN is missing both are ``torch.mm``."""
+    from numina_hooks.numina import attention_entries
+
+    def with_mm():
+        saved = attention_entries._ONEDNN[0]
+        attention_entries._ONEDNN[0] = False
+        try:
+            return _products(views)
+        finally:
+            attention_entries._ONEDNN[0] = saved
+
+    if onednn_first:
+        fast = _products(views)
+        return fast, with_mm()
+    slow = with_mm()
+    return _products(views), slow
+
+
 def _cross_maps(cross_view, fold: bool) -> tuple[float, torch.Tensor]:
     """Seconds per frame of ``cross_attention_maps`` for the noun's column, with the equal
     padding keys folded (the default) or not (``distinct_keys`` patched to return every key:
@@ -226,11 +247,13 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
     for grid in grids:
         views = reader_views(grid, frames)
         per = {p: {"self": [], "cross": [], "total": []} for p in paths}
-        ratios, self_ratios, agree, floor = [], [], True, []
+        ratios, self_ratios, agree, floor, mm_floor = [], [], True, [], []
         fold = {"folded": [], "unfolded": [], "ratio": [], "max_abs_diff": 0.0}
         for r in range(rounds.get(grid, 3)):
             got = {}
-            floor.append(_products(views))
+            products = _products_both(views, onednn_first=r % 2 == 0)
+            floor.append(products[0])
+            mm_floor.append(products[1])
             timed = {}
             for folded in ((True, False) if r % 2 == 0 else (False, True)):
                 timed[folded] = _cross_maps(views[1], folded)
@@ -259,6 +282,9 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
                     "ratio_qk_over_maps": round(float(np.median(ratios)), 3),
                     "self_ratio_qk_over_maps": round(float(np.median(self_ratios)), 3),
                     "fp32_products_s": round(float(np.median(floor)), 4),
+                    "fp32_products_mm_s": round(float(np.median(mm_floor)), 4),
+                    "ratio_products_onednn_over_mm": round(float(np.median(
+                        np.array(floor) / np.array(mm_floor))), 3),
                     "cross_maps_fold": {"folded_s": round(float(np.median(fold["folded"])), 4),
                                         "unfolded_s": round(float(np.median(fold["unfolded"])), 4),
                                         "ratio": round(float(np.median(fold["ratio"])), 3),
@@ -891,6 +917,13 @@ def reader_markdown(result: dict) -> list:
                   "|---|---|---|---|---|"]
         lines += [f"| {g} | {f['folded_s']} | {f['unfolded_s']} | **{f['ratio']}x** | {f['max_abs_diff']:.1e} |"
                   for g, f in fold_rows]
+    mm_rows = [(g, reader[g]) for g in grids if "fp32_products_mm_s" in reader[g]]
+    if mm_rows:
+        lines += ["", "The products with the reader's product (`row_scores`: oneDNN's float32 matrix "
+                  "product on the CPU) against `torch.mm` alone (MKL), seconds per frame, same rounds, "
+                  "order alternated; ratio: median of the per-round ratios: "
+                  + "; ".join(f"{g} {c['fp32_products_s']} against {c['fp32_products_mm_s']} "
+                              f"(**{c['ratio_products_onednn_over_mm']}x**)" for g, c in mm_rows) + "."]
     run = result.get("reader_run")
     if run:
         lines += ["", f"This section's run: {run['date']}, {run['note']}; load average at its end "
