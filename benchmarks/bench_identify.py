@@ -92,7 +92,7 @@ from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader, exclusive_instances, instances_by_noun  # noqa: E402
 from numina_hooks.numina.layout import (bright_pixels, choose_from_partitions, focus_mask,  # noqa: E402
                                         layout_from_attention, naive_cross_count,
-                                        partition_options, temporal_vote)
+                                        partition_options, self_attention_source, temporal_vote)
 from numina_hooks.numina.partition import partition_heads  # noqa: E402
 from numina_hooks import views as views_module  # noqa: E402
 from numina_hooks.views import AttentionView, Site, distinct_keys  # noqa: E402
@@ -640,9 +640,10 @@ def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
             maps = {name: select_cross_attention(torch.as_tensor(f.cross_attn), cfg.cross_head)[0]
                     for name, f in (("present", fp), ("absent", fa))}
             focus = {name: focus_mask(m, grid, cfg) for name, m in maps.items()}
-            parts = partition_heads(sa, grid, **partition_options(cfg))
-            head, _, _ = choose_from_partitions(parts, sa, focus["present"] | focus["absent"], cfg)
-            labels = instances_by_noun(parts, head, focus, cfg, sa, head)
+            source = self_attention_source(sa, cfg)
+            parts = partition_heads(source, grid, **partition_options(cfg))
+            head, _, _ = choose_from_partitions(parts, source, focus["present"] | focus["absent"], cfg)
+            labels = instances_by_noun(parts, head, focus, cfg, source, head)
             exclusive_instances(labels, {name: m.reshape(grid).numpy() for name, m in maps.items()})
             zero.append(int(labels["absent"].max()) == 0)
             right.append(int(labels["present"].max()) == fp.count)

@@ -70,7 +70,8 @@ class ReadingRecorder:
                 parts, _ = partition_from_qk(q[0], k[0], view.scale, (geo.height, geo.width), band=cfg.edge_band,
                                              min_region=cfg.min_region,
                                              max_region_fraction=cfg.max_region_fraction,
-                                             reference_quantile=cfg.edge_reference_quantile, sink_mass=cfg.sink_mass)
+                                             reference_quantile=cfg.edge_reference_quantile, sink_mass=cfg.sink_mass,
+                                             exclude_own_key=cfg.own_key == "excluded")
                 out.append(parts)
             self.parts[view.layer] = out
         elif view.kind == "cross":

@@ -14,6 +14,15 @@ containment lift), and the mean of a few rows (attention-sink keys). Two sources
 
 Both return float32 values on the CPU; the q/k source agrees with the map to float32
 rounding (the map's softmax divides by the row sum, this one subtracts the log-sum-exp).
+
+**Own keys.** With ``exclude_own_key=True`` both read the rows with each row's entry on its
+own key removed and the rest renormalised: ``A'[i, j] = A[i, j] / (1 - A[i, i])`` for
+``j != i``, ``A'[i, i] = 0``. A token's attention to itself says nothing about which other
+tokens belong with it, yet heads whose queries and keys share a per-token component (texture,
+noise) spend most of each row on its own key, which leaves every other entry of the row, and
+so every affinity to a neighbour, small and noisy. The q/k source leaves the own key out of
+the normaliser itself (exact); the map source divides by ``1 - A[i, i]`` (floored at
+``OWN_KEY_FLOOR``).
 """
 
 from __future__ import annotations
@@ -22,10 +31,14 @@ import math
 
 import torch
 
-__all__ = ["MapSelfAttention", "QKSelfAttention", "CHUNK_ELEMENTS", "row_scores"]
+__all__ = ["MapSelfAttention", "QKSelfAttention", "CHUNK_ELEMENTS", "OWN_KEY_FLOOR", "row_scores"]
 
 #: float32 scores held at once by the q/k source's normaliser pass (one head's row chunk).
 CHUNK_ELEMENTS = 1 << 20  # 4 MB: a chunk stays in a core's L2 cache
+
+#: Smallest share a map row keeps off its own key when the own key is left out (a row with
+#: everything on itself has no neighbours to read; the floor keeps its entries finite).
+OWN_KEY_FLOOR = 1e-6
 
 #: Whether ``row_scores`` may use oneDNN's float32 matrix product on the CPU (cleared for the
 #: process the first time the operator is missing or refuses its inputs).
@@ -53,14 +66,30 @@ def row_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 class MapSelfAttention:
     """Entries of a ready map ``self_attn`` ``[heads, N, N]`` (rows sum to 1, any float
-    dtype, any device)."""
+    dtype, any device); with ``exclude_own_key`` each row without its own key (module
+    docstring)."""
 
-    def __init__(self, self_attn: torch.Tensor):
+    def __init__(self, self_attn: torch.Tensor, *, exclude_own_key: bool = False):
         if self_attn.dim() != 3 or self_attn.shape[1] != self_attn.shape[2]:
             raise ValueError(f"self_attn has shape {tuple(self_attn.shape)}; expected "
                              "[heads, N, N] (one frame's self-attention, N = H * W)")
         self.map = self_attn
         self.heads, self.n = int(self_attn.shape[0]), int(self_attn.shape[1])
+        self.exclude_own_key = bool(exclude_own_key)
+        # what each row keeps off its own key, [heads, N] on the CPU (None: rows as they are)
+        self._kept = None
+        if self.exclude_own_key:
+            own = self_attn.diagonal(dim1=1, dim2=2).float().cpu()
+            self._kept = (1.0 - own).clamp_min(OWN_KEY_FLOOR)
+
+    def _renormalised(self, vals: torch.Tensor, head_of: torch.Tensor | None, rows: torch.Tensor,
+                      cols: torch.Tensor) -> torch.Tensor:
+        """``vals`` (entries at ``rows``/``cols``, heads ``head_of`` or every head along dim 0)
+        without the own key: divided by the row's kept share, 0 where ``rows == cols``."""
+        if self._kept is None:
+            return vals
+        kept = self._kept[:, rows] if head_of is None else self._kept[head_of, rows]
+        return torch.where(rows == cols, torch.zeros((), dtype=vals.dtype), vals / kept)
 
     def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """``A[:, rows, cols]`` for long ``rows``/``cols`` ``[P]`` -> float32 ``[heads, P]``."""
@@ -69,8 +98,10 @@ class MapSelfAttention:
         if flat.device.type == "cpu":
             # one 1-D gather per head: the [heads, P] advanced index over the [heads, N*N] map
             # took twice as long on the CPU (a frame's bundles at 30x52: 9.8 ms against 18-20 ms)
-            return torch.stack([row.index_select(0, lin) for row in flat]).float()
-        return flat[:, lin].float().cpu()
+            vals = torch.stack([row.index_select(0, lin) for row in flat]).float()
+        else:
+            vals = flat[:, lin].float().cpu()
+        return self._renormalised(vals, None, rows.cpu(), cols.cpu())
 
     def blocks(self, heads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``A[heads[g], rows[g, a], rows[g, b]]`` for long ``heads`` ``[G]`` and ``rows``
@@ -79,12 +110,19 @@ class MapSelfAttention:
         lin = heads[:, None, None] * (n * n) + rows[:, :, None] * n + rows[:, None, :]
         # ``take`` reads the map as flat without a reshape; on the CPU it gathered a frame's
         # blocks in 0.6x the time of flat advanced indexing
-        return torch.take(self.map, lin.to(self.map.device)).float().cpu()
+        vals = torch.take(self.map, lin.to(self.map.device)).float().cpu()
+        heads, rows = heads.cpu(), rows.cpu()
+        return self._renormalised(vals, heads[:, None, None], rows[:, :, None], rows[:, None, :])
 
     def mean_rows(self, pick: torch.Tensor) -> torch.Tensor:
         """Mean of rows ``pick`` (long ``[R]``) -> float32 ``[heads, N]``."""
         # index_select, not advanced indexing: 0.4 ms against 2.1 ms for 64 rows at 30x52
-        return self.map.index_select(1, pick.to(self.map.device)).float().mean(1).cpu()
+        on = pick.to(self.map.device)
+        rows = self.map.index_select(1, on).float()  # [heads, R, N]
+        if self._kept is not None:
+            rows[:, torch.arange(len(pick), device=rows.device), on] = 0.0
+            rows = rows / self._kept[:, pick.cpu()].to(rows.device)[:, :, None]
+        return rows.mean(1).cpu()
 
 
 class QKSelfAttention:
@@ -96,11 +134,14 @@ class QKSelfAttention:
     :param chunk_elements: float32 scores held at once (one head's ``rows x N`` block);
         default ``CHUNK_ELEMENTS``.
     :param name: what the map is, for the error raised when it is constant.
+    :param exclude_own_key: each row without its own key (module docstring): the own key
+        is left out of the normaliser, its entry is 0.
     """
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, scale: float, *,
                  pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 chunk_elements: int | None = None, name: str = "self-attention"):
+                 chunk_elements: int | None = None, name: str = "self-attention",
+                 exclude_own_key: bool = False):
         if q.dim() != 3 or k.shape != q.shape:
             raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must both be "
                              "[heads, N, d] (one frame's queries and keys)")
@@ -108,12 +149,17 @@ class QKSelfAttention:
             raise ValueError(f"scale={scale}: expected a finite number > 0 (the kernel's "
                              "softmax scale, usually head_dim ** -0.5)")
         self.heads, self.n = int(q.shape[0]), int(q.shape[1])
+        if exclude_own_key and self.n < 2:
+            raise ValueError(f"{name} has {self.n} token per frame: without its own key a row "
+                             "has nothing left to read. Check the grid (it needs more than one "
+                             "patch)")
         self.device = q.device
         # scale folded into q once: every entry below is exp(q_i . k_j - lse_i)
         self._q = (q.float() * float(scale)).contiguous()
         self._k = k.float().contiguous()
         self._pairs = pairs
         self._pair_values = None
+        self.exclude_own_key = bool(exclude_own_key)
         chunk = CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
         self.lse = self._normaliser_pass(max(1, chunk), name)  # [heads, N]
 
@@ -137,12 +183,15 @@ class QKSelfAttention:
             for c, r0 in enumerate(starts):
                 r1 = min(n, r0 + rows_per_chunk)
                 s = row_scores(self._q[head, r0:r1], k_head)
+                if self.exclude_own_key:  # row r0 + i's own key is column r0 + i
+                    s.diagonal(offset=r0).fill_(-math.inf)
                 if self._pairs is not None:
                     logits[head, picks[c]] = s.reshape(-1)[local[c]]
                 top = s.amax(1, keepdim=True)
                 total = s.sub_(top).exp_().sum(1)
-                # every logit of a row equal: exp(0) = 1 exactly, N times
-                ones[head, r0:r1] = total == n
+                # every logit of a row equal: exp(0) = 1 exactly, N times (N - 1 without
+                # the own key)
+                ones[head, r0:r1] = total == (n - 1 if self.exclude_own_key else n)
                 lse[head, r0:r1] = top[:, 0] + total.log()
         if bool(ones.all()):
             raise ValueError(
@@ -165,6 +214,8 @@ class QKSelfAttention:
         for p0 in range(0, rows.numel(), step):
             r, c = rows[p0:p0 + step], cols[p0:p0 + step]
             logit = (self._q[:, r] * self._k[:, c]).sum(-1)
+            if self.exclude_own_key:
+                logit = logit.masked_fill(r == c, -math.inf)
             out[:, p0:p0 + step] = torch.exp(logit - self.lse[:, r]).cpu()
         return out
 
@@ -179,6 +230,8 @@ class QKSelfAttention:
             hd, r = heads[g0:g0 + step, None], rows[g0:g0 + step]
             qb, kb = self._q[hd, r], self._k[hd, r]  # [g, S, d]
             logit = torch.bmm(qb, kb.transpose(1, 2))
+            if self.exclude_own_key:
+                logit = logit.masked_fill(r[:, :, None] == r[:, None, :], -math.inf)
             out[g0:g0 + step] = torch.exp(logit - self.lse[hd, r][:, :, None]).cpu()
         return out
 
@@ -188,6 +241,8 @@ class QKSelfAttention:
         out = torch.empty(self.heads, self.n)
         for head in range(self.heads):
             s = row_scores(self._q[head, pick], self._k[head])
+            if self.exclude_own_key:
+                s[torch.arange(len(pick), device=s.device), pick] = -math.inf
             out[head] = torch.exp(s - self.lse[head, pick][:, None]).mean(0).cpu()
         return out
 

@@ -45,6 +45,7 @@ _CHOICES = {
     "boost_mode": ("mass", "logit_spread", "absolute"),
     "guide_tokens": ("noun", "phrase"),
     "read_tokens": ("noun", "phrase"),
+    "own_key": ("excluded", "kept"),
 }
 
 
@@ -158,6 +159,12 @@ class NuminaConfig:
     edge_reference_quantile: float | None = 0.25
     """Each edge weight is taken relative to this quantile over the heads of the same
     pair's weight (the shared positional part and border effects cancel); None = absolute."""
+    own_key: Literal["excluded", "kept"] = "excluded"
+    """'excluded': the partition reads each self-attention row without the token's entry on
+    its own key, the rest of the row renormalised (``attention_entries``): a head whose
+    queries and keys share a per-token component (texture, noise) spends much of every row
+    on its own key, which shrinks and blurs each row's affinities to its neighbours.
+    'kept': the rows as the softmax gives them."""
     sink_mass: float = 0.05
     """A key receiving at least this share of the average row is an attention sink: a
     region holding it is never an instance."""
@@ -362,7 +369,8 @@ class NuminaConfig:
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None,
-                        borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None)
+                        borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
+                        own_key="kept")
         settings.update(overrides)
         return cls(**settings)
 

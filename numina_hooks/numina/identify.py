@@ -32,7 +32,7 @@ from .config import NuminaConfig
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
                      choose_from_partitions, focus_mask, partition_options, with_unclaimed,
-                     proposals_from_self_map, splinter_option)
+                     proposals_from_self_map, self_attention_source, splinter_option)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, link_head, link_regions, partition_from_qk, temporal_vote)
 
@@ -152,12 +152,14 @@ class LayoutReader:
             best = maps[head]
             parts = None
             if cfg.proposal_cut == "adaptive":
-                parts = _partition(maps, self.grid, cfg)
-                fill_lift(parts, maps, [np.full(len(x), k == head) for k, x in enumerate(parts.lift)],
+                source = self_attention_source(maps, cfg)
+                parts = _partition(source, self.grid, cfg)
+                fill_lift(parts, source, [np.full(len(x), k == head) for k, x in enumerate(parts.lift)],
                           cfg.lift_sample, cfg.min_member_lift)
                 proposals = parts.regions[head]
                 if cfg.unclaimed_min_lift is not None:  # the chosen head's map alone (its head 0)
-                    self._layer_sources.setdefault(view.layer, []).append((maps[head:head + 1].clone(), 0))
+                    self._layer_sources.setdefault(view.layer, []).append(
+                        (self_attention_source(maps[head:head + 1].clone(), cfg), 0))
             else:
                 proposals = proposals_from_self_map(best, self.grid, cfg)
             self.frames.append(
@@ -184,10 +186,12 @@ class LayoutReader:
         if self.self_source == "maps":
             maps = view.self_attention_map(f, batch=[row])[0].cpu()
             check_not_constant(maps, name)
-            parts, source = _partition(maps, self.grid, cfg), maps
+            source = self_attention_source(maps, cfg)
+            parts = _partition(source, self.grid, cfg)
         elif self.self_source == "qk":
             q, k = view.self_attention_qk(f, batch=[row])
             parts, source = partition_from_qk(q[0], k[0], view.scale, self.grid, name=name,
+                                              exclude_own_key=cfg.own_key == "excluded",
                                               **partition_options(cfg))
         else:
             raise ValueError(f"LayoutReader.self_source={self.self_source!r}; expected 'qk' "

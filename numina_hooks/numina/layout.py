@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .attention_entries import MapSelfAttention, QKSelfAttention
 from .config import NuminaConfig
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _components, _relabel, choose_head, fill_lift, focus_regions,
@@ -214,17 +215,31 @@ def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:
     return (cfg.splinter_fraction, cfg.splinter_link_gap)
 
 
-def _partition(sa: torch.Tensor, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
-    return partition_heads(sa, grid, **partition_options(cfg))
+def self_attention_source(self_attn, cfg: NuminaConfig):
+    """The frame's self-attention as the partition reads it: a ``[heads, N, N]`` map as a
+    ``MapSelfAttention`` with ``cfg.own_key``; a source of entries (``attention_entries``)
+    as it is. Made once per frame, so that every step reads the same rows."""
+    if isinstance(self_attn, (MapSelfAttention, QKSelfAttention)):
+        return self_attn
+    return MapSelfAttention(as_tensor(self_attn, "self_attn"),
+                            exclude_own_key=cfg.own_key == "excluded")
 
 
-def choose_from_partitions(parts: HeadPartitions, self_attn: torch.Tensor, focus: np.ndarray,
+def _partition(sa, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
+    """``partition_heads`` of ``sa`` (a map or ``self_attention_source``) with ``cfg``."""
+    return partition_heads(self_attention_source(sa, cfg), grid, **partition_options(cfg))
+
+
+def choose_from_partitions(parts: HeadPartitions, self_attn, focus: np.ndarray,
                            cfg: NuminaConfig, self_head: int | None = None
                            ) -> tuple[int, np.ndarray, np.ndarray]:
     """Containment head choice and that head's instances for one focus mask.
 
     Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
-    the head (the true-head reference of the benchmark)."""
+    the head (the true-head reference of the benchmark). ``self_attn``: the frame's map, a
+    source of its entries, or None (lifts measured and regions linked already)."""
+    if self_attn is not None:
+        self_attn = self_attention_source(self_attn, cfg)
     fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.focus_overlap), cfg.lift_sample,
               cfg.min_member_lift)
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift)
@@ -287,7 +302,8 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
             raise ValueError(f"self_map must be [HW, HW], got {tuple(sm.shape)}")
         _check_grid(sm.shape[0], (H, W), "layout_from_maps")
         # cores are not grown: one map has no other heads to join an object's cores again
-        parts = partition_heads(sm[None], (H, W), **(partition_options(cfg) | {"core_quantile": None}))
+        parts = partition_heads(self_attention_source(sm[None], cfg), (H, W),
+                                **(partition_options(cfg) | {"core_quantile": None}))
         proposals = parts.regions[0]
         keep = focus_regions(parts, focus, cfg.focus_overlap)[0] & ~parts.sink[0]
         labels = _regions_to_instances(proposals, keep)
@@ -345,17 +361,18 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     cross_map, cross_head = select_cross_attention(ca, cfg.cross_head)
     adaptive = cfg.proposal_cut == "adaptive"
     if cfg.head_choice == "containment" or adaptive:
-        parts = _partition(sa, (H, W), cfg)
+        source = self_attention_source(sa, cfg)
+        parts = _partition(source, (H, W), cfg)
         focus = focus_mask(cross_map, (H, W), cfg)
     if cfg.head_choice == "containment":
-        head, labels, scores = choose_from_partitions(parts, sa, focus, cfg, self_head)
+        head, labels, scores = choose_from_partitions(parts, source, focus, cfg, self_head)
     else:
         image = score_self_attention_heads(sa, (H, W), sobel_weight=cfg.sobel_weight,
                                            block_size=cfg.block_size, stride=cfg.score_stride)
         scores = image.numpy().astype(np.float32)
         head = int(image.argmax()) if self_head is None else int(self_head)
         if adaptive:
-            _, labels, _ = choose_from_partitions(parts, sa, focus, cfg, head)
+            _, labels, _ = choose_from_partitions(parts, source, focus, cfg, head)
     if adaptive:
         proposals = parts.regions[head] if head >= 0 else np.zeros((H, W), np.int32)
         layout = Layout(labels=labels, count=int(labels.max()), self_head=head,

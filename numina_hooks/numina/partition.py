@@ -166,18 +166,21 @@ def _as_source(self_attn):
 
 
 def partition_from_qk(q: torch.Tensor, k: torch.Tensor, scale: float, grid: tuple[int, int], *,
-                      band: int = 1, name: str = "self-attention", **kwargs
+                      band: int = 1, name: str = "self-attention", exclude_own_key: bool = False,
+                      **kwargs
                       ) -> tuple[HeadPartitions, QKSelfAttention]:
     """``partition_heads`` of ``softmax(q k^T * scale)`` computed from one frame's ``q``, ``k``
     ``[heads, N, d]`` without building the map (on their device). Returns the partitions and
-    the q/k source, to pass to ``fill_lift`` in place of the map. ``kwargs``: those of
+    the q/k source, to pass to ``fill_lift`` in place of the map. ``exclude_own_key``: rows
+    without their own key (``attention_entries``). ``kwargs``: those of
     ``partition_heads``. ValueError (naming ``name``) when the map would be constant."""
     n = grid[0] * grid[1]
     if q.dim() != 3 or q.shape[1] != n:
         raise ValueError(f"q has shape {tuple(q.shape)}; expected [heads, {n}, d] for the "
                          f"grid {grid[0]}x{grid[1]}")
     rows, cols, _, _ = edge_pairs(grid, band)
-    source = QKSelfAttention(q, k, scale, pairs=(rows, cols), name=name)
+    source = QKSelfAttention(q, k, scale, pairs=(rows, cols), name=name,
+                             exclude_own_key=exclude_own_key)
     return partition_heads(source, grid, band=band, **kwargs), source
 
 
