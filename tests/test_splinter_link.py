@@ -13,9 +13,10 @@ from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import splinter_option
 from numina_hooks.numina.partition import _linked
 
-#: the regions' containment measured on 16 members (the default before 2026-12-02's last change:
-#: then a rim splinter of the scene below passed the instance tests and needed the splinter test)
-SPLINTERS_PASS = NuminaConfig(lift_sample=16)
+#: the regions' containment measured on 16 members and the rows read with their own keys (the
+#: defaults before the two changes of 2026-12-02): then a rim splinter of the scene below passes
+#: the instance tests and needs the splinter test
+SPLINTERS_PASS = NuminaConfig(lift_sample=16, own_key="kept")
 
 GRID = (30, 40)
 N = GRID[0] * GRID[1]
@@ -83,8 +84,9 @@ def test_bad_values_are_refused_with_the_field_named():
 def test_large_objects_at_high_noise_are_counted_once():
     # a development scene of the feature family (every map the softmax of q.k of token
     # features): three objects of radius 4-7 patches at noise 1.0, 30x52. Measured on 16
-    # members a region (``lift_sample=16``), a splinter at an object's rim passes the instance
-    # tests, and without the splinter test it counts as a fourth object in both frames
+    # members a region (``lift_sample=16``) with the rows' own keys kept, a splinter at an
+    # object's rim passes the instance tests, and without the splinter test it counts as a
+    # fourth object in both frames; the default (64 members, own keys left out) counts 3
     from synthetic_feature_scenes import make_feature_scene
 
     from numina_hooks.numina.layout import layout_from_attention
@@ -110,8 +112,8 @@ def _feature_views(scene, grid):
 
 
 @pytest.mark.parametrize("config,counts", [(NuminaConfig(), [3, 3]),
-                                           (NuminaConfig(lift_sample=16), [3, 3]),
-                                           (NuminaConfig(lift_sample=16, splinter_link_gap=None), [4, 4])],
+                                           (SPLINTERS_PASS, [3, 3]),
+                                           (dataclasses.replace(SPLINTERS_PASS, splinter_link_gap=None), [4, 4])],
                          ids=["default", "16-members", "16-members-ratio-alone"])
 def test_phase_one_reader_counts_large_objects_once_from_qk(config, counts):
     # the same scene read the way phase 1 reads a model: q/k views, the splinters linked
