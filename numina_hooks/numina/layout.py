@@ -221,8 +221,9 @@ def self_attention_source(self_attn, cfg: NuminaConfig):
     as it is. Made once per frame, so that every step reads the same rows."""
     if isinstance(self_attn, (MapSelfAttention, QKSelfAttention)):
         return self_attn
-    return MapSelfAttention(as_tensor(self_attn, "self_attn"),
-                            exclude_own_key=cfg.own_key == "excluded")
+    # a tensor as it is (its callers checked it; a second check would read the whole map again)
+    t = self_attn if isinstance(self_attn, torch.Tensor) else as_tensor(self_attn, "self_attn")
+    return MapSelfAttention(t, exclude_own_key=cfg.own_key == "excluded")
 
 
 def _partition(sa, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
