@@ -2,6 +2,10 @@
 
 The layout stage's default (see docs/method.md, "Identify v2"). For every head of a frame:
 
+0. **Rows without their own key** (``own_key="excluded"``, set on the source of entries:
+   ``attention_entries``): each row's entry on the token's own key is left out and the rest
+   renormalised, so that a head spending much of every row on the token itself (a per-token
+   component shared by its queries and keys) reads like one that does not.
 1. **Edge weights.** Each 4-neighbour pair (p, q) is weighed by the log of its symmetric
    affinity ``log(N * mean(A[a, b], A[b, a]))`` (``N = H * W``: 0 is what a uniform map gives,
    so the unit does not depend on the model's attention scale). With ``edge_band = r > 0``
