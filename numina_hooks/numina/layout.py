@@ -31,8 +31,8 @@ import torch
 from .attention_entries import MapSelfAttention, QKSelfAttention
 from .config import NuminaConfig
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
-from .partition import (HeadPartitions, _components, _relabel, choose_head, fill_lift, focus_regions,
-                        grid_disc, head_instances, head_scores_from_focus, link_regions,
+from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
+                        focus_regions, grid_disc, head_instances, head_scores_from_focus, link_regions,
                         partition_heads, temporal_vote, unclaimed_instances)
 from .partition import _regions_to_ids as _regions_to_instances
 
@@ -219,11 +219,10 @@ def self_attention_source(self_attn, cfg: NuminaConfig):
     """The frame's self-attention as the partition reads it: a ``[heads, N, N]`` map as a
     ``MapSelfAttention`` with ``cfg.own_key``; a source of entries (``attention_entries``)
     as it is. Made once per frame, so that every step reads the same rows."""
-    if isinstance(self_attn, (MapSelfAttention, QKSelfAttention)):
-        return self_attn
     # a tensor as it is (its callers checked it; a second check would read the whole map again)
-    t = self_attn if isinstance(self_attn, torch.Tensor) else as_tensor(self_attn, "self_attn")
-    return MapSelfAttention(t, exclude_own_key=cfg.own_key == "excluded")
+    if not isinstance(self_attn, (torch.Tensor, MapSelfAttention, QKSelfAttention)):
+        self_attn = as_tensor(self_attn, "self_attn")
+    return _as_source(self_attn, exclude_own_key=cfg.own_key == "excluded")
 
 
 def _partition(sa, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:

@@ -162,10 +162,11 @@ def _bundle_weights(vals: torch.Tensor, valid: torch.Tensor, shapes: list,
     return horiz, vert
 
 
-def _as_source(self_attn):
-    """A ``[heads, N, N]`` tensor as a ``MapSelfAttention``; a source as it is."""
+def _as_source(self_attn, exclude_own_key: bool = False):
+    """A ``[heads, N, N]`` tensor as a ``MapSelfAttention`` (rows without their own key with
+    ``exclude_own_key``); a source as it is."""
     if isinstance(self_attn, torch.Tensor):
-        return MapSelfAttention(self_attn)
+        return MapSelfAttention(self_attn, exclude_own_key=exclude_own_key)
     return self_attn
 
 
