@@ -90,7 +90,7 @@ from numina_hooks.numina.attention_entries import row_scores  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader, exclusive_instances, instances_by_noun  # noqa: E402
-from numina_hooks.numina.layout import (bright_pixels, choose_from_partitions, focus_mask,  # noqa: E402
+from numina_hooks.numina.layout import (bright_pixels, choose_from_partitions, noun_focus,  # noqa: E402
                                         layout_from_attention, naive_cross_count,
                                         partition_options, self_attention_source, temporal_vote)
 from numina_hooks.numina.partition import partition_heads  # noqa: E402
@@ -639,7 +639,7 @@ def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
             sa = torch.as_tensor(fp.self_attn)
             maps = {name: select_cross_attention(torch.as_tensor(f.cross_attn), cfg.cross_head)[0]
                     for name, f in (("present", fp), ("absent", fa))}
-            focus = {name: focus_mask(m, grid, cfg) for name, m in maps.items()}
+            focus = {name: noun_focus(m, grid, cfg) for name, m in maps.items()}
             source = self_attention_source(sa, cfg)
             parts = partition_heads(source, grid, **partition_options(cfg))
             head, _, _ = choose_from_partitions(parts, source, focus["present"] | focus["absent"], cfg)

@@ -64,6 +64,7 @@ _INTERVALS = {
     "head_margin": (0, True, 1, False, False, ""),
     "unclaimed_min_lift": (0, True, 1, False, True, " (no instances from the left-over focus)"),
     "placement_attention": (0, True, math.inf, False, False, " (0 = the paper's placement cost)"),
+    "focus_contrast": (0, True, 1, True, True, " (the overlap test alone)"),
 }
 
 
@@ -136,6 +137,18 @@ class NuminaConfig:
     """Proposals smaller than this many patches are noise, never instances."""
     max_region_fraction: float = 0.5
     """Proposals larger than this fraction of the frame are background, never instances."""
+    focus_specks: bool = True
+    """True (default): a self-attention region's overlap with the focus counts the map's bright pixels
+    before density clustering too (``focus_overlap`` still applies): a small object's bump
+    that reaches the threshold in one or two pixels, which the clustering drops as noise,
+    counts where a region of the chosen head confirms it (``focus.py``). False: the
+    clustered focus alone (paper)."""
+    focus_contrast: float | None = 0.05
+    """A self-attention region also lies on the noun's focus when its mean cross-attention
+    exceeds the mean over its ring (the pixels 4-adjacent to it) by this share of the map's
+    range (peak - floor) and is above the floor: an object brighter than its surroundings,
+    even where the frame-wide threshold leaves it out (crowded frames at small grids).
+    None = the overlap test alone (paper)."""
     focus_clustering: Literal["dbscan", "hdbscan"] = "dbscan"
     """Density clustering of the focus pixels."""
     focus_eps: float = 1.5
@@ -326,7 +339,7 @@ class NuminaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _fail(name, v, "an int >= 0")
-        for name in ("exclusive_regions", "borrow_layouts"):
+        for name in ("exclusive_regions", "borrow_layouts", "focus_specks"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
         if not isinstance(self.suppress_outside, bool) and self.suppress_outside != "edited":
@@ -370,7 +383,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
-                        own_key="kept")
+                        own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)
 

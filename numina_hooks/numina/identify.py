@@ -29,9 +29,10 @@ import torch
 
 from ..hookspecs import hookimpl
 from .config import NuminaConfig
+from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
-                     choose_from_partitions, focus_mask, partition_options, with_unclaimed,
+                     choose_from_partitions, noun_focus, partition_options, with_unclaimed,
                      proposals_from_self_map, self_attention_source, splinter_option)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, link_head, link_regions, partition_from_qk, temporal_vote)
@@ -246,12 +247,10 @@ class LayoutReader:
             for f in range(len(self.frames)):
                 check_not_constant(maps[:, f], f"cross-attention of {noun!r} in frame {f}")
                 cross, head = select_cross_attention(maps[:, f], cfg.cross_head)
-                crosses[noun].append((cross, head, focus_mask(cross, self.grid, cfg)))
+                crosses[noun].append((cross, head, noun_focus(cross, self.grid, cfg)))
         if cfg.head_choice == "containment":
             for f, frame in enumerate(self.frames):
-                union = np.zeros(self.grid, dtype=bool)
-                for noun in crosses:
-                    union |= crosses[noun][f][2]
+                union = FocusUnion([crosses[noun][f][2] for noun in crosses])
                 head, _, scores = choose_from_partitions(frame.partitions, None, union, cfg)
                 frame.pooled_head, frame.head_scores = head, scores
                 if head >= 0:
@@ -271,7 +270,7 @@ class LayoutReader:
                 labels = instances_by_noun(frame.partitions, frame.pooled_head, focus, cfg, source,
                                            source_head)
             else:
-                labels = {noun: _instances(frame.proposals, fm, cfg.focus_overlap)
+                labels = {noun: _instances(frame.proposals, fm.mask, cfg.focus_overlap)
                           for noun, fm in focus.items()}
             for noun in self.columns:
                 found[noun].append(labels[noun])
@@ -287,7 +286,7 @@ class LayoutReader:
                 reading.frame_counts.append(int(labels.max()))
                 reading.cross_heads.append(head)
                 reading.cross_maps.append(cross.reshape(self.grid).numpy().astype(np.float32))
-                reading.focus.append(focus)
+                reading.focus.append(focus.mask)
             reading.counts = temporal_vote(reading.frame_counts, cfg.temporal_window)
             self.nouns[noun] = reading
         self._layer_sources = {}  # the layout is built: the q/k (or maps) kept for it go
@@ -297,8 +296,8 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
                       cfg: NuminaConfig, source=None, source_head: int | None = None
                       ) -> dict[str, np.ndarray]:
     """Phase 1's rule for the nouns of one frame once the head is chosen: each noun keeps the
-    instances of ``head`` (of ``parts``; -1 = none chosen: no instance) on its own focus mask
-    (``focus``: noun -> bool [H, W]), and, with ``source`` (the frame's self-attention map or
+    instances of ``head`` (of ``parts``; -1 = none chosen: no instance) on its own focus
+    (``focus``: noun -> bool [H, W] mask or ``focus.NounFocus``), and, with ``source`` (the frame's self-attention map or
     a source of its entries, whose head ``source_head`` is ``head``), the instances it finds
     in the focus those leave unclaimed (``with_unclaimed``). Returns noun -> int32 [H, W]
     labels; one object one noun (``exclusive_instances``) is the caller's next step."""

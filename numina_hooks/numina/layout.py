@@ -30,6 +30,7 @@ import torch
 
 from .attention_entries import MapSelfAttention, QKSelfAttention
 from .config import NuminaConfig
+from .focus import NounFocus, focus_bool
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_scores_from_focus, link_regions,
@@ -37,7 +38,7 @@ from .partition import (HeadPartitions, _as_source, _components, _relabel, choos
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
-           "focus_mask", "bright_pixels", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
+           "focus_mask", "noun_focus", "bright_pixels", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
 
 
 @dataclass
@@ -116,17 +117,34 @@ def bright_pixels(cross_map, grid: tuple[int, int], config: NuminaConfig | None 
     threshold ``floor + peak_ratio * (peak - floor)`` (``floor``: the map's
     ``focus_floor_quantile``), bool [H, W]: what ``focus_mask`` density-clusters. None
     for a map with no response or a flat one (nothing stands out)."""
-    cfg = config or NuminaConfig()
+    return _map_levels(cross_map, grid, config or NuminaConfig())[0]
+
+
+def _map_levels(cross_map, grid: tuple[int, int], cfg: NuminaConfig):
+    """(bright pixels or None, the map as float64 [H, W], its floor, its range peak - floor)
+    of one cross-attention map (see ``bright_pixels``)."""
     c = as_tensor(cross_map, "cross_map").reshape(-1)
     H, W = _check_grid(c.numel(), grid, "focus_mask")
     c = c.reshape(H, W).double().numpy()
     peak = float(c.max())
-    if peak <= 0 or float(c.min()) == peak:
-        return None
     # the ratio is taken above the map's background level (a low quantile): a cross map
     # with a floor of clutter at 20% of its peak would otherwise be foreground everywhere
     floor = float(np.quantile(c, cfg.focus_floor_quantile))
-    return c >= floor + cfg.peak_ratio * (peak - floor)
+    if peak <= 0 or float(c.min()) == peak:
+        return None, c, floor, 0.0
+    return c >= floor + cfg.peak_ratio * (peak - floor), c, floor, peak - floor
+
+
+def noun_focus(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None) -> NounFocus:
+    """One cross-attention map ``[HW]`` or ``[H, W]`` as the ``focus.NounFocus`` the region
+    tests read: its focus mask (``focus_mask``), its bright pixels, the map and its levels,
+    with the config's ``focus_specks`` and ``focus_contrast``."""
+    cfg = config or NuminaConfig()
+    bright, c, floor, spread = _map_levels(cross_map, grid, cfg)
+    if bright is None:  # no response, or a flat map: nothing stands out
+        bright = np.zeros(c.shape, dtype=bool)
+    return NounFocus(mask=_cluster(bright, cfg), bright=bright, cross=c, floor=floor,
+                     spread=spread, specks=cfg.focus_specks, contrast=cfg.focus_contrast)
 
 
 def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None
@@ -134,8 +152,16 @@ def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
     """The focus mask F (bool [H, W]) of one cross-attention map ``[HW]`` or ``[H, W]``."""
     cfg = config or NuminaConfig()
     bright = bright_pixels(cross_map, grid, cfg)
-    if bright is None or int(bright.sum()) < cfg.focus_min_samples:
-        return np.zeros(tuple(int(g) for g in grid), dtype=bool)
+    if bright is None:
+        H, W = _check_grid(as_tensor(cross_map, "cross_map").numel(), grid, "focus_mask")
+        return np.zeros((H, W), dtype=bool)
+    return _cluster(bright, cfg)
+
+
+def _cluster(bright: np.ndarray, cfg: NuminaConfig) -> np.ndarray:
+    """The density-clustered pixels of ``bright`` (bool [H, W]), bool [H, W]."""
+    if int(bright.sum()) < cfg.focus_min_samples:
+        return np.zeros(bright.shape, dtype=bool)
     if cfg.focus_clustering == "dbscan":
         return dbscan_members(bright, cfg.focus_eps, cfg.focus_min_samples)
     else:
@@ -230,10 +256,11 @@ def _partition(sa, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
     return partition_heads(self_attention_source(sa, cfg), grid, **partition_options(cfg))
 
 
-def choose_from_partitions(parts: HeadPartitions, self_attn, focus: np.ndarray,
+def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
                            cfg: NuminaConfig, self_head: int | None = None
                            ) -> tuple[int, np.ndarray, np.ndarray]:
-    """Containment head choice and that head's instances for one focus mask.
+    """Containment head choice and that head's instances for one focus (a bool [H, W] mask,
+    or a ``focus.NounFocus`` / ``FocusUnion`` with the config's local region tests).
 
     Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
     the head (the true-head reference of the benchmark). ``self_attn``: the frame's map, a
@@ -265,10 +292,11 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus: np.ndarray,
 UNCLAIMED_SAMPLE = 256
 
 
-def with_unclaimed(labels: np.ndarray, focus: np.ndarray, self_attn, head: int,
+def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
                    cfg: NuminaConfig, sink_keys: np.ndarray) -> np.ndarray:
     """``labels`` (int [H, W], instances of ``head``) with the instances found in the focus
-    they leave unclaimed (``cfg.unclaimed_min_lift``; ``partition.unclaimed_instances``);
+    they leave unclaimed (``cfg.unclaimed_min_lift``; ``partition.unclaimed_instances``;
+    ``focus``: a bool [H, W] mask or a ``focus.NounFocus``, whose mask is read);
     ``labels`` as they are when that is None. ``self_attn``: the frame's ``[heads, N, N]``
     map or a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
     (``HeadPartitions.sink_keys``)."""
@@ -296,7 +324,7 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
     sm = as_tensor(self_map, "self_map")
     check_not_constant(sm, "self_map")
     check_not_constant(as_tensor(cross_map, "cross_map"), "cross_map")
-    focus = focus_mask(cross_map, (H, W), cfg)
+    focus = noun_focus(cross_map, (H, W), cfg)
     if cfg.proposal_cut == "adaptive":
         if sm.ndim != 2 or sm.shape[0] != sm.shape[1]:
             raise ValueError(f"self_map must be [HW, HW], got {tuple(sm.shape)}")
@@ -309,9 +337,9 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
         labels = _regions_to_instances(proposals, keep)
     else:
         proposals = proposals_from_self_map(sm, (H, W), cfg)
-        labels = _instances(proposals, focus, cfg.focus_overlap)
+        labels = _instances(proposals, focus.mask, cfg.focus_overlap)
     return Layout(labels=labels, count=int(labels.max()), self_head=int(self_head),
-                  cross_head=int(cross_head), focus=focus, proposals=proposals)
+                  cross_head=int(cross_head), focus=focus.mask, proposals=proposals)
 
 
 def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
@@ -363,7 +391,7 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     if cfg.head_choice == "containment" or adaptive:
         source = self_attention_source(sa, cfg)
         parts = _partition(source, (H, W), cfg)
-        focus = focus_mask(cross_map, (H, W), cfg)
+        focus = noun_focus(cross_map, (H, W), cfg)
     if cfg.head_choice == "containment":
         head, labels, scores = choose_from_partitions(parts, source, focus, cfg, self_head)
     else:
@@ -376,10 +404,10 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     if adaptive:
         proposals = parts.regions[head] if head >= 0 else np.zeros((H, W), np.int32)
         layout = Layout(labels=labels, count=int(labels.max()), self_head=head,
-                        cross_head=cross_head, focus=focus, proposals=proposals)
+                        cross_head=cross_head, focus=focus.mask, proposals=proposals)
     elif head < 0:  # containment found no head with an instance on the focus
         layout = Layout(labels=np.zeros((H, W), np.int32), count=0, self_head=-1,
-                        cross_head=cross_head, focus=focus, proposals=np.zeros((H, W), np.int32))
+                        cross_head=cross_head, focus=focus.mask, proposals=np.zeros((H, W), np.int32))
     else:
         layout = layout_from_maps(sa[head], cross_map, (H, W), cfg, self_head=head,
                                   cross_head=cross_head)

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from .attention_entries import MapSelfAttention, QKSelfAttention
+from .focus import focus_bool, region_hits
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
@@ -586,7 +587,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
 
     Args:
         labels: int [H, W] instances of one noun (0 = none, 1..n), from ``head``.
-        focus: bool [H, W], the noun's focus mask.
+        focus: bool [H, W], the noun's focus mask (or a ``focus.NounFocus``: its mask).
         self_attn: the frame's ``[heads, N, N]`` map or a source of its entries.
         head: the head whose attention is measured.
         min_size: smallest component considered (patches).
@@ -605,7 +606,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
 
     source = _as_source(self_attn)
     H, W = labels.shape
-    left = np.asarray(focus, dtype=bool).reshape(H, W) & ~_grow(labels > 0)
+    left = focus_bool(focus).reshape(H, W) & ~_grow(labels > 0)
     comp, m = label(left)  # 4-connected components of the left-over focus, 1..m
     size = np.bincount(comp.reshape(-1), minlength=m + 1)
     size[0] = 0
@@ -858,39 +859,27 @@ def _width_buckets(used: np.ndarray) -> list:
     return [(np.nonzero(w == b)[0], int(b)) for b in np.unique(w)]
 
 
-def focus_regions(parts: HeadPartitions, focus: np.ndarray, min_overlap: float) -> list:
-    """Per head, bool [m_h + 1]: the regions with ``|R ∩ F| / |R| >= min_overlap``."""
-    f = focus.reshape(-1).astype(np.float64)
-    return [_focus_hits(parts.regions[k], f, min_overlap) for k in range(parts.regions.shape[0])]
+def focus_regions(parts: HeadPartitions, focus, min_overlap: float) -> list:
+    """Per head, bool [m_h + 1]: the regions on ``focus``: a bool [H, W] mask (``|R ∩ F| /
+    |R| >= min_overlap``), or a ``focus.NounFocus`` / ``FocusUnion`` (its local tests too)."""
+    return [region_hits(parts.regions[k], focus, min_overlap) for k in range(parts.regions.shape[0])]
 
 
-def _focus_hits(regions: np.ndarray, f: np.ndarray, min_overlap: float) -> np.ndarray:
-    """bool [m + 1]: the regions of one head's ``regions`` (int [H, W]) covering at least
-    ``min_overlap`` of themselves with the focus ``f`` (float [H * W], 0 or 1)."""
-    lab = regions.reshape(-1)
-    m = int(lab.max())
-    size = np.bincount(lab, minlength=m + 1)
-    hit = np.bincount(lab, weights=f, minlength=m + 1)
-    sel = np.zeros(m + 1, dtype=bool)
-    sel[1:] = hit[1:] >= min_overlap * np.maximum(size[1:], 1)
-    sel[1:] &= size[1:] > 0
-    return sel
-
-
-def head_instances(parts: HeadPartitions, head: int, focus: np.ndarray, min_overlap: float,
+def head_instances(parts: HeadPartitions, head: int, focus, min_overlap: float,
                    min_lift: float) -> np.ndarray:
-    """bool [m_head + 1]: the instances of one head for one focus mask (bool [H, W]): its
-    regions with ``|R ∩ F| / |R| >= min_overlap`` and a measured lift > ``min_lift``."""
-    cand = _focus_hits(parts.regions[head], focus.reshape(-1).astype(np.float64), min_overlap)
+    """bool [m_head + 1]: the instances of one head for one focus (as ``focus_regions``): its
+    regions on the focus with a measured lift > ``min_lift``."""
+    cand = region_hits(parts.regions[head], focus, min_overlap)
     return cand & (np.nan_to_num(parts.lift[head], nan=-np.inf) > min_lift)
 
 
-def head_scores_from_focus(parts: HeadPartitions, focus: np.ndarray, min_overlap: float,
+def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
                            min_lift: float = 0.0) -> tuple[np.ndarray, np.ndarray, list]:
-    """Score, instance count and instances of every head for one focus mask (bool [H, W]).
+    """Score, instance count and instances of every head for one focus (a bool [H, W] mask
+    or a ``focus.NounFocus`` / ``FocusUnion``, as ``focus_regions``).
 
     ``parts.lift`` must be measured for the focus regions (``fill_lift``). A region is an
-    instance when ``|R ∩ F| / |R| >= min_overlap`` and its lift is > ``min_lift`` (its pixels keep
+    instance when it is on the focus (``|R ∩ F| / |R| >= min_overlap`` for a mask) and its lift is > ``min_lift`` (its pixels keep
     more attention inside it than the average head does, by that share of a row;
     ``head_instances``). Score = size-weighted mean over the
     instances of lift * max(contrast, 0) (-inf when the head has none). Returns (scores

@@ -1,0 +1,139 @@
+"""Where a noun's cross-attention puts it: the focus, and which self-attention regions lie on it.
+
+A self-attention region becomes an instance of a noun when the noun's cross-attention says
+the noun is there. The paper's test is global: the region covers at least ``focus_overlap``
+of itself with the focus mask (the map's pixels above one threshold for the whole frame,
+density-clustered). In a crowded frame at a small grid that threshold, taken above the
+map's median, leaves out the weaker objects: a small object's bump then reaches it in one
+or two pixels (which the density clustering drops as noise) or in none. Two local tests,
+measured on each region the self-attention already separated, take those objects back
+(``NounFocus.region_hits``):
+
+* **specks** (``focus_specks``): the overlap is counted on the map's bright pixels before
+  the density clustering, so a bright speck that a self-attention region confirms counts;
+* **contrast** (``focus_contrast = k``): a region also lies on the focus when its mean
+  cross-attention exceeds the mean over its ring (the pixels 4-adjacent to it outside it)
+  by ``k`` of the map's range (``peak - floor``) and is above the map's floor. An object
+  of the noun is brighter than what surrounds it; the halo next to an object is not (the
+  object is on its ring), nor is a background region.
+
+Both only add regions to those the paper's test keeps. ``NounFocus`` holds one noun's map of
+one frame; ``FocusUnion`` the nouns of a frame together (phase 1 chooses the head on the
+union of the nouns' focus). Functions that take a focus accept either, or a plain bool mask
+(the paper's test alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["NounFocus", "FocusUnion", "region_hits", "focus_bool"]
+
+
+@dataclass
+class NounFocus:
+    """One noun's cross-attention in one frame, for the region tests.
+
+    mask: bool [H, W], the focus mask F (density-clustered bright pixels).
+    bright: bool [H, W], the pixels at or above the focus threshold before clustering.
+    cross: float64 [H, W], the noun's cross-attention map.
+    floor: the map's background level (its ``focus_floor_quantile``).
+    spread: ``peak - floor`` of the map (0 for a map with no response).
+    specks: count ``bright`` (not only ``mask``) in the overlap test.
+    contrast: the ring contrast (share of ``spread``) that also puts a region on the focus;
+        None = no contrast test.
+    """
+    mask: np.ndarray
+    bright: np.ndarray
+    cross: np.ndarray
+    floor: float
+    spread: float
+    specks: bool = False
+    contrast: float | None = None
+
+    def __or__(self, other):
+        return FocusUnion([self]) | other
+
+    def region_hits(self, regions: np.ndarray, min_overlap: float) -> np.ndarray:
+        """bool [m + 1]: the regions of ``regions`` (int [H, W], 0 = none, 1..m) on this
+        noun's focus (index 0 False)."""
+        lab = regions.reshape(-1)
+        m = int(lab.max()) if lab.size else 0
+        covered = (self.mask | self.bright) if self.specks else self.mask
+        sel = _overlap_hits(lab, covered.reshape(-1), m, min_overlap)
+        if self.contrast is not None and self.spread > 0 and m > 0:
+            inner, ring = _inner_and_ring_means(regions, self.cross, m)
+            sel[1:] |= inner[1:] - ring[1:] > self.contrast * self.spread
+        return sel
+
+
+@dataclass
+class FocusUnion:
+    """The focus of several nouns of one frame: a region is on it when it is on any noun's."""
+    members: list
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.logical_or.reduce([focus_bool(f) for f in self.members])
+
+    def __or__(self, other):
+        more = other.members if isinstance(other, FocusUnion) else [other]
+        return FocusUnion(list(self.members) + list(more))
+
+    def region_hits(self, regions: np.ndarray, min_overlap: float) -> np.ndarray:
+        return np.logical_or.reduce([region_hits(regions, f, min_overlap) for f in self.members])
+
+
+def focus_bool(focus) -> np.ndarray:
+    """The bool [H, W] focus mask of ``focus`` (a mask, ``NounFocus`` or ``FocusUnion``)."""
+    return focus.mask if isinstance(focus, (NounFocus, FocusUnion)) else np.asarray(focus, dtype=bool)
+
+
+def region_hits(regions: np.ndarray, focus, min_overlap: float) -> np.ndarray:
+    """bool [m + 1]: the regions of ``regions`` (int [H, W]) on ``focus``: a bool [H, W]
+    mask (the paper's test: ``|R ∩ F| / |R| >= min_overlap``), a ``NounFocus`` or a
+    ``FocusUnion`` (the local tests added, see the module docstring)."""
+    if isinstance(focus, (NounFocus, FocusUnion)):
+        return focus.region_hits(regions, min_overlap)
+    lab = regions.reshape(-1)
+    m = int(lab.max()) if lab.size else 0
+    return _overlap_hits(lab, np.asarray(focus, dtype=bool).reshape(-1), m, min_overlap)
+
+
+def _overlap_hits(lab: np.ndarray, covered: np.ndarray, m: int, min_overlap: float) -> np.ndarray:
+    size = np.bincount(lab, minlength=m + 1)
+    hit = np.bincount(lab, weights=covered.astype(np.float64), minlength=m + 1)
+    sel = np.zeros(m + 1, dtype=bool)
+    sel[1:] = (hit[1:] >= min_overlap * np.maximum(size[1:], 1)) & (size[1:] > 0)
+    return sel
+
+
+def _inner_and_ring_means(regions: np.ndarray, cross: np.ndarray, m: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``cross`` (float [H, W]) over each region of ``regions`` (int [H, W], 1..m)
+    and over its ring (the pixels outside it 4-adjacent to it), float64 [m + 1] each; NaN
+    for a region without pixels or without a ring (index 0 unused)."""
+    H, W = regions.shape
+    lab = regions.reshape(-1)
+    c = cross.reshape(-1).astype(np.float64)
+    size = np.bincount(lab, minlength=m + 1)
+    total = np.bincount(lab, weights=c, minlength=m + 1)
+    idx = np.arange(H * W).reshape(H, W)
+    # (region of a pixel's neighbour, the pixel) for every 4-neighbour pair across a label change
+    pairs = []
+    for a, b in ((regions[:, :-1], regions[:, 1:]), (regions[:-1, :], regions[1:, :])):
+        ia, ib = (idx[:, :-1], idx[:, 1:]) if a.shape[1] == W - 1 else (idx[:-1, :], idx[1:, :])
+        change = a != b
+        for own, pix in ((a, ib), (b, ia)):  # pix lies on the ring of region ``own``
+            keep = change & (own > 0)
+            pairs.append(own[keep].astype(np.int64) * (H * W) + pix[keep])
+    key = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
+    ring_of, ring_pix = key // (H * W), key % (H * W)
+    ring_n = np.bincount(ring_of, minlength=m + 1)
+    ring_sum = np.bincount(ring_of, weights=c[ring_pix], minlength=m + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inner = np.where(size > 0, total / np.maximum(size, 1), np.nan)
+        ring = np.where(ring_n > 0, ring_sum / np.maximum(ring_n, 1), np.nan)
+    return inner, ring
