@@ -53,6 +53,15 @@ def compare_frame(layout: np.ndarray, truth: np.ndarray, others: Optional[np.nda
         best.append(max(ious) if ious else 0.0)
     fg_t, fg_p = truth > 0, layout > 0
     union = np.logical_or(fg_t, fg_p).sum()
+    # where a wrong count comes from: objects no instance touches, objects sharing their
+    # instance (the one holding most of them) with another object, instances on no object
+    holder = {}
+    for t in true_ids:
+        tm = truth == t
+        hits = {p: int(np.logical_and(tm, layout == p).sum()) for p in pred_ids}
+        hits = {p: h for p, h in hits.items() if h > 0}
+        holder[t] = max(hits, key=hits.get) if hits else None
+    held = [h for h in holder.values() if h is not None]
     extra = {}
     if others is not None:
         extra["on_other"] = sum(int(np.logical_and(layout == p, others).sum() > np.logical_and(layout == p, fg_t).sum())
@@ -63,6 +72,9 @@ def compare_frame(layout: np.ndarray, truth: np.ndarray, others: Optional[np.nda
         "count_right": len(true_ids) == len(pred_ids),
         "instance_iou": float(np.mean(best)) if best else None,
         "foreground_iou": float(np.logical_and(fg_t, fg_p).sum() / union) if union else None,
+        "objects_missed": sum(h is None for h in holder.values()),
+        "objects_merged": sum(h is not None and held.count(h) > 1 for h in holder.values()),
+        "instances_on_nothing": sum(not np.logical_and(fg_t, layout == p).any() for p in pred_ids),
     }
 
 
@@ -105,6 +117,13 @@ def _mean(values) -> Optional[float]:
     return statistics.mean(values) if values else None
 
 
+def _share(rows: list, key: str, per: str) -> Optional[float]:
+    """``sum(row[key]) / sum(row[per])`` over the rows that have ``key`` (None if none do)."""
+    rows = [r for r in rows if key in r]
+    total = sum(r[per] for r in rows)
+    return sum(r[key] for r in rows) / total if total else None
+
+
 def summarize(rows: list, pairs: int) -> dict:
     """Aggregate per-frame rows: overall and by the video's true count."""
     def agg(sel):
@@ -116,6 +135,9 @@ def summarize(rows: list, pairs: int) -> dict:
             "mean_abs_count_error": _mean([abs(r["layout_count"] - r["true_count"]) for r in sel]),
             "instances_on_other": (sum(r["on_other"] for r in sel) / max(1, sum(r["layout_count"] for r in sel))
                                    if all("on_other" in r for r in sel) else None),
+            "objects_missed": _share(sel, "objects_missed", "true_count"),
+            "objects_merged": _share(sel, "objects_merged", "true_count"),
+            "instances_on_nothing": _share(sel, "instances_on_nothing", "layout_count"),
         }
 
     by_count = {}
@@ -126,8 +148,9 @@ def summarize(rows: list, pairs: int) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["| true count | noun-frames | layout count right | instance IoU | foreground IoU | mean abs count error "
-             "| layout instances on another noun's objects |",
-             "|---|---|---|---|---|---|---|"]
+             "| layout instances on another noun's objects | objects no instance touches | objects sharing "
+             "their instance | instances on no object of the noun |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(v, pct=False):
         if v is None:
@@ -137,7 +160,8 @@ def markdown(result: dict) -> str:
     for key, a in [("all", result["overall"])] + list(result["by_true_count"].items()):
         lines.append(f"| {key} | {a['frames']} | {fmt(a['count_right'], True)} | {fmt(a['instance_iou'])} | "
                      f"{fmt(a['foreground_iou'])} | {fmt(a['mean_abs_count_error'])} | "
-                     f"{fmt(a.get('instances_on_other'), True)} |")
+                     f"{fmt(a.get('instances_on_other'), True)} | {fmt(a.get('objects_missed'), True)} | "
+                     f"{fmt(a.get('objects_merged'), True)} | {fmt(a.get('instances_on_nothing'), True)} |")
     return "\n".join(lines)
 
 
