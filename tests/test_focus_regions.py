@@ -7,7 +7,7 @@ import torch
 from scipy.ndimage import binary_dilation
 
 from numina_hooks.numina.config import NuminaConfig
-from numina_hooks.numina.focus import FocusUnion, _inner_and_ring_means, region_hits
+from numina_hooks.numina.focus import FocusUnion, _inner_and_ring_means, heads_hits, region_hits
 from numina_hooks.numina.layout import layout_from_attention, noun_focus
 from test_identify_v2 import _instance_head, _local
 
@@ -108,3 +108,21 @@ def test_config_checks_and_paper_preset():
         NuminaConfig(focus_specks="yes")
     paper = NuminaConfig.paper()
     assert paper.focus_specks is False and paper.focus_contrast is None
+
+
+def test_all_heads_at_once_equal_one_head_at_a_time():
+    rng = np.random.default_rng(1)
+    regions = rng.integers(0, 6, size=(4, *GRID)).astype(np.int32)
+    regions[2] = 0  # a head without regions
+    labels = _labels(OBJECTS[:4])
+    cross = _cross(labels, [1.0, 0.5, 0.08, 0.0])[0]
+    together = heads_hits(regions, noun_focus(cross, GRID, NuminaConfig()), 0.2)
+    for k in range(regions.shape[0]):
+        alone = noun_focus(cross, GRID, NuminaConfig()).region_hits(regions[k], 0.2)
+        assert together[k].tolist() == alone.tolist()
+        inner, ring = _inner_and_ring_means(regions[k], cross.reshape(GRID).double().numpy(), 5)
+        focus = noun_focus(cross, GRID, NuminaConfig())
+        expect = [False] + [bool((focus.mask | focus.bright)[regions[k] == r].mean() >= 0.2
+                                 or inner[r] - ring[r] > 0.05 * focus.spread)
+                            if (regions[k] == r).any() else False for r in range(1, 6)]
+        assert alone.tolist() == expect[:len(alone)]

@@ -25,11 +25,11 @@ union of the nouns' focus). Functions that take a focus accept either, or a plai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["NounFocus", "FocusUnion", "region_hits", "focus_bool"]
+__all__ = ["NounFocus", "FocusUnion", "region_hits", "heads_hits", "focus_bool"]
 
 
 @dataclass
@@ -52,21 +52,40 @@ class NounFocus:
     spread: float
     specks: bool = False
     contrast: float | None = None
+    _hits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __or__(self, other):
         return FocusUnion([self]) | other
 
     def region_hits(self, regions: np.ndarray, min_overlap: float) -> np.ndarray:
         """bool [m + 1]: the regions of ``regions`` (int [H, W], 0 = none, 1..m) on this
-        noun's focus (index 0 False)."""
-        lab = regions.reshape(-1)
-        m = int(lab.max()) if lab.size else 0
+        noun's focus (index 0 False). Remembered per partition and ``min_overlap``: the
+        head choice asks again for the same regions."""
+        key = (regions.tobytes(), regions.shape, float(min_overlap))
+        if key not in self._hits:
+            self.heads_hits(regions[None], min_overlap)
+        return self._hits[key].copy()
+
+    def heads_hits(self, regions: np.ndarray, min_overlap: float) -> list:
+        """``region_hits`` of every head of ``regions`` (int [heads, H, W]) in one pass."""
+        heads = regions.shape[0]
+        m = regions.reshape(heads, -1).max(axis=1) if regions.size else np.zeros(heads, np.int64)
+        offset = np.concatenate([[0], np.cumsum(m + 1)[:-1]]).astype(np.int64)
+        lab = np.where(regions > 0, regions + offset[:, None, None], 0).astype(np.int64)
+        total = int((m + 1).sum())
         covered = (self.mask | self.bright) if self.specks else self.mask
-        sel = _overlap_hits(lab, covered.reshape(-1), m, min_overlap)
-        if self.contrast is not None and self.spread > 0 and m > 0:
-            inner, ring = _inner_and_ring_means(regions, self.cross, m)
+        sel = _overlap_hits(lab.reshape(-1), np.broadcast_to(covered, regions.shape).reshape(-1),
+                            total - 1, min_overlap)
+        if self.contrast is not None and self.spread > 0 and total > heads:
+            inner, ring = _inner_and_ring_means(lab, self.cross, total - 1)
             sel[1:] |= inner[1:] - ring[1:] > self.contrast * self.spread
-        return sel
+        out = []
+        for k in range(heads):
+            hits = sel[offset[k]:offset[k] + m[k] + 1].copy()
+            hits[0] = False
+            self._hits[(regions[k].tobytes(), regions[k].shape, float(min_overlap))] = hits
+            out.append(hits.copy())
+        return out
 
 
 @dataclass
@@ -85,6 +104,10 @@ class FocusUnion:
     def region_hits(self, regions: np.ndarray, min_overlap: float) -> np.ndarray:
         return np.logical_or.reduce([region_hits(regions, f, min_overlap) for f in self.members])
 
+    def heads_hits(self, regions: np.ndarray, min_overlap: float) -> list:
+        per_member = [heads_hits(regions, f, min_overlap) for f in self.members]
+        return [np.logical_or.reduce([hits[k] for hits in per_member]) for k in range(regions.shape[0])]
+
 
 def focus_bool(focus) -> np.ndarray:
     """The bool [H, W] focus mask of ``focus`` (a mask, ``NounFocus`` or ``FocusUnion``)."""
@@ -102,6 +125,14 @@ def region_hits(regions: np.ndarray, focus, min_overlap: float) -> np.ndarray:
     return _overlap_hits(lab, np.asarray(focus, dtype=bool).reshape(-1), m, min_overlap)
 
 
+def heads_hits(regions: np.ndarray, focus, min_overlap: float) -> list:
+    """``region_hits`` of every head of ``regions`` (int [heads, H, W]): one bool
+    [m_h + 1] per head."""
+    if isinstance(focus, (NounFocus, FocusUnion)):
+        return focus.heads_hits(regions, min_overlap)
+    return [region_hits(r, focus, min_overlap) for r in regions]
+
+
 def _overlap_hits(lab: np.ndarray, covered: np.ndarray, m: int, min_overlap: float) -> np.ndarray:
     size = np.bincount(lab, minlength=m + 1)
     hit = np.bincount(lab, weights=covered.astype(np.float64), minlength=m + 1)
@@ -112,27 +143,27 @@ def _overlap_hits(lab: np.ndarray, covered: np.ndarray, m: int, min_overlap: flo
 
 def _inner_and_ring_means(regions: np.ndarray, cross: np.ndarray, m: int
                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of ``cross`` (float [H, W]) over each region of ``regions`` (int [H, W], 1..m)
-    and over its ring (the pixels outside it 4-adjacent to it), float64 [m + 1] each; NaN
-    for a region without pixels or without a ring (index 0 unused)."""
-    H, W = regions.shape
+    """Mean of ``cross`` (float [H, W]) over each region of ``regions`` (int [..., H, W],
+    1..m; the leading dimensions are separate grids, e.g. heads, with distinct labels) and
+    over its ring (the pixels outside it 4-adjacent to it on its grid), float64 [m + 1]
+    each; NaN for a region without pixels or without a ring (index 0 unused)."""
     lab = regions.reshape(-1)
-    c = cross.reshape(-1).astype(np.float64)
+    c = np.broadcast_to(np.asarray(cross, dtype=np.float64), regions.shape).reshape(-1)
     size = np.bincount(lab, minlength=m + 1)
     total = np.bincount(lab, weights=c, minlength=m + 1)
-    idx = np.arange(H * W).reshape(H, W)
-    # (region of a pixel's neighbour, the pixel) for every 4-neighbour pair across a label change
-    pairs = []
-    for a, b in ((regions[:, :-1], regions[:, 1:]), (regions[:-1, :], regions[1:, :])):
-        ia, ib = (idx[:, :-1], idx[:, 1:]) if a.shape[1] == W - 1 else (idx[:-1, :], idx[1:, :])
-        change = a != b
-        for own, pix in ((a, ib), (b, ia)):  # pix lies on the ring of region ``own``
-            keep = change & (own > 0)
-            pairs.append(own[keep].astype(np.int64) * (H * W) + pix[keep])
-    key = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
-    ring_of, ring_pix = key // (H * W), key % (H * W)
+    # each pixel's four neighbours' regions (0 off the grid), each region once per pixel:
+    # the pixel is on the ring of every such region other than its own
+    p = np.pad(regions, [(0, 0)] * (regions.ndim - 2) + [(1, 1), (1, 1)])
+    around = np.stack([p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]],
+                      axis=-1).reshape(-1, 4)
+    around = np.sort(around, axis=1)
+    first = np.ones_like(around, dtype=bool)
+    first[:, 1:] = around[:, 1:] != around[:, :-1]
+    on_ring = first & (around > 0) & (around != lab[:, None])
+    ring_of = around[on_ring]
     ring_n = np.bincount(ring_of, minlength=m + 1)
-    ring_sum = np.bincount(ring_of, weights=c[ring_pix], minlength=m + 1)
+    ring_sum = np.bincount(ring_of, weights=np.broadcast_to(c[:, None], around.shape)[on_ring],
+                           minlength=m + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         inner = np.where(size > 0, total / np.maximum(size, 1), np.nan)
         ring = np.where(ring_n > 0, ring_sum / np.maximum(ring_n, 1), np.nan)

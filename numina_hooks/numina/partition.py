@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from .attention_entries import MapSelfAttention, QKSelfAttention
-from .focus import focus_bool, region_hits
+from .focus import focus_bool, heads_hits, region_hits
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
@@ -862,7 +862,7 @@ def _width_buckets(used: np.ndarray) -> list:
 def focus_regions(parts: HeadPartitions, focus, min_overlap: float) -> list:
     """Per head, bool [m_h + 1]: the regions on ``focus``: a bool [H, W] mask (``|R ∩ F| /
     |R| >= min_overlap``), or a ``focus.NounFocus`` / ``FocusUnion`` (its local tests too)."""
-    return [region_hits(parts.regions[k], focus, min_overlap) for k in range(parts.regions.shape[0])]
+    return heads_hits(parts.regions, focus, min_overlap)
 
 
 def head_instances(parts: HeadPartitions, head: int, focus, min_overlap: float,
@@ -888,8 +888,9 @@ def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
     scores = np.full(h, -np.inf)
     counts = np.zeros(h, dtype=np.int64)
     chosen = []
+    on_focus = heads_hits(parts.regions, focus, min_overlap)
     for k in range(h):
-        inst = head_instances(parts, k, focus, min_overlap, min_lift)
+        inst = on_focus[k] & (np.nan_to_num(parts.lift[k], nan=-np.inf) > min_lift)
         chosen.append(inst)
         if not inst.any():
             continue
