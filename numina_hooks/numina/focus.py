@@ -68,6 +68,9 @@ class NounFocus:
 
     def heads_hits(self, regions: np.ndarray, min_overlap: float) -> list:
         """``region_hits`` of every head of ``regions`` (int [heads, H, W]) in one pass."""
+        keys = [(r.tobytes(), r.shape, float(min_overlap)) for r in regions]
+        if all(k in self._hits for k in keys):
+            return [self._hits[k].copy() for k in keys]
         heads = regions.shape[0]
         m = regions.reshape(heads, -1).max(axis=1) if regions.size else np.zeros(heads, np.int64)
         offset = np.concatenate([[0], np.cumsum(m + 1)[:-1]]).astype(np.int64)
@@ -83,7 +86,7 @@ class NounFocus:
         for k in range(heads):
             hits = sel[offset[k]:offset[k] + m[k] + 1].copy()
             hits[0] = False
-            self._hits[(regions[k].tobytes(), regions[k].shape, float(min_overlap))] = hits
+            self._hits[keys[k]] = hits
             out.append(hits.copy())
         return out
 
