@@ -303,14 +303,14 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
     labels; one object one noun (``exclusive_instances``) is the caller's next step."""
     grid = parts.regions.shape[1:]
     out = {}
-    for noun, noun_focus in focus.items():
+    for noun, on_screen in focus.items():
         if head < 0:
             out[noun] = np.zeros(grid, dtype=np.int32)
             continue
-        keep = head_instances(parts, head, noun_focus, cfg.focus_overlap, cfg.min_lift)
+        keep = head_instances(parts, head, on_screen, cfg.focus_overlap, cfg.min_lift)
         labels = _regions_to_instances(parts.regions[head], keep)
         if source is not None:
-            labels = with_unclaimed(labels, noun_focus, source, source_head, cfg, parts.sink_keys[head])
+            labels = with_unclaimed(labels, on_screen, source, source_head, cfg, parts.sink_keys[head])
         out[noun] = labels
     return out
 

@@ -30,7 +30,7 @@ import torch
 
 from .attention_entries import MapSelfAttention, QKSelfAttention
 from .config import NuminaConfig
-from .focus import NounFocus, focus_bool
+from .focus import NounFocus
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_scores_from_focus, link_regions,
