@@ -126,3 +126,23 @@ def test_all_heads_at_once_equal_one_head_at_a_time():
                                  or inner[r] - ring[r] > 0.05 * focus.spread)
                             if (regions[k] == r).any() else False for r in range(1, 6)]
         assert alone.tolist() == expect[:len(alone)]
+
+
+def test_phase_one_rule_for_several_nouns_counts_the_weak_object():
+    # the reader's path: the head chosen on the union of the nouns' focus, then each noun's
+    # instances on its own focus; the second noun's map is flat (nothing of it on screen)
+    from numina_hooks.numina.identify import instances_by_noun
+    from numina_hooks.numina.layout import (choose_from_partitions, partition_options,
+                                            self_attention_source)
+    from numina_hooks.numina.partition import partition_heads
+
+    cfg = NuminaConfig()
+    labels = _labels(OBJECTS[:5])
+    source = self_attention_source(_self_attention(labels), cfg)
+    parts = partition_heads(source, GRID, **partition_options(cfg))
+    focus = {"cat": noun_focus(_cross(labels, [1.0, 1.0, 1.0, 1.0, 0.08])[0], GRID, cfg),
+             "dog": noun_focus(torch.full((GRID[0] * GRID[1],), 0.01), GRID, cfg)}
+    head, _, _ = choose_from_partitions(parts, source, focus["cat"] | focus["dog"], cfg)
+    found = instances_by_noun(parts, head, focus, cfg, source, head)
+    assert head == 1
+    assert int(found["cat"].max()) == 5 and int(found["dog"].max()) == 0
