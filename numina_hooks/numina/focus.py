@@ -157,16 +157,18 @@ def _inner_and_ring_means(regions: np.ndarray, cross: np.ndarray, m: int
     # each pixel's four neighbours' regions (0 off the grid), each region once per pixel:
     # the pixel is on the ring of every such region other than its own
     p = np.pad(regions, [(0, 0)] * (regions.ndim - 2) + [(1, 1), (1, 1)])
-    around = np.stack([p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]],
-                      axis=-1).reshape(-1, 4)
-    around = np.sort(around, axis=1)
-    first = np.ones_like(around, dtype=bool)
-    first[:, 1:] = around[:, 1:] != around[:, :-1]
-    on_ring = first & (around > 0) & (around != lab[:, None])
-    ring_of = around[on_ring]
-    ring_n = np.bincount(ring_of, minlength=m + 1)
-    ring_sum = np.bincount(ring_of, weights=np.broadcast_to(c[:, None], around.shape)[on_ring],
-                           minlength=m + 1)
+    up, down = p[..., :-2, 1:-1].reshape(-1), p[..., 2:, 1:-1].reshape(-1)
+    left, right = p[..., 1:-1, :-2].reshape(-1), p[..., 1:-1, 2:].reshape(-1)
+    ring_n = np.zeros(m + 1, dtype=np.int64)
+    ring_sum = np.zeros(m + 1)
+    seen = []
+    for side in (up, down, left, right):
+        new = (side != lab) & (side > 0)  # a neighbour's region, not the pixel's own ...
+        for before in seen:
+            new &= side != before  # ... and not one an earlier side already counted
+        seen.append(side)
+        ring_n += np.bincount(side[new], minlength=m + 1)
+        ring_sum += np.bincount(side[new], weights=c[new], minlength=m + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         inner = np.where(size > 0, total / np.maximum(size, 1), np.nan)
         ring = np.where(ring_n > 0, ring_sum / np.maximum(ring_n, 1), np.nan)
