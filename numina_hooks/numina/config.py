@@ -138,16 +138,17 @@ class NuminaConfig:
     max_region_fraction: float = 0.5
     """Proposals larger than this fraction of the frame are background, never instances."""
     focus_specks: bool = True
-    """True (default): a self-attention region's overlap with the focus counts the map's bright pixels
-    before density clustering too (``focus_overlap`` still applies): a small object's bump
+    """True (default): a self-attention region's overlap with the focus counts the map's
+    bright pixels before density clustering too (``focus_overlap`` still applies): a small object's bump
     that reaches the threshold in one or two pixels, which the clustering drops as noise,
     counts where a region of the chosen head confirms it (``focus.py``). False: the
     clustered focus alone (paper)."""
     focus_contrast: float | None = 0.05
     """A self-attention region also lies on the noun's focus when its mean cross-attention
     exceeds the mean over its ring (the pixels 4-adjacent to it) by this share of the map's
-    range (peak - floor) and is above the floor: an object brighter than its surroundings,
-    even where the frame-wide threshold leaves it out (crowded frames at small grids).
+    range (peak - floor): an object brighter than its surroundings, even where the
+    frame-wide threshold leaves it out (crowded frames at small grids, where the floor,
+    the map's median, rises to the weaker objects' level).
     None = the overlap test alone (paper)."""
     focus_clustering: Literal["dbscan", "hdbscan"] = "dbscan"
     """Density clustering of the focus pixels."""
