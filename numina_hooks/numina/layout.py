@@ -317,7 +317,8 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
 
     With ``proposal_cut="adaptive"`` the map is cut at its own Otsu threshold on absolute
     edge weights (one map: no other head to take them relative to, nor to measure
-    containment against or to join split objects by: ``core_quantile`` is not used), and a region is an instance by its focus overlap alone (``focus_overlap``),
+    containment against or to join split objects by: ``core_quantile`` is not used), and a region is an instance by the focus alone
+    (``focus_overlap`` and the local tests ``focus_specks``, ``focus_contrast``),
     attention-sink regions excepted."""
     cfg = config or NuminaConfig()
     H, W = (int(g) for g in grid)
