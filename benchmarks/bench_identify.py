@@ -1,7 +1,7 @@
 """Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on three
 synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent | --layout-cost JSON]
 
 **Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
@@ -63,7 +63,9 @@ one is missed); writes results/identify_heads{N}.json and .md. ``--object-sizes`
 30x52 cells with objects of four sizes (results/identify_sizes.*). ``--absent`` runs frames
 that show no object of the noun (count 0; scene seeds 10000 + 100 * s), alone and beside a
 present noun read by phase 1's rule for several nouns (results/identify_absent.*); a report,
-no aim.
+no aim. ``--layout-cost JSON`` times the layout on ready maps with the default and with the
+given ``NuminaConfig`` fields changed, side by side on the same frames (what one setting
+costs; results/identify_layout_cost.*); a report, no aim.
 """
 
 from __future__ import annotations
@@ -451,6 +453,10 @@ def main() -> None:
                     help="the accuracy cells on --grids (default here 45x80, Wan2.1-14B at "
                          "1280x720) at --noise, written to results/identify_grid_{grids}.json "
                          "and .md")
+    ap.add_argument("--layout-cost", metavar="JSON", default=None,
+                    help="time the layout on ready maps with the default and with these NuminaConfig "
+                         "fields changed (e.g. '{\"focus_contrast\": null}'), side by side on the same "
+                         "frames, order alternated; written to results/identify_layout_cost.json and .md")
     ap.add_argument("--instance-share", type=float, default=None,
                     help="the shared family's cells with its instance head's own share scaled by "
                          "this factor (e.g. 0.5), written to "
@@ -476,6 +482,8 @@ def main() -> None:
         sys.exit(run_large_grid(args))
     if args.instance_share is not None:
         sys.exit(run_weak_instance(args))
+    if args.layout_cost is not None:
+        sys.exit(run_layout_cost(args))
     reader_grids = [tuple(int(v) for v in g.split("x")) for g in args.reader_grids]
     rounds = {g: args.reader_rounds if g[0] * g[1] <= 1560 else max(2, args.reader_rounds // 2)
               for g in reader_grids}
@@ -650,6 +658,74 @@ def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
         hits["absent_counted_0"].append(zero)
         hits["present_right"].append(right)
     return {m: bootstrap_interval(v) for m, v in hits.items()}
+
+
+#: development seeds of ``--layout-cost`` (frames to time, not to count): scenes per count
+#: and the first seed
+COST_SCENES, COST_SEED = 2, 900
+
+
+def run_layout_cost(args) -> int:
+    """The default layout's seconds per frame and noun on ready maps against the same with
+    ``args.layout_cost``'s fields changed, on each family's frames at each grid of the run
+    (``COST_SCENES`` scenes per count 1..max x ``--frames``, noise 0.5, development seeds),
+    the two timed back to back on every frame with their order alternated, one thread.
+    Reports the medians and the median of the per-frame ratios (a report: returns 0)."""
+    try:
+        changed = json.loads(args.layout_cost)
+        other = NuminaConfig(**changed)
+    except (ValueError, TypeError) as err:
+        raise SystemExit(f"--layout-cost {args.layout_cost!r}: expected a JSON object of NuminaConfig "
+                         f"fields, e.g. '{{\"focus_contrast\": null}}' ({err})")
+    configs = {"default": NuminaConfig(), "changed": other}
+    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
+    cells = []
+    for family in args.families:
+        for grid in grids:
+            frames = []
+            for n in range(1, args.max_count + 1):
+                for s in range(COST_SCENES):
+                    sc, _ = _scene(family, n, grid, 0.5, COST_SEED + 100 * s + n, args.frames)
+                    frames += [(torch.as_tensor(f.self_attn), torch.as_tensor(f.cross_attn)) for f in sc.frames]
+            layout_from_attention(*frames[0], grid, configs["changed"])  # first call: imports, caches
+            times = {k: [] for k in configs}
+            for i, (sa, ca) in enumerate(frames):
+                for k in (list(configs) if i % 2 == 0 else list(configs)[::-1]):
+                    t0 = time.perf_counter()
+                    layout_from_attention(sa, ca, grid, configs[k])
+                    times[k].append(time.perf_counter() - t0)
+            ratio = np.array(times["default"]) / np.array(times["changed"])
+            cells.append({"family": family, "grid": list(grid), "frames": len(frames),
+                          "default_s": float(np.median(times["default"])),
+                          "changed_s": float(np.median(times["changed"])),
+                          "ratio_default_over_changed": float(np.median(ratio))})
+            print(cells[-1], flush=True)
+    result = {"changed": changed, "threads": 1, "noise": 0.5, "scenes_per_count": COST_SCENES,
+              "frames_per_scene": args.frames, "cells": cells, "date": time.strftime("%Y-%m-%d"),
+              "load_average_at_end": _load_average(), "machine": _machine()}
+    _write(HERE / "results", "identify_layout_cost", result, layout_cost_markdown(result))
+    return 0
+
+
+def layout_cost_markdown(result: dict) -> str:
+    """The markdown of a ``--layout-cost`` run's ``result``."""
+    changed = ", ".join(f"`{k}={v!r}`" for k, v in result["changed"].items())
+    lines = ["# What a layout setting costs",
+             "",
+             f"`layout_from_attention` on ready maps with the default `NuminaConfig` against the same with "
+             f"{changed} (`python benchmarks/bench_identify.py --layout-cost JSON`), seconds per frame and "
+             f"noun, one thread: both timed back to back on every frame, their order alternated, first call "
+             f"excluded; {result['scenes_per_count']} scenes per count x {result['frames_per_scene']} frames "
+             f"at noise {result['noise']}, development seeds. Ratio: the median of the per-frame ratios.",
+             "",
+             "| family | grid | frames | default (median s) | changed (median s) | ratio default / changed |",
+             "|---|---|---|---|---|---|"]
+    for c in result["cells"]:
+        lines.append(f"| {c['family']} | {c['grid'][0]}x{c['grid'][1]} | {c['frames']} | {c['default_s']:.4f} | "
+                     f"{c['changed_s']:.4f} | **{c['ratio_default_over_changed']:.3f}x** |")
+    lines += ["", f"Run {result['date']}. Machine: {result['machine']}; load average at the end "
+              f"{result['load_average_at_end']}."]
+    return "\n".join(lines)
 
 
 def absent_markdown(result: dict) -> str:

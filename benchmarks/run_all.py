@@ -167,7 +167,8 @@ def write_doc() -> None:
                   *sorted(RESULTS.glob(f"{stems[script]}_bars.md")),  # bench_identify.py --object-shapes
                   *sorted(RESULTS.glob(f"{stems[script]}_grid_*.md")),  # bench_identify.py --large-grid
                   *sorted(RESULTS.glob(f"{stems[script]}_instance_share_*.md")),  # --instance-share
-                  *sorted(RESULTS.glob(f"{stems[script]}_absent.md"))]  # bench_identify.py --absent
+                  *sorted(RESULTS.glob(f"{stems[script]}_absent.md")),  # bench_identify.py --absent
+                  *sorted(RESULTS.glob(f"{stems[script]}_layout_cost.md"))]  # --layout-cost JSON
         for extra in extras:
             parts += ["##" + extra.read_text().strip(), ""]
     gpu = RESULTS / "gpu_check.md"

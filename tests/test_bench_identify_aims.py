@@ -42,3 +42,27 @@ def test_the_table_states_the_aims_and_what_was_missed():
     assert "Aims (issues 11 and 16)" in text
     missed = bench_identify.main_aims(stored)
     assert (("missed: " + "; ".join(missed)) if missed else "met.") in text
+
+
+def test_layout_cost_refuses_fields_that_are_not_a_config(monkeypatch):
+    import argparse
+
+    import pytest
+
+    for bad in ('{"no_such_field": 1}', "focus_contrast=0", '{"focus_contrast": -1}'):
+        args = argparse.Namespace(layout_cost=bad, grids=["6x8"], families=["project"], max_count=1,
+                                  frames=1)
+        with pytest.raises(SystemExit, match="--layout-cost .*expected a JSON object of NuminaConfig"):
+            bench_identify.run_layout_cost(args)
+
+
+def test_layout_cost_times_both_configs_on_the_same_frames(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(bench_identify, "HERE", tmp_path)
+    monkeypatch.setattr(bench_identify, "COST_SCENES", 1)
+    args = argparse.Namespace(layout_cost='{"focus_contrast": null}', grids=["8x12"], families=["shared"],
+                              max_count=2, frames=1)
+    assert bench_identify.run_layout_cost(args) == 0
+    text = (tmp_path / "results" / "identify_layout_cost.md").read_text()
+    assert "`focus_contrast=None`" in text and "| shared | 8x12 | 2 |" in text
