@@ -150,12 +150,7 @@ def noun_focus(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
 def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None
                ) -> np.ndarray:
     """The focus mask F (bool [H, W]) of one cross-attention map ``[HW]`` or ``[H, W]``."""
-    cfg = config or NuminaConfig()
-    bright = bright_pixels(cross_map, grid, cfg)
-    if bright is None:
-        H, W = _check_grid(as_tensor(cross_map, "cross_map").numel(), grid, "focus_mask")
-        return np.zeros((H, W), dtype=bool)
-    return _cluster(bright, cfg)
+    return noun_focus(cross_map, grid, config).mask
 
 
 def _cluster(bright: np.ndarray, cfg: NuminaConfig) -> np.ndarray:

@@ -869,8 +869,13 @@ def head_instances(parts: HeadPartitions, head: int, focus, min_overlap: float,
                    min_lift: float) -> np.ndarray:
     """bool [m_head + 1]: the instances of one head for one focus (as ``focus_regions``): its
     regions on the focus with a measured lift > ``min_lift``."""
-    cand = region_hits(parts.regions[head], focus, min_overlap)
-    return cand & (np.nan_to_num(parts.lift[head], nan=-np.inf) > min_lift)
+    return _lifted(region_hits(parts.regions[head], focus, min_overlap), parts.lift[head], min_lift)
+
+
+def _lifted(on_focus: np.ndarray, lift: np.ndarray, min_lift: float) -> np.ndarray:
+    """bool [m + 1]: the regions of ``on_focus`` (bool [m + 1]) whose measured ``lift``
+    (float [m + 1], NaN = not measured) exceeds ``min_lift``: a head's instances."""
+    return on_focus & (np.nan_to_num(lift, nan=-np.inf) > min_lift)
 
 
 def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
@@ -890,7 +895,7 @@ def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
     chosen = []
     on_focus = heads_hits(parts.regions, focus, min_overlap)
     for k in range(h):
-        inst = on_focus[k] & (np.nan_to_num(parts.lift[k], nan=-np.inf) > min_lift)
+        inst = _lifted(on_focus[k], parts.lift[k], min_lift)
         chosen.append(inst)
         if not inst.any():
             continue
