@@ -103,6 +103,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # noqa: E402
 from synthetic_feature_scenes import FEATURE_HEAD_TYPES, make_feature_scene  # noqa: E402
 from synthetic_shared_scenes import SHARED_HEAD_TYPES, make_shared_scene  # noqa: E402
+from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "true_head")
@@ -306,14 +307,15 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
 
 
 FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
-                     "feature": FEATURE_HEAD_TYPES}
+                     "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES}
+SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene}
 
 
 def head_types_for(family: str, heads: int) -> tuple[str, ...]:
     """The family's 12 head types, then its non-instance types repeated in order up to
     ``heads`` (Wan2.1-14B has 40 heads): more distractors, the same instance heads."""
     if family not in FAMILY_HEAD_TYPES:
-        raise ValueError(f"family={family!r}: expected 'project', 'shared' or 'feature'")
+        raise ValueError(f"family={family!r}: expected one of {sorted(FAMILY_HEAD_TYPES)}")
     base = FAMILY_HEAD_TYPES[family]
     if heads < len(base):
         raise ValueError(f"heads={heads}: expected at least {len(base)} (the family's own heads)")
@@ -329,9 +331,8 @@ def _scene(family: str, n: int, grid, noise: float, seed: int, frames: int, head
     if family == "project":
         sc = make_scene(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **options)
         return sc, types
-    make = make_feature_scene if family == "feature" else make_shared_scene
-    sc = make(n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **options)
-    return sc, sc.head_types  # these two families shuffle the head order per scene
+    sc = SCENE_MAKERS[family](n, grid, n_frames=frames, noise=noise, seed=seed, head_types=types, **options)
+    return sc, sc.head_types  # these families shuffle the head order per scene
 
 
 def objects_in_noun_map(frame, grid, cfg: NuminaConfig) -> bool:
