@@ -308,6 +308,7 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
 
 FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
                      "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES}
+BAR_FAMILIES = ("project", "shared", "feature")  # the families whose makers draw bars (``shape``)
 SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene}
 
 
@@ -426,12 +427,17 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=3, help="frames per scene")
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
-    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature"))
+    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--update-reader", metavar="NOTE",
                     help="re-time the reader only and replace that section of results/identify.json "
                          "(the accuracy cells stay from their run); NOTE says what else ran on the machine")
+    ap.add_argument("--merge-families", metavar="NOTE",
+                    help="run the accuracy cells of --families only and put them in place of those "
+                         "families' cells (and layout times) in results/identify.json; the other "
+                         "families' cells and the reader stay from their runs; NOTE says why and what "
+                         "else ran on the machine")
     ap.add_argument("--reader-grids", nargs="+", default=("15x26", "30x52", "45x78"))
     ap.add_argument("--reader-frames", type=int, default=2)
     ap.add_argument("--reader-rounds", type=int, default=5, help="rounds at 30x52 and below")
@@ -485,6 +491,8 @@ def main() -> None:
         sys.exit(run_weak_instance(args))
     if args.layout_cost is not None:
         sys.exit(run_layout_cost(args))
+    if args.merge_families:
+        sys.exit(run_merge_families(args))
     reader_grids = [tuple(int(v) for v in g.split("x")) for g in args.reader_grids]
     rounds = {g: args.reader_rounds if g[0] * g[1] <= 1560 else max(2, args.reader_rounds // 2)
               for g in reader_grids}
@@ -499,6 +507,18 @@ def main() -> None:
         result["reader_run"] = {"date": time.strftime("%Y-%m-%d"), "note": args.update_reader,
                                 "load_average_at_end": _load_average()}
         sys.exit(_write_results(out, result))
+    cells, times = accuracy_cells(args)
+    result = {"heads": 12, "threads": 1, "seeds": args.seeds, "frames_per_scene": args.frames,
+              "counts": [1, args.max_count], "reader": reader, "reader_aim_s": READER_AIM_S,
+              "cells": cells, "timing": times,
+              "load_average_at_end": _load_average(),
+              "machine": _machine()}
+    sys.exit(_write_results(out, result))
+
+
+def accuracy_cells(args) -> tuple[list, dict]:
+    """The main run's accuracy cells (``args.families`` x grids x noise, ``run_cell``) and the
+    layout's seconds per frame and noun per family, grid and method (median, p90)."""
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     timing = defaultdict(list)
     cells = []
@@ -513,12 +533,26 @@ def main() -> None:
     times = {f"{f} {g[0]}x{g[1]} {m}": {"median_s": round(float(np.median(v)), 4),
                                          "p90_s": round(float(np.percentile(v, 90)), 4)}
              for (f, g, m), v in timing.items()}
-    result = {"heads": 12, "threads": 1, "seeds": args.seeds, "frames_per_scene": args.frames,
-              "counts": [1, args.max_count], "reader": reader, "reader_aim_s": READER_AIM_S,
-              "cells": cells, "timing": times,
-              "load_average_at_end": _load_average(),
-              "machine": _machine()}
-    sys.exit(_write_results(out, result))
+    return cells, times
+
+
+def run_merge_families(args, out: Path = HERE / "results") -> int:
+    """``--merge-families``: the cells of ``args.families`` run now, in place of theirs in
+    results/identify.json (families in the table's order, new ones last); the rest of the
+    file stays from its run. Each merged family's run is recorded in ``family_runs``."""
+    result = json.loads((out / "identify.json").read_text())
+    for key in ("seeds", "frames_per_scene"):
+        if result[key] != getattr(args, key if key == "seeds" else "frames"):
+            raise SystemExit(f"--merge-families: results/identify.json has {key}={result[key]}; "
+                             "run with the same --seeds and --frames so that the cells compare")
+    cells, times = accuracy_cells(args)
+    run = set(args.families)
+    result["cells"] = [c for c in result["cells"] if c["family"] not in run] + cells
+    result["timing"] = {k: v for k, v in result["timing"].items() if k.split()[0] not in run} | times
+    when = {"date": time.strftime("%Y-%m-%d"), "note": args.merge_families,
+            "load_average_at_end": _load_average()}
+    result["family_runs"] = result.get("family_runs", {}) | {f: when for f in args.families}
+    return _write_results(out, result)
 
 
 def run_more_heads(args) -> int:
@@ -531,6 +565,10 @@ def run_bars(args) -> int:
     """The accuracy cells of ``args`` with elongated objects (``synthetic_scenes._bar``: one
     ellipse of aspect ratio 2-3.5 at a random angle, the area of the family's blob), which
     no default was tuned on; returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
+    shaped = [f for f in args.families if f in BAR_FAMILIES]
+    if shaped != list(args.families):
+        print("--object-shapes: the rope family has no bar shape; running", shaped)
+    args = argparse.Namespace(**{**vars(args), "families": shaped})
     return run_cells_variant(args, "identify_bars", bars_markdown, scene={"shape": "bar"})
 
 
@@ -1012,7 +1050,7 @@ def reader_markdown(result: dict) -> list:
 def markdown(result: dict) -> str:
     cells = result["cells"]
     lines = ["# Identify: the reader's cost and count accuracy", ""] + reader_markdown(result) + [
-             "", "### Count accuracy on three synthetic scene families", "",
+             "", f"### Count accuracy on {len({c['family'] for c in cells})} synthetic scene families", "",
              f"12 heads, one thread; per cell {cells[0]['frames']} frames "
              f"({result['seeds']} scenes per count x counts {result['counts'][0]}.."
              f"{result['counts'][1]} x {result['frames_per_scene']} frames). Count accuracy = "
@@ -1034,6 +1072,10 @@ def markdown(result: dict) -> str:
               + ("met." if not missed else "missed: " + "; ".join(missed) + "."),
               "", f"Machine: {result['machine']}; load average at the end "
               f"{result['load_average_at_end']} (a shared machine: times are upper bounds)."]
+    for family, run in result.get("family_runs", {}).items():
+        lines.append(f"The {family} family's cells and layout times: a later run ({run['date']}, "
+                     f"`--merge-families`; load average at its end {run['load_average_at_end']}): "
+                     f"{run['note']}")
     return "\n".join(lines)
 
 

@@ -535,8 +535,9 @@ def make_rope_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_fra
         ``cross_attn`` float32 [heads, H*W] (noun column of the text softmax) and ``labels``
         int32 [H, W] (0 background, 1..n objects).
     """
-    if n_instances < 1:
-        raise ValueError("n_instances must be >= 1")
+    if n_instances < 0:
+        raise ValueError(f"n_instances={n_instances}: expected 0 (a scene without the noun's "
+                         "objects) or more")
     grid = (int(grid[0]), int(grid[1]))
     H, W = grid
     rng = np.random.default_rng(seed)
@@ -588,7 +589,8 @@ def make_rope_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_fra
         labels = np.zeros(grid, dtype=np.int32)
         for i, m in enumerate(masks):
             labels[m] = i + 1
-        cov = np.stack([_blur(m, _EDGE_SIGMA) for m in masks]).reshape(n_instances, -1).T
+        cov = np.stack([_blur(m, _EDGE_SIGMA) for m in masks] or [np.zeros(grid)])
+        cov = cov.reshape(len(cov), -1).T[:, :n_instances]  # [HW, n]
         f = np.clip(cov.sum(1, keepdims=True), 0, 1)  # [HW, 1]
         z = rng.standard_normal((H * W, _SUBSPACES["tex"])) / math.sqrt(_SUBSPACES["tex"])
         x = (_A_MEAN * world.mean

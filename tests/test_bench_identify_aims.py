@@ -66,3 +66,35 @@ def test_layout_cost_times_both_configs_on_the_same_frames(tmp_path, monkeypatch
     assert bench_identify.run_layout_cost(args) == 0
     text = (tmp_path / "results" / "identify_layout_cost.md").read_text()
     assert "`focus_contrast=None`" in text and "| shared | 8x12 | 2 |" in text
+
+
+def test_merge_families_replaces_only_the_families_run(tmp_path):
+    """``--merge-families``: the families run now take the place of theirs; the other
+    families' cells, their layout times and the reader stay from their run, the merged run is
+    recorded and the table says which cells come from it."""
+    import argparse
+    import json
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    stored_path = Path(bench_identify.__file__).parent / "results" / "identify.json"
+    shutil.copy(stored_path, tmp_path / "identify.json")
+    stored = json.loads(stored_path.read_text())
+    args = argparse.Namespace(families=["rope"], grids=["8x12"], noise=[0.5], seeds=stored["seeds"],
+                              frames=stored["frames_per_scene"], max_count=1,
+                              merge_families="a test run")
+    bench_identify.run_merge_families(args, tmp_path)
+    merged = json.loads((tmp_path / "identify.json").read_text())
+    kept = [c for c in merged["cells"] if c["family"] != "rope"]
+    assert kept == json.loads(json.dumps([c for c in stored["cells"] if c["family"] != "rope"]))
+    rope = [c for c in merged["cells"] if c["family"] == "rope"]
+    assert [(c["grid"], c["noise"]) for c in rope] == [([8, 12], 0.5)]
+    assert merged["reader"] == stored["reader"]
+    assert set(merged["timing"]) == {k for k in stored["timing"] if not k.startswith("rope ")} | {
+        "rope 8x12 default", "rope 8x12 paper"}
+    assert merged["family_runs"]["rope"]["note"] == "a test run"
+    assert "The rope family's cells and layout times: a later run" in (tmp_path / "identify.md").read_text()
+    with pytest.raises(SystemExit, match="seeds"):
+        bench_identify.run_merge_families(argparse.Namespace(**{**vars(args), "seeds": 1}), tmp_path)

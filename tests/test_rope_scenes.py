@@ -130,3 +130,14 @@ def test_head_types_shuffled_with_one_instance():
     assert sc.head_types == given and sc.frames[0].self_attn.shape[0] == len(given)
     shuffled = make_rope_scene(2, (15, 26), seed=0, head_types=given)
     assert sorted(shuffled.head_types) == sorted(given)
+
+
+def test_scene_without_objects():
+    """n=0: the noun is absent (the benchmark's absent-noun frames): no labels, maps valid."""
+    sc = make_rope_scene(0, (15, 26), n_frames=2, seed=3)
+    for f in sc.frames:
+        assert f.count == 0
+        assert torch.allclose(f.self_attn.sum(-1), torch.ones(12, 390), atol=1e-4)
+        assert bool((f.cross_attn >= 0).all()) and bool(torch.isfinite(f.cross_attn).all())
+    with pytest.raises(ValueError, match="n_instances=-1"):
+        make_rope_scene(-1, (15, 26))
