@@ -181,12 +181,14 @@ def _read(path: str, views, columns) -> tuple[LayoutReader, float, float]:
     return reader, t1 - t0, time.perf_counter() - t1
 
 
-def _products(views) -> float:
+def _products(views, exponentials: bool = False) -> float:
     """Seconds per frame of the bare float32 products the exact reader cannot avoid: every
     frame's ``q k^T`` over its own video keys (the softmax normalisers of the self view) and
     over the distinct text keys (those of the cross view; equal padding keys count once),
     nothing else, each head's with the product the reader uses (``row_scores``: oneDNN's on
-    the CPU where torch has it)."""
+    the CPU where torch has it). ``exponentials``: each product's entries also raised to
+    ``exp`` in place (a softmax normaliser needs every entry's exponential once): the floor
+    of an exact float32 reader, without the row maxima and sums."""
     self_view, cross_view = views
     geo = self_view.geometry
     t0 = time.perf_counter()
@@ -195,8 +197,9 @@ def _products(views) -> float:
         q, k = self_view.self_attention_qk(f, batch=[0])
         qf, kf = q[0].float(), k[0].float()
         for head in range(qf.shape[0]):
-            row_scores(qf[head], kf[head])
-            row_scores(qf[head], text[head])
+            for scores in (row_scores(qf[head], kf[head]), row_scores(qf[head], text[head])):
+                if exponentials:
+                    scores.mul_(1e-3).exp_()  # scaled: the timing alone matters, no overflow
     return (time.perf_counter() - t0) / geo.frames
 
 
@@ -250,13 +253,14 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
     for grid in grids:
         views = reader_views(grid, frames)
         per = {p: {"self": [], "cross": [], "total": []} for p in paths}
-        ratios, self_ratios, agree, floor, mm_floor = [], [], True, [], []
+        ratios, self_ratios, agree, floor, mm_floor, exp_floor = [], [], True, [], [], []
         fold = {"folded": [], "unfolded": [], "ratio": [], "max_abs_diff": 0.0}
         for r in range(rounds.get(grid, 3)):
             got = {}
             products = _products_both(views, onednn_first=r % 2 == 0)
             floor.append(products[0])
             mm_floor.append(products[1])
+            exp_floor.append(_products(views, exponentials=True))
             timed = {}
             for folded in ((True, False) if r % 2 == 0 else (False, True)):
                 timed[folded] = _cross_maps(views[1], folded)
@@ -286,6 +290,7 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
                     "self_ratio_qk_over_maps": round(float(np.median(self_ratios)), 3),
                     "fp32_products_s": round(float(np.median(floor)), 4),
                     "fp32_products_mm_s": round(float(np.median(mm_floor)), 4),
+                    "fp32_products_exp_s": round(float(np.median(exp_floor)), 4),
                     "ratio_products_onednn_over_mm": round(float(np.median(
                         np.array(floor) / np.array(mm_floor))), 3),
                     "cross_maps_fold": {"folded_s": round(float(np.median(fold["folded"])), 4),
@@ -1000,18 +1005,21 @@ def reader_markdown(result: dict) -> list:
              "The last but one column is the floor of any exact reader: the bare float32 "
              "products `q k^T` of a frame over its video keys and over the distinct text keys "
              "(the softmax normalisers need every distinct entry once; equal padding keys are "
-             "counted, not multiplied again), timed in the same rounds.", "",
+             "counted, not multiplied again), timed in the same rounds. The column before it: "
+             "the same products with every entry raised to `exp` in place (each softmax "
+             "normaliser needs every entry's exponential once; row maxima and sums left out): "
+             "the floor of an exact float32 reader ('-': not measured in that run).", "",
              "| grid | tokens | rounds | regions per head | maps: self | maps: cross | maps: total "
              "| qk: self | qk: cross | **qk: total** | ratio qk / maps, total (self) | float32 "
-             "q.k products alone | same layouts |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "q.k products and their exp | float32 q.k products alone | same layouts |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in grids:
         c = reader[g]
         lines.append(f"| {g} | {c['tokens']} | {c['rounds']} | {c['regions_per_head']} | "
                      f"{c['maps']['self']} | {c['maps']['cross']} | {c['maps']['total']} | "
                      f"{c['qk']['self']} | {c['qk']['cross']} | **{c['qk']['total']}** | "
                      f"{c['ratio_qk_over_maps']} ({c['self_ratio_qk_over_maps']}) | "
-                     f"{c['fp32_products_s']} | "
+                     f"{c.get('fp32_products_exp_s', '-')} | {c['fp32_products_s']} | "
                      f"{'yes' if c['same_layouts'] else 'NO'} |")
     exp = reader.get("exponent", {})
     met = "30x52" in reader and reader["30x52"]["qk"]["total"] <= result["reader_aim_s"]
@@ -1022,6 +1030,10 @@ def reader_markdown(result: dict) -> list:
               f"(117 MB at 30x52, 591 MB at 45x78) and copies it to the CPU; `qk` holds one "
               f"head's chunk of rows (4 MB) and float32 copies of the frame's q and k. "
               f"Aim {'met' if met else 'missed'}."]
+    floor = reader.get("30x52", {}).get("fp32_products_exp_s")
+    if floor is not None and floor > result["reader_aim_s"]:
+        lines[-1] += (f" At 30x52 the products and their exponentials alone take {floor} s per frame "
+                      f"on this machine, above the aim: no exact float32 reader meets it here.")
     fold_rows = [(g, reader[g]["cross_maps_fold"]) for g in grids if "cross_maps_fold" in reader[g]]
     if fold_rows:
         lines += ["", "Cross maps with Wan's equal padding keys folded (each distinct key multiplied "
@@ -1073,6 +1085,7 @@ def markdown(result: dict) -> str:
               "", f"Machine: {result['machine']}; load average at the end "
               f"{result['load_average_at_end']} (a shared machine: times are upper bounds)."]
     for family, run in result.get("family_runs", {}).items():
+        lines.append("")
         lines.append(f"The {family} family's cells and layout times: a later run ({run['date']}, "
                      f"`--merge-families`; load average at its end {run['load_average_at_end']}): "
                      f"{run['note']}")
