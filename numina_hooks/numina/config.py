@@ -56,6 +56,7 @@ _INTERVALS = {
     "sink_mass": (0, False, 1, True, False, ""),
     "min_lift": (0, True, 1, False, False, ""),
     "min_member_lift": (0, True, 1, False, True, " (no check)"),
+    "min_lift_null_factor": (0, False, math.inf, False, True, " (min_lift alone)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
     "splinter_fraction": (0, False, 1, True, False, ""),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
@@ -189,6 +190,14 @@ class NuminaConfig:
     """A focus region is an instance only when its pixels keep more than this share of
     their attention inside it beyond what the average head keeps (0 = any surplus):
     background specks and splinters of a larger object keep little."""
+    min_lift_null_factor: float | None = None
+    """A focus region is also an instance, under ``min_lift``, when its lift exceeds this
+    factor times the 90th percentile of the lifts of the same head's regions off the focus
+    (at least 3 of them; a head without them keeps ``min_lift`` alone). ``min_lift`` is a
+    share of a row: heads whose rows spread over the whole frame (diffuse heads, strong
+    rotary position terms) keep shares far below it on their objects, and less still on
+    their background regions; this threshold is in the head's own units. None = ``min_lift``
+    alone. With it, set ``min_member_lift`` to None (also a share of a row)."""
     min_member_lift: float | None = 0.005
     """A focus region is also no instance when its lift without each row's own entry (what
     its pixels keep on its *other* pixels beyond a moved copy) is at most this share of a

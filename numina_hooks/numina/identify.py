@@ -307,7 +307,8 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
         if head < 0:
             out[noun] = np.zeros(grid, dtype=np.int32)
             continue
-        keep = head_instances(parts, head, on_screen, cfg.focus_overlap, cfg.min_lift)
+        keep = head_instances(parts, head, on_screen, cfg.focus_overlap, cfg.min_lift,
+                              cfg.min_lift_null_factor)
         labels = _regions_to_instances(parts.regions[head], keep)
         if source is not None:
             labels = with_unclaimed(labels, on_screen, source, source_head, cfg, parts.sink_keys[head])

@@ -262,16 +262,19 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
     source of its entries, or None (lifts measured and regions linked already)."""
     if self_attn is not None:
         self_attn = self_attention_source(self_attn, cfg)
-    fill_lift(parts, self_attn, focus_regions(parts, focus, cfg.focus_overlap), cfg.lift_sample,
-              cfg.min_member_lift)
-    scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift)
+    # the head's own lift threshold reads its off-focus regions too (None: every region)
+    wanted = None if cfg.min_lift_null_factor is not None else focus_regions(parts, focus, cfg.focus_overlap)
+    fill_lift(parts, self_attn, wanted, cfg.lift_sample, cfg.min_member_lift)
+    scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift,
+                                                       cfg.min_lift_null_factor)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
     if head >= 0 and cfg.link_ratio is not None and self_attn is not None:
         # the chosen head's pieces of one object joined (None: measured and linked already);
         # joined regions keep their pieces' mean lift and contrast, so the choice stands
         link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
                      splinter_option(cfg))
-        instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift)
+        instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
+                                         cfg.min_lift_null_factor)
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
     else:

@@ -59,7 +59,7 @@ from .focus import focus_bool, heads_hits, region_hits
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
-           "focus_regions", "head_instances", "head_scores_from_focus", "choose_head",
+           "focus_regions", "head_instances", "head_scores_from_focus", "choose_head", "lift_threshold",
            "temporal_vote"]
 
 
@@ -866,27 +866,54 @@ def focus_regions(parts: HeadPartitions, focus, min_overlap: float) -> list:
 
 
 def head_instances(parts: HeadPartitions, head: int, focus, min_overlap: float,
-                   min_lift: float) -> np.ndarray:
+                   min_lift: float, null_factor: float | None = None) -> np.ndarray:
     """bool [m_head + 1]: the instances of one head for one focus (as ``focus_regions``): its
-    regions on the focus with a measured lift > ``min_lift``."""
-    return _lifted(region_hits(parts.regions[head], focus, min_overlap), parts.lift[head], min_lift)
+    regions on the focus with a measured lift > ``min_lift`` (or > the head's own threshold,
+    ``null_factor``: see ``lift_threshold``)."""
+    return _lifted(region_hits(parts.regions[head], focus, min_overlap), parts.lift[head], min_lift,
+                   null_factor)
 
 
-def _lifted(on_focus: np.ndarray, lift: np.ndarray, min_lift: float) -> np.ndarray:
+#: off-focus regions a head needs for its own lift threshold (``lift_threshold``)
+MIN_NULL_REGIONS = 3
+
+
+def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
+                   null_factor: float | None) -> float:
+    """The lift a head's focus region must exceed to be an instance: ``min_lift``, or, with
+    ``null_factor``, the lower ``null_factor * q90`` when it is positive, ``q90`` the 90th
+    percentile of the measured lifts of the head's regions off the focus (``on_focus`` bool
+    [m + 1] False, index 0 excluded; at least ``MIN_NULL_REGIONS`` of them): what this head's
+    background pieces keep, in the head's own units (``NuminaConfig.min_lift_null_factor``)."""
+    if null_factor is None:
+        return min_lift
+    off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])]
+    if len(off) < MIN_NULL_REGIONS:
+        return min_lift
+    own = null_factor * float(np.percentile(off, 90))
+    return own if 0.0 < own < min_lift else min_lift
+
+
+def _lifted(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
+            null_factor: float | None = None) -> np.ndarray:
     """bool [m + 1]: the regions of ``on_focus`` (bool [m + 1]) whose measured ``lift``
-    (float [m + 1], NaN = not measured) exceeds ``min_lift``: a head's instances."""
-    return on_focus & (np.nan_to_num(lift, nan=-np.inf) > min_lift)
+    (float [m + 1], NaN = not measured) exceeds the head's threshold (``lift_threshold``:
+    ``min_lift`` when ``null_factor`` is None): a head's instances."""
+    threshold = lift_threshold(on_focus, lift, min_lift, null_factor)
+    return on_focus & (np.nan_to_num(lift, nan=-np.inf) > threshold)
 
 
 def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
-                           min_lift: float = 0.0) -> tuple[np.ndarray, np.ndarray, list]:
+                           min_lift: float = 0.0, null_factor: float | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, list]:
     """Score, instance count and instances of every head for one focus (a bool [H, W] mask
     or a ``focus.NounFocus`` / ``FocusUnion``, as ``focus_regions``).
 
     ``parts.lift`` must be measured for the focus regions (``fill_lift``). A region is an
     instance when it is on the focus (``|R ∩ F| / |R| >= min_overlap`` for a mask) and its lift is > ``min_lift`` (its pixels keep
     more attention inside it than the average head does, by that share of a row;
-    ``head_instances``). Score = size-weighted mean over the
+    ``head_instances``; ``null_factor``: each head's own threshold, ``lift_threshold``).
+    Score = size-weighted mean over the
     instances of lift * max(contrast, 0) (-inf when the head has none). Returns (scores
     float64 [heads], counts int [heads], instances: one bool [m_h + 1] per head)."""
     h = parts.regions.shape[0]
@@ -895,7 +922,7 @@ def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
     chosen = []
     on_focus = heads_hits(parts.regions, focus, min_overlap)
     for k in range(h):
-        inst = _lifted(on_focus[k], parts.lift[k], min_lift)
+        inst = _lifted(on_focus[k], parts.lift[k], min_lift, null_factor)
         chosen.append(inst)
         if not inst.any():
             continue
