@@ -1,15 +1,10 @@
 """Checks of the Wan2.1-like synthetic scene generator (benchmarks/synthetic_rope_scenes.py)."""
-import pathlib
-import sys
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
-from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # noqa: E402
+from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # benchmarks/ (on sys.path via conftest.py)
 
 torch.set_num_threads(1)
 
