@@ -1,27 +1,25 @@
 """A head's own lift threshold (``NuminaConfig.min_lift_null_factor``, ``partition.lift_threshold``):
 what a diffuse head's objects keep is far under ``min_lift``, a share of a row; measured against
-the same head's regions off the focus, they stand out."""
-
-import dataclasses
+the same head's regions off the focus (or tiles of its background), they stand out. The default
+since 2026-12-03."""
 
 import numpy as np
 import pytest
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import layout_from_attention
-from numina_hooks.numina.partition import MIN_NULL_REGIONS, lift_threshold
+from numina_hooks.numina.partition import (MIN_NULL_REGIONS, NULL_TILES, HeadPartitions, background_tiles,
+                                           lift_threshold)
 from synthetic_rope_scenes import make_rope_scene  # benchmarks/ (on sys.path via conftest.py)
 
 #: index 0 unused (no region); regions 1-2 on the focus, 3-6 off it
 ON_FOCUS = np.array([False, True, True, False, False, False, False])
-
 
 def test_threshold_follows_the_heads_background_regions():
     lift = np.array([np.nan, 0.02, 0.004, 0.001, 0.002, 0.003, 0.0025])
     threshold = lift_threshold(ON_FOCUS, lift, 0.05, 2.0)
     assert threshold == pytest.approx(2.0 * np.percentile([0.001, 0.002, 0.003, 0.0025], 90))
     assert 0.004 < threshold < 0.02  # the object at 0.02 passes, the speck at 0.004 does not
-
 
 def test_threshold_is_never_stricter_than_min_lift_nor_used_without_a_background():
     noisy = np.array([np.nan, 0.3, 0.2, 0.1, 0.12, 0.09, 0.11])  # a head whose background keeps a lot
@@ -33,6 +31,37 @@ def test_threshold_is_never_stricter_than_min_lift_nor_used_without_a_background
     assert lift_threshold(ON_FOCUS, np.array([np.nan, 0.02, 0.004, 0.001, 0.002, 0.003, 0.0025]),
                           0.05, None) == 0.05
 
+def test_a_head_without_background_regions_takes_its_null_from_background_tiles():
+    """Every region on the focus (a small frame, the background one region too large to
+    keep): the tiles cut out of the background give the null instead of ``min_lift``."""
+    all_on = np.array([False, True, True, True])
+    lift = np.array([np.nan, 0.03, 0.025, 0.006])  # two objects and a speck of background
+    assert lift_threshold(all_on, lift, 0.05, 2.0) == 0.05  # no null: min_lift alone
+    tiles = np.array([0.001, 0.004, 0.002, -0.001, 0.003, -np.inf])  # -inf: not counted
+    threshold = lift_threshold(all_on, lift, 0.05, 2.0, tiles)
+    assert threshold == pytest.approx(2.0 * np.percentile([0.001, 0.004, 0.002, -0.001, 0.003], 90))
+    assert 0.006 < threshold < 0.025
+    off = np.array([np.nan, 0.03, 0.001, 0.002, 0.0015])  # enough regions off the focus: tiles unused
+    assert lift_threshold(np.array([False, True, False, False, False]), off, 0.05, 2.0, tiles) == \
+        pytest.approx(2.0 * np.percentile([0.001, 0.002, 0.0015], 90))
+
+def test_background_tiles_lie_inside_the_background_and_match_the_regions_size():
+    regions = np.zeros((2, 12, 20), dtype=np.int32)
+    regions[0, 2:5, 3:6] = 1  # 9 patches: tiles of side 3
+    regions[0, 6:9, 10:13] = 2
+    sink_keys = np.zeros((2, 240), dtype=bool)
+    sink_keys[0, 0] = True  # a sink key at (0, 0): no tile over it
+    parts = HeadPartitions(regions=regions, lift=[np.full(3, np.nan), np.full(1, np.nan)],
+                           contrast=[np.zeros(3), np.zeros(1)], sink=[np.zeros(3, bool), np.zeros(1, bool)],
+                           thresholds=np.zeros(2, np.float32), sink_keys=sink_keys)
+    tiles = background_tiles(parts).reshape(2, 12, 20)
+    assert 1 <= tiles[0].max() <= NULL_TILES
+    assert not (tiles[0] > 0)[regions[0] > 0].any() and tiles[0, 0, 0] == 0
+    for t in range(1, tiles[0].max() + 1):
+        ys, xs = np.nonzero(tiles[0] == t)
+        assert len(ys) == 9 and np.ptp(ys) == 2 and np.ptp(xs) == 2  # 3 x 3 squares
+    assert tiles[1].max() == NULL_TILES  # no region: 2 x 2 tiles over the whole frame, 16 of 60
+    assert (np.bincount(tiles[1].reshape(-1))[1:] == 4).all()
 
 @pytest.mark.parametrize("seed", [900, 902])
 def test_diffuse_heads_objects_are_counted_with_the_heads_own_threshold(seed):
@@ -41,13 +70,29 @@ def test_diffuse_heads_objects_are_counted_with_the_heads_own_threshold(seed):
     alone finds nothing, while the head's own threshold counts the three objects."""
     frame = make_rope_scene(3, (30, 52), noise=1.0, seed=seed).frames[0]
     assert frame.count == 3
-    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == 0
-    own = dataclasses.replace(NuminaConfig(), min_lift_null_factor=2.0, min_member_lift=None)
-    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), own).count == 3
-
+    row_share = NuminaConfig(min_lift_null_factor=None, min_member_lift=0.005)  # the rule before
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), row_share).count == 0
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == 3
 
 def test_the_factor_is_validated():
     for bad in (0, -1.0, float("nan"), float("inf"), "2"):
         with pytest.raises(ValueError, match="min_lift_null_factor"):
             NuminaConfig(min_lift_null_factor=bad)
     assert NuminaConfig(min_lift_null_factor=2.0).min_lift_null_factor == 2.0
+
+@pytest.mark.parametrize("seed", [900, 902])
+def test_a_small_frames_objects_are_counted_against_background_tiles(seed, monkeypatch):
+    """A rope-family frame at 15x26 (noise 0.5, four objects of 4-9 patches): the instance
+    head's background is one region too large to keep, so it has no regions off the focus;
+    its null comes from tiles of that background. Without them ``min_lift`` alone applies
+    and half the objects are missed."""
+    frame = make_rope_scene(4, (15, 26), noise=0.5, seed=seed).frames[0]
+    own = NuminaConfig()
+    assert own.min_lift_null_factor is not None
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), own).count == 4
+    import numina_hooks.numina.partition as partition
+
+    monkeypatch.setattr(partition, "background_tiles",
+                        lambda parts, most=NULL_TILES: np.zeros((parts.regions.shape[0], parts.regions[0].size),
+                                                                dtype=np.int64))
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), own).count == 2

@@ -16,7 +16,7 @@ from numina_hooks.numina.partition import _linked
 #: the regions' containment measured on 16 members and the rows read with their own keys (the
 #: defaults before the two changes of 2026-12-02): then a rim splinter of the scene below passes
 #: the instance tests and needs the splinter test
-SPLINTERS_PASS = NuminaConfig(lift_sample=16, own_key="kept")
+SPLINTERS_PASS = NuminaConfig(lift_sample=16, own_key="kept", min_lift_null_factor=None, min_member_lift=0.005)
 
 GRID = (30, 40)
 N = GRID[0] * GRID[1]
@@ -127,3 +127,24 @@ def test_phase_one_reader_counts_large_objects_once_from_qk(config, counts):
     for view in _feature_views(scene, (30, 52)):
         reader.on_attention(view)
     assert reader.nouns["objects"].frame_counts == counts
+
+
+def test_weak_regions_join_a_strong_one_by_the_ratio_never_each_other():
+    """``by_ratio`` (the head's own lift threshold, ``link_head(..., splinter_lift=)``): two
+    weak regions that attend to each other as much as to themselves (a diffuse head's
+    objects) stay apart; a weak piece of a strong object joins it by the ratio."""
+    a, b, c = _block(range(3), range(10)), _block(range(3), range(20, 30)), _block(range(10, 13), range(0, 10))
+    logd = [[1.0, 0.9, 0.9],
+            [0.9, 1.0, 0.9],
+            [0.9, 0.9, 1.0]]
+    sa, groups = group_head([a, b, c], logd, N)
+    cfg = NuminaConfig()
+    every = _linked(sa, 0, groups, cfg.link_ratio, 256, splinter_option(cfg), GRID)
+    assert every[0, 1] and every[1, 2]  # all strong: the ratio joins them all
+    one_strong = _linked(sa, 0, groups, cfg.link_ratio, 256, splinter_option(cfg), GRID,
+                         by_ratio=np.array([True, False, False]))
+    assert one_strong[0, 1] and one_strong[0, 2]
+    assert not one_strong[1, 2]
+    none_strong = _linked(sa, 0, groups, cfg.link_ratio, 256, splinter_option(cfg), GRID,
+                          by_ratio=np.zeros(3, dtype=bool))
+    assert not none_strong[0, 1] and not none_strong[1, 2] and not none_strong[0, 2]

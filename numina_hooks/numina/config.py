@@ -190,20 +190,24 @@ class NuminaConfig:
     """A focus region is an instance only when its pixels keep more than this share of
     their attention inside it beyond what the average head keeps (0 = any surplus):
     background specks and splinters of a larger object keep little."""
-    min_lift_null_factor: float | None = None
+    min_lift_null_factor: float | None = 2.0
     """A focus region is also an instance, under ``min_lift``, when its lift exceeds this
-    factor times the 90th percentile of the lifts of the same head's regions off the focus
-    (at least 3 of them; a head without them keeps ``min_lift`` alone). ``min_lift`` is a
-    share of a row: heads whose rows spread over the whole frame (diffuse heads, strong
-    rotary position terms) keep shares far below it on their objects, and less still on
-    their background regions; this threshold is in the head's own units. None = ``min_lift``
-    alone. With it, set ``min_member_lift`` to None (also a share of a row)."""
-    min_member_lift: float | None = 0.005
+    factor times the 90th percentile of the head's null lifts: those of its regions off the
+    focus (at least 3), else of up to 16 square tiles cut out of its background, as large as
+    its regions (``partition.lift_threshold``). ``min_lift`` is a share of a row: heads whose
+    rows spread over the whole frame (diffuse heads, strong rotary position terms) keep
+    shares far below it on their objects, and less still on their background; this
+    threshold is in the head's own units. A region under ``min_lift`` joins another only by
+    the splinter test or by ``link_ratio`` to a region over ``min_lift`` (never to another
+    weak one). None = ``min_lift`` alone (the rule before 2026-12-03)."""
+    min_member_lift: float | None = None
     """A focus region is also no instance when its lift without each row's own entry (what
     its pixels keep on its *other* pixels beyond a moved copy) is at most this share of a
     row: a head whose queries and keys share a per-token component spikes every row on its
     own key, and a splinter of a few patches of a large object, or a background speck, then
-    shows as much lift as a whole object. None = no such check."""
+    shows as much lift as a whole object. None = no such check (the default: a share of a
+    row too, it removes a diffuse head's objects; with ``min_lift_null_factor`` None, 0.005
+    was the default)."""
     core_quantile: float | None = 0.5
     """Touching objects kept apart: the regions grow from cores (components of the edges
     above this quantile of a head's joined edge weights, at least ``min_region`` patches)

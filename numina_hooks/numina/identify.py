@@ -35,7 +35,8 @@ from .layout import (_instances, _partition, _regions_to_instances, check_not_co
                      choose_from_partitions, noun_focus, partition_options, with_unclaimed,
                      proposals_from_self_map, self_attention_source, splinter_option)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
-                        head_instances, link_head, link_regions, partition_from_qk, temporal_vote)
+                        head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
+                        temporal_vote)
 
 
 @dataclass
@@ -197,7 +198,8 @@ class LayoutReader:
         else:
             raise ValueError(f"LayoutReader.self_source={self.self_source!r}; expected 'qk' "
                              "(read from q/k) or 'maps' (read from full maps)")
-        fill_lift(parts, source, None, cfg.lift_sample, cfg.min_member_lift)
+        fill_lift(parts, source, None, cfg.lift_sample, cfg.min_member_lift,
+                  null_tiles=cfg.min_lift_null_factor is not None)
         if cfg.link_ratio is not None:
             # the ratio alone here, before any focus is known: a splinter joins its object
             # once the head is chosen, among that focus's candidates (``_link_splinters``)
@@ -218,9 +220,11 @@ class LayoutReader:
             return
         source, head_in_source = sources[f]
         on_focus = focus_regions(frame.partitions, focus, cfg.focus_overlap)[head]
+        threshold = head_lift_threshold(frame.partitions, head, focus, cfg.focus_overlap, cfg.min_lift,
+                                        cfg.min_lift_null_factor)
         link_head(frame.partitions, head, _as_source(source),
                   in_block if head_in_source is None else head_in_source,
-                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus)
+                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold)
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config

@@ -33,7 +33,8 @@ from .config import NuminaConfig
 from .focus import NounFocus
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
-                        focus_regions, grid_disc, head_instances, head_scores_from_focus, link_regions,
+                        focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
+                        link_regions,
                         partition_heads, temporal_vote, unclaimed_instances)
 from .partition import _regions_to_ids as _regions_to_instances
 
@@ -264,15 +265,20 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
         self_attn = self_attention_source(self_attn, cfg)
     # the head's own lift threshold reads its off-focus regions too (None: every region)
     wanted = None if cfg.min_lift_null_factor is not None else focus_regions(parts, focus, cfg.focus_overlap)
-    fill_lift(parts, self_attn, wanted, cfg.lift_sample, cfg.min_member_lift)
+    fill_lift(parts, self_attn, wanted, cfg.lift_sample, cfg.min_member_lift,
+              null_tiles=cfg.min_lift_null_factor is not None)
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift,
                                                        cfg.min_lift_null_factor)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
     if head >= 0 and cfg.link_ratio is not None and self_attn is not None:
         # the chosen head's pieces of one object joined (None: measured and linked already);
-        # joined regions keep their pieces' mean lift and contrast, so the choice stands
+        # joined regions keep their pieces' mean lift and contrast, so the choice stands;
+        # regions under ``min_lift`` but over the head's own threshold join by the splinter
+        # test only: by the ratio, a diffuse head's weak regions join distinct objects
+        threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
+                                        cfg.min_lift_null_factor)
         link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
-                     splinter_option(cfg))
+                     splinter_option(cfg), splinter_lift=threshold)
         instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                          cfg.min_lift_null_factor)
     if head < 0:

@@ -60,6 +60,7 @@ from .focus import focus_bool, heads_hits, region_hits
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
            "focus_regions", "head_instances", "head_scores_from_focus", "choose_head", "lift_threshold",
+           "head_lift_threshold", "background_tiles",
            "temporal_vote"]
 
 
@@ -78,6 +79,10 @@ class HeadPartitions:
     sink: list (one per head) of bool [m_h + 1]: the region holds an attention-sink key.
     thresholds: float32 [heads], the Otsu cut of each head's edge weights.
     sink_keys: bool [heads, N]: the attention-sink keys of each head (``sink_mass``).
+    null_lift: None until measured (``fill_lift(..., null_tiles=True)``), then a list (one
+        per head) of float64 [t_h] arrays: the containment lift of square tiles cut out of
+        the head's background (region 0), a null for ``lift_threshold`` when the head has
+        too few regions off the focus.
     """
     regions: np.ndarray
     lift: list
@@ -85,6 +90,7 @@ class HeadPartitions:
     sink: list
     thresholds: np.ndarray
     sink_keys: np.ndarray
+    null_lift: list | None = None
 
 
 def _grid_index(H: int, W: int) -> torch.Tensor:
@@ -406,11 +412,14 @@ def concat_partitions(parts: list) -> HeadPartitions:
                           contrast=[x for p in parts for x in p.contrast],
                           sink=[x for p in parts for x in p.sink],
                           thresholds=np.concatenate([p.thresholds for p in parts]),
-                          sink_keys=np.concatenate([p.sink_keys for p in parts]))
+                          sink_keys=np.concatenate([p.sink_keys for p in parts]),
+                          null_lift=None if any(p.null_lift is None for p in parts)
+                          else [x for p in parts for x in p.null_lift])
 
 
 def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
-              sample: int = 16, min_member_lift: float | None = None) -> None:
+              sample: int = 16, min_member_lift: float | None = None,
+              null_tiles: bool = False) -> None:
     """Compute the containment lift of the ``wanted`` regions (a list, one bool
     [m_h + 1] array per head; None = every region) into ``parts.lift`` in place. Regions
     already measured are not measured again; sink regions get -inf. ``self_attn``: the
@@ -421,7 +430,11 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
     rows keep attention on themselves, not on each other, so it is no group of tokens.
     A head whose queries and keys share a per-token component (texture) gives every token
     a spike on its own key, and a splinter of a few patches then shows as much lift as a
-    whole object. None = no such check."""
+    whole object. None = no such check.
+
+    ``null_tiles``: also measure, once, the lift of square tiles of the head's background
+    into ``parts.null_lift`` (``background_tiles``; the same blocks read, the same member
+    check)."""
     h = parts.regions.shape[0]
     flat_regions = parts.regions.reshape(h, -1)
     todo = np.zeros_like(flat_regions)
@@ -431,7 +444,15 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         want &= np.isnan(parts.lift[k]) & ~parts.sink[k]
         parts.lift[k][parts.sink[k]] = -np.inf
         todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
+    tiles_from = None
+    if null_tiles and parts.null_lift is None:
+        # tile ids follow each head's region ids (m_h + 1, m_h + 2, ...)
+        tiles_from = np.array([len(x) for x in parts.lift])
+        tiles = background_tiles(parts)
+        todo = np.where(tiles > 0, tiles + tiles_from[:, None] - 1, todo)
     if not todo.any():
+        if tiles_from is not None:
+            parts.null_lift = [np.zeros(0) for _ in range(h)]
         return
     measured, members = _containment_lift(_as_source(self_attn), todo, sample, parts.regions.shape[1:])
     for k in range(h):
@@ -440,11 +461,62 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         lift = measured[k][ids]
         if min_member_lift is not None:
             lift = np.where(members[k][ids] > min_member_lift, lift, -np.inf)
-        parts.lift[k][ids] = lift
+        if tiles_from is None:
+            parts.lift[k][ids] = lift
+            continue
+        region = ids < tiles_from[k]
+        parts.lift[k][ids[region]] = lift[region]
+    if tiles_from is not None:
+        parts.null_lift = [_tile_lifts(measured[k], members[k], tiles_from[k], min_member_lift)
+                           for k in range(h)]
+
+
+def _tile_lifts(measured: np.ndarray, members: np.ndarray, first: int,
+                min_member_lift: float | None) -> np.ndarray:
+    """float64 [t]: the finite lifts of the tiles with ids ``first``.. of one head (``fill_lift``)."""
+    lift = measured[first:]
+    if min_member_lift is not None:
+        lift = np.where(members[first:] > min_member_lift, lift, -np.inf)
+    return lift[np.isfinite(lift)]
+
+
+#: most tiles of a head's background measured for its null (``background_tiles``)
+NULL_TILES = 16
+
+
+def background_tiles(parts: HeadPartitions, most: int = NULL_TILES) -> np.ndarray:
+    """int [heads, N]: per head, up to ``most`` square tiles (ids 1..t) laid on a grid
+    aligned to the frame and wholly inside the head's background (region 0, no attention-sink
+    key), evenly spaced among those that fit; 0 elsewhere. The tile side is the square root of
+    the head's median region size (at least 2 patches; 2 when the head has no region): pieces
+    of the background as large as the head's own regions, a null for what a region keeps
+    inside itself by chance."""
+    h, H, W = parts.regions.shape
+    out = np.zeros((h, H * W), dtype=np.int64)
+    for k in range(h):
+        size = np.bincount(parts.regions[k].reshape(-1))[1:]
+        size = size[size > 0]
+        side = max(2, int(round(float(np.sqrt(np.median(size)))))) if len(size) else 2
+        free = (parts.regions[k] == 0) & ~parts.sink_keys[k].reshape(H, W)
+        ny, nx = H // side, W // side
+        if ny == 0 or nx == 0:
+            continue
+        blocks = free[:ny * side, :nx * side].reshape(ny, side, nx, side).all(axis=(1, 3))
+        fit = np.flatnonzero(blocks)
+        if len(fit) == 0:
+            continue
+        pick = fit[np.unique(np.round(np.linspace(0, len(fit) - 1, min(most, len(fit)))).astype(np.int64))]
+        lab = np.zeros((H, W), dtype=np.int64)
+        for t, b in enumerate(pick, start=1):
+            y, x = divmod(int(b), nx)
+            lab[y * side:(y + 1) * side, x * side:(x + 1) * side] = t
+        out[k] = lab.reshape(-1)
+    return out
 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
-                 sample: int = 16, heads=None, splinter: tuple[float, float] | None = None) -> None:
+                 sample: int = 16, heads=None, splinter: tuple[float, float] | None = None,
+                 splinter_lift: float | None = None) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -464,26 +536,34 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     entries (``partition_from_qk``); the same frame and heads as ``parts``. ``heads``: the
     heads to link (an iterable of indices; None = every head). ``splinter``: ``(fraction,
     gap)``, a second way to join for a region at most ``fraction`` of the other's size (see
-    ``_linked``); None = the ratio alone. Reads one ``[R, R]`` block per head with two or
-    more candidates (R: their sampled members)."""
+    ``_linked``); None = the ratio alone. ``splinter_lift``: with ``splinter``, regions with
+    lift in (``splinter_lift``, ``min_lift``] may join too (a head's own lift threshold,
+    ``lift_threshold``): by the splinter test, or by the ratio to a region over ``min_lift``
+    (a piece of an object keeps less than the object), never by the ratio to each other (a
+    diffuse head's weak regions attend to each other about as much as to themselves, and
+    would join distinct objects). Reads one
+    ``[R, R]`` block per head with two or more candidates (R: their sampled members)."""
     source = _as_source(self_attn)
     h = source.heads
     if parts.regions.shape[0] != h:
         raise ValueError(f"link_regions: parts has {parts.regions.shape[0]} heads, the "
                          f"attention {h}: pass the partitions of this attention")
     for k in range(h) if heads is None else heads:
-        link_head(parts, k, source, k, ratio, min_lift, sample, splinter)
+        link_head(parts, k, source, k, ratio, min_lift, sample, splinter, splinter_lift=splinter_lift)
 
 
 def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: float,
               min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
-              candidates: np.ndarray | None = None) -> None:
+              candidates: np.ndarray | None = None, splinter_lift: float | None = None) -> None:
     """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
     of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
     pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
-    = every region with lift > ``min_lift``; the lift test holds either way)."""
+    = every region with lift > ``min_lift``, or > ``splinter_lift`` for the splinter test;
+    the lift test holds either way)."""
     lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
-    eligible = lift > min_lift
+    strong = lift > min_lift
+    weak_too = splinter is not None and splinter_lift is not None and splinter_lift < min_lift
+    eligible = strong | (lift > splinter_lift) if weak_too else strong.copy()
     if candidates is not None:
         eligible &= candidates
     ids = np.nonzero(eligible)[0]
@@ -492,7 +572,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
         return
     flat = parts.regions[k].reshape(-1)
     join = _linked(source, source_head, [np.nonzero(flat == r)[0] for r in ids], ratio, sample, splinter,
-                   parts.regions.shape[1:])
+                   parts.regions.shape[1:], by_ratio=strong[ids])
     a, b = np.nonzero(np.triu(join, 1))
     if len(a) == 0:
         return
@@ -502,8 +582,8 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
 
 
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
-            splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None
-            ) -> np.ndarray:
+            splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
+            by_ratio: np.ndarray | None = None) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
     ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
@@ -523,6 +603,9 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     model it is near 0 for a small object a patch away from a cluster of touching ones, which
     the touch test keeps apart.
 
+    ``by_ratio``: bool [m], the strong groups (None = all): a pair joins by the ratio only
+    when one of them is strong; two weak groups join by the splinter test only.
+
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
                for g in groups]
@@ -539,6 +622,8 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     lower = np.minimum(own[:, None], own[None, :])
     bar = ratio * lower
     join = (aff >= bar) & (bar > 0)
+    if by_ratio is not None:
+        join &= by_ratio[:, None] | by_ratio[None, :]
     if splinter is not None:
         fraction, gap = splinter
         size = np.array([len(g) for g in groups], dtype=np.float64)
@@ -871,23 +956,42 @@ def head_instances(parts: HeadPartitions, head: int, focus, min_overlap: float,
     regions on the focus with a measured lift > ``min_lift`` (or > the head's own threshold,
     ``null_factor``: see ``lift_threshold``)."""
     return _lifted(region_hits(parts.regions[head], focus, min_overlap), parts.lift[head], min_lift,
-                   null_factor)
+                   null_factor, _null_of(parts, head))
 
 
-#: off-focus regions a head needs for its own lift threshold (``lift_threshold``)
+def head_lift_threshold(parts: HeadPartitions, head: int, focus, min_overlap: float,
+                        min_lift: float, null_factor: float | None = None) -> float:
+    """The lift a region of ``head`` must exceed to be an instance on ``focus``
+    (``lift_threshold`` with that head's regions off the focus and its background tiles)."""
+    return lift_threshold(region_hits(parts.regions[head], focus, min_overlap), parts.lift[head],
+                          min_lift, null_factor, _null_of(parts, head))
+
+
+def _null_of(parts: HeadPartitions, head: int) -> np.ndarray | None:
+    return None if parts.null_lift is None else parts.null_lift[head]
+
+
+#: lifts a head's null needs (its off-focus regions, else with its background tiles;
+#: ``lift_threshold``)
 MIN_NULL_REGIONS = 3
 
 
 def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
-                   null_factor: float | None) -> float:
+                   null_factor: float | None, tiles: np.ndarray | None = None) -> float:
     """The lift a head's focus region must exceed to be an instance: ``min_lift``, or, with
     ``null_factor``, the lower ``null_factor * q90`` when it is positive, ``q90`` the 90th
-    percentile of the measured lifts of the head's regions off the focus (``on_focus`` bool
-    [m + 1] False, index 0 excluded; at least ``MIN_NULL_REGIONS`` of them): what this head's
-    background pieces keep, in the head's own units (``NuminaConfig.min_lift_null_factor``)."""
+    percentile of the null lifts: the measured lifts of the head's regions off the focus
+    (``on_focus`` bool [m + 1] False, index 0 excluded) when there are at least
+    ``MIN_NULL_REGIONS`` of them, else those with the lifts of its background ``tiles``
+    (float [t], ``HeadPartitions.null_lift``; a head whose regions all touch the focus): what
+    this head's background pieces keep, in the head's own units
+    (``NuminaConfig.min_lift_null_factor``). Fewer null lifts than ``MIN_NULL_REGIONS``:
+    ``min_lift``."""
     if null_factor is None:
         return min_lift
     off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])]
+    if len(off) < MIN_NULL_REGIONS and tiles is not None:
+        off = np.concatenate([off, tiles[np.isfinite(tiles)]])
     if len(off) < MIN_NULL_REGIONS:
         return min_lift
     own = null_factor * float(np.percentile(off, 90))
@@ -895,11 +999,11 @@ def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
 
 
 def _lifted(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
-            null_factor: float | None = None) -> np.ndarray:
+            null_factor: float | None = None, tiles: np.ndarray | None = None) -> np.ndarray:
     """bool [m + 1]: the regions of ``on_focus`` (bool [m + 1]) whose measured ``lift``
     (float [m + 1], NaN = not measured) exceeds the head's threshold (``lift_threshold``:
-    ``min_lift`` when ``null_factor`` is None): a head's instances."""
-    threshold = lift_threshold(on_focus, lift, min_lift, null_factor)
+    ``min_lift`` when ``null_factor`` is None; ``tiles``: its background tiles' lifts)."""
+    threshold = lift_threshold(on_focus, lift, min_lift, null_factor, tiles)
     return on_focus & (np.nan_to_num(lift, nan=-np.inf) > threshold)
 
 
@@ -922,7 +1026,7 @@ def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
     chosen = []
     on_focus = heads_hits(parts.regions, focus, min_overlap)
     for k in range(h):
-        inst = _lifted(on_focus[k], parts.lift[k], min_lift, null_factor)
+        inst = _lifted(on_focus[k], parts.lift[k], min_lift, null_factor, _null_of(parts, k))
         chosen.append(inst)
         if not inst.any():
             continue
