@@ -92,7 +92,23 @@ def test_a_small_frames_objects_are_counted_against_background_tiles(seed, monke
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), own).count == 4
     import numina_hooks.numina.partition as partition
 
-    monkeypatch.setattr(partition, "background_tiles",
-                        lambda parts, most=NULL_TILES: np.zeros((parts.regions.shape[0], parts.regions[0].size),
-                                                                dtype=np.int64))
+    def no_tiles(parts, most=NULL_TILES, heads=None):
+        return np.zeros((parts.regions.shape[0], parts.regions[0].size), dtype=np.int64)
+
+    monkeypatch.setattr(partition, "background_tiles", no_tiles)
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), own).count == 2
+
+
+def test_the_null_measures_a_few_regions_off_the_focus_and_tiles_only_where_needed():
+    from numina_hooks.numina.partition import NULL_REGIONS, null_candidates
+
+    many = np.zeros(31, dtype=bool)
+    many[1:4] = True  # 3 regions on the focus, 27 off it
+    sink = np.zeros(31, dtype=bool)
+    sink[30] = True  # a sink region is never part of the null
+    few = np.array([False, True, True, False, False])  # 2 regions off the focus
+    wanted, tiles = null_candidates([many, few], [sink, np.zeros(5, dtype=bool)])
+    assert wanted[0].sum() == NULL_REGIONS and not (wanted[0] & many).any() and not wanted[0][[0, 30]].any()
+    assert np.ptp(np.flatnonzero(wanted[0])) >= 20  # spread over the frame, not the first ones
+    assert list(np.flatnonzero(wanted[1])) == [3, 4]
+    assert list(tiles) == [False, True]

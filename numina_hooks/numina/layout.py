@@ -34,8 +34,7 @@ from .focus import NounFocus
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
-                        link_regions,
-                        partition_heads, temporal_vote, unclaimed_instances)
+                        link_regions, null_candidates, partition_heads, temporal_vote, unclaimed_instances)
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
@@ -263,10 +262,12 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
     source of its entries, or None (lifts measured and regions linked already)."""
     if self_attn is not None:
         self_attn = self_attention_source(self_attn, cfg)
-    # the head's own lift threshold reads its off-focus regions too (None: every region)
-    wanted = None if cfg.min_lift_null_factor is not None else focus_regions(parts, focus, cfg.focus_overlap)
-    fill_lift(parts, self_attn, wanted, cfg.lift_sample, cfg.min_member_lift,
-              null_tiles=cfg.min_lift_null_factor is not None)
+    wanted = focus_regions(parts, focus, cfg.focus_overlap)
+    tiles = False
+    if cfg.min_lift_null_factor is not None:  # the head's own threshold: its null measured too
+        null, tiles = null_candidates(wanted, parts.sink)
+        wanted = [on | off for on, off in zip(wanted, null)]
+    fill_lift(parts, self_attn, wanted, cfg.lift_sample, cfg.min_member_lift, null_tiles=tiles)
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift,
                                                        cfg.min_lift_null_factor)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)

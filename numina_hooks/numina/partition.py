@@ -60,7 +60,7 @@ from .focus import focus_bool, heads_hits, region_hits
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
            "focus_regions", "head_instances", "head_scores_from_focus", "choose_head", "lift_threshold",
-           "head_lift_threshold", "background_tiles",
+           "head_lift_threshold", "background_tiles", "null_candidates",
            "temporal_vote"]
 
 
@@ -419,7 +419,7 @@ def concat_partitions(parts: list) -> HeadPartitions:
 
 def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
               sample: int = 16, min_member_lift: float | None = None,
-              null_tiles: bool = False) -> None:
+              null_tiles=False) -> None:
     """Compute the containment lift of the ``wanted`` regions (a list, one bool
     [m_h + 1] array per head; None = every region) into ``parts.lift`` in place. Regions
     already measured are not measured again; sink regions get -inf. ``self_attn``: the
@@ -434,7 +434,7 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
 
     ``null_tiles``: also measure, once, the lift of square tiles of the head's background
     into ``parts.null_lift`` (``background_tiles``; the same blocks read, the same member
-    check)."""
+    check): True for every head, or a bool [heads] array (the others get no tiles)."""
     h = parts.regions.shape[0]
     flat_regions = parts.regions.reshape(h, -1)
     todo = np.zeros_like(flat_regions)
@@ -445,10 +445,11 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         parts.lift[k][parts.sink[k]] = -np.inf
         todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
     tiles_from = None
-    if null_tiles and parts.null_lift is None:
+    tile_heads = np.broadcast_to(np.asarray(null_tiles, dtype=bool), (h,))
+    if tile_heads.any() and parts.null_lift is None:
         # tile ids follow each head's region ids (m_h + 1, m_h + 2, ...)
         tiles_from = np.array([len(x) for x in parts.lift])
-        tiles = background_tiles(parts)
+        tiles = background_tiles(parts, heads=tile_heads)
         todo = np.where(tiles > 0, tiles + tiles_from[:, None] - 1, todo)
     if not todo.any():
         if tiles_from is not None:
@@ -484,8 +485,9 @@ def _tile_lifts(measured: np.ndarray, members: np.ndarray, first: int,
 NULL_TILES = 16
 
 
-def background_tiles(parts: HeadPartitions, most: int = NULL_TILES) -> np.ndarray:
-    """int [heads, N]: per head, up to ``most`` square tiles (ids 1..t) laid on a grid
+def background_tiles(parts: HeadPartitions, most: int = NULL_TILES, heads=None) -> np.ndarray:
+    """int [heads, N]: per head (of ``heads``, a bool [heads] array; None = every head; the
+    others get none), up to ``most`` square tiles (ids 1..t) laid on a grid
     aligned to the frame and wholly inside the head's background (region 0, no attention-sink
     key), evenly spaced among those that fit; 0 elsewhere. The tile side is the square root of
     the head's median region size (at least 2 patches; 2 when the head has no region): pieces
@@ -494,6 +496,8 @@ def background_tiles(parts: HeadPartitions, most: int = NULL_TILES) -> np.ndarra
     h, H, W = parts.regions.shape
     out = np.zeros((h, H * W), dtype=np.int64)
     for k in range(h):
+        if heads is not None and not heads[k]:
+            continue
         size = np.bincount(parts.regions[k].reshape(-1))[1:]
         size = size[size > 0]
         side = max(2, int(round(float(np.sqrt(np.median(size)))))) if len(size) else 2
@@ -969,6 +973,29 @@ def head_lift_threshold(parts: HeadPartitions, head: int, focus, min_overlap: fl
 
 def _null_of(parts: HeadPartitions, head: int) -> np.ndarray | None:
     return None if parts.null_lift is None else parts.null_lift[head]
+
+
+#: most regions off the focus measured per head for its null (``null_candidates``)
+NULL_REGIONS = 12
+
+
+def null_candidates(on_focus: list, sink: list, most: int = NULL_REGIONS) -> tuple[list, np.ndarray]:
+    """What ``fill_lift`` must measure for each head's own lift threshold on one focus
+    (``on_focus``: per head bool [m_h + 1], ``focus_regions``; ``sink``: the heads' sink flags):
+    per head, up to ``most`` of its regions off the focus (evenly spaced in id order, i.e.
+    over the frame in raster order; no sink regions), as bool [m_h + 1] arrays, and bool
+    [heads], the heads with fewer than ``MIN_NULL_REGIONS`` of them, which need background
+    tiles (``background_tiles``)."""
+    wanted, tiles = [], np.zeros(len(on_focus), dtype=bool)
+    for k, (on, sk) in enumerate(zip(on_focus, sink)):
+        off = np.flatnonzero(~on & ~sk)
+        off = off[off > 0]
+        pick = np.zeros(len(on), dtype=bool)
+        if len(off):
+            pick[off[np.unique(np.round(np.linspace(0, len(off) - 1, min(most, len(off)))).astype(np.int64))]] = True
+        wanted.append(pick)
+        tiles[k] = len(off) < MIN_NULL_REGIONS
+    return wanted, tiles
 
 
 #: lifts a head's null needs (its off-focus regions, else with its background tiles;
