@@ -63,7 +63,7 @@ def test_background_tiles_lie_inside_the_background_and_match_the_regions_size()
     assert tiles[1].max() == NULL_TILES  # no region: 2 x 2 tiles over the whole frame, 16 of 60
     assert (np.bincount(tiles[1].reshape(-1))[1:] == 4).all()
 
-@pytest.mark.parametrize("seed", [900, 902])
+@pytest.mark.parametrize("seed", [902, 904])
 def test_diffuse_heads_objects_are_counted_with_the_heads_own_threshold(seed):
     """A rope-family frame (3D rotary position terms, rows spread over the frame; noise 1.0):
     the instance head's objects keep 0.01-0.03 of a row beyond a moved copy, so ``min_lift``
@@ -72,7 +72,9 @@ def test_diffuse_heads_objects_are_counted_with_the_heads_own_threshold(seed):
     assert frame.count == 3
     row_share = NuminaConfig(min_lift_null_factor=None, min_member_lift=0.005)  # the rule before
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), row_share).count == 0
-    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == 3
+    scene = make_rope_scene(3, (30, 52), noise=1.0, seed=seed)
+    own = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52))
+    assert own.count == 3 and scene.head_types[own.self_head] == "instance"
 
 def test_the_factor_is_validated():
     for bad in (0, -1.0, float("nan"), float("inf"), "2"):
@@ -112,3 +114,21 @@ def test_the_null_measures_a_few_regions_off_the_focus_and_tiles_only_where_need
     assert np.ptp(np.flatnonzero(wanted[0])) >= 20  # spread over the frame, not the first ones
     assert list(np.flatnonzero(wanted[1])) == [3, 4]
     assert list(tiles) == [False, True]
+
+
+@pytest.mark.parametrize("seed,count", [(912, 8), (936, 5)])
+def test_a_positional_heads_piece_of_the_focus_does_not_outscore_the_instance_head(seed, count, monkeypatch):
+    """A rope-family frame at noise 1.0: a positional head keeps a little over ``min_lift``
+    on the one piece of the frame under the focus, more than the diffuse instance head keeps
+    on its objects, but that piece covers a few percent of the focus. Scored without the
+    share of the focus its instances cover, the positional head wins and the frame is
+    counted 1."""
+    import numina_hooks.numina.partition as partition
+
+    scene = make_rope_scene(count, (30, 52), noise=1.0, seed=seed)
+    frame = scene.frames[0]
+    own = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52))
+    assert scene.head_types[own.self_head] == "instance" and own.count == count
+    monkeypatch.setattr(partition, "focus_coverage", lambda regions, instances, mask: 1.0)
+    lift_alone = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52))
+    assert scene.head_types[lift_alone.self_head] == "positional" and lift_alone.count == 1

@@ -59,7 +59,7 @@ from .focus import focus_bool, heads_hits, region_hits
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
-           "focus_regions", "head_instances", "head_scores_from_focus", "choose_head", "lift_threshold",
+           "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage", "choose_head", "lift_threshold",
            "head_lift_threshold", "background_tiles", "null_candidates",
            "temporal_vote"]
 
@@ -1045,13 +1045,16 @@ def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
     more attention inside it than the average head does, by that share of a row;
     ``head_instances``; ``null_factor``: each head's own threshold, ``lift_threshold``).
     Score = size-weighted mean over the
-    instances of lift * max(contrast, 0) (-inf when the head has none). Returns (scores
-    float64 [heads], counts int [heads], instances: one bool [m_h + 1] per head)."""
+    instances of lift * max(contrast, 0), times the share of the focus mask that the instances
+    cover (-inf when the head has none): a positional head's one piece of the frame under the
+    focus may keep as much as an object, but it explains a small part of the focus. Returns
+    (scores float64 [heads], counts int [heads], instances: one bool [m_h + 1] per head)."""
     h = parts.regions.shape[0]
     scores = np.full(h, -np.inf)
     counts = np.zeros(h, dtype=np.int64)
     chosen = []
     on_focus = heads_hits(parts.regions, focus, min_overlap)
+    mask = focus_bool(focus)
     for k in range(h):
         inst = _lifted(on_focus[k], parts.lift[k], min_lift, null_factor, _null_of(parts, k))
         chosen.append(inst)
@@ -1059,9 +1062,16 @@ def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
             continue
         size = np.bincount(parts.regions[k].reshape(-1), minlength=len(inst))
         strength = parts.lift[k][inst] * np.maximum(parts.contrast[k][inst], 0.0)
-        scores[k] = float((strength * size[inst]).sum() / size[inst].sum())
+        scores[k] = (float((strength * size[inst]).sum() / size[inst].sum())
+                     * focus_coverage(parts.regions[k], inst, mask))
         counts[k] = int(inst.sum())
     return scores, counts, chosen
+
+
+def focus_coverage(regions: np.ndarray, instances: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the focus ``mask`` (bool [H, W]) inside the ``instances`` (bool [m + 1])
+    of ``regions`` (int [H, W]); 1.0 for an empty mask."""
+    return float(instances[regions][mask].mean()) if mask.any() else 1.0
 
 
 def choose_head(scores: np.ndarray, counts: np.ndarray, margin: float) -> int:
