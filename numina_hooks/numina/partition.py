@@ -59,9 +59,9 @@ from .focus import focus_bool, heads_hits, region_hits
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
-           "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage", "choose_head", "lift_threshold",
-           "head_lift_threshold", "background_tiles", "null_candidates",
-           "temporal_vote"]
+           "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage",
+           "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
+           "null_candidates", "temporal_vote"]
 
 
 @dataclass
