@@ -68,11 +68,11 @@ def test_diffuse_heads_objects_are_counted_with_the_heads_own_threshold(seed):
     """A rope-family frame (3D rotary position terms, rows spread over the frame; noise 1.0):
     the instance head's objects keep 0.01-0.03 of a row beyond a moved copy, so ``min_lift``
     alone finds nothing, while the head's own threshold counts the three objects."""
-    frame = make_rope_scene(3, (30, 52), noise=1.0, seed=seed).frames[0]
+    scene = make_rope_scene(3, (30, 52), noise=1.0, seed=seed)
+    frame = scene.frames[0]
     assert frame.count == 3
     row_share = NuminaConfig(min_lift_null_factor=None, min_member_lift=0.005)  # the rule before
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), row_share).count == 0
-    scene = make_rope_scene(3, (30, 52), noise=1.0, seed=seed)
     own = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52))
     assert own.count == 3 and scene.head_types[own.self_head] == "instance"
 

@@ -1071,7 +1071,7 @@ def head_scores_from_focus(parts: HeadPartitions, focus, min_overlap: float,
 def focus_coverage(regions: np.ndarray, instances: np.ndarray, mask: np.ndarray) -> float:
     """The share of the focus ``mask`` (bool [H, W]) inside the ``instances`` (bool [m + 1])
     of ``regions`` (int [H, W]); 1.0 for an empty mask."""
-    return float(instances[regions][mask].mean()) if mask.any() else 1.0
+    return float(instances[regions[mask]].mean()) if mask.any() else 1.0
 
 
 def choose_head(scores: np.ndarray, counts: np.ndarray, margin: float) -> int:
