@@ -71,7 +71,7 @@ def test_diffuse_heads_objects_are_counted_with_the_heads_own_threshold(seed):
     scene = make_rope_scene(3, (30, 52), noise=1.0, seed=seed)
     frame = scene.frames[0]
     assert frame.count == 3
-    row_share = NuminaConfig(min_lift_null_factor=None, min_member_lift=0.005)  # the rule before
+    row_share = NuminaConfig(min_lift_null_factor=None, min_member_lift=0.005, peak_gap=None)  # the rule before
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), row_share).count == 0
     own = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52))
     assert own.count == 3 and scene.head_types[own.self_head] == "instance"

@@ -15,8 +15,10 @@ from numina_hooks.numina.partition import _linked
 
 #: the regions' containment measured on 16 members and the rows read with their own keys (the
 #: defaults before the two changes of 2026-12-02): then a rim splinter of the scene below passes
-#: the instance tests and needs the splinter test
-SPLINTERS_PASS = NuminaConfig(lift_sample=16, own_key="kept", min_lift_null_factor=None, min_member_lift=0.005)
+#: the instance tests and needs the splinter test (with the regions as cut: trimmed to their
+#: peaks, ``peak_gap``, the splinter no longer passes)
+SPLINTERS_PASS = NuminaConfig(lift_sample=16, own_key="kept", min_lift_null_factor=None, min_member_lift=0.005,
+                              peak_gap=None)
 
 GRID = (30, 40)
 N = GRID[0] * GRID[1]

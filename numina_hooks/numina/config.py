@@ -61,6 +61,7 @@ _INTERVALS = {
     "splinter_fraction": (0, False, 1, True, False, ""),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
+    "peak_gap": (0, True, math.inf, False, True, " (regions as cut)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
     "head_margin": (0, True, 1, False, False, ""),
     "unclaimed_min_lift": (0, True, 1, False, True, " (no instances from the left-over focus)"),
@@ -214,6 +215,14 @@ class NuminaConfig:
     and two cores are never joined (one bridging edge no longer merges two objects); an
     object split into several cores is joined again by ``link_ratio``. None = plain
     components of the joined edges."""
+    peak_gap: float | None = 0.69
+    """Small objects trimmed out of the background they were cut with: a region whose inside
+    edge weights split (their own Otsu cut) into two classes whose means differ by at least
+    this (natural log; 0.69 = log 2: the upper class's neighbours attend to each other twice
+    as densely) is replaced by the components of its upper class, when those hold at most
+    ``partition.PEAK_SHARE`` of it (``partition.peak_regions``). A head's cut is set by the
+    whole frame; with objects of a few patches it falls inside the background's spread and
+    an object's region grows to several times its size. None = regions as cut."""
     link_ratio: float | None = 0.5
     """Two regions of a head become one (the pieces of an object cut apart by an occluder
     or the frame's edge, by ``core_quantile``, or a large object split by the cut at high
@@ -395,7 +404,7 @@ class NuminaConfig:
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
-                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None,
+                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
                         own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)

@@ -225,7 +225,7 @@ def partition_options(cfg: NuminaConfig) -> dict:
     return dict(band=cfg.edge_band, min_region=cfg.min_region,
                 max_region_fraction=cfg.max_region_fraction,
                 reference_quantile=cfg.edge_reference_quantile, sink_mass=cfg.sink_mass,
-                core_quantile=cfg.core_quantile)
+                core_quantile=cfg.core_quantile, peak_gap=cfg.peak_gap)
 
 
 def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:

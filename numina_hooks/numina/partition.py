@@ -61,7 +61,7 @@ __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "pa
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
            "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage",
            "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
-           "null_candidates", "temporal_vote"]
+           "null_candidates", "peak_regions", "temporal_vote"]
 
 
 @dataclass
@@ -272,8 +272,8 @@ def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
 def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                     min_region: int = 4, max_region_fraction: float = 0.5,
                     reference_quantile: float | None = 0.25,
-                    sink_mass: float = 0.05, core_quantile: float | None = None
-                    ) -> HeadPartitions:
+                    sink_mass: float = 0.05, core_quantile: float | None = None,
+                    peak_gap: float | None = None) -> HeadPartitions:
     """Regions and containment lift of every head of one frame.
 
     ``self_attn``: ``[heads, N, N]`` float tensor (rows sum to 1), or a source of its
@@ -282,7 +282,8 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
     heads (what the least structured heads give it: the shared positional part, border
     effects included); None = absolute weights. ``sink_mass``: a key that receives this
     share of the average row is an attention sink. Lifts are left unmeasured (NaN): see
-    ``fill_lift``. See the module docstring. Half-precision maps are read in float32.
+    ``fill_lift``. ``peak_gap``: regions trimmed to their peaks (``peak_regions``); None =
+    regions as cut. See the module docstring. Half-precision maps are read in float32.
     """
     if isinstance(self_attn, torch.Tensor) and self_attn.dtype in (torch.float16, torch.bfloat16):
         self_attn = self_attn.float()
@@ -310,6 +311,8 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                             min_region).reshape(h, n)
     hi = max(1, int(np.floor(max_region_fraction * n)))
     regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
+    if peak_gap is not None:
+        regions = peak_regions(regions, values.numpy(), ph.numpy(), qh.numpy(), min_region, peak_gap)
     contrast = _region_contrast(regions, values.numpy(), ph.numpy(), qh.numpy())
     sinks = _sink_keys(source, sink_mass)
     sink_region = []
@@ -381,6 +384,121 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
             label = _sparse_components(int(label.max()) + 1, uniq[even] // (grown_max + 1),
                                        uniq[even] % (grown_max + 1))[label]
     return label
+
+
+#: a region is trimmed to its peaks only when they hold at most this share of its pixels
+#: (``peak_regions``): a region that is nearly all peak is one object already
+PEAK_SHARE = 0.8
+
+
+def peak_regions(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.ndarray,
+                 min_region: int, gap: float, share: float = PEAK_SHARE) -> np.ndarray:
+    """Regions trimmed to their peaks: small objects stop carrying their surroundings.
+
+    A head's Otsu cut is set by the whole frame's edges. When its objects are small, their
+    edges are a tiny class and the cut falls inside the background's own spread: background
+    pixels join each other and the object, whose region becomes several times its size, keeps
+    little attention inside itself on average (its lift is diluted by the background rows)
+    and overlaps the noun's focus by a small share. Here each region's inside edges are split
+    again by their own Otsu cut; when the two classes' means differ by at least ``gap`` (log
+    units: ``log 2`` = the upper class's pairs attend to each other twice as densely) and the
+    components of the upper class's edges (at least ``min_region`` patches each) hold at
+    most ``share`` of the region, those components replace it (two objects joined by
+    background become two regions) and the rest of it is no region. A region of even edges
+    (one object, or plain background) has no such gap and stays as it is.
+
+    Args:
+        regions: int [heads, N], 0 = no region, 1..m_h per head.
+        values: float [heads, E] edge weights of the pixel pairs (``p``, ``q``: int [E]).
+        min_region: smallest peak kept (patches).
+        gap: smallest difference of the two classes' mean edge weights that trims a region.
+        share: largest share of a region its peaks may hold.
+
+    Returns:
+        int32 [heads, N], each head's regions renumbered 1..m in raster order of their first
+        pixel.
+    """
+    h, n = regions.shape
+    lp, lq = regions[:, p], regions[:, q]  # [heads, E]
+    inside = (lp == lq) & (lp > 0)
+    head_of, edge = np.nonzero(inside)
+    if len(edge) == 0:
+        return regions.astype(np.int32, copy=False)
+    key = head_of.astype(np.int64) * (n + 1) + lp[head_of, edge]
+    groups, gid = np.unique(key, return_inverse=True)
+    vals = values[head_of, edge].astype(np.float64)
+    thr, lo, hi = _group_otsu(vals, gid, len(groups))
+    count = np.bincount(gid, minlength=len(groups))
+    ok = (count >= 2 * min_region) & np.isfinite(thr) & (hi - lo >= gap)
+    up = ok[gid] & (vals > np.where(ok, thr, np.inf)[gid])
+    if not up.any():
+        return regions.astype(np.int32, copy=False)
+    a = head_of[up] * n + p[edge[up]]
+    b = head_of[up] * n + q[edge[up]]
+    root = _sparse_components(h * n, a, b)
+    nodes = np.unique(np.concatenate([a, b]))
+    peak_of = root[nodes]
+    roots, size = np.unique(peak_of, return_counts=True)
+    big = roots[size >= min_region]
+    nodes = nodes[np.isin(peak_of, big)]
+    flat = regions.reshape(-1)
+    node_group = np.searchsorted(groups, (nodes // n) * (n + 1) + flat[nodes])
+    held = np.bincount(node_group, minlength=len(groups))
+    fg = np.nonzero(flat)[0]
+    fg_key = fg // n * (n + 1) + flat[fg]
+    fg_group = np.minimum(np.searchsorted(groups, fg_key), len(groups) - 1)
+    grouped = groups[fg_group] == fg_key  # regions without inside edges are in no group
+    region_size = np.bincount(fg_group[grouped], minlength=len(groups))
+    trim = ok & (held > 0) & (held <= share * region_size)
+    if not trim.any():
+        return regions.astype(np.int32, copy=False)
+    out = flat.astype(np.int64)
+    out[fg[grouped & trim[fg_group]]] = 0
+    nodes = nodes[trim[node_group]]
+    # peaks get ids above every head's old ones (any order: renumbered below)
+    out[nodes] = int(regions.max()) + 1 + np.unique(root[nodes], return_inverse=True)[1]
+    out = out.reshape(h, n)
+    new = np.empty((h, n), dtype=np.int32)
+    for k in range(h):
+        keep = np.zeros(int(out[k].max()) + 1, dtype=bool)
+        keep[out[k]] = True
+        keep[0] = False
+        new[k] = _regions_to_ids(out[k], keep)
+    return new
+
+
+def _group_otsu(values: np.ndarray, group: np.ndarray, n_groups: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Otsu's cut of each group of ``values`` (float [E]; ``group`` int [E] in 0..G-1, every
+    group non-empty): (cut, mean of the lower class, mean of the upper class), float64 [G]
+    each; NaN for a group with fewer than 2 distinct values."""
+    span = float(values.max() - values.min())
+    # one sort by group, then value: the values mapped into [0, 0.5) keep their order
+    order = np.argsort(group + (values - values.min()) / (2 * span + 1e-300), kind="stable")
+    v, g = values[order], group[order]
+    count = np.bincount(g, minlength=n_groups)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    csum = np.cumsum(v)
+    before = np.where(start > 0, csum[np.maximum(start - 1, 0)], 0.0)  # sum of earlier groups
+    total = np.bincount(g, weights=v, minlength=n_groups)
+    k = (np.arange(len(v)) - start[g] + 1).astype(np.float64)  # lower class size, cut after v
+    size = count[g]
+    lo_sum = csum - before[g]
+    nxt = np.append(v[1:], np.inf)
+    valid = (k < size) & (nxt > v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo_mean = lo_sum / k
+        hi_mean = (total[g] - lo_sum) / np.maximum(size - k, 1)
+        between = np.where(valid, k * (size - k) * (lo_mean - hi_mean) ** 2, -1.0)
+    best = np.maximum.reduceat(between, start)
+    at = np.where((between == best[g]) & (between > 0), np.arange(len(v)), len(v))
+    pick = np.minimum.reduceat(at, start)  # the first best cut of each group
+    cut, lo, hi = (np.full(n_groups, np.nan) for _ in range(3))
+    has = pick < len(v)
+    i = pick[has]
+    cut[has] = 0.5 * (v[i] + v[i + 1])
+    lo[has], hi[has] = lo_mean[i], hi_mean[i]
+    return cut, lo, hi
 
 
 def _row_quantile(values: np.ndarray, mask: np.ndarray, q: float) -> np.ndarray:
