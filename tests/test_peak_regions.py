@@ -1,0 +1,108 @@
+"""Regions trimmed to their peaks (``partition.peak_regions``, ``NuminaConfig.peak_gap``)."""
+
+import numpy as np
+import pytest
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.layout import layout_from_attention
+from numina_hooks.numina.partition import _grid_index, peak_regions
+
+H, W = 8, 12
+
+
+def _pairs():
+    idx = _grid_index(H, W)
+    p = np.concatenate([idx[:, :-1].reshape(-1).numpy(), idx[:-1, :].reshape(-1).numpy()])
+    q = np.concatenate([idx[:, 1:].reshape(-1).numpy(), idx[1:, :].reshape(-1).numpy()])
+    return p, q
+
+
+def _edges(strong: np.ndarray, seed: int = 0, high: float = 3.0) -> np.ndarray:
+    """[1, E] edge weights: ``high`` between two pixels of ``strong`` (bool [H, W]), about 1
+    elsewhere (a little noise)."""
+    p, q = _pairs()
+    s = strong.reshape(-1)
+    rng = np.random.default_rng(seed)
+    vals = 1.0 + 0.05 * rng.standard_normal(len(p))
+    vals[s[p] & s[q]] = high
+    return vals[None, :]
+
+
+def _one_region(rows=slice(1, 7), cols=slice(1, 11)) -> np.ndarray:
+    regions = np.zeros((H, W), dtype=np.int32)
+    regions[rows, cols] = 1
+    return regions.reshape(1, -1)
+
+
+def test_a_small_object_is_cut_out_of_the_background_it_was_joined_to():
+    obj = np.zeros((H, W), dtype=bool)
+    obj[2:5, 3:6] = True  # 9 patches inside a region of 60
+    p, q = _pairs()
+    out = peak_regions(_one_region(), _edges(obj), p, q, min_region=4, gap=0.69).reshape(H, W)
+    assert out.max() == 1
+    assert np.array_equal(out == 1, obj)
+
+
+def test_two_objects_joined_by_background_become_two_regions_in_raster_order():
+    obj = np.zeros((H, W), dtype=bool)
+    obj[2:4, 2:4] = True
+    obj[4:6, 7:10] = True
+    p, q = _pairs()
+    out = peak_regions(_one_region(), _edges(obj), p, q, min_region=4, gap=0.69).reshape(H, W)
+    assert out.max() == 2
+    assert (out[2:4, 2:4] == 1).all() and (out[4:6, 7:10] == 2).all()
+    assert (out[~obj] == 0).all()
+
+
+def test_even_regions_and_regions_that_are_nearly_all_peak_stay_as_cut():
+    p, q = _pairs()
+    regions = _one_region()
+    even = _edges(np.zeros((H, W), dtype=bool))  # background alone: no gap
+    assert np.array_equal(peak_regions(regions, even, p, q, 4, 0.69), regions)
+    most = np.zeros((H, W), dtype=bool)
+    most[1:7, 1:10] = True  # the strong part holds 54 of the region's 60 patches
+    assert np.array_equal(peak_regions(regions, _edges(most), p, q, 4, 0.69), regions)
+    obj = np.zeros((H, W), dtype=bool)
+    obj[2:5, 3:6] = True
+    weak = _edges(obj, high=1.5)  # the object only 0.5 above its surroundings: under the gap
+    assert np.array_equal(peak_regions(regions, weak, p, q, 4, 0.69), regions)
+    assert peak_regions(regions, weak, p, q, 4, 0.4).reshape(H, W)[obj].all()
+
+
+def test_peaks_smaller_than_min_region_are_not_kept():
+    obj = np.zeros((H, W), dtype=bool)
+    obj[2, 3:6] = True  # 3 patches
+    p, q = _pairs()
+    regions = _one_region()
+    assert np.array_equal(peak_regions(regions, _edges(obj), p, q, 4, 0.69), regions)
+
+
+def test_every_head_is_trimmed_on_its_own():
+    obj = np.zeros((H, W), dtype=bool)
+    obj[2:5, 3:6] = True
+    p, q = _pairs()
+    regions = np.concatenate([_one_region(), _one_region()])
+    values = np.concatenate([_edges(obj), _edges(np.zeros((H, W), dtype=bool), seed=1)])
+    out = peak_regions(regions, values, p, q, 4, 0.69)
+    assert np.array_equal(out[0].reshape(H, W) == 1, obj)
+    assert np.array_equal(out[1], regions[1])
+
+
+@pytest.mark.parametrize("n, seed", [(3, 603), (2, 612)])
+def test_small_objects_are_counted_once_trimmed(n, seed):
+    # blind-family frames (3D rotary position terms), objects of 5-13 patches at 30x52, noise
+    # 0.5: the frame-wide cut joins background to the objects, whose diluted regions then
+    # fail the instance tests; trimmed to their peaks, every object counts
+    from synthetic_rope_scenes import make_rope_scene  # benchmarks/ (on sys.path via conftest.py)
+
+    frame = make_rope_scene(n, (30, 52), n_frames=1, noise=0.5, seed=seed, radius=(1.2, 2.0)).frames[0]
+    assert frame.count == n
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == n
+    as_cut = NuminaConfig(peak_gap=None)
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), as_cut).count < n
+
+
+def test_peak_gap_is_validated():
+    with pytest.raises(ValueError, match="peak_gap"):
+        NuminaConfig(peak_gap=-1.0)
+    assert NuminaConfig.paper().peak_gap is None
