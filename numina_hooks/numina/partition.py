@@ -23,7 +23,10 @@ The layout stage's default (see docs/method.md, "Identify v2"). For every head o
    (``_grown_cores``): one noisy edge across the seam between two touching objects no
    longer merges them. Without it the regions are the connected components of the joined
    edges. Regions under ``min_region`` patches or over ``max_region_fraction`` of the frame
-   are dropped (noise, background).
+   are dropped (noise, background). With ``peak_gap`` each region is then trimmed to its
+   peaks (``peak_regions``): the components of the upper class of its own edges, when that
+   class stands ``peak_gap`` above the rest (a small object the frame-wide cut joined to
+   the background around it).
 3. **Containment lift.** For each kept region ``R``: the attention its pixels keep inside
    ``R`` (``mean_i sum_{j in R} A[i, j]``) minus what the same head keeps inside ``R`` moved
    by half its height or width (mean over the moves that stay on the grid). Attention that
