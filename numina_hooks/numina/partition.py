@@ -314,9 +314,10 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                             min_region).reshape(h, n)
     hi = max(1, int(np.floor(max_region_fraction * n)))
     regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
+    edge_args = (values.numpy(), ph.numpy(), qh.numpy())
     if peak_gap is not None:
-        regions = peak_regions(regions, values.numpy(), ph.numpy(), qh.numpy(), min_region, peak_gap)
-    contrast = _region_contrast(regions, values.numpy(), ph.numpy(), qh.numpy())
+        regions = peak_regions(regions, *edge_args, min_region, peak_gap)
+    contrast = _region_contrast(regions, *edge_args)
     sinks = _sink_keys(source, sink_mass)
     sink_region = []
     for k in range(h):
@@ -460,14 +461,7 @@ def peak_regions(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.n
     nodes = nodes[trim[node_group]]
     # peaks get ids above every head's old ones (any order: renumbered below)
     out[nodes] = int(regions.max()) + 1 + np.unique(root[nodes], return_inverse=True)[1]
-    out = out.reshape(h, n)
-    new = np.empty((h, n), dtype=np.int32)
-    for k in range(h):
-        keep = np.zeros(int(out[k].max()) + 1, dtype=bool)
-        keep[out[k]] = True
-        keep[0] = False
-        new[k] = _regions_to_ids(out[k], keep)
-    return new
+    return np.stack([_renumbered(row) for row in out.reshape(h, n)])
 
 
 def _group_otsu(values: np.ndarray, group: np.ndarray, n_groups: int
@@ -847,10 +841,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
                 joined_to[j] = hits[0] + 1
     for j, i in enumerate(new):
         out[cand == i] = joined_to[j] if joined_to[j] else n_old + 1 + j
-    keep = np.zeros(int(out.max()) + 1, dtype=bool)
-    keep[np.unique(out)] = True
-    keep[0] = False
-    return _regions_to_ids(out.reshape(H, W), keep)
+    return _renumbered(out.reshape(H, W))
 
 
 def grid_disc(radius: float) -> np.ndarray:
@@ -920,6 +911,15 @@ def _regions_to_ids(regions: np.ndarray, keep: np.ndarray) -> np.ndarray:
         ids = ids[np.argsort(first[ids], kind="stable")]
         new[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
     return new[regions]
+
+
+def _renumbered(labels: np.ndarray) -> np.ndarray:
+    """An int region map (0 = none) with its regions renumbered 1..m in raster order of their
+    first pixel, int32 of the same shape."""
+    keep = np.zeros(int(labels.max()) + 1, dtype=bool)
+    keep[labels.reshape(-1)] = True
+    keep[0] = False
+    return _regions_to_ids(labels, keep)
 
 
 def _region_contrast(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.ndarray
