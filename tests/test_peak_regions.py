@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+from scipy.ndimage import label
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import layout_from_attention
-from numina_hooks.numina.partition import _grid_index, peak_regions
+from numina_hooks.numina.partition import _grid_index, peak_regions, rim_grown
 
 H, W = 8, 12
 
@@ -100,6 +101,60 @@ def test_small_objects_are_counted_once_trimmed(n, seed):
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == n
     as_cut = NuminaConfig(peak_gap=None)
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), as_cut).count < n
+
+
+def test_a_peak_grows_back_by_its_rim_inside_its_region_as_cut_only():
+    cut = np.zeros((H, W), dtype=np.int32)
+    cut[1:7, 1:6] = 1  # the region the peak was trimmed from
+    cut[1:7, 6:11] = 2  # another region, next to it
+    peak = np.zeros((H, W), dtype=np.int32)
+    peak[3:5, 3:6] = 1  # touches region 2's edge at column 5
+    grown = rim_grown(peak, cut, 1)
+    expected = np.zeros((H, W), dtype=bool)
+    expected[3:5, 2:6] = True  # left ring
+    expected[2, 3:6] = expected[5, 3:6] = True  # rings above and below
+    assert np.array_equal(grown == 1, expected)  # nothing crosses into region 2
+    assert np.array_equal(rim_grown(peak, cut, 4) > 0, cut == 1)  # stops at the cut's border
+    assert not np.array_equal(rim_grown(peak, cut, 3) > 0, cut == 1)  # one ring per round
+    assert np.array_equal(rim_grown(peak, cut, 0), peak)
+    assert np.array_equal(rim_grown(peak, None, 2), peak)
+
+
+def test_two_peaks_of_one_region_share_its_rest_without_overlap_or_merging():
+    cut = _one_region().reshape(H, W)
+    peaks = np.zeros((H, W), dtype=np.int32)
+    peaks[2:4, 2:4] = 1
+    peaks[4:6, 7:10] = 2
+    for rings in (1, 2, 10):
+        grown = rim_grown(peaks, cut, rings)
+        assert set(np.unique(grown)) == {0, 1, 2}  # ids kept, no region gained or lost
+        assert ((grown > 0) <= (cut > 0)).all()
+        for k in (1, 2):
+            assert (grown[peaks == k] == k).all()  # every peak keeps its pixels
+            comp = grown == k  # each region stays 4-connected
+            assert label(comp)[1] == 1
+    assert (rim_grown(peaks, cut, 10) > 0).sum() == (cut > 0).sum()
+
+
+@pytest.mark.parametrize("n, seed", [(3, 603), (2, 612)])
+def test_the_rim_grows_the_masks_not_the_count(n, seed):
+    # the objects were counted on their peaks; the labels (the masks refinement and guidance
+    # use) take back the rim the peaks left out: same count, more of each object covered
+    from synthetic_rope_scenes import make_rope_scene
+
+    frame = make_rope_scene(n, (30, 52), n_frames=1, noise=0.5, seed=seed, radius=(1.2, 2.0)).frames[0]
+    peaks = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), NuminaConfig(peak_rim=0))
+    rim = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), NuminaConfig(peak_rim=1))
+    assert peaks.count == rim.count == n
+    assert ((peaks.labels > 0) <= (rim.labels > 0)).all() and (rim.labels > 0).sum() > (peaks.labels > 0).sum()
+    truth = frame.labels > 0
+    assert (truth & (rim.labels > 0)).sum() > (truth & (peaks.labels > 0)).sum()
+
+
+def test_peak_rim_is_validated():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="peak_rim"):
+            NuminaConfig(peak_rim=bad)
 
 
 def test_peak_gap_is_validated():

@@ -223,6 +223,11 @@ class NuminaConfig:
     ``partition.PEAK_SHARE`` of it (``partition.peak_regions``). A head's cut is set by the
     whole frame; with objects of a few patches it falls inside the background's spread and
     an object's region grows to several times its size. None = regions as cut."""
+    peak_rim: int = 1
+    """Rings of patches a trimmed peak is grown back by, inside the region it was cut from,
+    once instances are decided (``partition.rim_grown``): the count comes from the peaks, the
+    masks that refinement and guidance use also hold the object's blurred rim. 0 = the peaks
+    as they are; no effect with ``peak_gap`` None."""
     link_ratio: float | None = 0.5
     """Two regions of a head become one (the pieces of an object cut apart by an occluder
     or the frame's edge, by ``core_quantile``, or a large object split by the cut at high
@@ -358,7 +363,7 @@ class NuminaConfig:
         if v > 1 and self.head_choice != "containment":
             _fail("reading_layers", v, '1 with head_choice="image_score" (the paper\'s head score '
                   'reads one block); use head_choice="containment" to read several')
-        for name in ("edge_band", "temporal_window"):
+        for name in ("edge_band", "temporal_window", "peak_rim"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _fail(name, v, "an int >= 0")

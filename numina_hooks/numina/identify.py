@@ -32,7 +32,7 @@ from .config import NuminaConfig
 from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
-                     choose_from_partitions, noun_focus, partition_options, with_unclaimed,
+                     choose_from_partitions, head_labels, noun_focus, partition_options, with_unclaimed,
                      proposals_from_self_map, self_attention_source, splinter_option)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
@@ -313,7 +313,7 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
             continue
         keep = head_instances(parts, head, on_screen, cfg.focus_overlap, cfg.min_lift,
                               cfg.min_lift_null_factor)
-        labels = _regions_to_instances(parts.regions[head], keep)
+        labels = head_labels(parts, head, keep, cfg)
         if source is not None:
             labels = with_unclaimed(labels, on_screen, source, source_head, cfg, parts.sink_keys[head])
         out[noun] = labels

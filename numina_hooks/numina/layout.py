@@ -34,7 +34,8 @@ from .focus import NounFocus
 from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
-                        link_regions, null_candidates, partition_heads, temporal_vote, unclaimed_instances)
+                        link_regions, null_candidates, partition_heads, rim_grown, temporal_vote,
+                        unclaimed_instances)
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
@@ -285,10 +286,20 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
     else:
-        labels = _regions_to_instances(parts.regions[head], instances[head])
+        labels = head_labels(parts, head, instances[head], cfg)
         if self_attn is not None:
             labels = with_unclaimed(labels, focus, self_attn, head, cfg, parts.sink_keys[head])
     return head, labels, scores.astype(np.float32)
+
+
+def head_labels(parts: HeadPartitions, head: int, keep: np.ndarray, cfg: NuminaConfig
+                ) -> np.ndarray:
+    """The instances of ``head`` (its regions whose ids ``keep``, bool [m + 1], marks) as
+    labels int32 [H, W] (1..n in raster order), each region grown back by ``cfg.peak_rim``
+    rings inside the region it was trimmed from (``partition.rim_grown``); the count is the
+    number of kept regions either way."""
+    cut = None if parts.cut is None else parts.cut[head]
+    return _regions_to_instances(rim_grown(parts.regions[head], cut, cfg.peak_rim), keep)
 
 
 #: members measured per left-over focus component: they are few and large, and their lift

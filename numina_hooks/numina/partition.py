@@ -64,7 +64,7 @@ __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "pa
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
            "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage",
            "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
-           "null_candidates", "peak_regions", "temporal_vote"]
+           "null_candidates", "peak_regions", "rim_grown", "temporal_vote"]
 
 
 @dataclass
@@ -86,6 +86,9 @@ class HeadPartitions:
         per head) of float64 [t_h] arrays: the containment lift of square tiles cut out of
         the head's background (region 0), a null for ``lift_threshold`` when the head has
         too few regions off the focus.
+    cut: None, or int32 [heads, H, W]: the regions as cut, before ``peak_regions`` trimmed
+        them (set when ``partition_heads`` trims); ``rim_grown`` grows a peak back inside
+        its region as cut.
     """
     regions: np.ndarray
     lift: list
@@ -94,6 +97,7 @@ class HeadPartitions:
     thresholds: np.ndarray
     sink_keys: np.ndarray
     null_lift: list | None = None
+    cut: np.ndarray | None = None
 
 
 def _grid_index(H: int, W: int) -> torch.Tensor:
@@ -315,7 +319,9 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
     hi = max(1, int(np.floor(max_region_fraction * n)))
     regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
     edge_args = (values.numpy(), ph.numpy(), qh.numpy())
+    cut = None
     if peak_gap is not None:
+        cut = regions.reshape(h, H, W).astype(np.int32)
         regions = peak_regions(regions, *edge_args, min_region, peak_gap)
     contrast = _region_contrast(regions, *edge_args)
     sinks = _sink_keys(source, sink_mass)
@@ -329,7 +335,7 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
     return HeadPartitions(regions=regions.reshape(h, H, W).astype(np.int32),
                           lift=[np.full(len(c), np.nan) for c in contrast],
                           contrast=contrast, sink=sink_region,
-                          thresholds=thr.numpy().astype(np.float32), sink_keys=sinks)
+                          thresholds=thr.numpy().astype(np.float32), sink_keys=sinks, cut=cut)
 
 
 def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.ndarray,
@@ -529,7 +535,10 @@ def concat_partitions(parts: list) -> HeadPartitions:
                           thresholds=np.concatenate([p.thresholds for p in parts]),
                           sink_keys=np.concatenate([p.sink_keys for p in parts]),
                           null_lift=None if any(p.null_lift is None for p in parts)
-                          else [x for p in parts for x in p.null_lift])
+                          else [x for p in parts for x in p.null_lift],
+                          cut=None if all(p.cut is None for p in parts)
+                          else np.concatenate([p.regions.copy() if p.cut is None else p.cut
+                                               for p in parts]))
 
 
 def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
@@ -860,6 +869,41 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     g[:, 1:] |= mask[:, :-1]
     g[:, :-1] |= mask[:, 1:]
     return g
+
+
+def rim_grown(regions: np.ndarray, cut: np.ndarray | None, rings: int) -> np.ndarray:
+    """One head's regions grown back by up to ``rings`` rings of patches inside the regions
+    they were trimmed from (``peak_regions``): a trimmed peak is an object's core, and the
+    blurred rim around it, which the upper class of edges leaves out, belongs to the object
+    too. A patch joins a region when it is in no region, 4-adjacent to it, and in the same
+    region as cut; a patch next to two regions joins the one met first (above, left, below,
+    right). Regions stay disjoint and 4-connected and keep their ids: the count does not
+    change, only the masks grow.
+
+    Args:
+        regions: int [H, W], 0 = no region.
+        cut: int [H, W], the regions before trimming (0 = none), or None (nothing trimmed).
+        rings: patches grown at most, >= 0.
+
+    Returns:
+        int32 [H, W].
+    """
+    out = np.asarray(regions).astype(np.int32)
+    if cut is None or rings <= 0:
+        return out
+    out = out.copy()
+    cut = np.asarray(cut)
+    for _ in range(int(rings)):
+        prev = out.copy()
+        free = (prev == 0) & (cut > 0)
+        if not free.any():
+            break
+        for take, give in ((np.s_[1:], np.s_[:-1]), (np.s_[:-1], np.s_[1:])):
+            for sl_t, sl_g in (((take, slice(None)), (give, slice(None))),
+                               ((slice(None), take), (slice(None), give))):
+                cand = free[sl_t] & (prev[sl_g] > 0) & (cut[sl_g] == cut[sl_t]) & (out[sl_t] == 0)
+                out[sl_t][cand] = prev[sl_g][cand]
+    return out
 
 
 def _merge_regions(parts: HeadPartitions, k: int, ids: np.ndarray, group: np.ndarray) -> None:
