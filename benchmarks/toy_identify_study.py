@@ -78,8 +78,11 @@ def compare_frame(layout: np.ndarray, truth: np.ndarray, others: Optional[np.nda
     }
 
 
-def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> dict:
-    """Run the comparison over ``n`` held-out prompts (seed ``seed + i`` for prompt ``i``)."""
+def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True,
+          noise_base: int | None = None) -> dict:
+    """Run the comparison over ``n`` held-out prompts (noise seed ``noise_base + i`` for
+    prompt ``i``; ``noise_base`` None = ``seed``; ``1000 * seed`` gives the noise of
+    ``eval_toy_end_to_end.py --seed seed``: the same prompt-seed pairs)."""
     call = dict(toy_model.TOY_CALL)
     frames_rows = []
     prompts = held_out_prompts(n, seed=seed)
@@ -90,7 +93,7 @@ def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True) -> di
         iterator = tqdm(iterator, total=len(prompts), desc="identify study")
     with numina_hooks.attach(pipe, config=config or NuminaConfig()) as handle, torch.no_grad():
         for i, prompt in iterator:
-            gen_seed = seed + i
+            gen_seed = (seed if noise_base is None else noise_base) + i
             report = handle.read_layout(prompt=prompt.text,
                                         generator=torch.Generator().manual_seed(gen_seed), **call)
             video = toy_model.toy_frames(handle.run_pipeline(
@@ -183,6 +186,9 @@ def main(argv=None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="held-out prompt-seed pairs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise-base", type=int, default=None,
+                    help="noise seed of prompt i is NOISE_BASE + i (default: --seed; 1000 x --seed "
+                         "= the pairs of eval_toy_end_to_end.py --seed)")
     ap.add_argument("--weights", default=None, help="toy weights folder (default: the shipped weights)")
     ap.add_argument("--json", default=None, help="write the figures and per-frame rows here")
     ap.add_argument("--threads", type=int, default=1)
@@ -195,7 +201,7 @@ def main(argv=None) -> dict:
     pipe = toy_model.load_toy_pipeline(a.weights)
     pipe.set_progress_bar_config(disable=True)
     config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
-    result = study(pipe, a.n, a.seed, config=config)
+    result = study(pipe, a.n, a.seed, config=config, noise_base=a.noise_base)
     result["config"] = a.config
     print(markdown(result))
     if a.json:

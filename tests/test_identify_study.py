@@ -62,3 +62,17 @@ def test_one_real_pair_end_to_end():
     for r in res["rows"]:
         assert r["layout_count"] >= 0 and r["true_count"] >= 0
         assert r["foreground_iou"] is None or 0.0 <= r["foreground_iou"] <= 1.0
+    assert {r["seed"] for r in res["rows"]} == {0}
+
+
+def test_noise_base_reads_the_pairs_of_the_end_to_end_benchmark():
+    # eval_toy_end_to_end.py --seed 3 draws prompt i with noise seed 3000 + i; the study reads
+    # the same pairs with noise_base=3000 (its own default noise is seed + i)
+    from numina_hooks.toy.model import load_toy_pipeline
+    from numina_hooks.toy.world import held_out_prompts
+
+    pipe = load_toy_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    res = st.study(pipe, n=1, seed=3, progress=False, noise_base=3000)
+    assert {r["seed"] for r in res["rows"]} == {3000}
+    assert {r["prompt"] for r in res["rows"]} == {held_out_prompts(1, seed=3)[0].text}
