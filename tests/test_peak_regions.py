@@ -5,7 +5,7 @@ import pytest
 from scipy.ndimage import label
 
 from numina_hooks.numina.config import NuminaConfig
-from numina_hooks.numina.layout import layout_from_attention
+from numina_hooks.numina.layout import layout_from_attention, layout_from_maps
 from numina_hooks.numina.partition import _grid_index, peak_regions, rim_grown
 
 H, W = 8, 12
@@ -149,6 +149,18 @@ def test_the_rim_grows_the_masks_not_the_count(n, seed):
     assert ((peaks.labels > 0) <= (rim.labels > 0)).all() and (rim.labels > 0).sum() > (peaks.labels > 0).sum()
     truth = frame.labels > 0
     assert (truth & (rim.labels > 0)).sum() > (truth & (peaks.labels > 0)).sum()
+
+
+def test_layout_from_maps_grows_the_rim_too():
+    from synthetic_rope_scenes import make_rope_scene
+
+    scene = make_rope_scene(3, (30, 52), n_frames=1, noise=0.5, seed=603, radius=(1.2, 2.0))
+    frame, head = scene.frames[0], scene.head_types.index("instance")
+    cross = frame.cross_attn.mean(0)
+    peaks = layout_from_maps(frame.self_attn[head], cross, (30, 52), NuminaConfig(peak_rim=0))
+    rim = layout_from_maps(frame.self_attn[head], cross, (30, 52), NuminaConfig(peak_rim=1))
+    assert rim.count == peaks.count > 0
+    assert ((peaks.labels > 0) <= (rim.labels > 0)).all() and (rim.labels > 0).sum() > (peaks.labels > 0).sum()
 
 
 def test_peak_rim_is_validated():

@@ -335,7 +335,8 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
     edge weights (one map: no other head to take them relative to, nor to measure
     containment against or to join split objects by: ``core_quantile`` is not used), and a region is an instance by the focus alone
     (``focus_overlap`` and the local tests ``focus_specks``, ``focus_contrast``),
-    attention-sink regions excepted."""
+    attention-sink regions excepted; trimmed peaks are grown back by ``peak_rim`` in the
+    labels (``head_labels``), as in ``layout_from_attention``."""
     cfg = config or NuminaConfig()
     H, W = (int(g) for g in grid)
     sm = as_tensor(self_map, "self_map")
@@ -351,7 +352,7 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
                                 **(partition_options(cfg) | {"core_quantile": None}))
         proposals = parts.regions[0]
         keep = focus_regions(parts, focus, cfg.focus_overlap)[0] & ~parts.sink[0]
-        labels = _regions_to_instances(proposals, keep)
+        labels = head_labels(parts, 0, keep, cfg)
     else:
         proposals = proposals_from_self_map(sm, (H, W), cfg)
         labels = _instances(proposals, focus.mask, cfg.focus_overlap)
