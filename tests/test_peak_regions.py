@@ -173,3 +173,27 @@ def test_peak_gap_is_validated():
     with pytest.raises(ValueError, match="peak_gap"):
         NuminaConfig(peak_gap=-1.0)
     assert NuminaConfig.paper().peak_gap is None
+
+
+def test_blocks_read_together_keep_each_heads_region_as_cut():
+    # reading_layers > 1: the blocks' partitions side by side; a block that trimmed nothing
+    # (cut None) contributes its regions as they are, so its heads grow nothing
+    from numina_hooks.numina.partition import HeadPartitions, concat_partitions
+
+    def parts(regions, cut):
+        h = regions.shape[0]
+        return HeadPartitions(regions=regions, lift=[np.zeros(1)] * h, contrast=[np.zeros(1)] * h,
+                              sink=[np.zeros(1, bool)] * h, thresholds=np.zeros(h, np.float32),
+                              sink_keys=np.zeros((h, H * W), bool), cut=cut)
+
+    trimmed = np.zeros((1, H, W), np.int32)
+    trimmed[0, 3:5, 3:5] = 1
+    cut = np.zeros((1, H, W), np.int32)
+    cut[0, 2:6, 2:6] = 1
+    plain = np.zeros((1, H, W), np.int32)
+    plain[0, 1:3, 8:10] = 1
+    both = concat_partitions([parts(trimmed, cut), parts(plain, None)])
+    assert np.array_equal(both.cut[0], cut[0]) and np.array_equal(both.cut[1], plain[0])
+    assert (rim_grown(both.regions[0], both.cut[0], 1) > 0).sum() == 4 + 8
+    assert np.array_equal(rim_grown(both.regions[1], both.cut[1], 3), plain[0])
+    assert concat_partitions([parts(plain, None), parts(plain, None)]).cut is None
