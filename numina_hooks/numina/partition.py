@@ -888,10 +888,9 @@ def rim_grown(regions: np.ndarray, cut: np.ndarray | None, rings: int) -> np.nda
     Returns:
         int32 [H, W].
     """
-    out = np.asarray(regions).astype(np.int32)
+    out = np.array(regions, dtype=np.int32)  # a copy: grown in place below
     if cut is None or rings <= 0:
         return out
-    out = out.copy()
     cut = np.asarray(cut)
     for _ in range(int(rings)):
         prev = out.copy()
