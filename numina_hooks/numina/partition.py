@@ -537,8 +537,7 @@ def concat_partitions(parts: list) -> HeadPartitions:
                           null_lift=None if any(p.null_lift is None for p in parts)
                           else [x for p in parts for x in p.null_lift],
                           cut=None if all(p.cut is None for p in parts)
-                          else np.concatenate([p.regions.copy() if p.cut is None else p.cut
-                                               for p in parts]))
+                          else np.concatenate([p.regions if p.cut is None else p.cut for p in parts]))
 
 
 def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
