@@ -98,6 +98,25 @@ def test_a_region_too_large_to_move_is_compared_with_the_all_head_mean():
         assert got[0][1] == pytest.approx(want, rel=1e-5)
 
 
+def test_blocks_of_a_strided_map_equal_those_of_its_contiguous_copy():
+    # the contiguous map is gathered through its flat view, a strided one with ``take``:
+    # both must give A[head, rows, rows] exactly
+    grid = (6, 8)
+    q, k = scene_qk(grid, heads=3, seed=6, dtype=torch.float32)
+    maps = softmax_map(q, k, 0.3)
+    strided = maps.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    assert not strided.is_contiguous()
+    heads = torch.tensor([2, 0, 1])
+    rows = torch.tensor([[0, 5, 9, 47], [3, 3, 10, 20], [1, 2, 3, 4]])
+    want = torch.stack([maps[h][r][:, r] for h, r in zip(heads, rows)])
+    for exclude in (False, True):
+        a = MapSelfAttention(maps, exclude_own_key=exclude).blocks(heads, rows)
+        b = MapSelfAttention(strided, exclude_own_key=exclude).blocks(heads, rows)
+        assert torch.equal(a, b)
+        if not exclude:
+            assert torch.equal(a, want)
+
+
 def test_large_regions_are_sampled_alike_from_the_map_and_from_qk():
     grid = (10, 10)
     q, k = scene_qk(grid, heads=2, seed=5, dtype=torch.float32)

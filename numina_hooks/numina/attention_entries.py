@@ -114,10 +114,15 @@ class MapSelfAttention:
         n = self.n
         heads, rows = heads.cpu(), rows.cpu()
         row_of = heads[:, None] * n + rows  # [G, S]: each member's row among the heads' rows
-        lin = row_of[:, :, None] * n + rows[:, None, :]
-        # ``take`` reads the map as flat without a reshape; on the CPU it gathered a frame's
-        # blocks in 0.6x the time of flat advanced indexing
-        vals = torch.take(self.map, lin.to(self.map.device)).float().cpu()
+        lin = (row_of[:, :, None] * n + rows[:, None, :]).to(self.map.device)
+        if self.map.is_contiguous():
+            # a 1-D index_select on the flat view (no copy): on the CPU it gathered a
+            # frame's blocks at 30x52 in 0.4x the time of ``take`` (2.2-2.6 ms against
+            # 5.3-6.8 ms, 0.8M entries), and ``take`` in 0.6x that of advanced indexing
+            vals = self.map.view(-1).index_select(0, lin.reshape(-1)).view(lin.shape)
+        else:  # ``take`` reads a strided map as flat without copying it
+            vals = torch.take(self.map, lin)
+        vals = vals.float().cpu()
         if self._inv_kept is not None:  # three operations: a frame reads about 40 blocks
             vals.mul_(torch.take(self._inv_kept, row_of)[:, :, None])
             vals.masked_fill_(rows[:, :, None] == rows[:, None, :], 0.0)
