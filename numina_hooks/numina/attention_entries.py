@@ -40,6 +40,9 @@ CHUNK_ELEMENTS = 1 << 20  # 4 MB: a chunk stays in a core's L2 cache
 #: everything on itself has no neighbours to read; the floor keeps its entries finite).
 OWN_KEY_FLOOR = 1e-6
 
+#: log2(e) and ln(2): the normaliser pass works in base 2 (``QKSelfAttention``)
+LOG2E, LN2 = 1.0 / math.log(2.0), math.log(2.0)
+
 #: Whether ``row_scores`` may use oneDNN's float32 matrix product on the CPU (cleared for the
 #: process the first time the operator is missing or refuses its inputs).
 _ONEDNN = [True]
@@ -168,14 +171,22 @@ class QKSelfAttention:
                              "has nothing left to read. Check the grid (it needs more than one "
                              "patch)")
         self.device = q.device
-        # scale folded into q once: every entry below is exp(q_i . k_j - lse_i)
-        self._q = (q.float() * float(scale)).contiguous()
+        # the scale and log2(e) folded into q once: the scores are in base-2 units and every
+        # entry below is 2^(q_i . k_j - lse2_i). torch's ``exp2`` ran at 0.3x the time of
+        # ``exp`` on this project's CPU (29M entries, one thread: 7 ms against 24 ms), and the
+        # normaliser pass raises every entry of the frame once
+        self._q = (q.float() * (float(scale) * LOG2E)).contiguous()
         self._k = k.float().contiguous()
         self._pairs = pairs
         self._pair_values = None
         self.exclude_own_key = bool(exclude_own_key)
         chunk = CHUNK_ELEMENTS if chunk_elements is None else int(chunk_elements)
-        self.lse = self._normaliser_pass(max(1, chunk), name)  # [heads, N]
+        self.lse2 = self._normaliser_pass(max(1, chunk), name)  # [heads, N], base 2
+
+    @property
+    def lse(self) -> torch.Tensor:
+        """Each row's log-sum-exp (natural log, of the scaled scores) ``[heads, N]``."""
+        return self.lse2 * LN2
 
     def _normaliser_pass(self, chunk_elements: int, name: str) -> torch.Tensor:
         h, n = self.heads, self.n
@@ -191,29 +202,36 @@ class QKSelfAttention:
             bounds = bounds.tolist()
             picks = [order[bounds[c]:bounds[c + 1]] for c in range(len(starts))]
             local = [(rows[sel] - r0) * n + cols[sel] for sel, r0 in zip(picks, starts)]
-            logits = torch.empty(h, rows.numel(), device=self.device)
+            # each head's logits gathered chunk by chunk in ``order`` (the chunks' picks one
+            # after the other), put back in the pairs' order once at the end
+            sorted_logits = torch.empty(h, rows.numel(), device=self.device)
         for head in range(h):
             k_head = self._k[head]
             for c, r0 in enumerate(starts):
                 r1 = min(n, r0 + rows_per_chunk)
-                s = row_scores(self._q[head, r0:r1], k_head)
+                s = row_scores(self._q[head, r0:r1], k_head)  # base-2 scores
                 if self.exclude_own_key:  # row r0 + i's own key is column r0 + i
                     s.diagonal(offset=r0).fill_(-math.inf)
                 if self._pairs is not None:
-                    logits[head, picks[c]] = s.reshape(-1)[local[c]]
+                    # a 1-D index_select on the flat chunk: a third of the time of advanced
+                    # indexing; the chunk's picks sit at bounds[c]:bounds[c + 1] of ``order``
+                    torch.index_select(s.view(-1), 0, local[c],
+                                       out=sorted_logits[head, bounds[c]:bounds[c + 1]])
                 top = s.amax(1, keepdim=True)
-                total = s.sub_(top).exp_().sum(1)
-                # every logit of a row equal: exp(0) = 1 exactly, N times (N - 1 without
+                total = s.sub_(top).exp2_().sum(1)
+                # every logit of a row equal: 2^0 = 1 exactly, N times (N - 1 without
                 # the own key)
                 ones[head, r0:r1] = total == (n - 1 if self.exclude_own_key else n)
-                lse[head, r0:r1] = top[:, 0] + total.log()
+                lse[head, r0:r1] = top[:, 0] + total.log2()
         if bool(ones.all()):
             raise ValueError(
                 f"{name} is constant (every one of its {h * n * n} entries is {1.0 / n:.6g}): "
                 "it holds no layout to read. Check that the attention was captured at the "
                 "right step, layer and token columns, and that the grid has more than one patch")
         if self._pairs is not None:
-            self._pair_values = torch.exp(logits - lse[:, rows]).cpu()
+            logits = torch.empty_like(sorted_logits)
+            logits[:, order] = sorted_logits
+            self._pair_values = torch.exp2(logits - lse[:, rows]).cpu()
         return lse
 
     def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -230,7 +248,7 @@ class QKSelfAttention:
             logit = (self._q[:, r] * self._k[:, c]).sum(-1)
             if self.exclude_own_key:
                 logit = logit.masked_fill(r == c, -math.inf)
-            out[:, p0:p0 + step] = torch.exp(logit - self.lse[:, r]).cpu()
+            out[:, p0:p0 + step] = torch.exp2(logit - self.lse2[:, r]).cpu()
         return out
 
     def blocks(self, heads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -241,12 +259,16 @@ class QKSelfAttention:
         out = torch.empty(g, s, s)
         step = max(1, CHUNK_ELEMENTS // max(1, s * self._q.shape[2]))
         for g0 in range(0, g, step):
-            hd, r = heads[g0:g0 + step, None], rows[g0:g0 + step]
-            qb, kb = self._q[hd, r], self._k[hd, r]  # [g, S, d]
+            r = rows[g0:g0 + step]
+            # rows of the flat [heads * N, d] q/k: index_select, not advanced indexing (half the time)
+            at = (heads[g0:g0 + step, None] * self.n + r).reshape(-1)
+            qb = self._q.view(-1, self._q.shape[2]).index_select(0, at).view(*r.shape, -1)  # [g, S, d]
+            kb = self._k.view(-1, self._k.shape[2]).index_select(0, at).view(*r.shape, -1)
             logit = torch.bmm(qb, kb.transpose(1, 2))
             if self.exclude_own_key:
-                logit = logit.masked_fill(r[:, :, None] == r[:, None, :], -math.inf)
-            out[g0:g0 + step] = torch.exp(logit - self.lse[hd, r][:, :, None]).cpu()
+                logit.masked_fill_(r[:, :, None] == r[:, None, :], -math.inf)
+            logit -= self.lse2.view(-1).index_select(0, at).view(*r.shape, 1)
+            out[g0:g0 + step] = logit.exp2_().cpu()
         return out
 
     def mean_rows(self, pick: torch.Tensor) -> torch.Tensor:
@@ -257,6 +279,6 @@ class QKSelfAttention:
             s = row_scores(self._q[head, pick], self._k[head])
             if self.exclude_own_key:
                 s[torch.arange(len(pick), device=s.device), pick] = -math.inf
-            out[head] = torch.exp(s - self.lse[head, pick][:, None]).mean(0).cpu()
+            out[head] = s.sub_(self.lse2[head, pick][:, None]).exp2_().mean(0).cpu()
         return out
 
