@@ -229,8 +229,9 @@ class QKSelfAttention:
                 "it holds no layout to read. Check that the attention was captured at the "
                 "right step, layer and token columns, and that the grid has more than one patch")
         if self._pairs is not None:
-            logits = torch.empty_like(sorted_logits)
-            logits[:, order] = sorted_logits
+            back = torch.empty_like(order)
+            back[order] = torch.arange(len(order), device=self.device)
+            logits = sorted_logits.index_select(1, back)  # the pairs' order
             self._pair_values = torch.exp2(logits - lse[:, rows]).cpu()
         return lse
 
