@@ -88,7 +88,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from numina_hooks.context import CallContext, Geometry  # noqa: E402
-from numina_hooks.numina.attention_entries import row_scores  # noqa: E402
+from numina_hooks.numina.attention_entries import CHUNK_ELEMENTS, row_scores  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader, exclusive_instances, instances_by_noun  # noqa: E402
@@ -189,7 +189,10 @@ def _products(views, exponentials: bool = False) -> float:
     the CPU where torch has it). ``exponentials``: each product's entries also raised to a
     power of two in place (``exp2``; a softmax normaliser needs every entry's exponential
     once, and the reader works in base 2, the cheaper function on the CPU): the floor
-    of an exact float32 reader, without the row maxima and sums."""
+    of an exact float32 reader, without the row maxima and sums. Each head's video-key
+    product is computed in the reader's chunks of rows (``CHUNK_ELEMENTS`` scores at once):
+    one ``[HW, HW]`` product per head leaves the cache at 45x78 and its exponentials then
+    cost more than the reader's whole pass."""
     self_view, cross_view = views
     geo = self_view.geometry
     t0 = time.perf_counter()
@@ -199,9 +202,13 @@ def _products(views, exponentials: bool = False) -> float:
         qf, kf = q[0].float(), k[0].float()
         if exponentials:  # scaled once (no overflow in exp2; the timing alone matters), not per product
             qf = qf * 1e-3
+        n = qf.shape[1]
+        rows = max(1, CHUNK_ELEMENTS // n)
         for head in range(qf.shape[0]):
-            for scores in (row_scores(qf[head], kf[head]), row_scores(qf[head], text[head])):
-                if exponentials:
+            for r0 in (None, *range(0, n, rows)):  # the text keys, then the video keys' chunks
+                scores = (row_scores(qf[head], text[head]) if r0 is None
+                          else row_scores(qf[head, r0:r0 + rows], kf[head]))
+                if exponentials:  # while the chunk is in the cache, as the reader does
                     scores.exp2_()
     return (time.perf_counter() - t0) / geo.frames
 
