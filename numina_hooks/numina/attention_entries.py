@@ -70,6 +70,12 @@ def row_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.mm(q, k.t())
 
 
+def _contiguous_float(t: torch.Tensor) -> torch.Tensor:
+    """A new contiguous float32 copy of ``t`` (any dtype and strides) in one pass: ``float()``
+    keeps a strided view's strides, and the ``contiguous()`` after it was a second copy."""
+    return torch.empty(t.shape, dtype=torch.float32, device=t.device).copy_(t)
+
+
 class MapSelfAttention:
     """Entries of a ready map ``self_attn`` ``[heads, N, N]`` (rows sum to 1, any float
     dtype, any device); with ``exclude_own_key`` each row without its own key (module
@@ -178,8 +184,8 @@ class QKSelfAttention:
         # entry below is 2^(q_i . k_j - lse2_i). torch's ``exp2`` ran at 0.3x the time of
         # ``exp`` on this project's CPU (29M entries, one thread: 7 ms against 24 ms), and the
         # normaliser pass raises every entry of the frame once
-        self._q = (q.float() * (float(scale) * LOG2E)).contiguous()
-        self._k = k.float().contiguous()
+        self._q = _contiguous_float(q).mul_(float(scale) * LOG2E)
+        self._k = _contiguous_float(k)
         self._pairs = pairs
         self._pair_values = None
         self.exclude_own_key = bool(exclude_own_key)
