@@ -133,3 +133,41 @@ def test_hdbscan_missing_is_a_clear_error_naming_the_extra(scenes, monkeypatch):
         layout_from_attention(fr.self_attn, fr.cross_attn, GRID, cfg)
     # the default does not need it
     assert layout_from_attention(fr.self_attn, fr.cross_attn, GRID, NuminaConfig(cross_head="mean")).count == fr.count
+
+
+def test_rows_that_keep_part_of_their_mass_give_the_frames_own_layout(scenes):
+    # the frame's block of attention over several frames (or the video block of joint
+    # attention) keeps a different share of each row on the frame's keys: the rows are
+    # divided by their sums, so the layout is the one of the frame's own softmax
+    from numina_hooks.numina.heads import attention_rows
+    for sc in scenes[1:]:
+        fr = sc.frames[0]
+        g = torch.Generator().manual_seed(fr.count)
+        share = torch.rand(fr.self_attn.shape[0], fr.self_attn.shape[1], 1, generator=g) * 0.3 + 0.02
+        own = layout_from_attention(fr.self_attn, fr.cross_attn, GRID)
+        block = layout_from_attention(fr.self_attn * share, fr.cross_attn, GRID)
+        assert block.count == own.count == fr.count
+        assert block.self_head == own.self_head
+        np.testing.assert_array_equal(block.labels, own.labels)
+        one = layout_from_maps(fr.self_attn[own.self_head] * share[own.self_head], fr.cross_attn.mean(0), GRID)
+        np.testing.assert_array_equal(
+            one.labels, layout_from_maps(fr.self_attn[own.self_head], fr.cross_attn.mean(0), GRID).labels)
+    sa = scenes[0].frames[0].self_attn
+    assert attention_rows(sa, "self_attn") is sa  # rows summing to 1: read as they are, no copy
+
+
+def test_scores_instead_of_probabilities_are_refused_clearly(scenes):
+    fr = scenes[1].frames[0]
+    logits = torch.log(fr.self_attn.clamp_min(1e-12))
+    with pytest.raises(ValueError, match="self_attn has negative entries .*torch.softmax"):
+        layout_from_attention(logits, fr.cross_attn, GRID)
+    with pytest.raises(ValueError, match="self_attn has negative entries"):
+        layout_from_attention(logits, fr.cross_attn, GRID, NuminaConfig.paper())
+    with pytest.raises(ValueError, match="self_map has negative entries"):
+        layout_from_maps(logits[0], fr.cross_attn.mean(0), GRID)
+    with pytest.raises(ValueError, match="cross_attn has negative entries"):
+        layout_from_attention(fr.self_attn, fr.cross_attn - fr.cross_attn.mean(), GRID)
+    empty = fr.self_attn.clone()
+    empty[0, 5] = 0.0  # a row with no mass on the frame's keys
+    with pytest.raises(ValueError, match="self_attn: 1 rows sum to 0 or less"):
+        layout_from_attention(empty, fr.cross_attn, GRID)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..deprecation import warn_renamed
 
 __all__ = ["pca_gray", "score_terms", "score_self_attention_heads", "select_cross_attention",
-           "as_tensor"]
+           "as_tensor", "attention_rows", "check_probabilities", "check_not_constant", "ROW_SUM_TOLERANCE"]
 
 _GRAY = (0.299, 0.587, 0.114)
 
@@ -54,6 +54,90 @@ def as_tensor(x, name: str) -> torch.Tensor:
         raise ValueError(f"{name} contains {bad} NaN/inf values (shape {tuple(t.shape)}); "
                          "attention maps must be finite: check the dtype/overflow upstream")
     return t
+
+
+#: A self-attention map's rows are read as they are when every row sums to 1 within this;
+#: otherwise each row is divided by its sum (``attention_rows``). Half-precision softmax rows
+#: sum to 1 within about 2e-3 (each entry rounded to 8 bits), so such maps are left alone.
+ROW_SUM_TOLERANCE = 1e-2
+
+#: Rows per head, evenly spaced, searched for negative entries (``check_probabilities``): a
+#: map of scores or logits has negative entries nearly everywhere, so a sample finds them
+#: without a second pass over the whole map (64 rows of 1560 at 30x52: about 0.2 ms).
+SIGN_SAMPLE_ROWS = 64
+
+#: Entries above this negative value count as rounding, not as a negative probability.
+NEGATIVE_TOLERANCE = -1e-6
+
+
+def attention_rows(x, name: str) -> torch.Tensor:
+    """A self-attention map ``[..., N, N]`` as a float tensor whose rows sum to 1.
+
+    ``x``: tensor or array of attention probabilities (softmax rows). A row need not sum to 1:
+    the frame's block of attention over several frames, or the video block of joint attention
+    (CogVideoX), keeps part of each row's mass on other tokens. Such rows are divided by their
+    sums, which is the attention among the frame's own tokens (what the reader from q/k
+    computes); maps whose rows all sum to 1 within ``ROW_SUM_TOLERANCE`` are returned as they
+    are (no copy). The row sums are the one pass over the map that also finds NaN/inf.
+
+    Raises ``ValueError`` for NaN/inf entries, for a constant map (``check_not_constant``), for
+    rows whose sum is not positive, and for negative entries (``check_probabilities``: scores
+    or logits passed instead of the softmax).
+    """
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    if not t.is_floating_point() or t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    sums = t.sum(-1)  # [..., N]; NaN/inf propagate
+    if not bool(torch.isfinite(sums).all()):
+        bad = int((~torch.isfinite(t)).sum().item())
+        if bad:
+            raise ValueError(f"{name} contains {bad} NaN/inf values (shape {tuple(t.shape)}); "
+                             "attention maps must be finite: check the dtype/overflow upstream")
+        raise ValueError(f"{name}: some rows sum to more than the float range (shape "
+                         f"{tuple(t.shape)}); expected attention probabilities, each row a softmax")
+    check_not_constant(t, name)
+    check_probabilities(t, name)
+    if t.numel() == 0:
+        return t
+    lowest = float(sums.amin())
+    if lowest <= 0.0:
+        n_bad = int((sums <= 0).sum().item())
+        raise ValueError(f"{name}: {n_bad} rows sum to {lowest:.4g} or less; expected attention "
+                         "probabilities, every row a softmax with a positive sum. A row with "
+                         "no mass on the frame's keys carries no layout: read another frame or layer")
+    if max(abs(lowest - 1.0), abs(float(sums.amax()) - 1.0)) > ROW_SUM_TOLERANCE:
+        t = t / sums.unsqueeze(-1)
+    return t
+
+
+def check_probabilities(t: torch.Tensor, name: str) -> None:
+    """``ValueError`` when ``t`` (attention maps, last dimension the keys or the patches) has
+    negative entries, searched in ``SIGN_SAMPLE_ROWS`` evenly spaced rows per head of a
+    ``[..., N, N]`` map and everywhere in a smaller one."""
+    if t.numel() == 0:
+        return
+    sample = t
+    if t.dim() >= 2 and t.shape[-2] > SIGN_SAMPLE_ROWS:
+        sample = t[..., ::max(1, t.shape[-2] // SIGN_SAMPLE_ROWS), :]
+    low = float(sample.amin())
+    if low < NEGATIVE_TOLERANCE:
+        raise ValueError(f"{name} has negative entries (as low as {low:.4g}); expected attention "
+                         "probabilities (softmax rows, every entry >= 0). Pass "
+                         "torch.softmax(scores, -1), not the scores or logits")
+
+
+def check_not_constant(x: torch.Tensor, name: str) -> None:
+    """``ValueError`` when every entry of ``x`` is the same value: such a map carries no
+    layout (attention captured wrongly, or a grid of one patch)."""
+    flat = x.reshape(-1)
+    if flat.numel() == 0 or not bool((flat[:4096] == flat[0]).all()):
+        return  # the common case, decided on the first entries without reading the map
+    if bool((flat == flat[0]).all()):
+        raise ValueError(
+            f"{name} is constant (every one of its {flat.numel()} entries is "
+            f"{float(flat[0]):.6g}): it holds no layout to read. Check that the "
+            "attention was captured at the right step, layer and token columns, and that "
+            "the grid has more than one patch")
 
 
 def _check_grid(n: int, grid: tuple[int, int], name: str) -> tuple[int, int]:

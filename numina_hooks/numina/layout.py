@@ -31,7 +31,8 @@ import torch
 from .attention_entries import MapSelfAttention, QKSelfAttention
 from .config import NuminaConfig
 from .focus import NounFocus
-from .heads import _check_grid, as_tensor, score_self_attention_heads, select_cross_attention
+from .heads import (_check_grid, as_tensor, attention_rows, check_not_constant, check_probabilities,
+                    score_self_attention_heads, select_cross_attention)
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
                         link_regions, null_candidates, partition_heads, rim_grown, temporal_vote,
@@ -206,20 +207,6 @@ def _instances(proposals: np.ndarray, focus: np.ndarray, min_overlap: float) -> 
     return new[proposals]
 
 
-def check_not_constant(x: torch.Tensor, name: str) -> None:
-    """``ValueError`` when every entry of ``x`` is the same value: such a map carries no
-    layout (attention captured wrongly, or a grid of one patch)."""
-    flat = x.reshape(-1)
-    if flat.numel() == 0 or not bool((flat[:4096] == flat[0]).all()):
-        return  # the common case, decided on the first entries without reading the map
-    if bool((flat == flat[0]).all()):
-        raise ValueError(
-            f"{name} is constant (every one of its {flat.numel()} entries is "
-            f"{float(flat[0]):.6g}): it holds no layout to read. Check that the "
-            "attention was captured at the right step, layer and token columns, and that "
-            "the grid has more than one patch")
-
-
 def partition_options(cfg: NuminaConfig) -> dict:
     """The keyword arguments of ``partition_heads`` (and ``partition_from_qk``) that
     ``cfg`` sets."""
@@ -328,8 +315,9 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
                      config: NuminaConfig | None = None, *, self_head: int = -1,
                      cross_head: int = -1) -> Layout:
     """Layout from already chosen maps: ``self_map`` ``[HW, HW]`` (the frame's best
-    self-attention head) and ``cross_map`` ``[HW]`` or ``[H, W]`` (the noun's map). Reuse one
-    ``self_map`` for every noun of the frame. ``self_head``/``cross_head`` are recorded.
+    self-attention head; rows that do not sum to 1 are divided by their sums, as in
+    ``layout_from_attention``) and ``cross_map`` ``[HW]`` or ``[H, W]`` (the noun's map). Reuse
+    one ``self_map`` for every noun of the frame. ``self_head``/``cross_head`` are recorded.
 
     With ``proposal_cut="adaptive"`` the map is cut at its own Otsu threshold on absolute
     edge weights (one map: no other head to take them relative to, nor to measure
@@ -339,9 +327,10 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
     labels (``head_labels``), as in ``layout_from_attention``."""
     cfg = config or NuminaConfig()
     H, W = (int(g) for g in grid)
-    sm = as_tensor(self_map, "self_map")
-    check_not_constant(sm, "self_map")
-    check_not_constant(as_tensor(cross_map, "cross_map"), "cross_map")
+    sm = attention_rows(self_map, "self_map")  # finite, not constant, probabilities; rows summing to 1
+    cm = as_tensor(cross_map, "cross_map")
+    check_not_constant(cm, "cross_map")
+    check_probabilities(cm, "cross_map")
     focus = noun_focus(cross_map, (H, W), cfg)
     if cfg.proposal_cut == "adaptive":
         if sm.ndim != 2 or sm.shape[0] != sm.shape[1]:
@@ -366,8 +355,10 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     """The countable layout of one noun in one frame.
 
     Args:
-        self_attn: ``[heads, HW, HW]`` self-attention of the frame (rows sum to 1), tensor or
-            array, at the reference step and layer.
+        self_attn: ``[heads, HW, HW]`` self-attention of the frame, tensor or array, at the
+            reference step and layer: attention probabilities. Rows that do not sum to 1 (the
+            frame's block of attention over several frames, the video block of joint
+            attention) are divided by their sums (``heads.attention_rows``).
         cross_attn: ``[heads, HW]`` or ``[heads, H, W]``: the noun's cross-attention in this
             frame (summed over the noun's token columns).
         grid: (H, W) in patches; H * W = HW.
@@ -381,10 +372,12 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         ``.self_head``, ``.cross_head``, ``.focus``, ``.proposals``, ``.head_scores``.
 
     Raises:
-        ValueError: NaN/inf in the maps, constant maps, or shapes that do not match ``grid``.
+        ValueError: NaN/inf in the maps, constant maps, negative entries (scores or logits
+        instead of probabilities), self-attention rows without positive mass, or shapes that
+        do not match ``grid``.
     """
     cfg = config or NuminaConfig()
-    sa = as_tensor(self_attn, "self_attn")
+    sa = self_attn if isinstance(self_attn, torch.Tensor) else torch.as_tensor(self_attn)
     if sa.ndim != 3:
         raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
     ca = as_tensor(cross_attn, "cross_attn")
@@ -399,8 +392,9 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
                          "of the same layer, with the same heads")
     if sa.shape[2] != sa.shape[1]:
         raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
-    check_not_constant(sa, "self_attn")
+    sa = attention_rows(sa, "self_attn")  # finite, not constant, probabilities; rows summing to 1
     check_not_constant(ca, "cross_attn")
+    check_probabilities(ca, "cross_attn")
     if self_head is not None and not 0 <= int(self_head) < sa.shape[0]:
         raise ValueError(f"self_head={self_head!r} is out of range: self_attn has "
                          f"{sa.shape[0]} heads (0..{sa.shape[0] - 1})")
