@@ -86,6 +86,23 @@ def test_wrong_grid_is_a_clear_error(scenes):
         layout_from_attention(fr.self_attn, fr.cross_attn, (10, 10))
 
 
+def test_a_map_over_several_frames_is_refused_with_how_to_take_one_frame(scenes):
+    # the whole video's self-attention (two frames here) with one frame's grid: the error
+    # says how many frames it holds and how to cut one frame's block
+    fr = scenes[1].frames[0]
+    h, n = fr.self_attn.shape[:2]
+    video = torch.zeros(h, 2 * n, 2 * n)
+    video[:, :n, :n] = 0.6 * fr.self_attn
+    video[:, :n, n:] = 0.4 / n
+    video[:, n:, :n] = 0.4 / n
+    video[:, n:, n:] = 0.6 * fr.self_attn
+    cross = fr.cross_attn.repeat(1, 2)
+    with pytest.raises(ValueError, match=r"holds 2 frames of this grid: pass one frame's block"):
+        layout_from_attention(video, cross, GRID)
+    block = layout_from_attention(video[:, n:, n:], cross[:, n:], GRID)  # as the error says
+    assert block.count == fr.count
+
+
 @pytest.mark.parametrize("kind", ["uniform", "constant_cross", "zero_cross", "tiny"])
 @pytest.mark.parametrize("preset", ["default", "paper"])
 def test_constant_maps_are_refused_clearly(kind, preset):

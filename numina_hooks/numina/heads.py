@@ -145,8 +145,14 @@ def _check_grid(n: int, grid: tuple[int, int], name: str) -> tuple[int, int]:
     if H < 1 or W < 1:
         raise ValueError(f"{name}: grid={tuple(grid)!r}: expected (H, W), two ints >= 1 (patches of one frame)")
     if H * W != n:
+        hint = "pass grid=(H, W) in patches of one frame"
+        if n > H * W and n % (H * W) == 0:  # the video's tokens, several frames of this grid
+            hw = H * W
+            hint = (f"the map holds {n // hw} frames of this grid: pass one frame's block, "
+                    f"self_attn[:, f * {hw}:(f + 1) * {hw}, f * {hw}:(f + 1) * {hw}] (its rows "
+                    "are renormalised over the frame's keys) and that frame's cross-attention")
         raise ValueError(f"{name}: grid={tuple(grid)!r} has {H * W} patches but the map has "
-                         f"{n} tokens per frame; pass grid=(H, W) in patches of one frame")
+                         f"{n} tokens per frame; {hint}")
     return H, W
 
 
