@@ -113,9 +113,9 @@ HEADS, HEAD_DIM, TEXT = 12, 128, 512
 PROMPT_TOKENS = 24  # the prompt's tokens before the padding (Wan: about 10-40)
 
 
-def reader_views(grid, frames: int, seed: int = 0):
+def reader_views(grid, frames: int, seed: int = 0, device: str = "cpu"):
     """A self view and a cross view of ``frames`` latent frames (bf16, ``[1, L, H, d]``, the
-    layout diffusers' Wan attention hands over). Video tokens of one of a few objects share a
+    layout diffusers' Wan attention hands over), on ``device`` (the same values on any). Video tokens of one of a few objects share a
     direction in q and k (stronger in some heads), every token has a positional part (random
     Fourier features of its patch position) and noise; the noun's text key leans towards the
     objects' directions."""
@@ -150,7 +150,8 @@ def reader_views(grid, frames: int, seed: int = 0):
     text[0, 3, :, half:] += objects[1:].mean(0) * 6.0  # the noun's column
     # Wan pads the prompt with zeros to 512 tokens: every padding token has the same key
     text[0, PROMPT_TOKENS:] = text[0, PROMPT_TOKENS]
-    return views_of(q, k, q, text.to(torch.bfloat16), grid, frames, d ** -0.5)
+    q, k, text = q.to(device), k.to(device), text.to(torch.bfloat16).to(device)
+    return views_of(q, k, q, text, grid, frames, d ** -0.5)
 
 
 def views_of(q, k, cross_q, text_k, grid, frames: int, scale: float):

@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --quick --device cpu --out D  # every size shrunk, < 1 min on CPU
 
 ``scripts/gpu-check.sh OUTDIR`` runs the first line on a machine with one CUDA GPU.
-Four sections, each in its own ``try``: a failing one records its error text in the JSON
+Five sections, each in its own ``try``: a failing one records its error text in the JSON
 and the others still run; the JSON and the table are rewritten after every section, so a
 run killed part-way still reports what it finished.
 
@@ -33,6 +33,10 @@ run killed part-way still reports what it finished.
    past ``--deadline`` seconds from the start (default 330).
 4. ``compile_graphs``: ``torch._dynamo.explain`` graph and graph-break counts of a small
    Wan transformer forward: plain, attached with no plugin, attached with an observer plugin.
+5. ``identify_reader``: phase 1's reader from q/k on the device at Wan2.1-1.3B's grid
+   (30x52, 12 heads of 128, bfloat16, 3 frames of ``bench_identify.reader_views``): seconds
+   per frame and noun, the frame's bare q.k products on the device, and whether its layouts
+   equal those read on the CPU (issue 16's reader, "on the device the model runs on").
 """
 
 from __future__ import annotations
@@ -73,10 +77,12 @@ def sizes(quick: bool) -> dict:
     """Every size the run uses; ``quick`` shrinks them to a CPU smoke run."""
     if quick:
         return dict(heads=4, dim=64, video=1024, text=64, self_tokens=512, rounds=2,
+                    reader=dict(grid=(15, 26), frames=2, rounds=2),
                     wan=dict(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32, height=64, width=64, frames=9,
                              steps=4, text_len=24, rounds=1),
                     compile=dict(layers=1, heads=2, head_dim=12, text_dim=32))
     return dict(heads=12, dim=128, video=21 * 30 * 52, text=512, self_tokens=4096, rounds=15,
+                reader=dict(grid=(30, 52), frames=3, rounds=7),
                 wan=dict(layers=30, heads=12, head_dim=128, ffn=8960, text_dim=4096, height=480, width=832,
                          frames=81, steps=5, text_len=512, rounds=2),
                 compile=dict(layers=2, heads=2, head_dim=64, text_dim=64))
@@ -471,11 +477,60 @@ def check_compile_graphs(device: str, sz: dict) -> dict:
 # ---------------------------------------------------------------------------- report
 
 
+def check_identify_reader(device: str, sz: dict) -> dict:
+    """Phase 1's reader from q/k (``LayoutReader``, ``self_source="qk"``: the softmax
+    normalisers and the neighbour entries computed on the device, the partition on the CPU)
+    on the synthetic views of ``bench_identify.reader_views`` (12 heads of 128, bfloat16,
+    ``[1, L, H, d]`` as diffusers' Wan hands them over): seconds per frame and noun (the self
+    view and the cross view of one noun, median over rounds; every call ends on CPU results,
+    so wall clock is synchronised), the frame's bare float32 q.k products on the device (the
+    floor of an exact reader), and whether the layouts equal those read on the CPU."""
+    import numpy as np
+
+    import bench_identify as B
+    cfg = sz["reader"]
+    grid, frames = tuple(cfg["grid"]), int(cfg["frames"])
+    columns = {"noun": [3]}
+    views = B.reader_views(grid, frames, device=device)
+    B._read("qk", views, columns)  # first calls: imports, kernels
+    self_s, cross_s = [], []
+    for _ in range(int(cfg["rounds"])):
+        sync(device)
+        reader, s, c = B._read("qk", views, columns)
+        self_s.append(s / frames)
+        cross_s.append(c / frames)
+    q, k = views[0].q[0], views[0].k[0]  # [heads, L, d] (views of the [L, heads, d] tensors)
+    n = grid[0] * grid[1]
+    qf, kf = q[:, :n].float().contiguous(), k[:, :n].float().contiguous()
+    timed(lambda: torch.bmm(qf, kf.transpose(1, 2)), device)
+    products = statistics.median(timed(lambda: torch.bmm(qf, kf.transpose(1, 2)), device)
+                                 for _ in range(int(cfg["rounds"])))
+    on_cpu, _, _ = B._read("qk", B.reader_views(grid, frames), columns)
+    same = (reader.nouns["noun"].frame_counts == on_cpu.nouns["noun"].frame_counts
+            and all((a.partitions.regions == b.partitions.regions).all()
+                    for a, b in zip(reader.frames, on_cpu.frames)))
+    lift_diff = 0.0  # over the lifts both measured (finite: NaN = not measured, -inf = a sink's region)
+    for a, b in zip(reader.frames, on_cpu.frames):
+        for x, y in zip(a.partitions.lift, b.partitions.lift):
+            if len(x) == len(y):
+                both = np.isfinite(x) & np.isfinite(y)
+                lift_diff = max(lift_diff, float(np.abs(x[both] - y[both]).max(initial=0.0)))
+    total = [a + b for a, b in zip(self_s, cross_s)]
+    return {"grid": list(grid), "frames": frames, "heads": int(q.shape[0]), "head_dim": int(q.shape[2]),
+            "seconds_per_frame_and_noun": statistics.median(total),
+            "self_seconds_per_frame": statistics.median(self_s),
+            "cross_seconds_per_frame": statistics.median(cross_s),
+            "seconds_per_round": total, "products_seconds_per_frame": products,
+            "same_layouts_as_cpu": bool(same), "max_lift_difference_vs_cpu": lift_diff,
+            "counts": reader.nouns["noun"].frame_counts}
+
+
 SECTIONS = {
     "lse_backends": check_lse_backends,
     "guided_attention": check_guided_attention,
     "compile_graphs": check_compile_graphs,
     "numina_vs_plain": check_numina_vs_plain,
+    "identify_reader": check_identify_reader,
 }
 
 
@@ -539,6 +594,18 @@ def markdown(result: dict) -> str:
         lines += ["", f"NUMINA / plain: wall clock {nv['numina_time_ratio']:.2f}x (per round, order rotated, "
                       f"the first with one-time costs: {per_round}), forwards "
                       f"{nv['numina_forwards_ratio']:.2f}x, peak memory {nv['numina_memory_ratio']:.2f}x.", ""]
+    ir = s.get("identify_reader", {})
+    if "error" in ir:
+        lines += [f"**Identify reader**: failed: {ir['error'].splitlines()[0]}", ""]
+    elif ir:
+        g = "x".join(str(x) for x in ir["grid"])
+        lines += [f"**Identify reader** (phase 1's reader from q/k, {g}, {ir['heads']} heads of {ir['head_dim']}, "
+                  f"bfloat16, {ir['frames']} frames; the partition on the CPU): "
+                  f"{ir['seconds_per_frame_and_noun'] * 1e3:.1f} ms per frame and noun (self view "
+                  f"{ir['self_seconds_per_frame'] * 1e3:.1f} ms, cross view {ir['cross_seconds_per_frame'] * 1e3:.1f} ms; "
+                  f"median of {len(ir['seconds_per_round'])} rounds); the frame's bare float32 q.k products on the device "
+                  f"{ir['products_seconds_per_frame'] * 1e3:.2f} ms; layouts as read on the CPU: "
+                  f"{ir['same_layouts_as_cpu']} (largest lift difference {ir['max_lift_difference_vs_cpu']:.1e}).", ""]
     cg = s.get("compile_graphs", {})
     if "error" in cg:
         lines += [f"**Compiled graphs**: failed: {cg['error'].splitlines()[0]}", ""]

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import gpu_check  # noqa: E402
 
-FAST = ["lse_backends", "guided_attention", "numina_vs_plain"]  # compile_graphs: dynamo tracing, ~10 s
+FAST = ["lse_backends", "guided_attention", "numina_vs_plain", "identify_reader"]  # compile_graphs: dynamo tracing, ~10 s
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,13 @@ def test_asking_for_cuda_without_a_gpu_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit):
         gpu_check.main(["--device", "cuda", "--out", str(tmp_path)])
+
+
+def test_identify_reader_is_timed_and_reads_the_cpu_layouts(quick_run):
+    _, res, md = quick_run
+    ir = res["sections"]["identify_reader"]
+    assert "error" not in ir, ir.get("error")
+    assert ir["grid"] == [15, 26] and ir["heads"] == 12 and len(ir["counts"]) == ir["frames"] == 2
+    assert ir["seconds_per_frame_and_noun"] > 0 and ir["products_seconds_per_frame"] > 0
+    assert ir["same_layouts_as_cpu"] and ir["max_lift_difference_vs_cpu"] < 1e-5
+    assert "**Identify reader**" in md and "ms per frame and noun" in md
