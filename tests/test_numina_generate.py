@@ -150,6 +150,21 @@ def test_bad_counts_are_clear_errors(setup):
     assert torch.equal(pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **_call(case)).frames, plain)
 
 
+def test_prompt_embeds_without_the_prompt_is_a_clear_error(setup):
+    # NUMINA reads counts and noun tokens from the text: embeddings alone are refused with
+    # what to pass instead, and the pipeline is left as it was
+    case, pipe, plain = setup
+    handle = numina_hooks.attach(pipe, config=NuminaConfig())
+    try:
+        with pytest.raises(TypeError, match="needs prompt=... even with prompt_embeds"):
+            handle(prompt_embeds=torch.zeros(1, 4, 8), **_call(case))
+        with pytest.raises(TypeError, match="NUMINA needs prompt="):
+            handle(**_call(case))
+    finally:
+        handle.detach()
+    assert torch.equal(pipe(prompt=PROMPT, generator=torch.Generator().manual_seed(0), **_call(case)).frames, plain)
+
+
 def test_nothing_to_count_returns_the_plain_result(setup):
     case, pipe, _ = setup
     handle = numina_hooks.attach(pipe)

@@ -21,7 +21,11 @@ def _with_prompt(args: tuple, kwargs: dict) -> dict:
         if "prompt" in kwargs or len(args) > 1:
             raise TypeError("pass the prompt once, as prompt=... (other pipeline arguments by keyword)")
         kwargs = {**kwargs, "prompt": args[0]}
-    if "prompt" not in kwargs:
+    if "prompt" not in kwargs or kwargs["prompt"] is None:
+        if kwargs.get("prompt_embeds") is not None:
+            raise TypeError("NUMINA needs prompt=... even with prompt_embeds: it parses the counts from "
+                            "the text and finds the counted nouns' token columns in it. Pass the prompt "
+                            "as prompt=... and let the pipeline encode it (prompt_embeds alone cannot be read)")
         raise TypeError("NUMINA needs prompt=...: the text whose counts it enforces")
     return kwargs
 
