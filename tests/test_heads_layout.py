@@ -188,3 +188,14 @@ def test_scores_instead_of_probabilities_are_refused_clearly(scenes):
     empty[0, 5] = 0.0  # a row with no mass on the frame's keys
     with pytest.raises(ValueError, match="self_attn: 1 rows sum to 0 or less"):
         layout_from_attention(empty, fr.cross_attn, GRID)
+
+
+def test_maps_that_require_grad_are_read_like_any_other(scenes):
+    # attention captured with autograd on (a training loop, a hook without no_grad)
+    fr = scenes[2].frames[0]
+    sa, ca = fr.self_attn.clone().requires_grad_(True), fr.cross_attn.clone().requires_grad_(True)
+    for cfg in (NuminaConfig(), NuminaConfig.paper()):
+        np.testing.assert_array_equal(layout_from_attention(sa, ca, GRID, cfg).labels,
+                                      layout_from_attention(fr.self_attn, fr.cross_attn, GRID, cfg).labels)
+    np.testing.assert_array_equal(layout_from_maps(sa[0], ca.mean(0), GRID).labels,
+                                  layout_from_maps(fr.self_attn[0], fr.cross_attn.mean(0), GRID).labels)

@@ -42,8 +42,9 @@ _GRAY = (0.299, 0.587, 0.114)
 
 
 def as_tensor(x, name: str) -> torch.Tensor:
-    """A float32 torch tensor from a tensor or array; NaN/inf raise ``ValueError``."""
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    """A float32 torch tensor from a tensor or array; NaN/inf raise ``ValueError``. A tensor
+    that requires grad is detached (the layout is read, not differentiated)."""
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(x)
     if not t.is_floating_point():
         t = t.float()
     if t.dtype != torch.float32 and t.dtype != torch.float64:
@@ -84,7 +85,7 @@ def attention_rows(x, name: str) -> torch.Tensor:
     rows whose sum is not positive, and for negative entries (``check_probabilities``: scores
     or logits passed instead of the softmax).
     """
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(x)  # read, not differentiated
     if not t.is_floating_point() or t.dtype not in (torch.float32, torch.float64):
         t = t.float()
     sums = t.sum(-1)  # [..., N]; NaN/inf propagate
