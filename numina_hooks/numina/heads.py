@@ -44,7 +44,7 @@ _GRAY = (0.299, 0.587, 0.114)
 def as_tensor(x, name: str) -> torch.Tensor:
     """A float32 torch tensor from a tensor or array; NaN/inf raise ``ValueError``. A tensor
     that requires grad is detached (the layout is read, not differentiated)."""
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x.detach() if x.requires_grad else x
     if not t.is_floating_point():
         t = t.float()
     if t.dtype != torch.float32 and t.dtype != torch.float64:
@@ -85,7 +85,8 @@ def attention_rows(x, name: str) -> torch.Tensor:
     rows whose sum is not positive, and for negative entries (``check_probabilities``: scores
     or logits passed instead of the softmax).
     """
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(x)  # read, not differentiated
+    # read, not differentiated: a tensor that requires grad is detached (no copy either way)
+    t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x.detach() if x.requires_grad else x
     if not t.is_floating_point() or t.dtype not in (torch.float32, torch.float64):
         t = t.float()
     sums = t.sum(-1)  # [..., N]; NaN/inf propagate
