@@ -97,8 +97,10 @@ def test_a_map_over_several_frames_is_refused_with_how_to_take_one_frame(scenes)
     video[:, n:, :n] = 0.4 / n
     video[:, n:, n:] = 0.6 * fr.self_attn
     cross = fr.cross_attn.repeat(1, 2)
-    with pytest.raises(ValueError, match=r"holds 2 frames of this grid: pass one frame's block"):
+    with pytest.raises(ValueError, match=r"holds 2 frames of this grid: pass one frame's tokens"):
         layout_from_attention(video, cross, GRID)
+    with pytest.raises(ValueError, match=r"holds 2 frames of this grid"):
+        naive_cross_count(cross.mean(0), GRID)
     block = layout_from_attention(video[:, n:, n:], cross[:, n:], GRID)  # as the error says
     assert block.count == fr.count
 

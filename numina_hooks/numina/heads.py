@@ -150,9 +150,10 @@ def _check_grid(n: int, grid: tuple[int, int], name: str) -> tuple[int, int]:
         hint = "pass grid=(H, W) in patches of one frame"
         if n > H * W and n % (H * W) == 0:  # the video's tokens, several frames of this grid
             hw = H * W
-            hint = (f"the map holds {n // hw} frames of this grid: pass one frame's block, "
-                    f"self_attn[:, f * {hw}:(f + 1) * {hw}, f * {hw}:(f + 1) * {hw}] (its rows "
-                    "are renormalised over the frame's keys) and that frame's cross-attention")
+            hint = (f"the map holds {n // hw} frames of this grid: pass one frame's tokens, "
+                    f"f * {hw}:(f + 1) * {hw} (of a self-attention map, the block "
+                    f"[:, f * {hw}:(f + 1) * {hw}, f * {hw}:(f + 1) * {hw}], whose rows are "
+                    "renormalised over the frame's keys; of a cross-attention map, those columns)")
         raise ValueError(f"{name}: grid={tuple(grid)!r} has {H * W} patches but the map has "
                          f"{n} tokens per frame; {hint}")
     return H, W
