@@ -41,10 +41,22 @@ __all__ = ["pca_gray", "score_terms", "score_self_attention_heads", "select_cros
 _GRAY = (0.299, 0.587, 0.114)
 
 
+def _on_cpu(x) -> torch.Tensor:
+    """``x`` as a CPU tensor that does not require grad: an array converted, a tensor
+    detached only if it requires grad and copied only if it is on another device (a CPU
+    tensor that does not require grad is ``x`` itself)."""
+    if not isinstance(x, torch.Tensor):
+        return torch.as_tensor(x)
+    if x.requires_grad:  # read, not differentiated
+        x = x.detach()
+    return x if x.device.type == "cpu" else x.cpu()  # the layout stage runs on the CPU
+
+
 def as_tensor(x, name: str) -> torch.Tensor:
-    """A float32 torch tensor from a tensor or array; NaN/inf raise ``ValueError``. A tensor
-    that requires grad is detached (the layout is read, not differentiated)."""
-    t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x.detach() if x.requires_grad else x
+    """A float32 (or float64) CPU tensor from a tensor or array; NaN/inf raise ``ValueError``.
+    A tensor that requires grad is detached (the layout is read, not differentiated), and one on
+    a GPU is copied to the CPU, where the layout stage runs (a CPU tensor is returned as it is)."""
+    t = _on_cpu(x)
     if not t.is_floating_point():
         t = t.float()
     if t.dtype != torch.float32 and t.dtype != torch.float64:
@@ -79,14 +91,14 @@ def attention_rows(x, name: str) -> torch.Tensor:
     (CogVideoX), keeps part of each row's mass on other tokens. Such rows are divided by their
     sums, which is the attention among the frame's own tokens (what the reader from q/k
     computes); maps whose rows all sum to 1 within ``ROW_SUM_TOLERANCE`` are returned as they
-    are (no copy). The row sums are the one pass over the map that also finds NaN/inf.
+    are (no copy). The row sums are the one pass over the map that also finds NaN/inf. A map on
+    a GPU is copied to the CPU first (``as_tensor``).
 
     Raises ``ValueError`` for NaN/inf entries, for a constant map (``check_not_constant``), for
     rows whose sum is not positive, and for negative entries (``check_probabilities``: scores
     or logits passed instead of the softmax).
     """
-    # read, not differentiated: a tensor that requires grad is detached (no copy either way)
-    t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x.detach() if x.requires_grad else x
+    t = _on_cpu(x)
     if not t.is_floating_point() or t.dtype not in (torch.float32, torch.float64):
         t = t.float()
     sums = t.sum(-1)  # [..., N]; NaN/inf propagate
