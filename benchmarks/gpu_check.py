@@ -36,7 +36,8 @@ run killed part-way still reports what it finished.
 5. ``identify_reader``: phase 1's reader from q/k on the device at Wan2.1-1.3B's grid
    (30x52, 12 heads of 128, bfloat16, 3 frames of ``bench_identify.reader_views``): seconds
    per frame and noun, the frame's bare q.k products on the device, and whether its layouts
-   equal those read on the CPU (issue 16's reader, "on the device the model runs on").
+   equal those read on the CPU (issue 16's reader, "on the device the model runs on"); and
+   whether ``layout_from_attention`` on maps that live on the device gives the CPU's layout.
 """
 
 from __future__ import annotations
@@ -515,8 +516,14 @@ def check_identify_reader(device: str, sz: dict) -> dict:
             if len(x) == len(y):
                 both = np.isfinite(x) & np.isfinite(y)
                 lift_diff = max(lift_diff, float(np.abs(x[both] - y[both]).max(initial=0.0)))
+    # the public layout_from_attention on maps that live on the device (copied to the CPU inside)
+    from numina_hooks.numina.layout import layout_from_attention
+    scene, _ = B._scene("rope", 3, grid, 0.5, 903, 1)
+    fr = scene.frames[0]
+    api_same = bool(np.array_equal(layout_from_attention(fr.self_attn.to(device), fr.cross_attn.to(device), grid).labels,
+                                   layout_from_attention(fr.self_attn, fr.cross_attn, grid).labels))
     total = [a + b for a, b in zip(self_s, cross_s)]
-    return {"grid": list(grid), "frames": frames, "heads": int(q.shape[0]), "head_dim": int(q.shape[2]),
+    return {"layout_from_attention_on_device_same": api_same,"grid": list(grid), "frames": frames, "heads": int(q.shape[0]), "head_dim": int(q.shape[2]),
             "seconds_per_frame_and_noun": statistics.median(total),
             "self_seconds_per_frame": statistics.median(self_s),
             "cross_seconds_per_frame": statistics.median(cross_s),
@@ -605,7 +612,9 @@ def markdown(result: dict) -> str:
                   f"{ir['self_seconds_per_frame'] * 1e3:.1f} ms, cross view {ir['cross_seconds_per_frame'] * 1e3:.1f} ms; "
                   f"median of {len(ir['seconds_per_round'])} rounds); the frame's bare float32 q.k products on the device "
                   f"{ir['products_seconds_per_frame'] * 1e3:.2f} ms; layouts as read on the CPU: "
-                  f"{ir['same_layouts_as_cpu']} (largest lift difference {ir['max_lift_difference_vs_cpu']:.1e}).", ""]
+                  f"{ir['same_layouts_as_cpu']} (largest lift difference {ir['max_lift_difference_vs_cpu']:.1e}); "
+                  f"`layout_from_attention` on maps on the device gives the CPU's layout: "
+                  f"{ir['layout_from_attention_on_device_same']}.", ""]
     cg = s.get("compile_graphs", {})
     if "error" in cg:
         lines += [f"**Compiled graphs**: failed: {cg['error'].splitlines()[0]}", ""]

@@ -86,8 +86,9 @@ GPU_CHECK = (
     "transformer, 480x832, 81 frames, 5 steps: wall clock, transformer forwards, peak memory; and "
     "`torch._dynamo.explain` graph and graph-break counts of a small Wan transformer, plain and attached; and "
     "phase 1's identify reader from q/k on the GPU at 30x52 (12 heads of 128, 3 frames): seconds per frame and "
-    "noun, the frame's bare q.k products there, and whether its layouts equal those read on the CPU (a section "
-    "added after the run below, so not in it). Each part reports its own error without stopping the others. Wheels in `.whl/` (diffusers) are "
+    "noun, the frame's bare q.k products there, whether its layouts equal those read on the CPU, and whether "
+    "`layout_from_attention` on maps that live on the GPU gives the CPU's layout (a section added after the run "
+    "below, so not in it). Each part reports its own error without stopping the others. Wheels in `.whl/` (diffusers) are "
     "installed offline first; `--quick --device cpu` is a one-minute smoke run of the same code."
 )
 

@@ -97,4 +97,5 @@ def test_identify_reader_is_timed_and_reads_the_cpu_layouts(quick_run):
     assert ir["grid"] == [15, 26] and ir["heads"] == 12 and len(ir["counts"]) == ir["frames"] == 2
     assert ir["seconds_per_frame_and_noun"] > 0 and ir["products_seconds_per_frame"] > 0
     assert ir["same_layouts_as_cpu"] and ir["max_lift_difference_vs_cpu"] < 1e-5
+    assert ir["layout_from_attention_on_device_same"]
     assert "**Identify reader**" in md and "ms per frame and noun" in md
