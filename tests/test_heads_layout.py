@@ -84,6 +84,10 @@ def test_wrong_grid_is_a_clear_error(scenes):
     fr = scenes[0].frames[0]
     with pytest.raises(ValueError, match="grid"):
         layout_from_attention(fr.self_attn, fr.cross_attn, (10, 10))
+    with pytest.raises(ValueError, match=r"one head's \[HW, HW\] map goes to layout_from_maps"):
+        layout_from_attention(fr.self_attn[0], fr.cross_attn, GRID)
+    with pytest.raises(ValueError, match=r"pass one batch row, self_attn\[b\]"):
+        layout_from_attention(fr.self_attn[None], fr.cross_attn, GRID)
 
 
 def test_a_map_over_several_frames_is_refused_with_how_to_take_one_frame(scenes):

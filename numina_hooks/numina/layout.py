@@ -379,7 +379,12 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     cfg = config or NuminaConfig()
     sa = self_attn if isinstance(self_attn, torch.Tensor) else torch.as_tensor(self_attn)
     if sa.ndim != 3:
-        raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
+        hint = ""
+        if sa.ndim == 2:
+            hint = ": one head's [HW, HW] map goes to layout_from_maps(self_map, cross_map, grid)"
+        elif sa.ndim == 4:
+            hint = ": pass one batch row, self_attn[b] (the conditional branch of classifier-free guidance)"
+        raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}{hint}")
     ca = as_tensor(cross_attn, "cross_attn")
     if ca.ndim == 3:
         ca = ca.reshape(ca.shape[0], -1)
