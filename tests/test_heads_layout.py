@@ -28,6 +28,16 @@ def test_easy_scenes_counted_exactly(scenes):
         assert set(np.unique(layout.labels)) == set(range(layout.count + 1))
 
 
+def test_a_layout_prints_as_one_line(scenes):
+    fr = scenes[1].frames[0]
+    layout = layout_from_attention(fr.self_attn, fr.cross_attn, GRID)
+    text = repr(layout)
+    sizes = [int((layout.labels == k).sum()) for k in range(1, layout.count + 1)]
+    assert "\n" not in text and len(text) < 200
+    assert text.startswith(f"Layout(count={layout.count}, grid=20x32, self_head={layout.self_head}, ")
+    assert f"instance_patches={sizes}" in text
+
+
 def test_instances_are_4_connected_and_match_truth(scenes):
     from scipy.ndimage import label
     fr = scenes[2].frames[0]

@@ -65,6 +65,15 @@ class Layout:
     proposals: np.ndarray
     head_scores: np.ndarray | None = None
 
+    def __repr__(self) -> str:
+        """One line: the count, the grid, the heads and each instance's size in patches (the
+        arrays themselves are the fields)."""
+        sizes = np.bincount(np.asarray(self.labels).reshape(-1), minlength=self.count + 1)[1:]
+        grid = "x".join(str(x) for x in np.shape(self.labels))
+        return (f"Layout(count={self.count}, grid={grid}, self_head={self.self_head}, "
+                f"cross_head={self.cross_head}, instance_patches={sizes.tolist()}, "
+                f"focus_patches={int(np.count_nonzero(self.focus))})")
+
 
 def _denoised_rows(a: torch.Tensor, rank: int, power_iters: int = 2) -> torch.Tensor:
     """Rows of the centred map projected on its top ``rank`` principal components
