@@ -35,6 +35,14 @@ def test_adds_copy_of_smallest_without_touching_existing_instances():
         assert not (e.mask & (lab > 0)).any()
 
 
+def test_refinements_print_as_one_line_each():
+    lab = _blobs((20, 30), [(2, 7, 2, 7), (12, 15, 20, 23)])
+    (fr,) = refine_layouts([lab], 3, CFG)
+    text = repr(fr)
+    assert "\n" not in text and text.startswith("RefinedFrame(count 2 -> 3, removed=0, added=[Edit(kind='add_copy', ")
+    assert "patches=9)" in text
+
+
 def test_circle_when_empty_is_centred_and_stays_put_across_frames():
     empty = np.zeros((21, 31), dtype=np.int32)
     frames = refine_layouts([empty] * 5, 1, CFG)

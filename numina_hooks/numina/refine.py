@@ -60,6 +60,11 @@ class Edit:
     reference: np.ndarray | None
     centre: tuple[float, float]
 
+    def __repr__(self) -> str:
+        """One line: the kind, where it was placed and how many patches it paints."""
+        return (f"Edit(kind={self.kind!r}, centre=({self.centre[0]:g}, {self.centre[1]:g}), "
+                f"patches={int(np.count_nonzero(self.mask))})")
+
 
 @dataclass
 class RefinedFrame:
@@ -84,6 +89,13 @@ class RefinedFrame:
     @property
     def count_after(self) -> int:
         return layout_count(self.labels_after)
+
+    def __repr__(self) -> str:
+        """One line: the counts before and after, what was removed and added (the arrays
+        themselves are the fields)."""
+        borrowed = "" if self.borrowed_from is None else f", borrowed_from={self.borrowed_from}"
+        return (f"RefinedFrame(count {self.count_before} -> {self.count_after}, removed={len(self.removed)}, "
+                f"added={self.added!r}{borrowed})")
 
 
 def layout_count(labels: np.ndarray) -> int:
