@@ -35,6 +35,15 @@ def test_adds_copy_of_smallest_without_touching_existing_instances():
         assert not (e.mask & (lab > 0)).any()
 
 
+def test_a_target_that_is_not_a_whole_number_is_refused():
+    lab = _blobs((20, 30), [(2, 7, 2, 7)])
+    for bad in (2.5, "3", True, None):
+        with pytest.raises(ValueError, match="must be a whole number of instances"):
+            refine_layouts([lab], bad, CFG)
+    assert refine_layouts([lab], 3.0, CFG)[0].count_after == 3  # a whole float is a count
+    assert refine_layouts([lab], np.int64(2), CFG)[0].count_after == 2
+
+
 def test_refinements_print_as_one_line_each():
     lab = _blobs((20, 30), [(2, 7, 2, 7), (12, 15, 20, 23)])
     (fr,) = refine_layouts([lab], 3, CFG)

@@ -242,9 +242,14 @@ def refine_frame(labels: np.ndarray, target: int, config: NuminaConfig | None = 
     if attention is not None and np.shape(attention) != before.shape:
         raise ValueError(f"refine: attention has shape {np.shape(attention)}; expected the layout's "
                          f"{before.shape} (the noun's cross-attention map of this frame)")
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        if not (isinstance(target, (float, np.floating)) and float(target).is_integer()):
+            raise ValueError(f"refine: target={target!r} must be a whole number of instances "
+                             f"(an int in 0..{before.size})")
     if int(target) < 0 or int(target) > before.size:
         raise ValueError(f"refine: target={target!r} must be in 0..{before.size} (the number of "
                          f"patches of a {before.shape} layout)")
+    target = int(target)
     work = np.where(before > 0, before, 0).astype(np.int64)
     frame = RefinedFrame(labels_before=before.astype(np.int32).copy(), labels_after=work)
     while layout_count(work) > target:
