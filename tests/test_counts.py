@@ -135,3 +135,26 @@ def test_counts_arg_errors_start_with_the_offending_text(text, prompt, message):
     with pytest.raises(ValueError) as err:
         parse_counts_arg(text, prompt)
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("one hundred ants marching", {"ants": 100}),  # was {'ants': 1}: "hundred" read as an adjective
+    ("a hundred lanterns over a river", {"lanterns": 100}),
+    ("twenty-one balloons", {"balloons": 21}),  # was {}
+    ("twenty one balloons", {"balloons": 21}),
+    ("two dozen eggs in a basket", {"eggs": 24}),  # was {'eggs': 12}
+    ("a dozen of eggs", {"eggs": 12}),
+    ("thirty birds and a three-legged dog", {"birds": 30, "dog": 1}),
+])
+def test_compound_numbers_are_read_whole(prompt, expected):
+    assert parse_counts(prompt) == expected
+
+
+def test_a_compound_numbers_phrase_opens_at_its_first_word():
+    from numina_hooks.numina.tokens import find_phrase_spans
+
+    for prompt, noun, phrase in [("one hundred ants on a log", "ants", "one hundred ants"),
+                                 ("two dozen eggs", "eggs", "two dozen eggs"),
+                                 ("twenty one birds", "birds", "twenty one birds"),
+                                 ("a three-legged dog", "dog", "a three-legged dog")]:
+        assert [prompt[a:b] for a, b in find_phrase_spans(prompt, noun)] == [phrase]

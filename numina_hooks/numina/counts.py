@@ -1,7 +1,8 @@
 """Counts from the prompt: ``parse_counts("Three cats chasing two dogs") -> {"cats": 3, "dogs": 2}``.
 
 A small rule-based reader, pure Python, no NLP model. It looks for quantifiers (numerals,
-digits, "a"/"an", "a pair of", "a dozen", "single", "lone"), reads the noun phrase that
+digits, "a"/"an", "a pair of", "a dozen", "single", "lone"; compound numbers such as
+"twenty-one", "one hundred" or "two dozen"), reads the noun phrase that
 follows and keeps its head noun as written (the last noun of the phrase: "camera bag" ->
 "bag", "air-balloons" -> "balloons").
 
@@ -35,8 +36,14 @@ NUMBER_WORDS: dict[str, int] = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
     "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
-    "nineteen": 19, "twenty": 20, "dozen": 12,
+    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+    "seventy": 70, "eighty": 80, "ninety": 90, "dozen": 12,
 }
+#: The tens that a unit may follow ("twenty-one", "thirty two").
+_TENS = {w: n for w, n in NUMBER_WORDS.items() if n >= 20 and n % 10 == 0}
+_UNITS = {w: n for w, n in NUMBER_WORDS.items() if 1 <= n <= 9}
+#: Words that multiply the number before them ("one hundred", "a thousand", "two dozen").
+_MULTIPLIERS = {"hundred": 100, "thousand": 1000, "dozen": 12}
 _SINGLE_WORDS = {"single", "lone", "solitary"}
 
 _IRREGULAR_PLURALS = {
@@ -219,7 +226,7 @@ def _read_phrase(tokens: list[str], start: int, count: int) -> tuple[int | None,
         low = tok.lower()
         if not re.match(r"[A-Za-z]", tok):
             break
-        if low in _FUNCTION_WORDS or low in _PREPOSITIONS or low in NUMBER_WORDS:
+        if low in _FUNCTION_WORDS or low in _PREPOSITIONS or low in NUMBER_WORDS or low in _MULTIPLIERS:
             break
         if have_noun and _is_verb_shape(low, count, have_noun):
             return (words[-1] if words else None), j, True
@@ -239,6 +246,40 @@ def _read_phrase(tokens: list[str], start: int, count: int) -> tuple[int | None,
     if not words or (not have_noun and last in _ADJECTIVES and last not in _NOUN_ADJECTIVES):
         return None, j, follows_verb
     return words[-1], j, follows_verb  # with no clear noun, the last word ("jellyfish")
+
+
+def is_number_word(word: str) -> bool:
+    """Whether ``word`` (lower case) is a numeral, a number word or a hyphenated tens-unit
+    compound ("twenty-one"); "three-legged" is not."""
+    if word.isdigit() or word in NUMBER_WORDS:
+        return True
+    parts = word.split("-")
+    return len(parts) == 2 and parts[0] in _TENS and parts[1] in _UNITS
+
+
+def _number_at(tokens: list[str], i: int) -> tuple[int, int] | None:
+    """(value, index just past it) of the number written from ``tokens[i]``: digits, a
+    number word, a tens word with its unit ("twenty-one", "twenty one"), each optionally
+    multiplied by the words after it ("one hundred", "two dozen"); None when ``tokens[i]``
+    is no number."""
+    low = tokens[i].lower()
+    if low.isdigit():
+        value = int(low)
+    elif "-" in low and low.split("-")[0] in _TENS and low.split("-")[-1] in _UNITS and low.count("-") == 1:
+        tens, unit = low.split("-")
+        value = _TENS[tens] + _UNITS[unit]
+    elif low in NUMBER_WORDS:
+        value = NUMBER_WORDS[low]
+        if low in _TENS and i + 1 < len(tokens) and tokens[i + 1].lower() in _UNITS:
+            value += _UNITS[tokens[i + 1].lower()]
+            i += 1
+    else:
+        return None
+    j = i + 1
+    while j < len(tokens) and tokens[j].lower() in _MULTIPLIERS:
+        value *= _MULTIPLIERS[tokens[j].lower()]
+        j += 1
+    return value, j
 
 
 def _head_as_written(token: str) -> str:
@@ -273,20 +314,21 @@ def parse_counts(prompt: str) -> dict[str, int]:
         article = False  # introduced by "a"/"an": needs a subject position to count
         weak_one = False  # "a"/"one"/"single": scene nouns do not count
         start = i + 1
+        number = _number_at(tokens, i)
         if low in ("a", "an"):
             nxt = [t.lower() for t in tokens[i + 1:i + 3]]
             if nxt[:2] in (["pair", "of"], ["couple", "of"]):
                 count, start = 2, i + 3
-            elif nxt[:1] == ["dozen"]:
-                count, start = 12, i + 2 + (nxt[1:2] == ["of"])
+            elif nxt[:1] and nxt[0] in _MULTIPLIERS:  # "a dozen eggs", "a hundred lanterns"
+                count, start = _number_at(["one"] + tokens[i + 1:], 0)
+                start += i
+                start += start < len(tokens) and tokens[start].lower() == "of"
             else:
                 count, article, weak_one = 1, True, True
-        elif low.isdigit():
-            count = int(low)
-        elif low in NUMBER_WORDS:
-            count = NUMBER_WORDS[low]
-            if low == "dozen" and i + 1 < len(tokens) and tokens[i + 1].lower() == "of":
-                start = i + 2
+        elif number is not None:
+            count, start = number
+            if start < len(tokens) and tokens[start].lower() == "of" and tokens[start - 1].lower() in _MULTIPLIERS:
+                start += 1  # "a dozen of", "two dozen of"
             weak_one = count == 1
         elif low in _SINGLE_WORDS and (prev is None or prev in _CLAUSE_STARTERS):
             count, weak_one = 1, True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable
 
-from .counts import _SINGLE_WORDS, NUMBER_WORDS
+from .counts import _SINGLE_WORDS, NUMBER_WORDS, is_number_word
 
 __all__ = ["noun_token_columns", "phrase_token_columns", "find_noun_spans", "find_phrase_spans"]
 
@@ -49,21 +49,30 @@ def find_phrase_spans(prompt: str, noun: str, max_words: int = 4) -> list[tuple[
     spans = []
     for start, end in find_noun_spans(prompt, noun):
         open_at = start
-        words = list(_WORD.finditer(prompt[:start]))[::-1][:max_words]
+        words = list(_WORD.finditer(prompt[:start]))[::-1]
         gap_end = start
-        for w in words:
+        for k, w in enumerate(words[:max_words]):
             gap = prompt[w.end():gap_end]
             if gap.strip():  # punctuation between the words ends the phrase
                 break
             word = w.group().lower()
             if word in _PHRASE_BREAKS:
                 break
-            if word in _COUNT_OPENERS or word.isdigit():
+            if _is_count_word(word):
                 open_at = w.start()
+                # a compound number opens at its first word: "two dozen", "one hundred"
+                for before, after in zip(words[k + 1:], words[k:]):
+                    if prompt[before.end():after.start()].strip() or not is_number_word(before.group().lower()):
+                        break
+                    open_at = before.start()
                 break
             gap_end = w.start()
         spans.append((open_at, end))
     return spans
+
+
+def _is_count_word(word: str) -> bool:
+    return word in _COUNT_OPENERS or is_number_word(word)
 
 
 def phrase_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
