@@ -138,6 +138,9 @@ def test_temporal_vote_is_a_sliding_median():
     # the first frame votes over frames 0..2 (the window moves inward at the ends)
     assert temporal_vote([1, 3, 3, 4], 1) == [3, 3, 3, 3]
     assert temporal_vote([2, 5], 1) == [2, 5]  # two frames: a tie, no vote
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match=r"temporal_vote: window=.*expected an int >= 0"):
+            temporal_vote([2, 2, 5], bad)
     assert temporal_vote([2, 5, 2], 0) == [2, 5, 2]
 
 

@@ -1252,9 +1252,13 @@ def temporal_vote(counts, window: int) -> list[int]:
     around each frame (near the ends the window is moved inward so that it keeps its
     length; a sequence shorter than the window votes over all its frames). Where the window
     holds an even number of frames (a short sequence) the frame keeps its own count: a tie
-    has no median. ``window=0`` returns the counts unchanged."""
+    has no median. ``window=0`` returns the counts unchanged; a window that is not an int
+    >= 0 raises ``ValueError``."""
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
+        raise ValueError(f"temporal_vote: window={window!r}: expected an int >= 0 (frames on each "
+                         "side of a frame; 0 = counts as they are)")
     c = np.asarray(list(counts), dtype=np.int64)
-    if window <= 0 or len(c) <= 1:
+    if window == 0 or len(c) <= 1:
         return [int(x) for x in c]
     length = min(2 * window + 1, len(c))
     if length % 2 == 0:
