@@ -105,3 +105,10 @@ def test_phrase_columns_cover_count_word_modifiers_and_noun(tokenizer):
     covered = _pieces(tokenizer, prompt, phrases["biplanes"]).replace("\u2581", "").replace(" ", "")
     assert covered == "twobiplanes"
     assert not set(phrases["balloons"]) & set(phrases["biplanes"])
+
+
+def test_one_noun_may_be_a_plain_string(tokenizer):
+    # "cats" is one noun, not the nouns "c", "a", "t", "s"
+    prompt = "three cats chasing two dogs"
+    assert noun_token_columns(tokenizer, prompt, "cats") == noun_token_columns(tokenizer, prompt, ["cats"])
+    assert phrase_token_columns(tokenizer, prompt, "dogs") == phrase_token_columns(tokenizer, prompt, ["dogs"])

@@ -93,7 +93,8 @@ def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
         tokenizer: a Hugging Face *fast* tokenizer (``T5TokenizerFast`` for CogVideoX, the
             UMT5 tokenizer of Wan); it must support ``return_offsets_mapping``.
         prompt: the prompt, exactly as passed to the pipeline.
-        nouns: nouns as written in the prompt (the keys of ``parse_counts``).
+        nouns: nouns as written in the prompt (the keys of ``parse_counts``); one noun may
+            be a plain string.
         max_length: the pipeline's text length (512 for Wan, 226 for CogVideoX). When given,
             the prompt is truncated as the pipeline truncates it, and a noun that falls past
             the end is an error.
@@ -114,7 +115,10 @@ def noun_token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str],
 def _token_columns(tokenizer: Any, prompt: str, nouns: Iterable[str], max_length: int | None,
                    widen: Callable[[str, str], list] | None = None) -> dict[str, list[int]]:
     """The columns under each noun's spans, and under ``widen(prompt, noun)``'s spans too
-    when given; one tokenization for all nouns. Errors as :func:`noun_token_columns`."""
+    when given; one tokenization for all nouns. Errors as :func:`noun_token_columns`. One
+    noun may be given as a plain string ("cats" is ["cats"], not its letters)."""
+    if isinstance(nouns, str):
+        nouns = [nouns]
     kwargs: dict[str, Any] = {"add_special_tokens": True, "return_offsets_mapping": True}
     if max_length is not None:
         kwargs.update(max_length=int(max_length), truncation=True)
