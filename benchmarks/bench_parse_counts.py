@@ -11,10 +11,11 @@ import argparse
 import json
 from pathlib import Path
 
+from numina_hooks.eval.benchmark import COUNTBENCH_DIR
 from numina_hooks.numina.counts import parse_counts
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "countbench"
+DEFAULT_DATA = COUNTBENCH_DIR  # the CountBench copy that ships with the package
 
 # Why each known miss is missed (judged by reading the prompt and its annotation).
 REASONS = {
@@ -31,8 +32,8 @@ REASONS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA if DEFAULT_DATA.exists()
-                    else Path("/work/shared/data/countbench"))
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                    help="folder with prompts.txt and noun_counts.jsonl (default: the package's copy)")
     args = ap.parse_args()
     prompts = (args.data / "prompts.txt").read_text().splitlines()
     truth = [json.loads(x) for x in (args.data / "noun_counts.jsonl").read_text().splitlines()]

@@ -2,18 +2,14 @@
 counts given as text (``--counts cats=3,dogs=2``)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from numina_hooks.numina.counts import parse_counts, parse_counts_arg
 
-COUNTBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "countbench"
-if not COUNTBENCH.exists():
-    COUNTBENCH = Path("/work/shared/data/countbench")
+from numina_hooks.eval.benchmark import COUNTBENCH_DIR as COUNTBENCH  # the copy that ships
 
 
-@pytest.mark.skipif(not (COUNTBENCH / "prompts.txt").exists(), reason="CountBench data not found")
 def test_countbench_exact_match_at_least_95_percent():
     prompts = (COUNTBENCH / "prompts.txt").read_text().splitlines()
     truth = [json.loads(line) for line in (COUNTBENCH / "noun_counts.jsonl").read_text().splitlines()]

@@ -113,12 +113,13 @@ def test_enhance_generates_from_the_rewrite_and_scores_the_original():
 
 # ---------------------------------------------------------------------------- inputs
 def test_countbench_files_load_line_for_line():
-    items = load_benchmark("/work/shared/data/countbench/prompts.txt",
-                           "/work/shared/data/countbench/noun_counts.jsonl")
+    # the copy that ships with the package (an installed package has it too: package data)
+    from numina_hooks.eval import countbench_files
+
+    items = load_benchmark(*countbench_files())
     assert len(items) == 210 and items[0] == EvalItem(0, "A lone astronaut floating in space.", {"astronaut": 1})
     assert all(1 <= n <= 8 for it in items for n in it.counts.values())
-    assert len(load_benchmark("/work/shared/data/countbench/prompts.txt",
-                              "/work/shared/data/countbench/noun_counts.jsonl", limit=3)) == 3
+    assert len(load_benchmark(*countbench_files(), limit=3)) == 3
 
 
 def test_benchmark_errors_name_the_line(tmp_path):
@@ -196,3 +197,21 @@ def test_summary_compares_on_common_items_with_deltas(tmp_path):
     assert "| + numina | 75.0 (+50.0) | 83.3 (+0.0) | 32.0 (+1.0) | 2.0 | 2 |" in table
     assert "| 3 | 0.0 | 50.0 |" in table and "numina 1" in table
     json.dumps(s)
+
+
+def test_numina_eval_without_prompt_files_runs_countbench(tmp_path):
+    # a real model without --prompts/--counts: the CountBench copy of the package, --limit applied
+    from types import SimpleNamespace
+
+    from numina_hooks.eval.command import eval_items
+
+    said = []
+    args = SimpleNamespace(prompts=None, counts=None, limit=None, model="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                           videos=None, out=str(tmp_path))
+    items = eval_items(args, "grounding-dino", said.append)
+    assert len(items) == 210 and items[0].prompt == "A lone astronaut floating in space."
+    assert said and said[0].startswith("CountBench: 210 prompts")
+    args.limit = 5
+    assert [it.index for it in eval_items(args, "grounding-dino", said.append)] == [0, 1, 2, 3, 4]
+    args.model = "toy"  # the toy model keeps its held-out toy prompts
+    assert len(eval_items(args, "toy", said.append)) == 5 and said[-1].startswith("5 held-out toy prompts")

@@ -2,7 +2,8 @@
 
 One idea a module:
 
-- ``benchmark``: the items (CountBench's two files, held-out toy prompts);
+- ``benchmark``: the items (CountBench's two files, which ship in ``countbench/``, held-out
+  toy prompts);
 - ``model_loading``: the toy model or a diffusers pipeline, attached, as an ``EvalModel``;
 - ``strategies``: plain, seed search, NUMINA, ... on one prompt;
 - ``run``: the run loop, :func:`run_eval` (generate, score, save; resumable);
@@ -28,7 +29,8 @@ _EXPORTS = {
     "ClipScorer": ".clip_score",
     "Counter": ".detectors", "ToyCounter": ".detectors", "ZeroShotDetector": ".detectors",
     "make_counter": ".detectors",
-    "EvalItem": ".benchmark", "load_benchmark": ".benchmark", "toy_benchmark": ".benchmark",
+    "EvalItem": ".benchmark", "countbench_files": ".benchmark", "load_benchmark": ".benchmark",
+    "toy_benchmark": ".benchmark",
     "parse_seeds": "..options", "load_model": ".model_loading", "run_eval": ".run", "score_videos": ".scoring",
     "BASE_STRATEGIES": ".strategies", "EvalModel": ".strategies", "PromptSession": ".strategies",
     "run_strategy": ".strategies", "score_counts": ".strategies",
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from .detectors import Counter, ToyCounter, ZeroShotDetector, make_counter
     from ..metrics import count_acc, summarize, temporal_consistency, video_scores
     from ..options import parse_seeds
-    from .benchmark import EvalItem, load_benchmark, toy_benchmark
+    from .benchmark import EvalItem, countbench_files, load_benchmark, toy_benchmark
     from .model_loading import load_model
     from .report import markdown_table, summarize_results, write_reports
     from .run import run_eval

@@ -2,7 +2,8 @@
 
 CountBench is ``prompts.txt`` (one prompt a line) and ``noun_counts.jsonl`` (one JSON
 object ``{noun: count}`` a line); line i of one matches line i of the other, and an item's
-``index`` is its 0-based line number.
+``index`` is its 0-based line number. The paper's 210 prompts ship with the package
+(:func:`countbench_files`; MIT licence, ``countbench/LICENSE``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["EvalItem", "load_benchmark", "write_benchmark", "toy_benchmark", "toy_noun_as_written"]
+__all__ = ["EvalItem", "countbench_files", "load_benchmark", "write_benchmark", "toy_benchmark",
+           "toy_noun_as_written"]
+
+#: the folder of the CountBench files that ship with the package
+COUNTBENCH_DIR = Path(__file__).resolve().parent / "countbench"
+
+
+def countbench_files() -> tuple[Path, Path]:
+    """The paths of the CountBench files that ship with the package: ``(prompts.txt,
+    noun_counts.jsonl)`` (the 210 prompts of the NUMINA paper; ``load_benchmark(*countbench_files())``)."""
+    return COUNTBENCH_DIR / "prompts.txt", COUNTBENCH_DIR / "noun_counts.jsonl"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Callable
 from ..options import (CliError, add_generation_options, apply_threads, check_model_arg, check_positive,
                        parse_config_arg, parse_seed_list, require, resolve_device, resolve_dtype)
 from . import model_loading
-from .benchmark import load_benchmark, toy_benchmark, write_benchmark
+from .benchmark import countbench_files, load_benchmark, toy_benchmark, write_benchmark
 from .results import SettingsMismatch, count_results
 from .run import DEFAULT_STRATEGIES, check_mp4_writer, run_eval
 from .scoring import score_videos
@@ -25,8 +25,9 @@ def add_arguments(parser) -> None:
 
     ``--threads``, ``--debug`` and ``--verbose`` are added by the ``numina`` command itself."""
     src = parser.add_argument_group("what to evaluate")
-    src.add_argument("--prompts", help="prompt file, one a line (CountBench's prompts.txt); with --model toy and "
-                     "no --prompts, held-out toy prompts are used (as many as --limit, default 20)")
+    src.add_argument("--prompts", help="prompt file, one a line (CountBench's prompts.txt); without it, the "
+                     "CountBench copy that ships with the package, or with --model toy held-out toy prompts "
+                     "(as many as --limit, default 20)")
     src.add_argument("--counts", help="counts file, one JSON object noun -> count a line (noun_counts.jsonl)")
     src.add_argument("--limit", type=int, help="only the first N prompts (default: all; 20 toy prompts with --model toy)")
     src.add_argument("--model", help="'toy', a diffusers hub id or a local folder (Wan, CogVideoX)")
@@ -149,19 +150,29 @@ def check_eval_args(args) -> dict:
     return checked
 
 
+def eval_items(args, detector: str, echo) -> list:
+    """The items ``numina eval`` runs: ``--prompts``/``--counts`` when given; else held-out
+    toy prompts for the toy model (or toy videos), written to ``OUT/benchmark``; else the
+    CountBench copy that ships with the package. ``--limit`` applies to each."""
+    if args.prompts:
+        return load_benchmark(args.prompts, args.counts, limit=args.limit)
+    if args.model == "toy" or (args.videos and detector == "toy"):
+        items = toy_benchmark(20 if args.limit is None else args.limit)
+        write_benchmark(items, Path(args.out) / "benchmark")
+        echo(f"{len(items)} held-out toy prompts (written to {Path(args.out) / 'benchmark'})")
+        return items
+    items = load_benchmark(*countbench_files(), limit=args.limit)  # the paper's CountBench
+    echo(f"CountBench: {len(items)} prompts (the copy that ships with numina-hooks; "
+         "--prompts/--counts for other files)")
+    return items
+
+
 def _cmd_eval(args, echo, on_result) -> int:
     from .detectors import make_counter
 
     checked = check_eval_args(args)
     detector = args.detector or ("toy" if args.model == "toy" else "grounding-dino")
-    if args.prompts:
-        items = load_benchmark(args.prompts, args.counts, limit=args.limit)
-    elif args.model == "toy" or (args.videos and detector == "toy"):
-        items = toy_benchmark(20 if args.limit is None else args.limit)
-        write_benchmark(items, Path(args.out) / "benchmark")
-        echo(f"{len(items)} held-out toy prompts (written to {Path(args.out) / 'benchmark'})")
-    else:
-        raise CliError("--prompts FILE --counts FILE are required (CountBench's format)")
+    items = eval_items(args, detector, echo)
     if not items:
         raise CliError(f"{args.prompts}: no prompts to evaluate")
     device = resolve_device(args.device)
