@@ -38,6 +38,13 @@ class _EveryToken:
 EVERY_TOKEN = _EveryToken()
 
 
+def float32_copy(t: torch.Tensor) -> torch.Tensor:
+    """A new contiguous float32 copy of ``t`` (any dtype and strides, same device) in one
+    pass: ``float()`` keeps a strided view's strides, and a ``contiguous()`` after it copies
+    again."""
+    return torch.empty(t.shape, dtype=torch.float32, device=t.device).copy_(t)
+
+
 @dataclass(frozen=True)
 class Site:
     """One hooked attention layer.
@@ -388,10 +395,9 @@ class AttentionView:
             q0 = self.video_queries.start + f * hw
             for h0 in range(0, H, head_chunk):
                 h1 = min(H, h0 + head_chunk)
-                part = q[:, h0:h1, q0 : q0 + hw]
                 # float32, contiguous and scaled in two passes over one new tensor (the scale
                 # on q: d, not Lk, products); ``float() * scale`` made two strided copies
-                qf = torch.empty(part.shape, dtype=torch.float32, device=part.device).copy_(part).mul_(self.scale)
+                qf = float32_copy(q[:, h0:h1, q0 : q0 + hw]).mul_(self.scale)
                 s = torch.matmul(qf, kt[:, h0:h1])  # [B, h, hw, Lk']
                 top = s.amax(-1, keepdim=True)
                 e = s.sub_(top).exp_()  # in place: no second [hw, Lk']

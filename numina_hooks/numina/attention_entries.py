@@ -34,6 +34,8 @@ import math
 
 import torch
 
+from ..views import float32_copy
+
 __all__ = ["MapSelfAttention", "QKSelfAttention", "CHUNK_ELEMENTS", "OWN_KEY_FLOOR", "row_scores"]
 
 #: float32 scores held at once by the q/k source's normaliser pass (one head's row chunk).
@@ -69,12 +71,6 @@ def row_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         except (AttributeError, RuntimeError, NotImplementedError):  # no such operator in this build
             _ONEDNN[0] = False
     return torch.mm(q, k.t())
-
-
-def _contiguous_float(t: torch.Tensor) -> torch.Tensor:
-    """A new contiguous float32 copy of ``t`` (any dtype and strides) in one pass: ``float()``
-    keeps a strided view's strides, and the ``contiguous()`` after it was a second copy."""
-    return torch.empty(t.shape, dtype=torch.float32, device=t.device).copy_(t)
 
 
 class MapSelfAttention:
@@ -185,8 +181,8 @@ class QKSelfAttention:
         # entry below is 2^(q_i . k_j - lse2_i). torch's ``exp2`` ran at 0.3x the time of
         # ``exp`` on this project's CPU (29M entries, one thread: 7 ms against 24 ms), and the
         # normaliser pass raises every entry of the frame once
-        self._q = _contiguous_float(q).mul_(float(scale) * LOG2E)
-        self._k = _contiguous_float(k)
+        self._q = float32_copy(q).mul_(float(scale) * LOG2E)
+        self._k = float32_copy(k)
         self._pairs = pairs
         self._pair_values = None
         self.exclude_own_key = bool(exclude_own_key)

@@ -275,7 +275,12 @@ def _number_at(tokens: list[str], i: int) -> tuple[int, int] | None:
             i += 1
     else:
         return None
-    j = i + 1
+    return _times_multipliers(tokens, i + 1, value)
+
+
+def _times_multipliers(tokens: list[str], j: int, value: int) -> tuple[int, int]:
+    """``value`` times the multiplier words from ``tokens[j]`` on ("hundred", "dozen"), and
+    the index just past them."""
     while j < len(tokens) and tokens[j].lower() in _MULTIPLIERS:
         value *= _MULTIPLIERS[tokens[j].lower()]
         j += 1
@@ -320,8 +325,7 @@ def parse_counts(prompt: str) -> dict[str, int]:
             if nxt[:2] in (["pair", "of"], ["couple", "of"]):
                 count, start = 2, i + 3
             elif nxt[:1] and nxt[0] in _MULTIPLIERS:  # "a dozen eggs", "a hundred lanterns"
-                count, start = _number_at(["one"] + tokens[i + 1:], 0)
-                start += i
+                count, start = _times_multipliers(tokens, i + 1, 1)
                 start += start < len(tokens) and tokens[start].lower() == "of"
             else:
                 count, article, weak_one = 1, True, True

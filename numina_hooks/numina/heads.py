@@ -41,31 +41,35 @@ __all__ = ["pca_gray", "score_terms", "score_self_attention_heads", "select_cros
 _GRAY = (0.299, 0.587, 0.114)
 
 
-def _on_cpu(x) -> torch.Tensor:
-    """``x`` as a CPU tensor that does not require grad: an array converted, a tensor
-    detached only if it requires grad and copied only if it is on another device (a CPU
-    tensor that does not require grad is ``x`` itself)."""
-    if not isinstance(x, torch.Tensor):
-        return torch.as_tensor(x)
-    if x.requires_grad:  # read, not differentiated
-        x = x.detach()
-    return x if x.device.type == "cpu" else x.cpu()  # the layout stage runs on the CPU
+def _float_on_cpu(x) -> torch.Tensor:
+    """``x`` as a float32 (or float64) CPU tensor that does not require grad: an array
+    converted, a tensor detached only if it requires grad, copied only if it is on another
+    device or of another dtype (a float32 CPU tensor that does not require grad is ``x``
+    itself)."""
+    t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+    if t.requires_grad:  # read, not differentiated
+        t = t.detach()
+    if t.device.type != "cpu":  # the layout stage runs on the CPU
+        t = t.cpu()
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def _refuse_nan_inf(t: torch.Tensor, name: str) -> None:
+    """``ValueError`` naming how many entries of ``t`` are NaN/inf, when any is."""
+    bad = int((~torch.isfinite(t)).sum().item())
+    if bad:
+        raise ValueError(f"{name} contains {bad} NaN/inf values (shape {tuple(t.shape)}); "
+                         "attention maps must be finite: check the dtype/overflow upstream")
 
 
 def as_tensor(x, name: str) -> torch.Tensor:
     """A float32 (or float64) CPU tensor from a tensor or array; NaN/inf raise ``ValueError``.
     A tensor that requires grad is detached (the layout is read, not differentiated), and one on
     a GPU is copied to the CPU, where the layout stage runs (a CPU tensor is returned as it is)."""
-    t = _on_cpu(x)
-    if not t.is_floating_point():
-        t = t.float()
-    if t.dtype != torch.float32 and t.dtype != torch.float64:
-        t = t.float()
+    t = _float_on_cpu(x)
     # one reduction is enough on the fast path: NaN/inf propagate through a sum
-    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
-        bad = (~torch.isfinite(t)).sum().item()
-        raise ValueError(f"{name} contains {bad} NaN/inf values (shape {tuple(t.shape)}); "
-                         "attention maps must be finite: check the dtype/overflow upstream")
+    if not bool(torch.isfinite(t.sum())):
+        _refuse_nan_inf(t, name)
     return t
 
 
@@ -98,15 +102,10 @@ def attention_rows(x, name: str) -> torch.Tensor:
     rows whose sum is not positive, and for negative entries (``check_probabilities``: scores
     or logits passed instead of the softmax).
     """
-    t = _on_cpu(x)
-    if not t.is_floating_point() or t.dtype not in (torch.float32, torch.float64):
-        t = t.float()
+    t = _float_on_cpu(x)
     sums = t.sum(-1)  # [..., N]; NaN/inf propagate
     if not bool(torch.isfinite(sums).all()):
-        bad = int((~torch.isfinite(t)).sum().item())
-        if bad:
-            raise ValueError(f"{name} contains {bad} NaN/inf values (shape {tuple(t.shape)}); "
-                             "attention maps must be finite: check the dtype/overflow upstream")
+        _refuse_nan_inf(t, name)
         raise ValueError(f"{name}: some rows sum to more than the float range (shape "
                          f"{tuple(t.shape)}); expected attention probabilities, each row a softmax")
     check_not_constant(t, name)

@@ -340,7 +340,7 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
     cm = as_tensor(cross_map, "cross_map")
     check_not_constant(cm, "cross_map")
     check_probabilities(cm, "cross_map")
-    focus = noun_focus(cross_map, (H, W), cfg)
+    focus = noun_focus(cm, (H, W), cfg)
     if cfg.proposal_cut == "adaptive":
         if sm.ndim != 2 or sm.shape[0] != sm.shape[1]:
             raise ValueError(f"self_map must be [HW, HW], got {tuple(sm.shape)}")
