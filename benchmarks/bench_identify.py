@@ -31,7 +31,13 @@ diffuse and positional part, one instance head among class, positional, noisy, s
 diffuse heads, blurred cross-attention with clutter bumps) and ``feature``
 (``synthetic_feature_scenes.py``: every map the softmax of q.k of per-token instance,
 category, position and noise features, one instance head; written after the default was
-settled, and the default was not changed after looking at it). Per family, grid (30x52 =
+settled, and the default was not changed after looking at it), ``rope``
+(``synthetic_rope_scenes.py``: token features through per-head projections, RMSNorm and
+Wan's 3D rotary embedding) and ``multi`` (``synthetic_multi_scenes.py``, written blind on
+2026-12-03 by someone who did not read the layout code: the noun's objects beside
+distractor objects of a similar and a dissimilar category, sizes varying 4x within a frame,
+objects cut by the frame edge, part-splitting heads, a cross map that leaks onto the similar
+category; ``labels`` marks the noun's objects only). Per family, grid (30x52 =
 Wan2.1-1.3B at 832x480, and 15x26) and noise (0.25, 0.5 = moderate, 1.0 = highest):
 scenes of 1..8 instances, ``--seeds`` scenes per count, ``--frames`` frames per scene.
 
@@ -104,6 +110,7 @@ from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # noqa: E402
 from synthetic_feature_scenes import FEATURE_HEAD_TYPES, make_feature_scene  # noqa: E402
 from synthetic_shared_scenes import SHARED_HEAD_TYPES, make_shared_scene  # noqa: E402
 from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # noqa: E402
+from synthetic_multi_scenes import MULTI_HEAD_TYPES, make_multi_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "true_head")
@@ -323,9 +330,11 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
 
 
 FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
-                     "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES}
+                     "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES,
+                     "multi": MULTI_HEAD_TYPES}
 BAR_FAMILIES = ("project", "shared", "feature")  # the families whose makers draw bars (``shape``)
-SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene}
+SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene,
+                "multi": make_multi_scene}
 
 
 def head_types_for(family: str, heads: int) -> tuple[str, ...]:
@@ -443,7 +452,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=3, help="frames per scene")
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
-    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope"))
+    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--update-reader", metavar="NOTE",
