@@ -67,6 +67,8 @@ _INTERVALS = {
     "unclaimed_min_lift": (0, True, 1, False, True, " (no instances from the left-over focus)"),
     "placement_attention": (0, True, math.inf, False, False, " (0 = the paper's placement cost)"),
     "focus_contrast": (0, True, 1, True, True, " (the overlap test alone)"),
+    "self_evidence_factor": (0, False, math.inf, False, True, " (never fall back to the cross map)"),
+    "cross_fallback_ratio": (0, False, 1, False, False, ""),
 }
 
 
@@ -259,6 +261,25 @@ class NuminaConfig:
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
+    self_evidence_factor: float | None = 2.0
+    """When the chosen head's instances keep, at the median, no more than this factor times
+    what its pieces of their size off the focus keep (their upper quartile;
+    ``partition.instance_evidence``), its regions are pieces of a positional or textured
+    partition that happen to lie under the focus, not objects: the self-attention does not
+    tell this noun's objects apart in this frame, and the layout is taken from the
+    cross-attention instead (``layout.cross_components``: the map's components at
+    ``cross_fallback_ratio`` of its range; ``Layout.from_cross``, ``NuminaReport.from_cross``).
+    No fallback when no head has an instance on the focus (nothing to compare: a noun absent
+    from the frame) or when fewer than 5 background pieces of an instance's size exist. The
+    default is ``min_lift_null_factor``'s factor. None = always the self-attention's
+    instances (the paper)."""
+    cross_fallback_ratio: float = 0.5
+    """The cross-attention components that replace a self-attention layout without
+    evidence (``self_evidence_factor``): the noun map's pixels at or above ``floor +
+    cross_fallback_ratio * (peak - floor)`` (``floor``: ``focus_floor_quantile``), split
+    into 4-connected components of at least ``cross_fallback_min_size`` patches."""
+    cross_fallback_min_size: int = 2
+    """Smallest cross-attention component counted by the fallback (patches)."""
     exclusive_regions: bool = True
     """True (default): an instance claimed by several nouns in a frame goes to the noun whose
     cross-attention is most concentrated on it (its mean over the instance relative to its
@@ -381,7 +402,8 @@ class NuminaConfig:
                 _fail(name, v, f"a number in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
                       f"{' or None' if none_ok else ''}{note}")
         for name in ("block_size", "score_stride", "proposal_rank", "min_region", "focus_min_samples",
-                     "placement_stride", "unclaimed_min_size"):
+                     "placement_stride", "unclaimed_min_size",
+                     "cross_fallback_min_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 _fail(name, v, "an int >= 1")
@@ -411,6 +433,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
+                        self_evidence_factor=None,
                         own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)

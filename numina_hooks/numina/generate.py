@@ -389,6 +389,7 @@ def _fill_reading(report: NuminaReport, reader: LayoutReader) -> None:
     report.counts_found = reader.counts_found()
     report.self_heads = [fr.self_head for fr in reader.frames]
     report.self_layers = [fr.self_layer for fr in reader.frames]
+    report.from_cross = [fr.from_cross for fr in reader.frames]
     if reader.frames:
         report.pca_images = np.stack([fr.pca_rgb for fr in reader.frames])
     for noun, r in reader.nouns.items():

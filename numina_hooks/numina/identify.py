@@ -32,7 +32,7 @@ from .config import NuminaConfig
 from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
-                     choose_from_partitions, head_labels, noun_focus, partition_options, with_unclaimed,
+                     choose_from_partitions, cross_components, head_labels, lacks_self_evidence, noun_focus, partition_options, with_unclaimed,
                      proposals_from_self_map, self_attention_source, splinter_option)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
@@ -52,6 +52,8 @@ class FrameReading:
     # with several blocks read, block after block: pooled head k is head k % heads of block k // heads)
     self_layer: int = -1  # the block of ``self_head``
     pooled_head: int = -1  # index of the chosen head in ``partitions``
+    from_cross: bool = False  # the nouns' instances are their cross-attention components: the
+    # chosen head's instances did not stand out of its background (``self_evidence_factor``)
 
 
 @dataclass
@@ -261,11 +263,14 @@ class LayoutReader:
                     self._link_splinters(frame, f, head, int(block_of[head]), int(head_in_block[head]), union)
                     frame.self_head, frame.self_layer = int(head_in_block[head]), int(block_of[head])
                     frame.proposals = frame.partitions.regions[head]
+                    frame.from_cross = lacks_self_evidence(frame.partitions, head, union, cfg)
                 frame.pca_rgb = _regions_rgb(frame.proposals)
         found: dict[str, list] = {noun: [] for noun in self.columns}
         for f, frame in enumerate(self.frames):
             focus = {noun: crosses[noun][f][2] for noun in self.columns}
-            if frame.partitions is not None:
+            if frame.from_cross:
+                labels = {noun: cross_components(fm, cfg) for noun, fm in focus.items()}
+            elif frame.partitions is not None:
                 source = source_head = None
                 sources = self._layer_sources.get(frame.self_layer) if frame.pooled_head >= 0 else None
                 if sources:

@@ -35,12 +35,12 @@ from .heads import (_check_grid, as_tensor, attention_rows, check_not_constant, 
                     score_self_attention_heads, select_cross_attention)
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
-                        link_regions, null_candidates, partition_heads, rim_grown, temporal_vote,
+                        instance_evidence, link_regions, null_candidates, partition_heads, rim_grown, temporal_vote,
                         unclaimed_instances)
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
-           "focus_mask", "noun_focus", "bright_pixels", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
+           "focus_mask", "noun_focus", "bright_pixels", "cross_components", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
 
 
 @dataclass
@@ -56,6 +56,10 @@ class Layout:
     proposals: int32 [H, W], the contiguous regions of the self-attention map (0 = none).
     head_scores: float32 [heads] self-attention head scores (containment scores, -inf for a
         head without instances, or the paper's image score), or None.
+    from_cross: True when the instances are the cross-attention's components
+        (``cross_components``) because the chosen head's instances did not stand out of its
+        background (``NuminaConfig.self_evidence_factor``); ``self_head`` is still the head
+        that was chosen.
     """
     labels: np.ndarray
     count: int
@@ -64,6 +68,7 @@ class Layout:
     focus: np.ndarray
     proposals: np.ndarray
     head_scores: np.ndarray | None = None
+    from_cross: bool = False
 
     def __repr__(self) -> str:
         """One line: the count, the grid, the heads and each instance's size in patches (the
@@ -72,7 +77,8 @@ class Layout:
         grid = "x".join(str(x) for x in np.shape(self.labels))
         return (f"Layout(count={self.count}, grid={grid}, self_head={self.self_head}, "
                 f"cross_head={self.cross_head}, instance_patches={sizes.tolist()}, "
-                f"focus_patches={int(np.count_nonzero(self.focus))})")
+                f"focus_patches={int(np.count_nonzero(self.focus))}"
+                + (", from_cross=True)" if self.from_cross else ")"))
 
 
 def _denoised_rows(a: torch.Tensor, rank: int, power_iters: int = 2) -> torch.Tensor:
@@ -156,6 +162,45 @@ def noun_focus(cross_map, grid: tuple[int, int], config: NuminaConfig | None = N
         bright = np.zeros(c.shape, dtype=bool)
     return NounFocus(mask=_cluster(bright, cfg), bright=bright, cross=c, floor=floor,
                      spread=spread, specks=cfg.focus_specks, contrast=cfg.focus_contrast)
+
+
+def cross_components(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
+    """A noun's instances read from its cross-attention alone: the 4-connected components of
+    the map's pixels at or above ``floor + cross_fallback_ratio * (peak - floor)``, each of
+    at least ``cross_fallback_min_size`` patches, as int32 [H, W] (0 = none, 1..n in raster
+    order of their first pixel). ``focus``: the noun's ``NounFocus`` (``noun_focus``). The
+    layout when the self-attention does not tell the noun's objects apart
+    (``self_evidence_factor``); all zeros for a map with no response."""
+    from scipy.ndimage import label
+
+    cfg = config or NuminaConfig()
+    if focus.spread <= 0:
+        return np.zeros(focus.cross.shape, dtype=np.int32)
+    lab, m = label(focus.cross >= focus.floor + cfg.cross_fallback_ratio * focus.spread)
+    size = np.bincount(lab.reshape(-1), minlength=m + 1)
+    keep = size >= cfg.cross_fallback_min_size
+    keep[0] = False
+    return _regions_to_instances(lab, keep)
+
+
+def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConfig,
+                        self_attn=None) -> bool:
+    """Whether ``head``'s instances on ``focus`` stand out of its background by no more than
+    ``cfg.self_evidence_factor`` (``partition.instance_evidence``): then the layout is the
+    cross-attention's (``cross_components``). ``self_attn``: the frame's source of entries
+    (``self_attention_source``), to measure the head's regions off the focus that are not
+    measured yet (the head choice measures a dozen); None = every region is measured (phase
+    1). False when the factor is None, no head was chosen, or nothing could be compared."""
+    if cfg.self_evidence_factor is None or head < 0:
+        return False
+    if self_attn is not None:
+        off = ~focus_regions(parts, focus, cfg.focus_overlap)[head]
+        fill_lift(parts, self_attn, [off if k == head else np.zeros(len(x), dtype=bool)
+                                     for k, x in enumerate(parts.lift)],
+                  cfg.lift_sample, cfg.min_member_lift)
+    evidence = instance_evidence(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
+                                 cfg.min_lift_null_factor)
+    return bool(evidence <= cfg.self_evidence_factor)  # NaN: False
 
 
 def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None
@@ -427,10 +472,15 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         head = int(image.argmax()) if self_head is None else int(self_head)
         if adaptive:
             _, labels, _ = choose_from_partitions(parts, source, focus, cfg, head)
+    from_cross = (cfg.head_choice == "containment" and self_head is None
+                  and lacks_self_evidence(parts, head, focus, cfg, source))
+    if from_cross:
+        labels = cross_components(focus, cfg)
     if adaptive:
         proposals = parts.regions[head] if head >= 0 else np.zeros((H, W), np.int32)
         layout = Layout(labels=labels, count=int(labels.max()), self_head=head,
-                        cross_head=cross_head, focus=focus.mask, proposals=proposals)
+                        cross_head=cross_head, focus=focus.mask, proposals=proposals,
+                        from_cross=from_cross)
     elif head < 0:  # containment found no head with an instance on the focus
         layout = Layout(labels=np.zeros((H, W), np.int32), count=0, self_head=-1,
                         cross_head=cross_head, focus=focus.mask, proposals=np.zeros((H, W), np.int32))

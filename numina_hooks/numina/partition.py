@@ -63,6 +63,7 @@ from .focus import focus_bool, heads_hits, region_hits
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
            "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage",
+           "instance_evidence", "null_lifts",
            "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
            "null_candidates", "peak_regions", "rim_grown", "temporal_vote"]
 
@@ -1179,13 +1180,64 @@ def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
     ``min_lift``."""
     if null_factor is None:
         return min_lift
-    off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])]
-    if len(off) < MIN_NULL_REGIONS and tiles is not None:
-        off = np.concatenate([off, tiles[np.isfinite(tiles)]])
-    if len(off) < MIN_NULL_REGIONS:
+    off = null_lifts(on_focus, lift, tiles)
+    if off is None:
         return min_lift
     own = null_factor * float(np.percentile(off, 90))
     return own if 0.0 < own < min_lift else min_lift
+
+
+def null_lifts(on_focus: np.ndarray, lift: np.ndarray, tiles: np.ndarray | None = None
+               ) -> np.ndarray | None:
+    """A head's null lifts (float [t]): the measured lifts of its regions off the focus
+    (``on_focus`` bool [m + 1] False, index 0 excluded) when there are at least
+    ``MIN_NULL_REGIONS``, else those with its background ``tiles`` (float [t]); None when
+    fewer than ``MIN_NULL_REGIONS`` lifts are measured in all."""
+    off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])]
+    if len(off) < MIN_NULL_REGIONS and tiles is not None:
+        off = np.concatenate([off, tiles[np.isfinite(tiles)]])
+    return off if len(off) >= MIN_NULL_REGIONS else None
+
+
+#: background pieces of an instance's size needed to compare it with (``instance_evidence``):
+#: a quartile of fewer says little, and one other object among three pieces would decide it
+MIN_EVIDENCE_REGIONS = 5
+
+
+def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
+                      min_lift: float, null_factor: float | None) -> float:
+    """How clearly ``head``'s instances on ``focus`` (a mask, ``NounFocus`` or
+    ``FocusUnion``) stand out of its background, each against background pieces of its own
+    size: the median over the instances of the instance's lift over the upper quartile (75th
+    percentile) of the lifts of the head's measured regions off the focus that are between
+    half and twice its size; an instance with fewer than ``MIN_EVIDENCE_REGIONS`` such
+    regions is left out.
+
+    Under a positional or textured head a region's lift depends on its size and shape, not
+    on where it lies, so the pieces it has under the focus keep about what its pieces
+    elsewhere keep (ratios near 1); an instance head's objects keep several times what
+    background pieces of their size keep. Why each choice (docs/method.md, "Self-attention
+    without instances"): a large background piece of a head with a local positional part
+    keeps as much as a small object (hence sizes matched); another noun's object among the
+    pieces off the focus keeps as much as this noun's (hence the upper quartile, not the
+    top: a minority of such objects among the pieces does not decide it; hence at least 5
+    pieces). NaN when no instance could be compared (no instance, too few pieces of its
+    size off the focus, or a quartile that is not positive)."""
+    on_focus = heads_hits(parts.regions[head][None], focus, min_overlap)[0]
+    lift = parts.lift[head]
+    inst = _lifted(on_focus, lift, min_lift, null_factor, _null_of(parts, head))
+    size = np.bincount(parts.regions[head].reshape(-1), minlength=len(lift)).astype(np.float64)
+    off = np.flatnonzero(~on_focus & np.isfinite(lift))
+    off = off[off > 0]
+    ratios = []
+    for i in np.flatnonzero(inst):
+        near = off[(size[off] >= size[i] / 2) & (size[off] <= 2 * size[i])]
+        if len(near) < MIN_EVIDENCE_REGIONS:
+            continue
+        upper = float(np.percentile(lift[near], 75))
+        if upper > 0:
+            ratios.append(float(lift[i]) / upper)
+    return float(np.median(ratios)) if ratios else float("nan")
 
 
 def _lifted(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,

@@ -32,6 +32,8 @@ class NuminaReport:
     token_columns: dict = field(default_factory=dict)
     self_heads: list = field(default_factory=list)  # per frame: the chosen head within its block
     self_layers: list = field(default_factory=list)  # per frame: the chosen head's block
+    from_cross: list = field(default_factory=list)  # per frame: the layouts are the nouns'
+    # cross-attention components (the chosen head's instances did not stand out of its background)
     cross_heads: dict = field(default_factory=dict)  # noun -> per frame
     layouts_before: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
     layouts_after: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
@@ -76,6 +78,7 @@ class NuminaReport:
             "token_columns": self.token_columns,
             "self_heads": self.self_heads,
             "self_layers": self.self_layers,
+            "from_cross": self.from_cross,
             "cross_heads": self.cross_heads,
             "edits": self.edits,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
@@ -116,7 +119,10 @@ class NuminaReport:
         for f in range(frames):
             canvas = Image.new("RGB", (width, height), "white")
             draw = ImageDraw.Draw(canvas)
-            tiles = [("self head %s" % (self.self_heads[f] if f < len(self.self_heads) else "?"),
+            head = self.self_heads[f] if f < len(self.self_heads) else "?"
+            if f < len(self.from_cross) and self.from_cross[f]:
+                head = f"{head} (layout from cross)"
+            tiles = [("self head %s" % head,
                       _to_rgb(self.pca_images[f]))]
             for noun in nouns:
                 tiles.append((f"{noun} cross", _heat(self.cross_maps[noun][f])))

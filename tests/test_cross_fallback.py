@@ -1,0 +1,157 @@
+"""The layout falls back to the cross-attention's components when the chosen self-attention
+head's instances do not stand out of its background (``NuminaConfig.self_evidence_factor``,
+``partition.instance_evidence``, ``layout.cross_components``), on hand-built maps with known
+answers: heads without any instance structure, and the same objects with an instance head."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.layout import cross_components, layout_from_attention, noun_focus
+
+GRID = (20, 30)
+N = GRID[0] * GRID[1]
+
+
+def _positional(sigma: float) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(GRID[0], dtype=torch.float64),
+                            torch.arange(GRID[1], dtype=torch.float64), indexing="ij")
+    pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], 1)
+    a = torch.exp(-torch.cdist(pos, pos).square() / (2 * sigma * sigma))
+    return a / a.sum(1, keepdim=True)
+
+
+def _objects() -> np.ndarray:
+    """Three 4x4 objects apart from each other."""
+    labels = np.zeros(GRID, dtype=np.int64)
+    labels[3:7, 4:8] = 1
+    labels[12:16, 6:10] = 2
+    labels[8:12, 20:24] = 3
+    return labels
+
+
+def _instance_head(labels: np.ndarray, share: float) -> torch.Tensor:
+    lab = torch.from_numpy(labels.reshape(-1))
+    same = ((lab[:, None] == lab[None, :]) & (lab[:, None] > 0)).double()
+    own = same / same.sum(1, keepdim=True).clamp_min(1)
+    base = _positional(3.0)
+    return torch.where((lab > 0)[:, None], (1 - share) * base + share * own, base)
+
+
+def _frame(labels: np.ndarray, with_instance_head: bool, seed: int = 0, noise: float = 0.3):
+    """Four heads: local positional kernels of two widths and a diffuse head, plus an
+    instance head or a third positional head; per-entry log-normal noise. The cross map:
+    the objects blurred by one patch on a 1% floor."""
+    gen = torch.Generator().manual_seed(seed)
+    heads = [_positional(0.8), _positional(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64),
+             _instance_head(labels, 0.5) if with_instance_head else _positional(1.1)]
+    noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
+    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
+    return sa, torch.from_numpy(np.stack([cross.reshape(-1)] * len(heads))).float()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_without_instance_structure_the_objects_come_from_the_cross_map(seed):
+    labels = _objects()
+    sa, cross = _frame(labels, with_instance_head=False, seed=seed)
+    layout = layout_from_attention(sa, cross, GRID)
+    assert layout.from_cross and layout.count == 3
+    for k in (1, 2, 3):  # one instance on each object, none elsewhere
+        found = np.unique(layout.labels[labels == k])
+        assert len(found[found > 0]) == 1
+    assert set(np.unique(layout.labels[labels == 0])) <= set(np.unique(layout.labels[labels > 0])) | {0}
+    assert "from_cross=True" in repr(layout)
+    # without the fallback the positional pieces under the focus are what gets counted
+    paper_like = layout_from_attention(sa, cross, GRID, NuminaConfig(self_evidence_factor=None))
+    assert not paper_like.from_cross and paper_like.count != 3
+
+
+def test_with_no_head_on_the_focus_nothing_is_compared_and_the_layout_stays_empty():
+    # seed 2 of the same maps: no head has a region that passes as an instance, so there
+    # is no evidence either way (as for a noun absent from the frame, whose map still has
+    # a focus): no fallback
+    sa, cross = _frame(_objects(), with_instance_head=False, seed=2)
+    layout = layout_from_attention(sa, cross, GRID)
+    assert layout.self_head == -1 and layout.count == 0 and not layout.from_cross
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_instance_head_keeps_the_self_attention_layout(seed):
+    labels = _objects()
+    sa, cross = _frame(labels, with_instance_head=True, seed=seed)
+    layout = layout_from_attention(sa, cross, GRID)
+    assert not layout.from_cross and layout.self_head == 3
+    # its instances are the head's regions: each 16-patch object has one of its own
+    # (a region of the head may also take in background next to an object)
+    own = [np.unique(layout.labels[labels == k]) for k in (1, 2, 3)]
+    assert sum(len(o[o > 0]) == 1 and (layout.labels[labels == k] > 0).all() for k, o in zip((1, 2, 3), own)) >= 2
+
+
+def test_cross_components_split_the_map_at_the_ratio_of_its_range():
+    labels = _objects()
+    cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
+    focus = noun_focus(cross, GRID)
+    comps = cross_components(focus)
+    assert comps.max() == 3 and comps.dtype == np.int32
+    # a higher ratio keeps smaller cores of the same three objects
+    tight = cross_components(focus, NuminaConfig(cross_fallback_ratio=0.9))
+    assert tight.max() == 3 and (tight > 0).sum() < (comps > 0).sum()
+    # components under the size floor are not counted
+    assert cross_components(focus, NuminaConfig(cross_fallback_min_size=100)).max() == 0
+    assert cross_components(noun_focus(np.full(GRID, 0.2), GRID)).max() == 0  # a flat map
+
+
+class _MapView:
+    """What ``LayoutReader`` reads of an attention view, over given maps: the conditional
+    row's self-attention of each frame ``[1, heads, HW, HW]`` and the nouns' cross-attention
+    ``[1, heads, F, H, W]``."""
+
+    def __init__(self, kind, self_maps, cross_maps):
+        from types import SimpleNamespace
+        self.kind, self.step, self.layer, self.transformer = kind, 0, 0, "transformer"
+        self.geometry = SimpleNamespace(frames=len(self_maps), height=GRID[0], width=GRID[1])
+        self._self, self._cross = self_maps, cross_maps
+
+    def rows_of(self, branch):
+        return [0] if branch == "cond" else []
+
+    def self_attention_map(self, frame, batch):
+        return self._self[frame][None]
+
+    def cross_attention_maps(self, columns, batch):
+        every = torch.stack([c.reshape(-1, *GRID) for c in self._cross], 1)  # [heads, F, H, W]
+        return [every[None] for _ in columns]
+
+
+def test_the_phase_one_reader_falls_back_per_frame():
+    # the reader's own path (the head chosen on the nouns' focus, per frame): a frame without
+    # instance structure is read from the cross map, a frame with an instance head is not,
+    # and both count the three objects
+    from numina_hooks.numina.identify import LayoutReader
+
+    labels = _objects()
+    frames = [_frame(labels, with_instance_head=False, seed=0), _frame(labels, with_instance_head=True, seed=1)]
+    self_maps, cross_maps = [sa for sa, _ in frames], [cross for _, cross in frames]
+    reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=NuminaConfig())
+    reader.self_source = "maps"
+    for kind in ("self", "cross"):
+        reader.on_attention(_MapView(kind, self_maps, cross_maps))
+    assert [fr.from_cross for fr in reader.frames] == [True, False]
+    assert reader.nouns["objects"].frame_counts == [3, 3]
+
+
+@pytest.mark.parametrize("field,value", [("self_evidence_factor", 0.0), ("self_evidence_factor", -1.0),
+                                         ("cross_fallback_ratio", 1.0), ("cross_fallback_ratio", 0.0),
+                                         ("cross_fallback_min_size", 0)])
+def test_bad_values_are_refused_with_the_field_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(NuminaConfig(), **{field: value})
+
+
+def test_the_paper_preset_never_falls_back():
+    assert NuminaConfig.paper().self_evidence_factor is None
