@@ -414,13 +414,14 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
             sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius, scene)
             true_heads = [i for i, t in enumerate(types) if t == "instance"]
             found = defaultdict(list)
-            chosen_true = []
+            chosen_true, from_cross = [], []
             for fr in sc.frames:
                 t = time.perf_counter()
                 lay = layout_from_attention(fr.self_attn, fr.cross_attn, grid, default)
                 timing[(family, grid, "default")].append(time.perf_counter() - t)
                 found["default"].append(lay.count)
                 chosen_true.append(lay.self_head in true_heads)
+                from_cross.append(lay.from_cross)
                 t = time.perf_counter()
                 found["paper"].append(layout_from_attention(fr.self_attn, fr.cross_attn, grid,
                                                             paper).count)
@@ -439,6 +440,7 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
                 hits[m].append([a == b for a, b in zip(found[m], truth)])
                 given[m] += found[m]
             hits["chosen_head_is_true"].append(chosen_true)
+            hits["default_from_cross"].append(from_cross)
             hits["noun_map_shows_every_object"].append(shown)
             hits["default_where_shown"].append([h for h, ok in zip(hits["default"][-1], shown) if ok])
     return {m: bootstrap_interval(v) for m, v in hits.items()} | {
@@ -987,18 +989,22 @@ def _fmt(v) -> str:
     return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
 
 
-#: what the last two columns of ``CELL_TABLE_HEADER`` mean
+#: what the last three columns of ``CELL_TABLE_HEADER`` mean
 CELL_COLUMNS_NOTE = (
     "'Noun map shows every object': the share of frames in which every object reaches the "
     "focus threshold somewhere in the noun's cross map (the head-mean map at or above its median "
     "plus `peak_ratio` of the way from the median to its peak); in the other frames some object leaves no trace in the map that "
     "a counter could attribute to the noun (in crowded small-grid frames the blur leaves a small "
     "object's bump at the level of the frame's median). 'Default there': the default's voted "
-    "accuracy on those frames alone ('-': not measured in that run).")
+    "accuracy on those frames alone ('-': not measured in that run). 'Read from the cross map': "
+    "the share of frames whose default layout is the cross map's components because the chosen "
+    "head's instances did not stand out of its background (`self_evidence_factor`; '-': runs "
+    "before 2026-12-03's seventh session, when that rule did not exist).")
 
 CELL_TABLE_HEADER = ("| family | grid | noise | default | default, per frame | paper preset | naive cross CC "
-                     "| true head | chosen head is true | noun map shows every object | default there |",
-                     "|---|---|---|---|---|---|---|---|---|---|---|")
+                     "| true head | chosen head is true | noun map shows every object | default there "
+                     "| read from the cross map |",
+                     "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _cell_row(c: dict) -> str:
@@ -1007,7 +1013,7 @@ def _cell_row(c: dict) -> str:
             f"**{_fmt(c['default'])}** | {_fmt(c['default_per_frame'])} | "
             f"{_fmt(c['paper'])} | {_fmt(c['naive'])} | {_fmt(c['true_head'])} | "
             f"{_fmt(c['chosen_head_is_true'])} | {_fmt(c.get('noun_map_shows_every_object'))} | "
-            f"{_fmt(c.get('default_where_shown'))} |")
+            f"{_fmt(c.get('default_where_shown'))} | {_fmt(c.get('default_from_cross'))} |")
 
 
 def reader_markdown(result: dict) -> list:
