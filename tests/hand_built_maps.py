@@ -27,3 +27,24 @@ def group_head(groups: list, logd, n: int):
             a[r] = 1.0 / n
     assert np.allclose(a.sum(1), 1.0) and (a > 0).all()
     return _as_source(torch.from_numpy(a[None]).float()), groups
+
+
+def positional_head(grid: tuple[int, int], sigma: float) -> torch.Tensor:
+    """``[HW, HW]`` float64 rows: a Gaussian bump of width ``sigma`` patches around each
+    query (a head that attends by position alone)."""
+    ys, xs = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                            torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+    pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], 1)
+    a = torch.exp(-torch.cdist(pos, pos).square() / (2 * sigma * sigma))
+    return a / a.sum(1, keepdim=True)
+
+
+def instance_head(labels: np.ndarray, share: float) -> torch.Tensor:
+    """``[HW, HW]`` float64 rows over the grid of ``labels`` (int [H, W], 0 background):
+    foreground rows spread ``share`` evenly over their own instance and the rest over a broad
+    positional bump (width 3 patches); background rows the bump alone."""
+    lab = torch.from_numpy(labels.reshape(-1))
+    same = ((lab[:, None] == lab[None, :]) & (lab[:, None] > 0)).double()
+    own = same / same.sum(1, keepdim=True).clamp_min(1)
+    base = positional_head(labels.shape, 3.0)
+    return torch.where((lab > 0)[:, None], (1 - share) * base + share * own, base)

@@ -10,6 +10,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from hand_built_maps import instance_head, positional_head
+
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import cross_components, layout_from_attention, noun_focus
 
@@ -17,12 +19,8 @@ GRID = (20, 30)
 N = GRID[0] * GRID[1]
 
 
-def _positional(sigma: float) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(GRID[0], dtype=torch.float64),
-                            torch.arange(GRID[1], dtype=torch.float64), indexing="ij")
-    pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], 1)
-    a = torch.exp(-torch.cdist(pos, pos).square() / (2 * sigma * sigma))
-    return a / a.sum(1, keepdim=True)
+def _positional_of(sigma: float) -> torch.Tensor:
+    return positional_head(GRID, sigma)
 
 
 def _objects() -> np.ndarray:
@@ -34,21 +32,13 @@ def _objects() -> np.ndarray:
     return labels
 
 
-def _instance_head(labels: np.ndarray, share: float) -> torch.Tensor:
-    lab = torch.from_numpy(labels.reshape(-1))
-    same = ((lab[:, None] == lab[None, :]) & (lab[:, None] > 0)).double()
-    own = same / same.sum(1, keepdim=True).clamp_min(1)
-    base = _positional(3.0)
-    return torch.where((lab > 0)[:, None], (1 - share) * base + share * own, base)
-
-
 def _frame(labels: np.ndarray, with_instance_head: bool, seed: int = 0, noise: float = 0.3):
     """Four heads: local positional kernels of two widths and a diffuse head, plus an
     instance head or a third positional head; per-entry log-normal noise. The cross map:
     the objects blurred by one patch on a 1% floor."""
     gen = torch.Generator().manual_seed(seed)
-    heads = [_positional(0.8), _positional(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64),
-             _instance_head(labels, 0.5) if with_instance_head else _positional(1.1)]
+    heads = [_positional_of(0.8), _positional_of(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64),
+             instance_head(labels, 0.5) if with_instance_head else _positional_of(1.1)]
     noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
     sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
     cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01

@@ -7,6 +7,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from hand_built_maps import instance_head, positional_head
+
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import layout_from_attention
 from numina_hooks.numina.partition import _sink_keys, unclaimed_instances
@@ -15,30 +17,16 @@ GRID = (20, 30)
 N = GRID[0] * GRID[1]
 
 
-def _positional(sigma: float) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(GRID[0], dtype=torch.float64),
-                            torch.arange(GRID[1], dtype=torch.float64), indexing="ij")
-    pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], 1)
-    a = torch.exp(-torch.cdist(pos, pos).square() / (2 * sigma * sigma))
-    return a / a.sum(1, keepdim=True)
-
-
-def _instance_head(labels: np.ndarray, share: float) -> torch.Tensor:
-    """Foreground rows: ``share`` spread evenly over their own instance, the rest a broad
-    positional bump; background rows: the bump alone."""
-    lab = torch.from_numpy(labels.reshape(-1))
-    same = ((lab[:, None] == lab[None, :]) & (lab[:, None] > 0)).double()
-    own = same / same.sum(1, keepdim=True).clamp_min(1)
-    base = _positional(3.0)
-    return torch.where((lab > 0)[:, None], (1 - share) * base + share * own, base)
+def _positional_of(sigma: float) -> torch.Tensor:
+    return positional_head(GRID, sigma)
 
 
 def _frame(labels: np.ndarray, cross_extra: np.ndarray | None = None, noise: float = 0.3, seed: int = 0):
     """Five heads (positional, diffuse, instance, positional, class-level) with per-entry
     log-normal noise, and a blurry cross map over the objects (plus ``cross_extra``)."""
     gen = torch.Generator().manual_seed(seed)
-    heads = [_positional(0.8), torch.full((N, N), 1.0 / N, dtype=torch.float64), _instance_head(labels, 0.35),
-             _positional(0.8), _instance_head((labels > 0).astype(np.int64), 0.35)]
+    heads = [_positional_of(0.8), torch.full((N, N), 1.0 / N, dtype=torch.float64), instance_head(labels, 0.35),
+             _positional_of(0.8), instance_head((labels > 0).astype(np.int64), 0.35)]
     noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
     sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
     cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
@@ -102,7 +90,7 @@ def test_the_rest_of_a_counted_object_joins_its_instance():
     # and joins it instead of counting as a second object
     labels = np.zeros(GRID, dtype=np.int64)
     labels[3:17, 5:25] = 1
-    sa = torch.stack([_instance_head(labels, 1.0), _positional(0.8)]).float()  # rows spread over the whole object
+    sa = torch.stack([instance_head(labels, 1.0), _positional_of(0.8)]).float()  # rows spread over the whole object
     found = np.zeros(GRID, dtype=np.int32)
     found[3:17, 5:11] = 1
     focus = labels > 0
@@ -120,11 +108,11 @@ def test_a_left_over_component_holding_an_attention_sink_is_not_an_instance():
     # left-over focus: the component keeps that attention because of the sink, not an object
     labels = np.zeros(GRID, dtype=np.int64)
     labels[8:12, 4:8] = 1
-    head = _positional(1.0).clone()
+    head = _positional_of(1.0).clone()
     sink = 10 * GRID[1] + 20
     head = 0.67 * head
     head[:, sink] += 0.33
-    sa = torch.stack([head, _positional(0.8)]).float()
+    sa = torch.stack([head, _positional_of(0.8)]).float()
     found = np.zeros(GRID, dtype=np.int32)
     found[8:12, 4:8] = 1
     focus = np.zeros(GRID, dtype=bool)
