@@ -32,8 +32,9 @@ from .config import NuminaConfig
 from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
-                     choose_from_partitions, cross_components, head_labels, lacks_self_evidence, noun_focus, partition_options, with_unclaimed,
-                     proposals_from_self_map, self_attention_source, splinter_option)
+                     choose_from_partitions, cross_components, head_labels, lacks_self_evidence, noun_focus,
+                     partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
+                     splinter_option)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
                         temporal_vote)

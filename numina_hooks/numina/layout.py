@@ -419,7 +419,8 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         config: ``NuminaConfig`` (defaults if None; ``NuminaConfig.paper()`` for the paper's
             algorithm).
         self_head: use this self-attention head instead of choosing one (a reference for
-            benchmarks; None = choose).
+            benchmarks; its instances are kept whatever their evidence: no cross-map
+            fallback, ``NuminaConfig.self_evidence_factor``); None = choose.
 
     Returns:
         ``Layout`` with ``.labels`` (int32 [H, W], 0 background, 1..n instances), ``.count``,

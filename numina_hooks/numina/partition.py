@@ -1216,8 +1216,8 @@ def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: floa
     Under a positional or textured head a region's lift depends on its size and shape, not
     on where it lies, so the pieces it has under the focus keep about what its pieces
     elsewhere keep (ratios near 1); an instance head's objects keep several times what
-    background pieces of their size keep. Why each choice (docs/method.md, "Self-attention
-    without instances"): a large background piece of a head with a local positional part
+    background pieces of their size keep. Why each choice (docs/method.md, identify step 8,
+    and "The evidence test" under "What failed on the way"): a large background piece of a head with a local positional part
     keeps as much as a small object (hence sizes matched); another noun's object among the
     pieces off the focus keeps as much as this noun's (hence the upper quartile, not the
     top: a minority of such objects among the pieces does not decide it; hence at least 5
