@@ -248,13 +248,19 @@ def _read_phrase(tokens: list[str], start: int, count: int) -> tuple[int | None,
     return words[-1], j, follows_verb  # with no clear noun, the last word ("jellyfish")
 
 
+def _hyphenated_value(word: str) -> int | None:
+    """The value of a hyphenated tens-unit compound ("twenty-one" -> 21; ``word`` lower
+    case), None for any other word ("three-legged")."""
+    parts = word.split("-")
+    if len(parts) == 2 and parts[0] in _TENS and parts[1] in _UNITS:
+        return _TENS[parts[0]] + _UNITS[parts[1]]
+    return None
+
+
 def is_number_word(word: str) -> bool:
     """Whether ``word`` (lower case) is a numeral, a number word or a hyphenated tens-unit
     compound ("twenty-one"); "three-legged" is not."""
-    if word.isdigit() or word in NUMBER_WORDS:
-        return True
-    parts = word.split("-")
-    return len(parts) == 2 and parts[0] in _TENS and parts[1] in _UNITS
+    return word.isdigit() or word in NUMBER_WORDS or _hyphenated_value(word) is not None
 
 
 def _number_at(tokens: list[str], i: int) -> tuple[int, int] | None:
@@ -263,11 +269,11 @@ def _number_at(tokens: list[str], i: int) -> tuple[int, int] | None:
     multiplied by the words after it ("one hundred", "two dozen"); None when ``tokens[i]``
     is no number."""
     low = tokens[i].lower()
+    hyphenated = _hyphenated_value(low)
     if low.isdigit():
         value = int(low)
-    elif "-" in low and low.split("-")[0] in _TENS and low.split("-")[-1] in _UNITS and low.count("-") == 1:
-        tens, unit = low.split("-")
-        value = _TENS[tens] + _UNITS[unit]
+    elif hyphenated is not None:
+        value = hyphenated
     elif low in NUMBER_WORDS:
         value = NUMBER_WORDS[low]
         if low in _TENS and i + 1 < len(tokens) and tokens[i + 1].lower() in _UNITS:

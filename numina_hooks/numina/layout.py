@@ -30,7 +30,7 @@ import torch
 
 from .attention_entries import MapSelfAttention, QKSelfAttention
 from .config import NuminaConfig
-from .focus import NounFocus
+from .focus import NounFocus, region_hits
 from .heads import (_check_grid, as_tensor, attention_rows, check_not_constant, check_probabilities,
                     score_self_attention_heads, select_cross_attention)
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
@@ -194,7 +194,7 @@ def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConf
     if cfg.self_evidence_factor is None or head < 0:
         return False
     if self_attn is not None:
-        off = ~focus_regions(parts, focus, cfg.focus_overlap)[head]
+        off = ~region_hits(parts.regions[head], focus, cfg.focus_overlap)
         fill_lift(parts, self_attn, [off if k == head else np.zeros(len(x), dtype=bool)
                                      for k, x in enumerate(parts.lift)],
                   cfg.lift_sample, cfg.min_member_lift)
@@ -473,7 +473,9 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         head = int(image.argmax()) if self_head is None else int(self_head)
         if adaptive:
             _, labels, _ = choose_from_partitions(parts, source, focus, cfg, head)
-    from_cross = (cfg.head_choice == "containment" and self_head is None
+    # the labels of ``choose_from_partitions`` are the layout only with the adaptive cut (the
+    # correlation cut reads its proposals from ``layout_from_maps`` below)
+    from_cross = (adaptive and cfg.head_choice == "containment" and self_head is None
                   and lacks_self_evidence(parts, head, focus, cfg, source))
     if from_cross:
         labels = cross_components(focus, cfg)

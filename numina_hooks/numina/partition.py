@@ -63,7 +63,7 @@ from .focus import focus_bool, heads_hits, region_hits
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
            "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage",
-           "instance_evidence", "null_lifts",
+           "instance_evidence",
            "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
            "null_candidates", "peak_regions", "rim_grown", "temporal_vote"]
 
@@ -1180,23 +1180,13 @@ def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
     ``min_lift``."""
     if null_factor is None:
         return min_lift
-    off = null_lifts(on_focus, lift, tiles)
-    if off is None:
-        return min_lift
-    own = null_factor * float(np.percentile(off, 90))
-    return own if 0.0 < own < min_lift else min_lift
-
-
-def null_lifts(on_focus: np.ndarray, lift: np.ndarray, tiles: np.ndarray | None = None
-               ) -> np.ndarray | None:
-    """A head's null lifts (float [t]): the measured lifts of its regions off the focus
-    (``on_focus`` bool [m + 1] False, index 0 excluded) when there are at least
-    ``MIN_NULL_REGIONS``, else those with its background ``tiles`` (float [t]); None when
-    fewer than ``MIN_NULL_REGIONS`` lifts are measured in all."""
     off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])]
     if len(off) < MIN_NULL_REGIONS and tiles is not None:
         off = np.concatenate([off, tiles[np.isfinite(tiles)]])
-    return off if len(off) >= MIN_NULL_REGIONS else None
+    if len(off) < MIN_NULL_REGIONS:
+        return min_lift
+    own = null_factor * float(np.percentile(off, 90))
+    return own if 0.0 < own < min_lift else min_lift
 
 
 #: background pieces of an instance's size needed to compare it with (``instance_evidence``):
@@ -1223,7 +1213,7 @@ def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: floa
     top: a minority of such objects among the pieces does not decide it; hence at least 5
     pieces). NaN when no instance could be compared (no instance, too few pieces of its
     size off the focus, or a quartile that is not positive)."""
-    on_focus = heads_hits(parts.regions[head][None], focus, min_overlap)[0]
+    on_focus = region_hits(parts.regions[head], focus, min_overlap)
     lift = parts.lift[head]
     inst = _lifted(on_focus, lift, min_lift, null_factor, _null_of(parts, head))
     size = np.bincount(parts.regions[head].reshape(-1), minlength=len(lift)).astype(np.float64)
