@@ -116,6 +116,28 @@ def test_the_null_measures_a_few_regions_off_the_focus_and_tiles_only_where_need
     assert list(tiles) == [False, True]
 
 
+
+def test_background_tiles_are_measured_once_per_head_as_later_calls_ask():
+    """A second noun of the same frame may need the tiles of a head the first did not: they
+    are measured then, and the heads measured before keep theirs."""
+    import torch
+
+    from numina_hooks.numina.partition import fill_lift, partition_heads
+
+    frame = make_rope_scene(4, (15, 26), noise=0.5, seed=900).frames[0]
+    sa = torch.as_tensor(frame.self_attn)
+    parts = partition_heads(sa, (15, 26))
+    h = parts.regions.shape[0]
+    nothing = [np.zeros(len(x), dtype=bool) for x in parts.lift]
+    first = np.arange(h) < h // 2
+    fill_lift(parts, sa, nothing, null_tiles=first)
+    assert [x is not None for x in parts.null_lift] == list(first)
+    kept = [parts.null_lift[k] for k in range(h // 2)]
+    fill_lift(parts, sa, nothing, null_tiles=True)
+    assert all(x is not None for x in parts.null_lift)
+    assert all(parts.null_lift[k] is kept[k] for k in range(h // 2))  # not measured again
+    assert sum(len(parts.null_lift[k]) for k in range(h // 2, h)) > 0
+
 @pytest.mark.parametrize("seed,count", [(912, 8), (936, 5)])
 def test_a_positional_heads_piece_of_the_focus_does_not_outscore_the_instance_head(seed, count, monkeypatch):
     """A rope-family frame at noise 1.0: a positional head keeps a little over ``min_lift``

@@ -58,6 +58,40 @@ def test_both_sources_read_the_rows_without_their_own_key(seed):
         torch.testing.assert_close(mean, want[:, pick].mean(1), rtol=1e-4, atol=1e-7)
 
 
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_block_sums_are_the_weighted_row_sums_of_the_blocks(exclude):
+    """``block_sums`` (the containment lift's reads) gives what reducing ``blocks`` gives, on
+    both sources, with padding slots (weight 0, repeating a member) in the blocks; and a row
+    holding nearly all of its mass on its own key keeps the rest as ``blocks`` does when
+    that key is left out (it is left out before the sum, not subtracted after it)."""
+    q, k = _qk(heads=3, n=40, d=8, seed=2)
+    q[1, 5] *= 1.7  # token 5 of head 1 keeps all but 4e-5 of its row on itself
+    k[1, 5] = q[1, 5]
+    scale = 0.7
+    exact = torch.softmax(q.double() @ k.double().transpose(1, 2) * scale, -1)
+    assert 1e-5 < 1 - exact[1, 5, 5] < 1e-4
+    want_map = _without_own_key(exact) if exclude else exact
+    heads = torch.tensor([1, 0, 2])
+    rows = torch.tensor([[5, 6, 9, 5], [0, 1, 2, 3], [7, 20, 21, 7]])  # slot 3: padding in rows 0, 2
+    weights = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
+    real = weights > 0  # the padding rows' own sums are not meaningful
+    block = want_map[heads[:, None, None], rows[:, :, None], rows[:, None, :]]  # [3, 4, 4]
+    want_sums = (block * weights.double()[:, None, :]).sum(-1)
+    want_own = block.diagonal(dim1=1, dim2=2)
+    spiked = torch.zeros_like(real)
+    spiked[0, 0] = True  # the float32 map resolves 1 - A[5, 5] to a few percent only
+    for source in (MapSelfAttention(exact.float(), exclude_own_key=exclude),
+                   QKSelfAttention(q, k, scale, exclude_own_key=exclude)):
+        sums, own = source.block_sums(heads, rows, weights)
+        ok = real & ~spiked if isinstance(source, MapSelfAttention) else real
+        torch.testing.assert_close(sums[ok].double(), want_sums[ok], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(own[real].double(), want_own[real], rtol=1e-4, atol=1e-7)
+        from_blocks = (source.blocks(heads, rows) * weights[:, None, :]).sum(-1)
+        torch.testing.assert_close(sums[real], from_blocks[real], rtol=1e-5, atol=1e-9)
+        # the spiked row, on the float32 map too: what it keeps off its own key to rounding
+        torch.testing.assert_close(sums[spiked].double(), want_sums[spiked], rtol=1e-2, atol=0.0)
+
 def test_kept_own_key_reads_the_softmax_rows_as_they_are():
     q, k = _qk()
     maps = torch.softmax(q @ k.transpose(1, 2) * 0.7, -1)

@@ -137,6 +137,41 @@ class MapSelfAttention:
             vals.masked_fill_(rows[:, :, None] == rows[:, None, :], 0.0)
         return vals
 
+    def block_sums(self, heads: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted row sums of the blocks ``blocks(heads, rows)`` and their diagonals:
+        (``sum_b A[g, a, b] * weights[g, b]``, ``A[g, a, a]``), both float32 ``[G, S]``, for
+        long ``heads`` ``[G]``, ``rows`` ``[G, S]`` and float32 ``weights`` ``[G, S]``. The
+        tokens of ``rows[g]`` must be distinct where ``weights[g]`` is not 0; padding slots
+        of weight 0 may repeat one, and their own sums are then not meaningful (weigh them
+        by 0 too).
+
+        The same figures as reducing ``blocks``, in fewer passes over the ``G * S * S``
+        entries: one gather and one batched product; the own-key renormalisation is applied
+        to the ``[G, S]`` sums, not to every entry (0.4x the time of ``blocks`` and the
+        reductions for a frame's containment lift at 30x52)."""
+        n = self.n
+        heads, rows, weights = heads.cpu(), rows.cpu(), weights.float().cpu()
+        row_of = heads[:, None] * n + rows  # [G, S]
+        lin = (row_of[:, :, None] * n + rows[:, None, :]).to(self.map.device)
+        if self.map.is_contiguous():
+            vals = self.map.view(-1).index_select(0, lin.reshape(-1)).view(lin.shape)
+        else:
+            vals = torch.take(self.map, lin)
+        vals = vals.float()
+        on_diagonal = vals.diagonal(dim1=1, dim2=2)  # each row's own token (distinct rows)
+        own = on_diagonal.cpu().clone()
+        if self._inv_kept is not None:
+            # the own entry left out before the sum (a row holding nearly all of its mass
+            # there would otherwise lose the rest to float32 cancellation), the rest
+            # renormalised on the [G, S] sums
+            on_diagonal.zero_()
+            own.zero_()
+        sums = torch.bmm(vals, weights.to(vals.device)[:, :, None])[:, :, 0].cpu()
+        if self._inv_kept is not None:
+            sums.mul_(torch.take(self._inv_kept, row_of))
+        return sums, own
+
     def mean_rows(self, pick: torch.Tensor) -> torch.Tensor:
         """Mean of rows ``pick`` (long ``[R]``) -> float32 ``[heads, N]``."""
         # index_select, not advanced indexing: 0.4 ms against 2.1 ms for 64 rows at 30x52
@@ -277,6 +312,14 @@ class QKSelfAttention:
             logit -= self.lse2.view(-1).index_select(0, at).view(*r.shape, 1)
             out[g0:g0 + step] = logit.exp2_().cpu()
         return out
+
+    def block_sums(self, heads: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``MapSelfAttention.block_sums``: (``sum_b A[g, a, b] * weights[g, b]``,
+        ``A[g, a, a]``), float32 ``[G, S]``, from the blocks computed from q/k."""
+        vals = self.blocks(heads, rows)
+        sums = torch.bmm(vals, weights.float().cpu()[:, :, None])[:, :, 0]
+        return sums, vals.diagonal(dim1=1, dim2=2).clone()
 
     def mean_rows(self, pick: torch.Tensor) -> torch.Tensor:
         """Mean of rows ``pick`` (long ``[R]``) -> float32 ``[heads, N]``."""

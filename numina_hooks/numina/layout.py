@@ -308,7 +308,11 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
     tiles = False
     if cfg.min_lift_null_factor is not None:  # the head's own threshold: its null measured too
         null, tiles = null_candidates(wanted, parts.sink)
-        wanted = [on | off for on, off in zip(wanted, null)]
+        # only where the head has a region on the focus: a head without one has no instance
+        # whatever its threshold (a quarter to a third of the blocks read, on the project's scenes)
+        candidate = np.array([bool((on[1:] & ~sk[1:]).any()) for on, sk in zip(wanted, parts.sink)])
+        wanted = [on | (off & c) for on, off, c in zip(wanted, null, candidate)]
+        tiles = tiles & candidate
     fill_lift(parts, self_attn, wanted, cfg.lift_sample, cfg.min_member_lift, null_tiles=tiles)
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift,
                                                        cfg.min_lift_null_factor)

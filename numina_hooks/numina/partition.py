@@ -83,10 +83,10 @@ class HeadPartitions:
     sink: list (one per head) of bool [m_h + 1]: the region holds an attention-sink key.
     thresholds: float32 [heads], the Otsu cut of each head's edge weights.
     sink_keys: bool [heads, N]: the attention-sink keys of each head (``sink_mass``).
-    null_lift: None until measured (``fill_lift(..., null_tiles=True)``), then a list (one
-        per head) of float64 [t_h] arrays: the containment lift of square tiles cut out of
-        the head's background (region 0), a null for ``lift_threshold`` when the head has
-        too few regions off the focus.
+    null_lift: None until measured (``fill_lift(..., null_tiles=...)``), then a list (one
+        per head) of float64 [t_h] arrays, None for a head not measured: the containment
+        lift of square tiles cut out of the head's background (region 0), a null for
+        ``lift_threshold`` when the head has too few regions off the focus.
     cut: None, or int32 [heads, H, W]: the regions as cut, before ``peak_regions`` trimmed
         them (set when ``partition_heads`` trims); ``rim_grown`` grows a peak back inside
         its region as cut.
@@ -535,8 +535,8 @@ def concat_partitions(parts: list) -> HeadPartitions:
                           sink=[x for p in parts for x in p.sink],
                           thresholds=np.concatenate([p.thresholds for p in parts]),
                           sink_keys=np.concatenate([p.sink_keys for p in parts]),
-                          null_lift=None if any(p.null_lift is None for p in parts)
-                          else [x for p in parts for x in p.null_lift],
+                          null_lift=None if all(p.null_lift is None for p in parts)
+                          else [x for p in parts for x in (p.null_lift or [None] * len(p.lift))],
                           cut=None if all(p.cut is None for p in parts)
                           else np.concatenate([p.regions if p.cut is None else p.cut for p in parts]))
 
@@ -556,9 +556,10 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
     a spike on its own key, and a splinter of a few patches then shows as much lift as a
     whole object. None = no such check.
 
-    ``null_tiles``: also measure, once, the lift of square tiles of the head's background
-    into ``parts.null_lift`` (``background_tiles``; the same blocks read, the same member
-    check): True for every head, or a bool [heads] array (the others get no tiles)."""
+    ``null_tiles``: also measure, once per head, the lift of square tiles of the head's
+    background into ``parts.null_lift`` (``background_tiles``; the same blocks read, the same
+    member check): True for every head, or a bool [heads] array (the others get no tiles
+    now; a later call may ask for theirs)."""
     h = parts.regions.shape[0]
     flat_regions = parts.regions.reshape(h, -1)
     todo = np.zeros_like(flat_regions)
@@ -569,15 +570,17 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         parts.lift[k][parts.sink[k]] = -np.inf
         todo[k] = np.where(want[flat_regions[k]], flat_regions[k], 0)
     tiles_from = None
-    tile_heads = np.broadcast_to(np.asarray(null_tiles, dtype=bool), (h,))
-    if tile_heads.any() and parts.null_lift is None:
+    tile_heads = np.broadcast_to(np.asarray(null_tiles, dtype=bool), (h,)).copy()
+    if parts.null_lift is not None:  # each head's tiles are measured once
+        tile_heads &= np.array([x is None for x in parts.null_lift])
+    if tile_heads.any():
         # tile ids follow each head's region ids (m_h + 1, m_h + 2, ...)
         tiles_from = np.array([len(x) for x in parts.lift])
         tiles = background_tiles(parts, heads=tile_heads)
         todo = np.where(tiles > 0, tiles + tiles_from[:, None] - 1, todo)
     if not todo.any():
         if tiles_from is not None:
-            parts.null_lift = [np.zeros(0) for _ in range(h)]
+            _set_null_lift(parts, tile_heads, lambda k: np.zeros(0))
         return
     measured, members = _containment_lift(_as_source(self_attn), todo, sample, parts.regions.shape[1:])
     for k in range(h):
@@ -592,8 +595,17 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         region = ids < tiles_from[k]
         parts.lift[k][ids[region]] = lift[region]
     if tiles_from is not None:
-        parts.null_lift = [_tile_lifts(measured[k], members[k], tiles_from[k], min_member_lift)
-                           for k in range(h)]
+        _set_null_lift(parts, tile_heads, lambda k: _tile_lifts(measured[k], members[k], tiles_from[k],
+                                                                min_member_lift))
+
+
+def _set_null_lift(parts: HeadPartitions, heads: np.ndarray, lifts) -> None:
+    """``parts.null_lift[k] = lifts(k)`` for the heads ``k`` marked in ``heads`` (bool
+    [heads]); the others keep theirs (None: not measured)."""
+    if parts.null_lift is None:
+        parts.null_lift = [None] * len(heads)
+    for k in np.flatnonzero(heads):
+        parts.null_lift[k] = lifts(k)
 
 
 def _tile_lifts(measured: np.ndarray, members: np.ndarray, first: int,
@@ -1009,7 +1021,9 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     move could land exactly on an identical neighbour). A region too large to move anywhere
     is compared with the all-head mean instead. ``regions``: int [heads, N]. Large regions are measured
     on ``sample`` evenly spaced members. ``source``: the frame's entries (``attention_entries``),
-    read as one ``[S, S]`` block per region and move (S = the members used).
+    read as one ``[S, S]`` block per region and move (S = the members used), reduced where it
+    is read (``block_sums``: the rows' weighted sums and own entries), every region and move
+    of one block width in one call.
 
     Returns (lift, member lift), two lists (one float64 [m_h + 1] array per head) from the
     same blocks: the member lift is the same measure with each row's own entry left out (in
@@ -1056,46 +1070,50 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     # averaged over the used rows (the diagonal is always sampled: scaling it too would
     # overrate heads that attend to the query itself)
     scale = (size - 1) / np.maximum(used - 1, 1)
-    # per block width: its groups and which entries of their blocks are members (not padding)
-    buckets = [(idx, w, torch.from_numpy(filled[idx, :w, None] & filled[idx, None, :w]))
-               for idx, w in _width_buckets(used)]
+    # per block width: its groups (the member weights, 0 for padding, come from ``filled``)
+    buckets = _width_buckets(used)
+    weights_of = torch.from_numpy(filled).float()  # [G, S]
+
+    def kept(sums, sel: list) -> np.ndarray:
+        """[len(sel), 2, G]: every entry, then the rows' own entries left out, for the groups
+        ``sel[m]`` (bool [G]; 0 for the others) of each read ``m``. ``sums(reads, groups,
+        w, weights)`` gives the (row sums, diagonal), float32 [K, w] (``block_sums``), of K
+        (read, group) pairs (int [K] each) on their first w members, ``weights`` [K, w]
+        their members' weights: one call per block width for every read together."""
+        total, diag = np.zeros((len(sel), n_groups)), np.zeros((len(sel), n_groups))
+        picked = np.stack(sel)  # [reads, G]
+        for idx, w in buckets:
+            read_of, at = np.nonzero(picked[:, idx])
+            if len(at) == 0:
+                continue
+            group = idx[at]
+            weights = weights_of[torch.from_numpy(group), :w]
+            row_sums, own = sums(read_of, group, w, weights)
+            total[read_of, group] = (row_sums * weights).sum(1).double().numpy()
+            diag[read_of, group] = (own * weights).sum(1).double().numpy()
+        off = (total - diag) * scale
+        return np.stack([diag + off, off], axis=1) / used
+
+    offsets = np.stack([np.zeros(n_groups, dtype=np.int64)] + [dy * W + dx for dy, dx, _ in moves])
+    reads = [np.ones(n_groups, dtype=bool)] + [ok for _, _, ok in moves]
     heads_t = torch.from_numpy(g_head.astype(np.int64))
 
-    def kept(read, sel: np.ndarray) -> np.ndarray:
-        """[2, G]: every entry, then the rows' own entries left out, for the groups ``sel``
-        (bool [G]; 0 for the others); ``read(idx, w)`` gives the float32 [len(idx), w, w]
-        blocks of the groups ``idx`` on their first w members."""
-        total, diag = np.zeros(n_groups), np.zeros(n_groups)
-        for idx, w, member_pairs in buckets:
-            pick = np.nonzero(sel[idx])[0]
-            if len(pick) == 0:
-                continue
-            vals = read(idx[pick], w) * member_pairs[torch.from_numpy(pick)]
-            total[idx[pick]] = vals.sum((1, 2)).double().numpy()
-            diag[idx[pick]] = vals.diagonal(dim1=1, dim2=2).sum(1).double().numpy()
-        off = (total - diag) * scale
-        return np.stack([diag + off, off]) / used
+    def moved_sums(read_of, group, w, weights):  # the members moved by each read's offset
+        rows = members[group, :w] + offsets[read_of, group][:, None]
+        return source.block_sums(heads_t[torch.from_numpy(group)], torch.from_numpy(rows), weights)
 
-    def containment(sel: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        def read(idx, w):  # the blocks of the members moved by ``offset``
-            rows = torch.from_numpy(members[idx, :w] + offset[idx, None])
-            return source.blocks(heads_t[torch.from_numpy(idx)], rows)
-        return kept(read, sel)
-
-    everything = np.ones(n_groups, dtype=bool)
-    inside = containment(everything, np.zeros(n_groups, dtype=np.int64))
-    moved = np.zeros((2, n_groups))
-    for dy, dx, ok in moves:
-        if ok.any():
-            moved += containment(ok, dy * W + dx)
-    lift = inside - moved / np.maximum(n_moves, 1)
+    measured = kept(moved_sums, reads)  # [5, 2, G]: inside, then the up to 4 moves
+    inside = measured[0]
+    lift = inside - measured[1:].sum(0) / np.maximum(n_moves, 1)
     stuck = n_moves == 0
     if stuck.any():  # too large to move: compare with the all-head mean
-        def head_mean(idx, w):
-            rows = torch.from_numpy(members[idx, :w])
-            return torch.stack([source.blocks(torch.full((len(idx),), k, dtype=torch.long), rows)
-                                for k in range(h)]).mean(0)
-        lift[:, stuck] = inside[:, stuck] - kept(head_mean, stuck)[:, stuck]
+        def head_mean(read_of, group, w, weights):
+            rows = torch.from_numpy(members[group, :w])
+            per_head = [source.block_sums(torch.full((len(rows),), k, dtype=torch.long), rows, weights)
+                        for k in range(h)]
+            return (torch.stack([r for r, _ in per_head]).mean(0),
+                    torch.stack([d for _, d in per_head]).mean(0))
+        lift[:, stuck] = inside[:, stuck] - kept(head_mean, [stuck])[0][:, stuck]
     for k in range(h):
         pick = g_head == k
         out[k][g_region[pick]] = lift[0, pick]
