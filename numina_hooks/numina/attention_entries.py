@@ -100,9 +100,9 @@ class MapSelfAttention:
             return vals
         # index_select: 3x faster than advanced indexing for [heads, P]
         vals.mul_(self._inv_kept.index_select(1, rows))
-        own = rows == cols
-        if bool(own.any()):
-            vals.masked_fill_(own, 0.0)
+        own = torch.nonzero(rows == cols)[:, 0]
+        if len(own):  # the few own entries zeroed by index: not a pass over every entry
+            vals.index_fill_(1, own, 0.0)
         return vals
 
     def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -177,10 +177,12 @@ class MapSelfAttention:
         # index_select, not advanced indexing: 0.4 ms against 2.1 ms for 64 rows at 30x52
         on = pick.to(self.map.device)
         rows = self.map.index_select(1, on).float()  # [heads, R, N]
-        if self._inv_kept is not None:
-            rows[:, torch.arange(len(pick), device=rows.device), on] = 0.0
-            rows = rows * self._inv_kept[:, pick.cpu()].to(rows.device)[:, :, None]
-        return rows.mean(1).cpu()
+        if self._inv_kept is None:
+            return rows.mean(1).cpu()
+        rows[:, torch.arange(len(pick), device=rows.device), on] = 0.0
+        # each row renormalised and the rows averaged in one batched product
+        weights = self._inv_kept[:, pick.cpu()].to(rows.device) / len(pick)  # [heads, R]
+        return torch.bmm(weights[:, None, :], rows)[:, 0].cpu()
 
 
 class QKSelfAttention:
