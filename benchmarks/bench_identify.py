@@ -1,7 +1,7 @@
 """Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on three
 synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent | --layout-cost JSON]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent | --all-nouns | --layout-cost JSON]
 
 **Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
@@ -71,7 +71,9 @@ that show no object of the noun (count 0; scene seeds 10000 + 100 * s), alone an
 present noun read by phase 1's rule for several nouns (results/identify_absent.*); a report,
 no aim. ``--layout-cost JSON`` times the layout on ready maps with the default and with the
 given ``NuminaConfig`` fields changed, side by side on the same frames (what one setting
-costs; results/identify_layout_cost.*); a report, no aim.
+costs; results/identify_layout_cost.*); a report, no aim. ``--all-nouns`` reads the multi
+family's cells with every object noun of its prompt (``layouts_from_attention``) beside the
+noun alone (results/identify_multi_all_nouns.*); a report, no aim.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ from numina_hooks.context import CallContext, Geometry  # noqa: E402
 from numina_hooks.numina.attention_entries import CHUNK_ELEMENTS, row_scores  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
-from numina_hooks.numina.identify import LayoutReader, exclusive_instances, instances_by_noun  # noqa: E402
+from numina_hooks.numina.identify import (LayoutReader, exclusive_instances, instances_by_noun,  # noqa: E402
+                                          layouts_from_attention)
 from numina_hooks.numina.layout import (bright_pixels, choose_from_partitions, noun_focus,  # noqa: E402
                                         layout_from_attention, naive_cross_count,
                                         partition_options, self_attention_source, temporal_vote)
@@ -110,7 +113,7 @@ from synthetic_scenes import SELF_HEAD_TYPES, make_scene  # noqa: E402
 from synthetic_feature_scenes import FEATURE_HEAD_TYPES, make_feature_scene  # noqa: E402
 from synthetic_shared_scenes import SHARED_HEAD_TYPES, make_shared_scene  # noqa: E402
 from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # noqa: E402
-from synthetic_multi_scenes import MULTI_HEAD_TYPES, make_multi_scene  # noqa: E402
+from synthetic_multi_scenes import MULTI_HEAD_TYPES, OTHER_NOUNS, make_multi_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "true_head")
@@ -472,6 +475,10 @@ def main() -> None:
                     help="self-attention heads per scene; other than 12: the accuracy cells alone "
                          "with the families' distractor heads repeated (Wan2.1-14B has 40), written "
                          "to results/identify_heads{N}.json and .md")
+    ap.add_argument("--all-nouns", action="store_true",
+                    help="the multi family's cells read with every object noun of its prompt (the "
+                         "similar and the dissimilar category's too: layouts_from_attention, phase 1's "
+                         "rule) beside the noun read alone; results/identify_multi_all_nouns.*")
     ap.add_argument("--absent", action="store_true",
                     help="frames that do not show the noun's object (count 0) in every family, "
                          "grid and noise of the run, written to results/identify_absent.json and .md")
@@ -510,6 +517,8 @@ def main() -> None:
         sys.exit(run_object_sizes(args))
     if args.absent:
         sys.exit(run_absent(args))
+    if args.all_nouns:
+        sys.exit(run_all_nouns(args))
     if args.object_shapes:
         sys.exit(run_bars(args))
     if args.large_grid:
@@ -693,6 +702,77 @@ def run_absent(args) -> int:
               "load_average_at_end": _load_average(), "machine": _machine()}
     _write(HERE / "results", "identify_absent", result, absent_markdown(result))
     return 0
+
+
+def run_all_nouns(args) -> int:
+    """The multi family's cells (grids x noise of ``args``, report seeds as ``run_cell``)
+    read twice: the noun alone (``layout_from_attention``, the main table's default) and
+    with the prompt's other object nouns (``OTHER_NOUNS``: the similar and the dissimilar
+    category, their tokens' columns of the same text softmax) through
+    ``layouts_from_attention``, the rule phase 1 applies to a prompt's counted nouns. The
+    noun's count accuracy both ways (voted as in the main table), the share of frames
+    read from the cross map, and the mean count given. A report (returns 0)."""
+    cfg = NuminaConfig()
+    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
+    cells = []
+    for grid in grids:
+        for noise in args.noise:
+            hits, from_cross, given = defaultdict(list), defaultdict(list), defaultdict(list)
+            for n in range(1, args.max_count + 1):
+                for s in range(args.seeds):
+                    sc, _ = _scene("multi", n, grid, noise, 10_000 + 100 * s + n, args.frames)
+                    found = defaultdict(list)
+                    for fr in sc.frames:
+                        alone = layout_from_attention(fr.self_attn, fr.cross_attn, grid, cfg)
+                        together = layouts_from_attention(
+                            fr.self_attn, {"noun": fr.cross_attn, **fr.other_cross}, grid, cfg)["noun"]
+                        for name, lay in (("alone", alone), ("all_nouns", together)):
+                            found[name].append(lay.count)
+                            from_cross[name].append(lay.from_cross)
+                    truth = [fr.count for fr in sc.frames]
+                    for name, counts in found.items():
+                        voted = temporal_vote(counts, cfg.temporal_window)
+                        hits[name].append([a == b for a, b in zip(voted, truth)])
+                        given[name] += voted
+            cell = {"family": "multi", "grid": list(grid), "noise": noise,
+                    "frames": sum(len(v) for v in hits["alone"]),
+                    **{name: bootstrap_interval(v) for name, v in hits.items()},
+                    "from_cross": {name: float(np.mean(v)) for name, v in from_cross.items()},
+                    "mean_found": {name: float(np.mean(v)) for name, v in given.items()},
+                    "mean_truth": float(np.mean([n for n in range(1, args.max_count + 1)]))}
+            cells.append(cell)
+            print("multi", grid, noise, {k: round(cell[k][0], 2) for k in ("alone", "all_nouns")},
+                  cell["from_cross"], flush=True)
+    result = {"heads": HEADS, "threads": 1, "seeds": args.seeds, "frames_per_scene": args.frames,
+              "other_nouns": sorted(OTHER_NOUNS), "cells": cells, "date": time.strftime("%Y-%m-%d"),
+              "load_average_at_end": _load_average(), "machine": _machine()}
+    _write(HERE / "results", "identify_multi_all_nouns", result, all_nouns_markdown(result))
+    return 0
+
+
+def all_nouns_markdown(result: dict) -> str:
+    """The markdown of an ``--all-nouns`` run's ``result``."""
+    lines = ["# The multi family read with every noun of its prompt",
+             "", "The multi family's cells of `identify.md` (`python benchmarks/bench_identify.py "
+             "--all-nouns`), the noun counted twice: read alone (`layout_from_attention`, the main "
+             "table's default) and read beside the prompt's other object nouns, the similar and the "
+             "dissimilar category (their tokens' columns of the same text softmax), by "
+             "`layouts_from_attention`: phase 1's rule for a prompt's counted nouns (one head on the "
+             "union of the nouns' focus masks, the cross-map fallback tested on that union, each noun "
+             "its own instances, one object one noun). Per cell "
+             f"{result['seeds']} scenes per count x counts 1..8 x {result['frames_per_scene']} frames, "
+             "report seeds, counts voted as in `identify.md`, 95% bootstrap intervals over scenes; "
+             "the mean count given (truth: 4.5) and the share of frames read from the cross map "
+             "follow each.", "",
+             "| grid | noise | frames | noun alone | mean count | from the cross map | with every noun | mean count | from the cross map |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in result["cells"]:
+        row = " | ".join(f"{_fmt(c[m])} | {c['mean_found'][m]:.2f} | {c['from_cross'][m]:.2f}"
+                         for m in ("alone", "all_nouns"))
+        lines.append(f"| {c['grid'][0]}x{c['grid'][1]} | {c['noise']} | {c['frames']} | {row} |")
+    lines += ["", f"Run {result['date']}. Machine: {result['machine']}; load average at the end "
+              f"{result['load_average_at_end']}."]
+    return "\n".join(lines)
 
 
 def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:

@@ -592,11 +592,14 @@ def _head_projections(rng: np.random.Generator, world: _World, head_types, d: in
     return Wq, Wk, nw, tau
 
 
+_TEXT_WORDS = ("a", "video", "of", "<count>", "<noun>", "and", "<similar>", "and", "<dissimilar>",
+               "on", "the", "<ground>", "</s>") + ("<pad>",) * 7
+
+
 def _text_tokens(rng: np.random.Generator, world: _World):
     """Text token features [L, P*D] and the index of the noun token."""
     D = PART_DIM
-    words = ["a", "video", "of", "<count>", "<noun>", "and", "<similar>", "and", "<dissimilar>",
-             "on", "the", "<ground>", "</s>"] + ["<pad>"] * 7
+    words = list(_TEXT_WORDS)
     T = np.zeros((len(words), len(PARTS), D))
     ident = _unit(rng.normal(size=(len(words), D)))
     for j, wd in enumerate(words):
@@ -616,6 +619,11 @@ def _text_tokens(rng: np.random.Generator, world: _World):
         # have no counterpart for it, so it acts as a random key offset)
         T[j, _P["tex"]] = (0.3 if wd.startswith("<") and wd != "<pad>" else 0.6) * ident[j]
     return T.reshape(len(words), -1), words.index("<noun>")
+
+
+#: the prompt's other object nouns (``SyntheticFrame.other_cross``: their token's column of
+#: the same text softmax): name -> their word in the text
+OTHER_NOUNS = {"similar": "<similar>", "dissimilar": "<dissimilar>"}
 
 
 def _cross_projections(rng: np.random.Generator, n_heads: int, d: int):
@@ -656,8 +664,9 @@ def make_multi_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_fr
     Returns:
         SyntheticScene with ``head_types`` in head order (after shuffling) and T frames, each
         ``self_attn`` float32 [heads, H*W, H*W] (rows sum to 1, row-major index y*W+x),
-        ``cross_attn`` float32 [heads, H*W] (the noun token's column of the text softmax) and
-        ``labels`` int32 [H, W] (1..n on noun objects). ``scene.layout`` is the MultiLayout.
+        ``cross_attn`` float32 [heads, H*W] (the noun token's column of the text softmax),
+        ``other_cross`` (``OTHER_NOUNS`` -> their tokens' columns of the same softmax, each
+        [heads, H*W]) and ``labels`` int32 [H, W] (1..n on noun objects). ``scene.layout`` is the MultiLayout.
     """
     _check_args(n_instances, grid, n_frames, noise)
     types = MULTI_HEAD_TYPES if head_types is None else tuple(head_types)
@@ -712,9 +721,12 @@ def make_multi_scene(n_instances: int, grid: tuple[int, int] = (30, 52), *, n_fr
         cl = torch.bmm(cq, ck.transpose(1, 2)) * (ctau_t / math.sqrt(d))
         if noise > 0:
             cl = cl + torch.randn(cl.shape, generator=gen) * (_CROSS_LOGIT_NOISE * noise)
-        cross = torch.softmax(cl, dim=-1)[:, :, noun_idx].contiguous()
+        text = torch.softmax(cl, dim=-1)
+        cross = text[:, :, noun_idx].contiguous()
+        others = {name: text[:, :, _TEXT_WORDS.index(word)].contiguous()
+                  for name, word in OTHER_NOUNS.items()}
         frames.append(SyntheticFrame(self_attn=self_attn.contiguous(), cross_attn=cross,
-                                     labels=layout.labels(t)))
+                                     labels=layout.labels(t), other_cross=others))
     scene = SyntheticScene(grid=grid, noise=float(noise), head_types=types, frames=frames)
     scene.layout = layout  # type: ignore[attr-defined]
     return scene

@@ -41,6 +41,8 @@ class SyntheticFrame:
     self_attn: torch.Tensor  # [heads, HW, HW] float32, rows sum to 1
     cross_attn: torch.Tensor  # [heads, HW] float32, non-negative
     labels: np.ndarray  # [H, W] int32: 0 background, 1..n instances (ground truth)
+    # the other nouns of the prompt, where a family has them: noun -> [heads, HW] cross maps
+    other_cross: dict = field(default_factory=dict)
 
     @property
     def count(self) -> int:

@@ -49,6 +49,7 @@ _EXPORTS = {
     "hookimpl": ".hookspecs",
     "hookspec": ".hookspecs",
     "layout_from_attention": ".numina.layout",
+    "layouts_from_attention": ".numina.identify",
     "parse_counts": ".numina.counts",
 }
 
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .hookspecs import hookimpl, hookspec
     from .numina.config import NuminaConfig
     from .numina.counts import parse_counts, parse_counts_arg
+    from .numina.identify import layouts_from_attention
     from .numina.layout import Layout, layout_from_attention
     from .numina.report import NuminaReport
     from .views import AttentionView, Site

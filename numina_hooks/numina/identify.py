@@ -31,7 +31,8 @@ from ..hookspecs import hookimpl
 from .config import NuminaConfig
 from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
-from .layout import (_instances, _partition, _regions_to_instances, check_not_constant,
+from .layout import (Layout, _instances, _partition, _regions_to_instances, check_not_constant,
+                     checked_cross_attention, checked_self_attention,
                      choose_from_partitions, cross_components, head_labels, lacks_self_evidence, noun_focus,
                      partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
                      splinter_option)
@@ -300,6 +301,67 @@ class LayoutReader:
             reading.counts = temporal_vote(reading.frame_counts, cfg.temporal_window)
             self.nouns[noun] = reading
         self._layer_sources = {}  # the layout is built: the q/k (or maps) kept for it go
+
+
+def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
+                           config: NuminaConfig | None = None) -> dict[str, Layout]:
+    """The countable layouts of several nouns of one frame, read together as phase 1 reads a
+    prompt's counted nouns: one head chosen on the union of the nouns' focus masks, the
+    cross-map fallback (``self_evidence_factor``) tested on that union, each noun keeping
+    the head's instances on its own focus, and, with ``exclusive_regions``, one object
+    counted for one noun (``exclusive_instances``). ``layout_from_attention`` reads one noun
+    alone.
+
+    Args:
+        self_attn: ``[heads, HW, HW]`` self-attention of the frame (as for
+            ``layout_from_attention``).
+        cross_attn: noun -> ``[heads, HW]`` or ``[heads, H, W]``: each noun's
+            cross-attention in this frame (summed over its token columns), the same heads
+            as ``self_attn``.
+        grid: (H, W) in patches.
+        config: ``NuminaConfig`` (defaults if None); the containment head choice
+            (``head_choice="containment"``) with the adaptive cut, the default.
+
+    Returns:
+        noun -> ``Layout`` (``self_head`` and ``head_scores`` are the frame's, shared by the
+        nouns; ``from_cross`` likewise).
+
+    Raises:
+        ValueError: no noun, a config with another head choice or cut, or maps that
+        ``layout_from_attention`` refuses (named by noun).
+    """
+    cfg = config or NuminaConfig()
+    if not isinstance(cross_attn, dict) or not cross_attn:
+        raise ValueError(f"cross_attn={type(cross_attn).__name__}: expected a dict noun -> [heads, HW] "
+                         "cross-attention map with at least one noun (layout_from_attention reads one "
+                         "map alone)")
+    if cfg.head_choice != "containment" or cfg.proposal_cut != "adaptive":
+        raise ValueError(f"layouts_from_attention reads the nouns together with the containment head "
+                         f"choice and the adaptive cut; got head_choice={cfg.head_choice!r}, "
+                         f"proposal_cut={cfg.proposal_cut!r}. Read each noun with "
+                         "layout_from_attention for the paper preset")
+    sa, (H, W) = checked_self_attention(self_attn, grid, "layouts_from_attention")
+    maps, heads = {}, {}
+    for noun, ca in cross_attn.items():
+        checked = checked_cross_attention(ca, sa.shape, f"cross_attn[{noun!r}]")
+        maps[noun], heads[noun] = select_cross_attention(checked, cfg.cross_head)
+    focus = {noun: noun_focus(m, (H, W), cfg) for noun, m in maps.items()}
+    source = self_attention_source(sa, cfg)
+    parts = _partition(source, (H, W), cfg)
+    union = FocusUnion(list(focus.values()))
+    head, _, scores = choose_from_partitions(parts, source, union, cfg)
+    from_cross = lacks_self_evidence(parts, head, union, cfg, source)
+    if from_cross:
+        labels = {noun: cross_components(f, cfg) for noun, f in focus.items()}
+    else:
+        labels = instances_by_noun(parts, head, focus, cfg, source, head)
+    if cfg.exclusive_regions and len(labels) > 1:
+        exclusive_instances(labels, {noun: m.reshape(H, W).numpy() for noun, m in maps.items()})
+    proposals = parts.regions[head] if head >= 0 else np.zeros((H, W), np.int32)
+    return {noun: Layout(labels=labels[noun], count=int(labels[noun].max()), self_head=head,
+                         cross_head=heads[noun], focus=focus[noun].mask, proposals=proposals,
+                         head_scores=scores, from_cross=from_cross)
+            for noun in cross_attn}
 
 
 def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndarray],

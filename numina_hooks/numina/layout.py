@@ -407,6 +407,45 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
                   cross_head=int(cross_head), focus=focus.mask, proposals=proposals)
 
 
+def checked_self_attention(self_attn, grid: tuple[int, int], caller: str
+                           ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One frame's ``[heads, HW, HW]`` self-attention (tensor or array) checked as
+    ``layout_from_attention`` takes it and with rows summing to 1 (``attention_rows``), and
+    the grid ``(H, W)``. ValueError naming ``caller`` and what to pass instead."""
+    sa = self_attn if isinstance(self_attn, torch.Tensor) else torch.as_tensor(self_attn)
+    if sa.ndim != 3:
+        hint = ""
+        if sa.ndim == 2:
+            hint = ": one head's [HW, HW] map goes to layout_from_maps(self_map, cross_map, grid)"
+        elif sa.ndim == 4:
+            hint = ": pass one batch row, self_attn[b] (the conditional branch of classifier-free guidance)"
+        raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}{hint}")
+    if sa.shape[2] != sa.shape[1]:
+        raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
+    H, W = _check_grid(sa.shape[1], grid, caller)
+    # finite, not constant, probabilities; rows summing to 1
+    return attention_rows(sa, "self_attn"), (H, W)
+
+
+def checked_cross_attention(cross_attn, self_shape, name: str) -> torch.Tensor:
+    """A noun's ``[heads, HW]`` or ``[heads, H, W]`` cross-attention of the frame whose
+    self-attention has shape ``self_shape`` (``[heads, HW, HW]``), checked (shape, heads,
+    finite, not constant, no negative entries), as ``[heads, HW]``. ValueError naming
+    ``name``."""
+    ca = as_tensor(cross_attn, name)
+    if ca.ndim == 3:
+        ca = ca.reshape(ca.shape[0], -1)
+    if ca.ndim != 2 or ca.shape[1] != self_shape[1]:
+        raise ValueError(f"{name} must be [heads, HW] or [heads, H, W] with HW="
+                         f"{self_shape[1]}, got shape {tuple(as_tensor(cross_attn, name).shape)}")
+    if ca.shape[0] != self_shape[0]:
+        raise ValueError(f"self_attn has {self_shape[0]} heads but {name} has {ca.shape[0]}: pass both "
+                         "maps of the same layer, with the same heads")
+    check_not_constant(ca, name)
+    check_probabilities(ca, name)
+    return ca
+
+
 def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
                           config: NuminaConfig | None = None, *,
                           self_head: int | None = None) -> Layout:
@@ -436,29 +475,8 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         do not match ``grid``.
     """
     cfg = config or NuminaConfig()
-    sa = self_attn if isinstance(self_attn, torch.Tensor) else torch.as_tensor(self_attn)
-    if sa.ndim != 3:
-        hint = ""
-        if sa.ndim == 2:
-            hint = ": one head's [HW, HW] map goes to layout_from_maps(self_map, cross_map, grid)"
-        elif sa.ndim == 4:
-            hint = ": pass one batch row, self_attn[b] (the conditional branch of classifier-free guidance)"
-        raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}{hint}")
-    ca = as_tensor(cross_attn, "cross_attn")
-    if ca.ndim == 3:
-        ca = ca.reshape(ca.shape[0], -1)
-    if ca.ndim != 2 or ca.shape[1] != sa.shape[1]:
-        raise ValueError(f"cross_attn must be [heads, HW] or [heads, H, W] with HW="
-                         f"{sa.shape[1]}, got shape {tuple(as_tensor(cross_attn, 'cross_attn').shape)}")
-    H, W = _check_grid(sa.shape[1], grid, "layout_from_attention")
-    if ca.shape[0] != sa.shape[0]:
-        raise ValueError(f"self_attn has {sa.shape[0]} heads but cross_attn has {ca.shape[0]}: pass both maps "
-                         "of the same layer, with the same heads")
-    if sa.shape[2] != sa.shape[1]:
-        raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
-    sa = attention_rows(sa, "self_attn")  # finite, not constant, probabilities; rows summing to 1
-    check_not_constant(ca, "cross_attn")
-    check_probabilities(ca, "cross_attn")
+    sa, (H, W) = checked_self_attention(self_attn, grid, "layout_from_attention")
+    ca = checked_cross_attention(cross_attn, sa.shape, "cross_attn")
     if self_head is not None and not 0 <= int(self_head) < sa.shape[0]:
         raise ValueError(f"self_head={self_head!r} is out of range: self_attn has "
                          f"{sa.shape[0]} heads (0..{sa.shape[0] - 1})")
