@@ -99,12 +99,9 @@ from numina_hooks.context import CallContext, Geometry  # noqa: E402
 from numina_hooks.numina.attention_entries import CHUNK_ELEMENTS, row_scores  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
-from numina_hooks.numina.identify import (LayoutReader, exclusive_instances, instances_by_noun,  # noqa: E402
-                                          layouts_from_attention)
-from numina_hooks.numina.layout import (bright_pixels, choose_from_partitions, noun_focus,  # noqa: E402
-                                        layout_from_attention, naive_cross_count,
-                                        partition_options, self_attention_source, temporal_vote)
-from numina_hooks.numina.partition import partition_heads  # noqa: E402
+from numina_hooks.numina.identify import LayoutReader, layouts_from_attention  # noqa: E402
+from numina_hooks.numina.layout import (bright_pixels, layout_from_attention,  # noqa: E402
+                                        naive_cross_count, temporal_vote)
 from numina_hooks import views as views_module  # noqa: E402
 from numina_hooks.views import AttentionView, Site, distinct_keys  # noqa: E402
 
@@ -777,12 +774,13 @@ def all_nouns_markdown(result: dict) -> str:
 
 def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
     """An absent noun next to a present one, read by phase 1's rule for several nouns
-    (``LayoutReader``): the head chosen once on the union of the nouns' focus masks, each noun
-    keeping that head's instances on its own focus (and the focus it leaves unclaimed), one
-    object one noun. The present noun: a scene of 1..8 objects (one scene per count); the
-    absent one: the cross-attention of a scene of the same family without objects. Returns
-    the fraction of frames where the absent noun is counted 0 and where the present one is
-    counted right, each (mean, low, high) over scenes, per frame (no vote)."""
+    (``layouts_from_attention``: the head chosen once on the union of the nouns' focus masks,
+    the cross-map fallback tested on that union, each noun keeping that head's instances on
+    its own focus, one object one noun). The present noun: a scene of 1..8 objects (one
+    scene per count); the absent one: the cross-attention of a scene of the same family
+    without objects. Returns the fraction of frames where the absent noun is counted 0 and
+    where the present one is counted right, each (mean, low, high) over scenes, per frame
+    (no vote)."""
     cfg = NuminaConfig()
     hits = defaultdict(list)
     for n in range(1, 9):
@@ -790,17 +788,10 @@ def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
         absent, _ = _scene(family, 0, grid, noise, 20_000 + n, frames)
         zero, right = [], []
         for fp, fa in zip(present.frames, absent.frames):
-            sa = torch.as_tensor(fp.self_attn)
-            maps = {name: select_cross_attention(torch.as_tensor(f.cross_attn), cfg.cross_head)[0]
-                    for name, f in (("present", fp), ("absent", fa))}
-            focus = {name: noun_focus(m, grid, cfg) for name, m in maps.items()}
-            source = self_attention_source(sa, cfg)
-            parts = partition_heads(source, grid, **partition_options(cfg))
-            head, _, _ = choose_from_partitions(parts, source, focus["present"] | focus["absent"], cfg)
-            labels = instances_by_noun(parts, head, focus, cfg, source, head)
-            exclusive_instances(labels, {name: m.reshape(grid).numpy() for name, m in maps.items()})
-            zero.append(int(labels["absent"].max()) == 0)
-            right.append(int(labels["present"].max()) == fp.count)
+            read = layouts_from_attention(fp.self_attn, {"present": fp.cross_attn, "absent": fa.cross_attn},
+                                          grid, cfg)
+            zero.append(read["absent"].count == 0)
+            right.append(read["present"].count == fp.count)
         hits["absent_counted_0"].append(zero)
         hits["present_right"].append(right)
     return {m: bootstrap_interval(v) for m, v in hits.items()}
@@ -889,8 +880,9 @@ def absent_markdown(result: dict) -> str:
         found = c["mean_found"]
         row = " | ".join(f"{_fmt(c[m])} (mean {found[m]:.1f})" for m in ("default", "paper", "naive", "true_head"))
         lines.append(f"| {c['family']} | {c['grid'][0]}x{c['grid'][1]} | {c['noise']} | {c['frames']} | {row} |")
-    lines += ["", "The same absent noun beside a present one (phase 1's rule for several nouns: the "
-              "head chosen on the union of the nouns' focus masks, one object one noun; a scene of "
+    lines += ["", "The same absent noun beside a present one (phase 1's rule for several nouns, "
+              "`layouts_from_attention`: the head chosen on the union of the nouns' focus masks, the "
+              "cross-map fallback tested on that union, one object one noun; a scene of "
               "1..8 objects for the present noun, one per count, and the cross-attention of a scene "
               "without objects for the absent one; per frame, no vote):", "",
               "| family | grid | noise | absent noun counted 0 | present noun counted right |",
