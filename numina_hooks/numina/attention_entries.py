@@ -117,9 +117,10 @@ class MapSelfAttention:
             vals = flat[:, lin].float().cpu()
         return self._renormalised(vals, rows.cpu(), cols.cpu())
 
-    def blocks(self, heads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """``A[heads[g], rows[g, a], rows[g, b]]`` for long ``heads`` ``[G]`` and ``rows``
-        ``[G, S]`` -> float32 ``[G, S, S]``."""
+    def _gathered(self, heads: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw map entries of ``blocks`` (own keys as they are), float32 ``[G, S, S]`` on
+        the map's device, and each member's row among the heads' rows, long ``[G, S]`` on
+        the CPU."""
         n = self.n
         heads, rows = heads.cpu(), rows.cpu()
         row_of = heads[:, None] * n + rows  # [G, S]: each member's row among the heads' rows
@@ -131,7 +132,13 @@ class MapSelfAttention:
             vals = self.map.view(-1).index_select(0, lin.reshape(-1)).view(lin.shape)
         else:  # ``take`` reads a strided map as flat without copying it
             vals = torch.take(self.map, lin)
-        vals = vals.float().cpu()
+        return vals.float(), row_of
+
+    def blocks(self, heads: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``A[heads[g], rows[g, a], rows[g, b]]`` for long ``heads`` ``[G]`` and ``rows``
+        ``[G, S]`` -> float32 ``[G, S, S]``."""
+        vals, row_of = self._gathered(heads, rows)
+        vals, rows = vals.cpu(), rows.cpu()
         if self._inv_kept is not None:  # three operations: a frame reads about 40 blocks
             vals.mul_(torch.take(self._inv_kept, row_of)[:, :, None])
             vals.masked_fill_(rows[:, :, None] == rows[:, None, :], 0.0)
@@ -150,15 +157,8 @@ class MapSelfAttention:
         entries: one gather and one batched product; the own-key renormalisation is applied
         to the ``[G, S]`` sums, not to every entry (0.4x the time of ``blocks`` and the
         reductions for a frame's containment lift at 30x52)."""
-        n = self.n
-        heads, rows, weights = heads.cpu(), rows.cpu(), weights.float().cpu()
-        row_of = heads[:, None] * n + rows  # [G, S]
-        lin = (row_of[:, :, None] * n + rows[:, None, :]).to(self.map.device)
-        if self.map.is_contiguous():
-            vals = self.map.view(-1).index_select(0, lin.reshape(-1)).view(lin.shape)
-        else:
-            vals = torch.take(self.map, lin)
-        vals = vals.float()
+        vals, row_of = self._gathered(heads, rows)
+        weights = weights.float().cpu()
         on_diagonal = vals.diagonal(dim1=1, dim2=2)  # each row's own token (distinct rows)
         own = on_diagonal.cpu().clone()
         if self._inv_kept is not None:
