@@ -119,7 +119,7 @@ class _MapView:
 
 
 def test_the_phase_one_reader_falls_back_per_frame():
-    # the reader's own path (the head chosen on the nouns' focus, per frame): a frame without
+    # the reader's own path (the head chosen on the noun's focus, per frame): a frame without
     # instance structure is read from the cross map, a frame with an instance head is not,
     # and both count the three objects
     from numina_hooks.numina.identify import LayoutReader
@@ -131,7 +131,7 @@ def test_the_phase_one_reader_falls_back_per_frame():
     reader.self_source = "maps"
     for kind in ("self", "cross"):
         reader.on_attention(_MapView(kind, self_maps, cross_maps))
-    assert [fr.from_cross for fr in reader.frames] == [True, False]
+    assert reader.nouns["objects"].from_cross == [True, False]
     assert reader.nouns["objects"].frame_counts == [3, 3]
 
 
@@ -145,3 +145,31 @@ def test_bad_values_are_refused_with_the_field_named(field, value):
 
 def test_the_paper_preset_never_falls_back():
     assert NuminaConfig.paper().self_evidence_factor is None
+
+
+def test_another_nouns_objects_are_not_taken_for_background_pieces():
+    # two touching cats and a third, nine dogs of their size, one head separating every
+    # object: read alone, the cats' instances are compared with background pieces that are
+    # mostly dogs, keep no more than they do, and the layout falls back to the cross map,
+    # which merges the touching cats; read beside the dogs (phase 1's rule), the dogs'
+    # regions are left out of the comparison and the head's instances stand
+    from numina_hooks.numina.identify import layouts_from_attention
+
+    labels = np.zeros(GRID, dtype=np.int64)
+    labels[1:5, 1:5], labels[1:5, 5:9], labels[1:5, 15:19] = 1, 2, 3  # cats
+    k = 4
+    for r, c in [(1, 22), (8, 1), (8, 8), (8, 15), (8, 22), (15, 1), (15, 8), (15, 15), (15, 22)]:
+        labels[r:r + 4, c:c + 4] = k  # dogs
+        k += 1
+    sa, _ = _frame(labels, with_instance_head=True, seed=0)
+
+    def noun_map(ids):
+        m = gaussian_filter(np.isin(labels, ids).astype(np.float64), 1.0) + 0.01
+        return torch.from_numpy(np.stack([m.reshape(-1)] * 4)).float()
+
+    cats, dogs = noun_map([1, 2, 3]), noun_map(list(range(4, 13)))
+    alone = layout_from_attention(sa, cats, GRID)
+    assert alone.from_cross and alone.count == 2
+    got = layouts_from_attention(sa, {"cats": cats, "dogs": dogs}, GRID)
+    assert not got["cats"].from_cross and got["cats"].self_head == 3
+    assert (got["cats"].count, got["dogs"].count) == (3, 9)

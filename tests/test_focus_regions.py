@@ -128,21 +128,24 @@ def test_all_heads_at_once_equal_one_head_at_a_time():
         assert alone.tolist() == expect[:len(alone)]
 
 
-def test_phase_one_rule_for_several_nouns_counts_the_weak_object():
-    # the reader's path: the head chosen on the union of the nouns' focus, then each noun's
-    # instances on its own focus; the second noun's map is flat (nothing of it on screen)
-    from numina_hooks.numina.identify import instances_by_noun
-    from numina_hooks.numina.layout import (choose_from_partitions, partition_options,
-                                            self_attention_source)
+@pytest.mark.parametrize("gain", [1.0, None])
+def test_phase_one_rule_for_several_nouns_counts_the_weak_object(gain):
+    # phase 1's rule (read_nouns): the head chosen on the union of the nouns' focus (or on
+    # each noun's own), each noun's instances on its own focus; the second noun's map is flat
+    # (nothing of it on screen), and it takes none of the first noun's objects
+    from numina_hooks.numina.identify import read_nouns
+    from numina_hooks.numina.layout import partition_options, self_attention_source
     from numina_hooks.numina.partition import partition_heads
 
-    cfg = NuminaConfig()
+    cfg = NuminaConfig(own_head_gain=gain)
     labels = _labels(OBJECTS[:5])
     source = self_attention_source(_self_attention(labels), cfg)
     parts = partition_heads(source, GRID, **partition_options(cfg))
-    focus = {"cat": noun_focus(_cross(labels, [1.0, 1.0, 1.0, 1.0, 0.08])[0], GRID, cfg),
-             "dog": noun_focus(torch.full((GRID[0] * GRID[1],), 0.01), GRID, cfg)}
-    head, _, _ = choose_from_partitions(parts, source, focus["cat"] | focus["dog"], cfg)
-    found = instances_by_noun(parts, head, focus, cfg, source, head)
-    assert head == 1
+    maps = {"cat": _cross(labels, [1.0, 1.0, 1.0, 1.0, 0.08])[0], "dog": torch.full((GRID[0] * GRID[1],), 0.01)}
+    focus = {noun: noun_focus(m, GRID, cfg) for noun, m in maps.items()}
+    read = read_nouns(parts, focus, {noun: m.reshape(GRID).numpy() for noun, m in maps.items()}, cfg,
+                      source=source)
+    found = {noun: r.labels for noun, r in read.items()}
+    assert read["cat"].head == 1 and not read["cat"].from_cross
+    assert read["dog"].head in (1, -1)  # the shared head, or none of its own
     assert int(found["cat"].max()) == 5 and int(found["dog"].max()) == 0

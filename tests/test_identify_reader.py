@@ -265,11 +265,18 @@ def test_reading_several_blocks_pools_their_heads_and_averages_their_cross_atten
         # every head of block 0, then every head of block 2, as each block alone reads them
         np.testing.assert_array_equal(fr.partitions.regions, np.concatenate(
             [first.frames[f].partitions.regions, last.frames[f].partitions.regions]))
-        assert len(fr.head_scores) == 2 * heads
-        if fr.pooled_head >= 0:
-            assert fr.self_layer == (0 if fr.pooled_head < heads else 2)
-            assert fr.self_head == fr.pooled_head % heads
-            np.testing.assert_array_equal(fr.proposals, fr.partitions.regions[fr.pooled_head])
+    chosen = 0
+    for noun, r in both.nouns.items():
+        for f, (head, layer) in enumerate(zip(r.self_heads, r.self_layers)):
+            # each noun's head is a head of one of the blocks read, shown by its regions
+            assert (head, layer) == (-1, -1) or (layer in (0, 2) and 0 <= head < heads)
+            if head >= 0:
+                chosen += 1
+                pooled = head + (heads if layer == 2 else 0)
+                assert r.pca_rgb[f].shape == (*both.grid, 3)
+                assert len(np.unique(r.pca_rgb[f].reshape(-1, 3), axis=0)) == len(
+                    np.unique(both.frames[f].partitions.regions[pooled]))
+    assert chosen > 0
     for noun in both.nouns:
         for f in range(len(both.frames)):
             want = (first.nouns[noun].cross_maps[f] + last.nouns[noun].cross_maps[f]) / 2
@@ -297,7 +304,10 @@ def test_numina_reports_the_blocks_it_read():
     report = out.numina
     assert report.reference_layer == 2 and report.reading_layers == [1, 2]
     assert report.summary()["reading_layers"] == [1, 2]
-    assert all(layer in (1, 2) or head == -1 for layer, head in zip(report.self_layers, report.self_heads))
+    assert list(report.self_heads) == list(report.self_layers) == ["cats"]
+    assert all(layer in (1, 2) or head == -1
+               for layer, head in zip(report.self_layers["cats"], report.self_heads["cats"]))
+    assert report.summary()["self_layers"] == report.self_layers
 
 
 def test_distinct_keys_fold_repeated_tokens_exactly():

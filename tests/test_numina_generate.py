@@ -202,6 +202,11 @@ def test_report_save_writes_pictures_and_summary(setup, tmp_path):
     assert summary["counts_asked"] == {"cats": 4, "dogs": 3}
     frames = out.numina.layouts_before["cats"].shape[0]
     assert sorted(p.name for p in folder.glob("frame_*.png")) == [f"frame_{f:02d}.png" for f in range(frames)]
+    # each noun's own chosen head, block and fallback, frame by frame, and its head's picture
+    for field in ("self_heads", "self_layers", "from_cross"):
+        assert set(summary[field]) == {"cats", "dogs"} and all(len(v) == frames for v in summary[field].values())
+    assert {noun: p.shape for noun, p in out.numina.pca_images.items()} == {
+        noun: (*out.numina.layouts_before[noun].shape, 3) for noun in ("cats", "dogs")}
 
 
 def test_return_dict_false_keeps_the_tuple_and_adds_the_report(setup):

@@ -46,6 +46,7 @@ _CHOICES = {
     "guide_tokens": ("noun", "phrase"),
     "read_tokens": ("noun", "phrase"),
     "own_key": ("excluded", "kept"),
+    "claim_measure": ("median", "share", "relative"),
 }
 
 
@@ -58,6 +59,7 @@ _INTERVALS = {
     "min_member_lift": (0, True, 1, False, True, " (no check)"),
     "min_lift_null_factor": (0, False, math.inf, False, True, " (min_lift alone)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
+    "own_head_gain": (1, True, math.inf, False, True, " (every noun reads the shared head)"),
     "splinter_fraction": (0, False, 1, True, False, ""),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
@@ -280,11 +282,26 @@ class NuminaConfig:
     into 4-connected components of at least ``cross_fallback_min_size`` patches."""
     cross_fallback_min_size: int = 2
     """Smallest cross-attention component counted by the fallback (patches)."""
+    own_head_gain: float | None = 1.5
+    """How the default algorithm chooses the self-attention head when a prompt counts several
+    nouns. One head is chosen on the union of the nouns' focus masks (the shared head, whose
+    choice pools every noun's objects); a noun reads its own best head instead when, scored on
+    its own focus, that head scores more than ``own_head_gain`` times the shared head. None:
+    every noun reads the shared head (the rule before 2026-12-04). One noun alone reads the
+    head it chooses either way."""
     exclusive_regions: bool = True
-    """True (default): an instance claimed by several nouns in a frame goes to the noun whose
-    cross-attention is most concentrated on it (its mean over the instance relative to its
-    mean over the frame): one object is counted for one noun. False (paper): every noun keeps it. On the toy model with instance heads
-    (docs/toy.md) False let 43% of one noun's instances sit on another noun's objects."""
+    """True (default): an instance claimed by several nouns in a frame goes to one of them
+    (``claim_measure``): one object is counted for one noun. False (paper): every noun keeps
+    it. On the toy model with instance heads (docs/toy.md) False let 43% of one noun's
+    instances sit on another noun's objects."""
+    claim_measure: str = "median"
+    """Which noun keeps an instance several nouns claim (``exclusive_regions``; the measures
+    in ``identify.exclusive_instances``). "median" (default): the larger mean cross-attention
+    over the instance relative to the noun's background level (its map's median over the
+    frame, the floor its focus was cut from). "share": the larger mean over the instance,
+    the maps compared as they are. "relative" (before 2026-12-04): the larger mean over the
+    instance relative to the map's mean over the frame, which favours a noun with few
+    objects of its own."""
     temporal_window: int = 1
     """Counts are the median of the per-frame counts over 2w + 1 consecutive frames around
     each frame (moved inward at the ends; the per-frame layouts are kept for guidance);

@@ -387,12 +387,12 @@ def _caching(handle, phase: str) -> bool:
 def _fill_reading(report: NuminaReport, reader: LayoutReader) -> None:
     report.reference_transformer = reader.transformer
     report.counts_found = reader.counts_found()
-    report.self_heads = [fr.self_head for fr in reader.frames]
-    report.self_layers = [fr.self_layer for fr in reader.frames]
-    report.from_cross = [fr.from_cross for fr in reader.frames]
-    if reader.frames:
-        report.pca_images = np.stack([fr.pca_rgb for fr in reader.frames])
     for noun, r in reader.nouns.items():
+        report.self_heads[noun] = list(r.self_heads)
+        report.self_layers[noun] = list(r.self_layers)
+        report.from_cross[noun] = list(r.from_cross)
+        if r.pca_rgb:
+            report.pca_images[noun] = np.stack(r.pca_rgb)
         report.cross_heads[noun] = list(r.cross_heads)
         report.layouts_before[noun] = np.stack(r.labels).astype(np.int32)
         report.cross_maps[noun] = np.stack(r.cross_maps)

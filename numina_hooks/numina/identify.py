@@ -3,9 +3,10 @@
 :class:`LayoutReader` observes (never changes) the attention of the conditional
 branch at step t* and block l*. Default algorithm (``head_choice="containment"``): in the
 self view it partitions every head of every frame (adaptive cut) and measures each
-region's containment; in the cross view it builds each noun's focus mask per frame, chooses
-the frame's head on the union of the nouns' focus masks, and keeps that head's regions on
-each noun's focus as its instances. Paper preset (``NuminaConfig.paper()``): the self view
+region's containment; in the cross view it builds each noun's focus mask per frame and
+reads the nouns by ``read_nouns``: the head chosen on the union of the nouns' focus masks
+(or a noun's own, clearly better head), each noun keeping that head's regions on its own
+focus as its instances, one object one noun. Paper preset (``NuminaConfig.paper()``): the self view
 scores every head by its PCA image and turns the best head's map into proposals; the cross
 view keeps the proposals each noun's focus covers. Counts are then voted over
 ``temporal_window`` neighbouring frames (the per-frame labels are kept as read). For Wan the
@@ -20,6 +21,7 @@ cross view has been seen.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -33,8 +35,8 @@ from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (Layout, _instances, _partition, _regions_to_instances, check_not_constant,
                      checked_cross_attention, checked_self_attention,
-                     choose_from_partitions, cross_components, head_labels, lacks_self_evidence, noun_focus,
-                     partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
+                     choose_head_on, cross_components, head_labels, lacks_self_evidence, noun_focus,
+                     link_chosen_head, partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
                      splinter_option)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
@@ -43,19 +45,19 @@ from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift
 
 @dataclass
 class FrameReading:
-    """What phase 1 read in one latent frame (numpy, ``[H, W]`` grids)."""
+    """What phase 1 read in one latent frame (numpy, ``[H, W]`` grids). The default algorithm
+    keeps every head's regions here (``partitions``) and each noun's chosen head in its
+    ``NounReading``; with the image-statistics head score (paper preset) the frame's one head,
+    which every noun reads, is here too."""
 
-    self_head: int  # head within its block; -1 when no head had a region on any noun's focus
-    head_scores: np.ndarray  # [heads]
-    proposals: np.ndarray  # int32 [H, W]
-    pca_rgb: np.ndarray  # float32 [H, W, 3] in [0, 1]: the chosen head's PCA(3) colour image
-    # (paper preset), or its regions in colour (default: the maps are gone by the cross view)
+    self_head: int  # paper preset: the frame's head within its block; -1 in the default algorithm
+    head_scores: np.ndarray  # [heads] (paper preset)
+    proposals: np.ndarray  # int32 [H, W] (paper preset: the frame's head's proposals)
+    pca_rgb: np.ndarray  # float32 [H, W, 3] in [0, 1]: the frame's head's PCA(3) colour image (paper preset)
     partitions: Optional[HeadPartitions] = None  # every head's regions (default algorithm;
     # with several blocks read, block after block: pooled head k is head k % heads of block k // heads)
     self_layer: int = -1  # the block of ``self_head``
-    pooled_head: int = -1  # index of the chosen head in ``partitions``
-    from_cross: bool = False  # the nouns' instances are their cross-attention components: the
-    # chosen head's instances did not stand out of its background (``self_evidence_factor``)
+    pooled_head: int = -1  # index of ``self_head`` in ``partitions``
 
 
 @dataclass
@@ -65,6 +67,13 @@ class NounReading:
     labels: list = field(default_factory=list)  # per frame int32 [H, W]
     counts: list = field(default_factory=list)  # per frame int, voted over temporal_window
     frame_counts: list = field(default_factory=list)  # per frame int, before the vote
+    self_heads: list = field(default_factory=list)  # per frame: the chosen self head within its
+    # block (-1: no head had a region on the focus)
+    self_layers: list = field(default_factory=list)  # per frame: that head's block (-1: none)
+    from_cross: list = field(default_factory=list)  # per frame bool: the instances are the
+    # noun's cross-attention components (the chosen head's did not stand out of its background)
+    pca_rgb: list = field(default_factory=list)  # per frame float32 [H, W, 3]: the chosen head's
+    # regions in colour (default), or its PCA(3) colour image (paper preset)
     cross_heads: list = field(default_factory=list)  # per frame int (-1 = mean over heads)
     cross_maps: list = field(default_factory=list)  # per frame float32 [H, W] (the map read)
     focus: list = field(default_factory=list)  # per frame bool [H, W]
@@ -210,23 +219,24 @@ class LayoutReader:
             link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
         return parts, source
 
-    def _link_splinters(self, frame, f: int, head: int, block: int, in_block: int, focus: np.ndarray) -> None:
-        """Join the splinters of the chosen (pooled) ``head`` of frame ``f`` to their objects
-        (``splinter_link_gap``) among its regions on ``focus`` (the union of the nouns'), as
-        ``layout_from_attention`` links the chosen head's focus regions; ``in_block``: the
-        head's index within its ``block``. Before the focus was known only the ratio linked
-        regions (of every head, on the focus or not): a splinter rule there joined objects
-        of the toy model to background regions."""
+    def _link_splinters(self, parts: HeadPartitions, f: int, head: int, block: int, in_block: int,
+                        focus) -> None:
+        """Join the splinters of the chosen (pooled) ``head`` of frame ``f`` (its regions in
+        ``parts``, changed in place) to their objects (``splinter_link_gap``) among its regions
+        on ``focus``, as ``layout_from_attention`` links the chosen head's focus regions;
+        ``in_block``: the head's index within its ``block``. Before the focus was known only
+        the ratio linked regions (of every head, on the focus or not): a splinter rule there
+        joined objects of the toy model to background regions."""
         cfg = self.config
         splinter = splinter_option(cfg)
         sources = self._layer_sources.get(block)
         if splinter is None or cfg.link_ratio is None or not sources:
             return
         source, head_in_source = sources[f]
-        on_focus = focus_regions(frame.partitions, focus, cfg.focus_overlap)[head]
-        threshold = head_lift_threshold(frame.partitions, head, focus, cfg.focus_overlap, cfg.min_lift,
+        on_focus = focus_regions(parts, focus, cfg.focus_overlap)[head]
+        threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                         cfg.min_lift_null_factor)
-        link_head(frame.partitions, head, _as_source(source),
+        link_head(parts, head, _as_source(source),
                   in_block if head_in_source is None else head_in_source,
                   cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold)
 
@@ -256,75 +266,199 @@ class LayoutReader:
                 check_not_constant(maps[:, f], f"cross-attention of {noun!r} in frame {f}")
                 cross, head = select_cross_attention(maps[:, f], cfg.cross_head)
                 crosses[noun].append((cross, head, noun_focus(cross, self.grid, cfg)))
-        if cfg.head_choice == "containment":
-            for f, frame in enumerate(self.frames):
-                union = FocusUnion([crosses[noun][f][2] for noun in crosses])
-                head, _, scores = choose_from_partitions(frame.partitions, None, union, cfg)
-                frame.pooled_head, frame.head_scores = head, scores
-                if head >= 0:
-                    self._link_splinters(frame, f, head, int(block_of[head]), int(head_in_block[head]), union)
-                    frame.self_head, frame.self_layer = int(head_in_block[head]), int(block_of[head])
-                    frame.proposals = frame.partitions.regions[head]
-                    frame.from_cross = lacks_self_evidence(frame.partitions, head, union, cfg)
-                frame.pca_rgb = _regions_rgb(frame.proposals)
-        found: dict[str, list] = {noun: [] for noun in self.columns}
+        self.nouns = {noun: NounReading() for noun in self.columns}
         for f, frame in enumerate(self.frames):
             focus = {noun: crosses[noun][f][2] for noun in self.columns}
-            if frame.from_cross:
-                labels = {noun: cross_components(fm, cfg) for noun, fm in focus.items()}
-            elif frame.partitions is not None:
-                source = source_head = None
-                sources = self._layer_sources.get(frame.self_layer) if frame.pooled_head >= 0 else None
-                if sources:
-                    source, head_in_source = sources[f]
-                    source_head = frame.self_head if head_in_source is None else head_in_source
-                labels = instances_by_noun(frame.partitions, frame.pooled_head, focus, cfg, source,
-                                           source_head)
+            # each noun's map as the mean over its token columns: one scale for the claim
+            maps = {noun: crosses[noun][f][0].reshape(self.grid).numpy() / max(1, len(cols))
+                    for noun, cols in self.columns.items()}
+            if cfg.head_choice == "containment":
+                found = self._read_frame_nouns(frame, f, focus, maps, block_of, head_in_block)
             else:
-                labels = {noun: _instances(frame.proposals, fm.mask, cfg.focus_overlap)
-                          for noun, fm in focus.items()}
-            for noun in self.columns:
-                found[noun].append(labels[noun])
-            if cfg.exclusive_regions and len(self.columns) > 1:
-                maps = {noun: crosses[noun][f][0].reshape(self.grid).numpy() for noun in self.columns}
-                exclusive_instances({noun: found[noun][f] for noun in self.columns}, maps)
-        for noun in self.columns:
-            reading = NounReading()
-            for f, frame in enumerate(self.frames):
-                cross, head, focus = crosses[noun][f]
-                labels = found[noun][f]
-                reading.labels.append(labels)
-                reading.frame_counts.append(int(labels.max()))
+                found = self._read_frame_nouns_by_frame_head(frame, f, focus, maps)
+            for noun, r in found.items():
+                reading = self.nouns[noun]
+                reading.labels.append(r.labels)
+                reading.frame_counts.append(int(r.labels.max()))
+                if cfg.head_choice == "containment":
+                    head = r.head
+                    reading.self_heads.append(int(head_in_block[head]) if head >= 0 else -1)
+                    reading.self_layers.append(int(block_of[head]) if head >= 0 else -1)
+                    reading.pca_rgb.append(_regions_rgb(r.regions))
+                else:
+                    reading.self_heads.append(frame.self_head)
+                    reading.self_layers.append(frame.self_layer)
+                    reading.pca_rgb.append(frame.pca_rgb)
+                reading.from_cross.append(r.from_cross)
+        for noun, reading in self.nouns.items():
+            for f in range(len(self.frames)):
+                cross, head, on = crosses[noun][f]
                 reading.cross_heads.append(head)
                 reading.cross_maps.append(cross.reshape(self.grid).numpy().astype(np.float32))
-                reading.focus.append(focus.mask)
+                reading.focus.append(on.mask)
             reading.counts = temporal_vote(reading.frame_counts, cfg.temporal_window)
-            self.nouns[noun] = reading
         self._layer_sources = {}  # the layout is built: the q/k (or maps) kept for it go
+
+    def _read_frame_nouns(self, frame, f: int, focus: dict, maps: dict, block_of: np.ndarray,
+                          head_in_block: np.ndarray) -> dict:
+        """The default algorithm's rule (``read_nouns``) on frame ``f``'s pooled heads: each
+        block's heads linked with that block's kept source (``_link_splinters``), unclaimed
+        instances read from it."""
+        def link(parts: HeadPartitions, head: int, on) -> None:
+            self._link_splinters(parts, f, head, int(block_of[head]), int(head_in_block[head]), on)
+
+        def source_of(head: int):
+            sources = self._layer_sources.get(int(block_of[head]))
+            if not sources:
+                return None, None
+            source, head_in_source = sources[f]
+            return source, int(head_in_block[head]) if head_in_source is None else head_in_source
+
+        return read_nouns(frame.partitions, focus, maps, self.config, link=link, source_of=source_of)
+
+    def _read_frame_nouns_by_frame_head(self, frame, f: int, focus: dict, maps: dict) -> dict:
+        """The image-statistics head choice (paper preset): every noun reads the frame's head,
+        chosen in the self view; its regions on the noun's focus are its instances."""
+        cfg = self.config
+        if frame.partitions is not None:
+            source = source_head = None
+            sources = self._layer_sources.get(frame.self_layer)
+            if sources:
+                source, head_in_source = sources[f]
+                source_head = frame.self_head if head_in_source is None else head_in_source
+            labels = instances_by_noun(frame.partitions, frame.pooled_head, focus, cfg, source, source_head)
+        else:
+            labels = {noun: _instances(frame.proposals, fm.mask, cfg.focus_overlap)
+                      for noun, fm in focus.items()}
+        if cfg.exclusive_regions and len(labels) > 1:
+            exclusive_instances(labels, maps, cfg.claim_measure)
+        return {noun: NounInFrame(labels=lab, head=frame.pooled_head, scores=frame.head_scores,
+                                  from_cross=False, regions=frame.proposals) for noun, lab in labels.items()}
+
+
+@dataclass
+class NounInFrame:
+    """One noun's layout in one frame as phase 1's rule reads it (``read_nouns``)."""
+
+    labels: np.ndarray  # int32 [H, W], 0 background, 1..n instances
+    head: int  # the chosen head's index in the frame's partitions; -1 = none had a region on the focus
+    scores: np.ndarray  # float32 [heads]: the head scores it was chosen by
+    from_cross: bool  # the labels are the cross map's components (``self_evidence_factor``)
+    regions: np.ndarray  # int32 [H, W]: the chosen head's regions, its pieces linked (zeros: none)
+
+
+def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig, *,
+               source=None, link=None, source_of=None) -> dict[str, NounInFrame]:
+    """Phase 1's rule for the counted nouns of one frame, after every head is partitioned
+    (containment head choice, adaptive cut): ``LayoutReader`` and ``layouts_from_attention``
+    both read through it.
+
+    1. The head: one head is chosen on the union of the nouns' focus masks (the shared head,
+       whose choice pools every noun's objects); each noun also scores every head on its
+       own focus, and reads its own best head instead when that head scores more than
+       ``cfg.own_head_gain`` times the shared head there (None: every noun reads the shared
+       head). One noun alone reads the head it chooses.
+    2. Each noun reads its head on its own focus, as ``layout_from_attention`` reads a noun
+       alone: the head's pieces of one object linked (``link(parts, head, focus)``; None =
+       ``layout.link_chosen_head`` with ``source``), the cross-map fallback
+       (``self_evidence_factor``) tested with the other nouns' regions left out of the
+       background pieces (they are objects), and the head's instances on the focus kept,
+       plus those found in the focus they leave unclaimed; or, after the fallback, the
+       noun's cross map's components. Measuring lifts and linking change the partitions in
+       place, so every choice and reading after the first works on a copy of them as they
+       were given.
+    3. With ``cfg.exclusive_regions``, one object one noun (``exclusive_instances`` by
+       ``cfg.claim_measure``).
+
+    Args:
+        parts: every head's regions of the frame (the first choice or reading changes them
+            in place: lifts measured, pieces linked).
+        focus: noun -> ``focus.NounFocus`` (its focus mask, map and levels).
+        maps: noun -> float ``[H, W]``: the cross-attention the focus was built from, every
+            noun's of one kind (mean over its token columns): the "share" claim compares them.
+        source: the frame's source of self-attention entries, to measure lifts not measured
+            yet (None: every lift is measured).
+        link: ``link(parts, head, focus)`` joins the chosen head's pieces (the reader's blocks
+            have their own sources); None = ``link_chosen_head`` with ``source`` when given.
+        source_of: ``source_of(head) -> (source, head within it)`` for the unclaimed
+            instances (``unclaimed_min_lift``); None = ``(source, head)``; a None source
+            skips them.
+    """
+    pristine = copy.deepcopy(parts) if len(focus) > 1 else None
+    used = []
+
+    def partitions() -> HeadPartitions:
+        """``parts`` for the first use (and every use with one noun), then copies of it as
+        given."""
+        if pristine is None or not used:
+            used.append(True)
+            return parts
+        return copy.deepcopy(pristine)
+
+    if len(focus) > 1:
+        shared, shared_scores, _ = choose_head_on(partitions(), source, FocusUnion(list(focus.values())), cfg)
+    chosen = {}
+    for noun, on in focus.items():
+        if len(focus) > 1 and cfg.own_head_gain is None:
+            chosen[noun] = (shared, shared_scores)
+            continue
+        own, scores, _ = choose_head_on(partitions(), source, on, cfg)
+        if len(focus) == 1 or (own >= 0 and (shared < 0 or scores[own] > cfg.own_head_gain * scores[shared])):
+            chosen[noun] = (own, scores)
+        else:
+            chosen[noun] = (shared, shared_scores)
+    grid = parts.regions.shape[1:]
+    out = {}
+    for noun, (head, scores) in chosen.items():
+        on = focus[noun]
+        read = partitions()
+        if head >= 0:
+            choose_head_on(read, source, on, cfg, head)  # the lifts its own choice measures
+            if link is not None:
+                link(read, head, on)
+            elif source is not None:
+                link_chosen_head(read, source, head, on, cfg)
+        others = [f for other, f in focus.items() if other != noun]
+        from_cross = lacks_self_evidence(read, head, on, cfg, source, FocusUnion(others) if others else None)
+        if from_cross:
+            labels = cross_components(on, cfg)
+        elif head < 0:
+            labels = np.zeros(grid, dtype=np.int32)
+        else:
+            keep = head_instances(read, head, on, cfg.focus_overlap, cfg.min_lift, cfg.min_lift_null_factor)
+            labels = head_labels(read, head, keep, cfg)
+            src, src_head = source_of(head) if source_of is not None else (source, head)
+            if src is not None:
+                labels = with_unclaimed(labels, on, src, src_head, cfg, read.sink_keys[head])
+        out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
+                                regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32))
+    if cfg.exclusive_regions and len(out) > 1:
+        exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
+    return out
 
 
 def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
                            config: NuminaConfig | None = None) -> dict[str, Layout]:
     """The countable layouts of several nouns of one frame, read together as phase 1 reads a
-    prompt's counted nouns: one head chosen on the union of the nouns' focus masks, the
-    cross-map fallback (``self_evidence_factor``) tested on that union, each noun keeping
-    the head's instances on its own focus, and, with ``exclusive_regions``, one object
-    counted for one noun (``exclusive_instances``). ``layout_from_attention`` reads one noun
-    alone.
+    prompt's counted nouns (``read_nouns``): by default each noun chooses its head and is
+    tested for the cross-map fallback on its own focus (``noun_heads``), and, with
+    ``exclusive_regions``, one object is counted for one noun (``claim_measure``). With one
+    noun it gives what ``layout_from_attention`` gives.
 
     Args:
         self_attn: ``[heads, HW, HW]`` self-attention of the frame (as for
             ``layout_from_attention``).
         cross_attn: noun -> ``[heads, HW]`` or ``[heads, H, W]``: each noun's
-            cross-attention in this frame (summed over its token columns), the same heads
-            as ``self_attn``.
+            cross-attention in this frame, the same heads as ``self_attn``, every noun's of
+            one kind: the mean over its token columns, as phase 1 reads it (the claim of
+            ``exclusive_regions`` compares the nouns' maps directly).
         grid: (H, W) in patches.
         config: ``NuminaConfig`` (defaults if None); the containment head choice
             (``head_choice="containment"``) with the adaptive cut, the default.
 
     Returns:
-        noun -> ``Layout`` (``self_head`` and ``head_scores`` are the frame's, shared by the
-        nouns; ``from_cross`` likewise).
+        noun -> ``Layout`` (``self_head``, ``head_scores``, ``proposals`` and ``from_cross``
+        are that noun's choice; shared by the nouns with ``noun_heads="shared"``).
 
     Raises:
         ValueError: no noun, a config with another head choice or cut, or maps that
@@ -348,20 +482,13 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
     focus = {noun: noun_focus(m, (H, W), cfg) for noun, m in maps.items()}
     source = self_attention_source(sa, cfg)
     parts = _partition(source, (H, W), cfg)
-    union = FocusUnion(list(focus.values()))
-    head, _, scores = choose_from_partitions(parts, source, union, cfg)
-    from_cross = lacks_self_evidence(parts, head, union, cfg, source)
-    if from_cross:
-        labels = {noun: cross_components(f, cfg) for noun, f in focus.items()}
-    else:
-        labels = instances_by_noun(parts, head, focus, cfg, source, head)
-    if cfg.exclusive_regions and len(labels) > 1:
-        exclusive_instances(labels, {noun: m.reshape(H, W).numpy() for noun, m in maps.items()})
-    proposals = parts.regions[head] if head >= 0 else np.zeros((H, W), np.int32)
-    return {noun: Layout(labels=labels[noun], count=int(labels[noun].max()), self_head=head,
-                         cross_head=heads[noun], focus=focus[noun].mask, proposals=proposals,
-                         head_scores=scores, from_cross=from_cross)
-            for noun in cross_attn}
+    read = read_nouns(parts, focus, {noun: m.reshape(H, W).numpy() for noun, m in maps.items()}, cfg,
+                      source=source)
+    return {noun: Layout(labels=r.labels, count=int(r.labels.max()), self_head=r.head,
+                         cross_head=heads[noun], focus=focus[noun].mask,
+                         proposals=r.regions,
+                         head_scores=r.scores, from_cross=r.from_cross)
+            for noun, r in read.items()}
 
 
 def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndarray],
@@ -388,23 +515,45 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
     return out
 
 
-def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarray]) -> None:
+def exclusive_instances(labels: dict[str, np.ndarray], cross: dict[str, np.ndarray],
+                        measure: str = "median", focus: dict | None = None) -> None:
     """Give each instance claimed by several nouns to one of them, in place.
 
     ``labels``: noun -> int ``[H, W]`` instances of one frame (0 = none); ``cross``: noun ->
-    float ``[H, W]`` cross-attention map of the same frame. Where instances of two nouns
-    overlap, the one whose noun concentrates more of its attention on the instance keeps
-    it: the larger mean of ``cross`` over the instance relative to the map's mean over the
-    frame (about 1 for a map spread evenly, more the more the noun singles the instance
-    out; free of each map's scale). The other's is dropped and its instances are
-    renumbered 1..n in raster order of their first pixel, as every layout is. One object
-    is counted for one noun, never for two.
+    float ``[H, W]`` cross-attention map of the same frame, every noun's of one kind (the
+    mean, or the sum, over its token columns). Where instances of two nouns overlap, the
+    noun that scores higher on its instance keeps it; ``measure``
+    (``NuminaConfig.claim_measure``):
+
+    - "median": the mean over the instance divided by the noun's background level, the
+      median of its map over the frame (the floor its focus was cut from: ``focus``: noun
+      -> ``focus.NounFocus``; without it, the map's median): free of each map's scale, and,
+      as long as a noun's objects cover less than half the frame, of how many it has;
+    - "share": the mean of ``cross`` over the instance (the nouns' maps are columns of one
+      text softmax: the noun given more of the patches' attention);
+    - "relative": that mean divided by the map's mean over the frame (free of each map's
+      scale, but a noun with few objects of its own scores high on any).
+
+    The other's instance is dropped and its instances are renumbered 1..n in raster order
+    of their first pixel, as every layout is. One object is counted for one noun, never for
+    two.
     """
+    if measure not in ("median", "share", "relative"):
+        raise ValueError(f"measure={measure!r}: expected 'median', 'share' or 'relative' "
+                         "(NuminaConfig.claim_measure)")
     nouns = list(labels)
     score = {}
     for n in nouns:
-        mean = float(cross[n].mean())
-        rel = cross[n] / mean if mean > 0 else np.zeros_like(cross[n])
+        rel = np.asarray(cross[n], dtype=np.float64)
+        if measure == "relative":
+            mean = float(rel.mean())
+            rel = rel / mean if mean > 0 else np.zeros_like(rel)
+        elif measure == "median":
+            if focus is not None:
+                rel, floor = focus[n].cross, focus[n].floor
+            else:
+                floor = float(np.median(rel))
+            rel = rel / floor if floor > 0 else np.zeros_like(rel)
         score[n] = {k: float(rel[labels[n] == k].mean()) for k in range(1, int(labels[n].max()) + 1)}
     drop = {n: set() for n in nouns}
     for i, a in enumerate(nouns):

@@ -184,22 +184,29 @@ def cross_components(focus: NounFocus, config: NuminaConfig | None = None) -> np
 
 
 def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConfig,
-                        self_attn=None) -> bool:
+                        self_attn=None, others=None) -> bool:
     """Whether ``head``'s instances on ``focus`` stand out of its background by no more than
     ``cfg.self_evidence_factor`` (``partition.instance_evidence``): then the layout is the
     cross-attention's (``cross_components``). ``self_attn``: the frame's source of entries
     (``self_attention_source``), to measure the head's regions off the focus that are not
     measured yet (the head choice measures a dozen); None = every region is measured (phase
-    1). False when the factor is None, no head was chosen, or nothing could be compared."""
+    1). ``others``: the focus of the prompt's other nouns (a mask, ``NounFocus`` or
+    ``FocusUnion``), whose regions are their objects, not background pieces: left out of the
+    comparison (None: none). False when the factor is None, no head was chosen, or nothing
+    could be compared."""
     if cfg.self_evidence_factor is None or head < 0:
         return False
+    regions = parts.regions[head]
+    elsewhere = None if others is None else region_hits(regions, others, cfg.focus_overlap)
     if self_attn is not None:
-        off = ~region_hits(parts.regions[head], focus, cfg.focus_overlap)
+        off = ~region_hits(regions, focus, cfg.focus_overlap)
+        if elsewhere is not None:
+            off &= ~elsewhere
         fill_lift(parts, self_attn, [off if k == head else np.zeros(len(x), dtype=bool)
                                      for k, x in enumerate(parts.lift)],
                   cfg.lift_sample, cfg.min_member_lift)
     evidence = instance_evidence(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
-                                 cfg.min_lift_null_factor)
+                                 cfg.min_lift_null_factor, not_background=elsewhere)
     return bool(evidence <= cfg.self_evidence_factor)  # NaN: False
 
 
@@ -293,15 +300,13 @@ def _partition(sa, grid: tuple[int, int], cfg: NuminaConfig) -> HeadPartitions:
     return partition_heads(self_attention_source(sa, cfg), grid, **partition_options(cfg))
 
 
-def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
-                           cfg: NuminaConfig, self_head: int | None = None
-                           ) -> tuple[int, np.ndarray, np.ndarray]:
-    """Containment head choice and that head's instances for one focus (a bool [H, W] mask,
-    or a ``focus.NounFocus`` / ``FocusUnion`` with the config's local region tests).
-
-    Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
-    the head (the true-head reference of the benchmark). ``self_attn``: the frame's map, a
-    source of its entries, or None (lifts measured and regions linked already)."""
+def choose_head_on(parts: HeadPartitions, self_attn, focus, cfg: NuminaConfig,
+                   self_head: int | None = None) -> tuple[int, np.ndarray, list]:
+    """The containment head choice for one focus (a bool [H, W] mask, or a
+    ``focus.NounFocus`` / ``FocusUnion`` with the config's local region tests), before any
+    linking: the lifts it needs are measured from ``self_attn`` (the frame's map, a source of
+    its entries, or None: measured already). Returns (head or -1, scores float32 [heads],
+    per head its instances: bool [m_k + 1] over its regions). ``self_head`` forces the head."""
     if self_attn is not None:
         self_attn = self_attention_source(self_attn, cfg)
     wanted = focus_regions(parts, focus, cfg.focus_overlap)
@@ -317,15 +322,38 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
     scores, counts, instances = head_scores_from_focus(parts, focus, cfg.focus_overlap, cfg.min_lift,
                                                        cfg.min_lift_null_factor)
     head = choose_head(scores, counts, cfg.head_margin) if self_head is None else int(self_head)
+    return head, scores.astype(np.float32), instances
+
+
+def link_chosen_head(parts: HeadPartitions, self_attn, head: int, focus, cfg: NuminaConfig) -> None:
+    """Join the pieces of one object among the regions of the chosen ``head``, in place
+    (``cfg.link_ratio``; regions under ``min_lift`` but over the head's own threshold on
+    ``focus`` join by the splinter test only: by the ratio, a diffuse head's weak regions join
+    distinct objects). Joined regions keep their pieces' mean lift and contrast, so the
+    choice stands. ``self_attn``: the frame's source of entries (``self_attention_source``)."""
+    if head < 0 or cfg.link_ratio is None:
+        return
+    threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
+                                    cfg.min_lift_null_factor)
+    link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
+                 splinter_option(cfg), splinter_lift=threshold)
+
+
+def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
+                           cfg: NuminaConfig, self_head: int | None = None
+                           ) -> tuple[int, np.ndarray, np.ndarray]:
+    """Containment head choice and that head's instances for one focus (a bool [H, W] mask,
+    or a ``focus.NounFocus`` / ``FocusUnion`` with the config's local region tests):
+    ``choose_head_on``, the head's pieces linked (``link_chosen_head``), its instances.
+
+    Returns (head or -1, labels int32 [H, W], scores float32 [heads]). ``self_head`` forces
+    the head (the true-head reference of the benchmark). ``self_attn``: the frame's map, a
+    source of its entries, or None (lifts measured and regions linked already)."""
+    if self_attn is not None:
+        self_attn = self_attention_source(self_attn, cfg)
+    head, scores, instances = choose_head_on(parts, self_attn, focus, cfg, self_head)
     if head >= 0 and cfg.link_ratio is not None and self_attn is not None:
-        # the chosen head's pieces of one object joined (None: measured and linked already);
-        # joined regions keep their pieces' mean lift and contrast, so the choice stands;
-        # regions under ``min_lift`` but over the head's own threshold join by the splinter
-        # test only: by the ratio, a diffuse head's weak regions join distinct objects
-        threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
-                                        cfg.min_lift_null_factor)
-        link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
-                     splinter_option(cfg), splinter_lift=threshold)
+        link_chosen_head(parts, self_attn, head, focus, cfg)
         instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                          cfg.min_lift_null_factor)
     if head < 0:
@@ -334,7 +362,7 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
         labels = head_labels(parts, head, instances[head], cfg)
         if self_attn is not None:
             labels = with_unclaimed(labels, focus, self_attn, head, cfg, parts.sink_keys[head])
-    return head, labels, scores.astype(np.float32)
+    return head, labels, scores
 
 
 def head_labels(parts: HeadPartitions, head: int, keep: np.ndarray, cfg: NuminaConfig

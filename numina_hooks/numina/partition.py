@@ -1213,7 +1213,8 @@ MIN_EVIDENCE_REGIONS = 5
 
 
 def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
-                      min_lift: float, null_factor: float | None) -> float:
+                      min_lift: float, null_factor: float | None,
+                      not_background: np.ndarray | None = None) -> float:
     """How clearly ``head``'s instances on ``focus`` (a mask, ``NounFocus`` or
     ``FocusUnion``) stand out of its background, each against background pieces of its own
     size: the median over the instances of the instance's lift over the upper quartile (75th
@@ -1230,12 +1231,17 @@ def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: floa
     pieces off the focus keeps as much as this noun's (hence the upper quartile, not the
     top: a minority of such objects among the pieces does not decide it; hence at least 5
     pieces). NaN when no instance could be compared (no instance, too few pieces of its
-    size off the focus, or a quartile that is not positive)."""
+    size off the focus, or a quartile that is not positive). ``not_background``: bool
+    [m + 1], regions off the focus that are not background pieces either (another noun's
+    objects), left out; None = none."""
     on_focus = region_hits(parts.regions[head], focus, min_overlap)
     lift = parts.lift[head]
     inst = _lifted(on_focus, lift, min_lift, null_factor, _null_of(parts, head))
     size = np.bincount(parts.regions[head].reshape(-1), minlength=len(lift)).astype(np.float64)
-    off = np.flatnonzero(~on_focus & np.isfinite(lift))
+    off = ~on_focus & np.isfinite(lift)
+    if not_background is not None:
+        off &= ~not_background
+    off = np.flatnonzero(off)
     off = off[off > 0]
     ratios = []
     for i in np.flatnonzero(inst):

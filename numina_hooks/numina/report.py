@@ -30,9 +30,10 @@ class NuminaReport:
     reference_transformer: Optional[str] = None
     num_steps: Optional[int] = None
     token_columns: dict = field(default_factory=dict)
-    self_heads: list = field(default_factory=list)  # per frame: the chosen head within its block
-    self_layers: list = field(default_factory=list)  # per frame: the chosen head's block
-    from_cross: list = field(default_factory=list)  # per frame: the layouts are the nouns'
+    self_heads: dict = field(default_factory=dict)  # noun -> per frame: its chosen self head
+    # within its block (-1: none had a region on its focus)
+    self_layers: dict = field(default_factory=dict)  # noun -> per frame: that head's block
+    from_cross: dict = field(default_factory=dict)  # noun -> per frame: its layout is its
     # cross-attention components (the chosen head's instances did not stand out of its background)
     cross_heads: dict = field(default_factory=dict)  # noun -> per frame
     layouts_before: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
@@ -44,7 +45,8 @@ class NuminaReport:
     seed: Optional[int] = None  # the seed numina-hooks drew when the caller gave no noise, or LayoutSeeds chose
     seed_search: list = field(default_factory=list)  # (seed, edits_needed) of each seed LayoutSeeds tried
     cache: dict = field(default_factory=dict)  # cache statistics, when a cache plugin ran
-    pca_images: Optional[np.ndarray] = None  # float32 [F, H, W, 3]
+    pca_images: dict = field(default_factory=dict)  # noun -> float32 [F, H, W, 3]: its chosen
+    # head's regions in colour (paper preset: the frame's head's PCA image)
     cross_maps: dict = field(default_factory=dict)  # noun -> float32 [F, H, W]
 
     def __repr__(self) -> str:
@@ -90,27 +92,29 @@ class NuminaReport:
         }
 
     def save(self, folder) -> Path:
-        """Write ``summary.json`` and one picture per frame: the chosen self-attention
-        head as a PCA colour image, each noun's cross-attention map, its layout before
-        and after refinement. Returns the folder."""
+        """Write ``summary.json`` and one picture per frame: for each noun its chosen
+        self-attention head (its regions in colour; the paper preset: the head's PCA colour
+        image), its cross-attention map, its layout before and after refinement. Returns the
+        folder."""
         from PIL import Image, ImageDraw
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").write_text(json.dumps(self.summary(), indent=2))
-        if self.pca_images is None:
+        nouns = [noun for noun in self.layouts_before if noun in self.pca_images]
+        if not nouns:
             return folder
         from PIL import ImageFont
 
         font = ImageFont.load_default(size=12)
-        frames, h, w, _ = self.pca_images.shape
+        frames, h, w, _ = self.pca_images[nouns[0]].shape
         cell = max(4, 96 // max(h, w))
         tiles_w, tiles_h = w * cell, h * cell
         gap, title_h, pad = 12, 18, 8
-        nouns = list(self.layouts_before)
-        columns = 1 + 3 * len(nouns)
+        columns = 4 * len(nouns)
         legend = [
-            "self head k: PCA colours of the chosen self-attention head (similar colour = same object)",
+            "NOUN head k: the noun's chosen self-attention head (block b), its regions in colour "
+            "(paper preset: PCA colours, similar colour = same object)",
             "NOUN cross: the noun's cross-attention, blue (low) to yellow (high)",
             "NOUN before / after: instances in phase 1's layout / after refinement (one colour each; white = none)",
         ]
@@ -119,12 +123,13 @@ class NuminaReport:
         for f in range(frames):
             canvas = Image.new("RGB", (width, height), "white")
             draw = ImageDraw.Draw(canvas)
-            head = self.self_heads[f] if f < len(self.self_heads) else "?"
-            if f < len(self.from_cross) and self.from_cross[f]:
-                head = f"{head} (layout from cross)"
-            tiles = [("self head %s" % head,
-                      _to_rgb(self.pca_images[f]))]
+            tiles = []
             for noun in nouns:
+                heads, layers = self.self_heads.get(noun, []), self.self_layers.get(noun, [])
+                head = f"{heads[f]} (block {layers[f]})" if f < min(len(heads), len(layers)) else "?"
+                if f < len(self.from_cross.get(noun, [])) and self.from_cross[noun][f]:
+                    head = f"{head}, layout from cross"
+                tiles.append((f"{noun} head {head}", _to_rgb(self.pca_images[noun][f])))
                 tiles.append((f"{noun} cross", _heat(self.cross_maps[noun][f])))
                 tiles.append((f"{noun} before", _labels_rgb(self.layouts_before[noun][f])))
                 tiles.append((f"{noun} after", _labels_rgb(self.layouts_after[noun][f])))
