@@ -755,9 +755,8 @@ def all_nouns_markdown(result: dict) -> str:
              "table's default) and read beside the prompt's other object nouns, the similar and the "
              "dissimilar category (their tokens' columns of the same text softmax), by "
              "`layouts_from_attention`: phase 1's rule for a prompt's counted nouns (the head chosen on "
-             "the union of the nouns' focus masks unless a noun's own head scores `own_head_gain` times "
-             "higher on its own focus, each noun read on its own focus with the other nouns' regions "
-             "left out of its background, one object one noun). Per cell "
+             "the union of the nouns' focus masks, each noun read on its own focus with the other "
+             "nouns' regions left out of its background, one object one noun). Per cell "
              f"{result['seeds']} scenes per count x counts 1..8 x {result['frames_per_scene']} frames, "
              "report seeds, counts voted as in `identify.md`, 95% bootstrap intervals over scenes; "
              "the mean count given (truth: 4.5) and the share of frames read from the cross map "
@@ -776,8 +775,7 @@ def all_nouns_markdown(result: dict) -> str:
 def absent_beside_present(family: str, grid, noise: float, frames: int) -> dict:
     """An absent noun next to a present one, read by phase 1's rule for several nouns
     (``layouts_from_attention``, ``identify.read_nouns``: the head chosen on the union of the
-    nouns' focus masks unless a noun's own is clearly better, each noun read on its own focus,
-    one object one noun). The present noun: a scene of 1..8 objects (one
+    nouns' focus masks, each noun read on its own focus, one object one noun). The present noun: a scene of 1..8 objects (one
     scene per count); the absent one: the cross-attention of a scene of the same family
     without objects. Returns the fraction of frames where the absent noun is counted 0 and
     where the present one is counted right, each (mean, low, high) over scenes, per frame
@@ -882,9 +880,8 @@ def absent_markdown(result: dict) -> str:
         row = " | ".join(f"{_fmt(c[m])} (mean {found[m]:.1f})" for m in ("default", "paper", "naive", "true_head"))
         lines.append(f"| {c['family']} | {c['grid'][0]}x{c['grid'][1]} | {c['noise']} | {c['frames']} | {row} |")
     lines += ["", "The same absent noun beside a present one (phase 1's rule for several nouns, "
-              "`layouts_from_attention`: the head chosen on the union of the nouns' focus masks unless "
-              "a noun's own scores `own_head_gain` times higher on its own focus, each noun read on its "
-              "own focus, one object one noun; a scene of "
+              "`layouts_from_attention`: the head chosen on the union of the nouns' focus masks, each "
+              "noun read on its own focus, one object one noun; a scene of "
               "1..8 objects for the present noun, one per count, and the cross-attention of a scene "
               "without objects for the absent one; per frame, no vote):", "",
               "| family | grid | noise | absent noun counted 0 | present noun counted right |",

@@ -1,12 +1,12 @@
 """Several nouns of one frame read together (``layouts_from_attention``: phase 1's rule on
-ready maps): each noun its head and its own instances, one object one noun."""
+ready maps): one head for the frame, each noun its own instances, one object one noun."""
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
 from numina_hooks.numina import NuminaConfig, layout_from_attention, layouts_from_attention
-from test_identify_v2 import GRID, _heads, _instance_head
+from test_identify_v2 import GRID, _heads
 
 KINDS = ["positional", "diffuse", "instance", "positional"]
 
@@ -79,39 +79,6 @@ def test_bad_input_is_refused_by_name():
         layouts_from_attention(sa, {"cats": good, "dogs": good[:, :5]}, GRID)
     with pytest.raises(ValueError, match="paper preset"):
         layouts_from_attention(sa, {"cats": good}, GRID, NuminaConfig.paper())
-
-
-def _two_by_two():
-    """Two cats (left) and two dogs (right), 2x2 each, apart."""
-    labels = np.zeros(GRID, dtype=np.int64)
-    labels[1:3, 1:3] = 1
-    labels[5:7, 2:4] = 2
-    labels[1:3, 8:10] = 3
-    labels[5:7, 9:11] = 4
-    return labels
-
-
-@pytest.mark.parametrize("gain", [1.0, 1.5, None])
-def test_a_noun_reads_its_own_head_when_the_shared_one_does_not_separate_its_objects(gain):
-    # head 1 separates the cats only, head 3 the dogs only (each treats the other noun's
-    # objects as background): with own_head_gain each noun counts right on its own head; one
-    # head for both (None) loses the objects of one noun
-    labels = _two_by_two()
-    cats_only, dogs_only = np.where(labels <= 2, labels, 0), np.where(labels >= 3, labels, 0)
-    sa = torch.stack([_heads(labels, 2, KINDS)[0], _instance_head(cats_only, GRID).float(),
-                      _heads(labels, 2, KINDS)[1], _instance_head(dogs_only, GRID).float()])
-    cross = {"cats": _noun_map(labels, [1, 2]), "dogs": _noun_map(labels, [3, 4])}
-    got = layouts_from_attention(sa, cross, GRID, NuminaConfig(own_head_gain=gain))
-    counts = (got["cats"].count, got["dogs"].count)
-    if gain is not None:
-        assert counts == (2, 2)
-        assert (got["cats"].self_head, got["dogs"].self_head) == (1, 3)
-        for noun, ids in (("cats", (1, 2)), ("dogs", (3, 4))):  # each instance is one object
-            found = {frozenset(map(tuple, np.argwhere(got[noun].labels == k))) for k in (1, 2)}
-            assert found == {frozenset(map(tuple, np.argwhere(labels == k))) for k in ids}
-    else:
-        assert got["cats"].self_head == got["dogs"].self_head in (1, 3)
-        assert counts != (2, 2)
 
 
 @pytest.mark.parametrize("measure,counts", [("share", (3, 1)), ("relative", (2, 2))])

@@ -59,7 +59,6 @@ _INTERVALS = {
     "min_member_lift": (0, True, 1, False, True, " (no check)"),
     "min_lift_null_factor": (0, False, math.inf, False, True, " (min_lift alone)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
-    "own_head_gain": (1, True, math.inf, False, True, " (every noun reads the shared head)"),
     "splinter_fraction": (0, False, 1, True, False, ""),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
@@ -282,13 +281,6 @@ class NuminaConfig:
     into 4-connected components of at least ``cross_fallback_min_size`` patches."""
     cross_fallback_min_size: int = 2
     """Smallest cross-attention component counted by the fallback (patches)."""
-    own_head_gain: float | None = 1.5
-    """How the default algorithm chooses the self-attention head when a prompt counts several
-    nouns. One head is chosen on the union of the nouns' focus masks (the shared head, whose
-    choice pools every noun's objects); a noun reads its own best head instead when, scored on
-    its own focus, that head scores more than ``own_head_gain`` times the shared head. None:
-    every noun reads the shared head (the rule before 2026-12-04). One noun alone reads the
-    head it chooses either way."""
     exclusive_regions: bool = True
     """True (default): an instance claimed by several nouns in a frame goes to one of them
     (``claim_measure``): one object is counted for one noun. False (paper): every noun keeps

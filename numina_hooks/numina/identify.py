@@ -4,9 +4,9 @@
 branch at step t* and block l*. Default algorithm (``head_choice="containment"``): in the
 self view it partitions every head of every frame (adaptive cut) and measures each
 region's containment; in the cross view it builds each noun's focus mask per frame and
-reads the nouns by ``read_nouns``: the head chosen on the union of the nouns' focus masks
-(or a noun's own, clearly better head), each noun keeping that head's regions on its own
-focus as its instances, one object one noun. Paper preset (``NuminaConfig.paper()``): the self view
+reads the nouns by ``read_nouns``: the head chosen on the union of the nouns' focus masks,
+each noun keeping that head's regions on its own focus as its instances, one object one
+noun. Paper preset (``NuminaConfig.paper()``): the self view
 scores every head by its PCA image and turns the best head's map into proposals; the cross
 view keeps the proposals each noun's focus covers. Counts are then voted over
 ``temporal_window`` neighbouring frames (the per-frame labels are kept as read). For Wan the
@@ -353,12 +353,9 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     (containment head choice, adaptive cut): ``LayoutReader`` and ``layouts_from_attention``
     both read through it.
 
-    1. The head: one head is chosen on the union of the nouns' focus masks (the shared head,
-       whose choice pools every noun's objects); each noun also scores every head on its
-       own focus, and reads its own best head instead when that head scores more than
-       ``cfg.own_head_gain`` times the shared head there (None: every noun reads the shared
-       head). One noun alone reads the head it chooses.
-    2. Each noun reads its head on its own focus, as ``layout_from_attention`` reads a noun
+    1. The head: one head is chosen on the union of the nouns' focus masks (a choice that
+       pools every noun's objects); one noun alone reads the head it chooses on its focus.
+    2. Each noun reads that head on its own focus, as ``layout_from_attention`` reads a noun
        alone: the head's pieces of one object linked (``link(parts, head, focus)``; None =
        ``layout.link_chosen_head`` with ``source``), the cross-map fallback
        (``self_evidence_factor``) tested with the other nouns' regions left out of the
@@ -395,22 +392,11 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             return parts
         return copy.deepcopy(pristine)
 
-    if len(focus) > 1:
-        shared, shared_scores, _ = choose_head_on(partitions(), source, FocusUnion(list(focus.values())), cfg)
-    chosen = {}
-    for noun, on in focus.items():
-        if len(focus) > 1 and cfg.own_head_gain is None:
-            chosen[noun] = (shared, shared_scores)
-            continue
-        own, scores, _ = choose_head_on(partitions(), source, on, cfg)
-        if len(focus) == 1 or (own >= 0 and (shared < 0 or scores[own] > cfg.own_head_gain * scores[shared])):
-            chosen[noun] = (own, scores)
-        else:
-            chosen[noun] = (shared, shared_scores)
+    nouns_focus = FocusUnion(list(focus.values())) if len(focus) > 1 else next(iter(focus.values()))
+    head, scores, _ = choose_head_on(partitions(), source, nouns_focus, cfg)
     grid = parts.regions.shape[1:]
     out = {}
-    for noun, (head, scores) in chosen.items():
-        on = focus[noun]
+    for noun, on in focus.items():
         read = partitions()
         if head >= 0:
             choose_head_on(read, source, on, cfg, head)  # the lifts its own choice measures
@@ -440,10 +426,11 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
 def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
                            config: NuminaConfig | None = None) -> dict[str, Layout]:
     """The countable layouts of several nouns of one frame, read together as phase 1 reads a
-    prompt's counted nouns (``read_nouns``): by default each noun chooses its head and is
-    tested for the cross-map fallback on its own focus (``noun_heads``), and, with
-    ``exclusive_regions``, one object is counted for one noun (``claim_measure``). With one
-    noun it gives what ``layout_from_attention`` gives.
+    prompt's counted nouns (``read_nouns``): the head chosen on the union of their focus
+    masks, each noun read on its own focus (linked, tested for the cross-map fallback with
+    the other nouns' regions left out of its background), and, with ``exclusive_regions``,
+    one object counted for one noun (``claim_measure``). With one noun it gives what
+    ``layout_from_attention`` gives.
 
     Args:
         self_attn: ``[heads, HW, HW]`` self-attention of the frame (as for
@@ -457,8 +444,9 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
             (``head_choice="containment"``) with the adaptive cut, the default.
 
     Returns:
-        noun -> ``Layout`` (``self_head``, ``head_scores``, ``proposals`` and ``from_cross``
-        are that noun's choice; shared by the nouns with ``noun_heads="shared"``).
+        noun -> ``Layout`` (``self_head`` and ``head_scores`` are the frame's, shared by the
+        nouns; ``proposals`` the head's regions as linked on the noun's focus; ``from_cross``
+        the noun's).
 
     Raises:
         ValueError: no noun, a config with another head choice or cut, or maps that
