@@ -21,7 +21,7 @@ cross view has been seen.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -381,7 +381,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             instances (``unclaimed_min_lift``); None = ``(source, head)``; a None source
             skips them.
     """
-    pristine = copy.deepcopy(parts) if len(focus) > 1 else None
+    pristine = _copy_partitions(parts) if len(focus) > 1 else None
     used = []
 
     def partitions() -> HeadPartitions:
@@ -390,7 +390,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         if pristine is None or not used:
             used.append(True)
             return parts
-        return copy.deepcopy(pristine)
+        return _copy_partitions(pristine)
 
     nouns_focus = FocusUnion(list(focus.values())) if len(focus) > 1 else next(iter(focus.values()))
     head, scores, _ = choose_head_on(partitions(), source, nouns_focus, cfg)
@@ -399,7 +399,8 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     for noun, on in focus.items():
         read = partitions()
         if head >= 0:
-            choose_head_on(read, source, on, cfg, head)  # the lifts its own choice measures
+            if source is not None:  # the lifts the noun's own choice would measure
+                choose_head_on(read, source, on, cfg, head)
             if link is not None:
                 link(read, head, on)
             elif source is not None:
@@ -421,6 +422,17 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     if cfg.exclusive_regions and len(out) > 1:
         exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
     return out
+
+
+def _copy_partitions(parts: HeadPartitions) -> HeadPartitions:
+    """A copy of ``parts`` that measuring lifts (``fill_lift``, in place into the lift
+    arrays and null lists) and linking (``_merge_regions``: a head's row of ``regions`` and
+    its list entries) leave ``parts`` alone in; the arrays those never change (thresholds,
+    sink keys, the regions as cut) are shared."""
+    return dataclasses.replace(
+        parts, regions=parts.regions.copy(), lift=[x.copy() for x in parts.lift],
+        contrast=list(parts.contrast), sink=list(parts.sink),
+        null_lift=None if parts.null_lift is None else [None if x is None else x.copy() for x in parts.null_lift])
 
 
 def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
