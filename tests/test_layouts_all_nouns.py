@@ -128,3 +128,14 @@ def test_a_claim_over_the_background_level_holds_for_loud_maps_and_few_objects(m
     labels, maps = _claimed_cat(0.01, 0.29)
     exclusive_instances(labels, maps, measure)
     assert ((labels["cats"].max(), labels["dogs"].max()) == (3, 1)) == right[1]
+
+
+def test_an_unknown_claim_measure_is_refused_by_name():
+    from numina_hooks.numina.identify import exclusive_instances
+
+    with pytest.raises(ValueError, match=r"claim_measure='mean'.*'median', 'share', 'relative'"):
+        NuminaConfig(claim_measure="mean")
+    labels, maps = _claimed_cat(0.01, 0.29)
+    with pytest.raises(ValueError, match=r"measure='mean'.*claim_measure"):
+        exclusive_instances(labels, maps, "mean")
+    assert (labels["cats"].max(), labels["dogs"].max()) == (3, 2)  # nothing was changed
