@@ -409,14 +409,9 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         from_cross = lacks_self_evidence(read, head, on, cfg, source, FocusUnion(others) if others else None)
         if from_cross:
             labels = cross_components(on, cfg)
-        elif head < 0:
-            labels = np.zeros(grid, dtype=np.int32)
         else:
-            keep = head_instances(read, head, on, cfg.focus_overlap, cfg.min_lift, cfg.min_lift_null_factor)
-            labels = head_labels(read, head, keep, cfg)
-            src, src_head = source_of(head) if source_of is not None else (source, head)
-            if src is not None:
-                labels = with_unclaimed(labels, on, src, src_head, cfg, read.sink_keys[head])
+            src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
+            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head)[noun]
         out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
                                 regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32))
     if cfg.exclusive_regions and len(out) > 1:
