@@ -13,7 +13,8 @@ from scipy.ndimage import gaussian_filter
 from hand_built_maps import instance_head, positional_head
 
 from numina_hooks.numina.config import NuminaConfig
-from numina_hooks.numina.layout import cross_components, layout_from_attention, noun_focus
+from numina_hooks.numina.layout import (cross_components, head_missed_objects, layout_from_attention,
+                                        noun_focus, strong_components)
 
 GRID = (20, 30)
 N = GRID[0] * GRID[1]
@@ -56,8 +57,9 @@ def test_without_instance_structure_the_objects_come_from_the_cross_map(seed):
         assert len(found[found > 0]) == 1
     assert set(np.unique(layout.labels[labels == 0])) <= set(np.unique(layout.labels[labels > 0])) | {0}
     assert "from_cross=True" in repr(layout)
-    # without the fallback the positional pieces under the focus are what gets counted
-    paper_like = layout_from_attention(sa, cross, GRID, NuminaConfig(self_evidence_factor=None))
+    # without either fallback the positional pieces under the focus are what gets counted
+    paper_like = layout_from_attention(sa, cross, GRID, NuminaConfig(self_evidence_factor=None,
+                                                                     cross_fallback_excess=None))
     assert not paper_like.from_cross and paper_like.count != 3
 
 
@@ -80,6 +82,84 @@ def test_an_instance_head_keeps_the_self_attention_layout(seed):
     # (a region of the head may also take in background next to an object)
     own = [np.unique(layout.labels[labels == k]) for k in (1, 2, 3)]
     assert sum(len(o[o > 0]) == 1 and (layout.labels[labels == k] > 0).all() for k, o in zip((1, 2, 3), own)) >= 2
+
+
+def _four_objects() -> np.ndarray:
+    labels = np.zeros(GRID, dtype=np.int64)
+    for k, (y, x) in enumerate(((3, 3), (3, 11), (13, 5), (12, 20)), start=1):
+        labels[y:y + 4, x:x + 4] = k
+    return labels
+
+
+def _merged_head_frame(seed: int):
+    """Four objects; the one instance-like head holds objects 1+2 and 3+4 in one region each
+    (a class-level head, or objects merged under noise), the other heads positional and
+    diffuse; the cross map shows the four apart."""
+    labels = _four_objects()
+    merged = np.where(labels == 2, 1, np.where(labels == 4, 3, labels))
+    gen = torch.Generator().manual_seed(seed)
+    heads = [_positional_of(0.8), _positional_of(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64),
+             instance_head(merged, 0.5)]
+    noisy = [h * torch.exp(0.3 * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
+    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
+    return labels, sa, torch.from_numpy(np.stack([cross.reshape(-1)] * len(heads))).float()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_objects_the_head_merges_are_read_from_the_cross_map(seed):
+    labels, sa, cross = _merged_head_frame(seed)
+    alone = layout_from_attention(sa, cross, GRID, NuminaConfig(cross_fallback_excess=None))
+    assert alone.self_head == 3 and alone.count == 2 and not alone.from_cross
+    layout = layout_from_attention(sa, cross, GRID)
+    assert layout.from_cross and layout.count == 4 and layout.self_head == 3
+    for k in (1, 2, 3, 4):  # one instance on each object
+        found = np.unique(layout.labels[labels == k])
+        assert len(found[found > 0]) == 1
+    assert strong_components(noun_focus(cross[0].numpy(), GRID)) == 4
+    # an excess of 3 is not reached by 4 strong bumps against 2 instances
+    assert layout_from_attention(sa, cross, GRID, NuminaConfig(cross_fallback_excess=3)).count == 2
+
+
+def test_one_extra_bump_in_the_cross_map_does_not_replace_the_heads_instances():
+    # the instance head separates the three objects; the cross map has a fourth bump as
+    # strong as they are, on background (clutter, or one object shown as two bumps)
+    labels = _objects()
+    sa, cross = _frame(labels, with_instance_head=True, seed=0)
+    bump = np.zeros(GRID)
+    bump[15:18, 22:25] = 1.0
+    extra = gaussian_filter((labels > 0) + bump, 1.0) + 0.01
+    ca = torch.from_numpy(np.stack([extra.reshape(-1)] * sa.shape[0])).float()
+    assert strong_components(noun_focus(extra, GRID)) == 4
+    layout = layout_from_attention(sa, ca, GRID)
+    assert not layout.from_cross and layout.self_head == 3 and layout.count == 3
+    assert not head_missed_objects(3, noun_focus(extra, GRID))
+    # with an excess of 1 the one extra bump would replace them
+    assert layout_from_attention(sa, ca, GRID, NuminaConfig(cross_fallback_excess=1)).from_cross
+
+
+def test_head_missed_objects_needs_an_instance_and_can_be_turned_off():
+    focus = noun_focus(gaussian_filter((_four_objects() > 0).astype(np.float64), 1.0) + 0.01, GRID)
+    assert strong_components(focus) == 4
+    assert head_missed_objects(2, focus) and not head_missed_objects(3, focus)
+    assert not head_missed_objects(0, focus)  # a head with no instance keeps the noun at 0
+    assert not head_missed_objects(1, focus, NuminaConfig(cross_fallback_excess=None))
+    assert head_missed_objects(3, focus, NuminaConfig(cross_fallback_excess=1))
+    # only the bumps that reach cross_fallback_peak of the map's range are strong
+    uneven = np.zeros(GRID)
+    uneven[2:6, 2:6], uneven[12:16, 20:24] = 1.0, 0.5
+    low = noun_focus(gaussian_filter(uneven, 1.0) + 0.01, GRID)
+    assert strong_components(low) == 1
+    assert strong_components(low, NuminaConfig(cross_fallback_peak=0.4)) == 2
+    assert strong_components(noun_focus(np.full(GRID, 0.2), GRID)) == 0  # a flat map
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_a_bad_cross_fallback_excess_is_refused_by_name(value):
+    with pytest.raises(ValueError, match="cross_fallback_excess"):
+        NuminaConfig(cross_fallback_excess=value)
+    with pytest.raises(ValueError, match="cross_fallback_peak"):
+        NuminaConfig(cross_fallback_peak=0.0)
 
 
 def test_cross_components_split_the_map_at_the_ratio_of_its_range():

@@ -70,6 +70,7 @@ _INTERVALS = {
     "focus_contrast": (0, True, 1, True, True, " (the overlap test alone)"),
     "self_evidence_factor": (0, False, math.inf, False, True, " (never fall back to the cross map)"),
     "cross_fallback_ratio": (0, False, 1, False, False, ""),
+    "cross_fallback_peak": (0, False, 1, True, False, ""),
 }
 
 
@@ -281,6 +282,19 @@ class NuminaConfig:
     into 4-connected components of at least ``cross_fallback_min_size`` patches."""
     cross_fallback_min_size: int = 2
     """Smallest cross-attention component counted by the fallback (patches)."""
+    cross_fallback_excess: int | None = 2
+    """The second reason to take the cross map's components (``cross_fallback_ratio``): the
+    chosen head missed objects. When the noun's map holds at least this many more strong
+    components (``cross_fallback_peak``) than the head has instances on its focus, and the
+    head has at least one, the layout is the cross map's (``layout.head_missed_objects``;
+    ``Layout.from_cross``). Under per-entry noise or a class-level head the self-attention
+    merges or drops objects that the cross map still shows apart; one extra bump may be
+    clutter or one object in two bumps, so one is not enough. A head with no instance
+    keeps the noun at 0 (an absent noun's map still has bumps). None = off (the paper)."""
+    cross_fallback_peak: float = 0.7
+    """A cross-map component is strong (``cross_fallback_excess``) when its peak reaches
+    ``floor + cross_fallback_peak * (peak - floor)`` of the noun's map: 1.0 keeps only the
+    component holding the map's peak."""
     exclusive_regions: bool = True
     """True (default): an instance claimed by several nouns in a frame goes to one of them
     (``claim_measure``): one object is counted for one noun. False (paper): every noun keeps
@@ -393,6 +407,9 @@ class NuminaConfig:
         if v > 1 and self.head_choice != "containment":
             _fail("reading_layers", v, '1 with head_choice="image_score" (the paper\'s head score '
                   'reads one block); use head_choice="containment" to read several')
+        v = self.cross_fallback_excess
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            _fail("cross_fallback_excess", v, "an int >= 1, or None (no fallback for missed objects)")
         for name in ("edge_band", "temporal_window", "peak_rim"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -442,7 +459,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
-                        self_evidence_factor=None,
+                        self_evidence_factor=None, cross_fallback_excess=None,
                         own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)

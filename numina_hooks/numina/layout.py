@@ -183,6 +183,33 @@ def cross_components(focus: NounFocus, config: NuminaConfig | None = None) -> np
     return _regions_to_instances(lab, keep)
 
 
+def strong_components(focus, config: NuminaConfig | None = None) -> int:
+    """How many of the noun's cross-map components (``cross_components``) are strong: their
+    peak reaches ``floor + cross_fallback_peak * (peak - floor)`` of the map. ``focus``: the
+    noun's ``NounFocus``; 0 for a flat map."""
+    cfg = config or NuminaConfig()
+    comps = cross_components(focus, cfg)
+    m = int(comps.max())
+    if m == 0:
+        return 0
+    peak = np.full(m + 1, -np.inf)
+    np.maximum.at(peak, comps.reshape(-1), np.asarray(focus.cross, dtype=np.float64).reshape(-1))
+    return int((peak[1:] >= focus.floor + cfg.cross_fallback_peak * focus.spread).sum())
+
+
+def head_missed_objects(count: int, focus, config: NuminaConfig | None = None) -> bool:
+    """Whether the chosen head's ``count`` instances (at least one) of a noun fall short of
+    its cross map's strong components (``strong_components``) by ``cross_fallback_excess``
+    or more: the self-attention merged or dropped objects that the cross map shows apart,
+    and the layout is the cross map's (``cross_components``). False when the excess is
+    None or the head has no instance (a noun the head does not find stays at 0: an absent
+    noun's map still has bumps)."""
+    cfg = config or NuminaConfig()
+    if cfg.cross_fallback_excess is None or count < 1:
+        return False
+    return strong_components(focus, cfg) >= count + cfg.cross_fallback_excess
+
+
 def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConfig,
                         self_attn=None, others=None) -> bool:
     """Whether ``head``'s instances on ``focus`` stand out of its background by no more than
@@ -526,7 +553,8 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     # the labels of ``choose_from_partitions`` are the layout only with the adaptive cut (the
     # correlation cut reads its proposals from ``layout_from_maps`` below)
     from_cross = (adaptive and cfg.head_choice == "containment" and self_head is None
-                  and lacks_self_evidence(parts, head, focus, cfg, source))
+                  and (lacks_self_evidence(parts, head, focus, cfg, source)
+                       or head_missed_objects(int(labels.max()), focus, cfg)))
     if from_cross:
         labels = cross_components(focus, cfg)
     if adaptive:
