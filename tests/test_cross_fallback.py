@@ -215,6 +215,22 @@ def test_the_phase_one_reader_falls_back_per_frame():
     assert reader.nouns["objects"].frame_counts == [3, 3]
 
 
+def test_the_phase_one_reader_and_layouts_from_attention_read_missed_objects_from_the_cross_map():
+    # the same rule in phase 1's reader and in the several-noun reading: a frame whose head
+    # merges the four objects in pairs is read from the cross map (4); with the rule off, 2
+    from numina_hooks.numina.identify import LayoutReader, layouts_from_attention
+
+    _, sa, cross = _merged_head_frame(0)
+    for cfg, want in ((NuminaConfig(), (True, 4)), (NuminaConfig(cross_fallback_excess=None), (False, 2))):
+        reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=cfg)
+        reader.self_source = "maps"
+        for kind in ("self", "cross"):
+            reader.on_attention(_MapView(kind, [sa], [cross]))
+        assert (reader.nouns["objects"].from_cross[0], reader.nouns["objects"].frame_counts[0]) == want
+        got = layouts_from_attention(sa, {"objects": cross}, GRID, cfg)["objects"]
+        assert (got.from_cross, got.count) == want
+
+
 @pytest.mark.parametrize("field,value", [("self_evidence_factor", 0.0), ("self_evidence_factor", -1.0),
                                          ("cross_fallback_ratio", 1.0), ("cross_fallback_ratio", 0.0),
                                          ("cross_fallback_min_size", 0)])
@@ -224,7 +240,8 @@ def test_bad_values_are_refused_with_the_field_named(field, value):
 
 
 def test_the_paper_preset_never_falls_back():
-    assert NuminaConfig.paper().self_evidence_factor is None
+    paper = NuminaConfig.paper()
+    assert paper.self_evidence_factor is None and paper.cross_fallback_excess is None
 
 
 def test_another_nouns_objects_are_not_taken_for_background_pieces():

@@ -71,7 +71,8 @@ class NounReading:
     # block (-1: no head had a region on the focus)
     self_layers: list = field(default_factory=list)  # per frame: that head's block (-1: none)
     from_cross: list = field(default_factory=list)  # per frame bool: the instances are the
-    # noun's cross-attention components (the chosen head's did not stand out of its background)
+    # noun's cross-attention components (the chosen head's did not stand out of its
+    # background, or its cross map showed objects the head missed: ``cross_fallback_excess``)
     pca_rgb: list = field(default_factory=list)  # per frame float32 [H, W, 3]: the chosen head's
     # regions in colour (default), or its PCA(3) colour image (paper preset)
     cross_heads: list = field(default_factory=list)  # per frame int (-1 = mean over heads)
@@ -343,7 +344,8 @@ class NounInFrame:
     labels: np.ndarray  # int32 [H, W], 0 background, 1..n instances
     head: int  # the chosen head's index in the frame's partitions; -1 = none had a region on the focus
     scores: np.ndarray  # float32 [heads]: the head scores it was chosen by
-    from_cross: bool  # the labels are the cross map's components (``self_evidence_factor``)
+    from_cross: bool  # the labels are the cross map's components (``self_evidence_factor``,
+    # ``cross_fallback_excess``)
     regions: np.ndarray  # int32 [H, W]: the chosen head's regions, its pieces linked (zeros: none)
 
 
@@ -361,7 +363,9 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
        (``self_evidence_factor``) tested with the other nouns' regions left out of the
        background pieces (they are objects), and the head's instances on the focus kept,
        plus those found in the focus they leave unclaimed; or, after the fallback, the
-       noun's cross map's components. Measuring lifts and linking change the partitions in
+       noun's cross map's components. The second fallback (``cross_fallback_excess``) is
+       tested on those instances: a cross map with that many more strong components than
+       the head has instances replaces them too. Measuring lifts and linking change the partitions in
        place, so every choice and reading after the first works on a copy of them as they
        were given.
     3. With ``cfg.exclusive_regions``, one object one noun (``exclusive_instances`` by

@@ -40,7 +40,8 @@ from .partition import (HeadPartitions, _as_source, _components, _relabel, choos
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
-           "focus_mask", "noun_focus", "bright_pixels", "cross_components", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
+           "focus_mask", "noun_focus", "bright_pixels", "cross_components", "strong_components",
+           "head_missed_objects", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
 
 
 @dataclass
@@ -58,8 +59,9 @@ class Layout:
         head without instances, or the paper's image score), or None.
     from_cross: True when the instances are the cross-attention's components
         (``cross_components``) because the chosen head's instances did not stand out of its
-        background (``NuminaConfig.self_evidence_factor``); ``self_head`` is still the head
-        that was chosen.
+        background (``NuminaConfig.self_evidence_factor``) or were at least
+        ``cross_fallback_excess`` fewer than the map's strong components
+        (``head_missed_objects``); ``self_head`` is still the head that was chosen.
     """
     labels: np.ndarray
     count: int
