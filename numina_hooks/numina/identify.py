@@ -37,7 +37,7 @@ from .layout import (Layout, _instances, _partition, _regions_to_instances, chec
                      checked_cross_attention, checked_self_attention,
                      choose_head_on, cross_components, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
-                     splinter_option, head_missed_objects)
+                     splinter_option, head_missed_objects, strong_components)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
                         temporal_vote)
@@ -411,14 +411,24 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
                 link_chosen_head(read, source, head, on, cfg)
         others = [f for other, f in focus.items() if other != noun]
         from_cross = lacks_self_evidence(read, head, on, cfg, source, FocusUnion(others) if others else None)
-        if not from_cross:
-            src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
-            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head)[noun]
-            from_cross = head_missed_objects(int(labels.max()), on, cfg)
         if from_cross:
             labels = cross_components(on, cfg)
+        else:
+            src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
+            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head)[noun]
         out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
                                 regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32))
+    # objects the head missed (``cross_fallback_excess``), once every noun is read: each
+    # strong bump of the nouns' maps is given to one noun first (one object one noun), so
+    # that a noun's map leaking onto a similar category's objects does not count them
+    if cfg.cross_fallback_excess is not None:
+        strong = {noun: strong_components(f, cfg) for noun, f in focus.items()}
+        if cfg.exclusive_regions and len(strong) > 1:
+            exclusive_instances(strong, maps, cfg.claim_measure, focus)
+        for noun, r in out.items():
+            if not r.from_cross and head_missed_objects(int(r.labels.max()), focus[noun], cfg,
+                                                        int(strong[noun].max())):
+                r.labels, r.from_cross = cross_components(focus[noun], cfg), True
     if cfg.exclusive_regions and len(out) > 1:
         exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
     return out

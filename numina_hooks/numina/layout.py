@@ -185,31 +185,40 @@ def cross_components(focus: NounFocus, config: NuminaConfig | None = None) -> np
     return _regions_to_instances(lab, keep)
 
 
-def strong_components(focus, config: NuminaConfig | None = None) -> int:
-    """How many of the noun's cross-map components (``cross_components``) are strong: their
-    peak reaches ``floor + cross_fallback_peak * (peak - floor)`` of the map. ``focus``: the
-    noun's ``NounFocus``; 0 for a flat map."""
+def strong_components(focus, config: NuminaConfig | None = None) -> np.ndarray:
+    """The noun's strong cross-map components: those of ``cross_components`` whose peak
+    reaches ``floor + cross_fallback_peak * (peak - floor)`` of the map, as int32 [H, W]
+    labels (0 = none, 1..n in raster order of their first pixel). ``focus``: the noun's
+    ``NounFocus``; all zeros for a flat map."""
     cfg = config or NuminaConfig()
     comps = cross_components(focus, cfg)
     m = int(comps.max())
     if m == 0:
-        return 0
+        return comps
+    flat = comps.reshape(-1)
     peak = np.full(m + 1, -np.inf)
-    np.maximum.at(peak, comps.reshape(-1), np.asarray(focus.cross, dtype=np.float64).reshape(-1))
-    return int((peak[1:] >= focus.floor + cfg.cross_fallback_peak * focus.spread).sum())
+    np.maximum.at(peak, flat, np.asarray(focus.cross, dtype=np.float64).reshape(-1))
+    strong = peak >= focus.floor + cfg.cross_fallback_peak * focus.spread
+    strong[0] = False
+    return _regions_to_instances(comps, strong)
 
 
-def head_missed_objects(count: int, focus, config: NuminaConfig | None = None) -> bool:
+def head_missed_objects(count: int, focus, config: NuminaConfig | None = None,
+                        strong: int | None = None) -> bool:
     """Whether the chosen head's ``count`` instances (at least one) of a noun fall short of
-    its cross map's strong components (``strong_components``) by ``cross_fallback_excess``
-    or more: the self-attention merged or dropped objects that the cross map shows apart,
-    and the layout is the cross map's (``cross_components``). False when the excess is
-    None or the head has no instance (a noun the head does not find stays at 0: an absent
+    its cross map's strong components by ``cross_fallback_excess`` or more: the
+    self-attention merged or dropped objects that the cross map shows apart, and the layout
+    is the cross map's (``cross_components``). ``strong``: how many strong components count
+    (None: every one of ``strong_components(focus)``; with several nouns, those the noun
+    keeps once each strong component is given to one noun). False when the excess is None
+    or the head has no instance (a noun the head does not find stays at 0: an absent
     noun's map still has bumps)."""
     cfg = config or NuminaConfig()
     if cfg.cross_fallback_excess is None or count < 1:
         return False
-    return strong_components(focus, cfg) >= count + cfg.cross_fallback_excess
+    if strong is None:
+        strong = int(strong_components(focus, cfg).max())
+    return strong >= count + cfg.cross_fallback_excess
 
 
 def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConfig,
