@@ -418,19 +418,25 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head)[noun]
         out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
                                 regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32))
-    # objects the head missed (``cross_fallback_excess``), once every noun is read: each
-    # strong bump of the nouns' maps is given to one noun first (one object one noun), so
-    # that a noun's map leaking onto a similar category's objects does not count them
+    exclusive = cfg.exclusive_regions and len(out) > 1
+    if exclusive:
+        exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
+    # objects the head missed (``cross_fallback_excess``), once every noun is read and each
+    # object given to one noun: a noun counts the instances it kept (one whose instances are
+    # all other nouns' objects is absent and stays at 0) against the strong bumps of its map
+    # that it keeps when each is given to one noun too (a map leaks onto a similar
+    # category's objects)
     if cfg.cross_fallback_excess is not None:
         strong = {noun: strong_components(f, cfg) for noun, f in focus.items()}
-        if cfg.exclusive_regions and len(strong) > 1:
+        if exclusive:
             exclusive_instances(strong, maps, cfg.claim_measure, focus)
+        switched = False
         for noun, r in out.items():
             if not r.from_cross and head_missed_objects(int(r.labels.max()), focus[noun], cfg,
                                                         int(strong[noun].max())):
-                r.labels, r.from_cross = cross_components(focus[noun], cfg), True
-    if cfg.exclusive_regions and len(out) > 1:
-        exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
+                r.labels, r.from_cross, switched = cross_components(focus[noun], cfg), True, True
+        if exclusive and switched:
+            exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
     return out
 
 
