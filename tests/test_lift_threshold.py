@@ -3,6 +3,7 @@ what a diffuse head's objects keep is far under ``min_lift``, a share of a row; 
 the same head's regions off the focus (or tiles of its background), they stand out. The default
 since 2026-12-03."""
 
+import dataclasses
 import numpy as np
 import pytest
 
@@ -98,7 +99,11 @@ def test_a_small_frames_objects_are_counted_against_background_tiles(seed, monke
         return np.zeros((parts.regions.shape[0], parts.regions[0].size), dtype=np.int64)
 
     monkeypatch.setattr(partition, "background_tiles", no_tiles)
-    assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), own).count == 2
+    # the missed-objects fallback (``cross_fallback_excess``) off: this is the null's test
+    # (with it, the cross map's components give the four objects back)
+    alone = dataclasses.replace(own, cross_fallback_excess=None)
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), alone).count == 2
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), own).from_cross
 
 
 def test_the_null_measures_a_few_regions_off_the_focus_and_tiles_only_where_needed():
@@ -144,8 +149,8 @@ def test_a_positional_heads_piece_of_the_focus_does_not_outscore_the_instance_he
     on the one piece of the frame under the focus, more than the diffuse instance head keeps
     on its objects, but that piece covers a few percent of the focus. Scored without the
     share of the focus its instances cover, the positional head wins and the frame is
-    counted 1 (the evidence test, ``self_evidence_factor``, off: this is the head score's
-    test)."""
+    counted 1 (the cross-map fallbacks, ``self_evidence_factor`` and
+    ``cross_fallback_excess``, off: this is the head score's test)."""
     import numina_hooks.numina.partition as partition
 
     scene = make_rope_scene(count, (30, 52), noise=1.0, seed=seed)
@@ -154,5 +159,5 @@ def test_a_positional_heads_piece_of_the_focus_does_not_outscore_the_instance_he
     assert scene.head_types[own.self_head] == "instance" and own.count == count
     monkeypatch.setattr(partition, "focus_coverage", lambda regions, instances, mask: 1.0)
     lift_alone = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52),
-                                       NuminaConfig(self_evidence_factor=None))
+                                       NuminaConfig(self_evidence_factor=None, cross_fallback_excess=None))
     assert scene.head_types[lift_alone.self_head] == "positional" and lift_alone.count == 1
