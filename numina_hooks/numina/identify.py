@@ -363,13 +363,15 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
        (``self_evidence_factor``) tested with the other nouns' regions left out of the
        background pieces (they are objects), and the head's instances on the focus kept,
        plus those found in the focus they leave unclaimed; or, after the fallback, the
-       noun's cross map's components. The second fallback (``cross_fallback_excess``) is
-       tested on those instances: a cross map with that many more strong components than
-       the head has instances replaces them too. Measuring lifts and linking change the partitions in
+       noun's cross map's components. Measuring lifts and linking change the partitions in
        place, so every choice and reading after the first works on a copy of them as they
        were given.
     3. With ``cfg.exclusive_regions``, one object one noun (``exclusive_instances`` by
        ``cfg.claim_measure``).
+    4. The second fallback (``cross_fallback_excess``): a noun whose map keeps that many
+       more strong components (``layout.strong_components``, given to one noun each by the
+       same claim) than the instances it kept is read from its cross map, and the claim
+       runs again.
 
     Args:
         parts: every head's regions of the frame (the first choice or reading changes them
