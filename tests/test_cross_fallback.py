@@ -33,17 +33,27 @@ def _objects() -> np.ndarray:
     return labels
 
 
-def _frame(labels: np.ndarray, with_instance_head: bool, seed: int = 0, noise: float = 0.3):
-    """Four heads: local positional kernels of two widths and a diffuse head, plus an
-    instance head or a third positional head; per-entry log-normal noise. The cross map:
-    the objects blurred by one patch on a 1% floor."""
+def _self_attention(fourth: torch.Tensor, seed: int, noise: float = 0.3) -> torch.Tensor:
+    """``[4, N, N]``: local positional kernels of two widths, a diffuse head and ``fourth``
+    (``[N, N]``), each with per-entry log-normal noise, rows renormalised."""
     gen = torch.Generator().manual_seed(seed)
-    heads = [_positional_of(0.8), _positional_of(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64),
-             instance_head(labels, 0.5) if with_instance_head else _positional_of(1.1)]
+    heads = [_positional_of(0.8), _positional_of(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64), fourth]
     noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
-    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
-    cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
-    return sa, torch.from_numpy(np.stack([cross.reshape(-1)] * len(heads))).float()
+    return torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+
+
+def _cross_of(weights: np.ndarray, heads: int = 4) -> torch.Tensor:
+    """A noun's cross map ``[heads, N]``: ``weights`` (float [H, W]) blurred by one patch on a
+    1% floor, the same in every head."""
+    cross = gaussian_filter(np.asarray(weights, dtype=np.float64), 1.0) + 0.01
+    return torch.from_numpy(np.stack([cross.reshape(-1)] * heads)).float()
+
+
+def _frame(labels: np.ndarray, with_instance_head: bool, seed: int = 0, noise: float = 0.3):
+    """Four heads (``_self_attention``) whose fourth is an instance head or a third positional
+    head. The cross map: the objects blurred by one patch on a 1% floor."""
+    fourth = instance_head(labels, 0.5) if with_instance_head else _positional_of(1.1)
+    return _self_attention(fourth, seed, noise), _cross_of(labels > 0)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -97,13 +107,7 @@ def _merged_head_frame(seed: int):
     diffuse; the cross map shows the four apart."""
     labels = _four_objects()
     merged = np.where(labels == 2, 1, np.where(labels == 4, 3, labels))
-    gen = torch.Generator().manual_seed(seed)
-    heads = [_positional_of(0.8), _positional_of(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64),
-             instance_head(merged, 0.5)]
-    noisy = [h * torch.exp(0.3 * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
-    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
-    cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
-    return labels, sa, torch.from_numpy(np.stack([cross.reshape(-1)] * len(heads))).float()
+    return labels, _self_attention(instance_head(merged, 0.5), seed), _cross_of(labels > 0)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -128,8 +132,8 @@ def test_one_extra_bump_in_the_cross_map_does_not_replace_the_heads_instances():
     sa, cross = _frame(labels, with_instance_head=True, seed=0)
     bump = np.zeros(GRID)
     bump[15:18, 22:25] = 1.0
-    extra = gaussian_filter((labels > 0) + bump, 1.0) + 0.01
-    ca = torch.from_numpy(np.stack([extra.reshape(-1)] * sa.shape[0])).float()
+    ca = _cross_of((labels > 0) + bump, sa.shape[0])
+    extra = ca[0].numpy().reshape(GRID)
     assert strong_components(noun_focus(extra, GRID)).max() == 4
     layout = layout_from_attention(sa, ca, GRID)
     assert not layout.from_cross and layout.self_head == 3 and layout.count == 3
@@ -151,8 +155,9 @@ def test_head_missed_objects_needs_an_instance_and_can_be_turned_off():
     low = noun_focus(gaussian_filter(uneven, 1.0) + 0.01, GRID)
     assert strong_components(low).max() == 1
     assert strong_components(low, NuminaConfig(cross_fallback_peak=0.4)).max() == 2
-    assert strong_components(noun_focus(np.full(GRID, 0.2), GRID)).max() == 0
-    assert head_missed_objects(1, focus, strong=2) is False and head_missed_objects(1, focus, strong=3)  # a flat map
+    assert strong_components(noun_focus(np.full(GRID, 0.2), GRID)).max() == 0  # a flat map
+    # a count of strong components given (several nouns: those the noun keeps) is used as is
+    assert head_missed_objects(1, focus, strong=2) is False and head_missed_objects(1, focus, strong=3)
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
@@ -262,8 +267,7 @@ def test_another_nouns_objects_are_not_taken_for_background_pieces():
     sa, _ = _frame(labels, with_instance_head=True, seed=0)
 
     def noun_map(ids):
-        m = gaussian_filter(np.isin(labels, ids).astype(np.float64), 1.0) + 0.01
-        return torch.from_numpy(np.stack([m.reshape(-1)] * 4)).float()
+        return _cross_of(np.isin(labels, ids))
 
     cats, dogs = noun_map([1, 2, 3]), noun_map(list(range(4, 13)))
     alone = layout_from_attention(sa, cats, GRID)
@@ -283,16 +287,10 @@ def test_a_nouns_leak_onto_another_nouns_objects_is_not_taken_for_missed_objects
     from numina_hooks.numina.identify import layouts_from_attention
 
     labels = _four_objects()
-    dogs_merged = np.where(labels >= 2, 2, labels)
-    gen = torch.Generator().manual_seed(0)
-    heads = [_positional_of(0.8), _positional_of(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64),
-             instance_head(dogs_merged, 0.5)]
-    noisy = [h * torch.exp(0.3 * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
-    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    sa = _self_attention(instance_head(np.where(labels >= 2, 2, labels), 0.5), 0)
 
     def noun_map(weights):
-        m = gaussian_filter(sum(w * (labels == k) for k, w in weights.items()).astype(np.float64), 1.0) + 0.01
-        return torch.from_numpy(np.stack([m.reshape(-1)] * 4)).float()
+        return _cross_of(sum(w * (labels == k) for k, w in weights.items()))
 
     cat, dogs = noun_map({1: 1.0, 2: 0.8, 3: 0.8, 4: 0.8}), noun_map({2: 1.0, 3: 1.0, 4: 1.0})
     alone = layout_from_attention(sa, cat, GRID)
