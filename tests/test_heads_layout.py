@@ -202,6 +202,11 @@ def test_scores_instead_of_probabilities_are_refused_clearly(scenes):
         layout_from_attention(fr.self_attn, fr.cross_attn - fr.cross_attn.mean(), GRID)
     empty = fr.self_attn.clone()
     empty[0, 5] = 0.0  # a row with no mass on the frame's keys
+    # the paper preset reads the whole map and sums every row; the default samples the rows
+    # (ROW_SUM_SAMPLE_ROWS evenly spaced ones, the first among them)
+    with pytest.raises(ValueError, match="self_attn: 1 rows sum to 0 or less"):
+        layout_from_attention(empty, fr.cross_attn, GRID, NuminaConfig.paper())
+    empty[1, 0] = 0.0
     with pytest.raises(ValueError, match="self_attn: 1 rows sum to 0 or less"):
         layout_from_attention(empty, fr.cross_attn, GRID)
 

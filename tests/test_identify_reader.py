@@ -392,3 +392,48 @@ def test_row_scores_keep_gradients_and_other_dtypes():
     torch.testing.assert_close(q.grad, k.sum(0).expand(5, 8))
     qb, kb = q.detach().bfloat16(), k.bfloat16()
     assert row_scores(qb, kb).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_a_nan_among_the_entries_read_from_a_map_is_refused_by_name(exclude):
+    # the default layout does not scan the whole map beforehand (its row sums are sampled,
+    # heads.attention_rows(sampled=True)): every entry read must be checked instead
+    grid = (6, 8)
+    q, k = scene_qk(grid, heads=3, seed=7, dtype=torch.float32)
+    maps = softmax_map(q, k, 0.3)
+    heads, rows = torch.tensor([1]), torch.tensor([[9, 10, 17, 18]])
+    bad = maps.clone()
+    bad[1, 10, 17] = float("nan")
+    bad[2, 40, 3] = float("inf")
+    reads = {"pairs": lambda s: s.pairs(torch.tensor([10]), torch.tensor([17])),
+             "blocks": lambda s: s.blocks(heads, rows),
+             "block_sums": lambda s: s.block_sums(heads, rows, torch.ones(1, 4)),
+             "mean_rows": lambda s: s.mean_rows(torch.tensor([10, 11]))}
+    for name, read in reads.items():
+        assert torch.isfinite(read(MapSelfAttention(maps, exclude_own_key=exclude))[0]).all(), name
+        with pytest.raises(ValueError, match="frame_map contains 2 NaN/inf"):
+            read(MapSelfAttention(bad, exclude_own_key=exclude, name="frame_map"))
+    own = maps.clone()
+    own[0, 4, 4] = float("nan")  # the own key: read when it is left out of each row
+    if exclude:
+        with pytest.raises(ValueError, match="self_attn contains 1 NaN/inf"):
+            MapSelfAttention(own, exclude_own_key=True)
+    else:
+        MapSelfAttention(own)  # nothing read yet
+
+
+def test_the_default_layout_refuses_a_nan_outside_the_sampled_rows():
+    # at 30x52 the row sums read 64 rows per head (every 24th): a NaN in row 5 is found
+    # where the partition reads it (its neighbour bundle)
+    from numina_hooks.numina.heads import ROW_SUM_SAMPLE_ROWS, attention_rows
+    from numina_hooks.numina.layout import layout_from_attention
+    grid = (30, 52)
+    q, k = scene_qk(grid, heads=4, seed=8, dtype=torch.float32)
+    maps = softmax_map(q, k, 0.3)
+    assert attention_rows(maps, "self_attn", sampled=True) is maps  # no pass, no copy
+    assert (grid[0] * grid[1]) // ROW_SUM_SAMPLE_ROWS > 5  # row 5 is not among the sampled
+    bad = maps.clone()
+    bad[2, 5, 6] = float("nan")
+    cross = torch.rand(4, grid[0] * grid[1])
+    with pytest.raises(ValueError, match="self_attn contains 1 NaN/inf"):
+        layout_from_attention(bad, cross, grid)

@@ -492,7 +492,7 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
                          f"choice and the adaptive cut; got head_choice={cfg.head_choice!r}, "
                          f"proposal_cut={cfg.proposal_cut!r}. Read each noun with "
                          "layout_from_attention for the paper preset")
-    sa, (H, W) = checked_self_attention(self_attn, grid, "layouts_from_attention")
+    sa, (H, W) = checked_self_attention(self_attn, grid, "layouts_from_attention", entries_only=True)
     maps, heads = {}, {}
     for noun, ca in cross_attn.items():
         checked = checked_cross_attention(ca, sa.shape, f"cross_attn[{noun!r}]")

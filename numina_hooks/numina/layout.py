@@ -473,11 +473,14 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
                   cross_head=int(cross_head), focus=focus.mask, proposals=proposals)
 
 
-def checked_self_attention(self_attn, grid: tuple[int, int], caller: str
-                           ) -> tuple[torch.Tensor, tuple[int, int]]:
+def checked_self_attention(self_attn, grid: tuple[int, int], caller: str, *,
+                           entries_only: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
     """One frame's ``[heads, HW, HW]`` self-attention (tensor or array) checked as
     ``layout_from_attention`` takes it and with rows summing to 1 (``attention_rows``), and
-    the grid ``(H, W)``. ValueError naming ``caller`` and what to pass instead."""
+    the grid ``(H, W)``. ``entries_only``: the caller reads the map only through
+    ``MapSelfAttention`` (the adaptive cut with the containment head choice), which checks
+    every entry it reads, so the row sums are sampled (``attention_rows(sampled=True)``).
+    ValueError naming ``caller`` and what to pass instead."""
     sa = self_attn if isinstance(self_attn, torch.Tensor) else torch.as_tensor(self_attn)
     if sa.ndim != 3:
         hint = ""
@@ -490,7 +493,7 @@ def checked_self_attention(self_attn, grid: tuple[int, int], caller: str
         raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
     H, W = _check_grid(sa.shape[1], grid, caller)
     # finite, not constant, probabilities; rows summing to 1
-    return attention_rows(sa, "self_attn"), (H, W)
+    return attention_rows(sa, "self_attn", sampled=entries_only), (H, W)
 
 
 def checked_cross_attention(cross_attn, self_shape, name: str) -> torch.Tensor:
@@ -541,13 +544,14 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         do not match ``grid``.
     """
     cfg = config or NuminaConfig()
-    sa, (H, W) = checked_self_attention(self_attn, grid, "layout_from_attention")
+    adaptive = cfg.proposal_cut == "adaptive"
+    sa, (H, W) = checked_self_attention(self_attn, grid, "layout_from_attention",
+                                        entries_only=adaptive and cfg.head_choice == "containment")
     ca = checked_cross_attention(cross_attn, sa.shape, "cross_attn")
     if self_head is not None and not 0 <= int(self_head) < sa.shape[0]:
         raise ValueError(f"self_head={self_head!r} is out of range: self_attn has "
                          f"{sa.shape[0]} heads (0..{sa.shape[0] - 1})")
     cross_map, cross_head = select_cross_attention(ca, cfg.cross_head)
-    adaptive = cfg.proposal_cut == "adaptive"
     if cfg.head_choice == "containment" or adaptive:
         source = self_attention_source(sa, cfg)
         parts = _partition(source, (H, W), cfg)
