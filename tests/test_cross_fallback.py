@@ -137,18 +137,29 @@ def test_one_extra_bump_in_the_cross_map_does_not_replace_the_heads_instances():
     assert strong_components(noun_focus(extra, GRID)).max() == 4
     layout = layout_from_attention(sa, ca, GRID)
     assert not layout.from_cross and layout.self_head == 3 and layout.count == 3
-    assert not head_missed_objects(3, noun_focus(extra, GRID))
+    assert not head_missed_objects(layout.labels, noun_focus(extra, GRID))
     # with an excess of 1 the one extra bump would replace them
     assert layout_from_attention(sa, ca, GRID, NuminaConfig(cross_fallback_excess=1)).from_cross
 
 
+def _instances_on(labels: np.ndarray, objects) -> np.ndarray:
+    """Instance labels 1..k on the listed objects of ``labels`` (in that order)."""
+    out = np.zeros(labels.shape, dtype=np.int32)
+    for k, obj in enumerate(objects, start=1):
+        out[labels == obj] = k
+    return out
+
+
 def test_head_missed_objects_needs_an_instance_and_can_be_turned_off():
-    focus = noun_focus(gaussian_filter((_four_objects() > 0).astype(np.float64), 1.0) + 0.01, GRID)
+    objects = _four_objects()
+    focus = noun_focus(gaussian_filter((objects > 0).astype(np.float64), 1.0) + 0.01, GRID)
     assert strong_components(focus).max() == 4
-    assert head_missed_objects(2, focus) and not head_missed_objects(3, focus)
-    assert not head_missed_objects(0, focus)  # a head with no instance keeps the noun at 0
-    assert not head_missed_objects(1, focus, NuminaConfig(cross_fallback_excess=None))
-    assert head_missed_objects(3, focus, NuminaConfig(cross_fallback_excess=1))
+    two, three = _instances_on(objects, (1, 2)), _instances_on(objects, (1, 2, 3))
+    assert head_missed_objects(two, focus) and not head_missed_objects(three, focus)
+    nothing = np.zeros(GRID, dtype=np.int32)
+    assert not head_missed_objects(nothing, focus)  # a head with no instance keeps the noun at 0
+    assert not head_missed_objects(_instances_on(objects, (1,)), focus, NuminaConfig(cross_fallback_excess=None))
+    assert head_missed_objects(three, focus, NuminaConfig(cross_fallback_excess=1))
     # only the bumps that reach cross_fallback_peak of the map's range are strong
     uneven = np.zeros(GRID)
     uneven[2:6, 2:6], uneven[12:16, 20:24] = 1.0, 0.5
@@ -156,8 +167,28 @@ def test_head_missed_objects_needs_an_instance_and_can_be_turned_off():
     assert strong_components(low).max() == 1
     assert strong_components(low, NuminaConfig(cross_fallback_peak=0.4)).max() == 2
     assert strong_components(noun_focus(np.full(GRID, 0.2), GRID)).max() == 0  # a flat map
-    # a count of strong components given (several nouns: those the noun keeps) is used as is
-    assert head_missed_objects(1, focus, strong=2) is False and head_missed_objects(1, focus, strong=3)
+    # the strong components given (several nouns: those the noun keeps) are used as they are
+    given = strong_components(focus)
+    assert not head_missed_objects(two, focus, strong=np.where(given > 2, 0, given))
+    assert head_missed_objects(_instances_on(objects, (1,)), focus, strong=np.where(given > 3, 0, given))
+
+
+def test_instances_that_touch_too_few_strong_objects_are_replaced_by_the_cross_map():
+    # as many instances as strong components, but placed elsewhere: two on object 1 (its
+    # halves, as a head that splits objects into parts gives them), two on background where
+    # the map has no bump; objects 2-4 touch no instance
+    objects = _four_objects()
+    focus = noun_focus(gaussian_filter((objects > 0).astype(np.float64), 1.0) + 0.01, GRID)
+    parts = np.zeros(GRID, dtype=np.int32)
+    parts[3:7, 3:5], parts[3:7, 5:7] = 1, 2  # object 1 in two halves
+    parts[17:19, 0:3], parts[0:2, 26:29] = 3, 4  # off every object
+    assert int(parts.max()) == strong_components(focus).max() == 4  # the counts agree
+    assert head_missed_objects(parts, focus)
+    # one strong component left untouched is not enough (clutter, or one object in two bumps)
+    on_three = _instances_on(objects, (1, 2, 3))
+    on_three[17:19, 0:3] = 4  # and one on background
+    assert not head_missed_objects(on_three, focus)
+    assert head_missed_objects(on_three, focus, NuminaConfig(cross_fallback_excess=1))
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])

@@ -434,8 +434,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             exclusive_instances(strong, maps, cfg.claim_measure, focus)
         switched = False
         for noun, r in out.items():
-            if not r.from_cross and head_missed_objects(int(r.labels.max()), focus[noun], cfg,
-                                                        int(strong[noun].max())):
+            if not r.from_cross and head_missed_objects(r.labels, focus[noun], cfg, strong[noun]):
                 r.labels, r.from_cross, switched = cross_components(focus[noun], cfg), True, True
         if exclusive and switched:
             exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)

@@ -203,22 +203,31 @@ def strong_components(focus, config: NuminaConfig | None = None) -> np.ndarray:
     return _regions_to_instances(comps, strong)
 
 
-def head_missed_objects(count: int, focus, config: NuminaConfig | None = None,
-                        strong: int | None = None) -> bool:
-    """Whether the chosen head's ``count`` instances (at least one) of a noun fall short of
-    its cross map's strong components by ``cross_fallback_excess`` or more: the
-    self-attention merged or dropped objects that the cross map shows apart, and the layout
-    is the cross map's (``cross_components``). ``strong``: how many strong components count
-    (None: every one of ``strong_components(focus)``; with several nouns, those the noun
-    keeps once each strong component is given to one noun). False when the excess is None
-    or the head has no instance (a noun the head does not find stays at 0: an absent
+def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None = None,
+                        strong: np.ndarray | None = None) -> bool:
+    """Whether the chosen head's instances of a noun (``labels``, int [H, W], 0 = none, at
+    least one instance) leave ``cross_fallback_excess`` or more of its cross map's strong
+    components unaccounted for: the map holds that many more strong components than the head
+    has instances (the self-attention merged or dropped objects the cross map shows apart),
+    or that many strong components touch none of the instances (the head's instances lie
+    elsewhere: on the parts of a few objects, on another category's objects); then the
+    layout is the cross map's (``cross_components``). ``strong``: the strong components,
+    int [H, W] labels (None: ``strong_components(focus)``; with several nouns, those the
+    noun keeps once each strong component is given to one noun). False when the excess is
+    None or the head has no instance (a noun the head does not find stays at 0: an absent
     noun's map still has bumps)."""
     cfg = config or NuminaConfig()
+    labels = np.asarray(labels)
+    count = int(labels.max()) if labels.size else 0
     if cfg.cross_fallback_excess is None or count < 1:
         return False
-    if strong is None:
-        strong = int(strong_components(focus, cfg).max())
-    return strong >= count + cfg.cross_fallback_excess
+    strong = strong_components(focus, cfg) if strong is None else np.asarray(strong)
+    m = int(strong.max()) if strong.size else 0
+    if m - count >= cfg.cross_fallback_excess:
+        return True
+    touched = np.zeros(m + 1, dtype=bool)
+    touched[strong[labels > 0]] = True  # strong components holding an instance's pixel
+    return int(m - touched[1:].sum()) >= cfg.cross_fallback_excess
 
 
 def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConfig,
@@ -569,7 +578,7 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     # correlation cut reads its proposals from ``layout_from_maps`` below)
     from_cross = (adaptive and cfg.head_choice == "containment" and self_head is None
                   and (lacks_self_evidence(parts, head, focus, cfg, source)
-                       or head_missed_objects(int(labels.max()), focus, cfg)))
+                       or head_missed_objects(labels, focus, cfg)))
     if from_cross:
         labels = cross_components(focus, cfg)
     if adaptive:
