@@ -285,11 +285,14 @@ class NuminaConfig:
     cross_fallback_excess: int | None = 2
     """The second reason to take the cross map's components (``cross_fallback_ratio``): the
     chosen head missed objects. When the noun's map holds at least this many more strong
-    components (``cross_fallback_peak``) than the head has instances on its focus, and the
-    head has at least one, the layout is the cross map's (``layout.head_missed_objects``;
+    components (``cross_fallback_peak``) than the head has instances on its focus, or at
+    least this many strong components that touch none of its instances, and the head has at
+    least one, the layout is the cross map's (``layout.head_missed_objects``;
     ``Layout.from_cross``). Under per-entry noise or a class-level head the self-attention
-    merges or drops objects that the cross map still shows apart; one extra bump may be
-    clutter or one object in two bumps, so one is not enough. A head with no instance
+    merges or drops objects that the cross map still shows apart; a head that splits objects
+    into parts, or whose instances sit on another category's objects, leaves the noun's
+    objects untouched; one extra bump may be clutter or one object in two bumps, so one is
+    not enough. A head with no instance
     keeps the noun at 0 (an absent noun's map still has bumps). None = off (the paper)."""
     cross_fallback_peak: float = 0.7
     """A cross-map component is strong (``cross_fallback_excess``) when its peak reaches

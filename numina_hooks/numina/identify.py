@@ -370,8 +370,9 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
        ``cfg.claim_measure``).
     4. The second fallback (``cross_fallback_excess``): a noun whose map keeps that many
        more strong components (``layout.strong_components``, given to one noun each by the
-       same claim) than the instances it kept is read from its cross map, and the claim
-       runs again.
+       same claim) than the instances it kept, or that many touching none of them
+       (``layout.head_missed_objects``), is read from its cross map, and the claim runs
+       again.
 
     Args:
         parts: every head's regions of the frame (the first choice or reading changes them

@@ -59,8 +59,8 @@ class Layout:
         head without instances, or the paper's image score), or None.
     from_cross: True when the instances are the cross-attention's components
         (``cross_components``) because the chosen head's instances did not stand out of its
-        background (``NuminaConfig.self_evidence_factor``) or were at least
-        ``cross_fallback_excess`` fewer than the map's strong components
+        background (``NuminaConfig.self_evidence_factor``), or left at least
+        ``cross_fallback_excess`` of the map's strong components unaccounted for
         (``head_missed_objects``); ``self_head`` is still the head that was chosen.
     """
     labels: np.ndarray
