@@ -1,7 +1,7 @@
 """Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on three
 synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent | --all-nouns | --layout-cost JSON]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent | --all-nouns | --layout-cost JSON | --row-sums-cost]
 
 **Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
@@ -71,7 +71,9 @@ that show no object of the noun (count 0; scene seeds 10000 + 100 * s), alone an
 present noun read by phase 1's rule for several nouns (results/identify_absent.*); a report,
 no aim. ``--layout-cost JSON`` times the layout on ready maps with the default and with the
 given ``NuminaConfig`` fields changed, side by side on the same frames (what one setting
-costs; results/identify_layout_cost.*); a report, no aim. ``--all-nouns`` reads the multi
+costs; results/identify_layout_cost.*); a report, no aim. ``--row-sums-cost`` times the
+default against the same with every row of the map summed first (results/identify_row_sums_cost.*);
+a report, no aim. ``--all-nouns`` reads the multi
 family's cells with every object noun of its prompt (``layouts_from_attention``) beside the
 noun alone (results/identify_multi_all_nouns.*); a report, no aim.
 """
@@ -98,7 +100,7 @@ import torch  # noqa: E402
 from numina_hooks.context import CallContext, Geometry  # noqa: E402
 from numina_hooks.numina.attention_entries import CHUNK_ELEMENTS, row_scores  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
-from numina_hooks.numina.heads import select_cross_attention  # noqa: E402
+from numina_hooks.numina.heads import attention_rows, select_cross_attention  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader, layouts_from_attention  # noqa: E402
 from numina_hooks.numina.layout import (bright_pixels, layout_from_attention,  # noqa: E402
                                         naive_cross_count, temporal_vote)
@@ -495,6 +497,11 @@ def main() -> None:
                     help="time the layout on ready maps with the default and with these NuminaConfig "
                          "fields changed (e.g. '{\"focus_contrast\": null}'), side by side on the same "
                          "frames, order alternated; written to results/identify_layout_cost.json and .md")
+    ap.add_argument("--row-sums-cost", action="store_true",
+                    help="time the default layout on ready maps (row sums sampled) against the same "
+                         "with every row of the map summed first (the whole-map pass the default made "
+                         "before 2026-12-04's third session), side by side on the same frames; "
+                         "written to results/identify_row_sums_cost.json and .md")
     ap.add_argument("--instance-share", type=float, default=None,
                     help="the shared family's cells with its instance head's own share scaled by "
                          "this factor (e.g. 0.5), written to "
@@ -522,7 +529,7 @@ def main() -> None:
         sys.exit(run_large_grid(args))
     if args.instance_share is not None:
         sys.exit(run_weak_instance(args))
-    if args.layout_cost is not None:
+    if args.layout_cost is not None or args.row_sums_cost:
         sys.exit(run_layout_cost(args))
     if args.merge_families:
         sys.exit(run_merge_families(args))
@@ -806,14 +813,28 @@ def run_layout_cost(args) -> int:
     ``args.layout_cost``'s fields changed, on each family's frames at each grid of the run
     (``COST_SCENES`` scenes per count 1..max x ``--frames``, noise 0.5, development seeds),
     the two timed back to back on every frame with their order alternated, one thread.
-    Reports the medians and the median of the per-frame ratios (a report: returns 0)."""
-    try:
-        changed = json.loads(args.layout_cost)
-        other = NuminaConfig(**changed)
-    except (ValueError, TypeError) as err:
-        raise SystemExit(f"--layout-cost {args.layout_cost!r}: expected a JSON object of NuminaConfig "
-                         f"fields, e.g. '{{\"focus_contrast\": null}}' ({err})")
-    configs = {"default": NuminaConfig(), "changed": other}
+    Reports the medians and the median of the per-frame ratios (a report: returns 0).
+    With ``args.row_sums_cost`` the changed arm is the default preceded by the whole map's
+    row sums (``attention_rows`` without sampling), as the default read a map before."""
+    if args.row_sums_cost:
+        changed = {"row sums": "every row of the map, summed before the layout"}
+        default = NuminaConfig()
+
+        def run(sa, ca, grid, which):
+            if which == "changed":
+                sa = attention_rows(sa, "self_attn")  # the whole-map pass
+            return layout_from_attention(sa, ca, grid, default)
+    else:
+        try:
+            changed = json.loads(args.layout_cost)
+            configs = {"default": NuminaConfig(), "changed": NuminaConfig(**changed)}
+        except (ValueError, TypeError) as err:
+            raise SystemExit(f"--layout-cost {args.layout_cost!r}: expected a JSON object of NuminaConfig "
+                             f"fields, e.g. '{{\"focus_contrast\": null}}' ({err})")
+
+        def run(sa, ca, grid, which):
+            return layout_from_attention(sa, ca, grid, configs[which])
+    arms = ("default", "changed")
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     cells = []
     for family in args.families:
@@ -823,12 +844,12 @@ def run_layout_cost(args) -> int:
                 for s in range(COST_SCENES):
                     sc, _ = _scene(family, n, grid, 0.5, COST_SEED + 100 * s + n, args.frames)
                     frames += [(torch.as_tensor(f.self_attn), torch.as_tensor(f.cross_attn)) for f in sc.frames]
-            layout_from_attention(*frames[0], grid, configs["changed"])  # first call: imports, caches
-            times = {k: [] for k in configs}
+            run(*frames[0], grid, "changed")  # first call: imports, caches
+            times = {k: [] for k in arms}
             for i, (sa, ca) in enumerate(frames):
-                for k in (list(configs) if i % 2 == 0 else list(configs)[::-1]):
+                for k in (arms if i % 2 == 0 else arms[::-1]):
                     t0 = time.perf_counter()
-                    layout_from_attention(sa, ca, grid, configs[k])
+                    run(sa, ca, grid, k)
                     times[k].append(time.perf_counter() - t0)
             ratio = np.array(times["default"]) / np.array(times["changed"])
             cells.append({"family": family, "grid": list(grid), "frames": len(frames),
@@ -839,17 +860,26 @@ def run_layout_cost(args) -> int:
     result = {"changed": changed, "threads": 1, "noise": 0.5, "scenes_per_count": COST_SCENES,
               "frames_per_scene": args.frames, "cells": cells, "date": time.strftime("%Y-%m-%d"),
               "load_average_at_end": _load_average(), "machine": _machine()}
-    _write(HERE / "results", "identify_layout_cost", result, layout_cost_markdown(result))
+    name = "identify_row_sums_cost" if args.row_sums_cost else "identify_layout_cost"
+    _write(HERE / "results", name, result, layout_cost_markdown(result))
     return 0
 
 
 def layout_cost_markdown(result: dict) -> str:
     """The markdown of a ``--layout-cost`` run's ``result``."""
-    changed = ", ".join(f"`{k}={v!r}`" for k, v in result["changed"].items())
-    lines = ["# What a layout setting costs",
+    if "row sums" in result["changed"]:
+        title = "# What reading every row sum of a ready map cost"
+        changed = ("every row of the map summed first (`heads.attention_rows` without sampling: the "
+                   "whole-map pass the default made before 2026-12-04's third session; "
+                   "`python benchmarks/bench_identify.py --row-sums-cost`)")
+    else:
+        title = "# What a layout setting costs"
+        changed = ", ".join(f"`{k}={v!r}`" for k, v in result["changed"].items())
+        changed += " (`python benchmarks/bench_identify.py --layout-cost JSON`)"
+    lines = [title,
              "",
              f"`layout_from_attention` on ready maps with the default `NuminaConfig` against the same with "
-             f"{changed} (`python benchmarks/bench_identify.py --layout-cost JSON`), seconds per frame and "
+             f"{changed}, seconds per frame and "
              f"noun, one thread: both timed back to back on every frame, their order alternated, first call "
              f"excluded; {result['scenes_per_count']} scenes per count x {result['frames_per_scene']} frames "
              f"at noise {result['noise']}, development seeds. Ratio: the median of the per-frame ratios.",
