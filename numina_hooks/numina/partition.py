@@ -376,6 +376,8 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
         dst, src = to[step][::-1], frm[step][::-1]
         dst, first = np.unique(dst, return_index=True)  # the strongest (last) per pixel
         label[dst] = label[src[first]]
+        alive = label[to] == 0  # edges into labelled pixels never step again: dropped
+        frm, to = frm[alive], to[alive]
     rest = label == 0
     keep = rest[a] & rest[b]
     grown_max = label.max()
