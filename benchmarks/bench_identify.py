@@ -816,7 +816,8 @@ def run_layout_cost(args) -> int:
     Reports the medians and the median of the per-frame ratios (a report: returns 0).
     With ``args.row_sums_cost`` the changed arm is the default preceded by the whole map's
     row sums (``attention_rows`` without sampling), as the default read a map before."""
-    if args.row_sums_cost:
+    row_sums = getattr(args, "row_sums_cost", False)
+    if row_sums:
         changed = {"row sums": "every row of the map, summed before the layout"}
         default = NuminaConfig()
 
@@ -860,7 +861,7 @@ def run_layout_cost(args) -> int:
     result = {"changed": changed, "threads": 1, "noise": 0.5, "scenes_per_count": COST_SCENES,
               "frames_per_scene": args.frames, "cells": cells, "date": time.strftime("%Y-%m-%d"),
               "load_average_at_end": _load_average(), "machine": _machine()}
-    name = "identify_row_sums_cost" if args.row_sums_cost else "identify_layout_cost"
+    name = "identify_row_sums_cost" if row_sums else "identify_layout_cost"
     _write(HERE / "results", name, result, layout_cost_markdown(result))
     return 0
 

@@ -68,6 +68,22 @@ def test_layout_cost_times_both_configs_on_the_same_frames(tmp_path, monkeypatch
     assert "`focus_contrast=None`" in text and "| shared | 8x12 | 2 |" in text
 
 
+def test_row_sums_cost_times_the_whole_map_pass_beside_the_default(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(bench_identify, "HERE", tmp_path)
+    monkeypatch.setattr(bench_identify, "COST_SCENES", 1)
+    passes = []
+    real = bench_identify.attention_rows
+    monkeypatch.setattr(bench_identify, "attention_rows", lambda *a, **k: passes.append(1) or real(*a, **k))
+    args = argparse.Namespace(layout_cost=None, row_sums_cost=True, grids=["8x12"], families=["shared"],
+                              max_count=2, frames=1)
+    assert bench_identify.run_layout_cost(args) == 0
+    text = (tmp_path / "results" / "identify_row_sums_cost.md").read_text()
+    assert "every row of the map summed first" in text and "| shared | 8x12 | 2 |" in text
+    assert len(passes) == 3  # the changed arm only: the first call and the 2 frames
+
+
 def test_merge_families_replaces_only_the_families_run(tmp_path):
     """``--merge-families``: the families run now take the place of theirs; the other
     families' cells, their layout times and the reader stay from their run, the merged run is
