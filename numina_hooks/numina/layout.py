@@ -554,8 +554,10 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
     """
     cfg = config or NuminaConfig()
     adaptive = cfg.proposal_cut == "adaptive"
+    # the default: the map read only through its entries, with the cross-map fallbacks
+    default_path = adaptive and cfg.head_choice == "containment"
     sa, (H, W) = checked_self_attention(self_attn, grid, "layout_from_attention",
-                                        entries_only=adaptive and cfg.head_choice == "containment")
+                                        entries_only=default_path)
     ca = checked_cross_attention(cross_attn, sa.shape, "cross_attn")
     if self_head is not None and not 0 <= int(self_head) < sa.shape[0]:
         raise ValueError(f"self_head={self_head!r} is out of range: self_attn has "
@@ -576,7 +578,7 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
             _, labels, _ = choose_from_partitions(parts, source, focus, cfg, head)
     # the labels of ``choose_from_partitions`` are the layout only with the adaptive cut (the
     # correlation cut reads its proposals from ``layout_from_maps`` below)
-    from_cross = (adaptive and cfg.head_choice == "containment" and self_head is None
+    from_cross = (default_path and self_head is None
                   and (lacks_self_evidence(parts, head, focus, cfg, source)
                        or head_missed_objects(labels, focus, cfg)))
     if from_cross:
