@@ -264,3 +264,40 @@ def test_foreground_weight_changes_the_loss_only_when_set_and_is_recorded(tmp_pa
     dest = tmp_path / "pkg"
     toy_train.ship(run, dest)
     assert "--foreground-weight 4.0" in (dest / "README.md").read_text()
+
+
+def test_a_run_keeps_its_count_range_and_records_it(tmp_path):
+    """--count-range small trains on that range's clips, is written into the weights'
+    info.json (which the plain evaluation reads) and the shipped README's command; resuming
+    with another range is refused."""
+    run = tmp_path / "run"
+    toy_train.train(run, steps=1, seed=1, batch=1, progress=False, counts_in="small")
+    assert toy_model.weights_count_range(run / "weights") == "small"
+    assert toy_model.weights_count_range() == "v2"  # the shipped weights
+    with pytest.raises(ValueError, match="counts_in='v2', but the run in .* trains on count range 'small'"):
+        toy_train.train(run, steps=2, seed=1, batch=1, progress=False, counts_in="v2")
+    dest = tmp_path / "pkg"
+    toy_train.ship(run, dest)
+    assert "--count-range small" in (dest / "README.md").read_text()
+    x0, captions, labels, categories = toy_train.batch_clips(1, 0, 8, 0.0, "small")
+    assert max(len(c) for c in categories) <= 6
+
+
+def test_plain_evaluation_draws_prompts_from_the_weights_count_range(tmp_path, capsys):
+    """`python -m numina_hooks.toy.evaluate` on weights trained with --count-range small
+    draws that range's held-out prompts unless told otherwise, and says which."""
+    from numina_hooks.toy import evaluate
+
+    run = tmp_path / "run"
+    toy_train.train(run, steps=1, seed=1, batch=1, progress=False, counts_in="small")
+    out = tmp_path / "plain.json"
+    evaluate.main(["--weights", str(run / "weights"), "--n", "2", "--steps", "1", "--json", str(out)])
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["count_range"] == "small" and "(count range small)" in capsys.readouterr().out
+    small = {world.combo_key(p.counts) for p in world.held_out_prompts(2, seed=0, counts_in="small")}
+    assert {world.combo_key(r["asked"]) for r in res["rows"]} == small
+    evaluate.main(["--weights", str(run / "weights"), "--n", "2", "--steps", "1", "--count-range", "v2",
+                   "--json", str(out)])
+    assert json.loads(out.read_text())["count_range"] == "v2"

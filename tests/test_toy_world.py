@@ -151,3 +151,26 @@ def test_training_prompts_hold_only_trained_combinations():
     assert len({world.combo_key(p.counts) for p in prompts}) > 10
     with pytest.raises(ValueError, match="n=-1"):
         world.training_prompts(-1)
+
+
+def test_small_count_range_draws_fewer_objects_and_keeps_the_split():
+    """The "small" range (1-4 a category, 6 in all) draws only such clips; its held-out
+    combinations are exactly v2's that fit in it, so one model's figures on either are
+    comparable; a count outside the range is refused naming it."""
+    small = world.count_range("small")
+    for seed in range(40):
+        clip = make_clip(seed, counts_in="small")
+        assert max(clip.counts.values()) <= small.max_per_category
+        assert sum(clip.counts.values()) <= small.max_objects
+        assert len(clip.categories) == sum(clip.counts.values())
+        assert not is_held_out(clip.counts)
+    fits = [c for c in world.all_combinations("v2") if is_held_out(c)
+            and max(c.values()) <= 4 and sum(c.values()) <= 6]
+    assert [c for c in world.all_combinations("small") if is_held_out(c)] == fits
+    assert {world.combo_key(p.counts) for p in held_out_prompts(30, seed=1, counts_in="small")} == \
+        {world.combo_key(c) for c in fits}
+    with pytest.raises(ValueError, match=r"count for 'disc' must be in 1..4 \(count range 'small'\), got 5"):
+        make_clip(0, counts={"disc": 5}, counts_in="small")
+    with pytest.raises(ValueError, match=r"count range 'huge' is unknown: expected one of \['small', 'v2'\]"):
+        held_out_prompts(3, counts_in="huge")
+    assert make_clip(3).counts == make_clip(3, counts_in="v2").counts  # the default is v2

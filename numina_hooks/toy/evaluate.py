@@ -20,7 +20,7 @@ from ..metrics import summarize, video_scores
 from . import model as toy_model
 from .instance_head import attn1_inputs, self_queries_keys
 from .counter import count_objects
-from .world import Prompt, held_out_prompts, training_prompts
+from .world import COUNT_RANGES, Prompt, held_out_prompts, training_prompts
 
 
 def generate(pipe, texts: Sequence[str], seeds: Sequence[int], batch: int = 8, **call):
@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--combinations", default="held-out", choices=("held-out", "training"),
                     help="count combinations of the prompts: held out from training (the default) "
                          "or among those trained on (world.training_prompts)")
+    ap.add_argument("--count-range", default=None, choices=sorted(COUNT_RANGES),
+                    help="count range the prompts are drawn from (toy.world.COUNT_RANGES; default: "
+                         "the one the weights were trained on, from their info.json)")
     ap.add_argument("--steps", type=int, default=toy_model.TOY_CALL["num_inference_steps"])
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--probe", type=int, default=0, metavar="CLIPS",
@@ -179,11 +182,13 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     pipe = toy_model.load_toy_pipeline(a.weights)
     draw = held_out_prompts if a.combinations == "held-out" else training_prompts
-    prompts = draw(a.n, seed=a.seed)
+    counts_in = a.count_range or toy_model.weights_count_range(a.weights)
+    prompts = draw(a.n, seed=a.seed, counts_in=counts_in)
     seeds = [1000 * a.seed + i for i in range(a.n)]
     res = evaluate_plain(pipe, prompts, seeds, num_inference_steps=a.steps)
     res["combinations"] = a.combinations
-    print(f"{res['videos']} {a.combinations} prompt-seed pairs: CountAcc {res['count_acc']:.3f}  "
+    res["count_range"] = counts_in
+    print(f"{res['videos']} {a.combinations} prompt-seed pairs (count range {counts_in}): CountAcc {res['count_acc']:.3f}  "
           f"TC {res['tc']:.3f}")
     for k, v in res["by_requested"].items():
         lo, hi = wilson(v["acc"] * v["frames"], v["frames"])

@@ -206,6 +206,14 @@ def weights_configs(weights_dir: str | Path) -> tuple[dict, dict]:
     return _configs_of(_read_info(weights_dir))
 
 
+def weights_count_range(weights_dir: str | Path | None = None) -> str:
+    """The name of the count range (``world.COUNT_RANGES``) a weights folder was trained on
+    (its ``info.json``'s training arguments; "v2" where they do not name one, as for the
+    shipped weights); ``None`` reads the shipped folder."""
+    info = _read_info(WEIGHTS_DIR if weights_dir is None else weights_dir)
+    return info.get("train_args", {}).get("counts_in", "v2")
+
+
 def load_weights(pipe, weights_dir: str | Path) -> None:
     """Load the weights in ``weights_dir`` (``model.safetensors`` as written by
     :func:`save_weights`, fp16, loaded as fp32 on the pipeline's device) into ``pipe``,

@@ -52,11 +52,12 @@ class Batch(NamedTuple):
     categories: list  #: per clip, the category name of object k at index k - 1
 
 
-def batch_clips(seed: int, step: int, batch: int, drop: float) -> Batch:
-    """Training batch of step ``step`` (the object ids and categories feed the instance-head
-    and noun-map losses)."""
+def batch_clips(seed: int, step: int, batch: int, drop: float, counts_in: str = "v2") -> Batch:
+    """Training batch of step ``step``, clips of the count range ``counts_in``
+    (``world.COUNT_RANGES``); the object ids and categories feed the instance-head and
+    noun-map losses."""
     rng = np.random.default_rng([seed, step, 0xDA7A])
-    clips = [world.make_clip(int(s)) for s in rng.integers(0, 2**62, size=batch)]
+    clips = [world.make_clip(int(s), counts_in=counts_in) for s in rng.integers(0, 2**62, size=batch)]
     captions = ["" if rng.random() < drop else c.caption for c in clips]
     frames = np.stack([c.frames for c in clips])
     labels = instance_head.patch_instances(np.stack([c.instances for c in clips]), world.PATCH)
@@ -172,6 +173,19 @@ def _run_architecture(ckpt: Path, init_weights, arch: str | None) -> str:
     return arch or "v2"
 
 
+def _run_count_range(ckpt: Path, counts_in: str | None) -> str:
+    """The count range a run trains on: its checkpoint's when resuming (another is refused),
+    else ``counts_in`` (default "v2")."""
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)["args"].get("counts_in", "v2")
+        if counts_in is not None and counts_in != saved:
+            raise ValueError(f"counts_in={counts_in!r}, but the run in {ckpt.parent} trains on count "
+                             f"range {saved!r}: resume it without --count-range (or with its own), or "
+                             "train into a new --out folder")
+        return saved
+    return world.count_range(counts_in or "v2").name  # refuses an unknown name
+
+
 def save_checkpoint(path: Path, pipe, ema: list[torch.Tensor], opt, step: int, losses: list[float],
                     args: dict) -> None:
     """Compact checkpoint (see the module docstring); written atomically."""
@@ -245,18 +259,18 @@ class _BatchFeed:
     data do not depend on the number of workers.
     """
 
-    def __init__(self, seed: int, first: int, last: int, batch: int, drop: float, workers: int):
-        self._args = (seed, batch, drop)
+    def __init__(self, seed: int, first: int, last: int, batch: int, drop: float, workers: int,
+                 counts_in: str = "v2"):
         self._steps = range(first, last)
         self._pool = None
         if workers > 0:
             import multiprocessing as mp
 
             self._pool = mp.get_context("spawn").Pool(workers, initializer=_one_thread)
-            self._it = self._pool.imap(_batch_for_step, [(seed, s, batch, drop) for s in self._steps],
+            self._it = self._pool.imap(_batch_for_step, [(seed, s, batch, drop, counts_in) for s in self._steps],
                                        chunksize=4)
         else:
-            self._it = (batch_clips(seed, s, batch, drop) for s in self._steps)
+            self._it = (batch_clips(seed, s, batch, drop, counts_in) for s in self._steps)
 
     def __iter__(self):
         return self._it
@@ -299,7 +313,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
           own_states_weight: float = 0.03, own_states_batch: int = 8,
           arch: str | None = None, sigma_location: float = 0.0, noun_blocks: str = "",
           noun_weight: float = 0.02, noun_max_sigma: float = 0.9,
-          foreground_weight: float = 1.0) -> dict:
+          foreground_weight: float = 1.0, counts_in: str | None = None) -> dict:
     """Train (or resume) until ``steps`` optimizer steps are done; returns a summary.
 
     The learning rate warms up linearly over ``warmup`` steps and then stays at ``lr``; with
@@ -329,6 +343,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     noised to at most ``noun_max_sigma``.
     ``foreground_weight`` > 1 weighs the flow loss of object pixels more (see
     :func:`foreground_weights`).
+    ``counts_in`` names the count range of the training clips (``world.COUNT_RANGES``;
+    default "v2"); a resumed run keeps its checkpoint's and refuses another.
     """
     from tqdm import tqdm
 
@@ -374,6 +390,9 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     arch = _run_architecture(out / CHECKPOINT, init_weights, arch)
     if arch != "v2":  # runs before architectures had names are v2 runs: their args stay as they were
         args.update(arch=arch)
+    counts_in = _run_count_range(out / CHECKPOINT, counts_in)
+    if counts_in != "v2":  # likewise: runs before count ranges had names trained on v2's
+        args.update(counts_in=counts_in)
     pipe = toy_model.build_pipeline(seed=seed, device=device, arch=arch)
     tokens_per_frame = None if instance_target == "clip" else (world.SIZE // world.PATCH) ** 2
     aux = (instance_head.InstanceHeadLoss(pipe.transformer, heads, tokens_per_frame,
@@ -420,7 +439,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     bar = tqdm(total=steps, initial=step, disable=not progress, dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     t0, done_here = time.time(), 0
-    feed = _BatchFeed(seed, step, steps, batch, caption_dropout, workers)
+    feed = _BatchFeed(seed, step, steps, batch, caption_dropout, workers, counts_in)
     batches = iter(feed)
     while step < steps:
         for g in opt.param_groups:
@@ -502,6 +521,8 @@ def _command_extras(a: dict) -> str:
         extra += f" --arch {a['arch']}"
     if a.get("sigma_location"):
         extra += f" --sigma-location {a['sigma_location']}"
+    if a.get("counts_in", "v2") != "v2":
+        extra += f" --count-range {a['counts_in']}"
     if a.get("foreground_weight", 1.0) != 1.0:
         extra += f" --foreground-weight {a['foreground_weight']}"
     if a.get("noun_blocks"):
@@ -595,6 +616,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--foreground-weight", type=float, default=1.0,
                    help="weight of object pixels (and their edges) in the flow loss against "
                         "background pixels (1: plain mean squared error)")
+    p.add_argument("--count-range", default=None, choices=sorted(world.COUNT_RANGES),
+                   help="how many objects the training clips hold (toy.world.COUNT_RANGES; default "
+                        "v2: 1-6 a category, 8 in all; a resumed run keeps its own)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
@@ -614,7 +638,7 @@ def main(argv: list[str] | None = None) -> None:
                     own_states_weight=a.own_states_weight, own_states_batch=a.own_states_batch,
                     arch=a.arch, sigma_location=a.sigma_location, noun_blocks=a.noun_blocks,
                     noun_weight=a.noun_weight, noun_max_sigma=a.noun_max_sigma,
-                    foreground_weight=a.foreground_weight)
+                    foreground_weight=a.foreground_weight, counts_in=a.count_range)
     print(json.dumps(summary))
 
 

@@ -39,9 +39,35 @@ SIZE = 24
 PATCH = 2  # the toy transformer's spatial patch size: counting is defined on this grid
 SPRITE = 6
 GAP = PATCH  # background pixels kept between objects of one category (one whole patch)
-MAX_PER_CATEGORY = 6
+MAX_PER_CATEGORY = 6  # the default count range's ("v2"); see CountRange
 MAX_OBJECTS = 8
 BACKGROUND = (24, 24, 32)
+
+
+@dataclass(frozen=True)
+class CountRange:
+    """How many objects a clip may hold: 1 to ``max_per_category`` of each category, at most
+    ``max_objects`` in all. ``"v2"`` (6 and 8) is the world of the shipped weights; ``"small"``
+    (4 and 6) is a less crowded world for training experiments. A model is evaluated on the
+    held-out combinations of the range it was trained on."""
+
+    name: str
+    max_per_category: int
+    max_objects: int
+
+
+COUNT_RANGES = {r.name: r for r in (CountRange("v2", MAX_PER_CATEGORY, MAX_OBJECTS),
+                                    CountRange("small", 4, 6))}
+
+
+def count_range(spec: "str | CountRange" = "v2") -> CountRange:
+    """The :class:`CountRange` named ``spec`` (a CountRange is returned as it is)."""
+    if isinstance(spec, CountRange):
+        return spec
+    if spec not in COUNT_RANGES:
+        raise ValueError(f"count range {spec!r} is unknown: expected one of {sorted(COUNT_RANGES)} "
+                         "(toy.world.COUNT_RANGES)")
+    return COUNT_RANGES[spec]
 
 
 @dataclass(frozen=True)
@@ -134,14 +160,15 @@ def is_held_out(counts: dict[str, int]) -> bool:
 _CATEGORY_NUMBER_WEIGHTS = (0.4, 0.4, 0.2)  # clips with 1, 2, 3 categories
 
 
-def sample_counts(rng: np.random.Generator) -> dict[str, int]:
-    """Draw 1-3 categories (40/40/20%) and 1-``MAX_PER_CATEGORY`` objects each
-    (uniform), rejecting draws over ``MAX_OBJECTS`` in all."""
+def sample_counts(rng: np.random.Generator, counts_in: "str | CountRange" = "v2") -> dict[str, int]:
+    """Draw 1-3 categories (40/40/20%) and 1 to the range's ``max_per_category`` objects
+    each (uniform), rejecting draws over its ``max_objects`` in all."""
+    limits = count_range(counts_in)
     while True:
         k = int(rng.choice(len(CATEGORIES), p=_CATEGORY_NUMBER_WEIGHTS)) + 1
         names = [CATEGORIES[i].name for i in sorted(rng.choice(len(CATEGORIES), k, replace=False))]
-        counts = {n: int(rng.integers(1, MAX_PER_CATEGORY + 1)) for n in names}
-        if sum(counts.values()) <= MAX_OBJECTS:
+        counts = {n: int(rng.integers(1, limits.max_per_category + 1)) for n in names}
+        if sum(counts.values()) <= limits.max_objects:
             return counts
 
 
@@ -230,26 +257,28 @@ def render(objects: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarra
     return frames, instances
 
 
-def make_clip(seed: int, counts: dict[str, int] | None = None, split: str = "train") -> Clip:
+def make_clip(seed: int, counts: dict[str, int] | None = None, split: str = "train",
+              counts_in: "str | CountRange" = "v2") -> Clip:
     """Generate one clip, deterministically from ``seed``.
 
     ``counts`` fixes the combination (the caption still varies with the seed);
-    otherwise it is drawn, from the training combinations when ``split="train"``, from
-    the held-out ones when ``split="held_out"``, or from all when ``split="any"``.
+    otherwise it is drawn from the count range ``counts_in`` (:class:`CountRange`), from
+    the training combinations when ``split="train"``, from the held-out ones when
+    ``split="held_out"``, or from all when ``split="any"``.
     """
     if split not in ("train", "held_out", "any"):
         raise ValueError(f"split must be 'train', 'held_out' or 'any', got {split!r}")
     rng = np.random.default_rng([seed, 0x70F])
     for _ in range(1000):
         if counts is None:
-            want = sample_counts(rng)
+            want = sample_counts(rng, counts_in)
             if split == "train" and is_held_out(want):
                 continue
             if split == "held_out" and not is_held_out(want):
                 continue
         else:
             want = dict(counts)
-        _check_counts(want)
+        _check_counts(want, counts_in)
         objects = _place(want, rng)
         if objects is None:
             continue
@@ -274,37 +303,42 @@ def patch_masks(clip: "Clip") -> dict[str, np.ndarray]:
     return out
 
 
-def _check_counts(counts: dict[str, int]) -> None:
+def _check_counts(counts: dict[str, int], counts_in: "str | CountRange" = "v2") -> None:
+    limits = count_range(counts_in)
     for name, n in counts.items():
         if name not in CATEGORY_BY_NAME:
             raise ValueError(f"unknown category {name!r}; expected one of {list(CATEGORY_BY_NAME)}")
-        if not 1 <= n <= MAX_PER_CATEGORY:
-            raise ValueError(f"count for {name!r} must be in 1..{MAX_PER_CATEGORY}, got {n}")
-    if not counts or sum(counts.values()) > MAX_OBJECTS:
-        raise ValueError(f"need 1..{MAX_OBJECTS} objects in all, got {counts}")
+        if not 1 <= n <= limits.max_per_category:
+            raise ValueError(f"count for {name!r} must be in 1..{limits.max_per_category} "
+                             f"(count range {limits.name!r}), got {n}")
+    if not counts or sum(counts.values()) > limits.max_objects:
+        raise ValueError(f"need 1..{limits.max_objects} objects in all (count range "
+                         f"{limits.name!r}), got {counts}")
 
 
-def all_combinations() -> list[dict[str, int]]:
-    """Every count combination the world can draw, in a fixed order."""
+def all_combinations(counts_in: "str | CountRange" = "v2") -> list[dict[str, int]]:
+    """Every count combination the world can draw in the count range, in a fixed order."""
     import itertools
 
+    limits = count_range(counts_in)
     combos = []
     for k in range(1, len(CATEGORIES) + 1):
         for names in itertools.combinations([c.name for c in CATEGORIES], k):
-            for ns in itertools.product(range(1, MAX_PER_CATEGORY + 1), repeat=k):
-                if sum(ns) <= MAX_OBJECTS:
+            for ns in itertools.product(range(1, limits.max_per_category + 1), repeat=k):
+                if sum(ns) <= limits.max_objects:
                     combos.append(dict(zip(names, ns)))
     return combos
 
 
-def held_out_prompts(n: int, seed: int = 0) -> list[Prompt]:
-    """``n`` evaluation prompts drawn (with a fixed seed) from held-out combinations only.
+def held_out_prompts(n: int, seed: int = 0, counts_in: "str | CountRange" = "v2") -> list[Prompt]:
+    """``n`` evaluation prompts drawn (with a fixed seed) from the count range's held-out
+    combinations only.
 
     Combinations are drawn without replacement while they last, so small ``n`` covers
     many different combinations; captions vary with the seed like training captions.
     """
     rng = np.random.default_rng([seed, 0xE7A1])
-    pool = [c for c in all_combinations() if is_held_out(c)]
+    pool = [c for c in all_combinations(counts_in) if is_held_out(c)]
     out: list[Prompt] = []
     while len(out) < n:
         for i in rng.permutation(len(pool)):
@@ -315,7 +349,7 @@ def held_out_prompts(n: int, seed: int = 0) -> list[Prompt]:
     return out
 
 
-def training_prompts(n: int, seed: int = 0) -> list[Prompt]:
+def training_prompts(n: int, seed: int = 0, counts_in: "str | CountRange" = "v2") -> list[Prompt]:
     """``n`` prompts drawn like training clips' (:func:`sample_counts`, captions varying
     with the seed), held-out combinations rejected: the combinations the model was trained
     on, to tell a failure on unseen combinations from a failure on every combination."""
@@ -324,7 +358,7 @@ def training_prompts(n: int, seed: int = 0) -> list[Prompt]:
     rng = np.random.default_rng([seed, 0x5EE])
     out: list[Prompt] = []
     while len(out) < n:
-        counts = sample_counts(rng)
+        counts = sample_counts(rng, counts_in)
         if not is_held_out(counts):
             out.append(Prompt(make_caption(counts, rng), dict(counts)))
     return out
