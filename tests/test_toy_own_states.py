@@ -93,3 +93,12 @@ def _counts(captions):
     from numina_hooks.numina.counts import parse_counts
 
     return [{world.category_of_noun(n): k for n, k in parse_counts(c).items()} for c in captions]
+
+
+def test_the_command_makes_the_folder_of_its_output(tmp_path):
+    """`--out toy-states/states-0.pt` in a fresh clone: the folder does not exist yet, and the
+    states (minutes of sampling) are written, not lost to a missing folder at the end."""
+    out = tmp_path / "toy-states" / "states-0.pt"
+    own_states.main(["--out", str(out), "--n", "1", "--seed", "0", "--steps", "8"])
+    data = own_states.load_states(out)
+    assert len(data["captions"]) == 1 and data["latents"].shape[0] == 1

@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    # the folder made before sampling (minutes), not found missing when the states are saved
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     pipe = toy_model.load_toy_pipeline(a.weights)
     captions = training_captions(a.n, a.seed)
     seeds = [int(s) for s in np.random.default_rng([a.seed, 0x5EED]).integers(0, 2**31, size=a.n)]
