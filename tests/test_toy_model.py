@@ -290,7 +290,7 @@ def test_plain_evaluation_draws_prompts_from_the_weights_count_range(tmp_path, c
 
     run = tmp_path / "run"
     toy_train.train(run, steps=1, seed=1, batch=1, progress=False, counts_in="small")
-    out = tmp_path / "plain.json"
+    out = tmp_path / "results" / "plain.json"  # a folder not made yet
     evaluate.main(["--weights", str(run / "weights"), "--n", "2", "--steps", "1", "--json", str(out)])
     import json
 

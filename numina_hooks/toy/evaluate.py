@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from collections.abc import Sequence
 
 import torch
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         for li, heads in enumerate(sep["layers"]):
             print(f"  layer {li}: " + "  ".join(f"{h['auc']:.2f}/{h['auc_near']:.2f}" for h in heads))
     if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         with open(a.json, "w") as fh:
             json.dump(res, fh, indent=1)
 
