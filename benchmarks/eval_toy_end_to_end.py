@@ -230,7 +230,7 @@ def main(argv=None) -> dict:
         pipe.set_progress_bar_config(disable=True)
         call = dict(toy_model.TOY_CALL)
         done = {r["index"] for r in load_rows(out)}
-        prompts = held_out_prompts(a.n, seed=a.seed)
+        prompts = held_out_prompts(a.n, seed=a.seed, counts_in=toy_model.weights_count_range(a.weights))
         with numina_hooks.attach(pipe, config=config) as handle, torch.no_grad(), \
                 open(out / f"rows-{k}.jsonl", "a") as fh:
             for i, prompt in enumerate(prompts):

@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     scores = collections.defaultdict(list)
     with numina_hooks.attach(pipe) as handle, torch.no_grad():
         tokenizer = handle.driver.tokenizer()
-        for i, prompt in enumerate(held_out_prompts(a.n, seed=0)):
+        for i, prompt in enumerate(held_out_prompts(a.n, seed=0, counts_in=toy_model.weights_count_range(a.weights))):
             nouns = numina_hooks.parse_counts(prompt.text)
             columns = noun_token_columns(tokenizer, prompt.text, nouns, max_length=call["max_sequence_length"])
             rec = handle.register(CrossMapRecorder(columns, steps))

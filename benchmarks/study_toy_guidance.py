@@ -215,7 +215,7 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     with mock.patch.object(generate_mod.LayoutGuidance, "edits_for", metered_edits_for), torch.no_grad():
-        for i, prompt in enumerate(held_out_prompts(a.n, seed=a.seed)):
+        for i, prompt in enumerate(held_out_prompts(a.n, seed=a.seed, counts_in=toy_model.weights_count_range(a.weights))):
             seed = a.seed + i
             nouns = numina_hooks.parse_counts(prompt.text)
             target = dict(prompt.counts)

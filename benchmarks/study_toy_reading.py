@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
     try:
         with numina_hooks.attach(pipe) as handle, torch.no_grad():
             tok = handle.driver.tokenizer()
-            for i, prompt in enumerate(held_out_prompts(a.n, seed=0)):
+            for i, prompt in enumerate(held_out_prompts(a.n, seed=0, counts_in=toy_model.weights_count_range(a.weights))):
                 nouns = numina_hooks.parse_counts(prompt.text)
                 ncols = noun_token_columns(tok, prompt.text, nouns, max_length=call["max_sequence_length"])
                 pcols = phrase_token_columns(tok, prompt.text, nouns, max_length=call["max_sequence_length"])

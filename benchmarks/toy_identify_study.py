@@ -79,13 +79,14 @@ def compare_frame(layout: np.ndarray, truth: np.ndarray, others: Optional[np.nda
 
 
 def study(pipe, n: int, seed: int = 0, config=None, progress: bool = True,
-          noise_base: int | None = None) -> dict:
+          noise_base: int | None = None, counts_in: str = "v2") -> dict:
     """Run the comparison over ``n`` held-out prompts (noise seed ``noise_base + i`` for
     prompt ``i``; ``noise_base`` None = ``seed``; ``1000 * seed`` gives the noise of
-    ``eval_toy_end_to_end.py --seed seed``: the same prompt-seed pairs)."""
+    ``eval_toy_end_to_end.py --seed seed``: the same prompt-seed pairs), of the count range
+    ``counts_in`` (the weights'; ``toy.world.COUNT_RANGES``)."""
     call = dict(toy_model.TOY_CALL)
     frames_rows = []
-    prompts = held_out_prompts(n, seed=seed)
+    prompts = held_out_prompts(n, seed=seed, counts_in=counts_in)
     iterator = enumerate(prompts)
     if progress:
         from tqdm import tqdm
@@ -201,7 +202,8 @@ def main(argv=None) -> dict:
     pipe = toy_model.load_toy_pipeline(a.weights)
     pipe.set_progress_bar_config(disable=True)
     config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
-    result = study(pipe, a.n, a.seed, config=config, noise_base=a.noise_base)
+    result = study(pipe, a.n, a.seed, config=config, noise_base=a.noise_base,
+                   counts_in=toy_model.weights_count_range(a.weights))
     result["config"] = a.config
     print(markdown(result))
     if a.json:

@@ -39,9 +39,11 @@ def _score(counts: list[dict[str, int]], target: dict[str, int]) -> dict:
 
 
 def demo_prompts(n: int):
+    """``n`` held-out toy prompts of the count range the shipped weights were trained on."""
+    from .toy.model import weights_count_range
     from .toy.world import held_out_prompts
 
-    return held_out_prompts(n, seed=0)
+    return held_out_prompts(n, seed=0, counts_in=weights_count_range())
 
 
 def run_demo(

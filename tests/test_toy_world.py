@@ -174,3 +174,20 @@ def test_small_count_range_draws_fewer_objects_and_keeps_the_split():
     with pytest.raises(ValueError, match=r"count range 'huge' is unknown: expected one of \['small', 'v2'\]"):
         held_out_prompts(3, counts_in="huge")
     assert make_clip(3).counts == make_clip(3, counts_in="v2").counts  # the default is v2
+
+
+def test_toy_prompts_follow_the_shipped_weights_count_range(monkeypatch):
+    """`numina eval --model toy` and `numina demo` draw the held-out prompts of the range the
+    shipped weights were trained on (v2 today): weights of the small range get its prompts."""
+    from numina_hooks.demo import demo_prompts
+    from numina_hooks.eval.benchmark import toy_benchmark
+    from numina_hooks.toy import model as toy_model
+
+    def keys(prompts):
+        return [world.combo_key(p.counts) for p in prompts]
+
+    assert keys(demo_prompts(12)) == keys(held_out_prompts(12, seed=0, counts_in="v2"))
+    monkeypatch.setattr(toy_model, "weights_count_range", lambda weights_dir=None: "small")
+    small = held_out_prompts(12, seed=0, counts_in="small")
+    assert keys(demo_prompts(12)) == keys(small) != keys(held_out_prompts(12, seed=0))
+    assert [item.prompt for item in toy_benchmark(12)] == [p.text for p in small]

@@ -87,10 +87,16 @@ def toy_noun_as_written(prompt: str, category: str) -> str:
     raise ValueError(f"toy prompt {prompt!r} does not name {category!r}")
 
 
-def toy_benchmark(n: int, seed: int = 0) -> list[EvalItem]:
+def toy_benchmark(n: int, seed: int = 0, counts_in: str | None = None) -> list[EvalItem]:
     """``n`` held-out toy prompts (``toy.world.held_out_prompts``) as benchmark items, with
-    nouns as the prompt writes them (``{"discs": 3}``), as CountBench annotates."""
+    nouns as the prompt writes them (``{"discs": 3}``), as CountBench annotates.
+    ``counts_in``: the count range (``toy.world.COUNT_RANGES``); None = the one the shipped
+    weights were trained on."""
     from ..toy.world import held_out_prompts
 
+    if counts_in is None:
+        from ..toy.model import weights_count_range
+
+        counts_in = weights_count_range()
     return [EvalItem(i, p.text, {toy_noun_as_written(p.text, c): k for c, k in p.counts.items()})
-            for i, p in enumerate(held_out_prompts(n, seed=seed))]
+            for i, p in enumerate(held_out_prompts(n, seed=seed, counts_in=counts_in))]
