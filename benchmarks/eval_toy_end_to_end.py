@@ -187,6 +187,25 @@ def check_same_run(out: Path, identity: dict) -> None:
         path.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
 
 
+def check_summary_run(out: Path, weights_dir: Path, seed: int, search: int) -> None:
+    """``--summarize`` labels the table with its own ``--weights``, ``--seed`` and
+    ``--search``: refuse when the rows on disk were made with others (``OUT/run.json``), so
+    that a table never names weights or pairs its rows did not come from."""
+    path = out / "run.json"
+    if not path.exists():
+        return
+    run = json.loads(path.read_text())
+    wrong = []
+    if run.get("weights_sha256") not in (None, _sha256(weights_dir / "model.safetensors")):
+        wrong.append(f"weights (pass the --weights the rows were made with, not {weights_dir})")
+    if run.get("seed", seed) != seed:
+        wrong.append(f"--seed {run['seed']} (not {seed})")
+    if run.get("search", search) != search:
+        wrong.append(f"--search {run['search']} (not {search})")
+    if wrong:
+        raise SystemExit(f"{out} holds rows made with other settings: {'; '.join(wrong)}")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=120, help="held-out prompt-seed pairs")
@@ -215,7 +234,9 @@ def main(argv=None) -> dict:
     settings = {"n": a.n, "seed": a.seed, "search": a.search, "config": a.config,
                 "weights": str(a.weights or "shipped"), "weights_step": info.get("steps"),
                 "machine": describe(), "machine_line": machine_line(describe())}
-    if not a.summarize:
+    if a.summarize:
+        check_summary_run(out, weights_dir, a.seed, a.search)
+    else:
         from dataclasses import asdict
 
         from numina_hooks.numina.config import NuminaConfig
