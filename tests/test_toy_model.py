@@ -281,6 +281,12 @@ def test_a_run_keeps_its_count_range_and_records_it(tmp_path):
     assert "--count-range small" in (dest / "README.md").read_text()
     x0, captions, labels, categories = toy_train.batch_clips(1, 0, 8, 0.0, "small")
     assert max(len(c) for c in categories) <= 6
+    # a fine-tune of those weights keeps their range unless told otherwise
+    toy_train.train(tmp_path / "ft", steps=1, seed=1, batch=1, progress=False, init_weights=run / "weights")
+    assert toy_model.weights_count_range(tmp_path / "ft" / "weights") == "small"
+    toy_train.train(tmp_path / "ft2", steps=1, seed=1, batch=1, progress=False, init_weights=run / "weights",
+                    counts_in="v2")
+    assert toy_model.weights_count_range(tmp_path / "ft2" / "weights") == "v2"
 
 
 def test_plain_evaluation_draws_prompts_from_the_weights_count_range(tmp_path, capsys):

@@ -102,3 +102,10 @@ def test_the_command_makes_the_folder_of_its_output(tmp_path):
     own_states.main(["--out", str(out), "--n", "1", "--seed", "0", "--steps", "8"])
     data = own_states.load_states(out)
     assert len(data["captions"]) == 1 and data["latents"].shape[0] == 1
+
+
+def test_training_captions_come_from_the_count_range():
+    small = own_states.training_captions(40, seed=5, counts_in="small")
+    assert small == own_states.training_captions(40, seed=5, counts_in="small")
+    assert all(w not in ("five", "six") for c in small for w in c.split())
+    assert any(w in ("five", "six") for c in own_states.training_captions(40, seed=5) for w in c.split())

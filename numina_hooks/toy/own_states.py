@@ -100,10 +100,12 @@ def record_states(pipe, captions: Sequence[str], seeds: Sequence[int], steps: Se
             "labels": torch.cat(labs), "videos": torch.cat(videos)}
 
 
-def training_captions(n: int, seed: int) -> list[str]:
-    """``n`` captions of training combinations (never a held-out one), drawn from ``seed``."""
+def training_captions(n: int, seed: int, counts_in: str = "v2") -> list[str]:
+    """``n`` captions of training combinations (never a held-out one) of the count range
+    ``counts_in`` (``world.COUNT_RANGES``), drawn from ``seed``."""
     rng = np.random.default_rng([seed, 0x57A7E])
-    return [world.make_clip(int(s), split="train").caption for s in rng.integers(0, 2**62, size=n)]
+    return [world.make_clip(int(s), split="train", counts_in=counts_in).caption
+            for s in rng.integers(0, 2**62, size=n)]
 
 
 def load_states(path: str | Path) -> dict:
@@ -131,12 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     # the folder made before sampling (minutes), not found missing when the states are saved
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     pipe = toy_model.load_toy_pipeline(a.weights)
-    captions = training_captions(a.n, a.seed)
+    counts_in = toy_model.weights_count_range(a.weights)  # the range the model was trained on
+    captions = training_captions(a.n, a.seed, counts_in)
     seeds = [int(s) for s in np.random.default_rng([a.seed, 0x5EED]).integers(0, 2**31, size=a.n)]
     steps = [int(s) for s in a.steps.split(",") if s.strip()]
     data = record_states(pipe, captions, seeds, steps)
     data["args"] = json.dumps({"n": a.n, "seed": a.seed, "steps": steps,
-                               "weights": a.weights or "shipped"})
+                               "weights": a.weights or "shipped", "counts_in": counts_in})
     torch.save(data, a.out)
     print(f"wrote {len(data['captions'])} states from {a.n} samples to {a.out}")
 

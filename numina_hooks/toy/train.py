@@ -173,9 +173,9 @@ def _run_architecture(ckpt: Path, init_weights, arch: str | None) -> str:
     return arch or "v2"
 
 
-def _run_count_range(ckpt: Path, counts_in: str | None) -> str:
+def _run_count_range(ckpt: Path, counts_in: str | None, init_weights=None) -> str:
     """The count range a run trains on: its checkpoint's when resuming (another is refused),
-    else ``counts_in`` (default "v2")."""
+    else ``counts_in``, else the one ``init_weights`` were trained on, else "v2"."""
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)["args"].get("counts_in", "v2")
         if counts_in is not None and counts_in != saved:
@@ -183,6 +183,8 @@ def _run_count_range(ckpt: Path, counts_in: str | None) -> str:
                              f"range {saved!r}: resume it without --count-range (or with its own), or "
                              "train into a new --out folder")
         return saved
+    if counts_in is None and init_weights is not None:
+        counts_in = toy_model.weights_count_range(init_weights)
     return world.count_range(counts_in or "v2").name  # refuses an unknown name
 
 
@@ -344,7 +346,8 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     ``foreground_weight`` > 1 weighs the flow loss of object pixels more (see
     :func:`foreground_weights`).
     ``counts_in`` names the count range of the training clips (``world.COUNT_RANGES``;
-    default "v2"); a resumed run keeps its checkpoint's and refuses another.
+    default: that of ``init_weights``, else "v2"); a resumed run keeps its checkpoint's and
+    refuses another.
     """
     from tqdm import tqdm
 
@@ -390,7 +393,7 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
     arch = _run_architecture(out / CHECKPOINT, init_weights, arch)
     if arch != "v2":  # runs before architectures had names are v2 runs: their args stay as they were
         args.update(arch=arch)
-    counts_in = _run_count_range(out / CHECKPOINT, counts_in)
+    counts_in = _run_count_range(out / CHECKPOINT, counts_in, init_weights)
     if counts_in != "v2":  # likewise: runs before count ranges had names trained on v2's
         args.update(counts_in=counts_in)
     pipe = toy_model.build_pipeline(seed=seed, device=device, arch=arch)
@@ -617,8 +620,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="weight of object pixels (and their edges) in the flow loss against "
                         "background pixels (1: plain mean squared error)")
     p.add_argument("--count-range", default=None, choices=sorted(world.COUNT_RANGES),
-                   help="how many objects the training clips hold (toy.world.COUNT_RANGES; default "
-                        "v2: 1-6 a category, 8 in all; a resumed run keeps its own)")
+                   help="how many objects the training clips hold (toy.world.COUNT_RANGES; default: "
+                        "that of --init-weights, else v2: 1-6 a category, 8 in all; a resumed run "
+                        "keeps its own)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.ship:
