@@ -149,12 +149,17 @@ def _params(pipe) -> list[torch.nn.Parameter]:
     return list(pipe.transformer.parameters()) + list(pipe.text_encoder.parameters())
 
 
-def _run_architecture(ckpt: Path, init_weights, arch: str | None) -> str:
-    """The architecture name a run trains: its checkpoint's when resuming, else the one of
-    ``init_weights``, else ``arch`` (default "v2"). ValueError when ``arch`` asks for
-    another."""
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)["args"].get("arch", "v2")
+def _saved_args(ckpt: Path) -> dict | None:
+    """The training arguments a run's checkpoint holds; None without a checkpoint (a new run)."""
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["args"] if ckpt.exists() else None
+
+
+def _run_architecture(ckpt: Path, saved_args: dict | None, init_weights, arch: str | None) -> str:
+    """The architecture name a run trains: its checkpoint's (``saved_args``, those of
+    ``ckpt``) when resuming, else the one of ``init_weights``, else ``arch`` (default "v2").
+    ValueError when ``arch`` asks for another."""
+    if saved_args is not None:
+        saved = saved_args.get("arch", "v2")
         if arch is not None and arch != saved:
             raise ValueError(f"arch={arch!r}, but the run in {ckpt.parent} trains {saved!r}: "
                              "resume it without --arch (or with its own), or train into a new --out folder")
@@ -173,11 +178,12 @@ def _run_architecture(ckpt: Path, init_weights, arch: str | None) -> str:
     return arch or "v2"
 
 
-def _run_count_range(ckpt: Path, counts_in: str | None, init_weights=None) -> str:
-    """The count range a run trains on: its checkpoint's when resuming (another is refused),
-    else ``counts_in``, else the one ``init_weights`` were trained on, else "v2"."""
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)["args"].get("counts_in", "v2")
+def _run_count_range(ckpt: Path, saved_args: dict | None, counts_in: str | None, init_weights=None) -> str:
+    """The count range a run trains on: its checkpoint's (``saved_args``, those of ``ckpt``)
+    when resuming (another is refused), else ``counts_in``, else the one ``init_weights`` were
+    trained on, else "v2"."""
+    if saved_args is not None:
+        saved = saved_args.get("counts_in", "v2")
         if counts_in is not None and counts_in != saved:
             raise ValueError(f"counts_in={counts_in!r}, but the run in {ckpt.parent} trains on count "
                              f"range {saved!r}: resume it without --count-range (or with its own), or "
@@ -390,10 +396,11 @@ def train(out: str | Path, steps: int, seed: int = 0, batch: int = 16, lr: float
                   "captions": [c for d in parts for c in d["captions"]]}
         args.update(own_states=own_states, own_states_weight=own_states_weight,
                     own_states_batch=own_states_batch)
-    arch = _run_architecture(out / CHECKPOINT, init_weights, arch)
+    saved_args = _saved_args(out / CHECKPOINT)  # read once: the arguments a resumed run keeps
+    arch = _run_architecture(out / CHECKPOINT, saved_args, init_weights, arch)
     if arch != "v2":  # runs before architectures had names are v2 runs: their args stay as they were
         args.update(arch=arch)
-    counts_in = _run_count_range(out / CHECKPOINT, counts_in, init_weights)
+    counts_in = _run_count_range(out / CHECKPOINT, saved_args, counts_in, init_weights)
     if counts_in != "v2":  # likewise: runs before count ranges had names trained on v2's
         args.update(counts_in=counts_in)
     pipe = toy_model.build_pipeline(seed=seed, device=device, arch=arch)
