@@ -187,21 +187,22 @@ def check_same_run(out: Path, identity: dict) -> None:
         path.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
 
 
-def check_summary_run(out: Path, weights_dir: Path, seed: int, search: int) -> None:
-    """``--summarize`` labels the table with its own ``--weights``, ``--seed`` and
-    ``--search``: refuse when the rows on disk were made with others (``OUT/run.json``), so
-    that a table never names weights or pairs its rows did not come from."""
+def check_summary_run(out: Path, identity: dict, weights_dir: Path) -> None:
+    """``--summarize`` labels the table with its own ``--weights``, ``--seed``, ``--search``
+    and ``--config``: refuse when the rows on disk were made with others (``identity``, the
+    run's as ``check_same_run`` compares it, against ``OUT/run.json``; a key the file lacks is
+    not compared), so that a table never names weights, pairs or a config its rows did not
+    come from."""
     path = out / "run.json"
     if not path.exists():
         return
-    run = json.loads(path.read_text())
-    wrong = []
-    if run.get("weights_sha256") not in (None, _sha256(weights_dir / "model.safetensors")):
-        wrong.append(f"weights (pass the --weights the rows were made with, not {weights_dir})")
-    if run.get("seed", seed) != seed:
-        wrong.append(f"--seed {run['seed']} (not {seed})")
-    if run.get("search", search) != search:
-        wrong.append(f"--search {run['search']} (not {search})")
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(identity))  # as run.json stores it (tuples as lists)
+    hints = {"weights_sha256": f"weights (pass the --weights the rows were made with, not {weights_dir})",
+             "seed": f"--seed {before.get('seed')} (not {now['seed']})",
+             "search": f"--search {before.get('search')} (not {now['search']})",
+             "config": "config (pass the --config the rows were made with)"}
+    wrong = [hint for key, hint in hints.items() if key in before and before[key] != now[key]]
     if wrong:
         raise SystemExit(f"{out} holds rows made with other settings: {'; '.join(wrong)}")
 
@@ -234,16 +235,16 @@ def main(argv=None) -> dict:
     settings = {"n": a.n, "seed": a.seed, "search": a.search, "config": a.config,
                 "weights": str(a.weights or "shipped"), "weights_step": info.get("steps"),
                 "machine": describe(), "machine_line": machine_line(describe())}
+    from dataclasses import asdict
+
+    from numina_hooks.numina.config import NuminaConfig
+
+    config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
+    identity = {"seed": a.seed, "search": a.search, "config": asdict(config),
+                "weights_sha256": _sha256(weights_dir / "model.safetensors")}
     if a.summarize:
-        check_summary_run(out, weights_dir, a.seed, a.search)
+        check_summary_run(out, identity, weights_dir)
     else:
-        from dataclasses import asdict
-
-        from numina_hooks.numina.config import NuminaConfig
-
-        config = NuminaConfig(**json.loads(a.config)) if a.config else NuminaConfig()
-        identity = {"seed": a.seed, "search": a.search, "config": asdict(config),
-                    "weights_sha256": _sha256(weights_dir / "model.safetensors")}
         if set(strategies) != set(STRATEGIES):  # runs of all four (older run.json files) stay resumable
             identity["strategies"] = sorted(set(strategies) | {"plain"})
         check_same_run(out, identity)

@@ -26,7 +26,17 @@ def test_summarize_refuses_rows_of_other_weights_or_pairs(tmp_path):
     _run_json(seed1, seed=1)
     with pytest.raises(SystemExit, match=r"--seed 1 \(not 0\)"):
         e2e.main(["--summarize", "--out", str(seed1)])
+    from dataclasses import asdict
+
+    from numina_hooks.numina.config import NuminaConfig
+
+    other_config = tmp_path / "config"  # the table would say "config default"
+    _run_json(other_config, config=asdict(NuminaConfig(link_ratio=0.75)))
+    with pytest.raises(SystemExit, match="pass the --config the rows were made with"):
+        e2e.main(["--summarize", "--out", str(other_config)])
+    e2e.main(["--summarize", "--out", str(other_config), "--config", '{"link_ratio": 0.75}'])
     same = tmp_path / "same"
     _run_json(same)
-    e2e.check_summary_run(same, toy_model.WEIGHTS_DIR, seed=0, search=3)  # the run's own settings pass
+    identity = json.loads((same / "run.json").read_text())
+    e2e.check_summary_run(same, identity, toy_model.WEIGHTS_DIR)  # the run's own settings pass
     assert e2e.main(["--summarize", "--out", str(same)]) == {}  # no rows yet: nothing to label
