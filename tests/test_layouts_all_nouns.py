@@ -52,6 +52,22 @@ def test_one_noun_reads_as_layout_from_attention():
     np.testing.assert_array_equal(one.labels, alone.labels)
 
 
+def test_one_noun_reads_as_layout_from_attention_on_a_noisy_scene():
+    """A frame where the chosen head's own lift threshold moves once the evidence test has
+    measured its other background pieces: the two functions read it through one rule, so
+    they agree (before they did not: 6 instances alone against 5 in phase 1's rule)."""
+    from synthetic_scenes import SELF_HEAD_TYPES, make_scene
+
+    grid = (30, 52)
+    scene = make_scene(5, grid, n_frames=2, noise=1.0, seed=705, head_types=SELF_HEAD_TYPES)
+    for frame in scene.frames:
+        alone = layout_from_attention(frame.self_attn, frame.cross_attn, grid)
+        one = layouts_from_attention(frame.self_attn, {"noun": frame.cross_attn}, grid)["noun"]
+        assert (one.count, one.self_head, one.from_cross) == (alone.count, alone.self_head, alone.from_cross)
+        np.testing.assert_array_equal(one.labels, alone.labels)
+        assert alone.count == frame.count
+
+
 def test_the_multi_familys_other_nouns_are_read_beside_the_noun():
     from synthetic_multi_scenes import OTHER_NOUNS, make_multi_scene
 

@@ -406,7 +406,8 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     for noun, on in focus.items():
         read = partitions()
         if head >= 0:
-            if source is not None:  # the lifts the noun's own choice would measure
+            if source is not None and len(focus) > 1:  # the lifts the noun's own choice would
+                # measure (one noun: the head was chosen on its focus, they are measured)
                 choose_head_on(read, source, on, cfg, head)
             if link is not None:
                 link(read, head, on)

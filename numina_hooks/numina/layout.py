@@ -46,7 +46,10 @@ __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_fro
 
 @dataclass
 class Layout:
-    """The countable layout of one noun in one frame.
+    """The countable layout of one noun in one frame. With the default algorithm (containment
+    head choice, adaptive cut) and no ``self_head``, the noun is read by phase 1's own rule
+    (``identify.read_nouns`` with this noun alone), so this function gives the layout phase 1
+    reads for a prompt with one counted noun.
 
     labels: int32 [H, W]; 0 background, 1..count instances (each 4-connected).
     count: number of instances.
@@ -567,6 +570,14 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         source = self_attention_source(sa, cfg)
         parts = _partition(source, (H, W), cfg)
         focus = noun_focus(cross_map, (H, W), cfg)
+    if default_path and self_head is None:
+        # phase 1's own rule for its nouns (``identify.read_nouns``), with this noun alone: one
+        # rule, so that this function and phase 1 read the same layout
+        from .identify import read_nouns
+        read = read_nouns(parts, {"noun": focus}, {"noun": focus.cross}, cfg, source=source)["noun"]
+        return Layout(labels=read.labels, count=int(read.labels.max()), self_head=read.head,
+                      cross_head=cross_head, focus=focus.mask, proposals=read.regions,
+                      head_scores=read.scores, from_cross=read.from_cross)
     if cfg.head_choice == "containment":
         head, labels, scores = choose_from_partitions(parts, source, focus, cfg, self_head)
     else:
@@ -577,17 +588,12 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         if adaptive:
             _, labels, _ = choose_from_partitions(parts, source, focus, cfg, head)
     # the labels of ``choose_from_partitions`` are the layout only with the adaptive cut (the
-    # correlation cut reads its proposals from ``layout_from_maps`` below)
-    from_cross = (default_path and self_head is None
-                  and (lacks_self_evidence(parts, head, focus, cfg, source)
-                       or head_missed_objects(labels, focus, cfg)))
-    if from_cross:
-        labels = cross_components(focus, cfg)
+    # correlation cut reads its proposals from ``layout_from_maps`` below); a forced head
+    # keeps its instances (no cross-map fallback)
     if adaptive:
         proposals = parts.regions[head] if head >= 0 else np.zeros((H, W), np.int32)
         layout = Layout(labels=labels, count=int(labels.max()), self_head=head,
-                        cross_head=cross_head, focus=focus.mask, proposals=proposals,
-                        from_cross=from_cross)
+                        cross_head=cross_head, focus=focus.mask, proposals=proposals)
     elif head < 0:  # containment found no head with an instance on the focus
         layout = Layout(labels=np.zeros((H, W), np.int32), count=0, self_head=-1,
                         cross_head=cross_head, focus=focus.mask, proposals=np.zeros((H, W), np.int32))
