@@ -46,10 +46,7 @@ __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_fro
 
 @dataclass
 class Layout:
-    """The countable layout of one noun in one frame. With the default algorithm (containment
-    head choice, adaptive cut) and no ``self_head``, the noun is read by phase 1's own rule
-    (``identify.read_nouns`` with this noun alone), so this function gives the layout phase 1
-    reads for a prompt with one counted noun.
+    """The countable layout of one noun in one frame.
 
     labels: int32 [H, W]; 0 background, 1..count instances (each 4-connected).
     count: number of instances.
@@ -530,7 +527,10 @@ def checked_cross_attention(cross_attn, self_shape, name: str) -> torch.Tensor:
 def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
                           config: NuminaConfig | None = None, *,
                           self_head: int | None = None) -> Layout:
-    """The countable layout of one noun in one frame.
+    """The countable layout of one noun in one frame. With the default algorithm (containment
+    head choice, adaptive cut) and no ``self_head``, the noun is read by phase 1's own rule
+    (``identify.read_nouns`` with this noun alone), so this function gives the layout phase 1
+    reads for a prompt with one counted noun.
 
     Args:
         self_attn: ``[heads, HW, HW]`` self-attention of the frame, tensor or array, at the
