@@ -348,6 +348,12 @@ class NounInFrame:
     # ``cross_fallback_excess``)
     regions: np.ndarray  # int32 [H, W]: the chosen head's regions, its pieces linked (zeros: none)
 
+    def layout(self, cross_head: int, focus: np.ndarray) -> Layout:
+        """This reading as a ``Layout``, with the noun's ``cross_head`` and ``focus`` (bool [H, W])."""
+        return Layout(labels=self.labels, count=int(self.labels.max()), self_head=self.head,
+                      cross_head=cross_head, focus=focus, proposals=self.regions,
+                      head_scores=self.scores, from_cross=self.from_cross)
+
 
 def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig, *,
                source=None, link=None, source_of=None) -> dict[str, NounInFrame]:
@@ -503,11 +509,7 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
     parts = _partition(source, (H, W), cfg)
     read = read_nouns(parts, focus, {noun: m.reshape(H, W).numpy() for noun, m in maps.items()}, cfg,
                       source=source)
-    return {noun: Layout(labels=r.labels, count=int(r.labels.max()), self_head=r.head,
-                         cross_head=heads[noun], focus=focus[noun].mask,
-                         proposals=r.regions,
-                         head_scores=r.scores, from_cross=r.from_cross)
-            for noun, r in read.items()}
+    return {noun: r.layout(heads[noun], focus[noun].mask) for noun, r in read.items()}
 
 
 def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndarray],

@@ -575,9 +575,7 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         # rule, so that this function and phase 1 read the same layout
         from .identify import read_nouns
         read = read_nouns(parts, {"noun": focus}, {"noun": focus.cross}, cfg, source=source)["noun"]
-        return Layout(labels=read.labels, count=int(read.labels.max()), self_head=read.head,
-                      cross_head=cross_head, focus=focus.mask, proposals=read.regions,
-                      head_scores=read.scores, from_cross=read.from_cross)
+        return read.layout(cross_head, focus.mask)
     if cfg.head_choice == "containment":
         head, labels, scores = choose_from_partitions(parts, source, focus, cfg, self_head)
     else:
