@@ -277,6 +277,32 @@ def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
     return _regions_to_ids(comp, (sizes >= keep_sizes[0]) & (sizes <= keep_sizes[1]))
 
 
+def _ids_per_row(labels: np.ndarray, keep_sizes: tuple[float, float] | None = None,
+                 zero_is_region: bool = False) -> np.ndarray:
+    """Every row of ``labels`` (int [h, N], non-negative) renumbered at once: int32 [h, N],
+    each row's kept labels 1..m in raster order of their first pixel, 0 elsewhere. A label
+    is kept when its size in its row lies in ``keep_sizes`` (None: any size) and, unless
+    ``zero_is_region`` (component ids, where 0 is a component too), it is not 0. Row ``k``
+    is ``_relabel(labels[k], keep_sizes)`` with ``zero_is_region``, ``_renumbered(labels[k])``
+    without it and without ``keep_sizes``; one sort of the ``h * N`` labels instead of one
+    per row."""
+    h, n = labels.shape
+    lab = labels.astype(np.int64, copy=False)
+    span = int(lab.max()) + 1 if lab.size else 1
+    key = (np.arange(h, dtype=np.int64)[:, None] * span + lab).reshape(-1)
+    uniq, first, inv, size = np.unique(key, return_index=True, return_inverse=True,
+                                       return_counts=True)
+    keep = np.ones(len(uniq), dtype=bool) if zero_is_region else uniq % span != 0
+    if keep_sizes is not None:
+        keep &= (size >= keep_sizes[0]) & (size <= keep_sizes[1])
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(first[kept], kind="stable")]  # by first pixel: rows in order
+    row = first[kept] // n
+    new = np.zeros(len(uniq), dtype=np.int32)
+    new[kept] = np.arange(len(kept)) - np.searchsorted(row, row, side="left") + 1
+    return new[inv.reshape(-1)].reshape(h, n)
+
+
 def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                     min_region: int = 4, max_region_fraction: float = 0.5,
                     reference_quantile: float | None = 0.25,
@@ -318,7 +344,7 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
         comp = _grown_cores(values.numpy(), thr.numpy(), gp, gq, join, n, core_quantile,
                             min_region).reshape(h, n)
     hi = max(1, int(np.floor(max_region_fraction * n)))
-    regions = np.stack([_relabel(comp[k], (min_region, hi)) for k in range(h)])
+    regions = _ids_per_row(comp, (min_region, hi), zero_is_region=True)
     edge_args = (values.numpy(), ph.numpy(), qh.numpy())
     cut = None
     if peak_gap is not None:
@@ -470,7 +496,7 @@ def peak_regions(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.n
     nodes = nodes[trim[node_group]]
     # peaks get ids above every head's old ones (any order: renumbered below)
     out[nodes] = int(regions.max()) + 1 + np.unique(root[nodes], return_inverse=True)[1]
-    return np.stack([_renumbered(row) for row in out.reshape(h, n)])
+    return _ids_per_row(out.reshape(h, n))
 
 
 def _group_otsu(values: np.ndarray, group: np.ndarray, n_groups: int
@@ -479,8 +505,9 @@ def _group_otsu(values: np.ndarray, group: np.ndarray, n_groups: int
     group non-empty): (cut, mean of the lower class, mean of the upper class), float64 [G]
     each; NaN for a group with fewer than 2 distinct values."""
     span = float(values.max() - values.min())
-    # one sort by group, then value: the values mapped into [0, 0.5) keep their order
-    order = np.argsort(group + (values - values.min()) / (2 * span + 1e-300), kind="stable")
+    # one sort by group, then value: the values mapped into [0, 0.5) keep their order (the
+    # order among equal values does not matter: cuts fall between distinct values only)
+    order = np.argsort(group + (values - values.min()) / (2 * span + 1e-300))
     v, g = values[order], group[order]
     count = np.bincount(g, minlength=n_groups)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
@@ -982,25 +1009,27 @@ def _renumbered(labels: np.ndarray) -> np.ndarray:
 def _region_contrast(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.ndarray
                      ) -> list:
     """Per head and region: mean edge weight inside the region minus the mean on its
-    border (log units). ``values``: [heads, E] edge weights of the pairs (p, q)."""
-    out = []
-    for k in range(regions.shape[0]):
-        lab = regions[k]
-        m = int(lab.max()) + 1
-        lp, lq, v = lab[p], lab[q], values[k]
-        inside = (lp == lq) & (lp > 0)
-        n_in = np.bincount(lp[inside], minlength=m)
-        s_in = np.bincount(lp[inside], weights=v[inside], minlength=m)
-        cross = lp != lq
-        ends = np.concatenate([lp[cross], lq[cross]])
-        vv = np.concatenate([v[cross], v[cross]])
-        n_b = np.bincount(ends, minlength=m)
-        s_b = np.bincount(ends, weights=vv, minlength=m)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = np.where(n_in > 0, s_in / np.maximum(n_in, 1), 0.0) - \
-                np.where(n_b > 0, s_b / np.maximum(n_b, 1), 0.0)
-        c[0] = 0.0
-        out.append(c)
+    border (log units). ``regions``: int [heads, N]; ``values``: [heads, E] edge weights of
+    the pairs (p, q). Every head in one pass: head ``k``'s regions are counted in bins
+    ``offset[k] ...``."""
+    m = regions.max(axis=1).astype(np.int64) + 1  # [heads]
+    offset = np.concatenate([[0], np.cumsum(m)[:-1]])
+    lp, lq = regions[:, p].astype(np.int64), regions[:, q].astype(np.int64)  # [heads, E]
+    total = int(m.sum())
+    inside = (lp == lq) & (lp > 0)
+    gp, gq = lp + offset[:, None], lq + offset[:, None]
+    n_in = np.bincount(gp[inside], minlength=total)
+    s_in = np.bincount(gp[inside], weights=values[inside], minlength=total)
+    cross = lp != lq
+    a, b, w = gp[cross], gq[cross], values[cross]
+    n_b = np.bincount(a, minlength=total) + np.bincount(b, minlength=total)
+    s_b = np.bincount(a, weights=w, minlength=total) + np.bincount(b, weights=w, minlength=total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(n_in > 0, s_in / np.maximum(n_in, 1), 0.0) - \
+            np.where(n_b > 0, s_b / np.maximum(n_b, 1), 0.0)
+    out = np.split(c, np.cumsum(m)[:-1])
+    for x in out:
+        x[0] = 0.0
     return out
 
 
@@ -1109,12 +1138,12 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     lift = inside - measured[1:].sum(0) / np.maximum(n_moves, 1)
     stuck = n_moves == 0
     if stuck.any():  # too large to move: compare with the all-head mean
-        def head_mean(read_of, group, w, weights):
+        def head_mean(read_of, group, w, weights):  # every head's blocks in one read
             rows = torch.from_numpy(members[group, :w])
-            per_head = [source.block_sums(torch.full((len(rows),), k, dtype=torch.long), rows, weights)
-                        for k in range(h)]
-            return (torch.stack([r for r, _ in per_head]).mean(0),
-                    torch.stack([d for _, d in per_head]).mean(0))
+            g = len(rows)
+            every = torch.arange(h).repeat_interleave(g)
+            sums, own = source.block_sums(every, rows.repeat(h, 1), weights.repeat(h, 1))
+            return sums.view(h, g, w).mean(0), own.view(h, g, w).mean(0)
         lift[:, stuck] = inside[:, stuck] - kept(head_mean, [stuck])[0][:, stuck]
     for k in range(h):
         pick = g_head == k

@@ -1,0 +1,68 @@
+"""Region numbering of every head at once (``partition._ids_per_row``) and the per-head
+region contrast, against the one-head functions they replace."""
+
+import numpy as np
+
+from numina_hooks.numina.partition import _ids_per_row, _regions_to_ids, _relabel, _renumbered
+
+
+def _contrast_one_head(lab, p, q, v):
+    m = int(lab.max()) + 1
+    lp, lq = lab[p], lab[q]
+    inside = (lp == lq) & (lp > 0)
+    n_in = np.bincount(lp[inside], minlength=m)
+    s_in = np.bincount(lp[inside], weights=v[inside], minlength=m)
+    cross = lp != lq
+    ends = np.concatenate([lp[cross], lq[cross]])
+    n_b = np.bincount(ends, minlength=m)
+    s_b = np.bincount(ends, weights=np.concatenate([v[cross], v[cross]]), minlength=m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(n_in > 0, s_in / np.maximum(n_in, 1), 0.0) - np.where(n_b > 0, s_b / np.maximum(n_b, 1), 0.0)
+    c[0] = 0.0
+    return c
+
+
+def test_component_ids_of_every_head_at_once_match_each_head_alone():
+    rng = np.random.default_rng(0)
+    # component ids as the graph search gives them: every pixel in one, ids shared by no two heads
+    comp = np.stack([rng.integers(0, 40, 300) + 1000 * k for k in range(6)])
+    comp[2] = 7  # a head that is one component
+    for keep in ((1, 300), (4, 20), (12, 12)):
+        got = _ids_per_row(comp, keep, zero_is_region=True)
+        want = np.stack([_relabel(row, keep) for row in comp])
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want)
+
+
+def test_region_maps_renumbered_at_once_match_each_head_alone():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 9, (5, 200)) * rng.integers(0, 2, (5, 200))  # 0 = no region
+    labels[3] = 0  # a head with no region
+    labels[4, :] = 0
+    labels[4, 150] = 70  # one big id at the end
+    np.testing.assert_array_equal(_ids_per_row(labels), np.stack([_renumbered(r) for r in labels]))
+    assert _ids_per_row(labels)[4, 150] == 1
+
+
+def test_raster_order_of_first_pixel_not_id_order():
+    labels = np.array([[0, 5, 5, 2, 2, 9], [3, 0, 1, 1, 3, 0]])
+    np.testing.assert_array_equal(_ids_per_row(labels), [[0, 1, 1, 2, 2, 3], [1, 0, 2, 2, 1, 0]])
+    keep = np.zeros(10, dtype=bool)
+    keep[[2, 5, 9]] = True
+    np.testing.assert_array_equal(_ids_per_row(labels)[0], _regions_to_ids(labels[0], keep))
+
+
+def test_contrast_of_every_head_at_once_matches_each_head_alone():
+    from numina_hooks.numina.partition import _grid_index, _region_contrast
+    H, W = 6, 9
+    idx = _grid_index(H, W)
+    p = np.concatenate([idx[:, :-1].reshape(-1).numpy(), idx[:-1, :].reshape(-1).numpy()])
+    q = np.concatenate([idx[:, 1:].reshape(-1).numpy(), idx[1:, :].reshape(-1).numpy()])
+    rng = np.random.default_rng(2)
+    regions = rng.integers(0, 4, (4, H * W)).astype(np.int32)
+    regions[1] = 0  # no region at all
+    values = rng.standard_normal((4, len(p)))
+    got = _region_contrast(regions, values, p, q)
+    assert [len(c) for c in got] == [int(r.max()) + 1 for r in regions]
+    for k in range(4):
+        np.testing.assert_allclose(got[k], _contrast_one_head(regions[k], p, q, values[k]), rtol=0, atol=1e-12)
