@@ -71,6 +71,8 @@ _INTERVALS = {
     "self_evidence_factor": (0, False, math.inf, False, True, " (never fall back to the cross map)"),
     "cross_fallback_ratio": (0, False, 1, False, False, ""),
     "cross_fallback_peak": (0, False, 1, True, False, ""),
+    "cross_peak_prominence": (0, False, 1, False, True, " (the plain components)"),
+    "cross_peak_base": (0, True, 1, False, False, ""),
 }
 
 
@@ -282,6 +284,15 @@ class NuminaConfig:
     into 4-connected components of at least ``cross_fallback_min_size`` patches."""
     cross_fallback_min_size: int = 2
     """Smallest cross-attention component counted by the fallback (patches)."""
+    cross_peak_prominence: float | None = 0.2
+    """The fallback's layout split at the saddles of the noun's map (``layout.cross_peaks``):
+    a bump is an instance of its own when its peak rises at least this share of the map's
+    range (``peak - floor``) above the saddle joining it to a higher bump. None = the plain
+    components at ``cross_fallback_ratio`` (``layout.cross_components``). Blurred objects
+    whose bumps merge above that cut stay apart; a ripple on one bump does not split it."""
+    cross_peak_base: float = 0.3
+    """The lowest level the fallback's peaks are flooded to (``cross_peak_prominence``):
+    ``floor + cross_peak_base * (peak - floor)``."""
     cross_fallback_excess: int | None = 2
     """The second reason to take the cross map's components (``cross_fallback_ratio``): the
     chosen head missed objects. When the noun's map holds at least this many more strong

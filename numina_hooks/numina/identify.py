@@ -35,7 +35,7 @@ from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
 from .layout import (Layout, _instances, _partition, _regions_to_instances, check_not_constant,
                      checked_cross_attention, checked_self_attention,
-                     choose_head_on, cross_components, head_labels, lacks_self_evidence, noun_focus,
+                     choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
                      splinter_option, head_missed_objects, strong_components)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
@@ -422,7 +422,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         others = [f for other, f in focus.items() if other != noun]
         from_cross = lacks_self_evidence(read, head, on, cfg, source, FocusUnion(others) if others else None)
         if from_cross:
-            labels = cross_components(on, cfg)
+            labels = fallback_layout(on, cfg)
         else:
             src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
             labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head)[noun]
@@ -443,7 +443,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         switched = False
         for noun, r in out.items():
             if not r.from_cross and head_missed_objects(r.labels, focus[noun], cfg, strong[noun]):
-                r.labels, r.from_cross, switched = cross_components(focus[noun], cfg), True, True
+                r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
         if exclusive and switched:
             exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
     return out

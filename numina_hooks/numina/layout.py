@@ -40,7 +40,8 @@ from .partition import (HeadPartitions, _as_source, _components, _relabel, choos
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
-           "focus_mask", "noun_focus", "bright_pixels", "cross_components", "strong_components",
+           "focus_mask", "noun_focus", "bright_pixels", "cross_components", "cross_peaks",
+           "fallback_layout", "strong_components",
            "head_missed_objects", "dbscan_members", "naive_cross_count", "temporal_vote", "check_not_constant"]
 
 
@@ -183,6 +184,96 @@ def cross_components(focus: NounFocus, config: NuminaConfig | None = None) -> np
     keep = size >= cfg.cross_fallback_min_size
     keep[0] = False
     return _regions_to_instances(lab, keep)
+
+
+#: neighbours of a pixel for ``cross_peaks``: a peak's slope may run along a diagonal
+_EIGHT_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
+    """A noun's instances read from its cross-attention alone, split at the saddles between
+    its peaks: int32 [H, W] (0 = none, 1..n in raster order of their first pixel).
+
+    The map's pixels at or above ``floor + cross_peak_base * (peak - floor)`` (``focus``'s
+    floor and range) are flooded from the highest down, 8-connected. Where two flooded parts
+    meet, the one with the lower peak is an instance of its own when that peak rises at
+    least ``cross_peak_prominence * (peak - floor)`` above the meeting level (its saddle),
+    and joins the higher one otherwise; a part that meets no higher one keeps its pixels
+    when its peak rises that much above the base level. Each pixel belongs to the peak
+    that its highest neighbour above it leads to (a watershed); instances under ``cross_fallback_min_size`` patches are
+    dropped. Two blurred objects whose bumps merge above ``cross_fallback_ratio`` stay
+    apart while their saddle is deep enough; a noise ripple on one bump is too shallow to
+    split it. A bump alone counts when its peak reaches ``cross_peak_base +
+    cross_peak_prominence`` of the range (0.5 by default, as ``cross_components``). All
+    zeros for a flat map. The fallback's layout (``NuminaConfig.cross_peak_prominence``)."""
+    cfg = config or NuminaConfig()
+    c = np.asarray(focus.cross, dtype=np.float64)
+    H, W = c.shape
+    out = np.zeros(H * W, dtype=np.int64)
+    if focus.spread <= 0:
+        return out.reshape(H, W).astype(np.int32)
+    base = focus.floor + cfg.cross_peak_base * focus.spread
+    rise = cfg.cross_peak_prominence * focus.spread
+    flat = c.reshape(-1)
+    above = np.flatnonzero(flat >= base)
+    order = above[np.argsort(-flat[above], kind="stable")]  # highest first
+    part = np.full(H * W, -1, dtype=np.int64)  # flooded part of each pixel (union-find)
+    label = np.full(H * W, -1, dtype=np.int64)  # each pixel's peak (its own when it is one)
+    alias = {}  # a peak that joined a higher one -> that one's peak
+    top = {}  # part root -> (its peak value, its peak pixel)
+
+    def root(a: int) -> int:
+        while part[a] != a:
+            part[a] = part[part[a]]
+            a = part[a]
+        return a
+
+    def peak_of(p: int) -> int:
+        while p in alias:
+            p = alias[p]
+        return p
+
+    kept = set()
+    for i in order:
+        v = flat[i]
+        y, x = divmod(int(i), W)
+        near = [y2 * W + x2 for dy, dx in _EIGHT_NEIGHBOURS for y2, x2 in ((y + dy, x + dx),)
+                if 0 <= y2 < H and 0 <= x2 < W and part[y2 * W + x2] >= 0]
+        if not near:
+            part[i], label[i] = i, i
+            top[i] = (v, i)
+            continue
+        # the pixel belongs to the peak its highest flooded neighbour leads to
+        label[i] = peak_of(int(label[max(near, key=lambda j: (flat[j], -j))]))
+        ranked = sorted({root(j) for j in near}, key=lambda r: (-top[r][0], top[r][1]))
+        high = ranked[0]
+        part[i] = high
+        for low in ranked[1:]:  # the lower parts meet the highest one at this level
+            part[low] = high
+            low_peak = top.pop(low)[1]
+            if flat[low_peak] - v >= rise:
+                kept.add(low_peak)
+            else:
+                alias[low_peak] = top[high][1]
+    kept |= {p for r, (t, p) in top.items() if t - base >= rise}
+    ids = {p: k for k, p in enumerate(sorted(kept), start=1)}
+    for i in order:
+        out[i] = ids.get(peak_of(int(label[i])), 0)
+    size = np.bincount(out, minlength=len(ids) + 1)
+    keep = size >= cfg.cross_fallback_min_size
+    keep[0] = False
+    return _regions_to_instances(out.reshape(H, W), keep)
+
+
+def fallback_layout(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
+    """The layout a noun gets from its cross-attention when the self-attention does not
+    tell its objects apart (``self_evidence_factor``, ``cross_fallback_excess``): the map's
+    peaks (``cross_peaks``), or its plain components (``cross_components``) with
+    ``cross_peak_prominence=None``; int32 [H, W]."""
+    cfg = config or NuminaConfig()
+    if cfg.cross_peak_prominence is None:
+        return cross_components(focus, cfg)
+    return cross_peaks(focus, cfg)
 
 
 def strong_components(focus, config: NuminaConfig | None = None) -> np.ndarray:
