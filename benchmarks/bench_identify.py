@@ -1099,9 +1099,11 @@ CELL_COLUMNS_NOTE = (
     "a counter could attribute to the noun (in crowded small-grid frames the blur leaves a small "
     "object's bump at the level of the frame's median). 'Default there': the default's voted "
     "accuracy on those frames alone ('-': not measured in that run). 'Read from the cross map': "
-    "the share of frames whose default layout is the cross map's components because the chosen "
-    "head's instances did not stand out of its background (`self_evidence_factor`; '-': runs "
-    "before 2026-12-03's seventh session, when that rule did not exist).")
+    "the share of frames whose default layout is read from the cross map (its components; since "
+    "2026-12-04's sixth session its peaks, `cross_peaks`) because the chosen head's instances did "
+    "not stand out of its background (`self_evidence_factor`) or, since 2026-12-04, missed objects "
+    "the map shows (`cross_fallback_excess`); '-': runs before 2026-12-03's seventh session, when "
+    "neither rule existed.")
 
 CELL_TABLE_HEADER = ("| family | grid | noise | default | default, per frame | paper preset | naive cross CC "
                      "| true head | chosen head is true | noun map shows every object | default there "

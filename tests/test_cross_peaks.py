@@ -39,6 +39,20 @@ def test_two_blurred_objects_merged_by_the_components_are_split_at_their_saddle(
         assert np.bincount(on, minlength=3)[1:].max() >= 0.9 * (on > 0).sum()
 
 
+def test_a_sharp_ripple_on_a_large_grid_is_smoothed_away():
+    # one broad object on a 60x104 grid with a one-patch dip through its middle: unsmoothed
+    # the dip is a saddle 0.2 of the range deep; smoothed by the default (one patch at 60
+    # rows) it is not
+    grid = (60, 104)
+    broad = np.zeros(grid)
+    broad[20:40, 30:70] = 1.0
+    cross = gaussian_filter(broad, 2.0) + 0.01
+    cross[:, 50] *= 0.7
+    focus = noun_focus(cross, grid)
+    assert cross_peaks(focus, NuminaConfig(cross_peak_sigma=0.0)).max() == 2
+    assert cross_peaks(focus).max() == 1
+
+
 def test_a_ripple_on_one_bump_does_not_split_it():
     rng = np.random.default_rng(0)
     broad = np.zeros(GRID)
@@ -70,7 +84,8 @@ def test_flat_maps_size_floor_and_the_switch_back_to_plain_components():
 
 @pytest.mark.parametrize("field,value", [("cross_peak_prominence", 0.0), ("cross_peak_prominence", 1.0),
                                          ("cross_peak_base", 1.0), ("cross_peak_base", -0.1),
-                                         ("cross_peak_base", None)])
+                                         ("cross_peak_base", None), ("cross_peak_sigma", -0.5),
+                                         ("cross_peak_sigma", float("inf"))])
 def test_bad_values_are_refused_with_the_field_named(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(NuminaConfig(), **{field: value})

@@ -73,6 +73,7 @@ _INTERVALS = {
     "cross_fallback_peak": (0, False, 1, True, False, ""),
     "cross_peak_prominence": (0, False, 1, False, True, " (the plain components)"),
     "cross_peak_base": (0, True, 1, False, False, ""),
+    "cross_peak_sigma": (0, True, math.inf, False, False, " (0 = no smoothing)"),
 }
 
 
@@ -293,6 +294,11 @@ class NuminaConfig:
     cross_peak_base: float = 0.3
     """The lowest level the fallback's peaks are flooded to (``cross_peak_prominence``):
     ``floor + cross_peak_base * (peak - floor)``."""
+    cross_peak_sigma: float = 1 / 60
+    """Before its peaks are flooded (``cross_peak_prominence``) the noun's map is smoothed by
+    a Gaussian of this share of the grid's height (half a patch at Wan2.1-1.3B's 30 rows, a
+    quarter at 15): per-patch noise ripples a bump by as much whatever the grid, while an
+    object covers more patches on a larger grid. 0 = no smoothing."""
     cross_fallback_excess: int | None = 2
     """The second reason to take the cross map's components (``cross_fallback_ratio``): the
     chosen head missed objects. When the noun's map holds at least this many more strong

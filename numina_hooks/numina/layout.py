@@ -194,8 +194,10 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     """A noun's instances read from its cross-attention alone, split at the saddles between
     its peaks: int32 [H, W] (0 = none, 1..n in raster order of their first pixel).
 
-    The map's pixels at or above ``floor + cross_peak_base * (peak - floor)`` (``focus``'s
-    floor and range) are flooded from the highest down, 8-connected. Where two flooded parts
+    The map, smoothed by a Gaussian of ``cross_peak_sigma`` times the grid's height
+    (patches), has its pixels at or above ``floor + cross_peak_base * (peak - floor)`` (the
+    smoothed map's floor and range, as ``noun_focus`` takes them) flooded from the highest
+    down, 8-connected. Where two flooded parts
     meet, the one with the lower peak is an instance of its own when that peak rises at
     least ``cross_peak_prominence * (peak - floor)`` above the meeting level (its saddle),
     and joins the higher one otherwise; a part that meets no higher one keeps its pixels
@@ -212,6 +214,12 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     out = np.zeros(H * W, dtype=np.int64)
     if focus.spread <= 0:
         return out.reshape(H, W).astype(np.int32)
+    if cfg.cross_peak_sigma > 0:  # the levels below are the smoothed map's own
+        from scipy.ndimage import gaussian_filter
+        focus = noun_focus(gaussian_filter(c, cfg.cross_peak_sigma * H), (H, W), cfg)
+        c = np.asarray(focus.cross, dtype=np.float64)
+        if focus.spread <= 0:
+            return out.reshape(H, W).astype(np.int32)
     base = focus.floor + cfg.cross_peak_base * focus.spread
     rise = cfg.cross_peak_prominence * focus.spread
     flat = c.reshape(-1)
