@@ -272,19 +272,20 @@ class NuminaConfig:
     ``partition.instance_evidence``), its regions are pieces of a positional or textured
     partition that happen to lie under the focus, not objects: the self-attention does not
     tell this noun's objects apart in this frame, and the layout is taken from the
-    cross-attention instead (``layout.cross_components``: the map's components at
-    ``cross_fallback_ratio`` of its range; ``Layout.from_cross``, ``NuminaReport.from_cross``).
+    cross-attention instead (``layout.fallback_layout``: the map's peaks,
+    ``cross_peak_prominence``; ``Layout.from_cross``, ``NuminaReport.from_cross``).
     No fallback when no head has an instance on the focus (nothing to compare: a noun absent
     from the frame) or when fewer than 5 background pieces of an instance's size exist. The
     default is ``min_lift_null_factor``'s factor. None = always the self-attention's
     instances (the paper)."""
     cross_fallback_ratio: float = 0.5
-    """The cross-attention components that replace a self-attention layout without
-    evidence (``self_evidence_factor``): the noun map's pixels at or above ``floor +
-    cross_fallback_ratio * (peak - floor)`` (``floor``: ``focus_floor_quantile``), split
-    into 4-connected components of at least ``cross_fallback_min_size`` patches."""
+    """The noun map's components (``layout.cross_components``): its pixels at or above
+    ``floor + cross_fallback_ratio * (peak - floor)`` (``floor``: ``focus_floor_quantile``),
+    split into 4-connected components of at least ``cross_fallback_min_size`` patches. The
+    strong components of ``cross_fallback_excess`` are among them; with
+    ``cross_peak_prominence=None`` they are also the fallback's layout."""
     cross_fallback_min_size: int = 2
-    """Smallest cross-attention component counted by the fallback (patches)."""
+    """Smallest instance of the fallback's layout, and smallest noun-map component (patches)."""
     cross_peak_prominence: float | None = 0.2
     """The fallback's layout split at the saddles of the noun's map (``layout.cross_peaks``):
     a bump is an instance of its own when its peak rises at least this share of the map's
@@ -300,7 +301,7 @@ class NuminaConfig:
     quarter at 15): per-patch noise ripples a bump by as much whatever the grid, while an
     object covers more patches on a larger grid. 0 = no smoothing."""
     cross_fallback_excess: int | None = 2
-    """The second reason to take the cross map's components (``cross_fallback_ratio``): the
+    """The second reason to read the layout from the cross map (``fallback_layout``): the
     chosen head missed objects. When the noun's map holds at least this many more strong
     components (``cross_fallback_peak``) than the head has instances on its focus, or at
     least this many strong components that touch none of its instances, and the head has at

@@ -344,7 +344,7 @@ class NounInFrame:
     labels: np.ndarray  # int32 [H, W], 0 background, 1..n instances
     head: int  # the chosen head's index in the frame's partitions; -1 = none had a region on the focus
     scores: np.ndarray  # float32 [heads]: the head scores it was chosen by
-    from_cross: bool  # the labels are the cross map's components (``self_evidence_factor``,
+    from_cross: bool  # the labels are read from the cross map (``fallback_layout``; ``self_evidence_factor``,
     # ``cross_fallback_excess``)
     regions: np.ndarray  # int32 [H, W]: the chosen head's regions, its pieces linked (zeros: none)
 
@@ -369,7 +369,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
        (``self_evidence_factor``) tested with the other nouns' regions left out of the
        background pieces (they are objects), and the head's instances on the focus kept,
        plus those found in the focus they leave unclaimed; or, after the fallback, the
-       noun's cross map's components. Measuring lifts and linking change the partitions in
+       noun's layout read from its cross map. Measuring lifts and linking change the partitions in
        place, so every choice and reading after the first works on a copy of them as they
        were given.
     3. With ``cfg.exclusive_regions``, one object one noun (``exclusive_instances`` by

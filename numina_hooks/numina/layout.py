@@ -58,8 +58,8 @@ class Layout:
     proposals: int32 [H, W], the contiguous regions of the self-attention map (0 = none).
     head_scores: float32 [heads] self-attention head scores (containment scores, -inf for a
         head without instances, or the paper's image score), or None.
-    from_cross: True when the instances are the cross-attention's components
-        (``cross_components``) because the chosen head's instances did not stand out of its
+    from_cross: True when the instances are read from the cross-attention
+        (``fallback_layout``) because the chosen head's instances did not stand out of its
         background (``NuminaConfig.self_evidence_factor``), or left at least
         ``cross_fallback_excess`` of the map's strong components unaccounted for
         (``head_missed_objects``); ``self_head`` is still the head that was chosen.
@@ -197,17 +197,17 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     The map, smoothed by a Gaussian of ``cross_peak_sigma`` times the grid's height
     (patches), has its pixels at or above ``floor + cross_peak_base * (peak - floor)`` (the
     smoothed map's floor and range, as ``noun_focus`` takes them) flooded from the highest
-    down, 8-connected. Where two flooded parts
-    meet, the one with the lower peak is an instance of its own when that peak rises at
-    least ``cross_peak_prominence * (peak - floor)`` above the meeting level (its saddle),
-    and joins the higher one otherwise; a part that meets no higher one keeps its pixels
-    when its peak rises that much above the base level. Each pixel belongs to the peak
-    that its highest neighbour above it leads to (a watershed); instances under ``cross_fallback_min_size`` patches are
-    dropped. Two blurred objects whose bumps merge above ``cross_fallback_ratio`` stay
-    apart while their saddle is deep enough; a noise ripple on one bump is too shallow to
-    split it. A bump alone counts when its peak reaches ``cross_peak_base +
-    cross_peak_prominence`` of the range (0.5 by default, as ``cross_components``). All
-    zeros for a flat map. The fallback's layout (``NuminaConfig.cross_peak_prominence``)."""
+    down, 8-connected. Where two flooded parts meet, the one with the lower peak is an
+    instance of its own when that peak rises at least ``cross_peak_prominence * (peak -
+    floor)`` above the meeting level (its saddle), and joins the higher one otherwise; a
+    part that meets no higher one keeps its pixels when its peak rises that much above the
+    base level. Each pixel belongs to the peak that its highest neighbour above it leads to
+    (a watershed); instances under ``cross_fallback_min_size`` patches are dropped. Two
+    blurred objects whose bumps merge above ``cross_fallback_ratio`` stay apart while their
+    saddle is deep enough; a noise ripple on one bump is too shallow to split it. A bump
+    alone counts when its peak reaches ``cross_peak_base + cross_peak_prominence`` of the
+    range (0.5 by default, as ``cross_components``). All zeros for a flat map. The
+    fallback's layout (``NuminaConfig.cross_peak_prominence``)."""
     cfg = config or NuminaConfig()
     c = np.asarray(focus.cross, dtype=np.float64)
     H, W = c.shape
@@ -310,7 +310,7 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
     has instances (the self-attention merged or dropped objects the cross map shows apart),
     or that many strong components touch none of the instances (the head's instances lie
     elsewhere: on the parts of a few objects, on another category's objects); then the
-    layout is the cross map's (``cross_components``). ``strong``: the strong components,
+    layout is read from the cross map (``fallback_layout``). ``strong``: the strong components,
     int [H, W] labels (None: ``strong_components(focus)``; with several nouns, those the
     noun keeps once each strong component is given to one noun). False when the excess is
     None or the head has no instance (a noun the head does not find stays at 0: an absent
@@ -333,7 +333,7 @@ def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConf
                         self_attn=None, others=None) -> bool:
     """Whether ``head``'s instances on ``focus`` stand out of its background by no more than
     ``cfg.self_evidence_factor`` (``partition.instance_evidence``): then the layout is the
-    cross-attention's (``cross_components``). ``self_attn``: the frame's source of entries
+    cross-attention's (``fallback_layout``). ``self_attn``: the frame's source of entries
     (``self_attention_source``), to measure the head's regions off the focus that are not
     measured yet (the head choice measures a dozen); None = every region is measured (phase
     1). ``others``: the focus of the prompt's other nouns (a mask, ``NounFocus`` or
