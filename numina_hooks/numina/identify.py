@@ -70,9 +70,10 @@ class NounReading:
     self_heads: list = field(default_factory=list)  # per frame: the chosen self head within its
     # block (-1: no head had a region on the focus)
     self_layers: list = field(default_factory=list)  # per frame: that head's block (-1: none)
-    from_cross: list = field(default_factory=list)  # per frame bool: the instances are the
-    # noun's cross-attention components (the chosen head's did not stand out of its
-    # background, or its cross map showed objects the head missed: ``cross_fallback_excess``)
+    from_cross: list = field(default_factory=list)  # per frame bool: the instances are read
+    # from the noun's cross-attention (``fallback_layout``: the chosen head's did not stand out
+    # of their background, or its cross map showed objects the head missed:
+    # ``cross_fallback_excess``)
     pca_rgb: list = field(default_factory=list)  # per frame float32 [H, W, 3]: the chosen head's
     # regions in colour (default), or its PCA(3) colour image (paper preset)
     cross_heads: list = field(default_factory=list)  # per frame int (-1 = mean over heads)

@@ -33,9 +33,10 @@ class NuminaReport:
     self_heads: dict = field(default_factory=dict)  # noun -> per frame: its chosen self head
     # within its block (-1: none had a region on its focus)
     self_layers: dict = field(default_factory=dict)  # noun -> per frame: that head's block
-    from_cross: dict = field(default_factory=dict)  # noun -> per frame: its layout is its
-    # cross-attention components (the chosen head's instances did not stand out of its
-    # background, or were fewer than its cross map's strong components: ``cross_fallback_excess``)
+    from_cross: dict = field(default_factory=dict)  # noun -> per frame: its layout is read
+    # from its cross-attention (``fallback_layout``: the chosen head's instances did not stand
+    # out of their background, or were fewer than its cross map's strong components:
+    # ``cross_fallback_excess``)
     cross_heads: dict = field(default_factory=dict)  # noun -> per frame
     layouts_before: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
     layouts_after: dict = field(default_factory=dict)  # noun -> int32 [F, H, W]
