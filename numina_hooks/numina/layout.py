@@ -211,17 +211,15 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     cfg = config or NuminaConfig()
     c = np.asarray(focus.cross, dtype=np.float64)
     H, W = c.shape
-    out = np.zeros(H * W, dtype=np.int64)
-    if focus.spread <= 0:
-        return out.reshape(H, W).astype(np.int32)
-    if cfg.cross_peak_sigma > 0:  # the levels below are the smoothed map's own
+    floor, spread = focus.floor, focus.spread
+    if spread > 0 and cfg.cross_peak_sigma > 0:  # the levels below are the smoothed map's own
         from scipy.ndimage import gaussian_filter
-        focus = noun_focus(gaussian_filter(c, cfg.cross_peak_sigma * H), (H, W), cfg)
-        c = np.asarray(focus.cross, dtype=np.float64)
-        if focus.spread <= 0:
-            return out.reshape(H, W).astype(np.int32)
-    base = focus.floor + cfg.cross_peak_base * focus.spread
-    rise = cfg.cross_peak_prominence * focus.spread
+        _, c, floor, spread = _map_levels(gaussian_filter(c, cfg.cross_peak_sigma * H), (H, W), cfg)
+    out = np.zeros(H * W, dtype=np.int64)
+    if spread <= 0:
+        return out.reshape(H, W).astype(np.int32)
+    base = floor + cfg.cross_peak_base * spread
+    rise = cfg.cross_peak_prominence * spread
     flat = c.reshape(-1)
     above = np.flatnonzero(flat >= base)
     order = above[np.argsort(-flat[above], kind="stable")]  # highest first
