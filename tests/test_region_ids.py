@@ -1,9 +1,22 @@
-"""Region numbering of every head at once (``partition._ids_per_row``) and the per-head
-region contrast, against the one-head functions they replace."""
+"""Region numbering of every head at once (``partition._ids_per_row``, and ``_relabel`` /
+``_renumbered``, its one-row cases) and the per-head region contrast, against plain one-head
+references."""
 
 import numpy as np
 
 from numina_hooks.numina.partition import _ids_per_row, _regions_to_ids, _relabel, _renumbered
+
+
+def _numbered_one_row(row, keep_sizes=None, zero_is_region=False):
+    """The numbering written plainly: each kept label of ``row`` gets 1, 2, ... in the order
+    of its first pixel."""
+    out = np.zeros(len(row), dtype=np.int32)
+    labels, first, size = np.unique(row, return_index=True, return_counts=True)
+    kept = [(f, lab) for lab, f, n in zip(labels, first, size)
+            if (zero_is_region or lab != 0) and (keep_sizes is None or keep_sizes[0] <= n <= keep_sizes[1])]
+    for new, (_, lab) in enumerate(sorted(kept), start=1):
+        out[row == lab] = new
+    return out
 
 
 def _contrast_one_head(lab, p, q, v):
@@ -22,31 +35,36 @@ def _contrast_one_head(lab, p, q, v):
     return c
 
 
-def test_component_ids_of_every_head_at_once_match_each_head_alone():
+def test_component_ids_of_every_head_at_once_match_each_head_numbered_alone():
     rng = np.random.default_rng(0)
     # component ids as the graph search gives them: every pixel in one, ids shared by no two heads
     comp = np.stack([rng.integers(0, 40, 300) + 1000 * k for k in range(6)])
     comp[2] = 7  # a head that is one component
     for keep in ((1, 300), (4, 20), (12, 12)):
         got = _ids_per_row(comp, keep, zero_is_region=True)
-        want = np.stack([_relabel(row, keep) for row in comp])
+        want = np.stack([_numbered_one_row(row, keep, zero_is_region=True) for row in comp])
         assert got.dtype == np.int32
         np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.stack([_relabel(row, keep) for row in comp]), want)
 
 
-def test_region_maps_renumbered_at_once_match_each_head_alone():
+def test_region_maps_renumbered_at_once_match_each_head_numbered_alone():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 9, (5, 200)) * rng.integers(0, 2, (5, 200))  # 0 = no region
     labels[3] = 0  # a head with no region
     labels[4, :] = 0
     labels[4, 150] = 70  # one big id at the end
-    np.testing.assert_array_equal(_ids_per_row(labels), np.stack([_renumbered(r) for r in labels]))
+    want = np.stack([_numbered_one_row(r) for r in labels])
+    np.testing.assert_array_equal(_ids_per_row(labels), want)
+    np.testing.assert_array_equal(np.stack([_renumbered(r) for r in labels]), want)
     assert _ids_per_row(labels)[4, 150] == 1
 
 
 def test_raster_order_of_first_pixel_not_id_order():
     labels = np.array([[0, 5, 5, 2, 2, 9], [3, 0, 1, 1, 3, 0]])
     np.testing.assert_array_equal(_ids_per_row(labels), [[0, 1, 1, 2, 2, 3], [1, 0, 2, 2, 1, 0]])
+    # a 2-D map keeps its shape, numbered in raster order over the whole map
+    np.testing.assert_array_equal(_renumbered(labels[0].reshape(2, 3)), [[0, 1, 1], [2, 2, 3]])
     keep = np.zeros(10, dtype=bool)
     keep[[2, 5, 9]] = True
     np.testing.assert_array_equal(_ids_per_row(labels)[0], _regions_to_ids(labels[0], keep))

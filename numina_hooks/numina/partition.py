@@ -270,11 +270,9 @@ def _sparse_components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.nda
 
 
 def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
-    """Components of one head ``[N]`` -> int32 [N] with kept components 1..m in raster
-    order of their first pixel, 0 elsewhere."""
-    _, comp = np.unique(comp, return_inverse=True)
-    sizes = np.bincount(comp)
-    return _regions_to_ids(comp, (sizes >= keep_sizes[0]) & (sizes <= keep_sizes[1]))
+    """Components of one head ``[N]`` -> int32 [N] with kept components (size in
+    ``keep_sizes``) 1..m in raster order of their first pixel, 0 elsewhere."""
+    return _ids_per_row(comp.reshape(1, -1), keep_sizes, zero_is_region=True).reshape(comp.shape)
 
 
 def _ids_per_row(labels: np.ndarray, keep_sizes: tuple[float, float] | None = None,
@@ -282,10 +280,9 @@ def _ids_per_row(labels: np.ndarray, keep_sizes: tuple[float, float] | None = No
     """Every row of ``labels`` (int [h, N], non-negative) renumbered at once: int32 [h, N],
     each row's kept labels 1..m in raster order of their first pixel, 0 elsewhere. A label
     is kept when its size in its row lies in ``keep_sizes`` (None: any size) and, unless
-    ``zero_is_region`` (component ids, where 0 is a component too), it is not 0. Row ``k``
-    is ``_relabel(labels[k], keep_sizes)`` with ``zero_is_region``, ``_renumbered(labels[k])``
-    without it and without ``keep_sizes``; one sort of the ``h * N`` labels instead of one
-    per row."""
+    ``zero_is_region`` (component ids, where 0 is a component too), it is not 0. One sort of
+    the ``h * N`` labels for every row (``_relabel`` and ``_renumbered`` are its one-row
+    cases)."""
     h, n = labels.shape
     lab = labels.astype(np.int64, copy=False)
     span = int(lab.max()) + 1 if lab.size else 1
@@ -1000,10 +997,7 @@ def _regions_to_ids(regions: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def _renumbered(labels: np.ndarray) -> np.ndarray:
     """An int region map (0 = none) with its regions renumbered 1..m in raster order of their
     first pixel, int32 of the same shape."""
-    keep = np.zeros(int(labels.max()) + 1, dtype=bool)
-    keep[labels.reshape(-1)] = True
-    keep[0] = False
-    return _regions_to_ids(labels, keep)
+    return _ids_per_row(labels.reshape(1, -1)).reshape(labels.shape)
 
 
 def _region_contrast(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.ndarray
