@@ -61,6 +61,24 @@ def test_a_ripple_on_one_bump_does_not_split_it():
     assert cross_peaks(noun_focus(cross, GRID)).max() == 1
 
 
+def test_a_portrait_frame_reads_as_its_landscape_transpose():
+    # two 3x3 objects one patch apart at Wan2.1-1.3B's 30x52: smoothed by the shorter side
+    # (half a patch either way) their saddle stays; smoothed by a portrait frame's height
+    # (52 rows: 0.87 of a patch) it would fill and the pair would read as one
+    grid = (30, 52)
+    w = np.zeros(grid)
+    w[12:15, 20:23] = 1.0
+    w[12:15, 24:27] = 1.0
+    cross = gaussian_filter(w, 1.0) + 0.01
+    landscape = cross_peaks(noun_focus(cross, grid))
+    portrait = cross_peaks(noun_focus(np.ascontiguousarray(cross.T), grid[::-1]))
+    assert landscape.max() == 2
+    assert portrait.max() == 2
+    np.testing.assert_array_equal(portrait > 0, landscape.T > 0)
+    by_height = NuminaConfig(cross_peak_sigma=(52 / 30) / 60)  # what the height would give
+    assert cross_peaks(noun_focus(cross, grid), by_height).max() == 1
+
+
 @pytest.mark.parametrize("weak,counted", [(0.6, True), (0.4, False)])
 def test_a_bump_alone_counts_when_it_rises_enough_above_the_base(weak, counted):
     w = np.zeros(GRID)

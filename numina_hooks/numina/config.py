@@ -297,9 +297,10 @@ class NuminaConfig:
     ``floor + cross_peak_base * (peak - floor)``."""
     cross_peak_sigma: float = 1 / 60
     """Before its peaks are flooded (``cross_peak_prominence``) the noun's map is smoothed by
-    a Gaussian of this share of the grid's height (half a patch at Wan2.1-1.3B's 30 rows, a
-    quarter at 15): per-patch noise ripples a bump by as much whatever the grid, while an
-    object covers more patches on a larger grid. 0 = no smoothing."""
+    a Gaussian of this share of the grid's shorter side (half a patch at Wan2.1-1.3B's 30
+    rows, a quarter at 15; a portrait frame, taller than wide, by its width, so that it is
+    read as its landscape transpose): per-patch noise ripples a bump by as much whatever the
+    grid, while an object covers more patches on a larger grid. 0 = no smoothing."""
     cross_fallback_excess: int | None = 2
     """The second reason to read the layout from the cross map (``fallback_layout``): the
     chosen head missed objects. When the noun's map holds at least this many more strong

@@ -194,8 +194,8 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     """A noun's instances read from its cross-attention alone, split at the saddles between
     its peaks: int32 [H, W] (0 = none, 1..n in raster order of their first pixel).
 
-    The map, smoothed by a Gaussian of ``cross_peak_sigma`` times the grid's height
-    (patches), has its pixels at or above ``floor + cross_peak_base * (peak - floor)`` (the
+    The map, smoothed by a Gaussian of ``cross_peak_sigma`` times the grid's shorter side
+    (patches: the height of a landscape frame, the width of a portrait one), has its pixels at or above ``floor + cross_peak_base * (peak - floor)`` (the
     smoothed map's floor and range, as ``noun_focus`` takes them) flooded from the highest
     down, 8-connected. Where two flooded parts meet, the one with the lower peak is an
     instance of its own when that peak rises at least ``cross_peak_prominence * (peak -
@@ -214,7 +214,9 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     floor, spread = focus.floor, focus.spread
     if spread > 0 and cfg.cross_peak_sigma > 0:  # the levels below are the smoothed map's own
         from scipy.ndimage import gaussian_filter
-        _, c, floor, spread = _map_levels(gaussian_filter(c, cfg.cross_peak_sigma * H), (H, W), cfg)
+        # the shorter side: a portrait frame is smoothed as its landscape transpose
+        _, c, floor, spread = _map_levels(gaussian_filter(c, cfg.cross_peak_sigma * min(H, W)),
+                                          (H, W), cfg)
     out = np.zeros(H * W, dtype=np.int64)
     if spread <= 0:
         return out.reshape(H, W).astype(np.int32)
