@@ -47,6 +47,9 @@ Methods, count accuracy per frame (the count is exactly right):
 - ``default_per_frame``: the same without the vote;
 - ``paper``: ``NuminaConfig.paper()`` (the paper's algorithm as implemented before);
 - ``naive``: connected components of the head-mean cross-attention at half its peak;
+- ``cross_peaks``: the default's cross-map layout (``layout.fallback_layout``: the noun map's
+  peaks) read in every frame, voted like the default: the self-attention never used, what
+  the default would count if its fallback fired everywhere;
 - ``true_head``: the default with the self-attention head forced to the scene's (first)
   instance head, voted like the default: what a perfect head choice would give.
 Also: how often the default's chosen head is an instance head, and seconds per frame and
@@ -102,8 +105,9 @@ from numina_hooks.numina.attention_entries import CHUNK_ELEMENTS, row_scores  # 
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.heads import attention_rows, select_cross_attention  # noqa: E402
 from numina_hooks.numina.identify import LayoutReader, layouts_from_attention  # noqa: E402
-from numina_hooks.numina.layout import (bright_pixels, layout_from_attention,  # noqa: E402
-                                        naive_cross_count, temporal_vote)
+from numina_hooks.numina.layout import (bright_pixels, fallback_layout,  # noqa: E402
+                                        layout_from_attention, naive_cross_count, noun_focus,
+                                        temporal_vote)
 from numina_hooks import views as views_module  # noqa: E402
 from numina_hooks.views import AttentionView, Site, distinct_keys  # noqa: E402
 
@@ -115,7 +119,7 @@ from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # noqa: E402
 from synthetic_multi_scenes import MULTI_HEAD_TYPES, OTHER_NOUNS, make_multi_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("default", "default_per_frame", "paper", "naive", "true_head")
+METHODS = ("default", "default_per_frame", "paper", "naive", "cross_peaks", "true_head")
 READER_AIM_S = 0.05  # seconds per frame and noun at 30x52, qk path, one thread (issue 16)
 LAYOUT_AIM_S = 0.03  # the default's median seconds per frame and noun at 30x52, ready maps (issue 11)
 HEADS, HEAD_DIM, TEXT = 12, 128, 512
@@ -339,6 +343,15 @@ SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rop
                 "multi": make_multi_scene}
 
 
+def cross_map_count(cross_attn, grid, cfg: NuminaConfig) -> int:
+    """The instances of the default's cross-map layout (``fallback_layout``, the map's peaks)
+    of one frame's noun cross-attention ``[heads, HW]``, read as the default reads the map
+    (``select_cross_attention`` with ``cfg.cross_head``, ``noun_focus``)."""
+    heads = torch.as_tensor(cross_attn).float().reshape(len(cross_attn), -1)
+    cross, _ = select_cross_attention(heads, cfg.cross_head)
+    return int(fallback_layout(noun_focus(cross, grid, cfg), cfg).max())
+
+
 def head_types_for(family: str, heads: int) -> tuple[str, ...]:
     """The family's 12 head types, then its non-instance types repeated in order up to
     ``heads`` (Wan2.1-14B has 40 heads): more distractors, the same instance heads."""
@@ -429,6 +442,7 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
                                                             paper).count)
                 timing[(family, grid, "paper")].append(time.perf_counter() - t)
                 found["naive"].append(naive_cross_count(fr.cross_attn, grid))
+                found["cross_peaks"].append(cross_map_count(fr.cross_attn, grid, default))
                 found["true_head"].append(layout_from_attention(
                     fr.self_attn, fr.cross_attn, grid, default, self_head=true_heads[0]).count)
                 for name, cfg in compare.items():
@@ -436,7 +450,7 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
             truth = [fr.count for fr in sc.frames]
             shown = [objects_in_noun_map(fr, grid, default) for fr in sc.frames]
             found["default_per_frame"] = list(found["default"])
-            for m in ("default", "true_head", *compare):
+            for m in ("default", "true_head", "cross_peaks", *compare):
                 found[m] = temporal_vote(found[m], default.temporal_window)
             for m in (*METHODS, *compare):
                 hits[m].append([a == b for a, b in zip(found[m], truth)])
@@ -1091,8 +1105,12 @@ def _fmt(v) -> str:
     return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
 
 
-#: what the last three columns of ``CELL_TABLE_HEADER`` mean
+#: what the peaks column and the last three columns of ``CELL_TABLE_HEADER`` mean
 CELL_COLUMNS_NOTE = (
+    "'The cross map's peaks in every frame': the layout the default reads from the noun's map "
+    "when its fallback fires (`cross_peaks`), read in every frame and voted like the default: the "
+    "self-attention never used ('-': runs before 2026-12-05, when it was not measured). "
+
     "'Noun map shows every object': the share of frames in which every object reaches the "
     "focus threshold somewhere in the noun's cross map (the head-mean map at or above its median "
     "plus `peak_ratio` of the way from the median to its peak); in the other frames some object leaves no trace in the map that "
@@ -1106,16 +1124,16 @@ CELL_COLUMNS_NOTE = (
     "neither rule existed.")
 
 CELL_TABLE_HEADER = ("| family | grid | noise | default | default, per frame | paper preset | naive cross CC "
-                     "| true head | chosen head is true | noun map shows every object | default there "
-                     "| read from the cross map |",
-                     "|---|---|---|---|---|---|---|---|---|---|---|---|")
+                     "| the cross map's peaks in every frame | true head | chosen head is true "
+                     "| noun map shows every object | default there | read from the cross map |",
+                     "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _cell_row(c: dict) -> str:
     """One accuracy cell as a row under ``CELL_TABLE_HEADER``."""
     return (f"| {c['family']} | {c['grid'][0]}x{c['grid'][1]} | {c['noise']} | "
             f"**{_fmt(c['default'])}** | {_fmt(c['default_per_frame'])} | "
-            f"{_fmt(c['paper'])} | {_fmt(c['naive'])} | {_fmt(c['true_head'])} | "
+            f"{_fmt(c['paper'])} | {_fmt(c['naive'])} | {_fmt(c.get('cross_peaks'))} | {_fmt(c['true_head'])} | "
             f"{_fmt(c['chosen_head_is_true'])} | {_fmt(c.get('noun_map_shows_every_object'))} | "
             f"{_fmt(c.get('default_where_shown'))} | {_fmt(c.get('default_from_cross'))} |")
 
