@@ -1110,7 +1110,6 @@ CELL_COLUMNS_NOTE = (
     "'The cross map's peaks in every frame': the layout the default reads from the noun's map "
     "when its fallback fires (`cross_peaks`), read in every frame and voted like the default: the "
     "self-attention never used ('-': runs before 2026-12-05, when it was not measured). "
-
     "'Noun map shows every object': the share of frames in which every object reaches the "
     "focus threshold somewhere in the noun's cross map (the head-mean map at or above its median "
     "plus `peak_ratio` of the way from the median to its peak); in the other frames some object leaves no trace in the map that "

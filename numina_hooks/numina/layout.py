@@ -195,9 +195,9 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     its peaks: int32 [H, W] (0 = none, 1..n in raster order of their first pixel).
 
     The map, smoothed by a Gaussian of ``cross_peak_sigma`` times the grid's shorter side
-    (patches: the height of a landscape frame, the width of a portrait one), has its pixels at or above ``floor + cross_peak_base * (peak - floor)`` (the
-    smoothed map's floor and range, as ``noun_focus`` takes them) flooded from the highest
-    down, 8-connected. Where two flooded parts meet, the one with the lower peak is an
+    (patches: the height of a landscape frame, the width of a portrait one), has its pixels
+    at or above ``floor + cross_peak_base * (peak - floor)`` (the smoothed map's floor and
+    range, as ``noun_focus`` takes them) flooded from the highest down, 8-connected. Where two flooded parts meet, the one with the lower peak is an
     instance of its own when that peak rises at least ``cross_peak_prominence * (peak -
     floor)`` above the meeting level (its saddle), and joins the higher one otherwise; a
     part that meets no higher one keeps its pixels when its peak rises that much above the
