@@ -195,19 +195,19 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
     its peaks: int32 [H, W] (0 = none, 1..n in raster order of their first pixel).
 
     The map, smoothed by a Gaussian of ``cross_peak_sigma`` times the grid's shorter side
-    (patches: the height of a landscape frame, the width of a portrait one), has its pixels
-    at or above ``floor + cross_peak_base * (peak - floor)`` (the smoothed map's floor and
-    range, as ``noun_focus`` takes them) flooded from the highest down, 8-connected. Where two flooded parts meet, the one with the lower peak is an
-    instance of its own when that peak rises at least ``cross_peak_prominence * (peak -
-    floor)`` above the meeting level (its saddle), and joins the higher one otherwise; a
-    part that meets no higher one keeps its pixels when its peak rises that much above the
-    base level. Each pixel belongs to the peak that its highest neighbour above it leads to
-    (a watershed); instances under ``cross_fallback_min_size`` patches are dropped. Two
-    blurred objects whose bumps merge above ``cross_fallback_ratio`` stay apart while their
-    saddle is deep enough; a noise ripple on one bump is too shallow to split it. A bump
-    alone counts when its peak reaches ``cross_peak_base + cross_peak_prominence`` of the
-    range (0.5 by default, as ``cross_components``). All zeros for a flat map. The
-    fallback's layout (``NuminaConfig.cross_peak_prominence``)."""
+    (patches: the height of a landscape frame, the width of a portrait one), has its pixels at or above
+    ``floor + cross_peak_base * (peak - floor)`` (the smoothed map's floor and range, as
+    ``noun_focus`` takes them) flooded from the highest down, 8-connected. Where two flooded
+    parts meet, the one with the lower peak is an instance of its own when that peak rises at
+    least ``cross_peak_prominence * (peak - floor)`` above the meeting level (its saddle), and
+    joins the higher one otherwise; a part that meets no higher one keeps its pixels when its
+    peak rises that much above the base level. Each pixel belongs to the peak that its highest
+    neighbour above it leads to (a watershed); instances under ``cross_fallback_min_size``
+    patches are dropped. Two blurred objects whose bumps merge above ``cross_fallback_ratio``
+    stay apart while their saddle is deep enough; a noise ripple on one bump is too shallow to
+    split it. A bump alone counts when its peak reaches ``cross_peak_base +
+    cross_peak_prominence`` of the range (0.5 by default, as ``cross_components``). All zeros
+    for a flat map. The fallback's layout (``NuminaConfig.cross_peak_prominence``)."""
     cfg = config or NuminaConfig()
     c = np.asarray(focus.cross, dtype=np.float64)
     H, W = c.shape
