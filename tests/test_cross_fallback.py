@@ -113,7 +113,10 @@ def _merged_head_frame(seed: int):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_objects_the_head_merges_are_read_from_the_cross_map(seed):
     labels, sa, cross = _merged_head_frame(seed)
-    alone = layout_from_attention(sa, cross, GRID, NuminaConfig(cross_fallback_excess=None))
+    # the excess rule alone: the merged head's background has 4 pieces off the focus, one of
+    # which keeps more than its instances, so the null comparison would fall back as well
+    alone = layout_from_attention(sa, cross, GRID, NuminaConfig(cross_fallback_excess=None,
+                                                                self_evidence_null_factor=None))
     assert alone.self_head == 3 and alone.count == 2 and not alone.from_cross
     layout = layout_from_attention(sa, cross, GRID)
     assert layout.from_cross and layout.count == 4 and layout.self_head == 3
@@ -189,6 +192,70 @@ def test_instances_that_touch_too_few_strong_objects_are_replaced_by_the_cross_m
     on_three[17:19, 0:3] = 4  # and one on background
     assert not head_missed_objects(on_three, focus)
     assert head_missed_objects(on_three, focus, NuminaConfig(cross_fallback_excess=1))
+
+
+SMALL = (8, 12)
+
+
+def _tiles_head(grid: tuple[int, int], side: int, keep: np.ndarray) -> torch.Tensor:
+    """``[HW, HW]`` float64 rows of a head that tiles the frame by position: each query
+    spreads ``keep[tile]`` evenly over its ``side`` x ``side`` tile and the rest over the
+    frame; ``keep``: float [tiles], in raster order of the tiles."""
+    H, W = grid
+    tile = ((np.arange(H)[:, None] // side) * (W // side) + np.arange(W)[None, :] // side).reshape(-1)
+    same = (tile[:, None] == tile[None, :]).astype(np.float64)
+    share = keep[tile][:, None]
+    return torch.from_numpy(share * same / same.sum(1, keepdims=True) + (1 - share) / (H * W))
+
+
+def _small_frame(fourth: torch.Tensor, labels: np.ndarray, seed: int):
+    """An 8x12 frame: two positional heads, a diffuse one and ``fourth``, with per-entry
+    log-normal noise; the cross map of ``labels`` blurred by one patch on a 1% floor."""
+    n = SMALL[0] * SMALL[1]
+    gen = torch.Generator().manual_seed(seed)
+    heads = [positional_head(SMALL, 0.8), torch.full((n, n), 1.0 / n, dtype=torch.float64),
+             positional_head(SMALL, 1.5), fourth]
+    noisy = [h * torch.exp(0.3 * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
+    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
+    return sa, torch.from_numpy(np.stack([cross.reshape(-1)] * 4)).float()
+
+
+def _two_small_objects() -> np.ndarray:
+    """Two 2x2 objects on the 8x12 grid: one across the border of two 4x4 tiles, one inside
+    a tile."""
+    labels = np.zeros(SMALL, dtype=np.int64)
+    labels[1:3, 3:5], labels[5:7, 9:11] = 1, 2
+    return labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_head_that_tiles_a_small_frame_by_position_is_not_counted(seed):
+    # six 4x4 tiles: three under the focus (object 1 spans two of them), three off it. The
+    # tiles keep their attention as well off the focus as on it (better: 0.9 against 0.8),
+    # so the head tells nothing about objects; with three pieces off the focus, fewer than
+    # the five of an instance's size the size-matched comparison needs, only the null
+    # comparison sees it, and the layout is read from the cross map
+    labels = _two_small_objects()
+    keep = np.array([0.8, 0.8, 0.9, 0.9, 0.9, 0.8])
+    sa, cross = _small_frame(_tiles_head(SMALL, 4, keep), labels, seed)
+    size_matched = layout_from_attention(sa, cross, SMALL, NuminaConfig(self_evidence_null_factor=None))
+    assert size_matched.self_head == 3 and size_matched.count == 3 and not size_matched.from_cross
+    layout = layout_from_attention(sa, cross, SMALL)
+    assert layout.from_cross and layout.count == 2
+    for k in (1, 2):  # one instance on each object
+        found = np.unique(layout.labels[labels == k])
+        assert len(found[found > 0]) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_instance_head_on_a_small_frame_keeps_its_layout(seed):
+    # the same small frame with an instance head in place of the tiles: its objects keep
+    # far more than its few background pieces, and the null comparison leaves it alone
+    labels = _two_small_objects()
+    sa, cross = _small_frame(instance_head(labels, 0.5), labels, seed)
+    layout = layout_from_attention(sa, cross, SMALL)
+    assert not layout.from_cross and layout.self_head == 3 and layout.count == 2
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
@@ -269,6 +336,7 @@ def test_the_phase_one_reader_and_layouts_from_attention_read_missed_objects_fro
 
 
 @pytest.mark.parametrize("field,value", [("self_evidence_factor", 0.0), ("self_evidence_factor", -1.0),
+                                         ("self_evidence_null_factor", 0.0), ("self_evidence_null_factor", -1.0),
                                          ("cross_fallback_ratio", 1.0), ("cross_fallback_ratio", 0.0),
                                          ("cross_fallback_min_size", 0)])
 def test_bad_values_are_refused_with_the_field_named(field, value):
@@ -326,6 +394,16 @@ def test_a_nouns_leak_onto_another_nouns_objects_is_not_taken_for_missed_objects
     cat, dogs = noun_map({1: 1.0, 2: 0.8, 3: 0.8, 4: 0.8}), noun_map({2: 1.0, 3: 1.0, 4: 1.0})
     alone = layout_from_attention(sa, cat, GRID)
     assert alone.from_cross and alone.count == 4
-    got = layouts_from_attention(sa, {"cat": cat, "dogs": dogs}, GRID)
+    # the excess rule alone (the null comparison off): the leak is not taken for missed objects
+    excess_only = NuminaConfig(self_evidence_null_factor=None)
+    got = layouts_from_attention(sa, {"cat": cat, "dogs": dogs}, GRID, excess_only)
     assert got["dogs"].from_cross and got["dogs"].count == 3
     assert not got["cat"].from_cross
+    # by default: the head chosen on the union is a positional one (head 0), whose one piece
+    # under the cat's focus keeps less than its small pieces off it (null comparison, 0.94):
+    # the cat is read from its map, where the bumps on the dogs are the dogs', and counts its
+    # one object (the positional head's piece counted 0)
+    got = layouts_from_attention(sa, {"cat": cat, "dogs": dogs}, GRID)
+    assert got["cat"].self_head == 0 and got["cat"].from_cross and got["cat"].count == 1
+    assert got["dogs"].from_cross and got["dogs"].count == 3
+    assert layouts_from_attention(sa, {"cat": cat, "dogs": dogs}, GRID, excess_only)["cat"].count == 0

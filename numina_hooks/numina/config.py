@@ -69,6 +69,7 @@ _INTERVALS = {
     "placement_attention": (0, True, math.inf, False, False, " (0 = the paper's placement cost)"),
     "focus_contrast": (0, True, 1, True, True, " (the overlap test alone)"),
     "self_evidence_factor": (0, False, math.inf, False, True, " (never fall back to the cross map)"),
+    "self_evidence_null_factor": (0, False, math.inf, False, True, " (the size-matched comparison alone)"),
     "cross_fallback_ratio": (0, False, 1, False, False, ""),
     "cross_fallback_peak": (0, False, 1, True, False, ""),
     "cross_peak_prominence": (0, False, 1, False, True, " (the plain components)"),
@@ -275,9 +276,20 @@ class NuminaConfig:
     cross-attention instead (``layout.fallback_layout``: the map's peaks,
     ``cross_peak_prominence``; ``Layout.from_cross``, ``NuminaReport.from_cross``).
     No fallback when no head has an instance on the focus (nothing to compare: a noun absent
-    from the frame) or when fewer than 5 background pieces of an instance's size exist. The
+    from the frame); when fewer than 5 background pieces of an instance's size exist, this
+    comparison is silent and ``self_evidence_null_factor``'s decides. The
     default is ``min_lift_null_factor``'s factor. None = always the self-attention's
     instances (the paper)."""
+    self_evidence_null_factor: float | None = 1.0
+    """The evidence test's second comparison (with ``self_evidence_factor`` set): each of the
+    chosen head's instances against the 90th percentile of what the head's pieces off the
+    focus of at most twice its size keep (at least 3, else together with the head's
+    background tiles: the null of ``min_lift_null_factor``; ``partition.null_evidence``).
+    When the median ratio is at most this factor (the instances keep no more than the
+    head's background pieces keep), the layout is taken from the cross-attention as well. It
+    speaks where the size-matched comparison has too few pieces: on small grids (15x26) a
+    head that tiles the frame by position has most of its pieces under the focus. None = the
+    size-matched comparison alone (the rule before 2026-12-05)."""
     cross_fallback_ratio: float = 0.5
     """The noun map's components (``layout.cross_components``): its pixels at or above
     ``floor + cross_fallback_ratio * (peak - floor)`` (``floor``: ``focus_floor_quantile``),
@@ -481,7 +493,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
-                        self_evidence_factor=None, cross_fallback_excess=None,
+                        self_evidence_factor=None, self_evidence_null_factor=None, cross_fallback_excess=None,
                         own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)

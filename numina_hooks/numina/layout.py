@@ -35,7 +35,7 @@ from .heads import (_check_grid, as_tensor, attention_rows, check_not_constant, 
                     score_self_attention_heads, select_cross_attention)
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
-                        instance_evidence, link_regions, null_candidates, partition_heads, rim_grown, temporal_vote,
+                        instance_evidence, link_regions, null_candidates, null_evidence, partition_heads, rim_grown, temporal_vote,
                         unclaimed_instances)
 from .partition import _regions_to_ids as _regions_to_instances
 
@@ -332,7 +332,9 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
 def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConfig,
                         self_attn=None, others=None) -> bool:
     """Whether ``head``'s instances on ``focus`` stand out of its background by no more than
-    ``cfg.self_evidence_factor`` (``partition.instance_evidence``): then the layout is the
+    ``cfg.self_evidence_factor`` against its pieces of their size
+    (``partition.instance_evidence``), or by no more than ``cfg.self_evidence_null_factor``
+    against all its background pieces (``partition.null_evidence``): then the layout is the
     cross-attention's (``fallback_layout``). ``self_attn``: the frame's source of entries
     (``self_attention_source``), to measure the head's regions off the focus that are not
     measured yet (the head choice measures a dozen); None = every region is measured (phase
@@ -353,7 +355,13 @@ def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConf
                   cfg.lift_sample, cfg.min_member_lift)
     evidence = instance_evidence(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                  cfg.min_lift_null_factor, not_background=elsewhere)
-    return bool(evidence <= cfg.self_evidence_factor)  # NaN: False
+    if evidence <= cfg.self_evidence_factor:  # NaN: False
+        return True
+    if cfg.self_evidence_null_factor is None:
+        return False
+    above_null = null_evidence(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
+                               cfg.min_lift_null_factor, not_background=elsewhere)
+    return bool(above_null <= cfg.self_evidence_null_factor)  # NaN: False
 
 
 def focus_mask(cross_map, grid: tuple[int, int], config: NuminaConfig | None = None

@@ -1223,13 +1223,25 @@ def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
     ``min_lift``."""
     if null_factor is None:
         return min_lift
-    off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])]
-    if len(off) < MIN_NULL_REGIONS and tiles is not None:
-        off = np.concatenate([off, tiles[np.isfinite(tiles)]])
-    if len(off) < MIN_NULL_REGIONS:
+    off = null_lifts(on_focus, lift, tiles)
+    if len(off) == 0:
         return min_lift
     own = null_factor * float(np.percentile(off, 90))
     return own if 0.0 < own < min_lift else min_lift
+
+
+def null_lifts(on_focus: np.ndarray, lift: np.ndarray, tiles: np.ndarray | None = None
+               ) -> np.ndarray:
+    """A head's null lifts, float64 [k]: the measured lifts (``lift`` float [m + 1], NaN = not
+    measured) of its regions off the focus (``on_focus`` bool [m + 1] False, index 0
+    excluded) when there are at least ``MIN_NULL_REGIONS`` of them, else those with the
+    lifts of its background ``tiles`` (float [t], ``HeadPartitions.null_lift``; None = none);
+    empty when fewer than ``MIN_NULL_REGIONS`` remain. What the head's background pieces
+    keep, in the head's own units (``lift_threshold``, ``null_evidence``)."""
+    off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])].astype(np.float64)
+    if len(off) < MIN_NULL_REGIONS and tiles is not None:
+        off = np.concatenate([off, tiles[np.isfinite(tiles)]])
+    return off if len(off) >= MIN_NULL_REGIONS else np.zeros(0)
 
 
 #: background pieces of an instance's size needed to compare it with (``instance_evidence``):
@@ -1274,6 +1286,51 @@ def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: floa
         if len(near) < MIN_EVIDENCE_REGIONS:
             continue
         upper = float(np.percentile(lift[near], 75))
+        if upper > 0:
+            ratios.append(float(lift[i]) / upper)
+    return float(np.median(ratios)) if ratios else float("nan")
+
+
+def null_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
+                  min_lift: float, null_factor: float | None,
+                  not_background: np.ndarray | None = None) -> float:
+    """How clearly ``head``'s instances on ``focus`` (a mask, ``NounFocus`` or ``FocusUnion``)
+    stand out of the head's background pieces no larger than twice their size: the median
+    over the instances of the instance's lift over the 90th percentile of the lifts of the
+    head's measured regions off the focus of at most twice its size, those together with the
+    lifts of its background tiles (``HeadPartitions.null_lift``, squares of the head's median
+    region size) when there are fewer than ``MIN_NULL_REGIONS`` of them; an instance with
+    fewer than ``MIN_NULL_REGIONS`` in all is left out.
+
+    ``instance_evidence`` compares each instance with the upper quartile of at least
+    ``MIN_EVIDENCE_REGIONS`` pieces of between half and twice its size, and says nothing
+    on small grids (15x26), where a head that tiles the frame by position has few pieces
+    off the focus; this comparison needs 3, of any size up to twice the instance's (a
+    smaller piece keeps less, so it does not make an object look weak; a larger one may keep
+    more when the head has a broad positional part, so it is left out). A head whose
+    instances keep no more than these pieces keep (a ratio of 1 or less) is not telling
+    objects apart. NaN when no instance could be compared or a percentile is not positive.
+    ``not_background``: bool [m + 1], regions off the focus that are another noun's objects,
+    left out; None = none."""
+    on_focus = region_hits(parts.regions[head], focus, min_overlap)
+    lift = parts.lift[head]
+    tiles = _null_of(parts, head)
+    inst = _lifted(on_focus, lift, min_lift, null_factor, tiles)
+    size = np.bincount(parts.regions[head].reshape(-1), minlength=len(lift)).astype(np.float64)
+    off = ~on_focus & np.isfinite(lift)
+    if not_background is not None:
+        off &= ~not_background
+    off = np.flatnonzero(off)
+    off = off[off > 0]
+    tile_lifts = np.zeros(0) if tiles is None else tiles[np.isfinite(tiles)]
+    ratios = []
+    for i in np.flatnonzero(inst):
+        null = lift[off[size[off] <= 2 * size[i]]]
+        if len(null) < MIN_NULL_REGIONS:
+            null = np.concatenate([null, tile_lifts])
+        if len(null) < MIN_NULL_REGIONS:
+            continue
+        upper = float(np.percentile(null, 90))
         if upper > 0:
             ratios.append(float(lift[i]) / upper)
     return float(np.median(ratios)) if ratios else float("nan")
