@@ -334,7 +334,8 @@ def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConf
     """Whether ``head``'s instances on ``focus`` stand out of its background by no more than
     ``cfg.self_evidence_factor`` against its pieces of their size
     (``partition.instance_evidence``), or by no more than ``cfg.self_evidence_null_factor``
-    against all its background pieces (``partition.null_evidence``): then the layout is the
+    against its background pieces no larger than twice their size
+    (``partition.null_evidence``): then the layout is the
     cross-attention's (``fallback_layout``). ``self_attn``: the frame's source of entries
     (``self_attention_source``), to measure the head's regions off the focus that are not
     measured yet (the head choice measures a dozen); None = every region is measured (phase

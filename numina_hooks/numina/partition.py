@@ -1237,7 +1237,7 @@ def null_lifts(on_focus: np.ndarray, lift: np.ndarray, tiles: np.ndarray | None 
     excluded) when there are at least ``MIN_NULL_REGIONS`` of them, else those with the
     lifts of its background ``tiles`` (float [t], ``HeadPartitions.null_lift``; None = none);
     empty when fewer than ``MIN_NULL_REGIONS`` remain. What the head's background pieces
-    keep, in the head's own units (``lift_threshold``, ``null_evidence``)."""
+    keep, in the head's own units (``lift_threshold``)."""
     off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])].astype(np.float64)
     if len(off) < MIN_NULL_REGIONS and tiles is not None:
         off = np.concatenate([off, tiles[np.isfinite(tiles)]])
@@ -1271,6 +1271,27 @@ def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: floa
     size off the focus, or a quartile that is not positive). ``not_background``: bool
     [m + 1], regions off the focus that are not background pieces either (another noun's
     objects), left out; None = none."""
+    lift, inst, size, off = _instances_and_background(parts, head, focus, min_overlap, min_lift,
+                                                      null_factor, not_background)
+    ratios = []
+    for i in inst:
+        near = off[(size[off] >= size[i] / 2) & (size[off] <= 2 * size[i])]
+        if len(near) < MIN_EVIDENCE_REGIONS:
+            continue
+        upper = float(np.percentile(lift[near], 75))
+        if upper > 0:
+            ratios.append(float(lift[i]) / upper)
+    return float(np.median(ratios)) if ratios else float("nan")
+
+
+def _instances_and_background(parts: HeadPartitions, head: int, focus, min_overlap: float,
+                              min_lift: float, null_factor: float | None,
+                              not_background: np.ndarray | None
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the evidence tests compare for ``head`` on ``focus``: its lifts (float [m + 1]),
+    the ids of its instances (int [i], ``_lifted`` with its own threshold), its region sizes
+    (float64 [m + 1], patches) and the ids of its measured regions off the focus (int [o],
+    those of ``not_background`` left out)."""
     on_focus = region_hits(parts.regions[head], focus, min_overlap)
     lift = parts.lift[head]
     inst = _lifted(on_focus, lift, min_lift, null_factor, _null_of(parts, head))
@@ -1279,16 +1300,7 @@ def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: floa
     if not_background is not None:
         off &= ~not_background
     off = np.flatnonzero(off)
-    off = off[off > 0]
-    ratios = []
-    for i in np.flatnonzero(inst):
-        near = off[(size[off] >= size[i] / 2) & (size[off] <= 2 * size[i])]
-        if len(near) < MIN_EVIDENCE_REGIONS:
-            continue
-        upper = float(np.percentile(lift[near], 75))
-        if upper > 0:
-            ratios.append(float(lift[i]) / upper)
-    return float(np.median(ratios)) if ratios else float("nan")
+    return lift, np.flatnonzero(inst), size, off[off > 0]
 
 
 def null_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
@@ -1312,19 +1324,12 @@ def null_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
     objects apart. NaN when no instance could be compared or a percentile is not positive.
     ``not_background``: bool [m + 1], regions off the focus that are another noun's objects,
     left out; None = none."""
-    on_focus = region_hits(parts.regions[head], focus, min_overlap)
-    lift = parts.lift[head]
+    lift, inst, size, off = _instances_and_background(parts, head, focus, min_overlap, min_lift,
+                                                      null_factor, not_background)
     tiles = _null_of(parts, head)
-    inst = _lifted(on_focus, lift, min_lift, null_factor, tiles)
-    size = np.bincount(parts.regions[head].reshape(-1), minlength=len(lift)).astype(np.float64)
-    off = ~on_focus & np.isfinite(lift)
-    if not_background is not None:
-        off &= ~not_background
-    off = np.flatnonzero(off)
-    off = off[off > 0]
     tile_lifts = np.zeros(0) if tiles is None else tiles[np.isfinite(tiles)]
     ratios = []
-    for i in np.flatnonzero(inst):
+    for i in inst:
         null = lift[off[size[off] <= 2 * size[i]]]
         if len(null) < MIN_NULL_REGIONS:
             null = np.concatenate([null, tile_lifts])
