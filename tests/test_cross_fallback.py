@@ -407,3 +407,43 @@ def test_a_nouns_leak_onto_another_nouns_objects_is_not_taken_for_missed_objects
     assert got["cat"].self_head == 0 and got["cat"].from_cross and got["cat"].count == 1
     assert got["dogs"].from_cross and got["dogs"].count == 3
     assert layouts_from_attention(sa, {"cat": cat, "dogs": dogs}, GRID, excess_only)["cat"].count == 0
+
+
+def _one_head(sizes_and_lifts: list, grid=(12, 40)):
+    """A one-head ``HeadPartitions`` whose regions are horizontal runs of the given sizes
+    (patches, each on its own row) with the given lifts: ``[(size, lift), ...]``, regions
+    1..m in that order."""
+    from numina_hooks.numina.partition import HeadPartitions
+
+    regions = np.zeros(grid, dtype=np.int32)
+    for k, (size, _) in enumerate(sizes_and_lifts, start=1):
+        regions[k - 1, :size] = k
+    lift = np.array([np.nan] + [v for _, v in sizes_and_lifts])
+    m = len(sizes_and_lifts)
+    return HeadPartitions(regions=regions[None], lift=[lift], contrast=[np.ones(m + 1)],
+                          sink=[np.zeros(m + 1, dtype=bool)], thresholds=np.zeros(1, np.float32),
+                          sink_keys=np.zeros((1, grid[0] * grid[1]), dtype=bool))
+
+
+def test_the_null_comparison_reads_pieces_up_to_twice_the_instance_and_tiles_when_few():
+    from numina_hooks.numina.partition import null_evidence
+
+    # regions 1-2 under the focus (instances of 10 patches, lifts 0.2 and 0.3); off it: two
+    # 10-patch pieces keeping 0.1 and 0.15, one of 20 keeping 0.25, one of 30 keeping 0.9
+    parts = _one_head([(10, 0.2), (10, 0.3), (10, 0.1), (10, 0.15), (20, 0.25), (30, 0.9)])
+    focus = np.zeros((12, 40), dtype=bool)
+    focus[0:2, :10] = True
+    # the 30-patch piece (more than twice an instance) is left out; the 90th percentile of
+    # 0.1, 0.15, 0.25 is 0.23: the median of 0.2 / 0.23 and 0.3 / 0.23
+    expected = np.median([0.2 / np.percentile([0.1, 0.15, 0.25], 90), 0.3 / np.percentile([0.1, 0.15, 0.25], 90)])
+    got = null_evidence(parts, 0, focus, 0.5, 0.05, None)
+    assert got == pytest.approx(expected) and 1.0 < got < 1.2
+    # another noun's object among the pieces (not_background) leaves too few: silent
+    other = np.zeros(7, dtype=bool)
+    other[5] = True
+    assert np.isnan(null_evidence(parts, 0, focus, 0.5, 0.05, None, not_background=other))
+    # ... unless the head's background tiles fill the null
+    parts.null_lift = [np.array([0.4, 0.5])]
+    with_tiles = null_evidence(parts, 0, focus, 0.5, 0.05, None, not_background=other)
+    assert with_tiles == pytest.approx(np.median([v / np.percentile([0.1, 0.15, 0.4, 0.5], 90) for v in (0.2, 0.3)]))
+    assert with_tiles < 1.0  # the instances keep less than the tiles: no objects
