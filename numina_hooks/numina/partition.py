@@ -1230,15 +1230,16 @@ def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
     return own if 0.0 < own < min_lift else min_lift
 
 
-def null_lifts(on_focus: np.ndarray, lift: np.ndarray, tiles: np.ndarray | None = None
+def null_lifts(left_out: np.ndarray, lift: np.ndarray, tiles: np.ndarray | None = None
                ) -> np.ndarray:
     """A head's null lifts, float64 [k]: the measured lifts (``lift`` float [m + 1], NaN = not
-    measured) of its regions off the focus (``on_focus`` bool [m + 1] False, index 0
-    excluded) when there are at least ``MIN_NULL_REGIONS`` of them, else those with the
-    lifts of its background ``tiles`` (float [t], ``HeadPartitions.null_lift``; None = none);
-    empty when fewer than ``MIN_NULL_REGIONS`` remain. What the head's background pieces
-    keep, in the head's own units (``lift_threshold``)."""
-    off = lift[1:][~on_focus[1:] & np.isfinite(lift[1:])].astype(np.float64)
+    measured) of its regions not ``left_out`` (bool [m + 1]: those on the focus, and any other
+    region that is no background piece; index 0 excluded) when there are at least
+    ``MIN_NULL_REGIONS`` of them, else those with the lifts of its background ``tiles``
+    (float [t], ``HeadPartitions.null_lift``; None = none); empty when fewer than
+    ``MIN_NULL_REGIONS`` remain. What the head's background pieces keep, in the head's own
+    units (``lift_threshold``, ``null_evidence``)."""
+    off = lift[1:][~left_out[1:] & np.isfinite(lift[1:])].astype(np.float64)
     if len(off) < MIN_NULL_REGIONS and tiles is not None:
         off = np.concatenate([off, tiles[np.isfinite(tiles)]])
     return off if len(off) >= MIN_NULL_REGIONS else np.zeros(0)
@@ -1327,13 +1328,12 @@ def null_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
     lift, inst, size, off = _instances_and_background(parts, head, focus, min_overlap, min_lift,
                                                       null_factor, not_background)
     tiles = _null_of(parts, head)
-    tile_lifts = np.zeros(0) if tiles is None else tiles[np.isfinite(tiles)]
+    not_null = np.ones(len(lift), dtype=bool)  # regions that are not background pieces
+    not_null[off] = False
     ratios = []
     for i in inst:
-        null = lift[off[size[off] <= 2 * size[i]]]
-        if len(null) < MIN_NULL_REGIONS:
-            null = np.concatenate([null, tile_lifts])
-        if len(null) < MIN_NULL_REGIONS:
+        null = null_lifts(not_null | (size > 2 * size[i]), lift, tiles)
+        if len(null) == 0:
             continue
         upper = float(np.percentile(null, 90))
         if upper > 0:
