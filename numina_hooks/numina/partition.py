@@ -116,7 +116,15 @@ def edge_weights(self_attn, grid: tuple[int, int], band: int = 1
     ``2 * (2 band + 1)^2`` entries per pair; the maps themselves are not copied."""
     source = _as_source(self_attn)
     rows, cols, valid, shapes = edge_pairs(grid, band)
-    return _bundle_weights(source.pairs(rows, cols), valid, shapes, grid, band)
+    if isinstance(source, MapSelfAttention):
+        # each distinct entry read once, in address order, then copied out to every pair: a
+        # pair's entries recur in the bundles of the neighbouring seams (2.3x fewer entries
+        # read at 30x52 with band 1); the same values, entry for entry
+        distinct_rows, distinct_cols, copies = _distinct_edge_entries(int(grid[0]), int(grid[1]), int(band))
+        vals = source.pairs(distinct_rows, distinct_cols).index_select(1, copies)
+    else:  # the q/k source gathered its pairs already (``partition_from_qk``)
+        vals = source.pairs(rows, cols)
+    return _bundle_weights(vals, valid, shapes, grid, band)
 
 
 def edge_pairs(grid: tuple[int, int], band: int = 1) -> tuple[torch.Tensor, torch.Tensor,
@@ -152,6 +160,19 @@ def _edge_pairs(H: int, W: int, band: int):
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty, torch.zeros(0, dtype=torch.bool), shapes
     return torch.cat(rows), torch.cat(cols), torch.cat(valid), shapes
+
+
+@functools.lru_cache(maxsize=8)
+def _distinct_edge_entries(H: int, W: int, band: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct entries among those ``edge_pairs`` names, in ascending order of their
+    place in a row-major ``[N, N]`` map: (rows, cols) long ``[U]``, and long ``[P]``, where
+    each of the ``P`` entries of ``edge_pairs`` lies among them. Cached per grid and band:
+    do not modify them."""
+    rows, cols, _, _ = _edge_pairs(H, W, band)
+    n = H * W
+    flat, copies = np.unique((rows * n + cols).numpy(), return_inverse=True)
+    return (torch.from_numpy(flat // n), torch.from_numpy(flat % n),
+            torch.from_numpy(copies.reshape(-1).astype(np.int64)))
 
 
 def _bundle_weights(vals: torch.Tensor, valid: torch.Tensor, shapes: list,
