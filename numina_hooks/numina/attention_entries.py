@@ -137,7 +137,11 @@ class MapSelfAttention:
         n = self.n
         heads, rows = heads.cpu(), rows.cpu()
         row_of = heads[:, None] * n + rows  # [G, S]: each member's row among the heads' rows
-        lin = (row_of[:, :, None] * n + rows[:, None, :]).to(self.map.device)
+        # the [G, S, S] places in int32 where the map allows: half the memory to write and
+        # read back (index_select takes either), the same places
+        small = self.map.numel() <= torch.iinfo(torch.int32).max
+        kind = torch.int32 if small else torch.int64
+        lin = ((row_of * n).to(kind)[:, :, None] + rows.to(kind)[:, None, :]).to(self.map.device)
         if self.map.is_contiguous():
             # a 1-D index_select on the flat view (no copy): on the CPU it gathered a
             # frame's blocks at 30x52 in 0.4x the time of ``take`` (2.2-2.6 ms against
