@@ -138,8 +138,8 @@ class MapSelfAttention:
         heads, rows = heads.cpu(), rows.cpu()
         row_of = heads[:, None] * n + rows  # [G, S]: each member's row among the heads' rows
         # the [G, S, S] places in int32 where the map allows: half the memory to write and
-        # read back (index_select takes either), the same places
-        small = self.map.numel() <= torch.iinfo(torch.int32).max
+        # read back (index_select takes either; ``take``, for a strided map, only int64)
+        small = self.map.numel() <= torch.iinfo(torch.int32).max and self.map.is_contiguous()
         kind = torch.int32 if small else torch.int64
         lin = ((row_of * n).to(kind)[:, :, None] + rows.to(kind)[:, None, :]).to(self.map.device)
         if self.map.is_contiguous():
