@@ -282,12 +282,52 @@ def _sparse_components(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.nda
     out = np.arange(n_nodes)
     if len(src) == 0:
         return out
-    nodes, inv = np.unique(np.concatenate([src, dst]), return_inverse=True)
+    nodes, inv = _unique_small(np.concatenate([src, dst]))  # node ids < n_nodes
     comp = _components(len(nodes), inv[:len(src)], inv[len(src):])
     first = np.full(comp.max() + 1, n_nodes, dtype=np.int64)
     np.minimum.at(first, comp, nodes)
     out[nodes] = first[comp]
     return out
+
+
+def _first_of_each(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index=True)`` without its checks (called in a loop): the
+    distinct keys ascending and the place of each one's first occurrence in ``keys``."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    new = np.ones(len(keys), dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    return ordered[new], order[new]
+
+
+def _unique_small(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for non-negative int ``keys`` [K] whose
+    largest is a small multiple of K (ids of a frame's regions): a count per key value
+    instead of a sort. Returns (the distinct keys ascending, int64 [D]; each key's place
+    among them, int64 [K])."""
+    present = np.bincount(keys) > 0
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[keys]
+
+
+def _unique_first_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index=True, return_inverse=True, return_counts=True)`` for
+    non-negative int ``keys`` [K]: (distinct keys ascending, the place of each one's first
+    occurrence, each key's place among them, their counts), all int64. Keys of a range up
+    to ``UNIQUE_BY_COUNT`` times their number are counted per value instead of sorted."""
+    if len(keys) == 0 or int(keys.max()) >= UNIQUE_BY_COUNT * len(keys):
+        return np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    counts = np.bincount(keys)
+    present = counts > 0
+    inv = (np.cumsum(present) - 1)[keys]
+    first = np.full(int(present.sum()), len(keys), dtype=np.int64)
+    np.minimum.at(first, inv, np.arange(len(keys)))
+    return np.flatnonzero(present), first, inv, counts[present]
+
+
+#: widest range of keys, as a multiple of their number, that ``_unique_first_counts``
+#: counts per value (a frame's region ids per head: 12 heads' component ids at 30x52 span
+#: 12x the pixels)
+UNIQUE_BY_COUNT = 16
 
 
 def _relabel(comp: np.ndarray, keep_sizes: tuple[float, float]) -> np.ndarray:
@@ -308,8 +348,7 @@ def _ids_per_row(labels: np.ndarray, keep_sizes: tuple[float, float] | None = No
     lab = labels.astype(np.int64, copy=False)
     span = int(lab.max()) + 1 if lab.size else 1
     key = (np.arange(h, dtype=np.int64)[:, None] * span + lab).reshape(-1)
-    uniq, first, inv, size = np.unique(key, return_index=True, return_inverse=True,
-                                       return_counts=True)
+    uniq, first, inv, size = _unique_first_counts(key)
     keep = np.ones(len(uniq), dtype=bool) if zero_is_region else uniq % span != 0
     if keep_sizes is not None:
         keep &= (size >= keep_sizes[0]) & (size <= keep_sizes[1])
@@ -400,7 +439,8 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
     (a background) was cut by the core quantile alone."""
     h, e = values.shape
     flat_w = values.reshape(-1)
-    a, b, w = gp[join], gq[join], flat_w[join]
+    joined = np.flatnonzero(join)  # one pass over the mask for the three arrays
+    a, b, w = gp[joined], gq[joined], flat_w[joined]
     head_of = a // n
     hi = _row_quantile(values, join.reshape(h, e), core_quantile)
     strong = w >= hi[head_of]
@@ -411,16 +451,16 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
     # a round the strongest is kept (among equal weights the later edge). Only each round's
     # frontier is sorted, not every open edge (about 1 ms less a frame at 30x52)
     frm, to, wt = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([w, w])
-    open_ = label[to] == 0
+    open_ = np.flatnonzero(label[to] == 0)
     frm, to, wt = frm[open_], to[open_], wt[open_]
     while True:
         step = np.flatnonzero((label[frm] > 0) & (label[to] == 0))
         if not len(step):
             break
         step = step[np.argsort(wt[step], kind="stable")][::-1]  # strongest first
-        dst, first = np.unique(to[step], return_index=True)
+        dst, first = _first_of_each(to[step])
         label[dst] = label[frm[step[first]]]
-        alive = label[to] == 0  # edges into labelled pixels never step again: dropped
+        alive = np.flatnonzero(label[to] == 0)  # edges into labelled pixels never step again: dropped
         frm, to, wt = frm[alive], to[alive], wt[alive]
     rest = label == 0
     keep = rest[a] & rest[b]
@@ -482,7 +522,7 @@ def peak_regions(regions: np.ndarray, values: np.ndarray, p: np.ndarray, q: np.n
     if len(edge) == 0:
         return regions.astype(np.int32, copy=False)
     key = head_of.astype(np.int64) * (n + 1) + lp[head_of, edge]
-    groups, gid = np.unique(key, return_inverse=True)
+    groups, gid = _unique_small(key)
     vals = values[head_of, edge].astype(np.float64)
     thr, lo, hi = _group_otsu(vals, gid, len(groups))
     count = np.bincount(gid, minlength=len(groups))
@@ -631,7 +671,7 @@ def fill_lift(parts: HeadPartitions, self_attn, wanted: list | None = None,
         return
     measured, members = _containment_lift(_as_source(self_attn), todo, sample, parts.regions.shape[1:])
     for k in range(h):
-        ids = np.unique(todo[k])
+        ids = np.flatnonzero(np.bincount(todo[k]))  # the ids measured, ascending
         ids = ids[ids > 0]
         lift = measured[k][ids]
         if min_member_lift is not None:
