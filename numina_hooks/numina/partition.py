@@ -1126,7 +1126,7 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     gid = heads_of.astype(np.int64) * (n + 1) + regions[heads_of, pix]
     order = np.argsort(gid, kind="stable")
     gid, pix, heads_of = gid[order], pix[order], heads_of[order]
-    groups, start, size = np.unique(gid, return_index=True, return_counts=True)
+    groups, start, _, size = _unique_first_counts(gid)
     g_head = heads_of[start]
     g_region = groups - g_head * (n + 1)
     # bounding boxes and the moves by one box height / width that stay on the grid
