@@ -100,7 +100,9 @@ RESEARCH_SCRIPTS = (
     "docs/toy.md), and the synthetic attention scenes `synthetic_scenes.py`, "
     "`synthetic_shared_scenes.py`, `synthetic_feature_scenes.py`, `synthetic_rope_scenes.py` and "
     "`synthetic_multi_scenes.py` that "
-    "`bench_identify.py` and the tests use."
+    "`bench_identify.py` and the tests use; `compare_layout_versions.py OLD_TREE NEW_TREE` times two "
+    "source trees' layout stage side by side on the same frames and checks that they read the same "
+    "layouts (what a speed change of the layout must show; its table follows the identify stage's)."
 )
 
 #: benchmarks that exit 1 when an aim is missed
@@ -174,7 +176,8 @@ def write_doc() -> None:
                   *sorted(RESULTS.glob(f"{stems[script]}_absent.md")),  # bench_identify.py --absent
                   *sorted(RESULTS.glob(f"{stems[script]}_multi_all_nouns.md")),  # --all-nouns
                   *sorted(RESULTS.glob(f"{stems[script]}_layout_cost*.md")),  # --layout-cost JSON (copies named by what they changed)
-                  *sorted(RESULTS.glob(f"{stems[script]}_row_sums_cost.md"))]  # --row-sums-cost
+                  *sorted(RESULTS.glob(f"{stems[script]}_row_sums_cost.md")),  # --row-sums-cost
+                  *(sorted(RESULTS.glob("layout_versions*.md")) if script == "bench_identify.py" else [])]
         for extra in extras:
             parts += ["##" + extra.read_text().strip(), ""]
     gpu = RESULTS / "gpu_check.md"
