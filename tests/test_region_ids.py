@@ -84,3 +84,31 @@ def test_contrast_of_every_head_at_once_matches_each_head_alone():
     assert [len(c) for c in got] == [int(r.max()) + 1 for r in regions]
     for k in range(4):
         np.testing.assert_allclose(got[k], _contrast_one_head(regions[k], p, q, values[k]), rtol=0, atol=1e-12)
+
+
+# --- the counting stand-ins for np.unique (2026-12-05: ids counted per value, not sorted) ---
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from numina_hooks.numina.partition import _first_of_each, _unique_first_counts, _unique_small  # noqa: E402
+
+id_arrays = st.lists(st.integers(0, 60), min_size=1, max_size=80).map(lambda v: np.asarray(v, dtype=np.int64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=id_arrays)
+def test_the_counted_uniques_equal_numpy_unique(keys):
+    uniq, first, inv, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    for got, want in zip(_unique_first_counts(keys), (uniq, first, inv, counts)):
+        assert np.array_equal(got, want)
+    small_uniq, small_inv = _unique_small(keys)
+    assert np.array_equal(small_uniq, uniq) and np.array_equal(small_inv, inv)
+    sorted_uniq, first_place = _first_of_each(keys)
+    assert np.array_equal(sorted_uniq, uniq) and np.array_equal(first_place, first)
+
+
+def test_ids_spread_far_beyond_their_number_fall_back_to_sorting():
+    keys = np.array([5, 10**9, 5, 3], dtype=np.int64)  # counting per value would need 1e9 bins
+    uniq, first, inv, counts = _unique_first_counts(keys)
+    assert uniq.tolist() == [3, 5, 10**9] and first.tolist() == [3, 0, 1]
+    assert inv.tolist() == [1, 2, 1, 0] and counts.tolist() == [1, 2, 1]
