@@ -56,6 +56,14 @@ class SyntheticScene:
     head_types: tuple[str, ...]
     frames: list[SyntheticFrame] = field(default_factory=list)
 
+    def tensors(self):
+        """Every frame's self-attention, cross-attention and labels (as a tensor), in
+        order: what two scenes made from the same seed must share."""
+        for f in self.frames:
+            yield f.self_attn
+            yield f.cross_attn
+            yield torch.from_numpy(f.labels)
+
 
 def _blob(rng: np.random.Generator, grid: tuple[int, int], centre: np.ndarray,
           radius: float) -> np.ndarray:

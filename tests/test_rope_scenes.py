@@ -11,20 +11,13 @@ torch.set_num_threads(1)
 EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def _tensors(scene):
-    for f in scene.frames:
-        yield f.self_attn
-        yield f.cross_attn
-        yield torch.from_numpy(f.labels)
-
-
 def test_deterministic_from_seed():
     a = make_rope_scene(3, (15, 26), n_frames=2, noise=0.5, seed=5)
     b = make_rope_scene(3, (15, 26), n_frames=2, noise=0.5, seed=5)
     c = make_rope_scene(3, (15, 26), n_frames=2, noise=0.5, seed=6)
     assert a.head_types == b.head_types
-    assert all(torch.equal(x, y) for x, y in zip(_tensors(a), _tensors(b)))
-    assert not all(torch.equal(x, y) for x, y in zip(_tensors(a), _tensors(c)))
+    assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.tensors(), c.tensors()))
     assert not torch.equal(a.frames[0].self_attn, c.frames[0].self_attn)
 
 

@@ -17,13 +17,6 @@ GRID = (15, 26)
 FOUR = ndimage.generate_binary_structure(2, 1)
 
 
-def _tensors(scene):
-    for f in scene.frames:
-        yield f.self_attn
-        yield f.cross_attn
-        yield torch.from_numpy(f.labels)
-
-
 def test_head_types_have_exactly_one_instance_head():
     assert len(CROWD_HEAD_TYPES) == 12 and len(set(CROWD_HEAD_TYPES)) == 12
     assert CROWD_HEAD_TYPES.count("instance") == 1
@@ -57,7 +50,7 @@ def test_same_seed_same_maps_other_seed_differs():
     b = make_crowd_scene(3, GRID, n_frames=2, noise=0.5, seed=5)
     c = make_crowd_scene(3, GRID, n_frames=2, noise=0.5, seed=6)
     assert a.head_types == b.head_types
-    assert all(torch.equal(x, y) for x, y in zip(_tensors(a), _tensors(b)))
+    assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
     assert not torch.equal(a.frames[0].self_attn, c.frames[0].self_attn)
     assert not torch.equal(a.frames[0].cross_attn, c.frames[0].cross_attn)
 
