@@ -65,6 +65,7 @@ _INTERVALS = {
     "peak_gap": (0, True, math.inf, False, True, " (regions as cut)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
     "head_margin": (0, True, 1, False, False, ""),
+    "finer_head_ratio": (0, False, 1, True, True, " (the best-scoring head alone)"),
     "unclaimed_min_lift": (0, True, 1, False, True, " (no instances from the left-over focus)"),
     "placement_attention": (0, True, math.inf, False, False, " (0 = the paper's placement cost)"),
     "focus_contrast": (0, True, 1, True, True, " (the overlap test alone)"),
@@ -267,6 +268,12 @@ class NuminaConfig:
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
+    finer_head_ratio: float | None = 0.35
+    """A head scoring at least this share of the chosen one replaces it when its instances,
+    its pieces of one object linked (``link_ratio``), outnumber the chosen head's and lie
+    inside them, two or more in one (``finer.finer_head``): a class-level head whose region
+    holds a herd wins the containment score over the head that tells the animals apart.
+    None = the best-scoring head."""
     self_evidence_factor: float | None = 2.0
     """When the chosen head's instances keep, at the median, no more than this factor times
     what its pieces of their size off the focus keep (their upper quartile;
@@ -494,7 +501,7 @@ class NuminaConfig:
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
                         self_evidence_factor=None, self_evidence_null_factor=None, cross_fallback_excess=None,
-                        own_key="kept", focus_specks=False, focus_contrast=None)
+                        finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)
 

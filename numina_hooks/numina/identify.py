@@ -33,6 +33,7 @@ from ..hookspecs import hookimpl
 from .config import NuminaConfig
 from .focus import FocusUnion
 from .heads import score_self_attention_heads, select_cross_attention
+from .finer import finer_head
 from .layout import (Layout, _instances, _partition, _regions_to_instances, check_not_constant,
                      checked_cross_attention, checked_self_attention,
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
@@ -407,7 +408,13 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         return _copy_partitions(pristine)
 
     nouns_focus = FocusUnion(list(focus.values())) if len(focus) > 1 else next(iter(focus.values()))
-    head, scores, _ = choose_head_on(partitions(), source, nouns_focus, cfg)
+    chosen_on = partitions()
+    head, scores, instances = choose_head_on(chosen_on, source, nouns_focus, cfg)
+    if cfg.finer_head_ratio is not None and (link is not None or source is not None):
+        head = finer_head(chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
+                          link or (lambda p, k, on: link_chosen_head(p, source, k, on, cfg)),
+                          lambda p, k, on: head_instances(p, k, on, cfg.focus_overlap, cfg.min_lift,
+                                                          cfg.min_lift_null_factor))
     grid = parts.regions.shape[1:]
     out = {}
     for noun, on in focus.items():

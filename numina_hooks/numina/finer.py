@@ -1,0 +1,103 @@
+"""A finer head than the chosen one: objects that one head's region holds together.
+
+The containment score (``partition.head_scores_from_focus``) rewards a region that keeps its
+attention inside itself. A class-level head (every object of the noun attends to every
+other, a herd read as one) keeps more inside its one region than an instance head keeps
+inside each object, and wins the choice with one instance where there are several. Where
+that happens, another head splits the winner's regions: its own instances lie inside them,
+several to one region, and they stay apart after its pieces of one object are linked
+(``link_ratio``). ``finer_head`` looks for such a head among those scoring at least
+``finer_head_ratio`` of the winner and takes the one with the most instances.
+
+The link is what tells objects from parts: a head that cuts one object into pieces has
+pieces that attend to each other (they join), a head that tells touching objects apart has
+objects that do not."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+#: share of the finer head's instance pixels that must lie in the chosen head's instances
+NESTED_SHARE = 0.8
+#: share of one finer instance's pixels that must lie in one chosen instance to count as held by it
+HELD_SHARE = 0.6
+
+
+def held_counts(coarse: np.ndarray, coarse_keep: np.ndarray, fine: np.ndarray,
+                fine_keep: np.ndarray) -> np.ndarray | None:
+    """How many instances of the ``fine`` partition each instance of the ``coarse`` one
+    holds, or None when the fine instances do not lie inside the coarse ones.
+
+    Args:
+        coarse, fine: int [H, W] region ids of two heads (0 = none).
+        coarse_keep, fine_keep: bool [m + 1] over each head's ids: its instances.
+
+    Returns:
+        int [m_coarse + 1]: per coarse id, the fine instances with at least ``HELD_SHARE`` of
+        their pixels in it (only instances counted); None when less than ``NESTED_SHARE`` of
+        the fine instances' pixels lie in coarse instances.
+    """
+    c = coarse.reshape(-1)
+    f = fine.reshape(-1)
+    in_fine = fine_keep[f]
+    if not in_fine.any():
+        return None
+    in_coarse = coarse_keep[c]
+    if float(in_coarse[in_fine].mean()) < NESTED_SHARE:
+        return None
+    held = np.zeros(len(coarse_keep), dtype=np.int64)
+    pairs = np.bincount(f[in_fine] * len(coarse_keep) + c[in_fine],
+                        minlength=len(fine_keep) * len(coarse_keep)).reshape(len(fine_keep), -1)
+    size = pairs.sum(1)
+    for j in np.nonzero(fine_keep)[0]:
+        if size[j] == 0:
+            continue
+        k = int(np.argmax(pairs[j]))
+        if coarse_keep[k] and pairs[j, k] >= HELD_SHARE * size[j]:
+            held[k] += 1
+    return held
+
+
+def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, ratio: float,
+               link: Callable, instances_of: Callable) -> int:
+    """The head to read instead of ``head``, or ``head`` itself.
+
+    Args:
+        parts: ``partition.HeadPartitions`` with lifts measured for ``focus`` (as
+            ``layout.choose_head_on`` leaves them); not changed (each candidate is linked on
+            a copy).
+        head: the chosen head (-1: none, returned as is).
+        scores: float [heads], the containment scores of the choice.
+        instances: per head, bool [m_k + 1], its instances before linking.
+        focus: the focus the choice was made on.
+        ratio: a candidate scores at least ``ratio`` times the chosen head (``finer_head_ratio``).
+        link: ``link(parts, k, focus)`` joins head k's pieces of one object in place.
+        instances_of: ``instances_of(parts, k, focus)`` -> bool [m_k + 1], head k's instances.
+
+    Returns:
+        Among the heads scoring at least ``ratio`` of ``head`` whose instances, once linked,
+        outnumber ``head``'s and lie inside them with at least one of ``head``'s instances
+        holding two or more (``held_counts``), the one with the most instances (ties: the
+        higher score); ``head`` when there is none.
+    """
+    from .identify import _copy_partitions
+
+    if head < 0 or not np.isfinite(scores[head]) or scores[head] <= 0:
+        return head
+    own = int(instances[head].sum())
+    candidates = [k for k in range(len(scores)) if k != head and np.isfinite(scores[k])
+                  and scores[k] >= ratio * scores[head] and int(instances[k].sum()) > own]
+    best, best_key = head, (own, float(scores[head]))
+    for k in candidates:
+        trial = _copy_partitions(parts)
+        link(trial, k, focus)
+        keep = instances_of(trial, k, focus)
+        count = int(keep.sum())
+        if (count, float(scores[k])) <= best_key:
+            continue
+        held = held_counts(parts.regions[head], instances[head], trial.regions[k], keep)
+        if held is not None and held.max() >= 2:
+            best, best_key = k, (count, float(scores[k]))
+    return best
