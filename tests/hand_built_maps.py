@@ -48,3 +48,27 @@ def instance_head(labels: np.ndarray, share: float) -> torch.Tensor:
     own = same / same.sum(1, keepdim=True).clamp_min(1)
     base = positional_head(labels.shape, 3.0)
     return torch.where((lab > 0)[:, None], (1 - share) * base + share * own, base)
+
+
+class MapView:
+    """What ``LayoutReader`` reads of an attention view, over given maps: the conditional
+    row's self-attention of each frame (``self_maps[f]``: ``[heads, HW, HW]``) and the nouns'
+    cross-attention (``cross_maps[f]``: ``[heads, HW]``) on ``grid``; every noun reads the
+    same cross maps."""
+
+    def __init__(self, kind: str, self_maps: list, cross_maps: list, grid: tuple[int, int]):
+        from types import SimpleNamespace
+        self.kind, self.step, self.layer, self.transformer = kind, 0, 0, "transformer"
+        self.grid = grid
+        self.geometry = SimpleNamespace(frames=len(self_maps), height=grid[0], width=grid[1])
+        self._self, self._cross = self_maps, cross_maps
+
+    def rows_of(self, branch):
+        return [0] if branch == "cond" else []
+
+    def self_attention_map(self, frame, batch):
+        return self._self[frame][None]
+
+    def cross_attention_maps(self, columns, batch):
+        every = torch.stack([c.reshape(-1, *self.grid) for c in self._cross], 1)  # [heads, F, H, W]
+        return [every[None] for _ in columns]

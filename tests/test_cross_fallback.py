@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from hand_built_maps import instance_head, positional_head
+from hand_built_maps import MapView, instance_head, positional_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import (cross_components, head_missed_objects, layout_from_attention,
@@ -280,28 +280,6 @@ def test_cross_components_split_the_map_at_the_ratio_of_its_range():
     assert cross_components(noun_focus(np.full(GRID, 0.2), GRID)).max() == 0  # a flat map
 
 
-class _MapView:
-    """What ``LayoutReader`` reads of an attention view, over given maps: the conditional
-    row's self-attention of each frame ``[1, heads, HW, HW]`` and the nouns' cross-attention
-    ``[1, heads, F, H, W]``."""
-
-    def __init__(self, kind, self_maps, cross_maps):
-        from types import SimpleNamespace
-        self.kind, self.step, self.layer, self.transformer = kind, 0, 0, "transformer"
-        self.geometry = SimpleNamespace(frames=len(self_maps), height=GRID[0], width=GRID[1])
-        self._self, self._cross = self_maps, cross_maps
-
-    def rows_of(self, branch):
-        return [0] if branch == "cond" else []
-
-    def self_attention_map(self, frame, batch):
-        return self._self[frame][None]
-
-    def cross_attention_maps(self, columns, batch):
-        every = torch.stack([c.reshape(-1, *GRID) for c in self._cross], 1)  # [heads, F, H, W]
-        return [every[None] for _ in columns]
-
-
 def test_the_phase_one_reader_falls_back_per_frame():
     # the reader's own path (the head chosen on the noun's focus, per frame): a frame without
     # instance structure is read from the cross map, a frame with an instance head is not,
@@ -314,7 +292,7 @@ def test_the_phase_one_reader_falls_back_per_frame():
     reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=NuminaConfig())
     reader.self_source = "maps"
     for kind in ("self", "cross"):
-        reader.on_attention(_MapView(kind, self_maps, cross_maps))
+        reader.on_attention(MapView(kind, self_maps, cross_maps, GRID))
     assert reader.nouns["objects"].from_cross == [True, False]
     assert reader.nouns["objects"].frame_counts == [3, 3]
 
@@ -329,7 +307,7 @@ def test_the_phase_one_reader_and_layouts_from_attention_read_missed_objects_fro
         reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=cfg)
         reader.self_source = "maps"
         for kind in ("self", "cross"):
-            reader.on_attention(_MapView(kind, [sa], [cross]))
+            reader.on_attention(MapView(kind, [sa], [cross], GRID))
         assert (reader.nouns["objects"].from_cross[0], reader.nouns["objects"].frame_counts[0]) == want
         got = layouts_from_attention(sa, {"objects": cross}, GRID, cfg)["objects"]
         assert (got.from_cross, got.count) == want

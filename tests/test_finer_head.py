@@ -94,3 +94,24 @@ def test_a_herd_read_by_a_class_level_head_is_counted_by_the_instance_head(seed,
     finer = layout_from_attention(frame.self_attn, frame.cross_attn, grid,
                                   NuminaConfig(finer_head_ratio=0.35))
     assert types[finer.self_head] == "instance" and finer.count == n == frame.count
+
+
+def test_phase_one_reads_the_finer_head_as_layout_from_attention_does():
+    """The reader (phase 1) applies the rule through its own link of the candidate's block."""
+    from bench_identify import head_types_for
+    from hand_built_maps import MapView
+    from synthetic_crowd_scenes import make_crowd_scene
+
+    from numina_hooks.numina.identify import LayoutReader
+
+    grid = (15, 26)
+    scene = make_crowd_scene(3, grid, n_frames=1, noise=0.25, seed=22,
+                             head_types=head_types_for("crowd", 12))
+    frame = scene.frames[0]
+    for ratio, want in ((0.35, 3), (None, 1)):
+        reader = LayoutReader({"animals": [0]}, step=0, layer=0,
+                              config=NuminaConfig(finer_head_ratio=ratio))
+        reader.self_source = "maps"
+        for kind in ("self", "cross"):
+            reader.on_attention(MapView(kind, [frame.self_attn], [frame.cross_attn], grid))
+        assert reader.nouns["animals"].frame_counts == [want]
