@@ -40,7 +40,8 @@ The layout stage's default (see docs/method.md, "Identify v2"). For every head o
    mean border edge weight (log units). The best head wins; with ``head_margin > 0`` a head
    within that fraction of the best and with more instances wins instead (a remedy for
    class-level heads whose regions hold several instances, off by default: it did not help
-   on the development scenes).
+   on the development scenes). The remedy in use is ``finer.finer_head``: a head whose own
+   instances, once linked, lie inside the winner's regions two or more to one replaces it.
 
 All functions take ``[heads, HW, HW]`` maps, or a source of their entries
 (``attention_entries``), and read only O(HW) entries per head for the edges, 64 rows for the
