@@ -43,7 +43,12 @@ layout code nor the other families, and run once on the report seeds with the de
 was: herds whose animals touch and occlude each other, sizes growing with depth, a head and
 a body per animal with the noun's map strongest on the head and 0.4-1 of the strongest per
 animal, clutter of the noun's texture, a 2D rotary embedding, row, column, scene and local
-category heads). Per family, grid (30x52 =
+category heads) and ``spread`` (``synthetic_spread_scenes.py``, written blind on 2026-12-05's
+fourth session by someone who read neither the layout code nor the other families, and run
+once on the report seeds with the default as it was: each object's identity spread over
+heads, one instance head that merges 15-40% of the pairs of objects and four partial heads
+that together separate every pair, a 2D rotary embedding, noise on queries and keys apart).
+Per family, grid (30x52 =
 Wan2.1-1.3B at 832x480, and 15x26) and noise (0.25, 0.5 = moderate, 1.0 = highest):
 scenes of 1..8 instances, ``--seeds`` scenes per count, ``--frames`` frames per scene.
 
@@ -124,6 +129,7 @@ from synthetic_shared_scenes import SHARED_HEAD_TYPES, make_shared_scene  # noqa
 from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # noqa: E402
 from synthetic_multi_scenes import MULTI_HEAD_TYPES, OTHER_NOUNS, make_multi_scene  # noqa: E402
 from synthetic_crowd_scenes import CROWD_HEAD_TYPES, make_crowd_scene  # noqa: E402
+from synthetic_spread_scenes import SPREAD_HEAD_TYPES, make_spread_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "cross_peaks", "true_head")
@@ -344,10 +350,12 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
 
 FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
                      "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES,
-                     "multi": MULTI_HEAD_TYPES, "crowd": CROWD_HEAD_TYPES}
+                     "multi": MULTI_HEAD_TYPES, "crowd": CROWD_HEAD_TYPES,
+                     "spread": SPREAD_HEAD_TYPES}
 BAR_FAMILIES = ("project", "shared", "feature")  # the families whose makers draw bars (``shape``)
 SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene,
-                "multi": make_multi_scene, "crowd": make_crowd_scene}
+                "multi": make_multi_scene, "crowd": make_crowd_scene,
+                "spread": make_spread_scene}
 
 
 def cross_map_count(cross_attn, grid, cfg: NuminaConfig) -> int:
@@ -477,7 +485,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=3, help="frames per scene")
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
-    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd"))
+    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd", "spread"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--update-reader", metavar="NOTE",
