@@ -66,14 +66,15 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
 
     Args:
         parts: ``partition.HeadPartitions`` with lifts measured for ``focus`` (as
-            ``layout.choose_head_on`` leaves them); not changed (each candidate is linked on
-            a copy).
+            ``layout.choose_head_on`` leaves them); not changed (the candidates are linked on
+            one copy: linking head k changes only head k's entries).
         head: the chosen head (-1: none, returned as is).
         scores: float [heads], the containment scores of the choice.
         instances: per head, bool [m_k + 1], its instances before linking.
         focus: the focus the choice was made on.
         ratio: a candidate scores at least ``ratio`` times the chosen head (``finer_head_ratio``).
-        link: ``link(parts, k, focus)`` joins head k's pieces of one object in place.
+        link: ``link(parts, k, focus)`` joins head k's pieces of one object in place,
+            changing no other head's entries.
         instances_of: ``instances_of(parts, k, focus)`` -> bool [m_k + 1], head k's instances.
 
     Returns:
@@ -90,8 +91,8 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
     candidates = [k for k in range(len(scores)) if k != head and np.isfinite(scores[k])
                   and scores[k] >= ratio * scores[head] and int(instances[k].sum()) > own]
     best, best_key = head, (own, float(scores[head]))
+    trial = _copy_partitions(parts) if candidates else None
     for k in candidates:
-        trial = _copy_partitions(parts)
         link(trial, k, focus)
         keep = instances_of(trial, k, focus)
         count = int(keep.sum())
