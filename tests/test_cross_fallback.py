@@ -113,19 +113,27 @@ def _merged_head_frame(seed: int):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_objects_the_head_merges_are_read_from_the_cross_map(seed):
     labels, sa, cross = _merged_head_frame(seed)
+    # the head's pieces of one identity lie 5 patches apart, beyond the default reach: they
+    # stay two objects each (read from the head, or from the cross map where the head's
+    # instances do not stand out of its background)
+    own = layout_from_attention(sa, cross, GRID)
+    assert own.self_head == 3 and own.count == 4
+    # joined at any distance (``link_reach=None``), the head holds the four objects in two
+    # regions, as a class-level head or noise merging touching objects would
+    merged = NuminaConfig(link_reach=None)
     # without the excess rule the head's instances stand: step 8 keeps them (in seed 0 a
     # 33-patch background piece keeps 0.136 against the instances' 0.09, but it is one of
     # only two pieces no larger than twice an instance: too few for the null comparison)
-    alone = layout_from_attention(sa, cross, GRID, NuminaConfig(cross_fallback_excess=None))
+    alone = layout_from_attention(sa, cross, GRID, dataclasses.replace(merged, cross_fallback_excess=None))
     assert alone.self_head == 3 and alone.count == 2 and not alone.from_cross
-    layout = layout_from_attention(sa, cross, GRID)
+    layout = layout_from_attention(sa, cross, GRID, merged)
     assert layout.from_cross and layout.count == 4 and layout.self_head == 3
     for k in (1, 2, 3, 4):  # one instance on each object
         found = np.unique(layout.labels[labels == k])
         assert len(found[found > 0]) == 1
     assert strong_components(noun_focus(cross[0].numpy(), GRID)).max() == 4
     # an excess of 3 is not reached by 4 strong bumps against 2 instances
-    assert layout_from_attention(sa, cross, GRID, NuminaConfig(cross_fallback_excess=3)).count == 2
+    assert layout_from_attention(sa, cross, GRID, dataclasses.replace(merged, cross_fallback_excess=3)).count == 2
 
 
 def test_one_extra_bump_in_the_cross_map_does_not_replace_the_heads_instances():
@@ -299,11 +307,14 @@ def test_the_phase_one_reader_falls_back_per_frame():
 
 def test_the_phase_one_reader_and_layouts_from_attention_read_missed_objects_from_the_cross_map():
     # the same rule in phase 1's reader and in the several-noun reading: a frame whose head
-    # merges the four objects in pairs is read from the cross map (4); with the rule off, 2
+    # merges the four objects in pairs (joined at any distance: ``link_reach=None``) is read
+    # from the cross map (4); with the rule off, 2; with the default reach the head's own 4
     from numina_hooks.numina.identify import LayoutReader, layouts_from_attention
 
     _, sa, cross = _merged_head_frame(0)
-    for cfg, want in ((NuminaConfig(), (True, 4)), (NuminaConfig(cross_fallback_excess=None), (False, 2))):
+    merged = NuminaConfig(link_reach=None)
+    for cfg, want in ((merged, (True, 4)), (dataclasses.replace(merged, cross_fallback_excess=None), (False, 2)),
+                      (NuminaConfig(), (False, 4))):
         reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=cfg)
         reader.self_source = "maps"
         for kind in ("self", "cross"):

@@ -60,6 +60,8 @@ _INTERVALS = {
     "min_lift_null_factor": (0, False, math.inf, False, True, " (min_lift alone)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
     "splinter_fraction": (0, False, 1, True, False, ""),
+    "link_reach": (0, True, math.inf, False, True, " (join at any distance)"),
+    "link_reach_factor": (0, True, math.inf, False, False, " (0 = link_reach at any size)"),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "peak_gap": (0, True, math.inf, False, True, " (regions as cut)"),
@@ -251,6 +253,18 @@ class NuminaConfig:
     rows spread over many keys) and a compact splinter's high, so ``link_ratio`` alone
     leaves splinters cut off at a large object's rim counted as objects. Used only with
     ``link_ratio``; None = the ratio alone."""
+    link_reach: float | None = 3.0
+    """Two regions join by ``link_ratio`` only when they lie within reach of each other: at
+    most ``max(link_reach, link_reach_factor * d)`` patches apart (shortest distance between
+    their patches; 1 = side by side), ``d`` the diameter of a disc as large as the two
+    together (``partition.within_reach``). The pieces of one occluded object lie a few
+    patches apart, on either side of the occluder; two objects that the chosen head cannot
+    tell apart (identical animals; a head that gives a few objects one identity) may stand
+    anywhere in the frame, and linking them undercounts. None = any distance (the rule
+    before 2026-12-05's fifth session)."""
+    link_reach_factor: float = 0.5
+    """How ``link_reach`` grows with the pieces' size: the share of the diameter of a disc as
+    large as the two pieces together (0 = ``link_reach`` patches at any size)."""
     splinter_fraction: float = 0.25
     """Largest size of a splinter relative to the region it may join (see
     ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""
@@ -498,7 +512,7 @@ class NuminaConfig:
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
-                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, core_quantile=None, peak_gap=None,
+                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
                         self_evidence_factor=None, self_evidence_null_factor=None, cross_fallback_excess=None,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)

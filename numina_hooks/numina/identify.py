@@ -38,7 +38,7 @@ from .layout import (Layout, _instances, _partition, _regions_to_instances, chec
                      checked_cross_attention, checked_self_attention,
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
-                     splinter_option, head_missed_objects, strong_components)
+                     splinter_option, reach_option, head_missed_objects, strong_components)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
                         temporal_vote)
@@ -219,7 +219,8 @@ class LayoutReader:
         if cfg.link_ratio is not None:
             # the ratio alone here, before any focus is known: a splinter joins its object
             # once the head is chosen, among that focus's candidates (``_link_splinters``)
-            link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample)
+            link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample,
+                         reach=reach_option(cfg))
         return parts, source
 
     def _link_splinters(self, parts: HeadPartitions, f: int, head: int, block: int, in_block: int,
@@ -241,7 +242,8 @@ class LayoutReader:
                                         cfg.min_lift_null_factor)
         link_head(parts, head, _as_source(source),
                   in_block if head_in_source is None else head_in_source,
-                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold)
+                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold,
+                  reach=reach_option(cfg))
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config

@@ -432,6 +432,12 @@ def partition_options(cfg: NuminaConfig) -> dict:
                 core_quantile=cfg.core_quantile, peak_gap=cfg.peak_gap)
 
 
+def reach_option(cfg: NuminaConfig) -> tuple[float, float] | None:
+    """The ``reach`` argument of ``link_regions`` and ``unclaimed_instances`` that ``cfg``
+    sets: ``(link_reach, link_reach_factor)``, or None when ``link_reach`` is None."""
+    return None if cfg.link_reach is None else (cfg.link_reach, cfg.link_reach_factor)
+
+
 def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:
     """The ``splinter`` argument of ``link_regions`` and ``unclaimed_instances`` that ``cfg``
     sets: ``(splinter_fraction, splinter_link_gap)``, or None when the gap is None."""
@@ -491,7 +497,7 @@ def link_chosen_head(parts: HeadPartitions, self_attn, head: int, focus, cfg: Nu
     threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                     cfg.min_lift_null_factor)
     link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
-                 splinter_option(cfg), splinter_lift=threshold)
+                 splinter_option(cfg), splinter_lift=threshold, reach=reach_option(cfg))
 
 
 def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
@@ -549,7 +555,7 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     return unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
                                sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys,
-                               splinter=splinter_option(cfg))
+                               splinter=splinter_option(cfg), reach=reach_option(cfg))
 
 
 def layout_from_maps(self_map, cross_map, grid: tuple[int, int],

@@ -34,7 +34,8 @@ The layout stage's default (see docs/method.md, "Identify v2"). For every head o
    every head) keeps as much in the moved copy and cancels. A region is an instance when it
    overlaps the noun's focus (``focus_overlap``) and its lift exceeds ``min_lift``; regions holding an
    attention-sink key never are. ``link_regions`` then joins a head's instances that attend
-   to each other about as much as to themselves (the pieces of one occluded object).
+   to each other about as much as to themselves and lie within reach of each other
+   (``within_reach``: the pieces of one occluded object).
 4. **Head choice.** Each head scores the size-weighted mean over its instances of
    ``lift * max(contrast, 0)``, contrast being the region's mean inside edge weight minus its
    mean border edge weight (log units). The best head wins; with ``head_margin > 0`` a head
@@ -66,7 +67,7 @@ __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "pa
            "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage",
            "instance_evidence",
            "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
-           "null_candidates", "peak_regions", "rim_grown", "temporal_vote"]
+           "null_candidates", "peak_regions", "rim_grown", "temporal_vote", "within_reach"]
 
 
 @dataclass
@@ -744,7 +745,8 @@ def background_tiles(parts: HeadPartitions, most: int = NULL_TILES, heads=None) 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
                  sample: int = 16, heads=None, splinter: tuple[float, float] | None = None,
-                 splinter_lift: float | None = None) -> None:
+                 splinter_lift: float | None = None, reach: tuple[float, float] | None = None
+                 ) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -769,25 +771,29 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     ``lift_threshold``): by the splinter test, or by the ratio to a region over ``min_lift``
     (a piece of an object keeps less than the object), never by the ratio to each other (a
     diffuse head's weak regions attend to each other about as much as to themselves, and
-    would join distinct objects). Reads one
-    ``[R, R]`` block per head with two or more candidates (R: their sampled members)."""
+    would join distinct objects). ``reach``: ``(floor, factor)``, how far apart two
+    regions may lie and still join by the ratio (``within_reach``); None = any distance.
+    Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
+    members)."""
     source = _as_source(self_attn)
     h = source.heads
     if parts.regions.shape[0] != h:
         raise ValueError(f"link_regions: parts has {parts.regions.shape[0]} heads, the "
                          f"attention {h}: pass the partitions of this attention")
     for k in range(h) if heads is None else heads:
-        link_head(parts, k, source, k, ratio, min_lift, sample, splinter, splinter_lift=splinter_lift)
+        link_head(parts, k, source, k, ratio, min_lift, sample, splinter, splinter_lift=splinter_lift,
+                  reach=reach)
 
 
 def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: float,
               min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
-              candidates: np.ndarray | None = None, splinter_lift: float | None = None) -> None:
+              candidates: np.ndarray | None = None, splinter_lift: float | None = None,
+              reach: tuple[float, float] | None = None) -> None:
     """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
     of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
     pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
     = every region with lift > ``min_lift``, or > ``splinter_lift`` for the splinter test;
-    the lift test holds either way)."""
+    the lift test holds either way). ``reach``: as ``link_regions``."""
     lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
     strong = lift > min_lift
     weak_too = splinter is not None and splinter_lift is not None and splinter_lift < min_lift
@@ -800,7 +806,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
         return
     flat = parts.regions[k].reshape(-1)
     join = _linked(source, source_head, [np.nonzero(flat == r)[0] for r in ids], ratio, sample, splinter,
-                   parts.regions.shape[1:], by_ratio=strong[ids])
+                   parts.regions.shape[1:], by_ratio=strong[ids], reach=reach)
     a, b = np.nonzero(np.triu(join, 1))
     if len(a) == 0:
         return
@@ -811,7 +817,8 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
 
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
             splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
-            by_ratio: np.ndarray | None = None) -> np.ndarray:
+            by_ratio: np.ndarray | None = None, reach: tuple[float, float] | None = None
+            ) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
     ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
@@ -834,6 +841,9 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     ``by_ratio``: bool [m], the strong groups (None = all): a pair joins by the ratio only
     when one of them is strong; two weak groups join by the splinter test only.
 
+    ``reach = (floor, factor)``: a pair joins by the ratio only when the groups lie within
+    reach of each other on ``grid`` (``within_reach``); None = at any distance.
+
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
                for g in groups]
@@ -852,6 +862,10 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     join = (aff >= bar) & (bar > 0)
     if by_ratio is not None:
         join &= by_ratio[:, None] | by_ratio[None, :]
+    if reach is not None and join.any():
+        if grid is None:
+            raise ValueError("_linked: the reach test needs the grid (distances between groups)")
+        join &= within_reach(groups, grid, join, *reach)
     if splinter is not None:
         fraction, gap = splinter
         size = np.array([len(g) for g in groups], dtype=np.float64)
@@ -862,6 +876,45 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
                 raise ValueError("_linked: the splinter test needs the grid (touching groups)")
             join |= close & _touching(groups, grid)
     return join
+
+
+def within_reach(groups: list, grid: tuple[int, int], pairs: np.ndarray, floor: float,
+                 factor: float) -> np.ndarray:
+    """bool [m, m]: which ``pairs`` (bool [m, m]; the others stay True) of pixel ``groups``
+    (flat indices on ``grid``) lie within reach of each other: the shortest distance between
+    a pixel of one and a pixel of the other (patch centres; 1 = side by side) is at most
+    ``max(floor, factor * d)``, ``d`` the diameter of a disc as large as the two together
+    (``2 * sqrt((|a| + |b|) / pi)``).
+
+    The pieces of one object cut apart by an occluder lie on either side of it, a few
+    patches apart, farther for a large object behind a wide occluder; two objects that one
+    head cannot tell apart (identical animals, or a head that gives a few objects one
+    identity) may stand anywhere in the frame. Reads no attention."""
+    W = int(grid[1])
+    out = np.ones(pairs.shape, dtype=bool)
+    a_idx, b_idx = np.nonzero(np.triu(pairs, 1))
+    if len(a_idx) == 0:
+        return out
+    coords = {}
+    for j in np.unique(np.concatenate([a_idx, b_idx])):
+        g = np.asarray(groups[j], dtype=np.int64)
+        coords[j] = np.stack(np.divmod(g, W), 1).astype(np.float64)
+    for a, b in zip(a_idx, b_idx):
+        gap = _closest_distance(coords[a], coords[b])
+        size = len(groups[a]) + len(groups[b])
+        if gap > max(floor, factor * 2.0 * np.sqrt(size / np.pi)):
+            out[a, b] = out[b, a] = False
+    return out
+
+
+def _closest_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The shortest distance between points ``a`` [p, 2] and ``b`` [q, 2] (in blocks of
+    ``a``: a large region never builds a [p, q, 2] array at once)."""
+    best = np.inf
+    for start in range(0, len(a), 256):
+        d2 = ((a[start:start + 256, None, :] - b[None, :, :]) ** 2).sum(-1)
+        best = min(best, float(d2.min()))
+    return float(np.sqrt(best))
 
 
 def _touching(groups: list, grid: tuple[int, int]) -> np.ndarray:
@@ -880,7 +933,8 @@ def _touching(groups: list, grid: tuple[int, int]) -> np.ndarray:
 def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: int, *,
                         min_size: int, min_lift: float, link_ratio: float | None,
                         sample: int = 16, sink_keys: np.ndarray | None = None,
-                        splinter: tuple[float, float] | None = None) -> np.ndarray:
+                        splinter: tuple[float, float] | None = None,
+                        reach: tuple[float, float] | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -907,6 +961,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         min_lift: the lift a component must exceed.
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
         splinter: ``link_regions``' ``(fraction, gap)``, used with ``link_ratio``.
+        reach: ``link_regions``' ``(floor, factor)``, used with ``link_ratio``.
         sample: members measured per component (``lift_sample``).
         sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
             None = no sink check.
@@ -943,7 +998,8 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     if link_ratio is not None and n_old > 0:
         groups = [np.nonzero(out == i)[0] for i in range(1, n_old + 1)]
         groups += [np.nonzero(cand == i)[0] for i in new]
-        join = _linked(source, head, groups, link_ratio, sample, splinter, (H, W))[n_old:, :n_old]
+        join = _linked(source, head, groups, link_ratio, sample, splinter, (H, W),
+                       reach=reach)[n_old:, :n_old]
         for j in range(len(new)):
             hits = np.nonzero(join[j])[0]
             if len(hits):
