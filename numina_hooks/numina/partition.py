@@ -890,31 +890,20 @@ def within_reach(groups: list, grid: tuple[int, int], pairs: np.ndarray, floor: 
     patches apart, farther for a large object behind a wide occluder; two objects that one
     head cannot tell apart (identical animals, or a head that gives a few objects one
     identity) may stand anywhere in the frame. Reads no attention."""
+    from scipy.spatial import cKDTree
+
     W = int(grid[1])
     out = np.ones(pairs.shape, dtype=bool)
     a_idx, b_idx = np.nonzero(np.triu(pairs, 1))
-    if len(a_idx) == 0:
-        return out
-    coords = {}
-    for j in np.unique(np.concatenate([a_idx, b_idx])):
-        g = np.asarray(groups[j], dtype=np.int64)
-        coords[j] = np.stack(np.divmod(g, W), 1).astype(np.float64)
+    trees = {j: cKDTree(np.stack(np.divmod(np.asarray(groups[j], dtype=np.int64), W), 1))
+             for j in np.unique(b_idx)}
     for a, b in zip(a_idx, b_idx):
-        gap = _closest_distance(coords[a], coords[b])
+        coords_a = np.stack(np.divmod(np.asarray(groups[a], dtype=np.int64), W), 1)
+        gap = float(trees[b].query(coords_a)[0].min())  # the closest pair of patch centres
         size = len(groups[a]) + len(groups[b])
         if gap > max(floor, factor * 2.0 * np.sqrt(size / np.pi)):
             out[a, b] = out[b, a] = False
     return out
-
-
-def _closest_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """The shortest distance between points ``a`` [p, 2] and ``b`` [q, 2] (in blocks of
-    ``a``: a large region never builds a [p, q, 2] array at once)."""
-    best = np.inf
-    for start in range(0, len(a), 256):
-        d2 = ((a[start:start + 256, None, :] - b[None, :, :]) ** 2).sum(-1)
-        best = min(best, float(d2.min()))
-    return float(np.sqrt(best))
 
 
 def _touching(groups: list, grid: tuple[int, int]) -> np.ndarray:
