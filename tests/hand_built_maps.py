@@ -8,6 +8,11 @@ import torch
 from numina_hooks.numina.partition import _as_source
 
 
+def grid_block(rows: range, cols: range, width: int) -> np.ndarray:
+    """Flat indices of the pixels in ``rows`` x ``cols`` of a grid ``width`` patches wide."""
+    return np.array([r * width + c for r in rows for c in cols])
+
+
 def group_head(groups: list, logd, n: int):
     """One head ``[1, n, n]`` as a source of entries (``partition._as_source``): rows of the
     pixel group ``groups[i]`` (flat indices) attend with density ``exp(logd[i][j]) / n`` to

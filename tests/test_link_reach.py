@@ -5,7 +5,7 @@ objects across the frame do not, and the reach grows with the pieces' size."""
 
 import numpy as np
 import pytest
-from hand_built_maps import group_head
+from hand_built_maps import grid_block, group_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import reach_option, splinter_option
@@ -18,7 +18,7 @@ SAME = [[1.5, 1.5], [1.5, 1.5]]
 
 
 def _block(rows: range, cols: range) -> np.ndarray:
-    return np.array([r * GRID[1] + c for r in rows for c in cols])
+    return grid_block(rows, cols, GRID[1])
 
 
 def _links(groups, cfg):

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from hand_built_maps import group_head
+from hand_built_maps import grid_block, group_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import splinter_option
@@ -25,8 +25,7 @@ N = GRID[0] * GRID[1]
 
 
 def _block(rows: range, cols: range) -> np.ndarray:
-    """Flat indices of the pixels in ``rows`` x ``cols`` of the grid."""
-    return np.array([r * GRID[1] + c for r in rows for c in cols])
+    return grid_block(rows, cols, GRID[1])
 
 
 def _links(groups, logd, cfg):
