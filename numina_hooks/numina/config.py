@@ -279,6 +279,17 @@ class NuminaConfig:
     unclaimed_min_size: int = 48
     """Smallest component of the left-over focus that ``unclaimed_min_lift`` considers
     (patches; smaller left-overs are halo around the instances)."""
+    unclaimed_peaks: bool = True
+    """Objects too small for the edge cut (with ``unclaimed_min_lift`` set): each bump of the
+    noun's map (``layout.cross_peaks``) that no instance of the chosen head touches, less
+    the ring of pixels next to the instances, becomes an instance (or joins the one it is
+    linked to) when at least ``cross_fallback_min_size`` patches remain and its containment
+    lift in the head exceeds ``unclaimed_min_lift``; only when the head has at least one
+    instance (an absent noun's map still has bumps). An object of a few patches gives the
+    cut too few edges of its own and no region holds it, while the map shows its bump;
+    clutter in the map keeps no more than its moved copy (``partition.unclaimed_peaks``).
+    False = the left-over focus components alone (the rule before 2026-12-05's sixth
+    session)."""
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
@@ -469,7 +480,7 @@ class NuminaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _fail(name, v, "an int >= 0")
-        for name in ("exclusive_regions", "borrow_layouts", "focus_specks"):
+        for name in ("exclusive_regions", "borrow_layouts", "focus_specks", "unclaimed_peaks"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
         if not isinstance(self.suppress_outside, bool) and self.suppress_outside != "edited":

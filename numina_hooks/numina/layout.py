@@ -36,7 +36,7 @@ from .heads import (_check_grid, as_tensor, attention_rows, check_not_constant, 
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
                         instance_evidence, link_regions, null_candidates, null_evidence, partition_heads, rim_grown, temporal_vote,
-                        unclaimed_instances)
+                        unclaimed_instances, unclaimed_peaks)
 from .partition import _regions_to_ids as _regions_to_instances
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
@@ -546,16 +546,23 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
                    cfg: NuminaConfig, sink_keys: np.ndarray) -> np.ndarray:
     """``labels`` (int [H, W], instances of ``head``) with the instances found in the focus
     they leave unclaimed (``cfg.unclaimed_min_lift``; ``partition.unclaimed_instances``;
-    ``focus``: a bool [H, W] mask or a ``focus.NounFocus``, whose mask is read);
-    ``labels`` as they are when that is None. ``self_attn``: the frame's ``[heads, N, N]``
-    map or a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
+    ``focus``: a bool [H, W] mask or a ``focus.NounFocus``, whose mask is read), then, with
+    ``cfg.unclaimed_peaks``, a ``NounFocus`` and at least one instance, those found on the
+    map's bumps no instance touches (``partition.unclaimed_peaks``); ``labels`` as they are
+    when ``unclaimed_min_lift`` is None. ``self_attn``: the frame's ``[heads, N, N]`` map or
+    a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
     (``HeadPartitions.sink_keys``)."""
     if cfg.unclaimed_min_lift is None:
         return labels
-    return unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
-                               min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
-                               sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys,
-                               splinter=splinter_option(cfg), reach=reach_option(cfg))
+    common = dict(min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
+                  sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys,
+                  splinter=splinter_option(cfg), reach=reach_option(cfg))
+    labels = unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
+                                 **common)
+    if cfg.unclaimed_peaks and isinstance(focus, NounFocus) and labels.max() > 0:
+        labels = unclaimed_peaks(labels, cross_peaks(focus, cfg), self_attn, head,
+                                 min_size=cfg.cross_fallback_min_size, **common)
+    return labels
 
 
 def layout_from_maps(self_map, cross_map, grid: tuple[int, int],

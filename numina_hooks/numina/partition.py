@@ -961,22 +961,82 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     """
     from scipy.ndimage import label
 
-    source = _as_source(self_attn)
     H, W = labels.shape
     left = focus_bool(focus).reshape(H, W) & ~_grow(labels > 0)
     comp, m = label(left)  # 4-connected components of the left-over focus, 1..m
     size = np.bincount(comp.reshape(-1), minlength=m + 1)
     size[0] = 0
     big = np.nonzero(size >= min_size)[0]
-    if len(big) == 0:
-        return labels.astype(np.int32, copy=False)
     relabel = np.zeros(m + 1, dtype=np.int64)
     relabel[big] = np.arange(1, len(big) + 1)
-    cand = relabel[comp.reshape(-1)]
+    return _claimed(labels, relabel[comp.reshape(-1)], self_attn, head, min_lift=min_lift,
+                    link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
+                    splinter=splinter, reach=reach)
+
+
+def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int, *,
+                    min_lift: float, link_ratio: float | None, min_size: int = 2,
+                    sample: int = 16, sink_keys: np.ndarray | None = None,
+                    splinter: tuple[float, float] | None = None,
+                    reach: tuple[float, float] | None = None) -> np.ndarray:
+    """Instances for the noun map's bumps that no instance of ``head`` touches: objects too
+    small for the edge cut.
+
+    An object of a few patches (on a 15x26 grid, most objects a crowded frame holds) gives
+    the cut too few edges of its own: it falls under ``min_region`` or into a background
+    region, and no instance of the head holds it, while the noun's map still shows its
+    bump. The map's bumps (``peaks``: ``layout.cross_peaks``, one label a bump) that share
+    no pixel with an instance of ``labels``, each without the ring of pixels next to the
+    instances, become instances when at least ``min_size`` patches remain and their
+    containment lift in ``head`` exceeds ``min_lift`` (as ``unclaimed_instances`` decides, a
+    bump linked to an instance joining it). Clutter in the map (a bump where the
+    self-attention holds no object) keeps no more than its moved copy and stays out.
+
+    Args:
+        labels: int [H, W] instances of one noun (0 = none, 1..n), from ``head``.
+        peaks: int [H, W], the noun map's bumps (0 = none, 1..k).
+        self_attn, head, min_lift, link_ratio, sample, sink_keys, splinter, reach: as for
+            ``unclaimed_instances``.
+        min_size: smallest bump considered once the ring is taken off (patches).
+
+    Returns:
+        int32 [H, W]: ``labels`` with the new instances added (and bumps joined to the
+        instances they are linked to), renumbered 1..n in raster order of their first pixel.
+    """
+    H, W = labels.shape
+    peaks = np.asarray(peaks).reshape(-1).astype(np.int64)
+    k = int(peaks.max()) if peaks.size else 0
+    touched = np.zeros(k + 1, dtype=bool)
+    touched[peaks[labels.reshape(-1) > 0]] = True
+    cand = np.where(touched[peaks], 0, peaks)
+    cand[_grow(labels > 0).reshape(-1)] = 0
+    size = np.bincount(cand, minlength=k + 1)
+    size[0] = 0
+    kept = np.nonzero(size >= min_size)[0]
+    relabel = np.zeros(k + 1, dtype=np.int64)
+    relabel[kept] = np.arange(1, len(kept) + 1)
+    return _claimed(labels, relabel[cand], self_attn, head, min_lift=min_lift,
+                    link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
+                    splinter=splinter, reach=reach)
+
+
+def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_lift: float,
+             link_ratio: float | None, sample: int, sink_keys: np.ndarray | None,
+             splinter: tuple[float, float] | None, reach: tuple[float, float] | None
+             ) -> np.ndarray:
+    """``labels`` (int [H, W]) with the candidates ``cand`` (int [N], 0 = none, 1..c) whose
+    containment lift in ``head`` exceeds ``min_lift`` and that hold no sink key added: each
+    joins the instance it is linked to (``link_ratio``), or is an instance of its own.
+    Renumbered 1..n in raster order; ``labels`` as they are when no candidate passes."""
+    H, W = labels.shape
+    c = int(cand.max()) if cand.size else 0
+    if c == 0:
+        return labels.astype(np.int32, copy=False)
+    source = _as_source(self_attn)
     regions = np.zeros((source.heads, H * W), dtype=np.int64)
     regions[head] = cand
     lift = _containment_lift(source, regions, sample, (H, W))[0][head]
-    new = [i for i in range(1, len(big) + 1) if lift[i] > min_lift]
+    new = [i for i in range(1, c + 1) if lift[i] > min_lift]
     if sink_keys is not None:
         new = [i for i in new if not sink_keys[cand == i].any()]
     if not new:
