@@ -99,11 +99,18 @@ def test_a_small_frames_objects_are_counted_against_background_tiles(seed, monke
         return np.zeros((parts.regions.shape[0], parts.regions[0].size), dtype=np.int64)
 
     monkeypatch.setattr(partition, "background_tiles", no_tiles)
-    # the missed-objects fallback (``cross_fallback_excess``) off: this is the null's test
-    # (with it, the cross map's components give the four objects back)
-    alone = dataclasses.replace(own, cross_fallback_excess=None)
+    # the missed-objects fallback (``cross_fallback_excess``) and the map's bumps of step 5c
+    # (``unclaimed_peaks``) off: this is the null's test (with either, the objects come back)
+    alone = dataclasses.replace(own, cross_fallback_excess=None, unclaimed_peaks=False)
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), alone).count == 2
-    assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), own).from_cross
+    # each alone brings objects back: the fallback reads the cross map, step 5c one more
+    # object from its bump
+    with_fallback = dataclasses.replace(own, unclaimed_peaks=False)
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), with_fallback).from_cross
+    with_bumps = dataclasses.replace(own, cross_fallback_excess=None)
+    bumps = layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), with_bumps)
+    labels = np.asarray(frame.labels)
+    assert bumps.count == 3 and sum(bool((bumps.labels[labels == k] > 0).any()) for k in range(1, 5)) == 3
 
 
 def test_the_null_measures_a_few_regions_off_the_focus_and_tiles_only_where_needed():
