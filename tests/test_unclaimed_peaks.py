@@ -108,3 +108,11 @@ def test_a_bump_linked_to_an_instance_joins_it():
 def test_the_config_refuses_a_non_bool():
     with pytest.raises(ValueError, match="unclaimed_peaks=1 .*True or False"):
         NuminaConfig(unclaimed_peaks=1)
+
+
+def test_bumps_of_another_shape_are_refused_with_both_shapes_named():
+    labels = _objects()
+    sa, _ = _frame(labels)
+    with pytest.raises(ValueError, match=r"peaks has shape \(26, 15\); expected the instances' shape \(15, 26\)"):
+        unclaimed_peaks(np.zeros(GRID, np.int32), np.zeros((26, 15), np.int32), sa, 1, min_lift=0.05,
+                        link_ratio=None)

@@ -1004,6 +1004,9 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
         instances they are linked to), renumbered 1..n in raster order of their first pixel.
     """
     H, W = labels.shape
+    if np.shape(peaks) != (H, W):
+        raise ValueError(f"peaks has shape {np.shape(peaks)}; expected the instances' shape {(H, W)} "
+                         "(one label per patch of the frame, e.g. layout.cross_peaks of the noun's focus)")
     peaks = np.asarray(peaks).reshape(-1).astype(np.int64)
     k = int(peaks.max()) if peaks.size else 0
     touched = np.zeros(k + 1, dtype=bool)
