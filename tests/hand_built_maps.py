@@ -13,6 +13,15 @@ def grid_block(rows: range, cols: range, width: int) -> np.ndarray:
     return np.array([r * width + c for r in rows for c in cols])
 
 
+def noisy_heads(heads: list, noise: float, seed: int) -> torch.Tensor:
+    """``[len(heads), N, N]`` float32: each ``[N, N]`` float64 head times per-entry log-normal
+    noise ``exp(noise * z)`` (one generator seeded with ``seed``, drawn head by head), rows
+    renormalised to sum to 1."""
+    gen = torch.Generator().manual_seed(seed)
+    noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
+    return torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+
+
 def group_head(groups: list, logd, n: int):
     """One head ``[1, n, n]`` as a source of entries (``partition._as_source``): rows of the
     pixel group ``groups[i]`` (flat indices) attend with density ``exp(logd[i][j]) / n`` to

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from hand_built_maps import MapView, instance_head, positional_head
+from hand_built_maps import MapView, instance_head, noisy_heads, positional_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import (cross_components, head_missed_objects, layout_from_attention,
@@ -36,10 +36,8 @@ def _objects() -> np.ndarray:
 def _self_attention(fourth: torch.Tensor, seed: int, noise: float = 0.3) -> torch.Tensor:
     """``[4, N, N]``: local positional kernels of two widths, a diffuse head and ``fourth``
     (``[N, N]``), each with per-entry log-normal noise, rows renormalised."""
-    gen = torch.Generator().manual_seed(seed)
     heads = [_positional_of(0.8), _positional_of(1.5), torch.full((N, N), 1.0 / N, dtype=torch.float64), fourth]
-    noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
-    return torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    return noisy_heads(heads, noise, seed)
 
 
 def _cross_of(weights: np.ndarray, heads: int = 4) -> torch.Tensor:
@@ -220,11 +218,9 @@ def _small_frame(fourth: torch.Tensor, labels: np.ndarray, seed: int):
     """An 8x12 frame: two positional heads, a diffuse one and ``fourth``, with per-entry
     log-normal noise; the cross map of ``labels`` blurred by one patch on a 1% floor."""
     n = SMALL[0] * SMALL[1]
-    gen = torch.Generator().manual_seed(seed)
     heads = [positional_head(SMALL, 0.8), torch.full((n, n), 1.0 / n, dtype=torch.float64),
              positional_head(SMALL, 1.5), fourth]
-    noisy = [h * torch.exp(0.3 * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
-    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    sa = noisy_heads(heads, 0.3, seed)
     cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
     return sa, torch.from_numpy(np.stack([cross.reshape(-1)] * 4)).float()
 

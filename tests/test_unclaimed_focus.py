@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from hand_built_maps import instance_head, positional_head
+from hand_built_maps import instance_head, noisy_heads, positional_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import layout_from_attention
@@ -24,11 +24,9 @@ def _positional_of(sigma: float) -> torch.Tensor:
 def _frame(labels: np.ndarray, cross_extra: np.ndarray | None = None, noise: float = 0.3, seed: int = 0):
     """Five heads (positional, diffuse, instance, positional, class-level) with per-entry
     log-normal noise, and a blurry cross map over the objects (plus ``cross_extra``)."""
-    gen = torch.Generator().manual_seed(seed)
     heads = [_positional_of(0.8), torch.full((N, N), 1.0 / N, dtype=torch.float64), instance_head(labels, 0.35),
              _positional_of(0.8), instance_head((labels > 0).astype(np.int64), 0.35)]
-    noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
-    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    sa = noisy_heads(heads, noise, seed)
     cross = gaussian_filter((labels > 0).astype(np.float64), 1.0) + 0.01
     if cross_extra is not None:
         cross = cross + cross_extra

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from hand_built_maps import instance_head, positional_head
+from hand_built_maps import instance_head, noisy_heads, positional_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import cross_peaks, layout_from_attention, noun_focus, with_unclaimed
@@ -35,10 +35,8 @@ def _bump(mask: np.ndarray, sigma: float = 0.8) -> np.ndarray:
 def _frame(labels: np.ndarray, clutter: np.ndarray | None = None, noise: float = 0.2, seed: int = 0):
     """Three heads (positional, instance, positional) with per-entry log-normal noise, and a
     cross map with one bump per object, each peaking at 1 (plus ``clutter``'s bump)."""
-    gen = torch.Generator().manual_seed(seed)
     heads = [positional_head(GRID, 0.8), instance_head(labels, 0.5), positional_head(GRID, 1.5)]
-    noisy = [h * torch.exp(noise * torch.randn(h.shape, generator=gen, dtype=torch.float64)) for h in heads]
-    sa = torch.stack([h / h.sum(1, keepdim=True) for h in noisy]).float()
+    sa = noisy_heads(heads, noise, seed)
     cross = sum(_bump(labels == k) for k in range(1, int(labels.max()) + 1)) + 0.02
     if clutter is not None:
         cross = cross + _bump(clutter)
