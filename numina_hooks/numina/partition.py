@@ -895,11 +895,11 @@ def within_reach(groups: list, grid: tuple[int, int], pairs: np.ndarray, floor: 
     W = int(grid[1])
     out = np.ones(pairs.shape, dtype=bool)
     a_idx, b_idx = np.nonzero(np.triu(pairs, 1))
-    trees = {j: cKDTree(np.stack(np.divmod(np.asarray(groups[j], dtype=np.int64), W), 1))
-             for j in np.unique(b_idx)}
+    coords = {j: np.stack(np.divmod(np.asarray(groups[j], dtype=np.int64), W), 1)
+              for j in np.unique(np.concatenate([a_idx, b_idx]))}
+    trees = {j: cKDTree(coords[j]) for j in np.unique(b_idx)}
     for a, b in zip(a_idx, b_idx):
-        coords_a = np.stack(np.divmod(np.asarray(groups[a], dtype=np.int64), W), 1)
-        gap = float(trees[b].query(coords_a)[0].min())  # the closest pair of patch centres
+        gap = float(trees[b].query(coords[a])[0].min())  # the closest pair of patch centres
         size = len(groups[a]) + len(groups[b])
         if gap > max(floor, factor * 2.0 * np.sqrt(size / np.pi)):
             out[a, b] = out[b, a] = False
