@@ -266,7 +266,7 @@ def test_a_noun_spread_over_the_frame_does_not_take_an_object_from_one_that_sing
     assert labels["cats"].max() == 0 and np.array_equal(labels["dogs"], shared)
 
 
-def _split_object_and_neighbour(occluder: int = 2):
+def _split_object_and_neighbour(occluder: int = 1):
     """Instance 1 is one object seen in two 3x3 pieces with an occluder ``occluder`` patches
     wide (background) between them; instance 2 is a separate object below."""
     labels = np.zeros(GRID, dtype=np.int64)
@@ -282,20 +282,20 @@ def test_an_object_cut_in_two_by_an_occluder_counts_once():
     cross = _cross(labels, 4)
     layout = layout_from_attention(sa, cross, GRID)
     assert layout.self_head == 2 and layout.count == 2
-    left, right = layout.labels[1:4, 1:4], layout.labels[1:4, 6:9]
+    left, right = layout.labels[1:4, 1:4], layout.labels[1:4, 5:8]
     assert (left > 0).mean() >= 0.75 and (right > 0).mean() >= 0.75
     assert len(set(left[left > 0].tolist()) | set(right[right > 0].tolist())) == 1  # one label
     # without the link the two pieces are counted as two objects
     assert layout_from_attention(sa, cross, GRID, NuminaConfig(link_ratio=None)).count == 3
 
 
-@pytest.mark.parametrize("occluder", [3, 4])
+@pytest.mark.parametrize("occluder", [2, 3, 4])
 def test_pieces_out_of_reach_are_not_joined(occluder):
     """Two 3x3 pieces that the instance head gives one identity, with ``occluder`` patches
-    between them, lie ``occluder + 1`` apart (patch centres): beyond the default reach
-    (max(3, half the diameter of a disc of 18 patches, 2.4)). They count as two objects (two
-    identical animals, or a head that gives a few objects one identity, look like this
-    too); a reach that takes them in, or none, joins them."""
+    between them, lie ``occluder + 1`` apart (patch centres): beyond the default reach on
+    this 8x12 grid (max(2, a tenth of 8, half the diameter of a disc of 18 patches, 2.4)).
+    They count as two objects (two identical animals, or a head that gives a few objects one
+    identity, look like this too); a reach that takes them in, or none, joins them."""
     labels = _split_object_and_neighbour(occluder=occluder)
     sa = _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])
     cross = _cross(labels, 4)
@@ -304,9 +304,12 @@ def test_pieces_out_of_reach_are_not_joined(occluder):
     assert layout_from_attention(sa, cross, GRID, NuminaConfig(link_reach=occluder + 1.0)).count == 2
     assert layout_from_attention(sa, cross, GRID, NuminaConfig(link_reach=None)).count == 2
     # the reach grows with the pieces' size: a factor of 1 reaches the diameter of a disc
-    # of 18 patches, 4.8: the pieces 4 apart join, those 5 apart do not
+    # of 18 patches, 4.8: the pieces 3 and 4 apart join, those 5 apart do not
     wide = NuminaConfig(link_reach_factor=1.0)
-    assert layout_from_attention(sa, cross, GRID, wide).count == (2 if occluder == 3 else 3)
+    assert layout_from_attention(sa, cross, GRID, wide).count == (2 if occluder <= 3 else 3)
+    # and with the grid: half the grid's 8 rows reaches 4 patches
+    finer = NuminaConfig(link_reach_grid_share=0.5)
+    assert layout_from_attention(sa, cross, GRID, finer).count == (2 if occluder <= 3 else 3)
 
 
 @pytest.mark.parametrize("n, seed", [(2, 3), (3, 2), (4, 0)])

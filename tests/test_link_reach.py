@@ -62,6 +62,22 @@ def test_within_reach_measures_between_the_closest_patches():
     assert within_reach([a, b, c], GRID, np.zeros((3, 3), dtype=bool), 0.0, 0.0).all()
 
 
+def test_the_floor_grows_with_the_grid():
+    # two 2x2 pieces 4 apart (3 patches of occluder between): a disc of 8 patches reaches
+    # 1.6, so the floor decides: 2 patches on a 20x40 grid (a tenth of 20), 4.5 on 45x80
+    a, b = _block(range(2, 4), range(2, 4)), _block(range(2, 4), range(7, 9))
+    pairs = np.ones((2, 2), dtype=bool)
+    assert not within_reach([a, b], GRID, pairs, 2.0, 0.5, 0.1)[0, 1]
+    wide = [np.stack(np.divmod(g, GRID[1]), 1) @ np.array([80, 1]) for g in (a, b)]
+    assert within_reach(wide, (45, 80), pairs, 2.0, 0.5, 0.1)[0, 1]
+    # without the share the floor is link_reach on every grid
+    assert not within_reach(wide, (45, 80), pairs, 2.0, 0.5, 0.0)[0, 1]
+    # through the config: a share of 0.2 reaches 4 patches on the 20x40 grid
+    assert not _links([a, b], NuminaConfig())[0, 1]
+    assert _links([a, b], NuminaConfig(link_reach_grid_share=0.2))[0, 1]
+    assert not _links([a, b], NuminaConfig(link_reach_grid_share=0.0, link_reach=3.0))[0, 1]
+
+
 def test_the_paper_preset_has_no_reach_and_bad_values_are_refused():
     assert NuminaConfig.paper().link_reach is None
     with pytest.raises(ValueError, match="link_reach=-1"):
@@ -70,3 +86,5 @@ def test_the_paper_preset_has_no_reach_and_bad_values_are_refused():
         NuminaConfig(link_reach_factor=float("nan"))
     with pytest.raises(ValueError, match="link_reach_factor"):
         NuminaConfig(link_reach_factor=None)
+    with pytest.raises(ValueError, match="link_reach_grid_share=-0.1"):
+        NuminaConfig(link_reach_grid_share=-0.1)

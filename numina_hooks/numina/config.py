@@ -62,6 +62,7 @@ _INTERVALS = {
     "splinter_fraction": (0, False, 1, True, False, ""),
     "link_reach": (0, True, math.inf, False, True, " (join at any distance)"),
     "link_reach_factor": (0, True, math.inf, False, False, " (0 = link_reach at any size)"),
+    "link_reach_grid_share": (0, True, math.inf, False, False, " (0 = link_reach on every grid)"),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "peak_gap": (0, True, math.inf, False, True, " (regions as cut)"),
@@ -253,11 +254,11 @@ class NuminaConfig:
     rows spread over many keys) and a compact splinter's high, so ``link_ratio`` alone
     leaves splinters cut off at a large object's rim counted as objects. Used only with
     ``link_ratio``; None = the ratio alone."""
-    link_reach: float | None = 3.0
+    link_reach: float | None = 2.0
     """Two regions join by ``link_ratio`` only when they lie within reach of each other: at
-    most ``max(link_reach, link_reach_factor * d)`` patches apart (shortest distance between
-    their patches; 1 = side by side), ``d`` the diameter of a disc as large as the two
-    together (``partition.within_reach``). The pieces of one occluded object lie a few
+    most ``max(link_reach, link_reach_grid_share * min(H, W), link_reach_factor * d)``
+    patches apart (shortest distance between their patches; 1 = side by side), ``d`` the
+    diameter of a disc as large as the two together (``partition.within_reach``). The pieces of one occluded object lie a few
     patches apart, on either side of the occluder; two objects that the chosen head cannot
     tell apart (identical animals; a head that gives a few objects one identity) may stand
     anywhere in the frame, and linking them undercounts. None = any distance (the rule
@@ -265,6 +266,11 @@ class NuminaConfig:
     link_reach_factor: float = 0.5
     """How ``link_reach`` grows with the pieces' size: the share of the diameter of a disc as
     large as the two pieces together (0 = ``link_reach`` patches at any size)."""
+    link_reach_grid_share: float = 0.1
+    """How the reach's floor grows with the grid: this share of the grid's shorter side, in
+    patches (3 at Wan2.1's 30x52, 4.5 at 45x80; ``link_reach`` where that is more: 2 at
+    15x26). An occluder spans more patches on a finer grid, so the pieces of one object lie
+    farther apart (0 = ``link_reach`` patches on every grid)."""
     splinter_fraction: float = 0.25
     """Largest size of a splinter relative to the region it may join (see
     ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""

@@ -432,10 +432,13 @@ def partition_options(cfg: NuminaConfig) -> dict:
                 core_quantile=cfg.core_quantile, peak_gap=cfg.peak_gap)
 
 
-def reach_option(cfg: NuminaConfig) -> tuple[float, float] | None:
+def reach_option(cfg: NuminaConfig) -> tuple[float, float, float] | None:
     """The ``reach`` argument of ``link_regions`` and ``unclaimed_instances`` that ``cfg``
-    sets: ``(link_reach, link_reach_factor)``, or None when ``link_reach`` is None."""
-    return None if cfg.link_reach is None else (cfg.link_reach, cfg.link_reach_factor)
+    sets: ``(link_reach, link_reach_factor, link_reach_grid_share)``, or None when
+    ``link_reach`` is None."""
+    if cfg.link_reach is None:
+        return None
+    return (cfg.link_reach, cfg.link_reach_factor, cfg.link_reach_grid_share)
 
 
 def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:

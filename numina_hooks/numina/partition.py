@@ -745,7 +745,7 @@ def background_tiles(parts: HeadPartitions, most: int = NULL_TILES, heads=None) 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
                  sample: int = 16, heads=None, splinter: tuple[float, float] | None = None,
-                 splinter_lift: float | None = None, reach: tuple[float, float] | None = None
+                 splinter_lift: float | None = None, reach: tuple[float, float, float] | None = None
                  ) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
@@ -771,8 +771,8 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     ``lift_threshold``): by the splinter test, or by the ratio to a region over ``min_lift``
     (a piece of an object keeps less than the object), never by the ratio to each other (a
     diffuse head's weak regions attend to each other about as much as to themselves, and
-    would join distinct objects). ``reach``: ``(floor, factor)``, how far apart two
-    regions may lie and still join by the ratio (``within_reach``); None = any distance.
+    would join distinct objects). ``reach``: ``(floor, factor, grid_share)``, how far apart
+    two regions may lie and still join by the ratio (``within_reach``); None = any distance.
     Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
     members)."""
     source = _as_source(self_attn)
@@ -788,7 +788,7 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
 def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: float,
               min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
               candidates: np.ndarray | None = None, splinter_lift: float | None = None,
-              reach: tuple[float, float] | None = None) -> None:
+              reach: tuple[float, float, float] | None = None) -> None:
     """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
     of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
     pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
@@ -817,7 +817,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
 
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
             splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
-            by_ratio: np.ndarray | None = None, reach: tuple[float, float] | None = None
+            by_ratio: np.ndarray | None = None, reach: tuple[float, float, float] | None = None
             ) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
@@ -841,8 +841,8 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     ``by_ratio``: bool [m], the strong groups (None = all): a pair joins by the ratio only
     when one of them is strong; two weak groups join by the splinter test only.
 
-    ``reach = (floor, factor)``: a pair joins by the ratio only when the groups lie within
-    reach of each other on ``grid`` (``within_reach``); None = at any distance.
+    ``reach = (floor, factor, grid_share)``: a pair joins by the ratio only when the groups
+    lie within reach of each other on ``grid`` (``within_reach``); None = at any distance.
 
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
@@ -879,20 +879,22 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
 
 
 def within_reach(groups: list, grid: tuple[int, int], pairs: np.ndarray, floor: float,
-                 factor: float) -> np.ndarray:
+                 factor: float, grid_share: float = 0.0) -> np.ndarray:
     """bool [m, m]: which ``pairs`` (bool [m, m]; the others stay True) of pixel ``groups``
-    (flat indices on ``grid``) lie within reach of each other: the shortest distance between
-    a pixel of one and a pixel of the other (patch centres; 1 = side by side) is at most
-    ``max(floor, factor * d)``, ``d`` the diameter of a disc as large as the two together
-    (``2 * sqrt((|a| + |b|) / pi)``).
+    (flat indices on ``grid`` = (H, W)) lie within reach of each other: the shortest distance
+    between a pixel of one and a pixel of the other (patch centres; 1 = side by side) is at
+    most ``max(floor, grid_share * min(H, W), factor * d)``, ``d`` the diameter of a disc as
+    large as the two together (``2 * sqrt((|a| + |b|) / pi)``).
 
     The pieces of one object cut apart by an occluder lie on either side of it, a few
-    patches apart, farther for a large object behind a wide occluder; two objects that one
-    head cannot tell apart (identical animals, or a head that gives a few objects one
-    identity) may stand anywhere in the frame. Reads no attention."""
+    patches apart, farther for a large object behind a wide occluder and on a finer grid
+    (an occluder spans more patches); two objects that one head cannot tell apart
+    (identical animals, or a head that gives a few objects one identity) may stand anywhere
+    in the frame. Reads no attention."""
     from scipy.spatial import cKDTree
 
     W = int(grid[1])
+    floor = max(float(floor), float(grid_share) * min(int(grid[0]), W))
     out = np.ones(pairs.shape, dtype=bool)
     a_idx, b_idx = np.nonzero(np.triu(pairs, 1))
     coords = {j: np.stack(np.divmod(np.asarray(groups[j], dtype=np.int64), W), 1)
@@ -923,7 +925,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
                         min_size: int, min_lift: float, link_ratio: float | None,
                         sample: int = 16, sink_keys: np.ndarray | None = None,
                         splinter: tuple[float, float] | None = None,
-                        reach: tuple[float, float] | None = None) -> np.ndarray:
+                        reach: tuple[float, float, float] | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -978,7 +980,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
                     min_lift: float, link_ratio: float | None, min_size: int = 2,
                     sample: int = 16, sink_keys: np.ndarray | None = None,
                     splinter: tuple[float, float] | None = None,
-                    reach: tuple[float, float] | None = None) -> np.ndarray:
+                    reach: tuple[float, float, float] | None = None) -> np.ndarray:
     """Instances for the noun map's bumps that no instance of ``head`` touches: objects too
     small for the edge cut.
 
@@ -1025,7 +1027,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
 
 def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_lift: float,
              link_ratio: float | None, sample: int, sink_keys: np.ndarray | None,
-             splinter: tuple[float, float] | None, reach: tuple[float, float] | None
+             splinter: tuple[float, float] | None, reach: tuple[float, float, float] | None
              ) -> np.ndarray:
     """``labels`` (int [H, W]) with the candidates ``cand`` (int [N], 0 = none, 1..c) whose
     containment lift in ``head`` exceeds ``min_lift`` and that hold no sink key added: each
