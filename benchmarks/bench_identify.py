@@ -47,7 +47,14 @@ category heads) and ``spread`` (``synthetic_spread_scenes.py``, written blind on
 fourth session by someone who read neither the layout code nor the other families, and run
 once on the report seeds with the default as it was: each object's identity spread over
 heads, one instance head that merges 15-40% of the pairs of objects and four partial heads
-that together separate every pair, a 2D rotary embedding, noise on queries and keys apart).
+that together separate every pair, a 2D rotary embedding, noise on queries and keys apart)
+and ``early`` (``synthetic_early_scenes.py``, written blind on 2026-12-05's seventh session
+by someone who read neither the layout code nor the other families, and run once on the
+report seeds with the default as it was: attention early in denoising, every head dominated
+by locality from a 2D rotary embedding of a constant channel and a local bias, the instance
+head too; a near object several times the far ones' area, elongated objects, objects cut by
+the frame's border, motion of up to 2 patches a frame, a thin occluder that splits an object
+in two, the noun's map leaking onto the context region the objects stand on).
 Per family, grid (30x52 =
 Wan2.1-1.3B at 832x480, and 15x26) and noise (0.25, 0.5 = moderate, 1.0 = highest):
 scenes of 1..8 instances, ``--seeds`` scenes per count, ``--frames`` frames per scene.
@@ -130,6 +137,7 @@ from synthetic_rope_scenes import ROPE_HEAD_TYPES, make_rope_scene  # noqa: E402
 from synthetic_multi_scenes import MULTI_HEAD_TYPES, OTHER_NOUNS, make_multi_scene  # noqa: E402
 from synthetic_crowd_scenes import CROWD_HEAD_TYPES, make_crowd_scene  # noqa: E402
 from synthetic_spread_scenes import SPREAD_HEAD_TYPES, make_spread_scene  # noqa: E402
+from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "cross_peaks", "true_head")
@@ -351,11 +359,11 @@ def time_reader(grids, frames: int, rounds: dict) -> dict:
 FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
                      "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES,
                      "multi": MULTI_HEAD_TYPES, "crowd": CROWD_HEAD_TYPES,
-                     "spread": SPREAD_HEAD_TYPES}
+                     "spread": SPREAD_HEAD_TYPES, "early": EARLY_HEAD_TYPES}
 BAR_FAMILIES = ("project", "shared", "feature")  # the families whose makers draw bars (``shape``)
 SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene,
                 "multi": make_multi_scene, "crowd": make_crowd_scene,
-                "spread": make_spread_scene}
+                "spread": make_spread_scene, "early": make_early_scene}
 
 
 def cross_map_count(cross_attn, grid, cfg: NuminaConfig) -> int:
@@ -485,7 +493,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=3, help="frames per scene")
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
-    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd", "spread"))
+    ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd", "spread", "early"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--update-reader", metavar="NOTE",
