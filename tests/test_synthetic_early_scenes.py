@@ -1,18 +1,12 @@
 """Checks of the early-step synthetic scene family (benchmarks/synthetic_early_scenes.py)."""
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-from synthetic_early_scenes import (  # noqa: E402
+from synthetic_early_scenes import (  # benchmarks/ (on sys.path via conftest.py)
     EARLY_HEAD_TYPES,
     early_head_types,
     instance_separation,
