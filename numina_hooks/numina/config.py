@@ -258,11 +258,11 @@ class NuminaConfig:
     """Two regions join by ``link_ratio`` only when they lie within reach of each other: at
     most ``max(link_reach, link_reach_grid_share * min(H, W), link_reach_factor * d)``
     patches apart (shortest distance between their patches; 1 = side by side), ``d`` the
-    diameter of a disc as large as the two together (``partition.within_reach``). The pieces of one occluded object lie a few
-    patches apart, on either side of the occluder; two objects that the chosen head cannot
-    tell apart (identical animals; a head that gives a few objects one identity) may stand
-    anywhere in the frame, and linking them undercounts. None = any distance (the rule
-    before 2026-12-05's fifth session)."""
+    diameter of a disc as large as the two together (``partition.within_reach``). The
+    pieces of one occluded object lie a few patches apart, on either side of the occluder;
+    two objects that the chosen head cannot tell apart (identical animals; a head that gives
+    a few objects one identity) may stand anywhere in the frame, and linking them
+    undercounts. None = any distance (the rule before 2026-12-05's fifth session)."""
     link_reach_factor: float = 0.5
     """How ``link_reach`` grows with the pieces' size: the share of the diameter of a disc as
     large as the two pieces together (0 = ``link_reach`` patches at any size)."""
