@@ -952,7 +952,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         min_lift: the lift a component must exceed.
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
         splinter: ``link_regions``' ``(fraction, gap)``, used with ``link_ratio``.
-        reach: ``link_regions``' ``(floor, factor)``, used with ``link_ratio``.
+        reach: ``link_regions``' ``(floor, factor, grid_share)``, used with ``link_ratio``.
         sample: members measured per component (``lift_sample``).
         sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
             None = no sink check.
@@ -965,13 +965,9 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
 
     H, W = labels.shape
     left = focus_bool(focus).reshape(H, W) & ~_grow(labels > 0)
-    comp, m = label(left)  # 4-connected components of the left-over focus, 1..m
-    size = np.bincount(comp.reshape(-1), minlength=m + 1)
-    size[0] = 0
-    big = np.nonzero(size >= min_size)[0]
-    relabel = np.zeros(m + 1, dtype=np.int64)
-    relabel[big] = np.arange(1, len(big) + 1)
-    return _claimed(labels, relabel[comp.reshape(-1)], self_attn, head, min_lift=min_lift,
+    comp, _ = label(left)  # 4-connected components of the left-over focus, 1..m
+    big = _ids_per_row(comp.reshape(1, -1), (min_size, np.inf))[0]
+    return _claimed(labels, big, self_attn, head, min_lift=min_lift,
                     link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
                     splinter=splinter, reach=reach)
 
@@ -1015,12 +1011,8 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
     touched[peaks[labels.reshape(-1) > 0]] = True
     cand = np.where(touched[peaks], 0, peaks)
     cand[_grow(labels > 0).reshape(-1)] = 0
-    size = np.bincount(cand, minlength=k + 1)
-    size[0] = 0
-    kept = np.nonzero(size >= min_size)[0]
-    relabel = np.zeros(k + 1, dtype=np.int64)
-    relabel[kept] = np.arange(1, len(kept) + 1)
-    return _claimed(labels, relabel[cand], self_attn, head, min_lift=min_lift,
+    kept = _ids_per_row(cand.reshape(1, -1), (min_size, np.inf))[0]
+    return _claimed(labels, kept, self_attn, head, min_lift=min_lift,
                     link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
                     splinter=splinter, reach=reach)
 
