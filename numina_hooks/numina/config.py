@@ -64,6 +64,7 @@ _INTERVALS = {
     "link_reach_factor": (0, True, math.inf, False, False, " (0 = link_reach at any size)"),
     "link_reach_grid_share": (0, True, math.inf, False, False, " (0 = link_reach on every grid)"),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
+    "link_bridge": (0, False, 1, True, True, " (the reach alone)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "peak_gap": (0, True, math.inf, False, True, " (regions as cut)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
@@ -271,6 +272,20 @@ class NuminaConfig:
     patches (3 at Wan2.1's 30x52, 4.5 at 45x80; ``link_reach`` where that is more: 2 at
     15x26). An occluder spans more patches on a finer grid, so the pieces of one object lie
     farther apart (0 = ``link_reach`` patches on every grid)."""
+    link_bridge: float | None = 0.9
+    """Pieces that the noun's cross-attention holds in one bump join by ``link_ratio`` where
+    the ratio alone would leave them apart, when the map's pixels at or above ``floor +
+    link_bridge * (lower - floor)`` connect the two (8-neighbours; ``lower`` the smaller of
+    the two regions' highest values, ``floor`` the map's ``focus_floor_quantile``;
+    ``partition.map_bridged``): two regions farther apart than ``link_reach`` (the chosen
+    head's linking, the unclaimed instances), and, in the finer head's trial
+    (``finer_head_ratio``), two weak regions (lift at most ``min_lift``, over the head's own
+    threshold). A head cuts a large object into pieces several patches apart, many of them
+    weak, all inside the object's one bump; two objects the head cannot tell apart have a
+    bump each, the map falling towards its background between them. A crowd's touching
+    animals share one bump too, so weak regions join only where the question is whether a
+    finer head separates objects or cuts one into fragments. None = the reach and the
+    splinter test alone."""
     splinter_fraction: float = 0.25
     """Largest size of a splinter relative to the region it may join (see
     ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""
@@ -529,7 +544,7 @@ class NuminaConfig:
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
-                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, core_quantile=None, peak_gap=None,
+                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
                         self_evidence_factor=None, self_evidence_null_factor=None, cross_fallback_excess=None,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)

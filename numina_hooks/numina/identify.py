@@ -38,7 +38,7 @@ from .layout import (Layout, _instances, _partition, _regions_to_instances, chec
                      checked_cross_attention, checked_self_attention,
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
-                     splinter_option, reach_option, head_missed_objects, strong_components)
+                     splinter_option, reach_option, bridge_option, head_missed_objects, strong_components)
 from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
                         temporal_vote)
@@ -224,17 +224,18 @@ class LayoutReader:
         return parts, source
 
     def _link_splinters(self, parts: HeadPartitions, f: int, head: int, block: int, in_block: int,
-                        focus) -> None:
+                        focus, fragments: bool = False) -> None:
         """Join the splinters of the chosen (pooled) ``head`` of frame ``f`` (its regions in
         ``parts``, changed in place) to their objects (``splinter_link_gap``) among its regions
         on ``focus``, as ``layout_from_attention`` links the chosen head's focus regions;
         ``in_block``: the head's index within its ``block``. Before the focus was known only
         the ratio linked regions (of every head, on the focus or not): a splinter rule there
-        joined objects of the toy model to background regions."""
+        joined objects of the toy model to background regions. ``fragments``: as
+        ``layout.link_chosen_head``."""
         cfg = self.config
-        splinter = splinter_option(cfg)
+        splinter, bridge = splinter_option(cfg), bridge_option(focus, cfg, fragments)
         sources = self._layer_sources.get(block)
-        if splinter is None or cfg.link_ratio is None or not sources:
+        if (splinter is None and bridge is None) or cfg.link_ratio is None or not sources:
             return
         source, head_in_source = sources[f]
         on_focus = focus_regions(parts, focus, cfg.focus_overlap)[head]
@@ -243,7 +244,7 @@ class LayoutReader:
         link_head(parts, head, _as_source(source),
                   in_block if head_in_source is None else head_in_source,
                   cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold,
-                  reach=reach_option(cfg))
+                  reach=reach_option(cfg), bridge=bridge)
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config
@@ -309,8 +310,9 @@ class LayoutReader:
         """The default algorithm's rule (``read_nouns``) on frame ``f``'s pooled heads: each
         block's heads linked with that block's kept source (``_link_splinters``), unclaimed
         instances read from it."""
-        def link(parts: HeadPartitions, head: int, on) -> None:
-            self._link_splinters(parts, f, head, int(block_of[head]), int(head_in_block[head]), on)
+        def link(parts: HeadPartitions, head: int, on, fragments: bool = False) -> None:
+            self._link_splinters(parts, f, head, int(block_of[head]), int(head_in_block[head]), on,
+                                 fragments)
 
         def source_of(head: int):
             sources = self._layer_sources.get(int(block_of[head]))
@@ -392,8 +394,10 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             noun's of one kind (mean over its token columns): the "share" claim compares them.
         source: the frame's source of self-attention entries, to measure lifts not measured
             yet (None: every lift is measured).
-        link: ``link(parts, head, focus)`` joins the chosen head's pieces (the reader's blocks
-            have their own sources); None = ``link_chosen_head`` with ``source`` when given.
+        link: ``link(parts, head, focus, fragments=False)`` joins the chosen head's pieces
+            (the reader's blocks have their own sources; ``fragments`` as
+            ``layout.link_chosen_head``, True in the finer head's trial); None =
+            ``link_chosen_head`` with ``source`` when given.
         source_of: ``source_of(head) -> (source, head within it)`` for the unclaimed
             instances (``unclaimed_min_lift``); None = ``(source, head)``; a None source
             skips them.
@@ -413,8 +417,11 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     chosen_on = partitions()
     head, scores, instances = choose_head_on(chosen_on, source, nouns_focus, cfg)
     if cfg.finer_head_ratio is not None and (link is not None or source is not None):
+        # the trial links a candidate's weak fragments held in one bump of the map too: a head
+        # that cuts a large object into many weak pieces does not outnumber the chosen one
         head = finer_head(chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
-                          link or (lambda p, k, on: link_chosen_head(p, source, k, on, cfg)),
+                          (lambda p, k, on: link(p, k, on, fragments=True)) if link is not None
+                          else (lambda p, k, on: link_chosen_head(p, source, k, on, cfg, fragments=True)),
                           lambda p, k, on: head_instances(p, k, on, cfg.focus_overlap, cfg.min_lift,
                                                           cfg.min_lift_null_factor))
     grid = parts.regions.shape[1:]

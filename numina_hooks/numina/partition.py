@@ -745,8 +745,8 @@ def background_tiles(parts: HeadPartitions, most: int = NULL_TILES, heads=None) 
 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
                  sample: int = 16, heads=None, splinter: tuple[float, float] | None = None,
-                 splinter_lift: float | None = None, reach: tuple[float, float, float] | None = None
-                 ) -> None:
+                 splinter_lift: float | None = None, reach: tuple[float, float, float] | None = None,
+                 bridge: tuple[list, float, bool] | None = None) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -773,7 +773,9 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     diffuse head's weak regions attend to each other about as much as to themselves, and
     would join distinct objects). ``reach``: ``(floor, factor, grid_share)``, how far apart
     two regions may lie and still join by the ratio (``within_reach``); None = any distance.
-    Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
+    ``bridge``: ``(maps, level, weak)``, pairs out of reach that a map's bump holds
+    together join too, and so do weak pairs when ``weak`` (``map_bridged``, ``_linked``);
+    None = the reach alone. Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
     members)."""
     source = _as_source(self_attn)
     h = source.heads
@@ -782,18 +784,19 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
                          f"attention {h}: pass the partitions of this attention")
     for k in range(h) if heads is None else heads:
         link_head(parts, k, source, k, ratio, min_lift, sample, splinter, splinter_lift=splinter_lift,
-                  reach=reach)
+                  reach=reach, bridge=bridge)
 
 
 def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: float,
               min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
               candidates: np.ndarray | None = None, splinter_lift: float | None = None,
-              reach: tuple[float, float, float] | None = None) -> None:
+              reach: tuple[float, float, float] | None = None,
+              bridge: tuple[list, float, bool] | None = None) -> None:
     """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
     of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
     pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
     = every region with lift > ``min_lift``, or > ``splinter_lift`` for the splinter test;
-    the lift test holds either way). ``reach``: as ``link_regions``."""
+    the lift test holds either way). ``reach``, ``bridge``: as ``link_regions``."""
     lift = np.nan_to_num(parts.lift[k], nan=-np.inf)
     strong = lift > min_lift
     weak_too = splinter is not None and splinter_lift is not None and splinter_lift < min_lift
@@ -806,7 +809,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
         return
     flat = parts.regions[k].reshape(-1)
     join = _linked(source, source_head, [np.nonzero(flat == r)[0] for r in ids], ratio, sample, splinter,
-                   parts.regions.shape[1:], by_ratio=strong[ids], reach=reach)
+                   parts.regions.shape[1:], by_ratio=strong[ids], reach=reach, bridge=bridge)
     a, b = np.nonzero(np.triu(join, 1))
     if len(a) == 0:
         return
@@ -817,8 +820,8 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
 
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
             splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
-            by_ratio: np.ndarray | None = None, reach: tuple[float, float, float] | None = None
-            ) -> np.ndarray:
+            by_ratio: np.ndarray | None = None, reach: tuple[float, float, float] | None = None,
+            bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
     ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
@@ -839,10 +842,15 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     the touch test keeps apart.
 
     ``by_ratio``: bool [m], the strong groups (None = all): a pair joins by the ratio only
-    when one of them is strong; two weak groups join by the splinter test only.
+    when one of them is strong; two weak groups join by the splinter test, or, with
+    ``bridge``'s third item True, by the ratio when a map holds them in one bump
+    (``map_bridged``: the fragments a head cut a large object into are weak, and many).
 
     ``reach = (floor, factor, grid_share)``: a pair joins by the ratio only when the groups
     lie within reach of each other on ``grid`` (``within_reach``); None = at any distance.
+    ``bridge = (maps, level, weak)``: a pair out of reach still joins when a map holds
+    the two in one bump (``map_bridged``), and so do two weak groups (``by_ratio``) when
+    ``weak`` is True; None = the reach alone, weak groups by the splinter test alone.
 
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
@@ -861,11 +869,17 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     bar = ratio * lower
     join = (aff >= bar) & (bar > 0)
     if by_ratio is not None:
-        join &= by_ratio[:, None] | by_ratio[None, :]
+        weak = join & ~(by_ratio[:, None] | by_ratio[None, :])
+        join &= ~weak
+        if bridge is not None and bridge[2] and weak.any():  # two weak pieces in one bump of the map
+            join |= map_bridged(groups, weak, bridge[0], bridge[1])
     if reach is not None and join.any():
         if grid is None:
             raise ValueError("_linked: the reach test needs the grid (distances between groups)")
-        join &= within_reach(groups, grid, join, *reach)
+        near = within_reach(groups, grid, join, *reach)
+        if bridge is not None and (join & ~near).any():
+            near |= map_bridged(groups, join & ~near, bridge[0], bridge[1])
+        join &= near
     if splinter is not None:
         fraction, gap = splinter
         size = np.array([len(g) for g in groups], dtype=np.float64)
@@ -908,6 +922,41 @@ def within_reach(groups: list, grid: tuple[int, int], pairs: np.ndarray, floor: 
     return out
 
 
+def map_bridged(groups: list, pairs: np.ndarray, maps: list, level: float) -> np.ndarray:
+    """bool [m, m]: which ``pairs`` (bool [m, m]) of pixel ``groups`` (flat indices into
+    the maps) one bump of a map holds together: in one of ``maps`` (a list of ``(cross,
+    floor)``, a float [H, W] map and its background level), the pixels at or above
+    ``floor + level * (lower - floor)`` connect a pixel of each group (8-neighbours),
+    ``lower`` the smaller of the two groups' highest values; never where ``lower`` is at
+    or below the floor.
+
+    The regions a head cut one large object into lie inside that object's bump of the
+    noun's cross-attention: between them the map stays about as high as at the lower
+    piece's best pixel (``level`` 1 = no dip at all). Two objects have a bump each, and the
+    map falls to its background between them unless their blurred rims merge. (A piece
+    cut off by an occluder is apart in the map too: the occluder shows there; the reach
+    joins those.) Reads no attention."""
+    from scipy.ndimage import label
+
+    out = np.zeros(pairs.shape, dtype=bool)
+    a_idx, b_idx = np.nonzero(np.triu(pairs, 1))
+    eight = np.ones((3, 3), dtype=bool)
+    for cross, floor in maps:
+        flat = np.asarray(cross, dtype=np.float64).reshape(-1)
+        best = np.array([flat[np.asarray(g, dtype=np.int64)].max() if len(g) else -np.inf for g in groups])
+        for a, b in zip(a_idx, b_idx):
+            lower = min(best[a], best[b])
+            if out[a, b] or not lower > floor:
+                continue
+            high = flat >= floor + level * (lower - floor)
+            comp = label(high.reshape(np.shape(cross)), eight)[0].reshape(-1)
+            ga, gb = np.asarray(groups[a], dtype=np.int64), np.asarray(groups[b], dtype=np.int64)
+            ca, cb = comp[ga[high[ga]]], comp[gb[high[gb]]]
+            if np.intersect1d(ca, cb).size:
+                out[a, b] = out[b, a] = True
+    return out
+
+
 def _touching(groups: list, grid: tuple[int, int]) -> np.ndarray:
     """bool [m, m]: groups (flat pixel indices on ``grid``) with a pixel among the 8
     neighbours of a pixel of the other (the diagonal: True)."""
@@ -925,7 +974,8 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
                         min_size: int, min_lift: float, link_ratio: float | None,
                         sample: int = 16, sink_keys: np.ndarray | None = None,
                         splinter: tuple[float, float] | None = None,
-                        reach: tuple[float, float, float] | None = None) -> np.ndarray:
+                        reach: tuple[float, float, float] | None = None,
+                        bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -953,6 +1003,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
         splinter: ``link_regions``' ``(fraction, gap)``, used with ``link_ratio``.
         reach: ``link_regions``' ``(floor, factor, grid_share)``, used with ``link_ratio``.
+        bridge: ``link_regions``' ``(maps, level, weak)``.
         sample: members measured per component (``lift_sample``).
         sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
             None = no sink check.
@@ -969,14 +1020,15 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
     big = _ids_per_row(comp.reshape(1, -1), (min_size, np.inf))[0]
     return _claimed(labels, big, self_attn, head, min_lift=min_lift,
                     link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
-                    splinter=splinter, reach=reach)
+                    splinter=splinter, reach=reach, bridge=bridge)
 
 
 def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int, *,
                     min_lift: float, link_ratio: float | None, min_size: int = 2,
                     sample: int = 16, sink_keys: np.ndarray | None = None,
                     splinter: tuple[float, float] | None = None,
-                    reach: tuple[float, float, float] | None = None) -> np.ndarray:
+                    reach: tuple[float, float, float] | None = None,
+                    bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
     """Instances for the noun map's bumps that no instance of ``head`` touches: objects too
     small for the edge cut.
 
@@ -993,7 +1045,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
     Args:
         labels: int [H, W] instances of one noun (0 = none, 1..n), from ``head``.
         peaks: int [H, W], the noun map's bumps (0 = none, 1..k).
-        self_attn, head, min_lift, link_ratio, sample, sink_keys, splinter, reach: as for
+        self_attn, head, min_lift, link_ratio, sample, sink_keys, splinter, reach, bridge: as for
             ``unclaimed_instances``.
         min_size: smallest bump considered once the ring is taken off (patches).
 
@@ -1014,13 +1066,13 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
     kept = _ids_per_row(cand.reshape(1, -1), (min_size, np.inf))[0]
     return _claimed(labels, kept, self_attn, head, min_lift=min_lift,
                     link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
-                    splinter=splinter, reach=reach)
+                    splinter=splinter, reach=reach, bridge=bridge)
 
 
 def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_lift: float,
              link_ratio: float | None, sample: int, sink_keys: np.ndarray | None,
-             splinter: tuple[float, float] | None, reach: tuple[float, float, float] | None
-             ) -> np.ndarray:
+             splinter: tuple[float, float] | None, reach: tuple[float, float, float] | None,
+             bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
     """``labels`` (int [H, W]) with the candidates ``cand`` (int [N], 0 = none, 1..c) whose
     containment lift in ``head`` exceeds ``min_lift`` and that hold no sink key added: each
     joins the instance it is linked to (``link_ratio``), or is an instance of its own.
@@ -1045,7 +1097,7 @@ def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_
         groups = [np.nonzero(out == i)[0] for i in range(1, n_old + 1)]
         groups += [np.nonzero(cand == i)[0] for i in new]
         join = _linked(source, head, groups, link_ratio, sample, splinter, (H, W),
-                       reach=reach)[n_old:, :n_old]
+                       reach=reach, bridge=bridge)[n_old:, :n_old]
         for j in range(len(new)):
             hits = np.nonzero(join[j])[0]
             if len(hits):
