@@ -70,14 +70,14 @@ def test_a_piece_below_the_floor_is_never_bridged():
 def test_any_noun_of_a_union_may_bridge_and_a_bare_mask_cannot():
     cfg = NuminaConfig(link_bridge=0.5)
     one, two = noun_focus(ONE_OBJECT, GRID, cfg), noun_focus(TWO_OBJECTS, GRID, cfg)
-    maps, level, weak = bridge_option(FocusUnion([two, one]), cfg)
-    assert len(maps) == 2 and level == 0.5 and not weak
+    maps, level = bridge_option(FocusUnion([two, one]), cfg)
+    assert len(maps) == 2 and level == 0.5
     pairs = np.ones((2, 2), dtype=bool)
     assert map_bridged([LEFT, RIGHT], pairs, maps, level)[0, 1]
     assert bridge_option(one.mask, cfg) is None
     assert bridge_option(one, NuminaConfig(link_bridge=None)) is None
-    # without a reach the bridge still joins weak pieces (the finer head's trial)
-    assert bridge_option(one, NuminaConfig(link_bridge=0.5, link_reach=None), weak=True)[2]
+    # without a reach the bridge still joins weak pieces
+    assert bridge_option(one, NuminaConfig(link_bridge=0.5, link_reach=None)) is not None
 
 
 @pytest.mark.parametrize("bad", [0, -0.5, 1.5, float("nan")])
@@ -86,9 +86,9 @@ def test_bad_levels_are_refused_with_the_value(bad):
         NuminaConfig(link_bridge=bad)
 
 
-def test_weak_pieces_in_one_bump_join_only_in_the_finer_heads_trial():
+def test_weak_pieces_join_by_the_ratio_only_inside_one_bump():
     # two weak pieces side by side (within reach): the ratio holds, but weak pairs join by
-    # the splinter test alone unless the bridge's third item asks for them
+    # the splinter test alone unless the noun's map holds them in one bump
     a, b = _block(range(8, 12), range(14, 18)), _block(range(8, 12), range(19, 23))
     sa, groups = group_head([a, b], SAME, N)
     cfg = NuminaConfig()
@@ -100,8 +100,7 @@ def test_weak_pieces_in_one_bump_join_only_in_the_finer_heads_trial():
                        reach=reach_option(cfg), bridge=bridge)[0, 1]
 
     assert not links(None)
-    assert not links(bridge_option(focus, cfg))
-    assert links(bridge_option(focus, cfg, weak=True))
+    assert links(bridge_option(focus, cfg))
     # two bumps: the map does not hold them together
     assert not links(bridge_option(noun_focus(0.05 + _bump(9.5, 15.5, 2.0, 1.5) + _bump(9.5, 21.0, 2.0, 1.5),
-                                              GRID, cfg), cfg, weak=True))
+                                              GRID, cfg), cfg))

@@ -274,18 +274,16 @@ class NuminaConfig:
     farther apart (0 = ``link_reach`` patches on every grid)."""
     link_bridge: float | None = 0.9
     """Pieces that the noun's cross-attention holds in one bump join by ``link_ratio`` where
-    the ratio alone would leave them apart, when the map's pixels at or above ``floor +
+    the rules above would leave them apart, when the map's pixels at or above ``floor +
     link_bridge * (lower - floor)`` connect the two (8-neighbours; ``lower`` the smaller of
     the two regions' highest values, ``floor`` the map's ``focus_floor_quantile``;
-    ``partition.map_bridged``): two regions farther apart than ``link_reach`` (the chosen
-    head's linking, the unclaimed instances), and, in the finer head's trial
-    (``finer_head_ratio``), two weak regions (lift at most ``min_lift``, over the head's own
-    threshold). A head cuts a large object into pieces several patches apart, many of them
-    weak, all inside the object's one bump; two objects the head cannot tell apart have a
-    bump each, the map falling towards its background between them. A crowd's touching
-    animals share one bump too, so weak regions join only where the question is whether a
-    finer head separates objects or cuts one into fragments. None = the reach and the
-    splinter test alone."""
+    ``partition.map_bridged``): two regions farther apart than ``link_reach``, and two weak
+    regions (lift at most ``min_lift``, over the head's own threshold), which otherwise join
+    by the splinter test alone. A head cuts a large object into pieces several patches
+    apart, many of them weak, all inside the object's one bump; two objects the head cannot
+    tell apart have a bump each, the map falling towards its background between them.
+    Applied once the noun is known (the chosen head's linking, the finer head's trial, the
+    unclaimed instances). None = the reach and the splinter test alone."""
     splinter_fraction: float = 0.25
     """Largest size of a splinter relative to the region it may join (see
     ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""

@@ -224,16 +224,16 @@ class LayoutReader:
         return parts, source
 
     def _link_splinters(self, parts: HeadPartitions, f: int, head: int, block: int, in_block: int,
-                        focus, fragments: bool = False) -> None:
+                        focus) -> None:
         """Join the splinters of the chosen (pooled) ``head`` of frame ``f`` (its regions in
         ``parts``, changed in place) to their objects (``splinter_link_gap``) among its regions
         on ``focus``, as ``layout_from_attention`` links the chosen head's focus regions;
         ``in_block``: the head's index within its ``block``. Before the focus was known only
         the ratio linked regions (of every head, on the focus or not): a splinter rule there
-        joined objects of the toy model to background regions. ``fragments``: as
-        ``layout.link_chosen_head``."""
+        joined objects of the toy model to background regions. With ``link_bridge``, pieces
+        the noun's map holds in one bump join too (``layout.link_chosen_head``)."""
         cfg = self.config
-        splinter, bridge = splinter_option(cfg), bridge_option(focus, cfg, fragments)
+        splinter, bridge = splinter_option(cfg), bridge_option(focus, cfg)
         sources = self._layer_sources.get(block)
         if (splinter is None and bridge is None) or cfg.link_ratio is None or not sources:
             return
@@ -310,9 +310,8 @@ class LayoutReader:
         """The default algorithm's rule (``read_nouns``) on frame ``f``'s pooled heads: each
         block's heads linked with that block's kept source (``_link_splinters``), unclaimed
         instances read from it."""
-        def link(parts: HeadPartitions, head: int, on, fragments: bool = False) -> None:
-            self._link_splinters(parts, f, head, int(block_of[head]), int(head_in_block[head]), on,
-                                 fragments)
+        def link(parts: HeadPartitions, head: int, on) -> None:
+            self._link_splinters(parts, f, head, int(block_of[head]), int(head_in_block[head]), on)
 
         def source_of(head: int):
             sources = self._layer_sources.get(int(block_of[head]))
@@ -394,10 +393,8 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             noun's of one kind (mean over its token columns): the "share" claim compares them.
         source: the frame's source of self-attention entries, to measure lifts not measured
             yet (None: every lift is measured).
-        link: ``link(parts, head, focus, fragments=False)`` joins the chosen head's pieces
-            (the reader's blocks have their own sources; ``fragments`` as
-            ``layout.link_chosen_head``, True in the finer head's trial); None =
-            ``link_chosen_head`` with ``source`` when given.
+        link: ``link(parts, head, focus)`` joins the chosen head's pieces (the reader's blocks
+            have their own sources); None = ``link_chosen_head`` with ``source`` when given.
         source_of: ``source_of(head) -> (source, head within it)`` for the unclaimed
             instances (``unclaimed_min_lift``); None = ``(source, head)``; a None source
             skips them.
@@ -417,11 +414,8 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     chosen_on = partitions()
     head, scores, instances = choose_head_on(chosen_on, source, nouns_focus, cfg)
     if cfg.finer_head_ratio is not None and (link is not None or source is not None):
-        # the trial links a candidate's weak fragments held in one bump of the map too: a head
-        # that cuts a large object into many weak pieces does not outnumber the chosen one
         head = finer_head(chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
-                          (lambda p, k, on: link(p, k, on, fragments=True)) if link is not None
-                          else (lambda p, k, on: link_chosen_head(p, source, k, on, cfg, fragments=True)),
+                          link or (lambda p, k, on: link_chosen_head(p, source, k, on, cfg)),
                           lambda p, k, on: head_instances(p, k, on, cfg.focus_overlap, cfg.min_lift,
                                                           cfg.min_lift_null_factor))
     grid = parts.regions.shape[1:]

@@ -441,17 +441,16 @@ def reach_option(cfg: NuminaConfig) -> tuple[float, float, float] | None:
     return (cfg.link_reach, cfg.link_reach_factor, cfg.link_reach_grid_share)
 
 
-def bridge_option(focus, cfg: NuminaConfig, weak: bool = False) -> tuple[list, float, bool] | None:
+def bridge_option(focus, cfg: NuminaConfig) -> tuple[list, float] | None:
     """The ``bridge`` argument of ``link_regions`` and ``unclaimed_instances`` that ``cfg``
     sets for ``focus`` (a ``focus.NounFocus``, a ``FocusUnion`` of them, or a bool mask):
-    ``([(map, floor), ...], link_bridge, weak)`` with the map of each noun that responds, or
-    None (``link_bridge`` None, or no map: a bare mask). ``weak``: two weak regions in one
-    bump join too (the finer head's trial, ``finer.finer_head``)."""
+    ``([(map, floor), ...], link_bridge)`` with the map of each noun that responds, or None
+    (``link_bridge`` None, or no map: a bare mask)."""
     if cfg.link_bridge is None:
         return None
     members = focus.members if isinstance(focus, FocusUnion) else [focus]
     maps = [(f.cross, f.floor) for f in members if isinstance(f, NounFocus) and f.spread > 0]
-    return (maps, cfg.link_bridge, bool(weak)) if maps else None
+    return (maps, cfg.link_bridge) if maps else None
 
 
 def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:
@@ -502,22 +501,21 @@ def choose_head_on(parts: HeadPartitions, self_attn, focus, cfg: NuminaConfig,
     return head, scores.astype(np.float32), instances
 
 
-def link_chosen_head(parts: HeadPartitions, self_attn, head: int, focus, cfg: NuminaConfig,
-                     fragments: bool = False) -> None:
+def link_chosen_head(parts: HeadPartitions, self_attn, head: int, focus, cfg: NuminaConfig) -> None:
     """Join the pieces of one object among the regions of the chosen ``head``, in place
     (``cfg.link_ratio``; regions under ``min_lift`` but over the head's own threshold on
     ``focus`` join by the splinter test only: by the ratio, a diffuse head's weak regions join
     distinct objects). Joined regions keep their pieces' mean lift and contrast, so the
     choice stands. ``self_attn``: the frame's source of entries (``self_attention_source``).
-    ``fragments``: two weak regions the noun's map holds in one bump join too
-    (``link_bridge``; the finer head's trial)."""
+    With ``link_bridge``, pieces the noun's map holds in one bump join out of reach, and
+    weak ones by the ratio too (``partition.map_bridged``)."""
     if head < 0 or cfg.link_ratio is None:
         return
     threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                     cfg.min_lift_null_factor)
     link_regions(parts, self_attn, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, [head],
                  splinter_option(cfg), splinter_lift=threshold, reach=reach_option(cfg),
-                 bridge=bridge_option(focus, cfg, fragments))
+                 bridge=bridge_option(focus, cfg))
 
 
 def choose_from_partitions(parts: HeadPartitions, self_attn, focus,

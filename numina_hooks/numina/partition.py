@@ -746,7 +746,7 @@ def background_tiles(parts: HeadPartitions, most: int = NULL_TILES, heads=None) 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
                  sample: int = 16, heads=None, splinter: tuple[float, float] | None = None,
                  splinter_lift: float | None = None, reach: tuple[float, float, float] | None = None,
-                 bridge: tuple[list, float, bool] | None = None) -> None:
+                 bridge: tuple[list, float] | None = None) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -773,9 +773,9 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     diffuse head's weak regions attend to each other about as much as to themselves, and
     would join distinct objects). ``reach``: ``(floor, factor, grid_share)``, how far apart
     two regions may lie and still join by the ratio (``within_reach``); None = any distance.
-    ``bridge``: ``(maps, level, weak)``, pairs out of reach that a map's bump holds
-    together join too, and so do weak pairs when ``weak`` (``map_bridged``, ``_linked``);
-    None = the reach alone. Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
+    ``bridge``: ``(maps, level)``, pairs out of reach that a map's bump holds together
+    join too, and so do two weak regions (``map_bridged``, ``_linked``); None = the reach
+    alone. Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
     members)."""
     source = _as_source(self_attn)
     h = source.heads
@@ -791,7 +791,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
               min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
               candidates: np.ndarray | None = None, splinter_lift: float | None = None,
               reach: tuple[float, float, float] | None = None,
-              bridge: tuple[list, float, bool] | None = None) -> None:
+              bridge: tuple[list, float] | None = None) -> None:
     """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
     of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
     pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
@@ -821,7 +821,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
             splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
             by_ratio: np.ndarray | None = None, reach: tuple[float, float, float] | None = None,
-            bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
+            bridge: tuple[list, float] | None = None) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
     ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
@@ -843,14 +843,14 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
 
     ``by_ratio``: bool [m], the strong groups (None = all): a pair joins by the ratio only
     when one of them is strong; two weak groups join by the splinter test, or, with
-    ``bridge``'s third item True, by the ratio when a map holds them in one bump
-    (``map_bridged``: the fragments a head cut a large object into are weak, and many).
+    ``bridge``, by the ratio when a map holds them in one bump (``map_bridged``: the
+    fragments a head cut a large object into are weak, and many).
 
     ``reach = (floor, factor, grid_share)``: a pair joins by the ratio only when the groups
     lie within reach of each other on ``grid`` (``within_reach``); None = at any distance.
-    ``bridge = (maps, level, weak)``: a pair out of reach still joins when a map holds
-    the two in one bump (``map_bridged``), and so do two weak groups (``by_ratio``) when
-    ``weak`` is True; None = the reach alone, weak groups by the splinter test alone.
+    ``bridge = (maps, level)``: a pair out of reach still joins when a map holds the two
+    in one bump (``map_bridged``), and so do two weak groups (``by_ratio``); None = the
+    reach alone, weak groups by the splinter test alone.
 
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
@@ -871,14 +871,14 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     if by_ratio is not None:
         weak = join & ~(by_ratio[:, None] | by_ratio[None, :])
         join &= ~weak
-        if bridge is not None and bridge[2] and weak.any():  # two weak pieces in one bump of the map
-            join |= map_bridged(groups, weak, bridge[0], bridge[1])
+        if bridge is not None and weak.any():  # two weak pieces in one bump of the map
+            join |= map_bridged(groups, weak, *bridge)
     if reach is not None and join.any():
         if grid is None:
             raise ValueError("_linked: the reach test needs the grid (distances between groups)")
         near = within_reach(groups, grid, join, *reach)
         if bridge is not None and (join & ~near).any():
-            near |= map_bridged(groups, join & ~near, bridge[0], bridge[1])
+            near |= map_bridged(groups, join & ~near, *bridge)
         join &= near
     if splinter is not None:
         fraction, gap = splinter
@@ -975,7 +975,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
                         sample: int = 16, sink_keys: np.ndarray | None = None,
                         splinter: tuple[float, float] | None = None,
                         reach: tuple[float, float, float] | None = None,
-                        bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
+                        bridge: tuple[list, float] | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -1003,7 +1003,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
         splinter: ``link_regions``' ``(fraction, gap)``, used with ``link_ratio``.
         reach: ``link_regions``' ``(floor, factor, grid_share)``, used with ``link_ratio``.
-        bridge: ``link_regions``' ``(maps, level, weak)``.
+        bridge: ``link_regions``' ``(maps, level)``.
         sample: members measured per component (``lift_sample``).
         sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
             None = no sink check.
@@ -1028,7 +1028,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
                     sample: int = 16, sink_keys: np.ndarray | None = None,
                     splinter: tuple[float, float] | None = None,
                     reach: tuple[float, float, float] | None = None,
-                    bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
+                    bridge: tuple[list, float] | None = None) -> np.ndarray:
     """Instances for the noun map's bumps that no instance of ``head`` touches: objects too
     small for the edge cut.
 
@@ -1072,7 +1072,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
 def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_lift: float,
              link_ratio: float | None, sample: int, sink_keys: np.ndarray | None,
              splinter: tuple[float, float] | None, reach: tuple[float, float, float] | None,
-             bridge: tuple[list, float, bool] | None = None) -> np.ndarray:
+             bridge: tuple[list, float] | None = None) -> np.ndarray:
     """``labels`` (int [H, W]) with the candidates ``cand`` (int [N], 0 = none, 1..c) whose
     containment lift in ``head`` exceeds ``min_lift`` and that hold no sink key added: each
     joins the instance it is linked to (``link_ratio``), or is an instance of its own.
