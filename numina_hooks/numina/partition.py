@@ -868,17 +868,20 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     lower = np.minimum(own[:, None], own[None, :])
     bar = ratio * lower
     join = (aff >= bar) & (bar > 0)
+    bridged = np.zeros_like(join)  # pairs a map holds in one bump: no reach asked of them
     if by_ratio is not None:
         weak = join & ~(by_ratio[:, None] | by_ratio[None, :])
         join &= ~weak
         if bridge is not None and weak.any():  # two weak pieces in one bump of the map
-            join |= map_bridged(groups, weak, *bridge)
+            bridged = map_bridged(groups, weak, *bridge)
+            join |= bridged
     if reach is not None and join.any():
         if grid is None:
             raise ValueError("_linked: the reach test needs the grid (distances between groups)")
-        near = within_reach(groups, grid, join, *reach)
-        if bridge is not None and (join & ~near).any():
-            near |= map_bridged(groups, join & ~near, *bridge)
+        near = within_reach(groups, grid, join & ~bridged, *reach)  # pairs not asked: True
+        far = join & ~near
+        if bridge is not None and far.any():
+            near |= map_bridged(groups, far, *bridge)
         join &= near
     if splinter is not None:
         fraction, gap = splinter
@@ -941,16 +944,17 @@ def map_bridged(groups: list, pairs: np.ndarray, maps: list, level: float) -> np
     out = np.zeros(pairs.shape, dtype=bool)
     a_idx, b_idx = np.nonzero(np.triu(pairs, 1))
     eight = np.ones((3, 3), dtype=bool)
+    idx = [np.asarray(g, dtype=np.int64) for g in groups]
     for cross, floor in maps:
         flat = np.asarray(cross, dtype=np.float64).reshape(-1)
-        best = np.array([flat[np.asarray(g, dtype=np.int64)].max() if len(g) else -np.inf for g in groups])
+        best = np.array([flat[g].max() if len(g) else -np.inf for g in idx])
         for a, b in zip(a_idx, b_idx):
             lower = min(best[a], best[b])
             if out[a, b] or not lower > floor:
                 continue
             high = flat >= floor + level * (lower - floor)
             comp = label(high.reshape(np.shape(cross)), eight)[0].reshape(-1)
-            ga, gb = np.asarray(groups[a], dtype=np.int64), np.asarray(groups[b], dtype=np.int64)
+            ga, gb = idx[a], idx[b]
             ca, cb = comp[ga[high[ga]]], comp[gb[high[gb]]]
             if np.intersect1d(ca, cb).size:
                 out[a, b] = out[b, a] = True
