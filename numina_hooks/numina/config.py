@@ -355,6 +355,15 @@ class NuminaConfig:
     range (``peak - floor``) above the saddle joining it to a higher bump. None = the plain
     components at ``cross_fallback_ratio`` (``layout.cross_components``). Blurred objects
     whose bumps merge above that cut stay apart; a ripple on one bump does not split it."""
+    cross_fallback_half_peak: bool = True
+    """The fallback's layout (``layout.fallback_layout``) read a second way as well: the
+    map's 8-connected components at or above half its peak (``layout.half_peak_components``,
+    the naive counter's cut), and the reading with more instances is the layout. Where the
+    map's floor lies well above 0, half the peak lies under the level a lone bump needs in
+    the saddle split (half of the range above the floor): far or faint objects peak between
+    the two and only the half-peak cut counts them; both readings of a blurred map undercount
+    far more often than they overcount. False = the saddle split alone (the rule before
+    2026-12-05's tenth session)."""
     cross_peak_base: float = 0.3
     """The lowest level the fallback's peaks are flooded to (``cross_peak_prominence``):
     ``floor + cross_peak_base * (peak - floor)``."""
@@ -499,7 +508,8 @@ class NuminaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 _fail(name, v, "an int >= 0")
-        for name in ("exclusive_regions", "borrow_layouts", "focus_specks", "unclaimed_peaks"):
+        for name in ("exclusive_regions", "borrow_layouts", "focus_specks", "unclaimed_peaks",
+                     "cross_fallback_half_peak"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
         if not isinstance(self.suppress_outside, bool) and self.suppress_outside != "edited":
@@ -544,7 +554,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
-                        self_evidence_factor=None, self_evidence_null_factor=None, cross_fallback_excess=None,
+                        self_evidence_factor=None, self_evidence_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)

@@ -277,11 +277,39 @@ def fallback_layout(focus: NounFocus, config: NuminaConfig | None = None) -> np.
     """The layout a noun gets from its cross-attention when the self-attention does not
     tell its objects apart (``self_evidence_factor``, ``cross_fallback_excess``): the map's
     peaks (``cross_peaks``), or its plain components (``cross_components``) with
-    ``cross_peak_prominence=None``; int32 [H, W]."""
+    ``cross_peak_prominence=None``; with ``cross_fallback_half_peak``, its components at half
+    its peak (``half_peak_components``) instead when they are more; int32 [H, W]."""
     cfg = config or NuminaConfig()
-    if cfg.cross_peak_prominence is None:
-        return cross_components(focus, cfg)
-    return cross_peaks(focus, cfg)
+    labels = cross_components(focus, cfg) if cfg.cross_peak_prominence is None else cross_peaks(focus, cfg)
+    if cfg.cross_fallback_half_peak:
+        half = half_peak_components(focus, cfg)
+        if half.max() > labels.max():  # the reading that finds more objects
+            return half
+    return labels
+
+
+def half_peak_components(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
+    """The noun map's 8-connected components at or above half its peak (the naive counter's
+    cut: relative to 0, not to the map's floor), each of at least ``cross_fallback_min_size``
+    patches, as int32 [H, W] labels (0 = none, 1..n in raster order of their first pixel);
+    all zeros for a map without a positive peak. ``focus``: the noun's ``NounFocus``.
+
+    Where the map's floor lies well above 0 (a blurred map over a crowded frame), half the
+    peak lies under the level a bump needs in ``cross_peaks`` (half of the range above the
+    floor), and far or faint objects whose bumps peak between the two are counted here and
+    not there (``NuminaConfig.cross_fallback_half_peak``)."""
+    from scipy.ndimage import label
+
+    cfg = config or NuminaConfig()
+    c = np.asarray(focus.cross, dtype=np.float64)
+    top = float(c.max()) if c.size else 0.0
+    if not top > 0:
+        return np.zeros(c.shape, dtype=np.int32)
+    lab, m = label(c >= 0.5 * top, structure=np.ones((3, 3), dtype=bool))
+    size = np.bincount(lab.reshape(-1), minlength=m + 1)
+    keep = size >= cfg.cross_fallback_min_size
+    keep[0] = False
+    return _regions_to_instances(lab, keep)
 
 
 def strong_components(focus, config: NuminaConfig | None = None) -> np.ndarray:
