@@ -298,16 +298,23 @@ def half_peak_components(focus: NounFocus, config: NuminaConfig | None = None) -
     peak lies under the level a bump needs in ``cross_peaks`` (half of the range above the
     floor), and far or faint objects whose bumps peak between the two are counted here and
     not there (``NuminaConfig.cross_fallback_half_peak``)."""
+    cfg = config or NuminaConfig()
+    return _peak_share_components(np.asarray(focus.cross, dtype=np.float64), 0.5,
+                                  cfg.cross_fallback_min_size)
+
+
+def _peak_share_components(img: np.ndarray, share: float, min_size: int) -> np.ndarray:
+    """The 8-connected components of ``img`` (float [H, W]) at or above ``share`` times its
+    peak, each of at least ``min_size`` patches, as int32 [H, W] labels (0 = none, 1..n in
+    raster order of their first pixel); all zeros when the peak is not positive. The cut of
+    ``half_peak_components`` and of ``naive_cross_count``."""
     from scipy.ndimage import label
 
-    cfg = config or NuminaConfig()
-    c = np.asarray(focus.cross, dtype=np.float64)
-    top = float(c.max()) if c.size else 0.0
+    top = float(img.max()) if img.size else 0.0
     if not top > 0:
-        return np.zeros(c.shape, dtype=np.int32)
-    lab, m = label(c >= 0.5 * top, structure=np.ones((3, 3), dtype=bool))
-    size = np.bincount(lab.reshape(-1), minlength=m + 1)
-    keep = size >= cfg.cross_fallback_min_size
+        return np.zeros(img.shape, dtype=np.int32)
+    lab, m = label(img >= share * top, structure=np.ones((3, 3), dtype=bool))
+    keep = np.bincount(lab.reshape(-1), minlength=m + 1) >= min_size
     keep[0] = False
     return _regions_to_instances(lab, keep)
 
@@ -773,15 +780,7 @@ def naive_cross_count(cross_attn, grid: tuple[int, int], threshold: float = 0.5,
                       min_size: int = 2) -> int:
     """The floor to beat: 8-connected components of the head-mean cross-attention
     thresholded at ``threshold * peak`` (components under ``min_size`` patches ignored)."""
-    from scipy.ndimage import label
     ca = as_tensor(cross_attn, "cross_attn")
     m = ca.reshape(ca.shape[0], -1).mean(0) if ca.ndim >= 2 else ca
     H, W = _check_grid(m.numel(), grid, "naive_cross_count")
-    img = m.reshape(H, W).numpy()
-    if img.max() <= 0:
-        return 0
-    lab, k = label(img >= threshold * img.max(), structure=np.ones((3, 3)))
-    if k == 0:
-        return 0
-    sizes = np.bincount(lab.ravel())[1:]
-    return int((sizes >= min_size).sum())
+    return int(_peak_share_components(m.reshape(H, W).numpy(), threshold, min_size).max())
