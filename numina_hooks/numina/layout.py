@@ -38,6 +38,7 @@ from .partition import (HeadPartitions, _as_source, _components, _relabel, choos
                         instance_evidence, link_regions, null_candidates, null_evidence, partition_heads, rim_grown, temporal_vote,
                         unclaimed_instances, unclaimed_peaks)
 from .partition import _regions_to_ids as _regions_to_instances
+from .peaks import flood_peaks
 
 __all__ = ["Layout", "layout_from_attention", "layout_from_maps", "proposals_from_self_map",
            "focus_mask", "noun_focus", "bright_pixels", "cross_components", "cross_peaks",
@@ -186,10 +187,6 @@ def cross_components(focus: NounFocus, config: NuminaConfig | None = None) -> np
     return _regions_to_instances(lab, keep)
 
 
-#: neighbours of a pixel for ``cross_peaks``: a peak's slope may run along a diagonal
-_EIGHT_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-
-
 def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
     """A noun's instances read from its cross-attention alone, split at the saddles between
     its peaks: int32 [H, W] (0 = none, 1..n in raster order of their first pixel).
@@ -217,57 +214,11 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
         # the shorter side: a portrait frame is smoothed as its landscape transpose
         _, c, floor, spread = _map_levels(gaussian_filter(c, cfg.cross_peak_sigma * min(H, W)),
                                           (H, W), cfg)
-    out = np.zeros(H * W, dtype=np.int64)
     if spread <= 0:
-        return out.reshape(H, W).astype(np.int32)
-    base = floor + cfg.cross_peak_base * spread
-    rise = cfg.cross_peak_prominence * spread
-    flat = c.reshape(-1)
-    above = np.flatnonzero(flat >= base)
-    order = above[np.argsort(-flat[above], kind="stable")]  # highest first
-    part = np.full(H * W, -1, dtype=np.int64)  # flooded part of each pixel (union-find)
-    label = np.full(H * W, -1, dtype=np.int64)  # each pixel's peak (its own when it is one)
-    alias = {}  # a peak that joined a higher one -> that one's peak
-    top = {}  # part root -> (its peak value, its peak pixel)
-
-    def root(a: int) -> int:
-        while part[a] != a:
-            part[a] = part[part[a]]
-            a = part[a]
-        return a
-
-    def peak_of(p: int) -> int:
-        while p in alias:
-            p = alias[p]
-        return p
-
-    kept = set()
-    for i in order:
-        v = flat[i]
-        y, x = divmod(int(i), W)
-        near = [y2 * W + x2 for dy, dx in _EIGHT_NEIGHBOURS for y2, x2 in ((y + dy, x + dx),)
-                if 0 <= y2 < H and 0 <= x2 < W and part[y2 * W + x2] >= 0]
-        if not near:
-            part[i], label[i] = i, i
-            top[i] = (v, i)
-            continue
-        # the pixel belongs to the peak its highest flooded neighbour leads to
-        label[i] = peak_of(int(label[max(near, key=lambda j: (flat[j], -j))]))
-        ranked = sorted({root(j) for j in near}, key=lambda r: (-top[r][0], top[r][1]))
-        high = ranked[0]
-        part[i] = high
-        for low in ranked[1:]:  # the lower parts meet the highest one at this level
-            part[low] = high
-            low_peak = top.pop(low)[1]
-            if flat[low_peak] - v >= rise:
-                kept.add(low_peak)
-            else:
-                alias[low_peak] = top[high][1]
-    kept |= {p for r, (t, p) in top.items() if t - base >= rise}
-    ids = {p: k for k, p in enumerate(sorted(kept), start=1)}
-    for i in order:
-        out[i] = ids.get(peak_of(int(label[i])), 0)
-    size = np.bincount(out, minlength=len(ids) + 1)
+        return np.zeros((H, W), dtype=np.int32)
+    out = flood_peaks(c, floor + cfg.cross_peak_base * spread,
+                      cfg.cross_peak_prominence * spread).reshape(-1)
+    size = np.bincount(out)
     keep = size >= cfg.cross_fallback_min_size
     keep[0] = False
     return _regions_to_instances(out.reshape(H, W), keep)
