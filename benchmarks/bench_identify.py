@@ -141,6 +141,8 @@ from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "cross_peaks", "true_head")
+#: the main table's grids: Wan2.1-1.3B's 30x52 at 832x480 and a smaller 15x26
+DEFAULT_GRIDS = ("30x52", "15x26")
 READER_AIM_S = 0.05  # seconds per frame and noun at 30x52, qk path, one thread (issue 16)
 LAYOUT_AIM_S = 0.03  # the default's median seconds per frame and noun at 30x52, ready maps (issue 11)
 HEADS, HEAD_DIM, TEXT = 12, 128, 512
@@ -492,7 +494,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4, help="scenes per count and cell")
     ap.add_argument("--frames", type=int, default=3, help="frames per scene")
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
-    ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
+    ap.add_argument("--grids", nargs="+", default=DEFAULT_GRIDS)
     ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd", "spread", "early"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
@@ -635,7 +637,8 @@ def run_merge_families(args, out: Path = HERE / "results") -> int:
 def run_more_heads(args) -> int:
     """The accuracy cells with ``args.heads`` heads per scene (no reader, no timing table);
     returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
-    return run_cells_variant(args, f"identify_heads{args.heads}", heads_markdown, heads=args.heads)
+    grids = "" if list(args.grids) == list(DEFAULT_GRIDS) else "_" + "_".join(args.grids)
+    return run_cells_variant(args, f"identify_heads{args.heads}{grids}", heads_markdown, heads=args.heads)
 
 
 def run_bars(args) -> int:
@@ -1020,15 +1023,20 @@ def large_grid_markdown(result: dict) -> str:
 
 
 def heads_markdown(result: dict) -> str:
-    """The markdown of a ``--heads N`` run's ``result``."""
+    """The markdown of a ``--heads N`` run's ``result`` (with ``--grids`` named when the run
+    was not on the main table's grids)."""
     heads = result["heads"]
+    grids = list(dict.fromkeys(f"{c['grid'][0]}x{c['grid'][1]}" for c in result["cells"]))
+    option = "" if sorted(grids) == sorted(DEFAULT_GRIDS) else " --grids " + " ".join(grids)
+    on = "" if not option else f" on the {' and '.join(grids)} grid{'s' if len(grids) > 1 else ''}"
     return _cells_markdown(
-        result, f"# Identify with {heads} self-attention heads",
-        f"The count-accuracy cells of `identify.md` with {heads} heads a scene "
-        f"(`python benchmarks/bench_identify.py --heads {heads}`): each family's 12 "
+        result, f"# Identify with {heads} self-attention heads{on}",
+        f"The count-accuracy cells of `identify.md` with {heads} heads a scene{on} "
+        f"(`python benchmarks/bench_identify.py --heads {heads}{option}`): each family's 12 "
         "heads, then its non-instance head types repeated in order up to "
-        f"{heads} (Wan2.1-14B has 40 heads of 128), so the same instance heads compete "
-        "with more distractors.")
+        f"{heads} (Wan2.1-14B has 40 heads of 128; CogVideoX-2B has 30 heads on a 30x45 "
+        "grid at 480x720), so the same instance heads compete with more distractors."
+        + (" No default was tuned on this grid." if option else ""))
 
 
 def _cells_markdown(result: dict, title: str, intro: str) -> str:
