@@ -180,11 +180,17 @@ def cross_components(focus: NounFocus, config: NuminaConfig | None = None) -> np
     cfg = config or NuminaConfig()
     if focus.spread <= 0:
         return np.zeros(focus.cross.shape, dtype=np.int32)
-    lab, m = label(focus.cross >= focus.floor + cfg.cross_fallback_ratio * focus.spread)
-    size = np.bincount(lab.reshape(-1), minlength=m + 1)
-    keep = size >= cfg.cross_fallback_min_size
+    lab, _ = label(focus.cross >= focus.floor + cfg.cross_fallback_ratio * focus.spread)
+    return _labels_of_size(lab, cfg.cross_fallback_min_size)
+
+
+def _labels_of_size(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """The labels of ``labels`` (int [H, W], 0 = none) with at least ``min_size`` pixels,
+    renumbered 1..n in raster order of their first pixel (int32 [H, W], 0 elsewhere): the
+    last step of every reading of the noun's cross map."""
+    keep = np.bincount(labels.reshape(-1)) >= min_size
     keep[0] = False
-    return _regions_to_instances(lab, keep)
+    return _regions_to_instances(labels, keep)
 
 
 def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
@@ -216,12 +222,9 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
                                           (H, W), cfg)
     if spread <= 0:
         return np.zeros((H, W), dtype=np.int32)
-    out = flood_peaks(c, floor + cfg.cross_peak_base * spread,
-                      cfg.cross_peak_prominence * spread).reshape(-1)
-    size = np.bincount(out)
-    keep = size >= cfg.cross_fallback_min_size
-    keep[0] = False
-    return _regions_to_instances(out.reshape(H, W), keep)
+    return _labels_of_size(flood_peaks(c, floor + cfg.cross_peak_base * spread,
+                                       cfg.cross_peak_prominence * spread),
+                           cfg.cross_fallback_min_size)
 
 
 def fallback_layout(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
@@ -264,10 +267,8 @@ def _peak_share_components(img: np.ndarray, share: float, min_size: int) -> np.n
     top = float(img.max()) if img.size else 0.0
     if not top > 0:
         return np.zeros(img.shape, dtype=np.int32)
-    lab, m = label(img >= share * top, structure=np.ones((3, 3), dtype=bool))
-    keep = np.bincount(lab.reshape(-1), minlength=m + 1) >= min_size
-    keep[0] = False
-    return _regions_to_instances(lab, keep)
+    lab, _ = label(img >= share * top, structure=np.ones((3, 3), dtype=bool))
+    return _labels_of_size(lab, min_size)
 
 
 def strong_components(focus, config: NuminaConfig | None = None) -> np.ndarray:

@@ -67,10 +67,10 @@ def flood_peaks(img: np.ndarray, base: float, rise: float) -> np.ndarray:
     flooded = rank != never
     near = _neighbour_ranks(rank.reshape(H, W)).reshape(8, -1)  # [8, HW]
     # the way up: the neighbour flooded first, where it was flooded before the pixel
-    first = near.argmin(0)
-    up_rank = near[first, np.arange(H * W)]
-    steps = np.array([dy * W + dx for dy, dx in _OFFSETS])
     pixels = np.arange(H * W)
+    first = near.argmin(0)
+    up_rank = near[first, pixels]
+    steps = np.array([dy * W + dx for dy, dx in _OFFSETS])
     pointer = np.where((up_rank < rank) & flooded, pixels + steps[first], pixels)  # a peak, or off the flood: itself
     while True:  # pointer jumping: each pixel's peak
         nxt = pointer[pointer]
@@ -111,13 +111,11 @@ def flood_peaks(img: np.ndarray, base: float, rise: float) -> np.ndarray:
                 alias[low] = high
     kept |= {p for p in part if part[p] == p and flat[p] - base >= rise}
     ids = {p: k for k, p in enumerate(sorted(kept), start=1)}
-    resolved = {}
+    lookup = np.zeros(H * W, dtype=np.int64)  # each basin's peak pixel -> its bump's id
     for p in peaks.tolist():
         q = p
         while q in alias:
             q = alias[q]
-        resolved[p] = ids.get(q, 0)
-    lookup = np.zeros(H * W, dtype=np.int64)
-    lookup[peaks] = [resolved[int(p)] for p in peaks]
+        lookup[p] = ids.get(q, 0)
     out[flooded] = lookup[basin[flooded]]
     return out.reshape(H, W)
