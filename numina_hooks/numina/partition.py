@@ -1,6 +1,6 @@
 """Adaptive partition of self-attention maps into regions, and head choice by containment.
 
-The layout stage's default (see docs/method.md, "Identify v2"). For every head of a frame:
+The layout stage's default (see docs/method.md, "Identify, as implemented"). For every head of a frame:
 
 0. **Rows without their own key** (``own_key="excluded"``, set on the source of entries:
    ``attention_entries``): each row's entry on the token's own key is left out and the rest
