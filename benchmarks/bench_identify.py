@@ -149,6 +149,12 @@ HEADS, HEAD_DIM, TEXT = 12, 128, 512
 PROMPT_TOKENS = 24  # the prompt's tokens before the padding (Wan: about 10-40)
 
 
+def on_main_grids(grids) -> bool:
+    """Whether ``grids`` (names such as "30x52", any order) are the main table's grids: a
+    variant run on others names them in its file and text."""
+    return sorted(grids) == sorted(DEFAULT_GRIDS)
+
+
 def reader_views(grid, frames: int, seed: int = 0, device: str = "cpu"):
     """A self view and a cross view of ``frames`` latent frames (bf16, ``[1, L, H, d]``, the
     layout diffusers' Wan attention hands over), on ``device`` (the same values on any). Video tokens of one of a few objects share a
@@ -637,7 +643,7 @@ def run_merge_families(args, out: Path = HERE / "results") -> int:
 def run_more_heads(args) -> int:
     """The accuracy cells with ``args.heads`` heads per scene (no reader, no timing table);
     returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
-    grids = "" if list(args.grids) == list(DEFAULT_GRIDS) else "_" + "_".join(args.grids)
+    grids = "" if on_main_grids(args.grids) else "_" + "_".join(args.grids)
     return run_cells_variant(args, f"identify_heads{args.heads}{grids}", heads_markdown, heads=args.heads)
 
 
@@ -1027,7 +1033,7 @@ def heads_markdown(result: dict) -> str:
     was not on the main table's grids)."""
     heads = result["heads"]
     grids = list(dict.fromkeys(f"{c['grid'][0]}x{c['grid'][1]}" for c in result["cells"]))
-    option = "" if sorted(grids) == sorted(DEFAULT_GRIDS) else " --grids " + " ".join(grids)
+    option = "" if on_main_grids(grids) else " --grids " + " ".join(grids)
     on = "" if not option else f" on the {' and '.join(grids)} grid{'s' if len(grids) > 1 else ''}"
     return _cells_markdown(
         result, f"# Identify with {heads} self-attention heads{on}",
