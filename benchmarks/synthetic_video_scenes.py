@@ -53,7 +53,7 @@ properties, which the counting method meets in a real model, come out of the mec
    - ``row``: attends to the query's own row (horizontal stripes).
    - ``column``: attends to the query's own column (vertical stripes).
    - ``mixed``: a weaker instance term plus a category term plus a local bump.
-   - ``edge``: every query attends to nearby object boundaries.
+   - ``edge``: every query attends to object boundaries (broadly, favouring nearby ones).
    - ``part``: every query attends to the salient parts of all objects (one small spot each).
 6. **Cross-attention.** The noun is two sub-word tokens: the first peaks on each object's
    salient part, the second spreads over the whole object. Per head, each patch's logits over
@@ -110,7 +110,7 @@ _LEAK = 0.4  # feature cross-talk in the projections
 # most mass in the frame, the temporal head prefers the neighbouring frames).
 _STAY = (1.0, 1.0, 0.0, 0.0)  # f(0)=2, f(+-1)=-1, f(+-2)=0 (times the head's stay amplitude)
 _HEAD_RECIPES: dict[str, dict] = {
-    "instance": dict(id=5.5, cat=0.8, tex=1.5, pos=(1.5, 4.0), stay=1.2),
+    "instance": dict(id=5.5, cat=0.8, tex=2.0, pos=(2.5, 2.5), stay=1.2),
     "temporal": dict(id=0.6, tex=0.4, pos=(0.8, 2.0), time=(-2.6, 1.3, 0.0, 0.4)),
     "category": dict(cat=4.5, id=0.3, tex=1.5, part=0.5, pos=(0.8, 6.0), stay=1.0),
     "positional": dict(pos=(4.5, 2.0), tex=0.3, stay=1.0),
@@ -119,8 +119,8 @@ _HEAD_RECIPES: dict[str, dict] = {
     "diffuse": dict(pos=(0.6, 8.0), cat=0.3, tex=0.3, stay=0.5),
     "row": dict(posy=(5.0, 0.8), tex=0.3, stay=1.0),
     "column": dict(posx=(5.0, 0.8), tex=0.3, stay=1.0),
-    "mixed": dict(id=2.2, cat=2.0, tex=1.0, pos=(2.5, 3.0), stay=1.0),
-    "edge": dict(edge=5.0, cat=0.5, pos=(1.5, 4.0), stay=1.0),
+    "mixed": dict(id=1.8, cat=2.0, tex=1.0, pos=(2.0, 3.0), stay=1.0),
+    "edge": dict(edge=5.0, cat=0.5, pos=(0.8, 6.0), stay=1.0),
     "part": dict(part=5.0, cat=0.8, pos=(1.0, 6.0), stay=1.0),
 }
 assert set(_HEAD_RECIPES) == set(FAMILY_HEAD_TYPES)
@@ -134,7 +134,8 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-def _validate(n, grid, n_frames, noise, seed, head_types) -> tuple[tuple[int, int], tuple[str, ...]]:
+def _validate(n, grid, n_frames, noise, seed,
+              head_types) -> tuple[tuple[int, int], tuple[str, ...]]:
     if not _is_int(n) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     try:
@@ -154,7 +155,8 @@ def _validate(n, grid, n_frames, noise, seed, head_types) -> tuple[tuple[int, in
         types = FAMILY_HEAD_TYPES
     else:
         if isinstance(head_types, str):
-            raise ValueError(f"head_types must be a sequence of names, got the string {head_types!r}")
+            raise ValueError(f"head_types must be a sequence of names, "
+                             f"got the string {head_types!r}")
         types = tuple(head_types)
         if not types:
             raise ValueError(f"head_types must name at least one head, got {head_types!r}")
@@ -544,7 +546,7 @@ def _edge_map(lab: np.ndarray) -> np.ndarray:
     return (e & (lab > 0)).astype(np.float64)
 
 
-def _frame_fields(layout: _Layout, world: _World, geo: _Geometry, t: int) -> dict:
+def _frame_fields(layout: _Layout, geo: _Geometry, t: int) -> dict:
     """Per-patch quantities of frame ``t`` (flattened to HW)."""
     H, W, cam = geo.H, geo.W, layout.cam
     n_obj = len(layout.objs)
@@ -572,7 +574,8 @@ def _frame_fields(layout: _Layout, world: _World, geo: _Geometry, t: int) -> dic
     return dict(pid=pidf, obj=obj, edge=edge, part=part, clutter=clutter, wpts=wpts)
 
 
-def _content_features(f: dict, world: _World, layout: _Layout, t: int) -> tuple[np.ndarray, np.ndarray]:
+def _content_features(f: dict, world: _World, layout: _Layout,
+                      t: int) -> tuple[np.ndarray, np.ndarray]:
     """Key-side ``[HW, 60]`` and query-side ``[HW, 60]`` content features of one frame."""
     HW = f["obj"].shape[0]
     T, t_mid = layout.cam.T, layout.cam.t_mid
@@ -592,7 +595,8 @@ def _content_features(f: dict, world: _World, layout: _Layout, t: int) -> tuple[
     bgmat = (1 - lower)[:, None] * world.mat[0] + lower[:, None] * world.mat[1]
     fine = world.tex_fn(f["wpts"]) @ world.tex_vecs  # [HW, 16]
     X[:, _SL["tex"]] = ((1 - obj)[:, None] * (0.8 * bgmat + 0.6 * fine)
-                        + obj[:, None] * 0.4 * world.mat[2] + clut[:, None] * 0.5 * world.mat_clutter)
+                        + obj[:, None] * 0.4 * world.mat[2]
+                        + clut[:, None] * 0.5 * world.mat_clutter)
     X[world.sinks, _SL["sink"]] = world.sink_vec
     Xq = X.copy()  # queries look for parts, boundaries and sinks everywhere
     Xq[:, _SL["part"]] = world.part
@@ -768,10 +772,10 @@ def _cross_attention(rng, layout: _Layout, geo: _Geometry, fields: list, world: 
     n_pad = _N_TEXT - _N_REAL_TEXT
     L0a = rng.uniform(3.5, 6.0, n_heads)
     L0b = L0a - rng.uniform(0.3, 1.5, n_heads)
-    ga = rng.uniform(0.7, 1.2, n_heads)
+    ga = rng.uniform(0.9, 1.25, n_heads)
     weak = rng.choice(n_heads, size=min(2, n_heads - 1), replace=False) if n_heads > 1 else []
     ga[weak] = rng.uniform(0.25, 0.5, len(weak))
-    gb = ga * rng.uniform(0.8, 1.1, n_heads)
+    gb = ga * rng.uniform(0.85, 1.05, n_heads)
     mu = rng.uniform(-1.0, 2.5, (n_heads, n_other))
     wfield = rng.normal(0, 0.4, (n_heads, n_other, 3))
     lpad = rng.uniform(-0.5, 0.5, n_heads)
@@ -787,7 +791,8 @@ def _cross_attention(rng, layout: _Layout, geo: _Geometry, fields: list, world: 
         if noise > 0:
             la = la + noise * 0.35 * rng.normal(size=la.shape)
             lb = lb + noise * 0.35 * rng.normal(size=lb.shape)
-        g = np.stack([fn(fields[t]["wpts"]).sum(1) / math.sqrt(6) for fn in world.smooth_fns])  # [3, HW]
+        g = np.stack([fn(fields[t]["wpts"]).sum(1) / math.sqrt(6)
+                      for fn in world.smooth_fns])  # [3, HW]
         lo = mu[:, :, None] + np.einsum("hkm,mp->hkp", wfield, g)  # [heads, 23, HW]
         m = np.maximum(np.maximum(la, lb), np.maximum(lo.max(1), lpad[:, None]))
         z = (np.exp(la - m) + np.exp(lb - m) + np.exp(lo - m[:, None, :]).sum(1)
@@ -815,7 +820,7 @@ def _build(n, grid, n_frames=3, noise=0.5, seed=0, head_types=None, full_3d=Fals
     order = r_heads.permutation(len(types))
     types = tuple(types[i] for i in order)
     heads = [_make_head(r_heads, kind) for kind in types]
-    fields = [_frame_fields(layout, world, geo, t) for t in range(T)]
+    fields = [_frame_fields(layout, geo, t) for t in range(T)]
     feats = [_content_features(fields[t], world, layout, t) for t in range(T)]
     X_all = np.concatenate([x for x, _ in feats])
     Xq_all = np.concatenate([xq for _, xq in feats])
