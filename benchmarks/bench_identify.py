@@ -54,7 +54,13 @@ report seeds with the default as it was: attention early in denoising, every hea
 by locality from a 2D rotary embedding of a constant channel and a local bias, the instance
 head too; a near object several times the far ones' area, elongated objects, objects cut by
 the frame's border, motion of up to 2 patches a frame, a thin occluder that splits an object
-in two, the noun's map leaking onto the context region the objects stand on).
+in two, the noun's map leaking onto the context region the objects stand on) and ``video``
+(``synthetic_video_scenes.py``, written blind on 2026-12-06's third session by someone who
+read neither the layout code nor the other families, and run once on the report seeds with
+the default as it was: each frame's self-attention the renormalised in-frame block of a 3D
+attention over every frame, a temporal head, camera pan and zoom, an object entering or
+leaving in a third of the scenes, areas from 3 to about 80 patches, a noun of two sub-word
+tokens with clutter as strong as half an object, weak cross heads, maps rounded to bfloat16).
 Per family, grid (30x52 =
 Wan2.1-1.3B at 832x480, and 15x26) and noise (0.25, 0.5 = moderate, 1.0 = highest):
 scenes of 1..8 instances, ``--seeds`` scenes per count, ``--frames`` frames per scene.
