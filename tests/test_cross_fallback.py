@@ -243,7 +243,9 @@ def test_a_head_that_tiles_a_small_frame_by_position_is_not_counted(seed):
     labels = _two_small_objects()
     keep = np.array([0.8, 0.8, 0.9, 0.9, 0.9, 0.8])
     sa, cross = _small_frame(_tiles_head(SMALL, 4, keep), labels, seed)
-    size_matched = layout_from_attention(sa, cross, SMALL, NuminaConfig(self_evidence_null_factor=None))
+    # with neither null (the frame's, step 8, nor each instance's, ``instance_null_factor``)
+    size_matched = layout_from_attention(sa, cross, SMALL, NuminaConfig(self_evidence_null_factor=None,
+                                                                         instance_null_factor=None))
     assert size_matched.self_head == 3 and size_matched.count == 3 and not size_matched.from_cross
     layout = layout_from_attention(sa, cross, SMALL)
     assert layout.from_cross and layout.count == 2
@@ -379,8 +381,8 @@ def test_a_nouns_leak_onto_another_nouns_objects_is_not_taken_for_missed_objects
     cat, dogs = noun_map({1: 1.0, 2: 0.8, 3: 0.8, 4: 0.8}), noun_map({2: 1.0, 3: 1.0, 4: 1.0})
     alone = layout_from_attention(sa, cat, GRID)
     assert alone.from_cross and alone.count == 4
-    # the excess rule alone (the null comparison off): the leak is not taken for missed objects
-    excess_only = NuminaConfig(self_evidence_null_factor=None)
+    # the excess rule alone (the null comparisons off): the leak is not taken for missed objects
+    excess_only = NuminaConfig(self_evidence_null_factor=None, instance_null_factor=None)
     got = layouts_from_attention(sa, {"cat": cat, "dogs": dogs}, GRID, excess_only)
     assert got["dogs"].from_cross and got["dogs"].count == 3
     assert not got["cat"].from_cross
@@ -432,3 +434,49 @@ def test_the_null_comparison_reads_pieces_up_to_twice_the_instance_and_tiles_whe
     with_tiles = null_evidence(parts, 0, focus, 0.5, 0.05, None, not_background=other)
     assert with_tiles == pytest.approx(np.median([v / np.percentile([0.1, 0.15, 0.4, 0.5], 90) for v in (0.2, 0.3)]))
     assert with_tiles < 1.0  # the instances keep less than the tiles: no objects
+
+
+def test_each_instance_must_keep_more_than_the_heads_background_pieces_of_its_size():
+    from numina_hooks.numina.partition import head_instances
+
+    # under the focus: a 10-patch object keeping 0.6, a 10-patch piece of background keeping
+    # 0.12 (over min_lift 0.05) and a 30-patch object keeping 0.5; off it: three 10-patch
+    # pieces keeping 0.1, 0.12 and 0.15 (90th percentile 0.144) and a 60-patch one keeping 0.55
+    parts = _one_head([(10, 0.6), (10, 0.12), (30, 0.5), (10, 0.1), (10, 0.12), (10, 0.15), (40, 0.55)])
+    focus = np.zeros((12, 40), dtype=bool)
+    focus[0:3, :] = True
+    threshold_alone = head_instances(parts, 0, focus, 0.5, 0.05, None)
+    assert np.flatnonzero(threshold_alone).tolist() == [1, 2, 3]
+    # the background piece keeps no more than its head's pieces of its size: out; the 30-patch
+    # object is compared with pieces of at most 60 patches, the 40-patch one among them
+    # (90th percentile of 0.1, 0.12, 0.15, 0.55 is 0.43): it keeps more and stays
+    kept = head_instances(parts, 0, focus, 0.5, 0.05, None, instance_null=1.0)
+    assert np.flatnonzero(kept).tolist() == [1, 3]
+    # a larger factor is stricter: the 30-patch object (0.5 against 1.2 x 0.43) goes too
+    assert np.flatnonzero(head_instances(parts, 0, focus, 0.5, 0.05, None, instance_null=1.2)).tolist() == [1]
+    # the 40-patch piece is another noun's object, not background: left out of every null,
+    # the 30-patch object is compared with the three small pieces alone
+    other = np.zeros(8, dtype=bool)
+    other[7] = True
+    got = head_instances(parts, 0, focus, 0.5, 0.05, None, instance_null=1.2, not_background=other)
+    assert np.flatnonzero(got).tolist() == [1, 3]
+    # with fewer than three pieces of its size and no tiles an instance has no null and stays
+    few = _one_head([(10, 0.12), (10, 0.1), (10, 0.15)])
+    focus_few = np.zeros((12, 40), dtype=bool)
+    focus_few[0, :] = True
+    assert np.flatnonzero(head_instances(few, 0, focus_few, 0.5, 0.05, None, instance_null=1.0)).tolist() == [1]
+
+
+def test_a_positional_head_whose_every_instance_fails_its_null_falls_back_to_the_map():
+    # the small frame tiled by position: with the frame-wide null comparison off, each
+    # instance's own null still finds the tiles on the focus keeping no more than those off
+    # it, and with none left the noun is read from its cross map (one instance an object)
+    labels = _two_small_objects()
+    keep = np.array([0.8, 0.8, 0.9, 0.9, 0.9, 0.8])
+    sa, cross = _small_frame(_tiles_head(SMALL, 4, keep), labels, 0)
+    layout = layout_from_attention(sa, cross, SMALL, NuminaConfig(self_evidence_null_factor=None))
+    assert layout.from_cross and layout.count == 2
+    # without the cross-map fallback (self_evidence_factor None) the noun keeps no instance
+    bare = layout_from_attention(sa, cross, SMALL, NuminaConfig(self_evidence_null_factor=None,
+                                                                self_evidence_factor=None))
+    assert not bare.from_cross and bare.count == 0

@@ -58,6 +58,7 @@ _INTERVALS = {
     "min_lift": (0, True, 1, False, False, ""),
     "min_member_lift": (0, True, 1, False, True, " (no check)"),
     "min_lift_null_factor": (0, False, math.inf, False, True, " (min_lift alone)"),
+    "instance_null_factor": (0, False, math.inf, False, True, " (the head's threshold alone)"),
     "link_ratio": (0, False, 1, True, True, " (never join regions)"),
     "splinter_fraction": (0, False, 1, True, False, ""),
     "link_reach": (0, True, math.inf, False, True, " (join at any distance)"),
@@ -214,6 +215,21 @@ class NuminaConfig:
     threshold is in the head's own units. A region under ``min_lift`` joins another only by
     the splinter test or by ``link_ratio`` to a region over ``min_lift`` (never to another
     weak one). None = ``min_lift`` alone (the rule before 2026-12-03)."""
+    instance_null_factor: float | None = 1.0
+    """Each of the chosen head's instances must also keep more than this factor times the
+    90th percentile of what the head's own pieces off the focus keep, among those of at most
+    twice the instance's size (at least 3, else together with the head's background tiles;
+    the prompt's other nouns' regions left out: they are objects, not background). The head's
+    threshold (``min_lift``, or lower with ``min_lift_null_factor``) is one number for the
+    head; a head with a local part keeps ``min_lift`` and more on any compact piece of
+    background, and where the noun's focus is broad (weak cross heads, clutter) such pieces
+    on the focus counted as objects. The same null as ``self_evidence_null_factor``, applied
+    to each instance instead of deciding for the whole frame
+    (``partition.head_instances``); also in the finer head's trial. When it leaves a noun
+    none of the head's instances on its focus, the head tells nothing about that noun's
+    objects and (with ``self_evidence_factor`` set) the noun is read from its cross map, as
+    step 8 reads a frame (``Layout.from_cross``). None = the head's threshold alone (the rule
+    before 2026-12-06)."""
     min_member_lift: float | None = None
     """A focus region is also no instance when its lift without each row's own entry (what
     its pixels keep on its *other* pixels beyond a moved copy) is at most this share of a
@@ -554,7 +570,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
-                        self_evidence_factor=None, self_evidence_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False,
+                        self_evidence_factor=None, self_evidence_null_factor=None, instance_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)

@@ -31,7 +31,7 @@ import torch
 
 from ..hookspecs import hookimpl
 from .config import NuminaConfig
-from .focus import FocusUnion
+from .focus import FocusUnion, region_hits
 from .heads import score_self_attention_heads, select_cross_attention
 from .finer import finer_head
 from .layout import (Layout, _instances, _partition, _regions_to_instances, check_not_constant,
@@ -417,7 +417,8 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         head = finer_head(chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
                           link or (lambda p, k, on: link_chosen_head(p, source, k, on, cfg)),
                           lambda p, k, on: head_instances(p, k, on, cfg.focus_overlap, cfg.min_lift,
-                                                          cfg.min_lift_null_factor))
+                                                          cfg.min_lift_null_factor,
+                                                          cfg.instance_null_factor))
     grid = parts.regions.shape[1:]
     out = {}
     for noun, on in focus.items():
@@ -436,7 +437,15 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             labels = fallback_layout(on, cfg)
         else:
             src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
-            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head)[noun]
+            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head,
+                                       others=FocusUnion(others) if others else None)[noun]
+            if not labels.any() and head >= 0 and cfg.instance_null_factor is not None and \
+                    cfg.self_evidence_factor is not None and \
+                    head_instances(read, head, on, cfg.focus_overlap, cfg.min_lift,
+                                   cfg.min_lift_null_factor).any():
+                # every instance of the head keeps no more than its background pieces: the
+                # head tells nothing about this noun's objects (as step 8 decides for a frame)
+                from_cross, labels = True, fallback_layout(on, cfg)
         out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
                                 regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32))
     exclusive = cfg.exclusive_regions and len(out) > 1
@@ -524,22 +533,27 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
 
 
 def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndarray],
-                      cfg: NuminaConfig, source=None, source_head: int | None = None
-                      ) -> dict[str, np.ndarray]:
+                      cfg: NuminaConfig, source=None, source_head: int | None = None,
+                      others=None) -> dict[str, np.ndarray]:
     """Phase 1's rule for the nouns of one frame once the head is chosen: each noun keeps the
     instances of ``head`` (of ``parts``; -1 = none chosen: no instance) on its own focus
     (``focus``: noun -> bool [H, W] mask or ``focus.NounFocus``), and, with ``source`` (the frame's self-attention map or
     a source of its entries, whose head ``source_head`` is ``head``), the instances it finds
-    in the focus those leave unclaimed (``with_unclaimed``). Returns noun -> int32 [H, W]
-    labels; one object one noun (``exclusive_instances``) is the caller's next step."""
+    in the focus those leave unclaimed (``with_unclaimed``). ``others``: the focus of the
+    prompt's other nouns (mask, ``NounFocus`` or ``FocusUnion``), whose regions are objects,
+    not background pieces, for ``cfg.instance_null_factor``'s null (None: none). Returns
+    noun -> int32 [H, W] labels; one object one noun (``exclusive_instances``) is the
+    caller's next step."""
     grid = parts.regions.shape[1:]
+    elsewhere = None if others is None or head < 0 else region_hits(parts.regions[head], others,
+                                                                    cfg.focus_overlap)
     out = {}
     for noun, on_screen in focus.items():
         if head < 0:
             out[noun] = np.zeros(grid, dtype=np.int32)
             continue
         keep = head_instances(parts, head, on_screen, cfg.focus_overlap, cfg.min_lift,
-                              cfg.min_lift_null_factor)
+                              cfg.min_lift_null_factor, cfg.instance_null_factor, elsewhere)
         labels = head_labels(parts, head, keep, cfg)
         if source is not None:
             labels = with_unclaimed(labels, on_screen, source, source_head, cfg, parts.sink_keys[head])

@@ -521,7 +521,7 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
     if head >= 0 and cfg.link_ratio is not None and self_attn is not None:
         link_chosen_head(parts, self_attn, head, focus, cfg)
         instances[head] = head_instances(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
-                                         cfg.min_lift_null_factor)
+                                         cfg.min_lift_null_factor, cfg.instance_null_factor)
     if head < 0:
         labels = np.zeros(parts.regions.shape[1:], dtype=np.int32)
     else:

@@ -1382,12 +1382,31 @@ def focus_regions(parts: HeadPartitions, focus, min_overlap: float) -> list:
 
 
 def head_instances(parts: HeadPartitions, head: int, focus, min_overlap: float,
-                   min_lift: float, null_factor: float | None = None) -> np.ndarray:
+                   min_lift: float, null_factor: float | None = None,
+                   instance_null: float | None = None,
+                   not_background: np.ndarray | None = None) -> np.ndarray:
     """bool [m_head + 1]: the instances of one head for one focus (as ``focus_regions``): its
     regions on the focus with a measured lift > ``min_lift`` (or > the head's own threshold,
-    ``null_factor``: see ``lift_threshold``)."""
-    return _lifted(region_hits(parts.regions[head], focus, min_overlap), parts.lift[head], min_lift,
-                   null_factor, _null_of(parts, head))
+    ``null_factor``: see ``lift_threshold``). ``instance_null``: each of them must also keep
+    more than this factor times the 90th percentile of the head's null for its size (its
+    measured regions off the focus of at most twice its size, with its background tiles
+    when fewer than ``MIN_NULL_REGIONS``; those of ``not_background``, bool [m + 1], left
+    out: another noun's objects); an instance with no such null stays
+    (``NuminaConfig.instance_null_factor``). None = the threshold alone."""
+    lift, inst, size, off = _instances_and_background(parts, head, focus, min_overlap, min_lift,
+                                                      null_factor, not_background)
+    keep = np.zeros(len(lift), dtype=bool)
+    keep[inst] = True
+    if instance_null is None or not len(inst):
+        return keep
+    tiles = _null_of(parts, head)
+    not_null = np.ones(len(lift), dtype=bool)  # regions that are not background pieces
+    not_null[off] = False
+    for i in inst:
+        upper = _null_upper(lift, size, not_null, tiles, i)
+        if upper is not None and lift[i] <= instance_null * upper:
+            keep[i] = False
+    return keep
 
 
 def head_lift_threshold(parts: HeadPartitions, head: int, focus, min_overlap: float,
@@ -1552,13 +1571,20 @@ def null_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
     not_null[off] = False
     ratios = []
     for i in inst:
-        null = null_lifts(not_null | (size > 2 * size[i]), lift, tiles)
-        if len(null) == 0:
-            continue
-        upper = float(np.percentile(null, 90))
-        if upper > 0:
+        upper = _null_upper(lift, size, not_null, tiles, i)
+        if upper is not None and upper > 0:
             ratios.append(float(lift[i]) / upper)
     return float(np.median(ratios)) if ratios else float("nan")
+
+
+def _null_upper(lift: np.ndarray, size: np.ndarray, not_null: np.ndarray,
+                tiles: np.ndarray | None, i: int) -> float | None:
+    """The 90th percentile of a head's null for its region ``i``: the lifts (float [m + 1])
+    of its background pieces (``not_null`` bool [m + 1] False) of at most twice the region's
+    ``size`` (float [m + 1]), with its background ``tiles`` when fewer than
+    ``MIN_NULL_REGIONS`` (``null_lifts``); None when there are too few."""
+    null = null_lifts(not_null | (size > 2 * size[i]), lift, tiles)
+    return float(np.percentile(null, 90)) if len(null) else None
 
 
 def _lifted(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
