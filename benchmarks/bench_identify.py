@@ -739,6 +739,15 @@ def run_object_sizes(args) -> int:
 #: scenes per cell of ``--absent`` runs (each with ``--frames`` frames)
 ABSENT_SCENES = 8
 
+#: families whose scenes always show at least one object (``make_video_scene`` refuses
+#: ``n=0``: one object enters or leaves and every frame shows one): no ``--absent`` cells
+ALWAYS_SHOWN = frozenset({"video"})
+
+
+def absent_families(families) -> list:
+    """The ``families`` an ``--absent`` run can read (those not in ``ALWAYS_SHOWN``), in order."""
+    return [f for f in families if f not in ALWAYS_SHOWN]
+
 
 def run_absent(args) -> int:
     """Frames without the noun's object: every family, grid and noise of ``args``, scenes with
@@ -748,7 +757,10 @@ def run_absent(args) -> int:
     draw is read as."""
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     cells = []
-    for family in args.families:
+    families = absent_families(args.families)
+    for family in sorted(set(args.families) - set(families)):
+        print(f"--absent: {family} left out: its scenes always show at least one object", flush=True)
+    for family in families:
         for grid in grids:
             for noise in args.noise:
                 res = run_cell(family, grid, noise, ABSENT_SCENES, args.frames, 0,

@@ -1,6 +1,8 @@
 """The identify benchmark's main run fails (exit 1) when an aim of issues 11 and 16 is missed:
 the reader's time, an accuracy cell, the layout's time."""
 
+import pytest
+
 import bench_identify
 
 
@@ -114,3 +116,15 @@ def test_merge_families_replaces_only_the_families_run(tmp_path):
     assert "The rope family's cells and layout times: a later run" in (tmp_path / "identify.md").read_text()
     with pytest.raises(SystemExit, match="seeds"):
         bench_identify.run_merge_families(argparse.Namespace(**{**vars(args), "seeds": 1}), tmp_path)
+
+
+def test_an_absent_run_leaves_out_the_family_that_always_shows_objects():
+    from synthetic_video_scenes import make_video_scene
+
+    # the video family refuses a scene without objects, so ``--absent`` would stop on it
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        make_video_scene(0, (12, 16), n_frames=2, seed=0)
+    families = ["project", "video", "early"]
+    assert bench_identify.absent_families(families) == ["project", "early"]
+    every = bench_identify.FAMILY_HEAD_TYPES
+    assert set(every) - set(bench_identify.absent_families(every)) == {"video"}
