@@ -95,8 +95,8 @@ at noise 0.5, >= 0.60 at the run's highest noise, never below the naive counter;
 one is missed); writes results/identify_heads{N}.json and .md. ``--object-sizes`` runs the
 30x52 cells with objects of four sizes (results/identify_sizes.*). ``--absent`` runs frames
 that show no object of the noun (count 0; scene seeds 10000 + 100 * s), alone and beside a
-present noun read by phase 1's rule for several nouns (results/identify_absent.*); a report,
-no aim. ``--layout-cost JSON`` times the layout on ready maps with the default and with the
+present noun read by phase 1's rule for several nouns (results/identify_absent.*; the video
+family, whose scenes always show an object, left out); a report, no aim. ``--layout-cost JSON`` times the layout on ready maps with the default and with the
 given ``NuminaConfig`` fields changed, side by side on the same frames (what one setting
 costs; results/identify_layout_cost.*); a report, no aim. ``--row-sums-cost`` times the
 default against the same with every row of the map summed first (results/identify_row_sums_cost.*);
