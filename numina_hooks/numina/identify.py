@@ -539,19 +539,19 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
     instances of ``head`` (of ``parts``; -1 = none chosen: no instance) on its own focus
     (``focus``: noun -> bool [H, W] mask or ``focus.NounFocus``), and, with ``source`` (the frame's self-attention map or
     a source of its entries, whose head ``source_head`` is ``head``), the instances it finds
-    in the focus those leave unclaimed (``with_unclaimed``). ``others``: the focus of the
-    prompt's other nouns (mask, ``NounFocus`` or ``FocusUnion``), whose regions are objects,
-    not background pieces, for ``cfg.instance_null_factor``'s null (None: none). Returns
-    noun -> int32 [H, W] labels; one object one noun (``exclusive_instances``) is the
-    caller's next step."""
+    in the focus those leave unclaimed (``with_unclaimed``). The regions on the other nouns'
+    focus (those of ``focus`` and ``others``: a mask, ``NounFocus`` or ``FocusUnion`` of nouns
+    read apart; None: none) are objects, not background pieces, and stay out of each noun's
+    null (``cfg.instance_null_factor``). Returns noun -> int32 [H, W] labels; one object one
+    noun (``exclusive_instances``) is the caller's next step."""
     grid = parts.regions.shape[1:]
-    elsewhere = None if others is None or head < 0 else region_hits(parts.regions[head], others,
-                                                                    cfg.focus_overlap)
     out = {}
     for noun, on_screen in focus.items():
         if head < 0:
             out[noun] = np.zeros(grid, dtype=np.int32)
             continue
+        rest = [f for other, f in focus.items() if other != noun] + ([] if others is None else [others])
+        elsewhere = region_hits(parts.regions[head], FocusUnion(rest), cfg.focus_overlap) if rest else None
         keep = head_instances(parts, head, on_screen, cfg.focus_overlap, cfg.min_lift,
                               cfg.min_lift_null_factor, cfg.instance_null_factor, elsewhere)
         labels = head_labels(parts, head, keep, cfg)
