@@ -432,13 +432,13 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             elif source is not None:
                 link_chosen_head(read, source, head, on, cfg)
         others = [f for other, f in focus.items() if other != noun]
-        from_cross = lacks_self_evidence(read, head, on, cfg, source, FocusUnion(others) if others else None)
+        others = FocusUnion(others) if others else None
+        from_cross = lacks_self_evidence(read, head, on, cfg, source, others)
         if from_cross:
             labels = fallback_layout(on, cfg)
         else:
             src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
-            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head,
-                                       others=FocusUnion(others) if others else None)[noun]
+            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head, others=others)[noun]
             if not labels.any() and head >= 0 and cfg.instance_null_factor is not None and \
                     cfg.self_evidence_factor is not None and \
                     head_instances(read, head, on, cfg.focus_overlap, cfg.min_lift,

@@ -1399,11 +1399,7 @@ def head_instances(parts: HeadPartitions, head: int, focus, min_overlap: float,
     keep[inst] = True
     if instance_null is None or not len(inst):
         return keep
-    tiles = _null_of(parts, head)
-    not_null = np.ones(len(lift), dtype=bool)  # regions that are not background pieces
-    not_null[off] = False
-    for i in inst:
-        upper = _null_upper(lift, size, not_null, tiles, i)
+    for i, upper in zip(inst, _null_uppers(parts, head, lift, inst, size, off)):
         if upper is not None and lift[i] <= instance_null * upper:
             keep[i] = False
     return keep
@@ -1566,25 +1562,26 @@ def null_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
     left out; None = none."""
     lift, inst, size, off = _instances_and_background(parts, head, focus, min_overlap, min_lift,
                                                       null_factor, not_background)
-    tiles = _null_of(parts, head)
-    not_null = np.ones(len(lift), dtype=bool)  # regions that are not background pieces
-    not_null[off] = False
-    ratios = []
-    for i in inst:
-        upper = _null_upper(lift, size, not_null, tiles, i)
-        if upper is not None and upper > 0:
-            ratios.append(float(lift[i]) / upper)
+    ratios = [float(lift[i]) / upper for i, upper in zip(inst, _null_uppers(parts, head, lift, inst, size, off))
+              if upper is not None and upper > 0]
     return float(np.median(ratios)) if ratios else float("nan")
 
 
-def _null_upper(lift: np.ndarray, size: np.ndarray, not_null: np.ndarray,
-                tiles: np.ndarray | None, i: int) -> float | None:
-    """The 90th percentile of a head's null for its region ``i``: the lifts (float [m + 1])
-    of its background pieces (``not_null`` bool [m + 1] False) of at most twice the region's
-    ``size`` (float [m + 1]), with its background ``tiles`` when fewer than
-    ``MIN_NULL_REGIONS`` (``null_lifts``); None when there are too few."""
-    null = null_lifts(not_null | (size > 2 * size[i]), lift, tiles)
-    return float(np.percentile(null, 90)) if len(null) else None
+def _null_uppers(parts: HeadPartitions, head: int, lift: np.ndarray, inst: np.ndarray,
+                 size: np.ndarray, off: np.ndarray) -> list:
+    """The 90th percentile of ``head``'s null for each of its regions ``inst`` (int [i]), as
+    ``_instances_and_background`` gives them with the lifts and sizes (float [m + 1]) and the
+    background pieces ``off`` (int [o]): the lifts of the pieces of at most twice the
+    region's size, with the head's background tiles when fewer than ``MIN_NULL_REGIONS``
+    (``null_lifts``). A list of floats, None for a region with too few."""
+    tiles = _null_of(parts, head)
+    not_null = np.ones(len(lift), dtype=bool)  # regions that are not background pieces
+    not_null[off] = False
+    uppers = []
+    for i in inst:
+        null = null_lifts(not_null | (size > 2 * size[i]), lift, tiles)
+        uppers.append(float(np.percentile(null, 90)) if len(null) else None)
+    return uppers
 
 
 def _lifted(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
