@@ -408,7 +408,8 @@ def test_a_nan_among_the_entries_read_from_a_map_is_refused_by_name(exclude):
     reads = {"pairs": lambda s: s.pairs(torch.tensor([10]), torch.tensor([17])),
              "blocks": lambda s: s.blocks(heads, rows),
              "block_sums": lambda s: s.block_sums(heads, rows, torch.ones(1, 4)),
-             "mean_rows": lambda s: s.mean_rows(torch.tensor([10, 11]))}
+             "mean_rows": lambda s: s.mean_rows(torch.tensor([10, 11])),
+             "diagonals": lambda s: s.diagonals((7,))}  # row 10's entry on 17
     for name, read in reads.items():
         assert torch.isfinite(read(MapSelfAttention(maps, exclude_own_key=exclude))[0]).all(), name
         with pytest.raises(ValueError, match="frame_map contains 2 NaN/inf"):
@@ -437,3 +438,38 @@ def test_the_default_layout_refuses_a_nan_outside_the_sampled_rows():
     cross = torch.rand(4, grid[0] * grid[1])
     with pytest.raises(ValueError, match="self_attn contains 1 NaN/inf"):
         layout_from_attention(bad, cross, grid)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_diagonals_of_a_map_are_its_entries_with_zeros_off_the_map(exclude):
+    q, k = scene_qk((5, 7), heads=3, seed=4, dtype=torch.float32)
+    maps = softmax_map(q, k, 0.4)
+    n = maps.shape[1]
+    rows = maps / (1 - maps.diagonal(dim1=1, dim2=2))[:, :, None] if exclude else maps
+    offsets = (-9, -1, 2, 7, 40)
+    got = MapSelfAttention(maps, exclude_own_key=exclude).diagonals(offsets)
+    assert got.shape == (3, len(offsets), n)
+    for i, d in enumerate(offsets):
+        for r in range(n):
+            want = rows[:, r, r + d] if 0 <= r + d < n else torch.zeros(3)
+            torch.testing.assert_close(got[:, i, r], want, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="offset 0 is each row's own key"):
+        MapSelfAttention(maps).diagonals((0, 1))
+
+
+@pytest.mark.parametrize("grid", [(6, 9), (1, 7), (7, 1), (2, 2)])
+@pytest.mark.parametrize("band", [0, 1, 2])
+def test_edge_weights_read_from_diagonals_equal_those_of_the_gathered_pairs(grid, band):
+    # the map path reads whole diagonals and copies the bundles out of them; the pairs read
+    # one by one (as the q/k source gives them) must give the same weights, bit for bit
+    from numina_hooks.numina.partition import _bundle_weights, edge_pairs, edge_weights
+    n = grid[0] * grid[1]
+    maps = torch.softmax(torch.randn(4, n, n, generator=torch.Generator().manual_seed(band)) * 3, -1)
+    for exclude in (False, True):
+        source = MapSelfAttention(maps, exclude_own_key=exclude)
+        rows, cols, valid, shapes = edge_pairs(grid, band)
+        want = _bundle_weights(source.pairs(rows, cols), valid, shapes, grid, band)
+        got = edge_weights(source, grid, band)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape
+            assert torch.equal(a, b)

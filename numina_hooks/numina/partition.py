@@ -61,6 +61,7 @@ import torch
 
 from .attention_entries import MapSelfAttention, QKSelfAttention
 from .focus import focus_bool, heads_hits, region_hits
+from .order_stats import median, percentile
 
 __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "partition_heads",
            "partition_from_qk", "fill_lift", "link_regions", "concat_partitions",
@@ -119,14 +120,30 @@ def edge_weights(self_attn, grid: tuple[int, int], band: int = 1
     source = _as_source(self_attn)
     rows, cols, valid, shapes = edge_pairs(grid, band)
     if isinstance(source, MapSelfAttention):
-        # each distinct entry read once, in address order, then copied out to every pair: a
-        # pair's entries recur in the bundles of the neighbouring seams (2.3x fewer entries
-        # read at 30x52 with band 1); the same values, entry for entry
-        distinct_rows, distinct_cols, copies = _distinct_edge_entries(int(grid[0]), int(grid[1]), int(band))
-        vals = source.pairs(distinct_rows, distinct_cols).index_select(1, copies)
+        # the bundles lie on a few diagonals of the map (offsets within two rows of the
+        # grid): those diagonals read whole, then each pair's entries copied out of them;
+        # the same values, entry for entry
+        offsets, places = _diagonal_places(int(grid[0]), int(grid[1]), int(band))
+        vals = source.diagonals(offsets).reshape(source.heads, len(offsets) * source.n).index_select(1, places)
     else:  # the q/k source gathered its pairs already (``partition_from_qk``)
         vals = source.pairs(rows, cols)
     return _bundle_weights(vals, valid, shapes, grid, band)
+
+
+@functools.lru_cache(maxsize=8)
+def _diagonal_places(H: int, W: int, band: int) -> tuple[tuple[int, ...], torch.Tensor]:
+    """Where ``edge_pairs``' entries lie among the diagonals of the map: (the diagonals
+    ``b - a`` of its entries ``A[a, b]``, ascending, none 0; long ``[P]``, each entry's place
+    ``i * N + a`` in the ``[D, N]`` rows that ``MapSelfAttention.diagonals`` gives for them).
+    A placeholder entry (its bundle leaves the grid) points at place 0, row 0 of the most
+    negative diagonal: off the map, so 0. Cached per grid and band: do not modify them."""
+    rows, cols, valid, _ = _edge_pairs(H, W, band)
+    d = (cols - rows)[valid]
+    offsets = tuple(int(v) for v in torch.unique(torch.cat([d, -d])))  # a pair's entries never lie on 0
+    at = torch.full((2 * H * W + 1,), -1, dtype=torch.long)
+    at[torch.tensor(offsets, dtype=torch.long) + H * W] = torch.arange(len(offsets))
+    places = at[(cols - rows) + H * W] * (H * W) + rows
+    return offsets, torch.where(valid, places, torch.zeros_like(places))
 
 
 def edge_pairs(grid: tuple[int, int], band: int = 1) -> tuple[torch.Tensor, torch.Tensor,
@@ -162,19 +179,6 @@ def _edge_pairs(H: int, W: int, band: int):
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty, torch.zeros(0, dtype=torch.bool), shapes
     return torch.cat(rows), torch.cat(cols), torch.cat(valid), shapes
-
-
-@functools.lru_cache(maxsize=8)
-def _distinct_edge_entries(H: int, W: int, band: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The distinct entries among those ``edge_pairs`` names, in ascending order of their
-    place in a row-major ``[N, N]`` map: (rows, cols) long ``[U]``, and long ``[P]``, where
-    each of the ``P`` entries of ``edge_pairs`` lies among them. Cached per grid and band:
-    do not modify them."""
-    rows, cols, _, _ = _edge_pairs(H, W, band)
-    n = H * W
-    flat, copies = np.unique((rows * n + cols).numpy(), return_inverse=True)
-    return (torch.from_numpy(flat // n), torch.from_numpy(flat % n),
-            torch.from_numpy(copies.reshape(-1).astype(np.int64)))
 
 
 def _bundle_weights(vals: torch.Tensor, valid: torch.Tensor, shapes: list,
@@ -300,6 +304,16 @@ def _first_of_each(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     new = np.ones(len(keys), dtype=bool)
     new[1:] = ordered[1:] != ordered[:-1]
     return ordered[new], order[new]
+
+
+def _sorted_runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of equal values of sorted ``keys`` (int [K], K > 0): (each run's key, its
+    start, its length), int64 [R] each: ``np.unique(keys, return_index=True,
+    return_counts=True)`` without a sort."""
+    new = np.ones(len(keys), dtype=bool)
+    new[1:] = keys[1:] != keys[:-1]
+    start = np.flatnonzero(new)
+    return keys[start], start, np.diff(np.append(start, len(keys)))
 
 
 def _unique_small(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1285,7 +1299,7 @@ def _containment_lift(source, regions: np.ndarray, sample: int,
     gid = heads_of.astype(np.int64) * (n + 1) + regions[heads_of, pix]
     order = np.argsort(gid, kind="stable")
     gid, pix, heads_of = gid[order], pix[order], heads_of[order]
-    groups, start, _, size = _unique_first_counts(gid)
+    groups, start, size = _sorted_runs(gid)
     g_head = heads_of[start]
     g_region = groups - g_head * (n + 1)
     # bounding boxes and the moves by one box height / width that stay on the grid
@@ -1461,7 +1475,7 @@ def lift_threshold(on_focus: np.ndarray, lift: np.ndarray, min_lift: float,
     off = null_lifts(on_focus, lift, tiles)
     if len(off) == 0:
         return min_lift
-    own = null_factor * float(np.percentile(off, 90))
+    own = null_factor * percentile(off, 90)
     return own if 0.0 < own < min_lift else min_lift
 
 
@@ -1514,10 +1528,10 @@ def instance_evidence(parts: HeadPartitions, head: int, focus, min_overlap: floa
         near = off[(size[off] >= size[i] / 2) & (size[off] <= 2 * size[i])]
         if len(near) < MIN_EVIDENCE_REGIONS:
             continue
-        upper = float(np.percentile(lift[near], 75))
+        upper = percentile(lift[near], 75)
         if upper > 0:
             ratios.append(float(lift[i]) / upper)
-    return float(np.median(ratios)) if ratios else float("nan")
+    return median(ratios) if ratios else float("nan")
 
 
 def _instances_and_background(parts: HeadPartitions, head: int, focus, min_overlap: float,
@@ -1564,7 +1578,7 @@ def null_evidence(parts: HeadPartitions, head: int, focus, min_overlap: float,
                                                       null_factor, not_background)
     ratios = [float(lift[i]) / upper for i, upper in zip(inst, _null_uppers(parts, head, lift, inst, size, off))
               if upper is not None and upper > 0]
-    return float(np.median(ratios)) if ratios else float("nan")
+    return median(ratios) if ratios else float("nan")
 
 
 def _null_uppers(parts: HeadPartitions, head: int, lift: np.ndarray, inst: np.ndarray,
@@ -1580,7 +1594,7 @@ def _null_uppers(parts: HeadPartitions, head: int, lift: np.ndarray, inst: np.nd
     uppers = []
     for i in inst:
         null = null_lifts(not_null | (size > 2 * size[i]), lift, tiles)
-        uppers.append(float(np.percentile(null, 90)) if len(null) else None)
+        uppers.append(percentile(null, 90) if len(null) else None)
     return uppers
 
 
