@@ -3,6 +3,7 @@
 references."""
 
 import numpy as np
+import pytest
 
 from numina_hooks.numina.partition import _ids_per_row, _regions_to_ids, _relabel, _renumbered
 
@@ -90,7 +91,9 @@ def test_contrast_of_every_head_at_once_matches_each_head_alone():
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from numina_hooks.numina.partition import _first_of_each, _unique_first_counts, _unique_small  # noqa: E402
+from numina_hooks.numina.order_stats import median, percentile  # noqa: E402
+from numina_hooks.numina.partition import (_components, _sorted_runs, _sparse_components,  # noqa: E402
+                                           _unique_first_counts, _unique_small)
 
 id_arrays = st.lists(st.integers(0, 60), min_size=1, max_size=80).map(lambda v: np.asarray(v, dtype=np.int64))
 
@@ -103,8 +106,40 @@ def test_the_counted_uniques_equal_numpy_unique(keys):
         assert np.array_equal(got, want)
     small_uniq, small_inv = _unique_small(keys)
     assert np.array_equal(small_uniq, uniq) and np.array_equal(small_inv, inv)
-    sorted_uniq, first_place = _first_of_each(keys)
-    assert np.array_equal(sorted_uniq, uniq) and np.array_equal(first_place, first)
+    ordered = np.sort(keys)
+    run_keys, run_start, run_length = _sorted_runs(ordered)
+    want_keys, want_start, want_length = np.unique(ordered, return_index=True, return_counts=True)
+    assert np.array_equal(run_keys, want_keys) and np.array_equal(run_start, want_start)
+    assert np.array_equal(run_length, want_length)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=64), min_size=1, max_size=60),
+       q=st.sampled_from([0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 100.0, 33.3]))
+def test_the_layouts_percentiles_are_numpys_bit_for_bit(values, q):
+    x = np.asarray(values)
+    assert percentile(x, q) == float(np.percentile(x, q))
+    assert median(values) == float(np.median(x))
+
+
+def test_a_percentile_of_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match="empty"):
+        percentile(np.zeros(0), 90)
+    with pytest.raises(ValueError, match="empty"):
+        median([])
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(2, 80), data=st.data())
+def test_components_of_few_edges_name_each_node_by_its_components_smallest_node(n, data):
+    edges = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), min_size=1, max_size=120))
+    src, dst = (np.asarray(v, dtype=np.int64) for v in zip(*edges))
+    comp = _components(n, src, dst)  # scipy's labels: any id per component
+    smallest = np.array([np.flatnonzero(comp == comp[i]).min() for i in range(n)])
+    on_edge = np.zeros(n, dtype=bool)
+    on_edge[src] = on_edge[dst] = True
+    want = np.where(on_edge, smallest, np.arange(n))
+    assert np.array_equal(_sparse_components(n, src, dst), want)
 
 
 def test_ids_spread_far_beyond_their_number_fall_back_to_sorting():
