@@ -599,7 +599,7 @@ def main() -> None:
         result = json.loads((out / "identify.json").read_text())
         result["reader"] = reader
         result["reader_run"] = {"date": time.strftime("%Y-%m-%d"), "note": args.update_reader,
-                                "load_average_at_end": _load_average()}
+                                "load_average_at_end": _load_average(), "machine": _machine()}
         sys.exit(_write_results(out, result))
     cells, times = accuracy_cells(args)
     result = {"heads": 12, "threads": 1, "seeds": args.seeds, "frames_per_scene": args.frames,
@@ -644,7 +644,7 @@ def run_merge_families(args, out: Path = HERE / "results") -> int:
     result["cells"] = [c for c in result["cells"] if c["family"] not in run] + cells
     result["timing"] = {k: v for k, v in result["timing"].items() if k.split()[0] not in run} | times
     when = {"date": time.strftime("%Y-%m-%d"), "note": args.merge_families,
-            "load_average_at_end": _load_average()}
+            "load_average_at_end": _load_average(), "machine": _machine()}
     result["family_runs"] = result.get("family_runs", {}) | {f: when for f in args.families}
     return _write_results(out, result)
 
@@ -1265,8 +1265,9 @@ def reader_markdown(result: dict) -> list:
                               f"(**{c['ratio_products_onednn_over_mm']}x**)" for g, c in mm_rows) + "."]
     run = result.get("reader_run")
     if run:
+        on = f"; machine: {run['machine']}" if run.get("machine") else ""
         lines += ["", f"This section's run: {run['date']}, {run['note']}; load average at its end "
-                  f"{run['load_average_at_end']}."]
+                  f"{run['load_average_at_end']}{on}."]
     return lines
 
 
@@ -1297,8 +1298,9 @@ def markdown(result: dict) -> str:
               f"{result['load_average_at_end']} (a shared machine: times are upper bounds)."]
     for family, run in result.get("family_runs", {}).items():
         lines.append("")
+        on = f"; machine: {run['machine']}" if run.get("machine") else ""
         lines.append(f"The {family} family's cells and layout times: a later run ({run['date']}, "
-                     f"`--merge-families`; load average at its end {run['load_average_at_end']}): "
+                     f"`--merge-families`; load average at its end {run['load_average_at_end']}{on}): "
                      f"{run['note']}")
     return "\n".join(lines)
 
