@@ -155,9 +155,9 @@ class MapSelfAttention:
 
         The 4-neighbour bundles of a frame (``partition.edge_weights``) lie on a few
         diagonals of every head's map (offsets within two rows of the grid): one gather per
-        head of those diagonals, by a cached index, reads each diagonal once (a frame's
-        bundles at 30x52: 16 diagonals, 0.4-0.5x the time of gathering the bundles'
-        distinct entries and copying them out to the pairs)."""
+        head of those diagonals, by a cached index, reads each diagonal once (at 30x52: 16
+        diagonals; a frame's edge weights in 0.82x the time of gathering the bundles'
+        distinct entries across the map, on one thread of a 2-core Intel Xeon)."""
         n = self.n
         lin, outside = _diagonal_index(n, tuple(int(d) for d in offsets))
         flat = self.map.reshape(self.heads, n * n)
