@@ -135,16 +135,20 @@ class MapSelfAttention:
             vals.index_fill_(1, own, 0.0)
         return vals
 
-    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """``A[:, rows, cols]`` for long ``rows``/``cols`` ``[P]`` -> float32 ``[heads, P]``."""
+    def _every_head_at(self, lin: torch.Tensor) -> torch.Tensor:
+        """The entries at flat places ``lin`` (long ``[P]``, ``row * N + col``) of every head's
+        map, float32 ``[heads, P]`` on the CPU, unchecked."""
         flat = self.map.reshape(self.heads, self.n * self.n)
-        lin = (rows * self.n + cols).to(self.map.device)
+        lin = lin.to(flat.device)
         if flat.device.type == "cpu":
             # one 1-D gather per head: the [heads, P] advanced index over the [heads, N*N] map
             # took twice as long on the CPU (a frame's bundles at 30x52: 9.8 ms against 18-20 ms)
-            vals = torch.stack([row.index_select(0, lin) for row in flat]).float()
-        else:
-            vals = flat[:, lin].float().cpu()
+            return torch.stack([row.index_select(0, lin) for row in flat]).float()
+        return flat[:, lin].float().cpu()
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``A[:, rows, cols]`` for long ``rows``/``cols`` ``[P]`` -> float32 ``[heads, P]``."""
+        vals = self._every_head_at(rows * self.n + cols)
         return self._renormalised(self._finite(vals), rows.cpu(), cols.cpu())
 
     def diagonals(self, offsets: tuple[int, ...]) -> torch.Tensor:
@@ -160,12 +164,7 @@ class MapSelfAttention:
         distinct entries across the map, on one thread of a 2-core Intel Xeon)."""
         n = self.n
         lin, outside = _diagonal_index(n, tuple(int(d) for d in offsets))
-        flat = self.map.reshape(self.heads, n * n)
-        if flat.device.type == "cpu":  # one 1-D gather per head, as ``pairs``
-            vals = torch.stack([row.index_select(0, lin) for row in flat]).float()
-        else:
-            vals = flat[:, lin.to(flat.device)].float().cpu()
-        self._finite(vals)
+        vals = self._finite(self._every_head_at(lin))
         if outside is not None:  # the few places off the map (a few rows at either end)
             vals.index_fill_(1, outside, 0.0)
         vals = vals.view(self.heads, len(offsets), n)
