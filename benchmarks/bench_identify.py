@@ -114,6 +114,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -144,6 +145,7 @@ from synthetic_crowd_scenes import CROWD_HEAD_TYPES, make_crowd_scene  # noqa: E
 from synthetic_spread_scenes import SPREAD_HEAD_TYPES, make_spread_scene  # noqa: E402
 from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E402
 from synthetic_video_scenes import FAMILY_HEAD_TYPES as VIDEO_HEAD_TYPES, make_video_scene  # noqa: E402
+from noun_map_clutter import DEFAULT_CLUTTER, add_clutter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "cross_peaks", "true_head")
@@ -447,13 +449,15 @@ def bootstrap_interval(per_scene: list[list[bool]], reps: int = 2000, seed: int 
 def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count: int,
              timing: dict, heads: int = HEADS, radius: tuple[float, float] | None = None,
              compare: dict | None = None, counts: tuple[int, ...] | None = None,
-             scene: dict | None = None) -> dict:
+             scene: dict | None = None, clutter: dict | None = None) -> dict:
     """Count accuracy of the methods on one cell (``seeds`` scenes per count 1..``max_count``,
     or per count of ``counts`` when given, ``frames`` frames each, report seeds); ``radius``
     the objects' radius range in patches (None: the family's default); ``scene`` more
     keyword arguments of the scene maker (``shape``: ``synthetic_scenes.SHAPES``;
     ``instance_share``: the shared family's instance head); ``compare``: name ->
-    ``NuminaConfig``, more configs counted like the default (temporal vote included).
+    ``NuminaConfig``, more configs counted like the default (temporal vote included);
+    ``clutter``: None, or keyword arguments of ``noun_map_clutter.add_clutter``, bumps added
+    to every scene's noun map (seeded by the scene's seed).
     Returns method -> (mean, low, high), ``frames`` and ``mean_found`` (method -> the mean
     count it gave)."""
     default, paper = NuminaConfig(), NuminaConfig.paper()
@@ -466,6 +470,8 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
     for n in (counts if counts is not None else range(1, max_count + 1)):
         for s in range(seeds):
             sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius, scene)
+            if clutter is not None:
+                add_clutter(sc.frames, grid, 10_000 + 100 * s + n, **clutter)
             true_heads = [i for i, t in enumerate(types) if t == "instance"]
             found = defaultdict(list)
             chosen_true, from_cross = [], []
@@ -556,6 +562,11 @@ def main() -> None:
                          "with every row of the map summed first (the whole-map pass the default made "
                          "before 2026-12-04's third session), side by side on the same frames; "
                          "written to results/identify_row_sums_cost.json and .md")
+    ap.add_argument("--clutter", action="store_true",
+                    help="the accuracy cells with clutter bumps as strong as the objects added to "
+                         "every noun map (benchmarks/noun_map_clutter.py), the default beside the "
+                         "default without its evidence test for missed objects; written to "
+                         "results/identify_clutter.json and .md")
     ap.add_argument("--instance-share", type=float, default=None,
                     help="the shared family's cells with its instance head's own share scaled by "
                          "this factor (e.g. 0.5), written to "
@@ -583,6 +594,8 @@ def main() -> None:
         sys.exit(run_large_grid(args))
     if args.instance_share is not None:
         sys.exit(run_weak_instance(args))
+    if args.clutter:
+        sys.exit(run_clutter(args))
     if args.layout_cost is not None or args.row_sums_cost:
         sys.exit(run_layout_cost(args))
     if args.merge_families:
@@ -684,22 +697,42 @@ def run_large_grid(args) -> int:
     return run_cells_variant(args, stem, large_grid_markdown)
 
 
-def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, scene: dict | None = None
-                      ) -> int:
+def run_clutter(args) -> int:
+    """The accuracy cells of ``args`` with clutter added to every noun map
+    (``noun_map_clutter.DEFAULT_CLUTTER``), the default beside the default without its
+    evidence test for missed objects (``cross_fallback_evidence=None``, the rule before);
+    written to ``results/identify_clutter.json`` and ``.md``; returns 1 when an accuracy aim
+    is missed."""
+    before = dataclasses.replace(NuminaConfig(), cross_fallback_evidence=None)
+    return run_cells_variant(args, "identify_clutter", clutter_markdown, compare={"before": before},
+                             clutter=dict(DEFAULT_CLUTTER))
+
+
+def _config_changes(cfg: NuminaConfig) -> dict:
+    """The fields of ``cfg`` that differ from the default's."""
+    base = NuminaConfig()
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if getattr(cfg, f.name) != getattr(base, f.name)}
+
+
+def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, scene: dict | None = None,
+                      compare: dict | None = None, clutter: dict | None = None) -> int:
     """The accuracy cells of ``args`` (families x grids x noise) with ``heads`` heads and the
-    scene maker's keyword arguments ``scene``, written to ``results/{stem}.json`` and ``.md`` (``markdown_of``);
-    returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
+    scene maker's keyword arguments ``scene`` (``compare``, ``clutter``: as ``run_cell``),
+    written to ``results/{stem}.json`` and ``.md`` (``markdown_of``); returns 1 when an
+    accuracy aim is missed (:func:`accuracy_aims`)."""
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
     cells = []
     for family in args.families:
         for grid in grids:
             for noise in args.noise:
                 res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
-                               defaultdict(list), heads, scene=scene)
+                               defaultdict(list), heads, scene=scene, compare=compare, clutter=clutter)
                 cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
                 print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
                                             if isinstance(v, tuple)}, flush=True)
     result = {"heads": heads, "threads": 1, "seeds": args.seeds, "scene": scene or {},
+              "clutter": clutter, "compare": {k: _config_changes(c) for k, c in (compare or {}).items()},
               "frames_per_scene": args.frames, "counts": [1, args.max_count], "cells": cells,
               "date": time.strftime("%Y-%m-%d"), "load_average_at_end": _load_average(),
               "machine": _machine()}
@@ -1047,6 +1080,32 @@ def large_grid_markdown(result: dict) -> str:
         "1280x720), each family's objects at its own size rule (the shared and feature "
         "families scale the radius with the grid's height, the project family keeps 2-4 "
         "patches). No default was tuned on this grid.")
+
+
+def clutter_markdown(result: dict) -> str:
+    """The markdown of a ``--clutter`` run's ``result``: the usual cells table, then the
+    default beside the default without its evidence test (the ``before`` column)."""
+    c = result["clutter"]
+    text = _cells_markdown(
+        result, "# Identify with clutter in the noun's map",
+        "The count-accuracy cells of `identify.md` with clutter added to every noun map "
+        "(`python benchmarks/bench_identify.py --clutter`; `benchmarks/noun_map_clutter.py`): "
+        f"{c['num'][0]}-{c['num'][1] - 1} bumps a scene, each at {c['amp'][0]:g}-{c['amp'][1]:g} of the "
+        "objects' strength above the map's median, at least "
+        f"{c['clearance']:g} patches from every object, where the self-attention holds no object. "
+        "Only the noun's map changes. No default was tuned on these scenes (the evidence test "
+        "for missed objects, `cross_fallback_evidence`, was built on development seeds of a "
+        "cluttered shared family and checked on another set before this run).")
+    rows = ["", "The default beside the same without its evidence test for missed objects "
+            "(`cross_fallback_evidence=None`: every strong bump of the map counts, the rule "
+            "before 2026-12-06's seventh session); count accuracy after the vote, 95% intervals:",
+            "", "| family | grid | noise | default | without the evidence test | naive cross CC | read from the cross map |",
+            "|---|---|---|---|---|---|---|"]
+    for cell in result["cells"]:
+        rows.append(f"| {cell['family']} | {cell['grid'][0]}x{cell['grid'][1]} | {cell['noise']} | "
+                    f"**{_fmt(cell['default'])}** | {_fmt(cell['before'])} | {_fmt(cell['naive'])} | "
+                    f"{_fmt(cell['default_from_cross'])} |")
+    return text + "\n" + "\n".join(rows) + "\n"
 
 
 def heads_markdown(result: dict) -> str:

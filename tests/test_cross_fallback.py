@@ -147,8 +147,13 @@ def test_one_extra_bump_in_the_cross_map_does_not_replace_the_heads_instances():
     layout = layout_from_attention(sa, ca, GRID)
     assert not layout.from_cross and layout.self_head == 3 and layout.count == 3
     assert not head_missed_objects(layout.labels, noun_focus(extra, GRID))
-    # with an excess of 1 the one extra bump would replace them
-    assert layout_from_attention(sa, ca, GRID, NuminaConfig(cross_fallback_excess=1)).from_cross
+    # with an excess of 1 the one extra bump would replace them, were every strong bump an
+    # object; the instance head keeps nothing inside that bump (background there), so with
+    # the evidence test (the default) it is clutter and the head's instances stand
+    assert layout_from_attention(sa, ca, GRID, NuminaConfig(cross_fallback_excess=1,
+                                                            cross_fallback_evidence=None)).from_cross
+    one = layout_from_attention(sa, ca, GRID, NuminaConfig(cross_fallback_excess=1))
+    assert not one.from_cross and one.count == 3
 
 
 def _instances_on(labels: np.ndarray, objects) -> np.ndarray:
@@ -500,3 +505,69 @@ def test_nouns_read_together_keep_each_others_objects_out_of_their_null():
     apart = instances_by_noun(parts, 0, {"cat": cat}, cfg, others=dogs)["cat"]
     assert together["cat"].max() == 1 and np.array_equal(together["cat"], apart)
     assert together["dogs"].max() == 2
+
+
+def _lifts(values: dict):
+    """A ``component_lift`` giving each strong component id the lift in ``values`` (0 for
+    the others), with a record of its calls."""
+    calls = []
+
+    def lift(strong):
+        calls.append(int(strong.max()))
+        out = np.zeros(int(strong.max()) + 1)
+        for k, v in values.items():
+            out[k] = v
+        return out
+    lift.calls = calls
+    return lift
+
+
+def test_untouched_strong_components_count_only_where_the_head_shows_an_object():
+    objects = _four_objects()
+    focus = noun_focus(gaussian_filter((objects > 0).astype(np.float64), 1.0) + 0.01, GRID)
+    strong = strong_components(focus)
+    assert strong.max() == 4
+    two = _instances_on(objects, (1, 2))  # two strong components left untouched
+    touched = np.unique(strong[two > 0])
+    untouched = [k for k in range(1, 5) if k not in touched]
+    # the head keeps 0.2 on the components it found; on the other two as much as a third of it
+    # (objects it missed) or next to nothing (clutter in the map)
+    objects_there = _lifts({**{k: 0.2 for k in touched}, **{k: 0.07 for k in untouched}})
+    clutter_there = _lifts({**{k: 0.2 for k in touched}, **{k: 0.01 for k in untouched}})
+    assert head_missed_objects(two, focus, component_lift=objects_there)
+    assert not head_missed_objects(two, focus, component_lift=clutter_there)
+    # one untouched component with evidence is under the excess of 2
+    one_shown = _lifts({**{k: 0.2 for k in touched}, untouched[0]: 0.07, untouched[1]: 0.0})
+    assert not head_missed_objects(two, focus, component_lift=one_shown)
+    # a head that shows its own objects no better than min_lift cannot speak against the map
+    weak_head = _lifts({**{k: 0.04 for k in touched}, **{k: 0.0 for k in untouched}})
+    assert head_missed_objects(two, focus, component_lift=weak_head)
+    # the test off: every strong component counts, whatever the lifts
+    off = NuminaConfig(cross_fallback_evidence=None)
+    assert head_missed_objects(two, focus, off, component_lift=clutter_there)
+    # the lifts are read only when the excess is reached
+    three = _instances_on(objects, (1, 2, 3))
+    unread = _lifts({})
+    assert not head_missed_objects(three, focus, component_lift=unread) and unread.calls == []
+    with pytest.raises(ValueError, match="component_lift gave shape"):
+        head_missed_objects(two, focus, component_lift=lambda s: np.zeros(2))
+
+
+def test_clutter_as_strong_as_the_objects_does_not_replace_a_right_head():
+    # the instance head separates the three objects; the noun's map has three more bumps as
+    # strong as they are, on background where no head holds an object: clutter
+    labels = _objects()
+    sa, _ = _frame(labels, with_instance_head=True, seed=0)
+    clutter = np.zeros(GRID)
+    clutter[9:12, 12:15] = clutter[15:18, 15:18] = clutter[3:6, 14:17] = 1.0
+    ca = _cross_of((labels > 0) + clutter, sa.shape[0])
+    assert strong_components(noun_focus(ca[0].numpy().reshape(GRID), GRID)).max() == 6
+    layout = layout_from_attention(sa, ca, GRID)
+    assert not layout.from_cross and layout.self_head == 3 and layout.count == 3
+    for k in (1, 2, 3):  # one instance on each object, none on the clutter
+        found = np.unique(layout.labels[labels == k])
+        assert len(found[found > 0]) == 1
+    assert not layout.labels[clutter > 0].any()
+    # every strong bump an object (the rule before): the map's six bumps replace the head's three
+    before = layout_from_attention(sa, ca, GRID, NuminaConfig(cross_fallback_evidence=None))
+    assert before.from_cross and before.count == 6

@@ -78,6 +78,7 @@ _INTERVALS = {
     "self_evidence_null_factor": (0, False, math.inf, False, True, " (the size-matched comparison alone)"),
     "cross_fallback_ratio": (0, False, 1, False, False, ""),
     "cross_fallback_peak": (0, False, 1, True, False, ""),
+    "cross_fallback_evidence": (0, True, math.inf, False, True, " (every strong component counts)"),
     "cross_peak_prominence": (0, False, 1, False, True, " (the plain components)"),
     "cross_peak_base": (0, True, 1, False, False, ""),
     "cross_peak_sigma": (0, True, math.inf, False, False, " (0 = no smoothing)"),
@@ -405,6 +406,18 @@ class NuminaConfig:
     """A cross-map component is strong (``cross_fallback_excess``) when its peak reaches
     ``floor + cross_fallback_peak * (peak - floor)`` of the noun's map: 1.0 keeps only the
     component holding the map's peak."""
+    cross_fallback_evidence: float | None = 0.3
+    """A strong component that none of the chosen head's instances touches counts as an
+    object the head missed (``cross_fallback_excess``) only when the self-attention shows
+    something there: the head's containment lift on the component (the pixels the map's
+    component covers, measured as an instance's) reaches this share of the median lift it
+    keeps on the strong components its instances do touch. The test applies only where that
+    median exceeds ``min_lift`` (the head shows the map's objects it found); otherwise the
+    map is trusted as before: a head that tells nothing about the noun (a positional head,
+    rows too diffuse to keep their objects) cannot speak against the map either. Clutter in
+    the noun's map (bumps as strong as the objects where the self-attention holds no
+    object) then no longer replaces a right head's instances. None = every strong component
+    counts (the rule before 2026-12-06's seventh session)."""
     exclusive_regions: bool = True
     """True (default): an instance claimed by several nouns in a frame goes to one of them
     (``claim_measure``): one object is counted for one noun. False (paper): every noun keeps
@@ -570,7 +583,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
-                        self_evidence_factor=None, self_evidence_null_factor=None, instance_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False,
+                        self_evidence_factor=None, self_evidence_null_factor=None, instance_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False, cross_fallback_evidence=None,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)

@@ -39,9 +39,9 @@ from .layout import (Layout, _instances, _partition, _regions_to_instances, chec
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
                      splinter_option, reach_option, bridge_option, head_missed_objects, strong_components)
-from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
-                        head_instances, head_lift_threshold, link_head, link_regions, partition_from_qk,
-                        temporal_vote)
+from .partition import (HeadPartitions, _as_source, _containment_lift, concat_partitions, fill_lift,
+                        focus_regions, head_instances, head_lift_threshold, link_head, link_regions,
+                        partition_from_qk, temporal_vote)
 
 
 @dataclass
@@ -360,6 +360,24 @@ class NounInFrame:
                       head_scores=self.scores, from_cross=self.from_cross)
 
 
+def _component_lifts(source_and_head, cfg: NuminaConfig, grid):
+    """``component_lift`` for ``layout.head_missed_objects``: the containment lift, in the
+    chosen head, of each of a noun's strong cross-map components (int [H, W] ids 1..m ->
+    float [m + 1]), measured as an instance's (``partition._containment_lift``, members
+    sampled by ``lift_sample``). None without a source or a head (every strong component
+    counts)."""
+    source, head = source_and_head
+    if source is None or head < 0 or cfg.cross_fallback_evidence is None:
+        return None
+    source = _as_source(source)
+
+    def lifts(strong: np.ndarray) -> np.ndarray:
+        regions = np.zeros((source.heads, source.n), dtype=np.int64)
+        regions[head] = np.asarray(strong).reshape(-1)
+        return _containment_lift(source, regions, cfg.lift_sample, tuple(grid))[0][head]
+    return lifts
+
+
 def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig, *,
                source=None, link=None, source_of=None) -> dict[str, NounInFrame]:
     """Phase 1's rule for the counted nouns of one frame, after every head is partitioned
@@ -461,8 +479,10 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         if exclusive:
             exclusive_instances(strong, maps, cfg.claim_measure, focus)
         switched = False
+        lifts = _component_lifts(source_of(head) if source_of is not None and head >= 0 else (source, head),
+                                 cfg, grid)
         for noun, r in out.items():
-            if not r.from_cross and head_missed_objects(r.labels, focus[noun], cfg, strong[noun]):
+            if not r.from_cross and head_missed_objects(r.labels, focus[noun], cfg, strong[noun], lifts):
                 r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
         if exclusive and switched:
             exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)

@@ -290,7 +290,7 @@ def strong_components(focus, config: NuminaConfig | None = None) -> np.ndarray:
 
 
 def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None = None,
-                        strong: np.ndarray | None = None) -> bool:
+                        strong: np.ndarray | None = None, component_lift=None) -> bool:
     """Whether the chosen head's instances of a noun (``labels``, int [H, W], 0 = none, at
     least one instance) leave ``cross_fallback_excess`` or more of its cross map's strong
     components unaccounted for: the map holds that many more strong components than the head
@@ -301,7 +301,15 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
     int [H, W] labels (None: ``strong_components(focus)``; with several nouns, those the
     noun keeps once each strong component is given to one noun). False when the excess is
     None or the head has no instance (a noun the head does not find stays at 0: an absent
-    noun's map still has bumps)."""
+    noun's map still has bumps).
+
+    ``component_lift``: None, or ``component_lift(strong) -> float [m + 1]``, the chosen
+    head's containment lift on each strong component (``strong`` int [H, W], ids 1..m);
+    called only when the excess is reached. With it and ``cross_fallback_evidence``, an
+    untouched strong component counts only when its lift reaches that share of the median
+    lift of the touched ones, provided that median exceeds ``min_lift``
+    (``NuminaConfig.cross_fallback_evidence``): clutter where the head shows no object is
+    not a missed object."""
     cfg = config or NuminaConfig()
     labels = np.asarray(labels)
     count = int(labels.max()) if labels.size else 0
@@ -309,11 +317,35 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
         return False
     strong = strong_components(focus, cfg) if strong is None else np.asarray(strong)
     m = int(strong.max()) if strong.size else 0
-    if m - count >= cfg.cross_fallback_excess:
-        return True
     touched = np.zeros(m + 1, dtype=bool)
     touched[strong[labels > 0]] = True  # strong components holding an instance's pixel
-    return int(m - touched[1:].sum()) >= cfg.cross_fallback_excess
+    touched[0] = False
+    counted = _shown_components(strong, touched, component_lift, cfg) \
+        if component_lift is not None and cfg.cross_fallback_evidence is not None and \
+        max(m - count, m - int(touched.sum())) >= cfg.cross_fallback_excess else m
+    return counted - count >= cfg.cross_fallback_excess or \
+        counted - int(touched.sum()) >= cfg.cross_fallback_excess
+
+
+def _shown_components(strong: np.ndarray, touched: np.ndarray, component_lift, cfg: NuminaConfig) -> int:
+    """How many of the ``m`` strong components (int [H, W] ids, ``touched`` bool [m + 1]:
+    those holding an instance) count as objects for ``head_missed_objects``: every touched
+    one, and each untouched one whose lift (``component_lift(strong)``, float [m + 1]) reaches
+    ``cross_fallback_evidence`` times the touched ones' median lift; all ``m`` when no
+    component is touched or that median is at most ``min_lift``."""
+    m = len(touched) - 1
+    if not touched.any():
+        return m
+    lift = np.asarray(component_lift(strong), dtype=np.float64)
+    if lift.shape != (m + 1,):
+        raise ValueError(f"component_lift gave shape {lift.shape}; expected ({m + 1},): one lift per "
+                         "strong component id 0..m")
+    reference = float(np.median(lift[touched]))
+    if not reference > cfg.min_lift:  # the head does not show the objects it found (NaN too)
+        return m
+    shown = ~touched & (lift >= cfg.cross_fallback_evidence * reference)
+    shown[0] = False
+    return int(touched.sum() + shown.sum())
 
 
 def lacks_self_evidence(parts: HeadPartitions, head: int, focus, cfg: NuminaConfig,
