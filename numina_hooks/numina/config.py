@@ -406,7 +406,7 @@ class NuminaConfig:
     """A cross-map component is strong (``cross_fallback_excess``) when its peak reaches
     ``floor + cross_fallback_peak * (peak - floor)`` of the noun's map: 1.0 keeps only the
     component holding the map's peak."""
-    cross_fallback_evidence: float | None = 0.3
+    cross_fallback_evidence: float | None = 0.1
     """A strong component that none of the chosen head's instances touches counts as an
     object the head missed (``cross_fallback_excess``) only when the self-attention shows
     something there: the head's containment lift on the component (the pixels the map's
