@@ -39,8 +39,8 @@ from .layout import (Layout, _instances, _partition, _regions_to_instances, chec
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, proposals_from_self_map, self_attention_source,
                      splinter_option, reach_option, bridge_option, head_missed_objects, strong_components)
-from .partition import (HeadPartitions, _as_source, _containment_lift, concat_partitions, fill_lift,
-                        focus_regions, head_instances, head_lift_threshold, link_head, link_regions,
+from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
+                        head_instances, head_lift_threshold, head_region_lifts, link_head, link_regions,
                         partition_from_qk, temporal_vote)
 
 
@@ -363,19 +363,14 @@ class NounInFrame:
 def _component_lifts(source_and_head, cfg: NuminaConfig, grid):
     """``component_lift`` for ``layout.head_missed_objects``: the containment lift, in the
     chosen head, of each of a noun's strong cross-map components (int [H, W] ids 1..m ->
-    float [m + 1]), measured as an instance's (``partition._containment_lift``, members
+    float [m + 1]), measured as an instance's (``partition.head_region_lifts``, members
     sampled by ``lift_sample``). None without a source or a head (every strong component
     counts)."""
     source, head = source_and_head
     if source is None or head < 0 or cfg.cross_fallback_evidence is None:
         return None
     source = _as_source(source)
-
-    def lifts(strong: np.ndarray) -> np.ndarray:
-        regions = np.zeros((source.heads, source.n), dtype=np.int64)
-        regions[head] = np.asarray(strong).reshape(-1)
-        return _containment_lift(source, regions, cfg.lift_sample, tuple(grid))[0][head]
-    return lifts
+    return lambda strong: head_region_lifts(source, head, strong, cfg.lift_sample, grid)
 
 
 def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig, *,

@@ -68,7 +68,8 @@ __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "pa
            "focus_regions", "head_instances", "head_scores_from_focus", "focus_coverage",
            "instance_evidence",
            "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
-           "null_candidates", "peak_regions", "rim_grown", "temporal_vote", "within_reach"]
+           "null_candidates", "peak_regions", "rim_grown", "temporal_vote", "within_reach",
+           "head_region_lifts"]
 
 
 @dataclass
@@ -1132,9 +1133,7 @@ def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_
     if c == 0:
         return labels.astype(np.int32, copy=False)
     source = _as_source(self_attn)
-    regions = np.zeros((source.heads, H * W), dtype=np.int64)
-    regions[head] = cand
-    lift = _containment_lift(source, regions, sample, (H, W))[0][head]
+    lift = head_region_lifts(source, head, cand, sample, (H, W))
     new = [i for i in range(1, c + 1) if lift[i] > min_lift]
     if sink_keys is not None:
         new = [i for i in new if not sink_keys[cand == i].any()]
@@ -1300,6 +1299,18 @@ def _sink_keys(source, sink_mass: float, rows: int = 64) -> np.ndarray:
     n = source.n
     pick = torch.linspace(0, n - 1, min(rows, n)).round().long()
     return (source.mean_rows(pick) >= sink_mass).numpy()
+
+
+def head_region_lifts(self_attn, head: int, labels: np.ndarray, sample: int,
+                      grid: tuple[int, int]) -> np.ndarray:
+    """The containment lift (``_containment_lift``) in ``head`` alone of each region of
+    ``labels`` (int, N = H * W entries in any shape, 0 = none, ids 1..m), measured on at most
+    ``sample`` members each: float64 [m + 1] (index 0 unused). ``self_attn``: the frame's
+    ``[heads, N, N]`` map or a source of its entries."""
+    source = _as_source(self_attn)
+    regions = np.zeros((source.heads, source.n), dtype=np.int64)
+    regions[head] = np.asarray(labels).reshape(-1)
+    return _containment_lift(source, regions, sample, tuple(grid))[0][head]
 
 
 def _containment_lift(source, regions: np.ndarray, sample: int,
