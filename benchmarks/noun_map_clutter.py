@@ -57,12 +57,13 @@ def add_clutter(frames: list, grid: tuple[int, int], seed: int, amp: tuple[float
         return 0
     shape = np.sum(spots, axis=0)
     for fr in frames:
-        cross = torch.as_tensor(fr.cross_attn).double().reshape(-1, H, W)
+        given = torch.as_tensor(fr.cross_attn)
+        cross = given.double().reshape(-1, H, W)
         objects = np.asarray(fr.labels).reshape(H, W) > 0
         out = cross.clone()
         for h in range(cross.shape[0]):
             m = cross[h].numpy()
             top = float(m[objects].max()) if objects.any() else float(m.max())
             out[h] += torch.from_numpy((top - float(np.median(m))) * shape)
-        fr.cross_attn = out.reshape(cross.shape[0], H * W).to(torch.as_tensor(fr.cross_attn).dtype)
+        fr.cross_attn = out.reshape(cross.shape[0], H * W).to(given.dtype)
     return len(spots)

@@ -320,11 +320,16 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
     touched = np.zeros(m + 1, dtype=bool)
     touched[strong[labels > 0]] = True  # strong components holding an instance's pixel
     touched[0] = False
-    counted = _shown_components(strong, touched, component_lift, cfg) \
-        if component_lift is not None and cfg.cross_fallback_evidence is not None and \
-        max(m - count, m - int(touched.sum())) >= cfg.cross_fallback_excess else m
-    return counted - count >= cfg.cross_fallback_excess or \
-        counted - int(touched.sum()) >= cfg.cross_fallback_excess
+    found = int(touched.sum())
+
+    def reached(counted: int) -> bool:  # more components than instances, or untouched ones
+        return max(counted - count, counted - found) >= cfg.cross_fallback_excess
+
+    if not reached(m):
+        return False
+    if component_lift is None or cfg.cross_fallback_evidence is None:
+        return True
+    return reached(_shown_components(strong, touched, component_lift, cfg))
 
 
 def _shown_components(strong: np.ndarray, touched: np.ndarray, component_lift, cfg: NuminaConfig) -> int:
