@@ -1,7 +1,7 @@
 """Identify phase: the reader's seconds per frame and noun from q/k, and count accuracy on three
 synthetic scene families.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent | --all-nouns | --layout-cost JSON | --row-sums-cost]
+    OMP_NUM_THREADS=1 python benchmarks/bench_identify.py [--seeds 4] [--frames 3] [--reader-only | --update-reader NOTE | --heads N | --object-sizes | --absent | --all-nouns | --layout-cost JSON | --row-sums-cost | --clutter | --blur SIGMA]
 
 **Reader timing (aim checked).** What ``LayoutReader`` does inside the pipeline, from the
 kernel's q/k: the self view of every frame (the default algorithm: partition every head,
@@ -102,7 +102,10 @@ costs; results/identify_layout_cost.*); a report, no aim. ``--row-sums-cost`` ti
 default against the same with every row of the map summed first (results/identify_row_sums_cost.*);
 a report, no aim. ``--all-nouns`` reads the multi
 family's cells with every object noun of its prompt (``layouts_from_attention``) beside the
-noun alone (results/identify_multi_all_nouns.*); a report, no aim.
+noun alone (results/identify_multi_all_nouns.*); a report, no aim. ``--clutter`` adds clutter
+as strong as the objects to every noun map (results/identify_clutter.*); ``--blur SIGMA`` blurs
+every noun map by SIGMA patches at 30 rows over a 5% floor (noise 0.5 and 1.0 unless
+``--noise`` is given; results/identify_blur_{SIGMA}.*); both check the accuracy aims.
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ from synthetic_spread_scenes import SPREAD_HEAD_TYPES, make_spread_scene  # noqa
 from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E402
 from synthetic_video_scenes import FAMILY_HEAD_TYPES as VIDEO_HEAD_TYPES, make_video_scene  # noqa: E402
 from noun_map_clutter import DEFAULT_CLUTTER, add_clutter  # noqa: E402
+from noun_map_blur import blur_noun_maps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "cross_peaks", "true_head")
@@ -449,7 +453,8 @@ def bootstrap_interval(per_scene: list[list[bool]], reps: int = 2000, seed: int 
 def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count: int,
              timing: dict, heads: int = HEADS, radius: tuple[float, float] | None = None,
              compare: dict | None = None, counts: tuple[int, ...] | None = None,
-             scene: dict | None = None, clutter: dict | None = None) -> dict:
+             scene: dict | None = None, clutter: dict | None = None,
+             blur: dict | None = None) -> dict:
     """Count accuracy of the methods on one cell (``seeds`` scenes per count 1..``max_count``,
     or per count of ``counts`` when given, ``frames`` frames each, report seeds); ``radius``
     the objects' radius range in patches (None: the family's default); ``scene`` more
@@ -457,7 +462,8 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
     ``instance_share``: the shared family's instance head); ``compare``: name ->
     ``NuminaConfig``, more configs counted like the default (temporal vote included);
     ``clutter``: None, or keyword arguments of ``noun_map_clutter.add_clutter``, bumps added
-    to every scene's noun map (seeded by the scene's seed).
+    to every scene's noun map (seeded by the scene's seed); ``blur``: None, or keyword
+    arguments of ``noun_map_blur.blur_noun_maps``, every noun map blurred (after the clutter).
     Returns method -> (mean, low, high), ``frames`` and ``mean_found`` (method -> the mean
     count it gave)."""
     default, paper = NuminaConfig(), NuminaConfig.paper()
@@ -472,6 +478,8 @@ def run_cell(family: str, grid, noise: float, seeds: int, frames: int, max_count
             sc, types = _scene(family, n, grid, noise, 10_000 + 100 * s + n, frames, heads, radius, scene)
             if clutter is not None:
                 add_clutter(sc.frames, grid, 10_000 + 100 * s + n, **clutter)
+            if blur is not None:
+                blur_noun_maps(sc.frames, grid, **blur)
             true_heads = [i for i, t in enumerate(types) if t == "instance"]
             found = defaultdict(list)
             chosen_true, from_cross = [], []
@@ -567,6 +575,10 @@ def main() -> None:
                          "every noun map (benchmarks/noun_map_clutter.py), the default beside the "
                          "default without its evidence test for missed objects; written to "
                          "results/identify_clutter.json and .md")
+    ap.add_argument("--blur", type=float, default=None, metavar="SIGMA",
+                    help="the accuracy cells (noise 0.5 and 1.0 unless --noise is given) with every "
+                         "noun map blurred by SIGMA patches at 30 rows over a 5%% floor "
+                         "(benchmarks/noun_map_blur.py), written to results/identify_blur_{SIGMA}.json and .md")
     ap.add_argument("--instance-share", type=float, default=None,
                     help="the shared family's cells with its instance head's own share scaled by "
                          "this factor (e.g. 0.5), written to "
@@ -574,6 +586,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.large_grid and args.grids == ap.get_default("grids"):
         args.grids = ["45x80"]
+    if args.blur is not None and tuple(args.noise) == tuple(ap.get_default("noise")):
+        args.noise = [0.5, 1.0]
     torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
@@ -596,6 +610,8 @@ def main() -> None:
         sys.exit(run_weak_instance(args))
     if args.clutter:
         sys.exit(run_clutter(args))
+    if args.blur is not None:
+        sys.exit(run_blur(args))
     if args.layout_cost is not None or args.row_sums_cost:
         sys.exit(run_layout_cost(args))
     if args.merge_families:
@@ -708,6 +724,19 @@ def run_clutter(args) -> int:
                              clutter=dict(DEFAULT_CLUTTER))
 
 
+def run_blur(args) -> int:
+    """The accuracy cells of ``args`` with every noun map blurred by ``args.blur`` patches (at
+    30 rows; ``noun_map_blur.blur_noun_maps``) over a floor of ``BLUR_FLOOR`` of its peak,
+    written to ``results/identify_blur_{sigma}.json`` and ``.md``; returns 1 when an accuracy
+    aim is missed."""
+    return run_cells_variant(args, f"identify_blur_{args.blur:g}", blur_markdown,
+                             blur={"sigma": args.blur, "floor": BLUR_FLOOR})
+
+
+#: the background level of ``--blur`` runs: a share of each blurred head map's peak
+BLUR_FLOOR = 0.05
+
+
 def _config_changes(cfg: NuminaConfig) -> dict:
     """The fields of ``cfg`` that differ from the default's."""
     base = NuminaConfig()
@@ -716,9 +745,10 @@ def _config_changes(cfg: NuminaConfig) -> dict:
 
 
 def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, scene: dict | None = None,
-                      compare: dict | None = None, clutter: dict | None = None) -> int:
+                      compare: dict | None = None, clutter: dict | None = None,
+                      blur: dict | None = None) -> int:
     """The accuracy cells of ``args`` (families x grids x noise) with ``heads`` heads and the
-    scene maker's keyword arguments ``scene`` (``compare``, ``clutter``: as ``run_cell``),
+    scene maker's keyword arguments ``scene`` (``compare``, ``clutter``, ``blur``: as ``run_cell``),
     written to ``results/{stem}.json`` and ``.md`` (``markdown_of``); returns 1 when an
     accuracy aim is missed (:func:`accuracy_aims`)."""
     grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
@@ -727,12 +757,13 @@ def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, scene: d
         for grid in grids:
             for noise in args.noise:
                 res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
-                               defaultdict(list), heads, scene=scene, compare=compare, clutter=clutter)
+                               defaultdict(list), heads, scene=scene, compare=compare, clutter=clutter,
+                               blur=blur)
                 cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
                 print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
                                             if isinstance(v, tuple)}, flush=True)
     result = {"heads": heads, "threads": 1, "seeds": args.seeds, "scene": scene or {},
-              "clutter": clutter, "compare": {k: _config_changes(c) for k, c in (compare or {}).items()},
+              "clutter": clutter, "blur": blur, "compare": {k: _config_changes(c) for k, c in (compare or {}).items()},
               "frames_per_scene": args.frames, "counts": [1, args.max_count], "cells": cells,
               "date": time.strftime("%Y-%m-%d"), "load_average_at_end": _load_average(),
               "machine": _machine()}
@@ -1106,6 +1137,20 @@ def clutter_markdown(result: dict) -> str:
                     f"**{_fmt(cell['default'])}** | {_fmt(cell['before'])} | {_fmt(cell['naive'])} | "
                     f"{_fmt(cell['default_from_cross'])} |")
     return text + "\n" + "\n".join(rows) + "\n"
+
+
+def blur_markdown(result: dict) -> str:
+    """The markdown of a ``--blur SIGMA`` run's ``result``."""
+    b = result["blur"]
+    return _cells_markdown(
+        result, f"# Identify with blurrier noun maps (sigma {b['sigma']:g})",
+        "The count-accuracy cells of `identify.md` with every noun map blurred further "
+        f"(`python benchmarks/bench_identify.py --blur {b['sigma']:g}`; "
+        "`benchmarks/noun_map_blur.py`): each head's map smoothed by a Gaussian of "
+        f"{b['sigma']:g} patches at 30 rows (scaled by the grid's rows / 30: "
+        f"{b['sigma'] * 15 / 30:g} at 15x26), then {b['floor']:g} of its peak added everywhere "
+        "as a background, the head's total kept. The self-attention is unchanged. No default "
+        "was tuned on these maps.")
 
 
 def heads_markdown(result: dict) -> str:
