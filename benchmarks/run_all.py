@@ -176,6 +176,7 @@ def write_doc() -> None:
                   *sorted(RESULTS.glob(f"{stems[script]}_instance_share_*.md")),  # --instance-share
                   *sorted(RESULTS.glob(f"{stems[script]}_absent.md")),  # bench_identify.py --absent
                   *sorted(RESULTS.glob(f"{stems[script]}_clutter.md")),  # bench_identify.py --clutter
+                  *sorted(RESULTS.glob(f"{stems[script]}_blur_*.md")),  # bench_identify.py --blur SIGMA
                   *sorted(RESULTS.glob(f"{stems[script]}_multi_all_nouns.md")),  # --all-nouns
                   *sorted(RESULTS.glob(f"{stems[script]}_layout_cost*.md")),  # --layout-cost JSON (copies named by what they changed)
                   *sorted(RESULTS.glob(f"{stems[script]}_row_sums_cost.md")),  # --row-sums-cost
