@@ -149,7 +149,7 @@ from synthetic_spread_scenes import SPREAD_HEAD_TYPES, make_spread_scene  # noqa
 from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E402
 from synthetic_video_scenes import FAMILY_HEAD_TYPES as VIDEO_HEAD_TYPES, make_video_scene  # noqa: E402
 from noun_map_clutter import DEFAULT_CLUTTER, add_clutter  # noqa: E402
-from noun_map_blur import blur_noun_maps  # noqa: E402
+from noun_map_blur import REFERENCE_ROWS, blur_noun_maps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("default", "default_per_frame", "paper", "naive", "cross_peaks", "true_head")
@@ -1142,13 +1142,15 @@ def clutter_markdown(result: dict) -> str:
 def blur_markdown(result: dict) -> str:
     """The markdown of a ``--blur SIGMA`` run's ``result``."""
     b = result["blur"]
+    grids = dict.fromkeys(tuple(c["grid"]) for c in result["cells"])
+    scaled = ", ".join(f"{b['sigma'] * h / REFERENCE_ROWS:g} at {h}x{w}" for h, w in grids if h != REFERENCE_ROWS)
     return _cells_markdown(
         result, f"# Identify with blurrier noun maps (sigma {b['sigma']:g})",
         "The count-accuracy cells of `identify.md` with every noun map blurred further "
         f"(`python benchmarks/bench_identify.py --blur {b['sigma']:g}`; "
         "`benchmarks/noun_map_blur.py`): each head's map smoothed by a Gaussian of "
-        f"{b['sigma']:g} patches at 30 rows (scaled by the grid's rows / 30: "
-        f"{b['sigma'] * 15 / 30:g} at 15x26), then {b['floor']:g} of its peak added everywhere "
+        f"{b['sigma']:g} patches at {REFERENCE_ROWS} rows (scaled by the grid's rows / {REFERENCE_ROWS}"
+        + (f": {scaled}" if scaled else "") + f"), then {b['floor']:g} of its peak added everywhere "
         "as a background, the head's total kept. The self-attention is unchanged. No default "
         "was tuned on these maps.")
 
