@@ -148,6 +148,7 @@ from synthetic_crowd_scenes import CROWD_HEAD_TYPES, make_crowd_scene  # noqa: E
 from synthetic_spread_scenes import SPREAD_HEAD_TYPES, make_spread_scene  # noqa: E402
 from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E402
 from synthetic_video_scenes import FAMILY_HEAD_TYPES as VIDEO_HEAD_TYPES, make_video_scene  # noqa: E402
+from synthetic_heldout_scenes import HELDOUT_HEAD_TYPES, make_heldout_scene  # noqa: E402
 from noun_map_clutter import DEFAULT_CLUTTER, add_clutter  # noqa: E402
 from noun_map_blur import REFERENCE_ROWS, blur_noun_maps  # noqa: E402
 
@@ -380,12 +381,12 @@ FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
                      "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES,
                      "multi": MULTI_HEAD_TYPES, "crowd": CROWD_HEAD_TYPES,
                      "spread": SPREAD_HEAD_TYPES, "early": EARLY_HEAD_TYPES,
-                     "video": VIDEO_HEAD_TYPES}
+                     "video": VIDEO_HEAD_TYPES, "heldout": HELDOUT_HEAD_TYPES}
 BAR_FAMILIES = ("project", "shared", "feature")  # the families whose makers draw bars (``shape``)
 SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene,
                 "multi": make_multi_scene, "crowd": make_crowd_scene,
                 "spread": make_spread_scene, "early": make_early_scene,
-                "video": make_video_scene}
+                "video": make_video_scene, "heldout": make_heldout_scene}
 
 
 def cross_map_count(cross_attn, grid, cfg: NuminaConfig) -> int:
@@ -524,7 +525,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=DEFAULT_GRIDS)
     ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd", "spread", "early",
-                                                      "video"))
+                                                      "video", "heldout"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--update-reader", metavar="NOTE",
