@@ -160,8 +160,8 @@ def test_a_positional_heads_piece_of_the_focus_does_not_outscore_the_instance_he
     on the one piece of the frame under the focus, more than the diffuse instance head keeps
     on its objects, but that piece covers a few percent of the focus. Scored without the
     share of the focus its instances cover, the positional head wins and the frame is
-    counted 1 (the cross-map fallbacks, ``self_evidence_factor`` and
-    ``cross_fallback_excess``, off: this is the head score's test)."""
+    counted 1 (the cross-map fallbacks, ``self_evidence_factor``, ``cross_fallback_excess``
+    and ``instance_map_contrast``, off: this is the head score's test)."""
     import numina_hooks.numina.partition as partition
 
     scene = make_rope_scene(count, (30, 52), noise=1.0, seed=seed)
@@ -170,5 +170,6 @@ def test_a_positional_heads_piece_of_the_focus_does_not_outscore_the_instance_he
     assert scene.head_types[own.self_head] == "instance" and own.count == count
     monkeypatch.setattr(partition, "focus_coverage", lambda regions, instances, mask: 1.0)
     lift_alone = layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52),
-                                       NuminaConfig(self_evidence_factor=None, cross_fallback_excess=None))
+                                       NuminaConfig(self_evidence_factor=None, cross_fallback_excess=None,
+                                                    instance_map_contrast=None))
     assert scene.head_types[lift_alone.self_head] == "positional" and lift_alone.count == 1

@@ -79,6 +79,7 @@ _INTERVALS = {
     "cross_fallback_ratio": (0, False, 1, False, False, ""),
     "cross_fallback_peak": (0, False, 1, True, False, ""),
     "cross_fallback_evidence": (0, True, math.inf, False, True, " (every strong component counts)"),
+    "instance_map_contrast": (-1, True, 1, True, True, " (no such test)"),
     "cross_peak_prominence": (0, False, 1, False, True, " (the plain components)"),
     "cross_peak_base": (0, True, 1, False, False, ""),
     "cross_peak_sigma": (0, True, math.inf, False, False, " (0 = no smoothing)"),
@@ -418,6 +419,17 @@ class NuminaConfig:
     the noun's map (bumps as strong as the objects where the self-attention holds no
     object) then no longer replaces a right head's instances. None = every strong component
     counts (the rule before 2026-12-06's seventh session)."""
+    instance_map_contrast: float | None = 0.0
+    """Each instance read from the self-attention must show in its noun's map as a bump: its
+    mean cross-attention must exceed the mean over its ring (the pixels 4-adjacent to it that
+    lie in no instance of the noun) by more than this share of the map's range (``peak -
+    floor``); an instance whose map is no higher than the background around it is a piece of
+    background that the weak cross heads or the map's blur lifted onto the focus (it passed
+    the focus test because the whole neighbourhood is lifted). An instance with no such ring
+    (walled in by other instances) is kept. When none of a noun's instances is left, the noun
+    is read from its cross map (``Layout.from_cross``). Applied after the claim between nouns
+    and the second fallback (step 8c, ``focus.shown_instances``). None = no such test (the
+    rule before 2026-12-06's ninth session)."""
     exclusive_regions: bool = True
     """True (default): an instance claimed by several nouns in a frame goes to one of them
     (``claim_measure``): one object is counted for one noun. False (paper): every noun keeps
@@ -583,7 +595,7 @@ class NuminaConfig:
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
-                        self_evidence_factor=None, self_evidence_null_factor=None, instance_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False, cross_fallback_evidence=None,
+                        self_evidence_factor=None, self_evidence_null_factor=None, instance_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False, cross_fallback_evidence=None, instance_map_contrast=None,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
         return cls(**settings)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["NounFocus", "FocusUnion", "region_hits", "heads_hits", "focus_bool"]
+__all__ = ["NounFocus", "FocusUnion", "region_hits", "heads_hits", "focus_bool", "shown_instances"]
 
 
 @dataclass
@@ -136,6 +136,43 @@ def heads_hits(regions: np.ndarray, focus, min_overlap: float) -> list:
     return [region_hits(r, focus, min_overlap) for r in regions]
 
 
+#: the share of an instance's pixels, its brightest in the noun map, that must stand above its
+#: ring (``shown_instances``): an instance cut wider than its object (the object and some of
+#: the background beside it) still shows its object there
+SHOWN_SHARE = 0.25
+
+
+def shown_instances(labels: np.ndarray, focus: NounFocus, min_contrast: float) -> np.ndarray:
+    """``labels`` (int [H, W], 0 background, 1..n instances of one noun) without the instances
+    that do not show in the noun's map as a bump, renumbered 1..m in the order kept.
+
+    An instance shows when the mean cross-attention over its brightest quarter of pixels
+    (``SHOWN_SHARE``, at least one) exceeds the mean over its ring (the pixels 4-adjacent to
+    it that lie in no instance) by more than ``min_contrast`` of the map's range
+    (``focus.spread``). An instance without such a ring (walled in by the others) is kept;
+    so is every instance of a map with no range. A piece of background on a lifted
+    neighbourhood has about as much attention around it as in its brightest part; an object
+    of the noun, however weak, is brighter than the background around it."""
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    if n == 0 or focus.spread <= 0:
+        return labels.astype(np.int32, copy=True)
+    _, ring = _inner_and_ring_means(labels, focus.cross, n, ring_mask=labels == 0)
+    flat, cross = labels.reshape(-1), np.asarray(focus.cross, dtype=np.float64).reshape(-1)
+    order = np.lexsort((-cross, flat))  # pixels grouped by instance, brightest first
+    starts = np.searchsorted(flat[order], np.arange(n + 2))
+    keep = np.zeros(n + 1, dtype=bool)
+    for k in range(1, n + 1):
+        size = starts[k + 1] - starts[k]
+        if size == 0:
+            continue
+        top = cross[order[starts[k]:starts[k] + max(1, int(size * SHOWN_SHARE))]].mean()
+        keep[k] = not top - ring[k] <= min_contrast * focus.spread  # NaN ring: kept
+    new_id = np.zeros(n + 1, dtype=np.int32)
+    new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return new_id[labels]
+
+
 def _overlap_hits(lab: np.ndarray, covered: np.ndarray, m: int, min_overlap: float) -> np.ndarray:
     size = np.bincount(lab, minlength=m + 1)
     hit = np.bincount(lab, weights=covered.astype(np.float64), minlength=m + 1)
@@ -144,12 +181,13 @@ def _overlap_hits(lab: np.ndarray, covered: np.ndarray, m: int, min_overlap: flo
     return sel
 
 
-def _inner_and_ring_means(regions: np.ndarray, cross: np.ndarray, m: int
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def _inner_and_ring_means(regions: np.ndarray, cross: np.ndarray, m: int,
+                          ring_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``cross`` (float [H, W]) over each region of ``regions`` (int [..., H, W],
     1..m; the leading dimensions are separate grids, e.g. heads, with distinct labels) and
-    over its ring (the pixels outside it 4-adjacent to it on its grid), float64 [m + 1]
-    each; NaN for a region without pixels or without a ring (index 0 unused)."""
+    over its ring (the pixels outside it 4-adjacent to it on its grid; with ``ring_mask``,
+    bool like ``regions``, only those where it is True), float64 [m + 1] each; NaN for a
+    region without pixels or without a ring (index 0 unused)."""
     lab = regions.reshape(-1)
     c = np.broadcast_to(np.asarray(cross, dtype=np.float64), regions.shape).reshape(-1)
     size = np.bincount(lab, minlength=m + 1)
@@ -162,8 +200,11 @@ def _inner_and_ring_means(regions: np.ndarray, cross: np.ndarray, m: int
     ring_n = np.zeros(m + 1, dtype=np.int64)
     ring_sum = np.zeros(m + 1)
     seen = []
+    allowed = None if ring_mask is None else np.asarray(ring_mask, dtype=bool).reshape(-1)
     for side in (up, down, left, right):
         new = (side != lab) & (side > 0)  # a neighbour's region, not the pixel's own ...
+        if allowed is not None:
+            new &= allowed
         for before in seen:
             new &= side != before  # ... and not one an earlier side already counted
         seen.append(side)

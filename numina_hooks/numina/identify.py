@@ -31,7 +31,7 @@ import torch
 
 from ..hookspecs import hookimpl
 from .config import NuminaConfig
-from .focus import FocusUnion, region_hits
+from .focus import FocusUnion, region_hits, shown_instances
 from .heads import score_self_attention_heads, select_cross_attention
 from .finer import finer_head
 from .layout import (Layout, _instances, _partition, _regions_to_instances, check_not_constant,
@@ -397,6 +397,10 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
        same claim) than the instances it kept, or that many touching none of them
        (``layout.head_missed_objects``), is read from its cross map, and the claim runs
        again.
+    5. Instances the map does not show (``instance_map_contrast``): each noun's instances
+       read from the self-attention keep only those brighter in its map than the background
+       around them (``focus.shown_instances``); a noun left with none is read from its
+       cross map, and the claim runs again.
 
     Args:
         parts: every head's regions of the frame (the first choice or reading changes them
@@ -478,6 +482,18 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
                                  cfg, grid)
         for noun, r in out.items():
             if not r.from_cross and head_missed_objects(r.labels, focus[noun], cfg, strong[noun], lifts):
+                r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
+        if exclusive and switched:
+            exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
+    # instances the noun's map does not show as a bump (``instance_map_contrast``, step 8c):
+    # pieces of background on a lifted neighbourhood; a noun left with none is read from its map
+    if cfg.instance_map_contrast is not None:
+        switched = False
+        for noun, r in out.items():
+            if r.from_cross or not r.labels.any():
+                continue
+            r.labels = shown_instances(r.labels, focus[noun], cfg.instance_map_contrast)
+            if not r.labels.any():
                 r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
         if exclusive and switched:
             exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
