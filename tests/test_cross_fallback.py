@@ -120,8 +120,13 @@ def test_objects_the_head_merges_are_read_from_the_cross_map(seed):
     # the head's pieces of one identity lie 5 patches apart, beyond the default reach: they
     # stay two objects each (read from the head, or from the cross map where the head's
     # instances do not stand out of its background)
-    own = layout_from_attention(sa, cross, GRID)
+    own = layout_from_attention(sa, cross, GRID, NuminaConfig(instance_map_contrast=None))
     assert own.self_head == 3 and own.count == 4
+    # a known loss of step 8c (``instance_map_contrast``): in seed 0 the head's region on
+    # object 1 is cut five times wider than the object (61 patches), its mean in the map falls
+    # under the background around it, and the object is dropped with it (3); in seed 1 the
+    # frame is read from the map (4)
+    assert layout_from_attention(sa, cross, GRID).count == {0: 3, 1: 4}[seed]
     # joined at any distance (``link_reach=None``), the head holds the four objects in two
     # regions, as a class-level head or noise merging touching objects would
     merged = NuminaConfig(link_reach=None)
@@ -318,12 +323,13 @@ def test_the_phase_one_reader_and_layouts_from_attention_read_missed_objects_fro
     # the same rule in phase 1's reader and in the several-noun reading: a frame whose head
     # merges the four objects in pairs (joined at any distance: ``link_reach=None``) is read
     # from the cross map (4); with the rule off, 2; with the default reach the head's own 4
+    # (step 8c off: with it, 3, the head's region cut five times wider than its object dropped)
     from numina_hooks.numina.identify import LayoutReader, layouts_from_attention
 
     _, sa, cross = _merged_head_frame(0)
     merged = NuminaConfig(link_reach=None)
     for cfg, want in ((merged, (True, 4)), (dataclasses.replace(merged, cross_fallback_excess=None), (False, 2)),
-                      (NuminaConfig(), (False, 4))):
+                      (NuminaConfig(instance_map_contrast=None), (False, 4)), (NuminaConfig(), (False, 3))):
         reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=cfg)
         reader.self_source = "maps"
         for kind in ("self", "cross"):
