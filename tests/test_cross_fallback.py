@@ -128,8 +128,9 @@ def test_objects_the_head_merges_are_read_from_the_cross_map(seed):
     # frame is read from the map (4)
     assert layout_from_attention(sa, cross, GRID).count == {0: 3, 1: 4}[seed]
     # joined at any distance (``link_reach=None``), the head holds the four objects in two
-    # regions, as a class-level head or noise merging touching objects would
-    merged = NuminaConfig(link_reach=None)
+    # regions, as a class-level head or noise merging touching objects would (step 8c off:
+    # this is the excess rule's test, and the merged regions are cut wider than the objects)
+    merged = NuminaConfig(link_reach=None, instance_map_contrast=None)
     # without the excess rule the head's instances stand: step 8 keeps them (in seed 0 a
     # 33-patch background piece keeps 0.136 against the instances' 0.09, but it is one of
     # only two pieces no larger than twice an instance: too few for the null comparison)
