@@ -76,6 +76,39 @@ def test_a_head_whose_pieces_link_back_into_one_object_does_not_replace_it():
     assert np.array_equal(parts.regions[1], animals)
 
 
+def test_the_chosen_head_is_counted_linked_like_the_candidate():
+    # the chosen head cuts the herd's region in four pieces that link back into one: read by
+    # its pieces it would outnumber the three animals, linked it holds them in one region
+    herd, animals = _herd_and_animals()
+    pieces = np.zeros_like(herd)
+    pieces[1:3, 1:5], pieces[1:3, 5:10], pieces[3:5, 1:5], pieces[3:5, 5:10] = 1, 2, 3, 4
+    parts = _parts([pieces, animals])
+    instances = [np.array([False] + [True] * 4), np.array([False, True, True, True])]
+
+    def link_pieces(p, k, focus):  # head 0's pieces attend to each other; the animals do not
+        if k == 0:
+            p.regions[0] = (p.regions[0] > 0).astype(np.int32)
+
+    got = finer_head(parts, 0, np.array([0.6, 0.4]), instances, None, 0.35, link_pieces, _instances_of)
+    assert got == 1
+    assert np.array_equal(parts.regions[0], pieces)  # the chosen head was linked on a copy
+
+
+def test_a_head_keeping_the_rims_holds_the_objects_inside_its_outline():
+    # the chosen head keeps a ring around the herd (an edge head: rims and the background
+    # around them); the animals lie in its hole, in none of its pixels
+    herd, animals = _herd_and_animals()
+    ring = np.zeros_like(herd)
+    ring[0:6, 0:11] = 1
+    ring[1:5, 1:10] = 0
+    parts = _parts([ring, animals])
+    instances = [np.array([False, True]), np.array([False, True, True, True])]
+    got = finer_head(parts, 0, np.array([0.6, 0.4]), instances, None, 0.35, lambda p, k, f: None,
+                     _instances_of)
+    assert got == 1
+    assert held_counts(ring, instances[0], animals, instances[1]) is None  # by its pixels alone
+
+
 @pytest.mark.parametrize("seed, n", [(22, 3), (26, 3), (31, 3)])
 def test_a_herd_read_by_a_class_level_head_is_counted_by_the_instance_head(seed, n):
     """Crowd scenes (touching animals; benchmarks/synthetic_crowd_scenes.py) where the

@@ -11,13 +11,18 @@ several to one region, and they stay apart after its pieces of one object are li
 
 The link is what tells objects from parts: a head that cuts one object into pieces has
 pieces that attend to each other (they join), a head that tells touching objects apart has
-objects that do not."""
+objects that do not. The chosen head is read linked too, so that the two counts compare like
+with like (a head whose halo regions are cut in pieces and linked back into one region per
+neighbourhood would otherwise be measured by its pieces), and its instances are taken with
+their holes filled: a head that keeps the rims of objects and the background around them
+(an edge head) holds the objects inside its regions' outlines, not in their pixels."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
+from scipy import ndimage
 
 #: share of the finer head's instance pixels that must lie in the chosen head's instances
 NESTED_SHARE = 0.8
@@ -60,14 +65,25 @@ def held_counts(coarse: np.ndarray, coarse_keep: np.ndarray, fine: np.ndarray,
     return held
 
 
+def filled_instances(regions: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``regions`` (int [H, W], 0 = none) with each instance (``keep``, bool [m + 1]) grown
+    over the holes of its outline that lie in no region: what a rim-shaped instance holds."""
+    out = np.array(regions, copy=True)
+    for k in np.nonzero(keep)[0]:
+        if k == 0:
+            continue
+        out[ndimage.binary_fill_holes(regions == k) & (out == 0)] = k
+    return out
+
+
 def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, ratio: float,
                link: Callable, instances_of: Callable) -> int:
     """The head to read instead of ``head``, or ``head`` itself.
 
     Args:
         parts: ``partition.HeadPartitions`` with lifts measured for ``focus`` (as
-            ``layout.choose_head_on`` leaves them); not changed (the candidates are linked on
-            one copy: linking head k changes only head k's entries).
+            ``layout.choose_head_on`` leaves them); not changed (the heads are linked on
+            copies: linking head k changes only head k's entries).
         head: the chosen head (-1: none, returned as is).
         scores: float [heads], the containment scores of the choice.
         instances: per head, bool [m_k + 1], its instances before linking.
@@ -79,15 +95,20 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
 
     Returns:
         Among the heads scoring at least ``ratio`` of ``head`` whose instances, once linked,
-        outnumber ``head``'s and lie inside them with at least one of ``head``'s instances
-        holding two or more (``held_counts``), the one with the most instances (ties: the
-        higher score); ``head`` when there is none.
+        outnumber ``head``'s once linked and lie inside them (their outlines, holes filled:
+        ``filled_instances``) with at least one of ``head``'s instances holding two or more
+        (``held_counts``), the one with the most instances (ties: the higher score); ``head``
+        when there is none.
     """
     from .identify import _copy_partitions
 
     if head < 0 or not np.isfinite(scores[head]) or scores[head] <= 0:
         return head
-    own = int(instances[head].sum())
+    chosen = _copy_partitions(parts)
+    link(chosen, head, focus)
+    own_keep = instances_of(chosen, head, focus)
+    own = int(own_keep.sum())
+    coarse = filled_instances(chosen.regions[head], own_keep)
     candidates = [k for k in range(len(scores)) if k != head and np.isfinite(scores[k])
                   and scores[k] >= ratio * scores[head] and int(instances[k].sum()) > own]
     best, best_key = head, (own, float(scores[head]))
@@ -98,7 +119,7 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
         count = int(keep.sum())
         if (count, float(scores[k])) <= best_key:
             continue
-        held = held_counts(parts.regions[head], instances[head], trial.regions[k], keep)
+        held = held_counts(coarse, own_keep, trial.regions[k], keep)
         if held is not None and held.max() >= 2:
             best, best_key = k, (count, float(scores[k]))
     return best
