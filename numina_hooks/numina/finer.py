@@ -104,6 +104,11 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
 
     if head < 0 or not np.isfinite(scores[head]) or scores[head] <= 0:
         return head
+    # linking only joins: a candidate needs more than one instance before linking, as the
+    # chosen head keeps at least one after (most frames stop here, without a copy)
+    if not any(k != head and np.isfinite(scores[k]) and scores[k] >= ratio * scores[head]
+               and int(instances[k].sum()) > 1 for k in range(len(scores))):
+        return head
     chosen = _copy_partitions(parts)
     link(chosen, head, focus)
     own_keep = instances_of(chosen, head, focus)
