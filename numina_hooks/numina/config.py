@@ -421,8 +421,8 @@ class NuminaConfig:
     counts (the rule before 2026-12-06's seventh session)."""
     instance_map_contrast: float | None = 0.0
     """Each instance read from the self-attention must show in its noun's map as a bump: its
-    mean cross-attention (``focus.SHOWN_SHARE``) must exceed the mean over its ring (the pixels 4-adjacent to it that
-    lie in no instance of the noun) by more than this share of the map's range (``peak -
+    mean cross-attention must exceed the mean over its ring (the pixels 4-adjacent to it
+    that lie in no instance of the noun) by more than this share of the map's range (``peak -
     floor``); an instance whose map is no higher than the background around it is a piece of
     background that the weak cross heads or the map's blur lifted onto the focus (it passed
     the focus test because the whole neighbourhood is lifted). An instance with no such ring

@@ -104,18 +104,19 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
 
     if head < 0 or not np.isfinite(scores[head]) or scores[head] <= 0:
         return head
-    # linking only joins: a candidate needs more than one instance before linking, as the
-    # chosen head keeps at least one after (most frames stop here, without a copy)
-    if not any(k != head and np.isfinite(scores[k]) and scores[k] >= ratio * scores[head]
-               and int(instances[k].sum()) > 1 for k in range(len(scores))):
+    # the heads scoring near enough, with their instance counts before linking; linking only
+    # joins, and the chosen head keeps at least one instance once linked, so a candidate needs
+    # more than one (most frames stop here, without a copy)
+    near = {k: int(instances[k].sum()) for k in range(len(scores)) if k != head
+            and np.isfinite(scores[k]) and scores[k] >= ratio * scores[head]}
+    if not any(count > 1 for count in near.values()):
         return head
     chosen = _copy_partitions(parts)
     link(chosen, head, focus)
     own_keep = instances_of(chosen, head, focus)
     own = int(own_keep.sum())
     coarse = filled_instances(chosen.regions[head], own_keep)
-    candidates = [k for k in range(len(scores)) if k != head and np.isfinite(scores[k])
-                  and scores[k] >= ratio * scores[head] and int(instances[k].sum()) > own]
+    candidates = [k for k, count in near.items() if count > own]
     best, best_key = head, (own, float(scores[head]))
     trial = _copy_partitions(parts) if candidates else None
     for k in candidates:

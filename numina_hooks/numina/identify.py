@@ -466,8 +466,13 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
                                 regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32))
     exclusive = cfg.exclusive_regions and len(out) > 1
-    if exclusive:
+
+    def claim() -> None:
+        """One object, one noun: each instance several nouns hold goes to one of them."""
         exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
+
+    if exclusive:
+        claim()
     # objects the head missed (``cross_fallback_excess``), once every noun is read and each
     # object given to one noun: a noun counts the instances it kept (one whose instances are
     # all other nouns' objects is absent and stays at 0) against the strong bumps of its map
@@ -484,7 +489,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             if not r.from_cross and head_missed_objects(r.labels, focus[noun], cfg, strong[noun], lifts):
                 r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
         if exclusive and switched:
-            exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
+            claim()
     # instances the noun's map does not show as a bump (``instance_map_contrast``, step 8c):
     # pieces of background on a lifted neighbourhood; a noun left with none is read from its map
     if cfg.instance_map_contrast is not None:
@@ -496,7 +501,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             if not r.labels.any():
                 r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
         if exclusive and switched:
-            exclusive_instances({noun: r.labels for noun, r in out.items()}, maps, cfg.claim_measure, focus)
+            claim()
     return out
 
 
