@@ -55,12 +55,12 @@ def test_a_head_that_splits_the_chosen_region_into_unlinked_objects_replaces_it(
     parts = _parts([herd, animals])
     instances = [np.array([False, True]), np.array([False, True, True, True])]
     scores = np.array([0.6, 0.3])
-    got = finer_head(parts, 0, scores, instances, None, 0.35, lambda p, k, f: None, _instances_of)
-    assert got == 1
+    got, linked = finer_head(parts, 0, scores, instances, None, 0.35, lambda p, k, f: None, _instances_of)
+    assert got == 1 and linked is not parts and np.array_equal(linked.regions[1], animals)
     assert np.array_equal(parts.regions[1], animals)  # the candidate was read on a copy
     # a score under the ratio: no switch
     assert finer_head(parts, 0, np.array([0.6, 0.2]), instances, None, 0.35,
-                      lambda p, k, f: None, _instances_of) == 0
+                      lambda p, k, f: None, _instances_of) == (0, None)  # no copy made
 
 
 def test_a_head_whose_pieces_link_back_into_one_object_does_not_replace_it():
@@ -71,9 +71,31 @@ def test_a_head_whose_pieces_link_back_into_one_object_does_not_replace_it():
     def link_all(p, k, focus):  # the pieces attend to each other: one object
         p.regions[k] = (p.regions[k] > 0).astype(np.int32)
 
-    assert finer_head(parts, 0, np.array([0.6, 0.5]), instances, None, 0.35, link_all,
-                      _instances_of) == 0
+    got, linked = finer_head(parts, 0, np.array([0.6, 0.5]), instances, None, 0.35, link_all,
+                             _instances_of)
+    assert got == 0
     assert np.array_equal(parts.regions[1], animals)
+
+
+def test_the_chosen_head_kept_comes_back_linked_on_a_copy():
+    # the caller reads the copy instead of linking the head a second time
+    herd, animals = _herd_and_animals()
+    pieces = np.zeros_like(herd)
+    pieces[1:3, 1:5], pieces[1:3, 5:10], pieces[3:5, 1:5], pieces[3:5, 5:10] = 1, 2, 3, 4
+    elsewhere = np.zeros_like(animals)
+    elsewhere[0:2, 10:12], elsewhere[4:6, 10:12] = 1, 2  # off the herd: no switch
+    parts = _parts([pieces, elsewhere])
+    instances = [np.array([False] + [True] * 4), np.array([False, True, True])]
+
+    def link_pieces(p, k, focus):
+        if k == 0:
+            p.regions[0] = (p.regions[0] > 0).astype(np.int32)
+
+    got, linked = finer_head(parts, 0, np.array([0.6, 0.4]), instances, None, 0.35, link_pieces,
+                             _instances_of)
+    assert got == 0 and linked is not parts
+    assert np.array_equal(linked.regions[0], (pieces > 0).astype(np.int32))
+    assert np.array_equal(parts.regions[0], pieces)
 
 
 def test_the_chosen_head_is_counted_linked_like_the_candidate():
@@ -89,7 +111,7 @@ def test_the_chosen_head_is_counted_linked_like_the_candidate():
         if k == 0:
             p.regions[0] = (p.regions[0] > 0).astype(np.int32)
 
-    got = finer_head(parts, 0, np.array([0.6, 0.4]), instances, None, 0.35, link_pieces, _instances_of)
+    got, _ = finer_head(parts, 0, np.array([0.6, 0.4]), instances, None, 0.35, link_pieces, _instances_of)
     assert got == 1
     assert np.array_equal(parts.regions[0], pieces)  # the chosen head was linked on a copy
 
@@ -103,8 +125,8 @@ def test_a_head_keeping_the_rims_holds_the_objects_inside_its_outline():
     ring[1:5, 1:10] = 0
     parts = _parts([ring, animals])
     instances = [np.array([False, True]), np.array([False, True, True, True])]
-    got = finer_head(parts, 0, np.array([0.6, 0.4]), instances, None, 0.35, lambda p, k, f: None,
-                     _instances_of)
+    got, _ = finer_head(parts, 0, np.array([0.6, 0.4]), instances, None, 0.35, lambda p, k, f: None,
+                        _instances_of)
     assert got == 1
     assert held_counts(ring, instances[0], animals, instances[1]) is None  # by its pixels alone
 

@@ -77,8 +77,10 @@ def filled_instances(regions: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, ratio: float,
-               link: Callable, instances_of: Callable) -> int:
-    """The head to read instead of ``head``, or ``head`` itself.
+               link: Callable, instances_of: Callable) -> tuple[int, object]:
+    """The head to read instead of ``head``, or ``head`` itself, and a copy of ``parts``
+    with that head linked on ``focus`` when one was made (None otherwise): a caller reading
+    the head on the same focus reads the copy instead of linking again.
 
     Args:
         parts: ``partition.HeadPartitions`` with lifts measured for ``focus`` (as
@@ -94,30 +96,33 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
         instances_of: ``instances_of(parts, k, focus)`` -> bool [m_k + 1], head k's instances.
 
     Returns:
-        Among the heads scoring at least ``ratio`` of ``head`` whose instances, once linked,
-        outnumber ``head``'s once linked and lie inside them (their outlines, holes filled:
-        ``filled_instances``) with at least one of ``head``'s instances holding two or more
-        (``held_counts``), the one with the most instances (ties: the higher score); ``head``
-        when there is none.
+        (head, linked): among the heads scoring at least ``ratio`` of ``head`` whose
+        instances, once linked, outnumber ``head``'s once linked and lie inside them (their
+        outlines, holes filled: ``filled_instances``) with at least one of ``head``'s
+        instances holding two or more (``held_counts``), the one with the most instances
+        (ties: the higher score); ``head`` when there is none. ``linked``: the copy of
+        ``parts`` on which the returned head was linked (other heads may be linked on it
+        too; the returned head's entries are those a fresh copy linked alone would hold),
+        None when no copy was made.
     """
     from .identify import _copy_partitions
 
     if head < 0 or not np.isfinite(scores[head]) or scores[head] <= 0:
-        return head
+        return head, None
     # the heads scoring near enough, with their instance counts before linking; linking only
     # joins, and the chosen head keeps at least one instance once linked, so a candidate needs
     # more than one (most frames stop here, without a copy)
     near = {k: int(instances[k].sum()) for k in range(len(scores)) if k != head
             and np.isfinite(scores[k]) and scores[k] >= ratio * scores[head]}
     if not any(count > 1 for count in near.values()):
-        return head
+        return head, None
     chosen = _copy_partitions(parts)
     link(chosen, head, focus)
     own_keep = instances_of(chosen, head, focus)
     own = int(own_keep.sum())
     coarse = filled_instances(chosen.regions[head], own_keep)
     candidates = [k for k, count in near.items() if count > own]
-    best, best_key = head, (own, float(scores[head]))
+    best, best_key, best_linked = head, (own, float(scores[head])), chosen
     trial = _copy_partitions(parts) if candidates else None
     for k in candidates:
         link(trial, k, focus)
@@ -127,5 +132,5 @@ def finer_head(parts, head: int, scores: np.ndarray, instances: list, focus, rat
             continue
         held = held_counts(coarse, own_keep, trial.regions[k], keep)
         if held is not None and held.max() >= 2:
-            best, best_key = k, (count, float(scores[k]))
-    return best
+            best, best_key, best_linked = k, (count, float(scores[k])), trial
+    return best, best_linked

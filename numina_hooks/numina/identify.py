@@ -430,8 +430,9 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     nouns_focus = FocusUnion(list(focus.values())) if len(focus) > 1 else next(iter(focus.values()))
     chosen_on = partitions()
     head, scores, instances = choose_head_on(chosen_on, source, nouns_focus, cfg)
+    linked = None  # a copy with ``head`` linked on ``nouns_focus`` (the finer head's trial)
     if cfg.finer_head_ratio is not None and (link is not None or source is not None):
-        head = finer_head(chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
+        head, linked = finer_head(chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
                           link or (lambda p, k, on: link_chosen_head(p, source, k, on, cfg)),
                           lambda p, k, on: head_instances(p, k, on, cfg.focus_overlap, cfg.min_lift,
                                                           cfg.min_lift_null_factor,
@@ -439,8 +440,11 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     grid = parts.regions.shape[1:]
     out = {}
     for noun, on in focus.items():
-        read = partitions()
-        if head >= 0:
+        if linked is not None and len(focus) == 1:  # linked on this focus already
+            read = linked
+        else:
+            read = partitions()
+        if head >= 0 and read is not linked:
             if source is not None and len(focus) > 1:  # the lifts the noun's own choice would
                 # measure (one noun: the head was chosen on its focus, they are measured)
                 choose_head_on(read, source, on, cfg, head)
