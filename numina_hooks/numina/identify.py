@@ -432,11 +432,11 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
     head, scores, instances = choose_head_on(chosen_on, source, nouns_focus, cfg)
     linked = None  # a copy with ``head`` linked on ``nouns_focus`` (the finer head's trial)
     if cfg.finer_head_ratio is not None and (link is not None or source is not None):
-        head, linked = finer_head(chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
-                          link or (lambda p, k, on: link_chosen_head(p, source, k, on, cfg)),
-                          lambda p, k, on: head_instances(p, k, on, cfg.focus_overlap, cfg.min_lift,
-                                                          cfg.min_lift_null_factor,
-                                                          cfg.instance_null_factor))
+        head, linked = finer_head(
+            chosen_on, head, scores, instances, nouns_focus, cfg.finer_head_ratio,
+            link or (lambda p, k, on: link_chosen_head(p, source, k, on, cfg)),
+            lambda p, k, on: head_instances(p, k, on, cfg.focus_overlap, cfg.min_lift,
+                                            cfg.min_lift_null_factor, cfg.instance_null_factor))
     grid = parts.regions.shape[1:]
     out = {}
     for noun, on in focus.items():
