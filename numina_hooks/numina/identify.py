@@ -383,7 +383,8 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
        pools every noun's objects); one noun alone reads the head it chooses on its focus.
     2. Each noun reads that head on its own focus, as ``layout_from_attention`` reads a noun
        alone: the head's pieces of one object linked (``link(parts, head, focus)``; None =
-       ``layout.link_chosen_head`` with ``source``), the cross-map fallback
+       ``layout.link_chosen_head`` with ``source``; with one noun, the copy the finer head's
+       trial linked already when it made one: the same regions), the cross-map fallback
        (``self_evidence_factor``) tested with the other nouns' regions left out of the
        background pieces (they are objects), and the head's instances on the focus kept,
        plus those found in the focus they leave unclaimed; or, after the fallback, the
