@@ -71,8 +71,8 @@ def test_a_head_whose_pieces_link_back_into_one_object_does_not_replace_it():
     def link_all(p, k, focus):  # the pieces attend to each other: one object
         p.regions[k] = (p.regions[k] > 0).astype(np.int32)
 
-    got, linked = finer_head(parts, 0, np.array([0.6, 0.5]), instances, None, 0.35, link_all,
-                             _instances_of)
+    got, _ = finer_head(parts, 0, np.array([0.6, 0.5]), instances, None, 0.35, link_all,
+                        _instances_of)
     assert got == 0
     assert np.array_equal(parts.regions[1], animals)
 

@@ -440,12 +440,10 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
                                             cfg.min_lift_null_factor, cfg.instance_null_factor))
     grid = parts.regions.shape[1:]
     out = {}
+    reuse = linked is not None and len(focus) == 1  # one noun: linked on its focus already
     for noun, on in focus.items():
-        if linked is not None and len(focus) == 1:  # linked on this focus already
-            read = linked
-        else:
-            read = partitions()
-        if head >= 0 and read is not linked:
+        read = linked if reuse else partitions()
+        if head >= 0 and not reuse:
             if source is not None and len(focus) > 1:  # the lifts the noun's own choice would
                 # measure (one noun: the head was chosen on its focus, they are measured)
                 choose_head_on(read, source, on, cfg, head)
