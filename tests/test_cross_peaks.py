@@ -9,7 +9,7 @@ from scipy.ndimage import gaussian_filter
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.layout import (cross_components, cross_peaks, fallback_layout,
-                                        layout_from_attention, noun_focus)
+                                        layout_from_attention, map_bumps, noun_focus)
 
 GRID = (20, 30)
 
@@ -124,3 +124,18 @@ def test_a_frame_without_instance_structure_reads_the_touching_pair_as_two():
         assert len(found[found > 0]) == 1
     before = layout_from_attention(sa, cross, GRID, NuminaConfig(cross_peak_prominence=None))
     assert before.from_cross and before.count == 1
+
+
+def test_plain_components_setting_reads_a_frame_whose_self_attention_finds_the_objects():
+    # cross_peak_prominence=None (the map's plain components) is a valid setting: step 5c,
+    # which looks for objects on the map's bumps no instance touches, must read the bumps the
+    # same way instead of calling cross_peaks with no prominence (a TypeError before)
+    from synthetic_scenes import make_scene  # benchmarks/ (on sys.path via conftest.py)
+
+    scene = make_scene(3, (15, 26), n_frames=1, noise=0.25, seed=3)
+    frame = scene.frames[0]
+    plain = NuminaConfig(cross_peak_prominence=None)
+    got = layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), plain)
+    assert not got.from_cross and got.count == 3
+    assert map_bumps(noun_focus(frame.cross_attn.mean(0), (15, 26)), plain).max() == \
+        cross_components(noun_focus(frame.cross_attn.mean(0), (15, 26)), plain).max()

@@ -227,6 +227,15 @@ def cross_peaks(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndar
                            cfg.cross_fallback_min_size)
 
 
+def map_bumps(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
+    """The noun map's bumps as ``config`` reads them: its peaks (``cross_peaks``), or its
+    plain components (``cross_components``) with ``cross_peak_prominence=None``; int32
+    [H, W] labels (0 = none). What the fallback starts from and where step 5c looks for
+    objects no instance touches (``unclaimed_peaks``)."""
+    cfg = config or NuminaConfig()
+    return cross_components(focus, cfg) if cfg.cross_peak_prominence is None else cross_peaks(focus, cfg)
+
+
 def fallback_layout(focus: NounFocus, config: NuminaConfig | None = None) -> np.ndarray:
     """The layout a noun gets from its cross-attention when the self-attention does not
     tell its objects apart (``self_evidence_factor``, ``cross_fallback_excess``): the map's
@@ -234,7 +243,7 @@ def fallback_layout(focus: NounFocus, config: NuminaConfig | None = None) -> np.
     ``cross_peak_prominence=None``; with ``cross_fallback_half_peak``, its components at half
     its peak (``half_peak_components``) instead when they are more; int32 [H, W]."""
     cfg = config or NuminaConfig()
-    labels = cross_components(focus, cfg) if cfg.cross_peak_prominence is None else cross_peaks(focus, cfg)
+    labels = map_bumps(focus, cfg)
     if cfg.cross_fallback_half_peak:
         half = half_peak_components(focus, cfg)
         if half.max() > labels.max():  # the reading that finds more objects
@@ -602,7 +611,7 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     labels = unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                  **common)
     if cfg.unclaimed_peaks and isinstance(focus, NounFocus) and labels.max() > 0:
-        labels = unclaimed_peaks(labels, cross_peaks(focus, cfg), self_attn, head,
+        labels = unclaimed_peaks(labels, map_bumps(focus, cfg), self_attn, head,
                                  min_size=cfg.cross_fallback_min_size, **common)
     return labels
 
