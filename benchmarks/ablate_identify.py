@@ -1,0 +1,237 @@
+"""What each rule of the default layout stage is worth: the default against the default with
+one rule switched off, on the same frames, on development seeds that no rule was tuned on.
+
+    OMP_NUM_THREADS=1 python benchmarks/ablate_identify.py [--sets 6000 7000]
+        [--families heldout video project ...] [--grids 30x52 15x26] [--noise 0.5 1.0]
+        [--scenes 2] [--frames 3] [--rules peak_gap link_reach ...] [--resume PATH]
+        [--name identify_ablation]
+
+Every rule of ``RULES`` is one ``NuminaConfig`` change that switches one step of the default
+off (its documented "off" value: None, False or 0). For each seed set, family, grid and
+noise: ``--scenes`` scenes per count 1-8 (seeds ``set + 100 s + n``, as the development sets
+of docs/identify-evidence.md), ``--frames`` frames each, every configuration reads every
+frame (``layout_from_attention``) and its counts are voted over neighbouring frames as the
+benchmark votes them (``temporal_vote``).
+
+Reported per rule: the change in the share of frames counted right when the rule is off
+(off minus default; negative: the rule helps), over the families written blind to the
+default (``BLIND``: their frames were never used to build a rule before it was measured on
+them), over the others, and over all, each with a 95% paired bootstrap interval resampling
+whole scenes; and how many cells went up and down. ``results/NAME.json`` holds every cell's
+per-scene hits. A rule whose interval lies under 0 on the blind families earns its place on
+data it was not built for; one whose interval lies over 0 costs accuracy there."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import bench_identify as B  # noqa: E402
+from numina_hooks.numina.config import NuminaConfig  # noqa: E402
+from numina_hooks.numina.layout import layout_from_attention  # noqa: E402
+from numina_hooks.numina.partition import temporal_vote  # noqa: E402
+
+#: families written blind to the default's rules (docs/identify-evidence.md: "A ninth family,
+#: written blind", "A tenth family, written blind"); a rule built on their frames afterwards
+#: is named in ``RULES``' description
+BLIND = ("video", "heldout")
+
+#: rule -> (the NuminaConfig change that switches it off, what the rule does)
+RULES: dict[str, tuple[dict, str]] = {
+    "edge_reference": ({"edge_reference_quantile": None},
+                       "edges taken relative to the heads' 0.25 quantile of the same pair"),
+    "cores": ({"core_quantile": None}, "regions grown from cores instead of plain components"),
+    "peak_gap": ({"peak_gap": None}, "a region's upper class of edges split off as its peaks"),
+    "peak_rim": ({"peak_rim": 0}, "each peak grown back by one ring"),
+    "null_factor": ({"min_lift_null_factor": None}, "the head's threshold from its null lifts"),
+    "instance_null": ({"instance_null_factor": None}, "each instance against a size-matched null"),
+    "link_ratio": ({"link_ratio": None}, "pieces that attend to each other joined"),
+    "splinter": ({"splinter_link_gap": None}, "small touching pieces joined to a larger one"),
+    "link_reach": ({"link_reach": None}, "pieces joined only within a reach"),
+    "link_bridge": ({"link_bridge": None}, "a bridge in the noun map lets far pieces join"),
+    "focus_specks": ({"focus_specks": False}, "the map's bright pixels DBSCAN dropped count as focus"),
+    "focus_contrast": ({"focus_contrast": None}, "a region brighter than its ring is a candidate"),
+    "unclaimed_focus": ({"unclaimed_min_lift": None}, "instances from the focus no instance covers (5b/5c)"),
+    "unclaimed_peaks": ({"unclaimed_peaks": False}, "instances on the map's bumps no instance touches (5c)"),
+    "finer_head": ({"finer_head_ratio": None},
+                   "a head splitting the chosen one's instances preferred (built on heldout frames)"),
+    "self_evidence": ({"self_evidence_factor": None}, "the cross map's reading where the self-attention's evidence is weak"),
+    "half_peak": ({"cross_fallback_half_peak": False}, "the fallback's components at half the peak"),
+    "fallback_evidence": ({"cross_fallback_evidence": None}, "the fallback's strong components need evidence"),
+    "peak_prominence": ({"cross_peak_prominence": None}, "the map split at its saddles instead of plain components"),
+    "map_contrast": ({"instance_map_contrast": None}, "an instance must show as a bump in the noun map (8c)"),
+    "exclusive": ({"exclusive_regions": False}, "a pixel belongs to one noun's instance at most"),
+}
+
+
+def _grid(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def run_cell(family: str, grid, noise: float, base: int, scenes: int, frames: int,
+             configs: dict) -> dict:
+    """Per configuration, per scene, whether each frame's voted count is right: {name: [[0/1
+    per frame] per scene]} for counts 1-8 x ``scenes`` scenes (seeds ``base + 100 s + n``)."""
+    hits = {name: [] for name in configs}
+    for n in range(1, 9):
+        for s in range(scenes):
+            scene, _ = B._scene(family, n, grid, noise, base + 100 * s + n, frames)
+            truth = [fr.count for fr in scene.frames]
+            for name, cfg in configs.items():
+                counts = [layout_from_attention(fr.self_attn, fr.cross_attn, grid, cfg).count
+                          for fr in scene.frames]
+                voted = temporal_vote(counts, cfg.temporal_window)
+                hits[name].append([int(a == b) for a, b in zip(voted, truth)])
+    return hits
+
+
+def encoded(hits: dict) -> dict:
+    """``run_cell``'s hits as one string per configuration ("011 111 ...": a scene's frames,
+    scenes apart by a space), for a small JSON file."""
+    return {name: " ".join("".join(map(str, scene)) for scene in scenes) for name, scenes in hits.items()}
+
+
+def decoded(hits: dict) -> dict:
+    """The inverse of ``encoded``."""
+    return {name: [[int(ch) for ch in scene] for scene in text.split()] for name, text in hits.items()}
+
+
+def paired_interval(default: list, off: list, reps: int = 2000, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """Mean over frames of (off - default) hits and its 95% interval, resampling whole scenes
+    (``default``/``off``: [[0/1 per frame] per scene], the same scenes in the same order)."""
+    diff = np.array([sum(o) - sum(d) for d, o in zip(default, off)], dtype=np.float64)
+    sizes = np.array([len(d) for d in default], dtype=np.float64)
+    if sizes.sum() == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(reps, len(diff)))
+    boot = diff[idx].sum(1) / sizes[idx].sum(1)
+    return (float(diff.sum() / sizes.sum()), float(np.percentile(boot, 2.5)),
+            float(np.percentile(boot, 97.5)))
+
+
+def summary(cells: list, rules: list) -> list:
+    """Per rule: the change over the blind families, the others and all (mean, low, high), and
+    the cells (family, grid, noise, set) that went up / down by more than a hundredth."""
+    rows = []
+    for rule in rules:
+        row = {"rule": rule}
+        for part, keep in (("blind", lambda c: c["family"] in BLIND),
+                           ("others", lambda c: c["family"] not in BLIND), ("all", lambda c: True)):
+            chosen = [c for c in cells if keep(c)]
+            default = [s for c in chosen for s in decoded(c["hits"])["default"]]
+            off = [s for c in chosen for s in decoded(c["hits"])[rule]]
+            row[part] = paired_interval(default, off) if default else None
+        moves = [np.mean(sum(decoded(c["hits"])[rule], [])) - np.mean(sum(decoded(c["hits"])["default"], []))
+                 for c in cells]
+        row["cells_up"] = int(sum(m > 0.01 for m in moves))
+        row["cells_down"] = int(sum(m < -0.01 for m in moves))
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    m, lo, hi = v
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def markdown(result: dict) -> str:
+    cells, rows = result["cells"], result["summary"]
+    defaults = {part: np.mean([h for c in cells if keep(c) for s in decoded(c["hits"])["default"] for h in s])
+                for part, keep in (("blind", lambda c: c["family"] in BLIND),
+                                   ("others", lambda c: c["family"] not in BLIND), ("all", lambda c: True))
+                if any(keep(c) for c in cells)}
+    sets = sorted({c["set"] for c in cells})
+    lines = [
+        "# Each rule of the default layout stage switched off, one at a time",
+        "",
+        "`python benchmarks/ablate_identify.py`: the default `NuminaConfig` against the default with one "
+        "rule switched off, on the same frames, counts voted over neighbouring frames. Development "
+        f"seed sets {', '.join(map(str, sets))} ({result['scenes']} scenes per count 1-8, "
+        f"{result['frames']} frames each, seeds set + 100 s + n), families "
+        f"{', '.join(sorted({c['family'] for c in cells}))}, grids "
+        f"{', '.join(sorted({'x'.join(map(str, c['grid'])) for c in cells}))}, noise "
+        f"{', '.join(map(str, sorted({c['noise'] for c in cells})))}. "
+        f"Blind families ({', '.join(BLIND)}): written without sight of the default's rules.",
+        "",
+        "Change in the share of frames counted right when the rule is off (off - default; "
+        "negative = the rule helps), with 95% paired bootstrap intervals over scenes. "
+        "Default: " + ", ".join(f"{k} {v:.3f}" for k, v in defaults.items()) + ".",
+        "",
+        "| rule (switched off) | what it does | blind families | other families | all | cells up / down |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['rule']} | {RULES[row['rule']][1]} | {_fmt(row['blind'])} | "
+                     f"{_fmt(row['others'])} | {_fmt(row['all'])} | {row['cells_up']} / {row['cells_down']} |")
+    lines += ["", f"Run {result['date']}. Machine: {result['machine']}; "
+              f"{result['seconds']:.0f} s in its last process (one thread; earlier cells from --resume)."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", type=int, nargs="+", default=(6000, 7000),
+                    help="development seed sets (seeds set + 100 s + n)")
+    ap.add_argument("--families", nargs="+", default=(*BLIND, "project", "shared", "feature", "rope",
+                                                       "multi", "crowd", "spread", "early"))
+    ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
+    ap.add_argument("--noise", type=float, nargs="+", default=(0.5, 1.0))
+    ap.add_argument("--scenes", type=int, default=2, help="scenes per count and cell")
+    ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--rules", nargs="+", default=tuple(RULES), help=f"of {', '.join(RULES)}")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="a JSON file of cells done so far: read if it exists, written after each cell")
+    ap.add_argument("--name", default="identify_ablation")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    unknown = [r for r in args.rules if r not in RULES]
+    if unknown:
+        ap.error(f"--rules {' '.join(unknown)}: expected names of {', '.join(RULES)}")
+    torch.set_num_threads(1)
+    configs = {"default": NuminaConfig()}
+    configs |= {r: dataclasses.replace(NuminaConfig(), **RULES[r][0]) for r in args.rules}
+    cells = json.loads(args.resume.read_text()) if args.resume and args.resume.exists() else []
+    done = {(c["set"], c["family"], tuple(c["grid"]), c["noise"]) for c in cells}
+    start = time.time()
+    for base in args.sets:
+        for family in args.families:
+            for grid in map(_grid, args.grids):
+                for noise in args.noise:
+                    if (base, family, grid, noise) in done:
+                        continue
+                    t0 = time.time()
+                    hits = run_cell(family, grid, noise, base, args.scenes, args.frames, configs)
+                    cells.append({"set": base, "family": family, "grid": list(grid), "noise": noise,
+                                  "hits": encoded(hits)})
+                    d = np.mean(sum(hits["default"], []))
+                    print(f"set {base} {family} {grid[0]}x{grid[1]} {noise}: default {d:.3f} ({time.time() - t0:.0f} s)",
+                          flush=True)
+                    if args.resume:
+                        args.resume.write_text(json.dumps(cells))
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": B._machine(), "scenes": args.scenes,
+              "frames": args.frames, "seconds": time.time() - start,
+              "rules": {r: RULES[r][0] for r in args.rules}, "cells": cells}
+    result["summary"] = summary(cells, list(args.rules))
+    B._write(args.out, args.name, result, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""benchmarks/ablate_identify.py: the default against the default with one rule switched off,
+on the same frames; the summary's change is what the per-scene hits say."""
+
+import json
+
+import numpy as np
+import pytest
+
+import ablate_identify as A
+from numina_hooks.numina.config import NuminaConfig
+
+ARGS = ["--sets", "6000", "--families", "project", "--grids", "15x26", "--noise", "0.5",
+        "--scenes", "1", "--frames", "1"]
+
+
+def test_every_rule_is_a_valid_change_away_from_the_default():
+    default = NuminaConfig()
+    for rule, (change, what) in A.RULES.items():
+        cfg = NuminaConfig(**change)  # refused by NuminaConfig's checks if it were invalid
+        assert any(getattr(cfg, k) != getattr(default, k) for k in change), rule
+        assert what
+
+
+def test_a_run_reports_each_rule_from_the_same_frames(tmp_path, monkeypatch):
+    resume = tmp_path / "cells.json"
+    assert A.main([*ARGS, "--rules", "link_ratio", "exclusive", "--out", str(tmp_path),
+                   "--name", "check", "--resume", str(resume)]) == 0
+    result = json.loads((tmp_path / "check.json").read_text())
+    (cell,) = result["cells"]
+    hits = A.decoded(cell["hits"])
+    assert set(hits) == {"default", "link_ratio", "exclusive"}
+    assert all(len(scenes) == 8 and all(len(s) == 1 for s in scenes) for scenes in hits.values())
+    rows = {r["rule"]: r for r in result["summary"]}
+    want = np.mean(sum(hits["link_ratio"], [])) - np.mean(sum(hits["default"], []))
+    assert rows["link_ratio"]["all"][0] == pytest.approx(want)
+    assert rows["link_ratio"]["blind"] is None  # no blind family in this run
+    low, high = rows["link_ratio"]["all"][1:]
+    assert low <= want <= high
+    assert "| link_ratio |" in (tmp_path / "check.md").read_text()
+    # a second run with the same cells done reads them back instead of running them again
+    def not_again(*args, **kwargs):
+        raise AssertionError("a cell in --resume was run again")
+
+    monkeypatch.setattr(A, "run_cell", not_again)
+    assert A.main([*ARGS, "--rules", "link_ratio", "exclusive", "--out", str(tmp_path),
+                   "--name", "again", "--resume", str(resume)]) == 0
+    assert json.loads((tmp_path / "again.json").read_text())["cells"] == result["cells"]
+
+
+def test_an_unknown_rule_is_refused_with_its_name(capsys):
+    with pytest.raises(SystemExit):
+        A.main([*ARGS, "--rules", "no_such_rule"])
+    assert "no_such_rule" in capsys.readouterr().err
