@@ -100,10 +100,12 @@ RESEARCH_SCRIPTS = (
     "docs/toy.md), and the synthetic attention scenes `synthetic_scenes.py`, "
     "`synthetic_shared_scenes.py`, `synthetic_feature_scenes.py`, `synthetic_rope_scenes.py`, "
     "`synthetic_multi_scenes.py`, `synthetic_crowd_scenes.py`, `synthetic_spread_scenes.py`, "
-    "`synthetic_early_scenes.py` and `synthetic_video_scenes.py` (each family described in docs/identify-evidence.md) that "
+    "`synthetic_early_scenes.py`, `synthetic_video_scenes.py` and `synthetic_heldout_scenes.py` (each family described in docs/identify-evidence.md) that "
     "`bench_identify.py` and the tests use; `compare_layout_versions.py OLD_TREE NEW_TREE` times two "
     "source trees' layout stage side by side on the same frames and checks that they read the same "
-    "layouts (what a speed change of the layout must show; its table follows the identify stage's)."
+    "layouts (what a speed change of the layout must show; its table follows the identify stage's); "
+    "`ablate_identify.py` switches each rule of the default layout stage off in turn on fresh "
+    "development seeds, the families written blind apart (its table follows the identify stage's too)."
 )
 
 #: benchmarks that exit 1 when an aim is missed
@@ -178,6 +180,7 @@ def write_doc() -> None:
                   *sorted(RESULTS.glob(f"{stems[script]}_clutter.md")),  # bench_identify.py --clutter
                   *sorted(RESULTS.glob(f"{stems[script]}_blur_*.md")),  # bench_identify.py --blur SIGMA
                   *sorted(RESULTS.glob(f"{stems[script]}_multi_all_nouns.md")),  # --all-nouns
+                  *sorted(RESULTS.glob(f"{stems[script]}_ablation.md")),  # ablate_identify.py
                   *sorted(RESULTS.glob(f"{stems[script]}_layout_cost*.md")),  # --layout-cost JSON (copies named by what they changed)
                   *sorted(RESULTS.glob(f"{stems[script]}_row_sums_cost.md")),  # --row-sums-cost
                   *(sorted(RESULTS.glob("layout_versions*.md")) if script == "bench_identify.py" else [])]
