@@ -810,9 +810,10 @@ def run_object_sizes(args) -> int:
 #: scenes per cell of ``--absent`` runs (each with ``--frames`` frames)
 ABSENT_SCENES = 8
 
-#: families whose scenes always show at least one object (``make_video_scene`` refuses
-#: ``n=0``: one object enters or leaves and every frame shows one): no ``--absent`` cells
-ALWAYS_SHOWN = frozenset({"video"})
+#: families whose scenes always show at least one object, no ``--absent`` cells:
+#: ``make_video_scene`` refuses ``n=0`` (one object enters or leaves and every frame shows
+#: one), and so does ``make_heldout_scene`` (written blind to a description of 1-8 objects)
+ALWAYS_SHOWN = frozenset({"video", "heldout"})
 
 
 def absent_families(families) -> list:

@@ -118,13 +118,18 @@ def test_merge_families_replaces_only_the_families_run(tmp_path):
         bench_identify.run_merge_families(argparse.Namespace(**{**vars(args), "seeds": 1}), tmp_path)
 
 
-def test_an_absent_run_leaves_out_the_family_that_always_shows_objects():
+def test_an_absent_run_leaves_out_the_families_that_always_show_objects():
+    from synthetic_heldout_scenes import make_heldout_scene
     from synthetic_video_scenes import make_video_scene
 
-    # the video family refuses a scene without objects, so ``--absent`` would stop on it
+    # the video and held-out families refuse a scene without objects, so ``--absent`` would
+    # stop on them
     with pytest.raises(ValueError, match="n must be an int >= 1"):
         make_video_scene(0, (12, 16), n_frames=2, seed=0)
-    families = ["project", "video", "early"]
+    with pytest.raises(ValueError, match="n=0: expected an integer >= 1"):
+        make_heldout_scene(0, (12, 16), n_frames=2, seed=0)
+    families = ["project", "video", "heldout", "early"]
     assert bench_identify.absent_families(families) == ["project", "early"]
     every = bench_identify.FAMILY_HEAD_TYPES
-    assert set(every) - set(bench_identify.absent_families(every)) == {"video"}
+    assert set(every) - set(bench_identify.absent_families(every)) == {"video", "heldout"}
+
