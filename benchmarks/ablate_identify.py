@@ -110,35 +110,32 @@ def decoded(hits: dict) -> dict:
     return {name: [[int(ch) for ch in scene] for scene in text.split()] for name, text in hits.items()}
 
 
-def paired_interval(default: list, off: list, reps: int = 2000, seed: int = 0
-                    ) -> tuple[float, float, float]:
+#: the parts of a run reported apart: (name, whether a cell belongs to it)
+PARTS = (("blind", lambda c: c["family"] in BLIND), ("others", lambda c: c["family"] not in BLIND),
+         ("all", lambda c: True))
+
+
+def paired_interval(default: list, off: list) -> tuple[float, float, float]:
     """Mean over frames of (off - default) hits and its 95% interval, resampling whole scenes
-    (``default``/``off``: [[0/1 per frame] per scene], the same scenes in the same order)."""
-    diff = np.array([sum(o) - sum(d) for d, o in zip(default, off)], dtype=np.float64)
-    sizes = np.array([len(d) for d in default], dtype=np.float64)
-    if sizes.sum() == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(reps, len(diff)))
-    boot = diff[idx].sum(1) / sizes[idx].sum(1)
-    return (float(diff.sum() / sizes.sum()), float(np.percentile(boot, 2.5)),
-            float(np.percentile(boot, 97.5)))
+    (``default``/``off``: [[0/1 per frame] per scene], the same scenes in the same order):
+    ``bench_identify.bootstrap_interval`` of the per-frame differences."""
+    return B.bootstrap_interval([[o - d for d, o in zip(d_scene, o_scene)]
+                                 for d_scene, o_scene in zip(default, off)])
 
 
 def summary(cells: list, rules: list) -> list:
     """Per rule: the change over the blind families, the others and all (mean, low, high), and
     the cells (family, grid, noise, set) that went up / down by more than a hundredth."""
+    hits = [decoded(c["hits"]) for c in cells]
     rows = []
     for rule in rules:
         row = {"rule": rule}
-        for part, keep in (("blind", lambda c: c["family"] in BLIND),
-                           ("others", lambda c: c["family"] not in BLIND), ("all", lambda c: True)):
-            chosen = [c for c in cells if keep(c)]
-            default = [s for c in chosen for s in decoded(c["hits"])["default"]]
-            off = [s for c in chosen for s in decoded(c["hits"])[rule]]
+        for part, keep in PARTS:
+            chosen = [h for c, h in zip(cells, hits) if keep(c)]
+            default = [s for h in chosen for s in h["default"]]
+            off = [s for h in chosen for s in h[rule]]
             row[part] = paired_interval(default, off) if default else None
-        moves = [np.mean(sum(decoded(c["hits"])[rule], [])) - np.mean(sum(decoded(c["hits"])["default"], []))
-                 for c in cells]
+        moves = [np.mean(sum(h[rule], [])) - np.mean(sum(h["default"], [])) for h in hits]
         row["cells_up"] = int(sum(m > 0.01 for m in moves))
         row["cells_down"] = int(sum(m < -0.01 for m in moves))
         rows.append(row)
@@ -155,9 +152,7 @@ def _fmt(v) -> str:
 def markdown(result: dict) -> str:
     cells, rows = result["cells"], result["summary"]
     defaults = {part: np.mean([h for c in cells if keep(c) for s in decoded(c["hits"])["default"] for h in s])
-                for part, keep in (("blind", lambda c: c["family"] in BLIND),
-                                   ("others", lambda c: c["family"] not in BLIND), ("all", lambda c: True))
-                if any(keep(c) for c in cells)}
+                for part, keep in PARTS if any(keep(c) for c in cells)}
     sets = sorted({c["set"] for c in cells})
     lines = [
         "# Each rule of the default layout stage switched off, one at a time",
