@@ -5,6 +5,8 @@ one rule switched off, on the same frames, on development seeds that no rule was
         [--families heldout video project ...] [--grids 30x52 15x26] [--noise 0.5 1.0]
         [--scenes 2] [--frames 3] [--rules peak_gap link_reach ...] [--resume PATH]
         [--name identify_ablation]
+    OMP_NUM_THREADS=1 python benchmarks/ablate_identify.py --settings '{"link_ratio_0.7":
+        {"link_ratio": 0.7}, ...}' --name identify_sensitivity      # other values, not "off"
 
 Every rule of ``RULES`` is one ``NuminaConfig`` change that switches one step of the default
 off (its documented "off" value: None, False or 0). For each seed set, family, grid and
@@ -19,7 +21,11 @@ default (``BLIND``: their frames were never used to build a rule before it was m
 them), over the others, and over all, each with a 95% paired bootstrap interval resampling
 whole scenes; and how many cells went up and down. ``results/NAME.json`` holds every cell's
 per-scene hits. A rule whose interval lies under 0 on the blind families earns its place on
-data it was not built for; one whose interval lies over 0 costs accuracy there."""
+data it was not built for; one whose interval lies over 0 costs accuracy there.
+
+``--settings`` compares named ``NuminaConfig`` changes of any kind instead of the rules (a
+JSON object ``{name: {field: value}}``, inline or a file's path): how far each setting of the
+default sits from a better value on the same frames (a sensitivity study)."""
 
 from __future__ import annotations
 
@@ -149,7 +155,38 @@ def _fmt(v) -> str:
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def parse_settings(text: str) -> dict:
+    """``--settings``: a JSON object ``{name: {NuminaConfig field: value}}``, inline or the path
+    of a file holding one -> {name: (change, description)}; ``ValueError`` naming what is wrong
+    (not an object, an empty or invalid change: ``NuminaConfig``'s own checks)."""
+    path = Path(text)
+    raw = path.read_text() if not text.lstrip().startswith("{") and path.exists() else text
+    try:
+        settings = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--settings {text!r}: not JSON ({e.msg}); expected an object "
+                         '{"name": {"field": value}} or the path of a file holding one') from None
+    if not isinstance(settings, dict) or not settings:
+        raise ValueError(f"--settings: expected a non-empty JSON object of named changes, got "
+                         f"{type(settings).__name__}")
+    out = {}
+    for name, change in settings.items():
+        if name == "default" or not isinstance(change, dict) or not change:
+            raise ValueError(f"--settings: {name!r} -> {change!r}: expected a name other than "
+                             "'default' and a non-empty object of NuminaConfig fields")
+        fields = {f.name for f in dataclasses.fields(NuminaConfig)}
+        unknown = sorted(set(change) - fields)
+        if unknown:
+            raise ValueError(f"--settings: {name!r}: {', '.join(unknown)} is not a NuminaConfig "
+                             "field (docs/method.md lists them)")
+        NuminaConfig(**change)  # NuminaConfig's checks name the field, the value and what is valid
+        out[name] = (change, ", ".join(f"`{k}` {json.dumps(v)}" for k, v in change.items()))
+    return out
+
+
 def markdown(result: dict) -> str:
+    if result.get("kind") == "settings":
+        return settings_markdown(result)
     cells, rows = result["cells"], result["summary"]
     defaults = {part: np.mean([h for c in cells if keep(c) for s in decoded(c["hits"])["default"] for h in s])
                 for part, keep in PARTS if any(keep(c) for c in cells)}
@@ -183,6 +220,40 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def settings_markdown(result: dict) -> str:
+    """The table of a ``--settings`` run: each named change against the default."""
+    cells, rows = result["cells"], result["summary"]
+    defaults = {part: np.mean([h for c in cells if keep(c) for s in decoded(c["hits"])["default"] for h in s])
+                for part, keep in PARTS if any(keep(c) for c in cells)}
+    sets = sorted({c["set"] for c in cells})
+    lines = [
+        "# Settings of the default layout stage changed one at a time",
+        "",
+        "`python benchmarks/ablate_identify.py --settings ...`: the default `NuminaConfig` against "
+        "the default with one setting changed, on the same frames, counts voted over neighbouring "
+        f"frames. Development seed sets {', '.join(map(str, sets))} ({result['scenes']} scenes per "
+        f"count 1-8, {result['frames']} frames each, seeds set + 100 s + n), families "
+        f"{', '.join(sorted({c['family'] for c in cells}))}, grids "
+        f"{', '.join(sorted({'x'.join(map(str, c['grid'])) for c in cells}))}, noise "
+        f"{', '.join(map(str, sorted({c['noise'] for c in cells})))}. "
+        f"Blind families: {', '.join(BLIND)}.",
+        "",
+        "Change in the share of frames counted right with the setting (setting - default; "
+        "positive = the setting counts more frames right), with 95% paired bootstrap intervals "
+        "over scenes. Default: " + ", ".join(f"{k} {v:.3f}" for k, v in defaults.items()) + ".",
+        "",
+        "| setting | change | blind families | other families | all | cells up / down |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['rule']} | {result['descriptions'][row['rule']]} | {_fmt(row['blind'])} | "
+                     f"{_fmt(row['others'])} | {_fmt(row['all'])} | {row['cells_up']} / {row['cells_down']} |")
+    lines += ["", f"Run {result['date']}. Machine: {result['machine']}; "
+              f"{result['seconds']:.0f} s of cell time in all, one thread (every configuration on every frame, "
+              "scenes made once a cell)."]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", type=int, nargs="+", default=(6000, 7000),
@@ -194,17 +265,28 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", type=int, default=2, help="scenes per count and cell")
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--rules", nargs="+", default=tuple(RULES), help=f"of {', '.join(RULES)}")
+    ap.add_argument("--settings", default=None,
+                    help='named NuminaConfig changes compared instead of the rules: a JSON object '
+                         '{"name": {"field": value}}, inline or a file')
     ap.add_argument("--resume", type=Path, default=None,
                     help="a JSON file of cells done so far: read if it exists, written after each cell")
     ap.add_argument("--name", default="identify_ablation")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
-    unknown = [r for r in args.rules if r not in RULES]
-    if unknown:
-        ap.error(f"--rules {' '.join(unknown)}: expected names of {', '.join(RULES)}")
+    if args.settings is not None:
+        try:
+            compared = parse_settings(args.settings)
+        except (ValueError, TypeError) as e:
+            ap.error(str(e))
+        names = list(compared)
+    else:
+        unknown = [r for r in args.rules if r not in RULES]
+        if unknown:
+            ap.error(f"--rules {' '.join(unknown)}: expected names of {', '.join(RULES)}")
+        compared, names = RULES, list(args.rules)
     torch.set_num_threads(1)
     configs = {"default": NuminaConfig()}
-    configs |= {r: dataclasses.replace(NuminaConfig(), **RULES[r][0]) for r in args.rules}
+    configs |= {r: dataclasses.replace(NuminaConfig(), **compared[r][0]) for r in names}
     cells = json.loads(args.resume.read_text()) if args.resume and args.resume.exists() else []
     done = {(c["set"], c["family"], tuple(c["grid"]), c["noise"]) for c in cells}
     for base in args.sets:
@@ -224,8 +306,10 @@ def main(argv=None) -> int:
                         args.resume.write_text(json.dumps(cells))
     result = {"date": time.strftime("%Y-%m-%d"), "machine": B._machine(), "scenes": args.scenes,
               "frames": args.frames, "seconds": sum(c.get("seconds", 0.0) for c in cells),
-              "rules": {r: RULES[r][0] for r in args.rules}, "cells": cells}
-    result["summary"] = summary(cells, list(args.rules))
+              "kind": "rules" if args.settings is None else "settings",
+              "rules": {r: compared[r][0] for r in names},
+              "descriptions": {r: compared[r][1] for r in names}, "cells": cells}
+    result["summary"] = summary(cells, names)
     B._write(args.out, args.name, result, markdown(result))
     return 0
 

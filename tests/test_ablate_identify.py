@@ -51,3 +51,34 @@ def test_an_unknown_rule_is_refused_with_its_name(capsys):
     with pytest.raises(SystemExit):
         A.main([*ARGS, "--rules", "no_such_rule"])
     assert "no_such_rule" in capsys.readouterr().err
+
+
+def test_named_settings_are_compared_with_the_default_on_the_same_frames(tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"link_ratio_0.7": {"link_ratio": 0.7}}))
+    assert A.main([*ARGS, "--settings", str(settings), "--out", str(tmp_path), "--name", "vary"]) == 0
+    result = json.loads((tmp_path / "vary.json").read_text())
+    assert result["kind"] == "settings" and result["rules"] == {"link_ratio_0.7": {"link_ratio": 0.7}}
+    (cell,) = result["cells"]
+    hits = A.decoded(cell["hits"])
+    assert set(hits) == {"default", "link_ratio_0.7"}
+    (row,) = result["summary"]
+    want = np.mean(sum(hits["link_ratio_0.7"], [])) - np.mean(sum(hits["default"], []))
+    assert row["all"][0] == pytest.approx(want)
+    md = (tmp_path / "vary.md").read_text()
+    assert "| link_ratio_0.7 | `link_ratio` 0.7 |" in md
+    assert "changed one at a time" in md and "switched off" not in md
+
+
+@pytest.mark.parametrize("text, named", [
+    ('{"wide": {"link_ratio": -1}}', "link_ratio"),
+    ('{"nothing": {}}', "nothing"),
+    ('{"default": {"link_ratio": 0.7}}', "default"),
+    ('{"typo": {"link_ration": 0.7}}', "link_ration"),
+    ("[1, 2]", "list"),
+    ("{not json", "not JSON"),
+])
+def test_bad_settings_are_refused_naming_what_is_wrong(text, named, capsys):
+    with pytest.raises(SystemExit):
+        A.main([*ARGS, "--settings", text])
+    assert named in capsys.readouterr().err
