@@ -227,7 +227,7 @@ def settings_markdown(result: dict) -> str:
                 for part, keep in PARTS if any(keep(c) for c in cells)}
     sets = sorted({c["set"] for c in cells})
     lines = [
-        "# Settings of the default layout stage changed one at a time",
+        "# " + result.get("title", "Settings of the default layout stage changed one at a time"),
         "",
         "`python benchmarks/ablate_identify.py --settings ...`: the default `NuminaConfig` against "
         "the default with one setting changed, on the same frames, counts voted over neighbouring "
@@ -271,6 +271,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", type=Path, default=None,
                     help="a JSON file of cells done so far: read if it exists, written after each cell")
     ap.add_argument("--name", default="identify_ablation")
+    ap.add_argument("--title", default=None, help="the title of a --settings run's table")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     if args.settings is not None:
@@ -309,6 +310,8 @@ def main(argv=None) -> int:
               "kind": "rules" if args.settings is None else "settings",
               "rules": {r: compared[r][0] for r in names},
               "descriptions": {r: compared[r][1] for r in names}, "cells": cells}
+    if args.title:
+        result["title"] = args.title
     result["summary"] = summary(cells, names)
     B._write(args.out, args.name, result, markdown(result))
     return 0

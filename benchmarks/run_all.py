@@ -105,7 +105,8 @@ RESEARCH_SCRIPTS = (
     "source trees' layout stage side by side on the same frames and checks that they read the same "
     "layouts (what a speed change of the layout must show; its table follows the identify stage's); "
     "`ablate_identify.py` switches each rule of the default layout stage off in turn on fresh "
-    "development seeds, the families written blind apart (its table follows the identify stage's too)."
+    "development seeds, the families written blind apart, and with `--settings` compares other values "
+    "of the default's settings the same way (their tables follow the identify stage's too)."
 )
 
 #: benchmarks that exit 1 when an aim is missed
@@ -181,6 +182,7 @@ def write_doc() -> None:
                   *sorted(RESULTS.glob(f"{stems[script]}_blur_*.md")),  # bench_identify.py --blur SIGMA
                   *sorted(RESULTS.glob(f"{stems[script]}_multi_all_nouns.md")),  # --all-nouns
                   *sorted(RESULTS.glob(f"{stems[script]}_ablation.md")),  # ablate_identify.py
+                  *sorted(RESULTS.glob(f"{stems[script]}_sensitivity*.md")),  # ablate_identify.py --settings
                   *sorted(RESULTS.glob(f"{stems[script]}_layout_cost*.md")),  # --layout-cost JSON (copies named by what they changed)
                   *sorted(RESULTS.glob(f"{stems[script]}_row_sums_cost.md")),  # --row-sums-cost
                   *(sorted(RESULTS.glob("layout_versions*.md")) if script == "bench_identify.py" else [])]

@@ -56,7 +56,8 @@ def test_an_unknown_rule_is_refused_with_its_name(capsys):
 def test_named_settings_are_compared_with_the_default_on_the_same_frames(tmp_path):
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"link_ratio_0.7": {"link_ratio": 0.7}}))
-    assert A.main([*ARGS, "--settings", str(settings), "--out", str(tmp_path), "--name", "vary"]) == 0
+    assert A.main([*ARGS, "--settings", str(settings), "--out", str(tmp_path), "--name", "vary",
+                   "--title", "A closer link"]) == 0
     result = json.loads((tmp_path / "vary.json").read_text())
     assert result["kind"] == "settings" and result["rules"] == {"link_ratio_0.7": {"link_ratio": 0.7}}
     (cell,) = result["cells"]
@@ -67,7 +68,7 @@ def test_named_settings_are_compared_with_the_default_on_the_same_frames(tmp_pat
     assert row["all"][0] == pytest.approx(want)
     md = (tmp_path / "vary.md").read_text()
     assert "| link_ratio_0.7 | `link_ratio` 0.7 |" in md
-    assert "changed one at a time" in md and "switched off" not in md
+    assert md.startswith("# A closer link\n") and "switched off" not in md
 
 
 @pytest.mark.parametrize("text, named", [
