@@ -184,69 +184,52 @@ def parse_settings(text: str) -> dict:
     return out
 
 
-def markdown(result: dict) -> str:
+def _wording(result: dict) -> dict:
+    """What a table says of its comparisons: the rules switched off, or named settings."""
     if result.get("kind") == "settings":
-        return settings_markdown(result)
+        return {"title": result.get("title", "Settings of the default layout stage changed one at a time"),
+                "run": "`python benchmarks/ablate_identify.py --settings ...`: the default `NuminaConfig` "
+                       "against the default with one setting changed",
+                "blind": f"Blind families: {', '.join(BLIND)}.",
+                "change": "with the setting (setting - default; positive = the setting counts more "
+                          "frames right)",
+                "columns": "| setting | change |",
+                "what": lambda name: result["descriptions"][name]}
+    return {"title": "Each rule of the default layout stage switched off, one at a time",
+            "run": "`python benchmarks/ablate_identify.py`: the default `NuminaConfig` against the default "
+                   "with one rule switched off",
+            "blind": f"Blind families ({', '.join(BLIND)}): written without sight of the default's rules "
+                     "of their day (two rules were built on their development frames since: see the "
+                     "descriptions).",
+            "change": "when the rule is off (off - default; negative = the rule helps)",
+            "columns": "| rule (switched off) | what it does |",
+            "what": lambda name: RULES[name][1]}
+
+
+def markdown(result: dict) -> str:
     cells, rows = result["cells"], result["summary"]
+    say = _wording(result)
     defaults = {part: np.mean([h for c in cells if keep(c) for s in decoded(c["hits"])["default"] for h in s])
                 for part, keep in PARTS if any(keep(c) for c in cells)}
     sets = sorted({c["set"] for c in cells})
     lines = [
-        "# Each rule of the default layout stage switched off, one at a time",
+        "# " + say["title"],
         "",
-        "`python benchmarks/ablate_identify.py`: the default `NuminaConfig` against the default with one "
-        "rule switched off, on the same frames, counts voted over neighbouring frames. Development "
+        say["run"] + ", on the same frames, counts voted over neighbouring frames. Development "
         f"seed sets {', '.join(map(str, sets))} ({result['scenes']} scenes per count 1-8, "
         f"{result['frames']} frames each, seeds set + 100 s + n), families "
         f"{', '.join(sorted({c['family'] for c in cells}))}, grids "
         f"{', '.join(sorted({'x'.join(map(str, c['grid'])) for c in cells}))}, noise "
-        f"{', '.join(map(str, sorted({c['noise'] for c in cells})))}. "
-        f"Blind families ({', '.join(BLIND)}): written without sight of the default's rules of "
-        "their day (two rules were built on their development frames since: see the descriptions).",
+        f"{', '.join(map(str, sorted({c['noise'] for c in cells})))}. " + say["blind"],
         "",
-        "Change in the share of frames counted right when the rule is off (off - default; "
-        "negative = the rule helps), with 95% paired bootstrap intervals over scenes. "
-        "Default: " + ", ".join(f"{k} {v:.3f}" for k, v in defaults.items()) + ".",
+        f"Change in the share of frames counted right {say['change']}, with 95% paired bootstrap "
+        "intervals over scenes. Default: " + ", ".join(f"{k} {v:.3f}" for k, v in defaults.items()) + ".",
         "",
-        "| rule (switched off) | what it does | blind families | other families | all | cells up / down |",
+        say["columns"] + " blind families | other families | all | cells up / down |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        lines.append(f"| {row['rule']} | {RULES[row['rule']][1]} | {_fmt(row['blind'])} | "
-                     f"{_fmt(row['others'])} | {_fmt(row['all'])} | {row['cells_up']} / {row['cells_down']} |")
-    lines += ["", f"Run {result['date']}. Machine: {result['machine']}; "
-              f"{result['seconds']:.0f} s of cell time in all, one thread (every configuration on every frame, "
-              "scenes made once a cell)."]
-    return "\n".join(lines)
-
-
-def settings_markdown(result: dict) -> str:
-    """The table of a ``--settings`` run: each named change against the default."""
-    cells, rows = result["cells"], result["summary"]
-    defaults = {part: np.mean([h for c in cells if keep(c) for s in decoded(c["hits"])["default"] for h in s])
-                for part, keep in PARTS if any(keep(c) for c in cells)}
-    sets = sorted({c["set"] for c in cells})
-    lines = [
-        "# " + result.get("title", "Settings of the default layout stage changed one at a time"),
-        "",
-        "`python benchmarks/ablate_identify.py --settings ...`: the default `NuminaConfig` against "
-        "the default with one setting changed, on the same frames, counts voted over neighbouring "
-        f"frames. Development seed sets {', '.join(map(str, sets))} ({result['scenes']} scenes per "
-        f"count 1-8, {result['frames']} frames each, seeds set + 100 s + n), families "
-        f"{', '.join(sorted({c['family'] for c in cells}))}, grids "
-        f"{', '.join(sorted({'x'.join(map(str, c['grid'])) for c in cells}))}, noise "
-        f"{', '.join(map(str, sorted({c['noise'] for c in cells})))}. "
-        f"Blind families: {', '.join(BLIND)}.",
-        "",
-        "Change in the share of frames counted right with the setting (setting - default; "
-        "positive = the setting counts more frames right), with 95% paired bootstrap intervals "
-        "over scenes. Default: " + ", ".join(f"{k} {v:.3f}" for k, v in defaults.items()) + ".",
-        "",
-        "| setting | change | blind families | other families | all | cells up / down |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(f"| {row['rule']} | {result['descriptions'][row['rule']]} | {_fmt(row['blind'])} | "
+        lines.append(f"| {row['rule']} | {say['what'](row['rule'])} | {_fmt(row['blind'])} | "
                      f"{_fmt(row['others'])} | {_fmt(row['all'])} | {row['cells_up']} / {row['cells_down']} |")
     lines += ["", f"Run {result['date']}. Machine: {result['machine']}; "
               f"{result['seconds']:.0f} s of cell time in all, one thread (every configuration on every frame, "
