@@ -89,13 +89,14 @@ def _grid(text: str) -> tuple[int, int]:
 
 
 def run_cell(family: str, grid, noise: float, base: int, scenes: int, frames: int,
-             configs: dict) -> dict:
+             configs: dict, heads: int = B.HEADS) -> dict:
     """Per configuration, per scene, whether each frame's voted count is right: {name: [[0/1
-    per frame] per scene]} for counts 1-8 x ``scenes`` scenes (seeds ``base + 100 s + n``)."""
+    per frame] per scene]} for counts 1-8 x ``scenes`` scenes (seeds ``base + 100 s + n``),
+    ``heads`` self-attention heads a scene (``bench_identify.head_types_for``)."""
     hits = {name: [] for name in configs}
     for n in range(1, 9):
         for s in range(scenes):
-            scene, _ = B._scene(family, n, grid, noise, base + 100 * s + n, frames)
+            scene, _ = B._scene(family, n, grid, noise, base + 100 * s + n, frames, heads=heads)
             truth = [fr.count for fr in scene.frames]
             for name, cfg in configs.items():
                 counts = [layout_from_attention(fr.self_attn, fr.cross_attn, grid, cfg).count
@@ -215,7 +216,9 @@ def markdown(result: dict) -> str:
         "",
         say["run"] + ", on the same frames, counts voted over neighbouring frames. Development "
         f"seed sets {', '.join(map(str, sets))} ({result['scenes']} scenes per count 1-8, "
-        f"{result['frames']} frames each, seeds set + 100 s + n), families "
+        f"{result['frames']} frames each, seeds set + 100 s + n"
+        + (f", {result['heads']} self-attention heads a scene" if result.get("heads", B.HEADS) != B.HEADS else "")
+        + "), families "
         f"{', '.join(sorted({c['family'] for c in cells}))}, grids "
         f"{', '.join(sorted({'x'.join(map(str, c['grid'])) for c in cells}))}, noise "
         f"{', '.join(map(str, sorted({c['noise'] for c in cells})))}. " + say["blind"],
@@ -244,6 +247,9 @@ def main(argv=None) -> int:
     ap.add_argument("--grids", nargs="+", default=("30x52", "15x26"))
     ap.add_argument("--noise", type=float, nargs="+", default=(0.5, 1.0))
     ap.add_argument("--scenes", type=int, default=2, help="scenes per count and cell")
+    ap.add_argument("--heads", type=int, default=B.HEADS,
+                    help=f"self-attention heads a scene (default {B.HEADS}; 40 as Wan2.1-14B: the "
+                         "family's heads, then its distractor types repeated)")
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--rules", nargs="+", default=tuple(RULES), help=f"of {', '.join(RULES)}")
     ap.add_argument("--settings", default=None,
@@ -266,6 +272,8 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"--rules {' '.join(unknown)}: expected names of {', '.join(RULES)}")
         compared, names = RULES, list(args.rules)
+    if args.heads < B.HEADS:
+        ap.error(f"--heads {args.heads}: expected at least {B.HEADS} (every family's own heads)")
     torch.set_num_threads(1)
     configs = {"default": NuminaConfig()}
     configs |= {r: dataclasses.replace(NuminaConfig(), **compared[r][0]) for r in names}
@@ -278,7 +286,7 @@ def main(argv=None) -> int:
                     if (base, family, grid, noise) in done:
                         continue
                     t0 = time.time()
-                    hits = run_cell(family, grid, noise, base, args.scenes, args.frames, configs)
+                    hits = run_cell(family, grid, noise, base, args.scenes, args.frames, configs, args.heads)
                     cells.append({"set": base, "family": family, "grid": list(grid), "noise": noise,
                                   "seconds": round(time.time() - t0, 1), "hits": encoded(hits)})
                     d = np.mean(sum(hits["default"], []))
@@ -287,7 +295,7 @@ def main(argv=None) -> int:
                     if args.resume:
                         args.resume.write_text(json.dumps(cells))
     result = {"date": time.strftime("%Y-%m-%d"), "machine": B._machine(), "scenes": args.scenes,
-              "frames": args.frames, "seconds": sum(c.get("seconds", 0.0) for c in cells),
+              "frames": args.frames, "heads": args.heads, "seconds": sum(c.get("seconds", 0.0) for c in cells),
               "kind": "rules" if args.settings is None else "settings",
               "rules": {r: compared[r][0] for r in names},
               "descriptions": {r: compared[r][1] for r in names}, "cells": cells}

@@ -83,3 +83,27 @@ def test_bad_settings_are_refused_naming_what_is_wrong(text, named, capsys):
     with pytest.raises(SystemExit):
         A.main([*ARGS, "--settings", text])
     assert named in capsys.readouterr().err
+
+
+def test_heads_other_than_twelve_reach_the_scenes_and_the_table(tmp_path, monkeypatch):
+    seen = []
+    real = A.B._scene
+
+    def spy(*args, **kwargs):
+        scene, types = real(*args, **kwargs)
+        seen.append(len(scene.frames[0].self_attn))
+        return scene, types
+
+    monkeypatch.setattr(A.B, "_scene", spy)
+    assert A.main([*ARGS, "--rules", "link_ratio", "--heads", "14", "--out", str(tmp_path),
+                   "--name", "h"]) == 0
+    assert seen and set(seen) == {14}
+    assert json.loads((tmp_path / "h.json").read_text())["heads"] == 14
+    assert "14 self-attention heads a scene" in (tmp_path / "h.md").read_text()
+
+
+def test_fewer_heads_than_a_family_has_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        A.main([*ARGS, "--rules", "link_ratio", "--heads", "5"])
+    err = capsys.readouterr().err
+    assert "--heads 5" in err and "at least 12" in err
