@@ -670,13 +670,18 @@ def accuracy_cells(args) -> tuple[list, dict]:
 def run_merge_families(args, out: Path = HERE / "results") -> int:
     """``--merge-families``: the cells of ``args.families`` run now, in place of theirs in
     results/identify.json (families in the table's order, new ones last); the rest of the
-    file stays from its run. Each merged family's run is recorded in ``family_runs``."""
+    file stays from its run. Each merged family's run is recorded in ``family_runs``. The file is
+    read again once the cells are done, so that two processes merging different families side
+    by side keep each other's cells (unless they finish within the same instant)."""
     result = json.loads((out / "identify.json").read_text())
     for key, given in (("seeds", args.seeds), ("frames_per_scene", args.frames)):
         if result[key] != given:
             raise SystemExit(f"--merge-families: results/identify.json has {key}={result[key]}; "
                              "run with the same --seeds and --frames so that the cells compare")
     cells, times = accuracy_cells(args)
+    # read again now: another --merge-families process (the other half of the families, side
+    # by side) may have written its cells since this one started
+    result = json.loads((out / "identify.json").read_text())
     run = set(args.families)
     result["cells"] = [c for c in result["cells"] if c["family"] not in run] + cells
     result["timing"] = {k: v for k, v in result["timing"].items() if k.split()[0] not in run} | times

@@ -118,6 +118,35 @@ def test_merge_families_replaces_only_the_families_run(tmp_path):
         bench_identify.run_merge_families(argparse.Namespace(**{**vars(args), "seeds": 1}), tmp_path)
 
 
+def test_two_merges_side_by_side_keep_each_others_cells(tmp_path, monkeypatch):
+    """Two ``--merge-families`` processes run side by side (one half of the families each):
+    the one that finishes last keeps the cells the other wrote while it ran."""
+    import argparse
+    import json
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(bench_identify.__file__).parent / "results" / "identify.json", tmp_path / "identify.json")
+    stored = json.loads((tmp_path / "identify.json").read_text())
+
+    def cells_of(family):
+        return [{**c, "default": [0.123, 0.1, 0.2]} for c in stored["cells"] if c["family"] == family]
+
+    def other_half_finishes_meanwhile(args):
+        done = json.loads((tmp_path / "identify.json").read_text())
+        done["cells"] = [c for c in done["cells"] if c["family"] != "shared"] + cells_of("shared")
+        (tmp_path / "identify.json").write_text(json.dumps(done))
+        return cells_of("rope"), {}
+
+    monkeypatch.setattr(bench_identify, "accuracy_cells", other_half_finishes_meanwhile)
+    args = argparse.Namespace(families=["rope"], seeds=stored["seeds"], frames=stored["frames_per_scene"],
+                              merge_families="a test run")
+    bench_identify.run_merge_families(args, tmp_path)
+    merged = json.loads((tmp_path / "identify.json").read_text())
+    for family in ("rope", "shared"):
+        assert [c["default"][0] for c in merged["cells"] if c["family"] == family] == [0.123] * len(cells_of(family))
+
+
 def test_an_absent_run_leaves_out_the_families_that_always_show_objects():
     from synthetic_heldout_scenes import make_heldout_scene
     from synthetic_video_scenes import make_video_scene
