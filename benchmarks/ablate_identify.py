@@ -3,7 +3,7 @@ one rule switched off, on the same frames, on development seeds that no rule was
 
     OMP_NUM_THREADS=1 python benchmarks/ablate_identify.py [--sets 6000 7000]
         [--families heldout video project ...] [--grids 30x52 15x26] [--noise 0.5 1.0]
-        [--scenes 2] [--frames 3] [--rules peak_gap link_reach ...] [--resume PATH]
+        [--scenes 2] [--frames 3] [--heads 12] [--rules peak_gap link_reach ...] [--resume PATH]
         [--name identify_ablation]
     OMP_NUM_THREADS=1 python benchmarks/ablate_identify.py --settings '{"link_ratio_0.7":
         {"link_ratio": 0.7}, ...}' --name identify_sensitivity      # other values, not "off"
@@ -25,7 +25,9 @@ data it was not built for; one whose interval lies over 0 costs accuracy there.
 
 ``--settings`` compares named ``NuminaConfig`` changes of any kind instead of the rules (a
 JSON object ``{name: {field: value}}``, inline or a file's path): how far each setting of the
-default sits from a better value on the same frames (a sensitivity study)."""
+default sits from a better value on the same frames (a sensitivity study). ``--heads N``: N
+self-attention heads a scene instead of 12 (each family's own heads, then its distractor types
+repeated: ``bench_identify.head_types_for``; 40 as Wan2.1-14B)."""
 
 from __future__ import annotations
 
