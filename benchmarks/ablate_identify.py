@@ -51,10 +51,11 @@ from numina_hooks.numina.layout import layout_from_attention  # noqa: E402
 from numina_hooks.numina.partition import temporal_vote  # noqa: E402
 
 #: families written blind to the default's rules of their day (docs/identify-evidence.md: "A
-#: ninth family, written blind", "A tenth family, written blind"); the two rules built on
-#: their development frames afterwards (step 8c on the video family's, the finer head's
-#: comparison on the held-out family's) say so in ``RULES``' descriptions
-BLIND = ("video", "heldout")
+#: ninth family, written blind", "A tenth family, written blind", "An eleventh family, written
+#: blind"); the two rules built on their development frames afterwards (step 8c on the video
+#: family's, the finer head's comparison on the held-out family's) say so in ``RULES``'
+#: descriptions; no rule has been built on the joint family's
+BLIND = ("video", "heldout", "joint")
 
 #: rule -> (the NuminaConfig change that switches it off, what the rule does)
 RULES: dict[str, tuple[dict, str]] = {
@@ -187,11 +188,13 @@ def parse_settings(text: str) -> dict:
 
 def _wording(result: dict) -> dict:
     """What a table says of its comparisons: the rules switched off, or named settings."""
+    run = {c["family"] for c in result["cells"]}
+    blind = ", ".join(f for f in BLIND if f in run) or "none in this run"
     if result.get("kind") == "settings":
         return {"title": result.get("title", "Settings of the default layout stage changed one at a time"),
                 "run": "`python benchmarks/ablate_identify.py --settings ...`: the default `NuminaConfig` "
                        "against the default with one setting changed",
-                "blind": f"Blind families: {', '.join(BLIND)}.",
+                "blind": f"Blind families: {blind}.",
                 "change": "with the setting (setting - default; positive = the setting counts more "
                           "frames right)",
                 "columns": "| setting | change |",
@@ -199,7 +202,7 @@ def _wording(result: dict) -> dict:
     return {"title": "Each rule of the default layout stage switched off, one at a time",
             "run": "`python benchmarks/ablate_identify.py`: the default `NuminaConfig` against the default "
                    "with one rule switched off",
-            "blind": f"Blind families ({', '.join(BLIND)}): written without sight of the default's rules "
+            "blind": f"Blind families ({blind}): written without sight of the default's rules "
                      "of their day (two rules were built on their development frames since: see the "
                      "descriptions).",
             "change": "when the rule is off (off - default; negative = the rule helps)",

@@ -67,7 +67,12 @@ run once on the report seeds with the default as it was: objects that never touc
 shapes and sizes, every head's rows dominated by a shared local and broad component and a
 pull towards background sinks, one instance head among class, saliency, positional, axial,
 periodic, sink, noisy, diffuse, texture and edge heads, a noun map blurred by 0.8-2.2
-patches over a 5% background with clutter bumps).
+patches over a 5% background with clutter bumps) and ``joint`` (``synthetic_joint_scenes.py``,
+written blind on 2026-12-07's thirteenth session from a description of CogVideoX's joint
+attention, and run once on the report seeds with the default as it was: one softmax per head
+over 226 text tokens and the frame's video tokens, computed from token features with QK
+LayerNorm, sinks among the text tokens taking a query-dependent share of each row, the
+video->video block renormalised row by row, the noun's map the raw probability on its tokens).
 Per family, grid (30x52 =
 Wan2.1-1.3B at 832x480, and 15x26) and noise (0.25, 0.5 = moderate, 1.0 = highest):
 scenes of 1..8 instances, ``--seeds`` scenes per count, ``--frames`` frames per scene.
@@ -156,6 +161,7 @@ from synthetic_spread_scenes import SPREAD_HEAD_TYPES, make_spread_scene  # noqa
 from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E402
 from synthetic_video_scenes import FAMILY_HEAD_TYPES as VIDEO_HEAD_TYPES, make_video_scene  # noqa: E402
 from synthetic_heldout_scenes import HELDOUT_HEAD_TYPES, make_heldout_scene  # noqa: E402
+from synthetic_joint_scenes import JOINT_HEAD_TYPES, make_joint_scene  # noqa: E402
 from noun_map_clutter import DEFAULT_CLUTTER, add_clutter  # noqa: E402
 from noun_map_blur import REFERENCE_ROWS, blur_noun_maps  # noqa: E402
 
@@ -388,12 +394,13 @@ FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
                      "feature": FEATURE_HEAD_TYPES, "rope": ROPE_HEAD_TYPES,
                      "multi": MULTI_HEAD_TYPES, "crowd": CROWD_HEAD_TYPES,
                      "spread": SPREAD_HEAD_TYPES, "early": EARLY_HEAD_TYPES,
-                     "video": VIDEO_HEAD_TYPES, "heldout": HELDOUT_HEAD_TYPES}
+                     "video": VIDEO_HEAD_TYPES, "heldout": HELDOUT_HEAD_TYPES,
+                     "joint": JOINT_HEAD_TYPES}
 BAR_FAMILIES = ("project", "shared", "feature")  # the families whose makers draw bars (``shape``)
 SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene,
                 "multi": make_multi_scene, "crowd": make_crowd_scene,
                 "spread": make_spread_scene, "early": make_early_scene,
-                "video": make_video_scene, "heldout": make_heldout_scene}
+                "video": make_video_scene, "heldout": make_heldout_scene, "joint": make_joint_scene}
 
 
 def cross_map_count(cross_attn, grid, cfg: NuminaConfig) -> int:
@@ -532,7 +539,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=DEFAULT_GRIDS)
     ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd", "spread", "early",
-                                                      "video", "heldout"))
+                                                      "video", "heldout", "joint"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--update-reader", metavar="NOTE",
@@ -817,8 +824,9 @@ ABSENT_SCENES = 8
 
 #: families whose scenes always show at least one object, no ``--absent`` cells:
 #: ``make_video_scene`` refuses ``n=0`` (one object enters or leaves and every frame shows
-#: one), and so does ``make_heldout_scene`` (written blind to a description of 1-8 objects)
-ALWAYS_SHOWN = frozenset({"video", "heldout"})
+#: one), and so do ``make_heldout_scene`` and ``make_joint_scene`` (written blind to a
+#: description of 1-8 objects)
+ALWAYS_SHOWN = frozenset({"video", "heldout", "joint"})
 
 
 def absent_families(families) -> list:

@@ -43,8 +43,8 @@ BENCHMARKS = [
     ("bench_identify.py", ["--seeds", "1"], [], "Identify stage",
      "The phase-1 reader (`LayoutReader`) from the kernel's q/k, seconds per frame and noun at 15x26, "
      "30x52 (Wan2.1-1.3B, 12 heads of 128) and 45x78 patches, one thread, reading from q/k against "
-     "building the maps first, with the growth exponent; and count accuracy on ten families of "
-     "synthetic DiT-like scenes (`rope`, `multi`, `crowd`, `spread`, `early`, `video` and `heldout` written blind to the identify code). Aim, checked (issue 16): at most 0.05 s per frame and noun at 30x52, the same layouts "
+     "building the maps first, with the growth exponent; and count accuracy on eleven families of "
+     "synthetic DiT-like scenes (`rope`, `multi`, `crowd`, `spread`, `early`, `video`, `heldout` and `joint` written blind to the identify code). Aim, checked (issue 16): at most 0.05 s per frame and noun at 30x52, the same layouts "
      "as from the maps."),
     ("bench_focus_clustering.py", ["--rounds", "3"], [], "Focus clustering",
      "The focus mask's DBSCAN membership computed with two grid filters (`layout.dbscan_members`, the "
@@ -100,7 +100,7 @@ RESEARCH_SCRIPTS = (
     "docs/toy.md), and the synthetic attention scenes `synthetic_scenes.py`, "
     "`synthetic_shared_scenes.py`, `synthetic_feature_scenes.py`, `synthetic_rope_scenes.py`, "
     "`synthetic_multi_scenes.py`, `synthetic_crowd_scenes.py`, `synthetic_spread_scenes.py`, "
-    "`synthetic_early_scenes.py`, `synthetic_video_scenes.py` and `synthetic_heldout_scenes.py` (each family described in docs/identify-evidence.md) that "
+    "`synthetic_early_scenes.py`, `synthetic_video_scenes.py`, `synthetic_heldout_scenes.py` and `synthetic_joint_scenes.py` (each family described in docs/identify-evidence.md) that "
     "`bench_identify.py` and the tests use; `compare_layout_versions.py OLD_TREE NEW_TREE` times two "
     "source trees' layout stage side by side on the same frames and checks that they read the same "
     "layouts (what a speed change of the layout must show; its table follows the identify stage's); "

@@ -151,14 +151,18 @@ def test_an_absent_run_leaves_out_the_families_that_always_show_objects():
     from synthetic_heldout_scenes import make_heldout_scene
     from synthetic_video_scenes import make_video_scene
 
-    # the video and held-out families refuse a scene without objects, so ``--absent`` would
+    # the video, held-out and joint families refuse a scene without objects, so ``--absent`` would
     # stop on them
     with pytest.raises(ValueError, match="n must be an int >= 1"):
         make_video_scene(0, (12, 16), n_frames=2, seed=0)
     with pytest.raises(ValueError, match="n=0: expected an integer >= 1"):
         make_heldout_scene(0, (12, 16), n_frames=2, seed=0)
-    families = ["project", "video", "heldout", "early"]
+    from synthetic_joint_scenes import make_joint_scene
+
+    with pytest.raises(ValueError, match="n must be"):
+        make_joint_scene(0, (12, 16), n_frames=2, seed=0)
+    families = ["project", "video", "heldout", "early", "joint"]
     assert bench_identify.absent_families(families) == ["project", "early"]
     every = bench_identify.FAMILY_HEAD_TYPES
-    assert set(every) - set(bench_identify.absent_families(every)) == {"video", "heldout"}
+    assert set(every) - set(bench_identify.absent_families(every)) == {"video", "heldout", "joint"}
 
