@@ -547,7 +547,8 @@ def main() -> None:
                          "(the accuracy cells stay from their run); NOTE says what else ran on the machine")
     ap.add_argument("--merge-families", metavar="NOTE",
                     help="run the accuracy cells of --families only and put them in place of those "
-                         "families' cells (and layout times) in results/identify.json; the other "
+                         "families' cells (and layout times) in results/identify.json (with --heads N: "
+                         "in that run's file, results/identify_heads{N}...json); the other "
                          "families' cells and the reader stay from their runs; NOTE says why and what "
                          "else ran on the machine")
     ap.add_argument("--reader-grids", nargs="+", default=("15x26", "30x52", "45x78"))
@@ -610,7 +611,7 @@ def main() -> None:
     except ImportError:
         pass
     if args.heads != HEADS:
-        sys.exit(run_more_heads(args))
+        sys.exit(run_merge_heads(args) if args.merge_families else run_more_heads(args))
     if args.object_sizes:
         sys.exit(run_object_sizes(args))
     if args.absent:
@@ -698,11 +699,52 @@ def run_merge_families(args, out: Path = HERE / "results") -> int:
     return _write_results(out, result)
 
 
+def heads_stem(args) -> str:
+    """The results stem of a ``--heads N`` run: ``identify_heads{N}``, with its grids named
+    when they are not the main table's."""
+    grids = "" if on_main_grids(args.grids) else "_" + "_".join(args.grids)
+    return f"identify_heads{args.heads}{grids}"
+
+
 def run_more_heads(args) -> int:
     """The accuracy cells with ``args.heads`` heads per scene (no reader, no timing table);
     returns 1 when an accuracy aim is missed (:func:`accuracy_aims`)."""
-    grids = "" if on_main_grids(args.grids) else "_" + "_".join(args.grids)
-    return run_cells_variant(args, f"identify_heads{args.heads}{grids}", heads_markdown, heads=args.heads)
+    return run_cells_variant(args, heads_stem(args), heads_markdown, heads=args.heads)
+
+
+def run_merge_heads(args, out: Path = HERE / "results") -> int:
+    """``--heads N --merge-families NOTE``: the cells of ``args.families`` with N heads run
+    now, in place of theirs in ``results/identify_heads{N}...json`` (new families last); the
+    other families' cells stay from their run, and the merged family's run is recorded in
+    ``family_runs`` (the table says so). The file is read again once the cells are done, as
+    ``run_merge_families`` does. Returns 0 (a report of the merged cells)."""
+    path = out / f"{heads_stem(args)}.json"
+    if not path.exists():
+        raise SystemExit(f"--merge-families with --heads {args.heads}: {path} does not exist; run "
+                         f"--heads {args.heads} without --merge-families first")
+    result = json.loads(path.read_text())
+    for key, given in (("seeds", args.seeds), ("frames_per_scene", args.frames)):
+        if result[key] != given:
+            raise SystemExit(f"--merge-families: {path.name} has {key}={result[key]}; run with the "
+                             "same --seeds and --frames so that the cells compare")
+    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
+    cells = []
+    for family in args.families:
+        for grid in grids:
+            for noise in args.noise:
+                res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
+                               defaultdict(list), args.heads)
+                cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
+                print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
+                                            if isinstance(v, tuple)}, flush=True)
+    result = json.loads(path.read_text())  # again: another merge may have written meanwhile
+    run = set(args.families)
+    result["cells"] = [c for c in result["cells"] if c["family"] not in run] + cells
+    when = {"date": time.strftime("%Y-%m-%d"), "note": args.merge_families,
+            "load_average_at_end": _load_average(), "machine": _machine()}
+    result["family_runs"] = result.get("family_runs", {}) | {f: when for f in args.families}
+    _write(out, heads_stem(args), result, heads_markdown(result))
+    return 0
 
 
 def run_bars(args) -> int:
@@ -1209,6 +1251,10 @@ def _cells_markdown(result: dict, title: str, intro: str) -> str:
               + ("met." if not missed else "missed: " + "; ".join(missed) + "."),
               "", f"Run {result['date']}. Machine: {result['machine']}; load average at the end "
               f"{result['load_average_at_end']}."]
+    for family, run in result.get("family_runs", {}).items():
+        lines += ["", f"The {family} family's cells: a later run ({run['date']}, `--merge-families`; "
+                      f"load average at its end {run['load_average_at_end']}; machine: {run['machine']}): "
+                      f"{run['note']}"]
     return "\n".join(lines)
 
 

@@ -118,6 +118,48 @@ def test_merge_families_replaces_only_the_families_run(tmp_path):
         bench_identify.run_merge_families(argparse.Namespace(**{**vars(args), "seeds": 1}), tmp_path)
 
 
+def test_merge_families_with_more_heads_replaces_only_the_families_run(tmp_path):
+    """``--heads 40 --merge-families``: the family run now takes the place of its cells in the
+    40-head file; the other families' cells stay, and the table names the later run."""
+    import argparse
+    import json
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    stored_path = Path(bench_identify.__file__).parent / "results" / "identify_heads40.json"
+    shutil.copy(stored_path, tmp_path / "identify_heads40.json")
+    stored = json.loads(stored_path.read_text())
+    args = argparse.Namespace(families=["rope"], grids=["30x52", "15x26"], noise=[0.5], heads=40,
+                              seeds=stored["seeds"], frames=stored["frames_per_scene"], max_count=1,
+                              merge_families="a test run")
+    other_grid = argparse.Namespace(**{**vars(args), "grids": ["8x12"]})
+    with pytest.raises(SystemExit, match="does not exist"):  # a grid whose run has no file yet
+        bench_identify.run_merge_heads(other_grid, tmp_path)
+    # the main grids' file, its cells made small (8x12) to keep the test short
+    original = bench_identify.run_cell
+    calls = []
+
+    def small_cell(family, grid, noise, *rest, **kwargs):
+        calls.append((family, grid, noise, rest[4] if len(rest) > 4 else kwargs.get("heads")))
+        return original(family, (8, 12), noise, *rest, **kwargs)
+
+    bench_identify.run_cell = small_cell
+    try:
+        bench_identify.run_merge_heads(args, tmp_path)
+    finally:
+        bench_identify.run_cell = original
+    assert calls and all(c[0] == "rope" and c[3] == 40 for c in calls)
+    merged = json.loads((tmp_path / "identify_heads40.json").read_text())
+    kept = [c for c in merged["cells"] if c["family"] != "rope"]
+    assert kept == [c for c in stored["cells"] if c["family"] != "rope"]
+    assert [(c["grid"], c["noise"]) for c in merged["cells"] if c["family"] == "rope"] == [
+        ([30, 52], 0.5), ([15, 26], 0.5)]
+    assert merged["family_runs"]["rope"]["note"] == "a test run"
+    assert "The rope family's cells: a later run" in (tmp_path / "identify_heads40.md").read_text()
+
+
 def test_two_merges_side_by_side_keep_each_others_cells(tmp_path, monkeypatch):
     """Two ``--merge-families`` processes run side by side (one half of the families each):
     the one that finishes last keeps the cells the other wrote while it ran."""
