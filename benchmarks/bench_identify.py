@@ -675,27 +675,41 @@ def accuracy_cells(args) -> tuple[list, dict]:
     return cells, times
 
 
+def merged_families(result: dict, cells: list, args) -> dict:
+    """``result`` (a stored run) with the cells of ``args.families`` replaced by ``cells``
+    (new families last) and each merged family's run recorded in ``family_runs`` (date,
+    ``args.merge_families`` as the note, load average, machine)."""
+    run = set(args.families)
+    result["cells"] = [c for c in result["cells"] if c["family"] not in run] + cells
+    when = {"date": time.strftime("%Y-%m-%d"), "note": args.merge_families,
+            "load_average_at_end": _load_average(), "machine": _machine()}
+    result["family_runs"] = result.get("family_runs", {}) | {f: when for f in args.families}
+    return result
+
+
+def check_same_sampling(result: dict, args, name: str) -> None:
+    """``--merge-families``: refuse (``SystemExit`` naming the file and the value) when the
+    stored run ``result`` drew other ``--seeds`` or ``--frames`` than ``args``: its cells and
+    the new ones would not compare."""
+    for key, given in (("seeds", args.seeds), ("frames_per_scene", args.frames)):
+        if result[key] != given:
+            raise SystemExit(f"--merge-families: {name} has {key}={result[key]}; "
+                             "run with the same --seeds and --frames so that the cells compare")
+
+
 def run_merge_families(args, out: Path = HERE / "results") -> int:
     """``--merge-families``: the cells of ``args.families`` run now, in place of theirs in
     results/identify.json (families in the table's order, new ones last); the rest of the
     file stays from its run. Each merged family's run is recorded in ``family_runs``. The file is
     read again once the cells are done, so that two processes merging different families side
     by side keep each other's cells (unless they finish within the same instant)."""
-    result = json.loads((out / "identify.json").read_text())
-    for key, given in (("seeds", args.seeds), ("frames_per_scene", args.frames)):
-        if result[key] != given:
-            raise SystemExit(f"--merge-families: results/identify.json has {key}={result[key]}; "
-                             "run with the same --seeds and --frames so that the cells compare")
+    check_same_sampling(json.loads((out / "identify.json").read_text()), args, "results/identify.json")
     cells, times = accuracy_cells(args)
     # read again now: another --merge-families process (the other half of the families, side
     # by side) may have written its cells since this one started
-    result = json.loads((out / "identify.json").read_text())
+    result = merged_families(json.loads((out / "identify.json").read_text()), cells, args)
     run = set(args.families)
-    result["cells"] = [c for c in result["cells"] if c["family"] not in run] + cells
     result["timing"] = {k: v for k, v in result["timing"].items() if k.split()[0] not in run} | times
-    when = {"date": time.strftime("%Y-%m-%d"), "note": args.merge_families,
-            "load_average_at_end": _load_average(), "machine": _machine()}
-    result["family_runs"] = result.get("family_runs", {}) | {f: when for f in args.families}
     return _write_results(out, result)
 
 
@@ -722,27 +736,10 @@ def run_merge_heads(args, out: Path = HERE / "results") -> int:
     if not path.exists():
         raise SystemExit(f"--merge-families with --heads {args.heads}: {path} does not exist; run "
                          f"--heads {args.heads} without --merge-families first")
-    result = json.loads(path.read_text())
-    for key, given in (("seeds", args.seeds), ("frames_per_scene", args.frames)):
-        if result[key] != given:
-            raise SystemExit(f"--merge-families: {path.name} has {key}={result[key]}; run with the "
-                             "same --seeds and --frames so that the cells compare")
-    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
-    cells = []
-    for family in args.families:
-        for grid in grids:
-            for noise in args.noise:
-                res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
-                               defaultdict(list), args.heads)
-                cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
-                print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
-                                            if isinstance(v, tuple)}, flush=True)
-    result = json.loads(path.read_text())  # again: another merge may have written meanwhile
-    run = set(args.families)
-    result["cells"] = [c for c in result["cells"] if c["family"] not in run] + cells
-    when = {"date": time.strftime("%Y-%m-%d"), "note": args.merge_families,
-            "load_average_at_end": _load_average(), "machine": _machine()}
-    result["family_runs"] = result.get("family_runs", {}) | {f: when for f in args.families}
+    check_same_sampling(json.loads(path.read_text()), args, f"results/{path.name}")
+    cells = variant_cells(args, args.heads)
+    # read again: another merge may have written meanwhile
+    result = merged_families(json.loads(path.read_text()), cells, args)
     _write(out, heads_stem(args), result, heads_markdown(result))
     return 0
 
@@ -806,6 +803,22 @@ def _config_changes(cfg: NuminaConfig) -> dict:
             if getattr(cfg, f.name) != getattr(base, f.name)}
 
 
+def variant_cells(args, heads: int, **options) -> list:
+    """The accuracy cells of ``args`` (families x grids x noise, ``run_cell`` with ``heads``
+    heads and ``options``: ``scene``, ``compare``, ``clutter``, ``blur``), each printed as done."""
+    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
+    cells = []
+    for family in args.families:
+        for grid in grids:
+            for noise in args.noise:
+                res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
+                               defaultdict(list), heads, **options)
+                cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
+                print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
+                                            if isinstance(v, tuple)}, flush=True)
+    return cells
+
+
 def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, scene: dict | None = None,
                       compare: dict | None = None, clutter: dict | None = None,
                       blur: dict | None = None) -> int:
@@ -813,17 +826,7 @@ def run_cells_variant(args, stem: str, markdown_of, heads: int = HEADS, scene: d
     scene maker's keyword arguments ``scene`` (``compare``, ``clutter``, ``blur``: as ``run_cell``),
     written to ``results/{stem}.json`` and ``.md`` (``markdown_of``); returns 1 when an
     accuracy aim is missed (:func:`accuracy_aims`)."""
-    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids]
-    cells = []
-    for family in args.families:
-        for grid in grids:
-            for noise in args.noise:
-                res = run_cell(family, grid, noise, args.seeds, args.frames, args.max_count,
-                               defaultdict(list), heads, scene=scene, compare=compare, clutter=clutter,
-                               blur=blur)
-                cells.append({"family": family, "grid": list(grid), "noise": noise, **res})
-                print(family, grid, noise, {k: round(v[0], 2) for k, v in res.items()
-                                            if isinstance(v, tuple)}, flush=True)
+    cells = variant_cells(args, heads, scene=scene, compare=compare, clutter=clutter, blur=blur)
     result = {"heads": heads, "threads": 1, "seeds": args.seeds, "scene": scene or {},
               "clutter": clutter, "blur": blur, "compare": {k: _config_changes(c) for k, c in (compare or {}).items()},
               "frames_per_scene": args.frames, "counts": [1, args.max_count], "cells": cells,
