@@ -283,6 +283,10 @@ def main(argv=None) -> int:
     configs = {"default": NuminaConfig()}
     configs |= {r: dataclasses.replace(NuminaConfig(), **compared[r][0]) for r in names}
     cells = json.loads(args.resume.read_text()) if args.resume and args.resume.exists() else []
+    other = sorted({c.get("heads", B.HEADS) for c in cells} - {args.heads})
+    if other:
+        ap.error(f"--resume {args.resume}: its cells have {', '.join(map(str, other))} heads a scene, "
+                 f"not --heads {args.heads}; pass another --resume file")
     done = {(c["set"], c["family"], tuple(c["grid"]), c["noise"]) for c in cells}
     for base in args.sets:
         for family in args.families:
@@ -293,7 +297,8 @@ def main(argv=None) -> int:
                     t0 = time.time()
                     hits = run_cell(family, grid, noise, base, args.scenes, args.frames, configs, args.heads)
                     cells.append({"set": base, "family": family, "grid": list(grid), "noise": noise,
-                                  "seconds": round(time.time() - t0, 1), "hits": encoded(hits)})
+                                  "seconds": round(time.time() - t0, 1), "hits": encoded(hits)}
+                                 | ({"heads": args.heads} if args.heads != B.HEADS else {}))
                     d = np.mean(sum(hits["default"], []))
                     print(f"set {base} {family} {grid[0]}x{grid[1]} {noise}: default {d:.3f} ({time.time() - t0:.0f} s)",
                           flush=True)

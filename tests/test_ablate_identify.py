@@ -107,3 +107,13 @@ def test_fewer_heads_than_a_family_has_are_refused(capsys):
         A.main([*ARGS, "--rules", "link_ratio", "--heads", "5"])
     err = capsys.readouterr().err
     assert "--heads 5" in err and "at least 12" in err
+
+
+def test_a_resume_file_of_another_head_count_is_refused(tmp_path, capsys):
+    resume = tmp_path / "cells.json"
+    resume.write_text(json.dumps([{"set": 6000, "family": "project", "grid": [15, 26], "noise": 0.5,
+                                   "heads": 40, "hits": {"default": "1", "link_ratio": "1"}}]))
+    with pytest.raises(SystemExit):
+        A.main([*ARGS, "--rules", "link_ratio", "--resume", str(resume), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "40 heads" in err and "--heads 12" in err
