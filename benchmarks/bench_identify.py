@@ -1239,6 +1239,18 @@ def heads_markdown(result: dict) -> str:
         + (" No default was tuned on this grid." if option else ""))
 
 
+def family_runs_lines(result: dict, what: str) -> list:
+    """The lines a table ends with for each family merged from a later run
+    (``result["family_runs"]``, ``--merge-families``): what of it came from that run (``what``:
+    "cells", "cells and layout times"), its date, load average, machine and note."""
+    lines = []
+    for family, run in result.get("family_runs", {}).items():
+        on = f"; machine: {run['machine']}" if run.get("machine") else ""
+        lines += ["", f"The {family} family's {what}: a later run ({run['date']}, `--merge-families`; "
+                      f"load average at its end {run['load_average_at_end']}{on}): {run['note']}"]
+    return lines
+
+
 def _cells_markdown(result: dict, title: str, intro: str) -> str:
     """A variant run's accuracy table (``result["cells"]``) under ``title`` and ``intro``,
     with the sample sizes and whether the issue's aims are met."""
@@ -1254,10 +1266,7 @@ def _cells_markdown(result: dict, title: str, intro: str) -> str:
               + ("met." if not missed else "missed: " + "; ".join(missed) + "."),
               "", f"Run {result['date']}. Machine: {result['machine']}; load average at the end "
               f"{result['load_average_at_end']}."]
-    for family, run in result.get("family_runs", {}).items():
-        lines += ["", f"The {family} family's cells: a later run ({run['date']}, `--merge-families`; "
-                      f"load average at its end {run['load_average_at_end']}; machine: {run['machine']}): "
-                      f"{run['note']}"]
+    lines += family_runs_lines(result, "cells")
     return "\n".join(lines)
 
 
@@ -1473,12 +1482,7 @@ def markdown(result: dict) -> str:
               + ("met." if not missed else "missed: " + "; ".join(missed) + "."),
               "", f"Machine: {result['machine']}; load average at the end "
               f"{result['load_average_at_end']} (a shared machine: times are upper bounds)."]
-    for family, run in result.get("family_runs", {}).items():
-        lines.append("")
-        on = f"; machine: {run['machine']}" if run.get("machine") else ""
-        lines.append(f"The {family} family's cells and layout times: a later run ({run['date']}, "
-                     f"`--merge-families`; load average at its end {run['load_average_at_end']}{on}): "
-                     f"{run['note']}")
+    lines += family_runs_lines(result, "cells and layout times")
     return "\n".join(lines)
 
 

@@ -118,7 +118,7 @@ def test_merge_families_replaces_only_the_families_run(tmp_path):
         bench_identify.run_merge_families(argparse.Namespace(**{**vars(args), "seeds": 1}), tmp_path)
 
 
-def test_merge_families_with_more_heads_replaces_only_the_families_run(tmp_path):
+def test_merge_families_with_more_heads_replaces_only_the_families_run(tmp_path, monkeypatch):
     """``--heads 40 --merge-families``: the family run now takes the place of its cells in the
     40-head file; the other families' cells stay, and the table names the later run."""
     import argparse
@@ -145,11 +145,8 @@ def test_merge_families_with_more_heads_replaces_only_the_families_run(tmp_path)
         calls.append((family, grid, noise, rest[4] if len(rest) > 4 else kwargs.get("heads")))
         return original(family, (8, 12), noise, *rest, **kwargs)
 
-    bench_identify.run_cell = small_cell
-    try:
-        bench_identify.run_merge_heads(args, tmp_path)
-    finally:
-        bench_identify.run_cell = original
+    monkeypatch.setattr(bench_identify, "run_cell", small_cell)
+    bench_identify.run_merge_heads(args, tmp_path)
     assert calls and all(c[0] == "rope" and c[3] == 40 for c in calls)
     merged = json.loads((tmp_path / "identify_heads40.json").read_text())
     kept = [c for c in merged["cells"] if c["family"] != "rope"]
