@@ -72,6 +72,7 @@ _INTERVALS = {
     "head_margin": (0, True, 1, False, False, ""),
     "finer_head_ratio": (0, False, 1, True, True, " (the best-scoring head alone)"),
     "unclaimed_min_lift": (0, True, 1, False, True, " (no instances from the left-over focus)"),
+    "unclaimed_peak_null_z": (0, False, math.inf, False, True, " (unclaimed_min_lift alone)"),
     "placement_attention": (0, True, math.inf, False, False, " (0 = the paper's placement cost)"),
     "focus_contrast": (0, True, 1, True, True, " (the overlap test alone)"),
     "self_evidence_factor": (0, False, math.inf, False, True, " (never fall back to the cross map)"),
@@ -327,6 +328,17 @@ class NuminaConfig:
     clutter in the map keeps no more than its moved copy (``partition.unclaimed_peaks``).
     False = the left-over focus components alone (the rule before 2026-12-05's sixth
     session)."""
+    unclaimed_peak_null_z: float | None = None
+    """A bump of ``unclaimed_peaks`` whose lift stays under ``unclaimed_min_lift`` is an
+    instance too when the lift stands this many standard deviations above the median lift
+    of copies of the bump's own shape laid on the head's background (its pixels in no region
+    of the head, off the map's bumps and the instances, no sink key; at least
+    ``partition.SHAPE_NULL_MIN_COPIES`` copies that fit, and a lift of at least
+    ``partition.SHAPE_NULL_FLOOR``). An object of a few patches keeps 0.001-0.03 of its rows
+    inside itself beyond its moved copy, under the fixed threshold, while pieces of
+    background of its shape keep about nothing: the comparison is made with what the same
+    head gives the same shape by chance (``partition.shape_null_lifts``). None = the fixed
+    threshold alone."""
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""

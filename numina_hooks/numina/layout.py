@@ -573,7 +573,8 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
     else:
         labels = head_labels(parts, head, instances[head], cfg)
         if self_attn is not None:
-            labels = with_unclaimed(labels, focus, self_attn, head, cfg, parts.sink_keys[head])
+            labels = with_unclaimed(labels, focus, self_attn, head, cfg, parts.sink_keys[head],
+                                    head_background(parts, head))
     return head, labels, scores
 
 
@@ -587,6 +588,13 @@ def head_labels(parts: HeadPartitions, head: int, keep: np.ndarray, cfg: NuminaC
     return _regions_to_instances(rim_grown(parts.regions[head], cut, cfg.peak_rim), keep)
 
 
+def head_background(parts: HeadPartitions, head: int) -> np.ndarray:
+    """bool [H, W]: the pixels of ``head`` in no region of its partition as cut (before the
+    peaks were trimmed: a trimmed rim is part of its object)."""
+    regions = parts.regions if parts.cut is None else parts.cut
+    return regions[head] == 0
+
+
 #: members measured per left-over focus component: they are few and large, and their lift
 #: is near the threshold for the objects they are meant to find; 16 members (the partition's
 #: ``lift_sample``) gave lifts off by up to half of the exact value on hand-built maps
@@ -594,7 +602,8 @@ UNCLAIMED_SAMPLE = 256
 
 
 def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
-                   cfg: NuminaConfig, sink_keys: np.ndarray) -> np.ndarray:
+                   cfg: NuminaConfig, sink_keys: np.ndarray,
+                   background: np.ndarray | None = None) -> np.ndarray:
     """``labels`` (int [H, W], instances of ``head``) with the instances found in the focus
     they leave unclaimed (``cfg.unclaimed_min_lift``; ``partition.unclaimed_instances``;
     ``focus``: a bool [H, W] mask or a ``focus.NounFocus``, whose mask is read), then, with
@@ -602,7 +611,9 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     map's bumps no instance touches (``partition.unclaimed_peaks``); ``labels`` as they are
     when ``unclaimed_min_lift`` is None. ``self_attn``: the frame's ``[heads, N, N]`` map or
     a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
-    (``HeadPartitions.sink_keys``)."""
+    (``HeadPartitions.sink_keys``); ``background``: bool [H, W], the head's pixels in no
+    region of its partition, where the bumps' shape-matched null lies
+    (``cfg.unclaimed_peak_null_z``; None = no null)."""
     if cfg.unclaimed_min_lift is None:
         return labels
     common = dict(min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
@@ -612,7 +623,8 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
                                  **common)
     if cfg.unclaimed_peaks and isinstance(focus, NounFocus) and labels.max() > 0:
         labels = unclaimed_peaks(labels, map_bumps(focus, cfg), self_attn, head,
-                                 min_size=cfg.cross_fallback_min_size, **common)
+                                 min_size=cfg.cross_fallback_min_size, background=background,
+                                 null_z=cfg.unclaimed_peak_null_z, **common)
     return labels
 
 

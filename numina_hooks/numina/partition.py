@@ -1079,7 +1079,9 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
                     sample: int = 16, sink_keys: np.ndarray | None = None,
                     splinter: tuple[float, float] | None = None,
                     reach: tuple[float, float, float] | None = None,
-                    bridge: tuple[list, float] | None = None) -> np.ndarray:
+                    bridge: tuple[list, float] | None = None,
+                    background: np.ndarray | None = None,
+                    null_z: float | None = None) -> np.ndarray:
     """Instances for the noun map's bumps that no instance of ``head`` touches: objects too
     small for the edge cut.
 
@@ -1099,6 +1101,12 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
         self_attn, head, min_lift, link_ratio, sample, sink_keys, splinter, reach, bridge: as for
             ``unclaimed_instances``.
         min_size: smallest bump considered once the ring is taken off (patches).
+        background: bool [H, W], where copies of a bump may lie for its shape-matched null
+            (the head's pixels in no region of its partition); None = no null.
+        null_z: with ``background``, a bump under ``min_lift`` is an instance too when its
+            lift stands ``null_z`` standard deviations above the median of its copies' lifts
+            (``shape_null_lifts``; at least ``SHAPE_NULL_MIN_COPIES`` copies, a lift of at
+            least ``SHAPE_NULL_FLOOR``). None = ``min_lift`` alone.
 
     Returns:
         int32 [H, W]: ``labels`` with the new instances added (and bumps joined to the
@@ -1115,17 +1123,78 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
     cand = np.where(touched[peaks], 0, peaks)
     cand[_grow(labels > 0).reshape(-1)] = 0
     kept = _ids_per_row(cand.reshape(1, -1), (min_size, np.inf))[0]
+    over_null = None
+    if null_z is not None and background is not None:
+        # copies lie off the map's bumps, the instances and their ring, and the sink keys
+        free = np.asarray(background, dtype=bool).reshape(H, W) & (peaks.reshape(H, W) == 0)
+        free &= ~_grow(labels > 0)
+        if sink_keys is not None:
+            free &= ~np.asarray(sink_keys, dtype=bool).reshape(H, W)
+
+        def over_null(source, i: int, lift: float) -> bool:
+            if lift < SHAPE_NULL_FLOOR:
+                return False
+            copies = shape_null_lifts(source, head, (kept == i).reshape(H, W), free, sample)
+            if len(copies) < SHAPE_NULL_MIN_COPIES:
+                return False
+            spread = max(float(np.std(copies)), SHAPE_NULL_MIN_SPREAD)
+            return (lift - float(np.median(copies))) / spread > null_z
     return _claimed(labels, kept, self_attn, head, min_lift=min_lift,
                     link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
-                    splinter=splinter, reach=reach, bridge=bridge)
+                    splinter=splinter, reach=reach, bridge=bridge, over_null=over_null)
+
+
+#: the shape-matched null of ``unclaimed_peaks``: the fewest copies of a bump that must fit
+#: on the head's background, the lift a bump needs whatever its copies keep (a fraction of
+#: a row), the smallest standard deviation of the copies' lifts divided by, and the most
+#: copies measured
+SHAPE_NULL_MIN_COPIES = 3
+SHAPE_NULL_FLOOR = 0.005
+SHAPE_NULL_MIN_SPREAD = 1e-4
+SHAPE_NULL_COPIES = 12
+
+
+def shape_copies(shape: np.ndarray, free: np.ndarray, most: int = SHAPE_NULL_COPIES) -> np.ndarray:
+    """Up to ``most`` copies of ``shape`` (bool [H, W], non-empty) moved wholly inside
+    ``free`` (bool [H, W]): the shape's bounding box stepped over the frame on a lattice
+    one patch wider and taller than the box (copies never touch), the places that fit
+    taken evenly spaced in raster order. Returns int [H, W], copies 1..c (0 = none)."""
+    H, W = free.shape
+    ys, xs = np.nonzero(shape)
+    ys, xs = ys - ys.min(), xs - xs.min()
+    h, w = int(ys.max()) + 1, int(xs.max()) + 1
+    out = np.zeros((H, W), dtype=np.int64)
+    fit = [(y, x) for y in range(0, H - h + 1, h + 1) for x in range(0, W - w + 1, w + 1)
+           if free[ys + y, xs + x].all()]
+    if not fit:
+        return out
+    pick = np.unique(np.round(np.linspace(0, len(fit) - 1, min(most, len(fit)))).astype(np.int64))
+    for c, i in enumerate(pick, start=1):
+        y, x = fit[i]
+        out[ys + y, xs + x] = c
+    return out
+
+
+def shape_null_lifts(self_attn, head: int, shape: np.ndarray, free: np.ndarray,
+                     sample: int, most: int = SHAPE_NULL_COPIES) -> np.ndarray:
+    """The containment lifts in ``head`` (``head_region_lifts``) of up to ``most`` copies of
+    ``shape`` (bool [H, W]) laid inside ``free`` (bool [H, W]; ``shape_copies``): what the
+    head gives a piece of its background of the same shape and size by chance. float64 [c]
+    (empty when no copy fits). ``self_attn``: the frame's map or a source of its entries."""
+    copies = shape_copies(shape, free, most)
+    c = int(copies.max())
+    if c == 0:
+        return np.zeros(0)
+    return head_region_lifts(self_attn, head, copies, sample, free.shape)[1:]
 
 
 def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_lift: float,
              link_ratio: float | None, sample: int, sink_keys: np.ndarray | None,
              splinter: tuple[float, float] | None, reach: tuple[float, float, float] | None,
-             bridge: tuple[list, float] | None = None) -> np.ndarray:
+             bridge: tuple[list, float] | None = None, over_null=None) -> np.ndarray:
     """``labels`` (int [H, W]) with the candidates ``cand`` (int [N], 0 = none, 1..c) whose
-    containment lift in ``head`` exceeds ``min_lift`` and that hold no sink key added: each
+    containment lift in ``head`` exceeds ``min_lift`` (or, with ``over_null``, a function
+    ``(source, id, lift) -> bool``, passes it) and that hold no sink key added: each
     joins the instance it is linked to (``link_ratio``), or is an instance of its own.
     Renumbered 1..n in raster order; ``labels`` as they are when no candidate passes."""
     H, W = labels.shape
@@ -1134,7 +1203,8 @@ def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_
         return labels.astype(np.int32, copy=False)
     source = _as_source(self_attn)
     lift = head_region_lifts(source, head, cand, sample, (H, W))
-    new = [i for i in range(1, c + 1) if lift[i] > min_lift]
+    new = [i for i in range(1, c + 1)
+           if lift[i] > min_lift or (over_null is not None and over_null(source, i, float(lift[i])))]
     if sink_keys is not None:
         new = [i for i in new if not sink_keys[cand == i].any()]
     if not new:

@@ -1,0 +1,137 @@
+"""The shape-matched null of step 5c (``NuminaConfig.unclaimed_peak_null_z``,
+``partition.shape_copies``, ``partition.shape_null_lifts``): a bump of the noun's map whose
+lift is under the fixed threshold is an instance when its own shape, laid on the head's
+background, keeps far less; hand-built maps with known answers."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from numina_hooks.numina.config import NuminaConfig
+from numina_hooks.numina.partition import shape_copies, shape_null_lifts, unclaimed_peaks
+
+GRID = (15, 26)
+N = GRID[0] * GRID[1]
+
+
+def _scene():
+    """A 4x5 object (instance 1, found by the head) and a 3-patch object the cut missed."""
+    objects = np.zeros(GRID, dtype=np.int64)
+    objects[3:7, 3:8] = 1
+    objects[10, 18:21] = 2
+    return objects
+
+
+def _head(objects: np.ndarray, small_share: float, noise: float = 0.05, seed: int = 0):
+    """One head ``[1, N, N]``: background rows spread evenly over the frame; the large
+    object's rows keep half of their attention on it, the small object's rows
+    ``small_share``; every entry times log-normal noise, rows renormalised."""
+    lab = objects.reshape(-1)
+    rows = np.full((N, N), 1.0 / N)
+    for k, share in ((1, 0.5), (2, small_share)):
+        on = lab == k
+        rows[on] = (1 - share) / N
+        rows[np.ix_(on, on)] += share / on.sum()
+    rng = np.random.default_rng(seed)
+    rows *= np.exp(noise * rng.standard_normal((N, N)))
+    rows /= rows.sum(1, keepdims=True)
+    return torch.from_numpy(rows[None]).float()
+
+
+def _found_and_bumps(objects: np.ndarray, clutter: bool = False):
+    found = (objects == 1).astype(np.int32)
+    peaks = np.zeros(GRID, dtype=np.int32)
+    peaks[objects == 2] = 1
+    if clutter:  # a bump of the map where the head holds nothing
+        peaks[12, 4:7] = 2
+    return found, peaks
+
+
+def _count(sa, found, peaks, null_z, background=True):
+    bg = (found == 0) if background else None
+    return int(unclaimed_peaks(found, peaks, sa, 0, min_lift=0.05, link_ratio=None, sample=256,
+                               background=bg, null_z=null_z).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_weak_small_object_is_counted_against_its_shapes_null(seed):
+    objects = _scene()
+    sa = _head(objects, small_share=0.03, seed=seed)
+    found, peaks = _found_and_bumps(objects)
+    assert _count(sa, found, peaks, None) == 1  # the fixed threshold (0.05) misses it
+    assert _count(sa, found, peaks, 4.0) == 2
+    copies = shape_null_lifts(sa, 0, objects == 2, found == 0, 256)
+    assert len(copies) >= 3 and copies.max() < 0.005  # no piece of background keeps as much
+
+
+def test_a_clutter_bump_stays_out_with_the_null():
+    objects = _scene()
+    sa = _head(objects, small_share=0.03)
+    found, peaks = _found_and_bumps(objects, clutter=True)
+    out = unclaimed_peaks(found, peaks, sa, 0, min_lift=0.05, link_ratio=None, sample=256,
+                          background=found == 0, null_z=4.0)
+    assert out.max() == 2 and not (out[12, 4:7] > 0).any()
+
+
+def test_no_background_or_no_room_leaves_the_fixed_threshold():
+    objects = _scene()
+    sa = _head(objects, small_share=0.03)
+    found, peaks = _found_and_bumps(objects)
+    assert _count(sa, found, peaks, 4.0, background=False) == 1
+    no_room = np.zeros(GRID, dtype=bool)
+    assert int(unclaimed_peaks(found, peaks, sa, 0, min_lift=0.05, link_ratio=None, sample=256,
+                               background=no_room, null_z=4.0).max()) == 1
+
+
+def test_a_bump_as_weak_as_its_copies_is_refused():
+    # the small object's rows keep no more than the background's: no null makes it an instance
+    objects = _scene()
+    sa = _head(objects, small_share=0.0)
+    found, peaks = _found_and_bumps(objects)
+    assert _count(sa, found, peaks, 4.0) == 1
+
+
+def test_copies_keep_the_shape_inside_the_free_pixels_and_never_touch():
+    shape = np.zeros(GRID, dtype=bool)
+    shape[2, 2:4] = True
+    shape[3, 3] = True  # an L of 3 patches
+    free = np.ones(GRID, dtype=bool)
+    free[:, 13:] = False
+    copies = shape_copies(shape, free, most=12)
+    assert copies.max() == 12
+    ref = np.argwhere(shape) - np.argwhere(shape).min(0)
+    for c in range(1, 13):
+        where = np.argwhere(copies == c)
+        assert np.array_equal(where - where.min(0), ref)  # the same shape, moved
+        assert free[copies == c].all()
+        grown = np.zeros(GRID, dtype=bool)
+        for y, x in where:
+            grown[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = True
+        assert set(np.unique(copies[grown])) <= {0, c}  # no other copy next to it
+    assert shape_copies(shape, np.zeros(GRID, dtype=bool)).max() == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_the_config_refuses_a_null_z_out_of_range(bad):
+    with pytest.raises(ValueError, match="unclaimed_peak_null_z"):
+        NuminaConfig(unclaimed_peak_null_z=bad)
+
+
+def test_the_null_z_reaches_the_layout():
+    # the default path passes the head's background: the knob changes the layout's count
+    from numina_hooks.numina.layout import layout_from_attention
+
+    objects = _scene()
+    head = _head(objects, small_share=0.03)[0]
+    flat = torch.full((N, N), 1.0 / N)
+    sa = torch.stack([flat, head, flat])
+    cross = np.full(GRID, 0.02)
+    for k in (1, 2):
+        cross[objects == k] = 1.0
+    cross = torch.from_numpy(np.stack([cross.reshape(-1)] * 3)).float()
+    base = NuminaConfig()
+    counts = [layout_from_attention(sa, cross, GRID, dataclasses.replace(base, unclaimed_peak_null_z=z),
+                                    self_head=1).count for z in (None, 4.0)]
+    assert counts == [1, 2]
