@@ -135,3 +135,68 @@ def test_the_null_z_reaches_the_layout():
     counts = [layout_from_attention(sa, cross, GRID, dataclasses.replace(base, unclaimed_peak_null_z=z),
                                     self_head=1).count for z in (None, 4.0)]
     assert counts == [1, 2]
+
+
+def test_the_bumps_only_the_null_let_in_are_marked_weak():
+    from numina_hooks.numina.layout import with_unclaimed, noun_focus
+
+    objects = _scene()
+    sa = _head(objects, small_share=0.03)
+    found, peaks = _found_and_bumps(objects)
+    labels, weak = unclaimed_peaks(found, peaks, sa, 0, min_lift=0.05, link_ratio=None, sample=256,
+                                   background=found == 0, null_z=4.0, weak=True)
+    assert labels.max() == 2 and np.array_equal(weak, objects == 2)
+    # a bump over the fixed threshold is not weak
+    strong = _head(objects, small_share=0.3)
+    labels, weak = unclaimed_peaks(found, peaks, strong, 0, min_lift=0.05, link_ratio=None, sample=256,
+                                   background=found == 0, null_z=4.0, weak=True)
+    assert labels.max() == 2 and not weak.any()
+    # with_unclaimed hands the mask on; without the null nothing is weak
+    cross = np.where(objects > 0, 1.0, 0.02)
+    focus = noun_focus(torch.from_numpy(cross.reshape(-1)).float(), GRID)
+    cfg = NuminaConfig(unclaimed_peak_null_z=4.0)
+    out, weak = with_unclaimed(found, focus, sa, 0, cfg, np.zeros(N, dtype=bool), found == 0, weak=True)
+    assert out.max() == 2 and np.array_equal(weak, objects == 2)
+    out, weak = with_unclaimed(found, focus, sa, 0, NuminaConfig(), np.zeros(N, dtype=bool), found == 0,
+                               weak=True)
+    assert out.max() == 1 and not weak.any()
+
+
+def test_strict_labels_leave_the_weak_instances_out_and_renumber():
+    from numina_hooks.numina.identify import NounInFrame
+
+    labels = np.zeros(GRID, dtype=np.int32)
+    labels[1:3, 1:3] = 1
+    labels[5:7, 5:7] = 2  # only the null let this one in
+    labels[9:11, 9:11] = 3
+    weak = labels == 2
+    r = NounInFrame(labels=labels, head=0, scores=np.zeros(1, np.float32), from_cross=False,
+                    regions=labels, weak=weak)
+    strict = r.strict_labels()
+    assert strict.max() == 2 and (strict[weak] == 0).all()
+    assert (strict[1:3, 1:3] == 1).all() and (strict[9:11, 9:11] == 2).all()
+    assert r.layout(0, labels > 0).count == 3  # the layout itself keeps every instance
+    assert NounInFrame(labels=labels, head=0, scores=np.zeros(1, np.float32), from_cross=False,
+                       regions=labels).strict_labels() is labels
+
+
+def test_a_weak_bump_does_not_stop_the_map_reading_the_head_missed_objects(monkeypatch):
+    # a rope-family frame at 15x26 and noise 1.0 (development seed 22005): the instance head
+    # misses objects, step 8b reads the noun's map (5 of 5); a bump only the null lets in must
+    # not hide the miss (read with it, 8b stays quiet and the head's 4 stand)
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import bench_identify
+    from numina_hooks.numina import identify
+    from numina_hooks.numina.layout import layout_from_attention
+
+    scene, _ = bench_identify._scene("rope", 5, GRID, 1.0, 22005, 1)
+    frame = scene.frames[0]
+    cfg = NuminaConfig(unclaimed_peak_null_z=3.0)
+    default = layout_from_attention(frame.self_attn, frame.cross_attn, GRID)
+    with_null = layout_from_attention(frame.self_attn, frame.cross_attn, GRID, cfg)
+    assert default.count == with_null.count == frame.count == 5 and with_null.from_cross
+    monkeypatch.setattr(identify.NounInFrame, "strict_labels", lambda self: self.labels)
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, GRID, cfg).count == 4

@@ -352,6 +352,18 @@ class NounInFrame:
     from_cross: bool  # the labels are read from the cross map (``fallback_layout``; ``self_evidence_factor``,
     # ``cross_fallback_excess``)
     regions: np.ndarray  # int32 [H, W]: the chosen head's regions, its pieces linked (zeros: none)
+    # bool [H, W]: pixels of instances that only step 5c's shape-matched null let in
+    # (``unclaimed_peak_null_z``); the tests of the head's own evidence leave them out. None: none
+    weak: np.ndarray | None = None
+
+    def strict_labels(self) -> np.ndarray:
+        """``labels`` without the pixels of ``weak``, renumbered 1..m (int32 [H, W])."""
+        if self.weak is None:
+            return self.labels
+        kept = np.where(self.weak, 0, self.labels)
+        ids, inverse = np.unique(kept, return_inverse=True)
+        renumbered = inverse.reshape(kept.shape) + (1 if ids[0] > 0 else 0)
+        return renumbered.astype(np.int32)
 
     def layout(self, cross_head: int, focus: np.ndarray) -> Layout:
         """This reading as a ``Layout``, with the noun's ``cross_head`` and ``focus`` (bool [H, W])."""
@@ -454,12 +466,15 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         others = [f for other, f in focus.items() if other != noun]
         others = FocusUnion(others) if others else None
         from_cross = lacks_self_evidence(read, head, on, cfg, source, others)
+        weak = {}
         if from_cross:
             labels = fallback_layout(on, cfg)
         else:
             src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
-            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head, others=others)[noun]
-            if not labels.any() and head >= 0 and cfg.instance_null_factor is not None and \
+            labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head, others=others,
+                                       weak=weak)[noun]
+            strict = labels if noun not in weak else np.where(weak[noun], 0, labels)
+            if not strict.any() and head >= 0 and cfg.instance_null_factor is not None and \
                     cfg.self_evidence_factor is not None and \
                     head_instances(read, head, on, cfg.focus_overlap, cfg.min_lift,
                                    cfg.min_lift_null_factor).any():
@@ -467,7 +482,8 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
                 # head tells nothing about this noun's objects (as step 8 decides for a frame)
                 from_cross, labels = True, fallback_layout(on, cfg)
         out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
-                                regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32))
+                                regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32),
+                                weak=None if from_cross or not weak.get(noun, np.zeros(1)).any() else weak[noun])
     exclusive = cfg.exclusive_regions and len(out) > 1
 
     def claim() -> None:
@@ -489,8 +505,11 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         lifts = _component_lifts(source_of(head) if source_of is not None and head >= 0 else (source, head),
                                  cfg, grid)
         for noun, r in out.items():
-            if not r.from_cross and head_missed_objects(r.labels, focus[noun], cfg, strong[noun], lifts):
+            # bumps only the shape-matched null let in are no evidence that the head holds
+            # every object: the test reads the head's instances without them
+            if not r.from_cross and head_missed_objects(r.strict_labels(), focus[noun], cfg, strong[noun], lifts):
                 r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
+                r.weak = None
         if exclusive and switched:
             claim()
     # instances the noun's map does not show as a bump (``instance_map_contrast``, step 8c):
@@ -503,6 +522,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
             r.labels = shown_instances(r.labels, focus[noun], cfg.instance_map_contrast)
             if not r.labels.any():
                 r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
+                r.weak = None
         if exclusive and switched:
             claim()
     return out
@@ -573,7 +593,7 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
 
 def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndarray],
                       cfg: NuminaConfig, source=None, source_head: int | None = None,
-                      others=None) -> dict[str, np.ndarray]:
+                      others=None, weak: dict | None = None) -> dict[str, np.ndarray]:
     """Phase 1's rule for the nouns of one frame once the head is chosen: each noun keeps the
     instances of ``head`` (of ``parts``; -1 = none chosen: no instance) on its own focus
     (``focus``: noun -> bool [H, W] mask or ``focus.NounFocus``), and, with ``source`` (the frame's self-attention map or
@@ -582,7 +602,8 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
     focus (those of ``focus`` and ``others``: a mask, ``NounFocus`` or ``FocusUnion`` of nouns
     read apart; None: none) are objects, not background pieces, and stay out of each noun's
     null (``cfg.instance_null_factor``). Returns noun -> int32 [H, W] labels; one object one
-    noun (``exclusive_instances``) is the caller's next step."""
+    noun (``exclusive_instances``) is the caller's next step. ``weak``: a dict filled with noun
+    -> bool [H, W], the pixels of instances only step 5c's shape-matched null let in."""
     grid = parts.regions.shape[1:]
     out = {}
     for noun, on_screen in focus.items():
@@ -595,8 +616,11 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
                               cfg.min_lift_null_factor, cfg.instance_null_factor, elsewhere)
         labels = head_labels(parts, head, keep, cfg)
         if source is not None:
-            labels = with_unclaimed(labels, on_screen, source, source_head, cfg, parts.sink_keys[head],
-                                    head_background(parts, head))
+            labels, only_null = with_unclaimed(labels, on_screen, source, source_head, cfg,
+                                               parts.sink_keys[head], head_background(parts, head),
+                                               weak=True)
+            if weak is not None:
+                weak[noun] = only_null
         out[noun] = labels
     return out
 

@@ -603,7 +603,7 @@ UNCLAIMED_SAMPLE = 256
 
 def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
                    cfg: NuminaConfig, sink_keys: np.ndarray,
-                   background: np.ndarray | None = None) -> np.ndarray:
+                   background: np.ndarray | None = None, weak: bool = False):
     """``labels`` (int [H, W], instances of ``head``) with the instances found in the focus
     they leave unclaimed (``cfg.unclaimed_min_lift``; ``partition.unclaimed_instances``;
     ``focus``: a bool [H, W] mask or a ``focus.NounFocus``, whose mask is read), then, with
@@ -613,19 +613,21 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
     (``HeadPartitions.sink_keys``); ``background``: bool [H, W], the head's pixels in no
     region of its partition, where the bumps' shape-matched null lies
-    (``cfg.unclaimed_peak_null_z``; None = no null)."""
+    (``cfg.unclaimed_peak_null_z``; None = no null). ``weak``: return ``(labels, mask)``,
+    ``mask`` bool [H, W] the pixels of the bumps that only the null let in."""
+    none = np.zeros(np.shape(labels), dtype=bool)
     if cfg.unclaimed_min_lift is None:
-        return labels
+        return (labels, none) if weak else labels
     common = dict(min_lift=cfg.unclaimed_min_lift, link_ratio=cfg.link_ratio,
                   sample=max(cfg.lift_sample, UNCLAIMED_SAMPLE), sink_keys=sink_keys,
                   splinter=splinter_option(cfg), reach=reach_option(cfg), bridge=bridge_option(focus, cfg))
     labels = unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                  **common)
     if cfg.unclaimed_peaks and isinstance(focus, NounFocus) and labels.max() > 0:
-        labels = unclaimed_peaks(labels, map_bumps(focus, cfg), self_attn, head,
-                                 min_size=cfg.cross_fallback_min_size, background=background,
-                                 null_z=cfg.unclaimed_peak_null_z, **common)
-    return labels
+        return unclaimed_peaks(labels, map_bumps(focus, cfg), self_attn, head,
+                               min_size=cfg.cross_fallback_min_size, background=background,
+                               null_z=cfg.unclaimed_peak_null_z, weak=weak, **common)
+    return (labels, none) if weak else labels
 
 
 def layout_from_maps(self_map, cross_map, grid: tuple[int, int],

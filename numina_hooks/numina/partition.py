@@ -1081,7 +1081,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
                     reach: tuple[float, float, float] | None = None,
                     bridge: tuple[list, float] | None = None,
                     background: np.ndarray | None = None,
-                    null_z: float | None = None) -> np.ndarray:
+                    null_z: float | None = None, weak: bool = False):
     """Instances for the noun map's bumps that no instance of ``head`` touches: objects too
     small for the edge cut.
 
@@ -1107,6 +1107,8 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
             lift stands ``null_z`` standard deviations above the median of its copies' lifts
             (``shape_null_lifts``; at least ``SHAPE_NULL_MIN_COPIES`` copies, a lift of at
             least ``SHAPE_NULL_FLOOR``). None = ``min_lift`` alone.
+        weak: return ``(labels, mask)``: ``mask`` bool [H, W], the pixels of the bumps that
+            only the null let in (a caller's tests of the head's own evidence leave them out).
 
     Returns:
         int32 [H, W]: ``labels`` with the new instances added (and bumps joined to the
@@ -1141,7 +1143,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
             return (lift - float(np.median(copies))) / spread > null_z
     return _claimed(labels, kept, self_attn, head, min_lift=min_lift,
                     link_ratio=link_ratio, sample=sample, sink_keys=sink_keys,
-                    splinter=splinter, reach=reach, bridge=bridge, over_null=over_null)
+                    splinter=splinter, reach=reach, bridge=bridge, over_null=over_null, weak=weak)
 
 
 #: the shape-matched null of ``unclaimed_peaks``: the fewest copies of a bump that must fit
@@ -1191,24 +1193,32 @@ def shape_null_lifts(self_attn, head: int, shape: np.ndarray, free: np.ndarray,
 def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_lift: float,
              link_ratio: float | None, sample: int, sink_keys: np.ndarray | None,
              splinter: tuple[float, float] | None, reach: tuple[float, float, float] | None,
-             bridge: tuple[list, float] | None = None, over_null=None) -> np.ndarray:
+             bridge: tuple[list, float] | None = None, over_null=None, weak: bool = False):
     """``labels`` (int [H, W]) with the candidates ``cand`` (int [N], 0 = none, 1..c) whose
     containment lift in ``head`` exceeds ``min_lift`` (or, with ``over_null``, a function
     ``(source, id, lift) -> bool``, passes it) and that hold no sink key added: each
     joins the instance it is linked to (``link_ratio``), or is an instance of its own.
-    Renumbered 1..n in raster order; ``labels`` as they are when no candidate passes."""
+    Renumbered 1..n in raster order; ``labels`` as they are when no candidate passes.
+    ``weak``: return ``(labels, mask)``, ``mask`` bool [H, W] the pixels of the candidates
+    that passed by ``over_null`` alone."""
     H, W = labels.shape
     c = int(cand.max()) if cand.size else 0
+    none = np.zeros((H, W), dtype=bool)
+
+    def result(out):
+        return (out, none) if weak else out
     if c == 0:
-        return labels.astype(np.int32, copy=False)
+        return result(labels.astype(np.int32, copy=False))
     source = _as_source(self_attn)
     lift = head_region_lifts(source, head, cand, sample, (H, W))
-    new = [i for i in range(1, c + 1)
-           if lift[i] > min_lift or (over_null is not None and over_null(source, i, float(lift[i])))]
+    strong = [i for i in range(1, c + 1) if lift[i] > min_lift]
+    by_null = [] if over_null is None else \
+        [i for i in range(1, c + 1) if lift[i] <= min_lift and over_null(source, i, float(lift[i]))]
+    new = sorted(strong + by_null)
     if sink_keys is not None:
         new = [i for i in new if not sink_keys[cand == i].any()]
     if not new:
-        return labels.astype(np.int32, copy=False)
+        return result(labels.astype(np.int32, copy=False))
     out = labels.reshape(-1).astype(np.int64)
     n_old = int(out.max())
     joined_to = np.zeros(len(new), dtype=np.int64)
@@ -1223,7 +1233,10 @@ def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_
                 joined_to[j] = hits[0] + 1
     for j, i in enumerate(new):
         out[cand == i] = joined_to[j] if joined_to[j] else n_old + 1 + j
-    return _renumbered(out.reshape(H, W))
+    out = _renumbered(out.reshape(H, W))
+    if not weak:
+        return out
+    return out, np.isin(cand, [i for i in new if i in by_null]).reshape(H, W)
 
 
 def grid_disc(radius: float) -> np.ndarray:
