@@ -84,7 +84,8 @@ def test_specks_the_clustering_drops_count_on_a_region():
     flat[1, 11] = flat[1, 12] = 0.6
     cross = torch.stack([flat.reshape(-1)] * 3)
     sa = _self_attention(labels)
-    without = NuminaConfig(focus_contrast=None, focus_specks=False)
+    # step 5c's shape-matched null off too: it finds the speck object's bump on its own (3)
+    without = NuminaConfig(focus_contrast=None, focus_specks=False, unclaimed_peak_null_z=None)
     assert layout_from_attention(sa, cross, GRID, without).count == 2
     assert layout_from_attention(sa, cross, GRID, NuminaConfig(focus_contrast=None)).count == 3
 

@@ -111,7 +111,8 @@ def test_a_small_frames_objects_are_counted_against_background_tiles(seed, monke
     # the head finds all four
     with_fallback = dataclasses.replace(own, unclaimed_peaks=False, cross_fallback_evidence=None)
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), with_fallback).from_cross
-    with_bumps = dataclasses.replace(own, cross_fallback_excess=None)
+    # (step 5c's shape-matched null off: with it the bumps bring back all four objects)
+    with_bumps = dataclasses.replace(own, cross_fallback_excess=None, unclaimed_peak_null_z=None)
     bumps = layout_from_attention(frame.self_attn, frame.cross_attn, (15, 26), with_bumps)
     labels = np.asarray(frame.labels)
     assert bumps.count == 3 and sum(bool((bumps.labels[labels == k] > 0).any()) for k in range(1, 5)) == 3

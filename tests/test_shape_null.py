@@ -132,6 +132,7 @@ def test_the_null_z_reaches_the_layout():
         cross[objects == k] = 1.0
     cross = torch.from_numpy(np.stack([cross.reshape(-1)] * 3)).float()
     base = NuminaConfig()
+    assert base.unclaimed_peak_null_z == 3.0  # on by default
     counts = [layout_from_attention(sa, cross, GRID, dataclasses.replace(base, unclaimed_peak_null_z=z),
                                     self_head=1).count for z in (None, 4.0)]
     assert counts == [1, 2]
@@ -157,8 +158,8 @@ def test_the_bumps_only_the_null_let_in_are_marked_weak():
     cfg = NuminaConfig(unclaimed_peak_null_z=4.0)
     out, weak = with_unclaimed(found, focus, sa, 0, cfg, np.zeros(N, dtype=bool), found == 0, weak=True)
     assert out.max() == 2 and np.array_equal(weak, objects == 2)
-    out, weak = with_unclaimed(found, focus, sa, 0, NuminaConfig(), np.zeros(N, dtype=bool), found == 0,
-                               weak=True)
+    out, weak = with_unclaimed(found, focus, sa, 0, NuminaConfig(unclaimed_peak_null_z=None),
+                               np.zeros(N, dtype=bool), found == 0, weak=True)
     assert out.max() == 1 and not weak.any()
 
 
@@ -195,7 +196,7 @@ def test_a_weak_bump_does_not_stop_the_map_reading_the_head_missed_objects(monke
     scene, _ = bench_identify._scene("rope", 5, GRID, 1.0, 22005, 1)
     frame = scene.frames[0]
     cfg = NuminaConfig(unclaimed_peak_null_z=3.0)
-    default = layout_from_attention(frame.self_attn, frame.cross_attn, GRID)
+    default = layout_from_attention(frame.self_attn, frame.cross_attn, GRID, NuminaConfig(unclaimed_peak_null_z=None))
     with_null = layout_from_attention(frame.self_attn, frame.cross_attn, GRID, cfg)
     assert default.count == with_null.count == frame.count == 5 and with_null.from_cross
     monkeypatch.setattr(identify.NounInFrame, "strict_labels", lambda self: self.labels)

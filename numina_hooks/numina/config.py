@@ -328,7 +328,7 @@ class NuminaConfig:
     clutter in the map keeps no more than its moved copy (``partition.unclaimed_peaks``).
     False = the left-over focus components alone (the rule before 2026-12-05's sixth
     session)."""
-    unclaimed_peak_null_z: float | None = None
+    unclaimed_peak_null_z: float | None = 3.0
     """A bump of ``unclaimed_peaks`` whose lift stays under ``unclaimed_min_lift`` is an
     instance too when the lift stands this many standard deviations above the median lift
     of copies of the bump's own shape laid on the head's background (its pixels in no region
@@ -337,8 +337,10 @@ class NuminaConfig:
     ``partition.SHAPE_NULL_FLOOR``). An object of a few patches keeps 0.001-0.03 of its rows
     inside itself beyond its moved copy, under the fixed threshold, while pieces of
     background of its shape keep about nothing: the comparison is made with what the same
-    head gives the same shape by chance (``partition.shape_null_lifts``). None = the fixed
-    threshold alone."""
+    head gives the same shape by chance (``partition.shape_null_lifts``). Bumps only the null
+    lets in are no evidence that the head holds every object: step 8b's test for missed
+    objects reads the instances without them (``identify.NounInFrame.weak``). None = the
+    fixed threshold alone (the rule before 2026-12-07's fourteenth session)."""
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""
@@ -606,7 +608,7 @@ class NuminaConfig:
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
                         exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, core_quantile=None, peak_gap=None,
-                        borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None,
+                        borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None, unclaimed_peak_null_z=None,
                         self_evidence_factor=None, self_evidence_null_factor=None, instance_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False, cross_fallback_evidence=None, instance_map_contrast=None,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)
         settings.update(overrides)
