@@ -39,7 +39,7 @@ from .layout import (Layout, _instances, _partition, _regions_to_instances, chec
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, head_background, proposals_from_self_map, self_attention_source,
                      splinter_option, reach_option, bridge_option, head_missed_objects, strong_components)
-from .partition import (HeadPartitions, _as_source, concat_partitions, fill_lift, focus_regions,
+from .partition import (HeadPartitions, _as_source, _renumbered, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, head_region_lifts, link_head, link_regions,
                         partition_from_qk, temporal_vote)
 
@@ -358,12 +358,7 @@ class NounInFrame:
 
     def strict_labels(self) -> np.ndarray:
         """``labels`` without the pixels of ``weak``, renumbered 1..m (int32 [H, W])."""
-        if self.weak is None:
-            return self.labels
-        kept = np.where(self.weak, 0, self.labels)
-        ids, inverse = np.unique(kept, return_inverse=True)
-        renumbered = inverse.reshape(kept.shape) + (1 if ids[0] > 0 else 0)
-        return renumbered.astype(np.int32)
+        return self.labels if self.weak is None else _renumbered(np.where(self.weak, 0, self.labels))
 
     def layout(self, cross_head: int, focus: np.ndarray) -> Layout:
         """This reading as a ``Layout``, with the noun's ``cross_head`` and ``focus`` (bool [H, W])."""
@@ -466,14 +461,17 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         others = [f for other, f in focus.items() if other != noun]
         others = FocusUnion(others) if others else None
         from_cross = lacks_self_evidence(read, head, on, cfg, source, others)
-        weak = {}
+        only_null = None  # bool [H, W]: the instances only step 5c's null let in (None: none)
         if from_cross:
             labels = fallback_layout(on, cfg)
         else:
             src, src_head = source_of(head) if source_of is not None and head >= 0 else (source, head)
+            weak = {}
             labels = instances_by_noun(read, head, {noun: on}, cfg, src, src_head, others=others,
                                        weak=weak)[noun]
-            strict = labels if noun not in weak else np.where(weak[noun], 0, labels)
+            if weak.get(noun) is not None and weak[noun].any():
+                only_null = weak[noun]
+            strict = labels if only_null is None else np.where(only_null, 0, labels)
             if not strict.any() and head >= 0 and cfg.instance_null_factor is not None and \
                     cfg.self_evidence_factor is not None and \
                     head_instances(read, head, on, cfg.focus_overlap, cfg.min_lift,
@@ -483,7 +481,7 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
                 from_cross, labels = True, fallback_layout(on, cfg)
         out[noun] = NounInFrame(labels=labels, head=head, scores=scores, from_cross=from_cross,
                                 regions=read.regions[head].copy() if head >= 0 else np.zeros(grid, np.int32),
-                                weak=None if from_cross or not weak.get(noun, np.zeros(1)).any() else weak[noun])
+                                weak=None if from_cross else only_null)
     exclusive = cfg.exclusive_regions and len(out) > 1
 
     def claim() -> None:

@@ -1211,12 +1211,12 @@ def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_
         return result(labels.astype(np.int32, copy=False))
     source = _as_source(self_attn)
     lift = head_region_lifts(source, head, cand, sample, (H, W))
-    strong = [i for i in range(1, c + 1) if lift[i] > min_lift]
+    sinkless = [i for i in range(1, c + 1) if sink_keys is None or not sink_keys[cand == i].any()]
+    # the null's copies are measured only for a candidate the fixed threshold and the sink
+    # keys leave undecided
     by_null = [] if over_null is None else \
-        [i for i in range(1, c + 1) if lift[i] <= min_lift and over_null(source, i, float(lift[i]))]
-    new = sorted(strong + by_null)
-    if sink_keys is not None:
-        new = [i for i in new if not sink_keys[cand == i].any()]
+        [i for i in sinkless if lift[i] <= min_lift and over_null(source, i, float(lift[i]))]
+    new = sorted([i for i in sinkless if lift[i] > min_lift] + by_null)
     if not new:
         return result(labels.astype(np.int32, copy=False))
     out = labels.reshape(-1).astype(np.int64)
