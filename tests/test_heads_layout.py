@@ -67,6 +67,32 @@ def test_accepts_numpy_and_hw_cross_maps(scenes):
     assert a.focus.dtype == bool and a.proposals.shape == GRID
 
 
+def test_one_cross_map_for_the_noun_reads_like_the_mean_over_heads(scenes):
+    # a user who averaged the heads already (or picked one) passes one map: [HW], [H, W] or
+    # [1, HW], whatever the self-attention's head count; it reads as the per-head maps do
+    # with cross_head="mean"
+    mean_cfg = NuminaConfig(cross_head="mean")
+    for sc in scenes[1:]:
+        fr = sc.frames[0]
+        ref = layout_from_attention(fr.self_attn, fr.cross_attn, GRID, mean_cfg)
+        one = fr.cross_attn.reshape(fr.cross_attn.shape[0], -1).mean(0)
+        for form in (one, one.reshape(GRID), one[None], one.numpy()):
+            got = layout_from_attention(fr.self_attn, form, GRID)
+            assert got.count == ref.count == fr.count
+            assert (got.labels == ref.labels).all()
+
+
+def test_cross_maps_of_other_heads_or_a_batch_are_refused_with_what_to_pass(scenes):
+    fr = scenes[1].frames[0]
+    ca = fr.cross_attn.reshape(fr.cross_attn.shape[0], -1)
+    with pytest.raises(ValueError, match=r"has 3 heads but cross_attn has 2: .*one map for the noun, \[HW\]"):
+        layout_from_attention(fr.self_attn[:3], ca[:2], GRID)
+    with pytest.raises(ValueError, match=r"got shape \(1, \d+, 640\): pass one batch row, cross_attn\[b\]"):
+        layout_from_attention(fr.self_attn, ca[None], GRID)
+    with pytest.raises(ValueError, match=r"\[HW\] or \[H, W\] \(one map\), with HW=640; got shape \(639,\)"):
+        layout_from_attention(fr.self_attn, ca.mean(0)[:-1], GRID)
+
+
 def test_select_cross_attention_modes():
     x = torch.zeros(3, 6)
     x[1, 2] = 5.0

@@ -550,7 +550,8 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
         self_attn: ``[heads, HW, HW]`` self-attention of the frame (as for
             ``layout_from_attention``).
         cross_attn: noun -> ``[heads, HW]`` or ``[heads, H, W]``: each noun's
-            cross-attention in this frame, the same heads as ``self_attn``, every noun's of
+            cross-attention in this frame, the same heads as ``self_attn`` (or one map for
+            the noun: ``[HW]``, ``[H, W]`` or ``[1, HW]``), every noun's of
             one kind: the mean over its token columns, as phase 1 reads it (the claim of
             ``exclusive_regions`` compares the nouns' maps directly).
         grid: (H, W) in patches.

@@ -692,19 +692,26 @@ def checked_self_attention(self_attn, grid: tuple[int, int], caller: str, *,
 
 
 def checked_cross_attention(cross_attn, self_shape, name: str) -> torch.Tensor:
-    """A noun's ``[heads, HW]`` or ``[heads, H, W]`` cross-attention of the frame whose
-    self-attention has shape ``self_shape`` (``[heads, HW, HW]``), checked (shape, heads,
-    finite, not constant, no negative entries), as ``[heads, HW]``. ValueError naming
-    ``name``."""
+    """A noun's cross-attention in the frame whose self-attention has shape ``self_shape``
+    (``[heads, HW, HW]``): one map per head, ``[heads, HW]`` or ``[heads, H, W]``, or one map
+    for all heads (already averaged or chosen), ``[HW]``, ``[H, W]`` or ``[1, HW]``; checked
+    (shape, heads, finite, not constant, no negative entries), as ``[heads, HW]`` (``[1, HW]``
+    for one map). ValueError naming ``name``."""
     ca = as_tensor(cross_attn, name)
-    if ca.ndim == 3:
+    hw = int(self_shape[1])
+    if ca.ndim == 1 or (ca.ndim == 2 and ca.shape[1] != hw and ca.numel() == hw):
+        ca = ca.reshape(1, -1)  # one map for the noun: [HW] or [H, W]
+    elif ca.ndim == 3:
         ca = ca.reshape(ca.shape[0], -1)
-    if ca.ndim != 2 or ca.shape[1] != self_shape[1]:
-        raise ValueError(f"{name} must be [heads, HW] or [heads, H, W] with HW="
-                         f"{self_shape[1]}, got shape {tuple(as_tensor(cross_attn, name).shape)}")
-    if ca.shape[0] != self_shape[0]:
+    if ca.ndim != 2 or ca.shape[1] != hw:
+        shape = tuple(as_tensor(cross_attn, name).shape)
+        hint = ": pass one batch row, cross_attn[b] (the conditional branch of classifier-free guidance)" \
+            if len(shape) == 3 and shape[2] == hw else ""
+        raise ValueError(f"{name} must be [heads, HW] or [heads, H, W] (one map per head), or [HW] or "
+                         f"[H, W] (one map), with HW={hw}; got shape {shape}{hint}")
+    if ca.shape[0] not in (self_shape[0], 1):
         raise ValueError(f"self_attn has {self_shape[0]} heads but {name} has {ca.shape[0]}: pass both "
-                         "maps of the same layer, with the same heads")
+                         "maps of the same layer, with the same heads (or one map for the noun, [HW])")
     check_not_constant(ca, name)
     check_probabilities(ca, name)
     return ca
@@ -724,7 +731,9 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
             frame's block of attention over several frames, the video block of joint
             attention) are divided by their sums (``heads.attention_rows``).
         cross_attn: ``[heads, HW]`` or ``[heads, H, W]``: the noun's cross-attention in this
-            frame (summed over the noun's token columns).
+            frame (summed over the noun's token columns), one map per head of ``self_attn``;
+            or one map for the noun (``[HW]``, ``[H, W]`` or ``[1, HW]``: the heads already
+            averaged, or one chosen), read as it is.
         grid: (H, W) in patches; H * W = HW.
         config: ``NuminaConfig`` (defaults if None; ``NuminaConfig.paper()`` for the paper's
             algorithm).
