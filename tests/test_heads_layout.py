@@ -126,6 +126,28 @@ def test_wrong_grid_is_a_clear_error(scenes):
         layout_from_attention(fr.self_attn[None], fr.cross_attn, GRID)
 
 
+def test_a_transposed_grid_is_refused_naming_the_right_one(scenes):
+    # (W, H) has as many patches as (H, W): the layout would be read on the wrong
+    # neighbours and count wrong without a word; the rows' positional part tells
+    fr = scenes[2].frames[0]
+    H, W = GRID
+    with pytest.raises(ValueError, match=rf"grid=\({W}, {H}\) looks transposed: .* Pass grid=\(H, W\) = \({H}, {W}\)"):
+        layout_from_attention(fr.self_attn, fr.cross_attn, (W, H))
+    from numina_hooks.numina.identify import layouts_from_attention
+    with pytest.raises(ValueError, match=r"layouts_from_attention: grid=.* looks transposed"):
+        layouts_from_attention(fr.self_attn, {"noun": fr.cross_attn}, (W, H))
+    assert layout_from_attention(fr.self_attn, fr.cross_attn, GRID).count == fr.count
+
+
+def test_a_map_without_a_positional_part_is_read_on_either_grid():
+    # no evidence either way (random rows): the grid as given is taken, in both orientations
+    g = torch.Generator().manual_seed(0)
+    sa = torch.softmax(torch.randn(4, 96, 96, generator=g), dim=-1)
+    ca = torch.rand(4, 96, generator=g)
+    for grid in ((8, 12), (12, 8)):
+        assert layout_from_attention(sa, ca, grid).labels.shape == grid
+
+
 def test_a_map_over_several_frames_is_refused_with_how_to_take_one_frame(scenes):
     # the whole video's self-attention (two frames here) with one frame's grid: the error
     # says how many frames it holds and how to cut one frame's block

@@ -31,8 +31,8 @@ import torch
 from .attention_entries import MapSelfAttention, QKSelfAttention
 from .config import NuminaConfig
 from .focus import FocusUnion, NounFocus, region_hits
-from .heads import (_check_grid, as_tensor, attention_rows, check_not_constant, check_probabilities,
-                    score_self_attention_heads, select_cross_attention)
+from .heads import (_check_grid, as_tensor, attention_rows, check_grid_orientation, check_not_constant,
+                    check_probabilities, score_self_attention_heads, select_cross_attention)
 from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
                         instance_evidence, link_regions, null_candidates, null_evidence, partition_heads, rim_grown, temporal_vote,
@@ -688,7 +688,9 @@ def checked_self_attention(self_attn, grid: tuple[int, int], caller: str, *,
         raise ValueError(f"self_attn must be [heads, HW, HW], got shape {tuple(sa.shape)}")
     H, W = _check_grid(sa.shape[1], grid, caller)
     # finite, not constant, probabilities; rows summing to 1
-    return attention_rows(sa, "self_attn", sampled=entries_only), (H, W)
+    rows = attention_rows(sa, "self_attn", sampled=entries_only)
+    check_grid_orientation(rows, (H, W), caller)
+    return rows, (H, W)
 
 
 def checked_cross_attention(cross_attn, self_shape, name: str) -> torch.Tensor:
