@@ -11,6 +11,7 @@ undoing it all) is shared and lives in :mod:`numina_hooks.hooking`.
 from __future__ import annotations
 
 import inspect
+import numbers
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -187,6 +188,12 @@ class DiffusersDriver(PipelineDriver):
             kwargs = self.with_seed(kwargs, seed)
         gen = kwargs.get("generator")
         generators = [] if gen is None else list(gen) if isinstance(gen, (list, tuple)) else [gen]
+        for g in generators:
+            if not isinstance(g, torch.Generator):
+                raise TypeError(
+                    f"generator={gen!r}: expected a torch.Generator (or a list of them, one per video), "
+                    "e.g. generator=torch.Generator(device).manual_seed(1), or None for a random seed"
+                )
         states = [g.get_state() for g in generators]
 
         def rewind():
@@ -227,8 +234,14 @@ class SeedArgumentDriver(PipelineDriver):
 
 def steps_argument(pipeline: Any, kwargs: dict, name: str = "num_inference_steps", default: int = 50) -> int:
     """Denoising steps of a call: ``kwargs[name]``, else the default of that argument in
-    the pipeline's ``__call__`` signature, else ``default``."""
-    return int(kwargs.get(name) or _signature_default(pipeline, name, default))
+    the pipeline's ``__call__`` signature, else ``default``; ValueError unless an int >= 1."""
+    steps = kwargs.get(name)
+    if steps is None:
+        return int(_signature_default(pipeline, name, default))
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"{name}={steps!r}: expected an int >= 1 (the number of denoising steps), "
+                         f"or leave it out for the pipeline's default")
+    return int(steps)
 
 
 def cleaned_prompt(tokenizer_wrapper: Any, prompt: str) -> str:
@@ -319,8 +332,11 @@ def _with_step_callback(handle, kwargs: dict) -> dict:
     hook = handle.hook
 
     def on_step_end(p, i, t, cb_kwargs):
+        # the steps the pipeline runs (its default when the call gives none), as the pipeline counts them
+        steps = getattr(p, "_num_timesteps", None)
         state = StepState(
-            phase="end", step=int(i), num_steps=num_steps, timestep=float(t), latents=cb_kwargs.get("latents")
+            phase="end", step=int(i), num_steps=steps if isinstance(steps, int) else num_steps, timestep=float(t),
+            latents=cb_kwargs.get("latents")
         )
         hook.on_step(state=state)
         if state.stop_requested:

@@ -105,6 +105,11 @@ class HookHub:
 
     # ------------------------------------------------------------------ plugins
     def register(self, plugin: Any, name: Optional[str] = None) -> Any:
+        if isinstance(plugin, type) and (issubclass(plugin, GenerationStrategy) or _has_method_hookimpls(plugin, self._pm)):
+            raise TypeError(
+                f"{plugin.__qualname__} is a class, not a plugin: pass an instance, {plugin.__name__}() "
+                f"(e.g. numina_hooks.attach(pipe, {plugin.__name__}()))"
+            )
         impls = [n for n in dir(plugin) if not n.startswith("__") and self._pm.parse_hookimpl_opts(plugin, n)]
         strategy = isinstance(plugin, GenerationStrategy)
         if not impls and not strategy:
@@ -363,6 +368,17 @@ class HookHub:
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def _has_method_hookimpls(cls: type, pm) -> bool:
+    """True when a hook implementation of class ``cls`` is a plain method (it needs an
+    instance: registering the class itself would call it without ``self``)."""
+    for n in dir(cls):
+        if n.startswith("__") or not pm.parse_hookimpl_opts(cls, n):
+            continue
+        if not isinstance(inspect.getattr_static(cls, n, None), (staticmethod, classmethod)):
+            return True
+    return False
 
 
 def _direct_plan(hookimpls: list) -> Optional[tuple]:

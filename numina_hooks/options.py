@@ -28,6 +28,10 @@ class CliError(Exception):
 
 
 # ---------------------------------------------------------------------------- seeds
+#: the seeds ``torch.Generator.manual_seed`` accepts
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"1..5"`` -> [1, 2, 3, 4, 5]; ``"1,4,7"`` -> [1, 4, 7]; ``"3"`` -> [3]; mixes work.
 
@@ -43,11 +47,14 @@ def parse_seeds(text: str) -> list[int]:
                 a, b = int(lo), int(hi)
                 if b < a:
                     raise ValueError
-                seeds.extend(range(a, b + 1))
             else:
-                seeds.append(int(part))
+                a = b = int(part)
         except ValueError:
             raise ValueError(f"seeds {text!r}: expected a range like 1..5 or a list like 1,2,3") from None
+        if not (SEED_RANGE[0] <= a and b <= SEED_RANGE[1]):
+            raise ValueError(f"seeds {text!r}: expected seeds from {SEED_RANGE[0]} to {SEED_RANGE[1]} "
+                             "(what torch.Generator.manual_seed takes)")
+        seeds.extend(range(a, b + 1))
     if not seeds:
         raise ValueError(f"seeds {text!r}: no seed given")
     if len(set(seeds)) != len(seeds):
@@ -123,6 +130,10 @@ def resolve_device(device: Optional[str]) -> str:
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise CliError(f"--device {device}: not a torch device; expected auto, cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CliError(f"--device {device}: no CUDA device is available here; use --device cpu")
     return device

@@ -154,3 +154,13 @@ def test_a_compound_numbers_phrase_opens_at_its_first_word():
                                  ("twenty one birds", "birds", "twenty one birds"),
                                  ("a three-legged dog", "dog", "a three-legged dog")]:
         assert [prompt[a:b] for a, b in find_phrase_spans(prompt, noun)] == [phrase]
+
+
+def test_numerals_with_separators_and_decimals():
+    # "2,000" is one number; a whole decimal counts as its integer; a fractional one is no
+    # count of objects (nothing to count rather than the digits after the point)
+    assert parse_counts("2,000 cats") == {"cats": 2000}
+    assert parse_counts("three cats and 2.0 dogs") == {"cats": 3, "dogs": 2}
+    assert parse_counts("3.5 cats") == {}
+    assert parse_counts("1,2 cats") == {"cats": 2}  # a list of digits, not a separator
+    assert parse_counts("3 cats. 2 dogs.") == {"cats": 3, "dogs": 2}

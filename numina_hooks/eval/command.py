@@ -15,7 +15,7 @@ from . import model_loading
 from .benchmark import countbench_files, load_benchmark, toy_benchmark, write_benchmark
 from .results import SettingsMismatch, count_results
 from .run import DEFAULT_STRATEGIES, check_mp4_writer, run_eval
-from .scoring import score_videos
+from .scoring import _video_sets, score_videos
 
 __all__ = ["add_arguments", "cmd_eval", "check_eval_args"]
 
@@ -118,6 +118,16 @@ def check_eval_args(args) -> dict:
     except OSError as err:
         raise CliError(f"--out {out}: cannot create it ({err.strerror or err})") from None
     checked = {"config": None, "seeds": None, "strategies": None, "enhance": None}
+    if args.videos:
+        videos = Path(args.videos)
+        if not videos.is_dir():
+            raise CliError(f"--videos {args.videos}: {'is a file' if videos.exists() else 'no such folder'}; "
+                           "expected a folder of videos named by "
+                           "prompt line (0007.mp4, 7.gif, 0007/), or of one such folder per strategy")
+        try:
+            _video_sets(videos, args.index_base)
+        except ValueError as err:
+            raise CliError(f"--videos {args.videos}: {err}") from None
     if args.model:
         check_model_arg(args.model)
         if args.model == "toy":

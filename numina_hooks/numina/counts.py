@@ -42,8 +42,8 @@ NUMBER_WORDS: dict[str, int] = {
 #: The tens that a unit may follow ("twenty-one", "thirty two").
 _TENS = {w: n for w, n in NUMBER_WORDS.items() if n >= 20 and n % 10 == 0}
 _UNITS = {w: n for w, n in NUMBER_WORDS.items() if 1 <= n <= 9}
-#: Words that multiply the number before them ("one hundred", "a thousand", "two dozen").
-_MULTIPLIERS = {"hundred": 100, "thousand": 1000, "dozen": 12}
+#: Words that multiply the number before them ("one hundred", "a thousand", "a million", "two dozen").
+_MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 1_000_000, "dozen": 12}
 _SINGLE_WORDS = {"single", "lone", "solitary"}
 
 _IRREGULAR_PLURALS = {
@@ -163,7 +163,8 @@ _ADJ_SUFFIXES = ("ful", "ous", "ive", "ic", "less", "able", "ible", "ish")
 _LY_NOUNS = {"butterfly", "dragonfly", "firefly", "fly", "lily", "family", "jelly", "belly",
              "bully", "ally", "puppy", "holly", "trolley", "gully", "fly"}
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*|[.,;:!?]")
+#: a numeral with thousands separators ("2,000") or a decimal point ("2.5") is one token
+_TOKEN_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?![\d,])|\d+\.\d+|[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*|[.,;:!?]")
 _MAX_PHRASE = 6
 
 
@@ -260,7 +261,21 @@ def _hyphenated_value(word: str) -> int | None:
 def is_number_word(word: str) -> bool:
     """Whether ``word`` (lower case) is a numeral, a number word or a hyphenated tens-unit
     compound ("twenty-one"); "three-legged" is not."""
-    return word.isdigit() or word in NUMBER_WORDS or _hyphenated_value(word) is not None
+    return _numeral_value(word) is not None or word in NUMBER_WORDS or _hyphenated_value(word) is not None
+
+
+def _numeral_value(word: str) -> int | None:
+    """The whole number a numeral token writes: "12", "2,000" (thousands separators),
+    "2.0" (a whole decimal); None for anything else, "2.5" included (no count of
+    objects is fractional)."""
+    if word.isdigit():
+        return int(word)
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+", word):
+        return int(word.replace(",", ""))
+    if re.fullmatch(r"\d+\.\d+", word):
+        whole, frac = word.split(".")
+        return int(whole) if set(frac) == {"0"} else None
+    return None
 
 
 def _number_at(tokens: list[str], i: int) -> tuple[int, int] | None:
@@ -270,8 +285,9 @@ def _number_at(tokens: list[str], i: int) -> tuple[int, int] | None:
     is no number."""
     low = tokens[i].lower()
     hyphenated = _hyphenated_value(low)
-    if low.isdigit():
-        value = int(low)
+    numeral = _numeral_value(low)
+    if numeral is not None:
+        value = numeral
     elif hyphenated is not None:
         value = hyphenated
     elif low in NUMBER_WORDS:
@@ -388,6 +404,8 @@ def parse_counts_arg(text: str | None, prompt: str | None = None) -> dict[str, i
     """
     if text is None:
         return None
+    if not isinstance(text, str):
+        raise TypeError(f"parse_counts_arg expects a str such as 'cats=3,dogs=2' (or None), got {text!r}")
     counts: dict[str, int] = {}
     for part in text.split(","):
         noun, sep, n = (s.strip() for s in part.partition("="))

@@ -112,6 +112,19 @@ def _validate_counts(counts: Any) -> dict[str, int]:
     return out
 
 
+def _check_counts_fit(counts: dict[str, int], grid) -> None:
+    """Each asked count must fit the layout: at most one instance per patch of a frame."""
+    if grid is None:
+        return
+    cells = int(grid[0]) * int(grid[1])
+    for noun, n in counts.items():
+        if n > cells:
+            raise ValueError(
+                f"counts[{noun!r}]={n}: a frame's layout at the reference step has {grid[0]}x{grid[1]} = {cells} "
+                f"patches, so at most {cells} {noun} fit in a frame; ask for fewer or generate larger frames"
+            )
+
+
 def _attach_report(out, report: NuminaReport):
     if isinstance(out, tuple):
         out = _OutputTuple(out)
@@ -255,29 +268,34 @@ def run_numina(
     # ---- refine, per item whose layout differs from its counts
     t0 = time.perf_counter()
     guidances, plans = {}, {}
-    for item, ((p, item_reader), report) in enumerate(zip(reader.items, reports)):
-        if item_reader is None:
-            continue
-        if item_reader.matches(asked[p]):
-            report.reason = f"{matched}: regenerated unguided with the batch in phase 2, from the same noise"
-            report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}
-            continue
-        refined = {noun: refine_layouts(list(report.layouts_before[noun]), asked[p][noun], config,
-                                        report.cross_maps.get(noun)) for noun in asked[p]}
-        report.layouts_after = {n: np.stack([rf.labels_after for rf in frames]) for n, frames in refined.items()}
-        report.edits = {
-            n: {
-                "removed": sum(len(rf.removed) for rf in frames),
-                "added_circle": sum(1 for rf in frames for e in rf.added if e.kind == "add_circle"),
-                "added_copy": sum(1 for rf in frames for e in rf.added if e.kind == "add_copy"),
-                "borrowed": sum(1 for rf in frames if rf.borrowed_from is not None),
+    try:  # an error here leaves the caller's generator as it was before the call, as in the phases
+        for item, ((p, item_reader), report) in enumerate(zip(reader.items, reports)):
+            if item_reader is None:
+                continue
+            if item_reader.matches(asked[p]):
+                report.reason = f"{matched}: regenerated unguided with the batch in phase 2, from the same noise"
+                report.layouts_after = {n: lay.copy() for n, lay in report.layouts_before.items()}
+                continue
+            _check_counts_fit(asked[p], item_reader.grid)
+            refined = {noun: refine_layouts(list(report.layouts_before[noun]), asked[p][noun], config,
+                                            report.cross_maps.get(noun)) for noun in asked[p]}
+            report.layouts_after = {n: np.stack([rf.labels_after for rf in frames]) for n, frames in refined.items()}
+            report.edits = {
+                n: {
+                    "removed": sum(len(rf.removed) for rf in frames),
+                    "added_circle": sum(1 for rf in frames for e in rf.added if e.kind == "add_circle"),
+                    "added_copy": sum(1 for rf in frames for e in rf.added if e.kind == "add_copy"),
+                    "borrowed": sum(1 for rf in frames if rf.borrowed_from is not None),
+                }
+                for n, frames in refined.items()
             }
-            for n, frames in refined.items()
-        }
-        plans[item] = plan_from_refinement(refined, guide_columns[p], item_reader.grid,
-                                           suppress_outside=config.suppress_outside,
-                                           boost_copies=config.target_mode == "boost")
-        guidances[item] = LayoutGuidance(plans[item], config, num_steps)
+            plans[item] = plan_from_refinement(refined, guide_columns[p], item_reader.grid,
+                                               suppress_outside=config.suppress_outside,
+                                               boost_copies=config.target_mode == "boost")
+            guidances[item] = LayoutGuidance(plans[item], config, num_steps)
+    except BaseException:
+        rewind_noise()
+        raise
     refine_seconds = time.perf_counter() - t0
 
     # ---- phase 2, from the same noise

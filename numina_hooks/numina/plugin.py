@@ -8,7 +8,8 @@ it makes ``handle(prompt=...)`` run the two phases (:func:`.generate.run_numina`
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import numbers
+from typing import Any, Iterable, Optional
 
 from ..driver import GenerationStrategy
 from .config import NuminaConfig
@@ -69,6 +70,12 @@ class LayoutSeeds(Numina):
 
     def __init__(self, config: Optional[NuminaConfig] = None, seeds=(0, 1, 2)):
         super().__init__(config)
+        given = seeds
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+            raise TypeError(f"seeds={given!r}: expected a sequence of int seeds, e.g. seeds=(0, 1, 2)")
+        seeds = list(seeds)
+        if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds):
+            raise TypeError(f"seeds={given!r}: expected a sequence of int seeds, e.g. seeds=(0, 1, 2)")
         seeds = [int(s) for s in seeds]
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds={seeds!r}: expected distinct integer seeds, at least one")
