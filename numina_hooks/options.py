@@ -12,7 +12,9 @@ neither.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +27,18 @@ DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 class CliError(Exception):
     """An expected failure (bad input, missing requirement): one line, exit 2."""
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite float ("nan" and "inf" parse as floats and would reach the
+    pipeline, whose video would be NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number, e.g. 5.0") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number, e.g. 5.0")
+    return value
 
 
 # ---------------------------------------------------------------------------- seeds
@@ -191,7 +205,7 @@ def add_generation_options(parser, *, seeds_default: str, seeds_help: str = "see
     parser.add_argument("--height", type=int, help="frame height in pixels (default: the pipeline's default)")
     parser.add_argument("--width", type=int, help="frame width in pixels (default: the pipeline's default)")
     parser.add_argument("--num-frames", dest="num_frames", type=int, help="frames (default: the pipeline's default)")
-    parser.add_argument("--guidance-scale", dest="guidance_scale", type=float,
+    parser.add_argument("--guidance-scale", dest="guidance_scale", type=finite_float,
                         help="classifier-free guidance scale (default: the pipeline's default)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype; auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")

@@ -185,3 +185,12 @@ def test_eval_checks_the_videos_folder_before_loading_the_detector(capsys, no_lo
     (tmp_path / "empty").mkdir()
     err = _error(capsys, ["eval", "--videos", str(tmp_path / "empty")] + out)
     assert "--videos" in err and "no videos in" in err
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf"])
+def test_a_guidance_scale_that_is_not_finite_is_refused_before_loading(capsys, no_loading, tmp_path, scale):
+    # used to run and write a NaN video with exit status 0
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(GEN + ["--guidance-scale", scale, "--out", str(tmp_path / "v.gif")])
+    assert exit_.value.code == 2
+    assert f"argument --guidance-scale: {scale!r}: expected a finite number" in capsys.readouterr().err
