@@ -64,6 +64,8 @@ def add_clutter(frames: list, grid: tuple[int, int], seed: int, amp: tuple[float
         for h in range(cross.shape[0]):
             m = cross[h].numpy()
             top = float(m[objects].max()) if objects.any() else float(m.max())
-            out[h] += torch.from_numpy((top - float(np.median(m))) * shape)
+            # a head whose objects are no brighter than its median gets none (the joint
+            # family's weakest heads: a negative amplitude made negative entries)
+            out[h] += torch.from_numpy(max(top - float(np.median(m)), 0.0) * shape)
         fr.cross_attn = out.reshape(cross.shape[0], H * W).to(given.dtype)
     return len(spots)

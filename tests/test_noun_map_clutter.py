@@ -55,3 +55,19 @@ def test_clutter_is_seeded_and_checks_its_arguments():
     kept = [f.cross_attn.clone() for f in full.frames]
     assert add_clutter(full.frames, GRID, seed=0, clearance=100.0) == 0
     assert all(torch.equal(f.cross_attn, k) for f, k in zip(full.frames, kept))
+
+
+def test_a_head_whose_objects_are_no_brighter_than_its_median_gets_no_clutter():
+    # the joint family has such heads; a negative amplitude made negative map entries
+    scene = _scene()
+    for f in scene.frames:
+        ca = f.cross_attn.clone()
+        objects = torch.as_tensor(np.asarray(f.labels).reshape(-1) > 0)
+        ca[0] = torch.where(objects, ca[0].min(), ca[0].max())  # head 0: objects at its floor
+        f.cross_attn = ca
+    kept = [f.cross_attn.clone() for f in scene.frames]
+    assert add_clutter(scene.frames, GRID, seed=5) > 0
+    for f, k in zip(scene.frames, kept):
+        assert (f.cross_attn >= 0).all()
+        assert torch.equal(f.cross_attn[0], k[0])  # nothing added to that head
+        assert (f.cross_attn[1:] > k[1:]).any()  # the other heads got their clutter
