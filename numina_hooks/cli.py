@@ -136,6 +136,14 @@ def _check_writable_file(path: str, option: str) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CliError(f"{option} {path}: cannot create its folder ({err.strerror or err})") from None
+    existed = p.exists()
+    try:  # writable now, not after the run: opened for appending (nothing written), a new file removed
+        with open(p, "a"):
+            pass
+    except OSError as err:
+        raise CliError(f"{option} {path}: cannot write it ({err.strerror or err})") from None
+    if not existed:
+        p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- generate

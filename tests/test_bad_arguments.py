@@ -194,3 +194,22 @@ def test_a_guidance_scale_that_is_not_finite_is_refused_before_loading(capsys, n
         cli.main(GEN + ["--guidance-scale", scale, "--out", str(tmp_path / "v.gif")])
     assert exit_.value.code == 2
     assert f"argument --guidance-scale: {scale!r}: expected a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs Linux's /proc (a folder no file can be made in)")
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_demo_runs(capsys, no_loading):
+    # used to run the whole demo (about 30 s), then fail writing without naming --json
+    err = _error(capsys, ["demo", "--json", "/proc/numina-demo.json"])
+    assert "--json /proc/numina-demo.json: cannot write it" in err
+
+
+def test_a_writable_json_path_is_left_as_it_was_by_the_check(tmp_path):
+    from numina_hooks.cli import _check_writable_file
+
+    new = tmp_path / "sub" / "new.json"
+    _check_writable_file(str(new), "--json")
+    assert new.parent.is_dir() and not new.exists()  # the folder made, no empty file left
+    old = tmp_path / "old.json"
+    old.write_text('{"a": 1}')
+    _check_writable_file(str(old), "--json")
+    assert old.read_text() == '{"a": 1}'
