@@ -11,7 +11,8 @@ import torch
 import numina_hooks
 from numina_hooks import EasyCache, LayoutSeeds, Numina, hookimpl, testing
 from numina_hooks import cli
-from numina_hooks.eval import model_loading
+
+from cli_helpers import cli_error as _error  # tests/ (the tests' folder is on sys.path)
 from numina_hooks.numina import generate as generate_mod
 
 PROMPT = "three cats chasing two dogs"
@@ -136,26 +137,6 @@ def test_a_million_is_a_number_not_the_counted_noun():
 
 
 # ------------------------------------------------------------------ the numina command
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Fail the test if a model, a detector or a CLIP model starts loading."""
-    import numina_hooks.eval.detectors as detectors
-    import numina_hooks.toy.model as toy_model
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("something was loaded although the arguments were bad")
-
-    monkeypatch.setattr(cli, "_load_pipeline", refuse)
-    monkeypatch.setattr(toy_model, "load_toy_pipeline", refuse)
-    monkeypatch.setattr(model_loading, "load_model", refuse)
-    monkeypatch.setattr(detectors, "make_counter", refuse)
-
-
-def _error(capsys, argv) -> str:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 GEN = ["generate", "--model", "toy", "--prompt", "three red discs", "--no-progress"]

@@ -9,27 +9,8 @@ import sys
 import pytest
 
 from numina_hooks import cli
-from numina_hooks.eval import model_loading
 
-
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Fail the test if a model (toy or diffusers) starts loading."""
-    import numina_hooks.toy.model as toy_model
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded although the arguments were bad")
-
-    monkeypatch.setattr(cli, "_load_pipeline", refuse)
-    monkeypatch.setattr(toy_model, "load_toy_pipeline", refuse)
-    monkeypatch.setattr(model_loading, "load_model", refuse)
-
-
-def _error(capsys, argv) -> str:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+from cli_helpers import cli_error as _error  # tests/ (the tests' folder is on sys.path)
 
 
 GEN = ["generate", "--model", "toy", "--prompt", "three red discs and two blue squares", "--no-progress"]
