@@ -188,13 +188,15 @@ def latent_grid(pipe, call: dict) -> Optional[tuple[int, int]]:
 
 def check_counts_fit(counts: dict, grid: Optional[tuple[int, int]], option: str = "--counts") -> None:
     """Each count must fit the latent grid: at most one instance per patch of a frame."""
-    if not counts or grid is None:
+    if not counts:
         return
-    most = grid[0] * grid[1]
-    for noun, n in counts.items():
-        if n > most:
-            raise CliError(f"{option} {noun}={n}: a frame's latent grid has {grid[0]}x{grid[1]} = {most} patches, "
-                           f"so the allowed range is 1..{most}; ask for fewer or generate larger frames")
+    from .numina.counts import count_over_grid  # not at import: numina loads torch
+
+    over = count_over_grid(counts, grid)
+    if over is not None:
+        noun, n, most = over
+        raise CliError(f"{option} {noun}={n}: a frame's latent grid has {grid[0]}x{grid[1]} = {most} patches, "
+                       f"so the allowed range is 1..{most}; ask for fewer or generate larger frames")
 
 
 def _out_for_seed(out: Path, seed: int, many: bool) -> Path:

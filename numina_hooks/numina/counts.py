@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_counts", "parse_counts_arg", "NUMBER_WORDS"]
+__all__ = ["parse_counts", "parse_counts_arg", "count_over_grid", "NUMBER_WORDS"]
 
 NUMBER_WORDS: dict[str, int] = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -427,3 +427,16 @@ def parse_counts_arg(text: str | None, prompt: str | None = None) -> dict[str, i
                                  "write the noun exactly as the prompt does (e.g. cats, not cat)")
         counts[noun] = value
     return counts
+
+
+def count_over_grid(counts: dict[str, int], grid) -> tuple[str, int, int] | None:
+    """The first ``(noun, count, patches)`` of ``counts`` (noun -> asked count) whose count
+    exceeds the patches of one frame on ``grid`` (H, W): a layout holds at most one instance
+    per patch. None when every count fits, or ``grid`` is None (not known)."""
+    if grid is None:
+        return None
+    patches = int(grid[0]) * int(grid[1])
+    for noun, n in counts.items():
+        if n > patches:
+            return noun, n, patches
+    return None

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..hookspecs import hookimpl
 from .config import NuminaConfig
-from .counts import parse_counts
+from .counts import count_over_grid, parse_counts
 from .guidance import LayoutGuidance, plan_from_refinement
 from .batch import BatchGuidance, BatchLayoutReader, batch_rows, prompt_of_item
 from .identify import LayoutReader
@@ -114,15 +114,13 @@ def _validate_counts(counts: Any) -> dict[str, int]:
 
 def _check_counts_fit(counts: dict[str, int], grid) -> None:
     """Each asked count must fit the layout: at most one instance per patch of a frame."""
-    if grid is None:
-        return
-    cells = int(grid[0]) * int(grid[1])
-    for noun, n in counts.items():
-        if n > cells:
-            raise ValueError(
-                f"counts[{noun!r}]={n}: a frame's layout at the reference step has {grid[0]}x{grid[1]} = {cells} "
-                f"patches, so at most {cells} {noun} fit in a frame; ask for fewer or generate larger frames"
-            )
+    over = count_over_grid(counts, grid)
+    if over is not None:
+        noun, n, patches = over
+        raise ValueError(
+            f"counts[{noun!r}]={n}: a frame's layout at the reference step has {grid[0]}x{grid[1]} = {patches} "
+            f"patches, so at most {patches} {noun} fit in a frame; ask for fewer or generate larger frames"
+        )
 
 
 def _attach_report(out, report: NuminaReport):
