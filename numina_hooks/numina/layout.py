@@ -700,17 +700,17 @@ def checked_cross_attention(cross_attn, self_shape, name: str) -> torch.Tensor:
     (shape, heads, finite, not constant, no negative entries), as ``[heads, HW]`` (``[1, HW]``
     for one map). ValueError naming ``name``."""
     ca = as_tensor(cross_attn, name)
+    given = tuple(ca.shape)
     hw = int(self_shape[1])
     if ca.ndim == 1 or (ca.ndim == 2 and ca.shape[1] != hw and ca.numel() == hw):
         ca = ca.reshape(1, -1)  # one map for the noun: [HW] or [H, W]
     elif ca.ndim == 3:
         ca = ca.reshape(ca.shape[0], -1)
     if ca.ndim != 2 or ca.shape[1] != hw:
-        shape = tuple(as_tensor(cross_attn, name).shape)
         hint = ": pass one batch row, cross_attn[b] (the conditional branch of classifier-free guidance)" \
-            if len(shape) == 3 and shape[2] == hw else ""
+            if len(given) == 3 and given[2] == hw else ""
         raise ValueError(f"{name} must be [heads, HW] or [heads, H, W] (one map per head), or [HW] or "
-                         f"[H, W] (one map), with HW={hw}; got shape {shape}{hint}")
+                         f"[H, W] (one map), with HW={hw}; got shape {given}{hint}")
     if ca.shape[0] not in (self_shape[0], 1):
         raise ValueError(f"self_attn has {self_shape[0]} heads but {name} has {ca.shape[0]}: pass both "
                          "maps of the same layer, with the same heads (or one map for the noun, [HW])")
