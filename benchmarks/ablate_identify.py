@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import bench_identify as B  # noqa: E402
+from noun_map_clutter import DEFAULT_CLUTTER, add_clutter  # noqa: E402
 from numina_hooks.numina.config import NuminaConfig  # noqa: E402
 from numina_hooks.numina.layout import layout_from_attention  # noqa: E402
 from numina_hooks.numina.partition import temporal_vote  # noqa: E402
@@ -92,14 +93,18 @@ def _grid(text: str) -> tuple[int, int]:
 
 
 def run_cell(family: str, grid, noise: float, base: int, scenes: int, frames: int,
-             configs: dict, heads: int = B.HEADS) -> dict:
+             configs: dict, heads: int = B.HEADS, clutter: dict | None = None) -> dict:
     """Per configuration, per scene, whether each frame's voted count is right: {name: [[0/1
     per frame] per scene]} for counts 1-8 x ``scenes`` scenes (seeds ``base + 100 s + n``),
-    ``heads`` self-attention heads a scene (``bench_identify.head_types_for``)."""
+    ``heads`` self-attention heads a scene (``bench_identify.head_types_for``); ``clutter``:
+    None, or keyword arguments of ``noun_map_clutter.add_clutter`` (bumps added to every noun
+    map, seeded by the scene's seed)."""
     hits = {name: [] for name in configs}
     for n in range(1, 9):
         for s in range(scenes):
             scene, _ = B._scene(family, n, grid, noise, base + 100 * s + n, frames, heads=heads)
+            if clutter is not None:
+                add_clutter(scene.frames, grid, base + 100 * s + n, **clutter)
             truth = [fr.count for fr in scene.frames]
             for name, cfg in configs.items():
                 counts = [layout_from_attention(fr.self_attn, fr.cross_attn, grid, cfg).count
@@ -256,6 +261,9 @@ def main(argv=None) -> int:
                     help=f"self-attention heads a scene (default {B.HEADS}; 40 as Wan2.1-14B: the "
                          "family's heads, then its distractor types repeated)")
     ap.add_argument("--frames", type=int, default=3)
+    ap.add_argument("--clutter", action="store_true",
+                    help="clutter bumps as strong as the objects added to every noun map "
+                         "(noun_map_clutter.DEFAULT_CLUTTER)")
     ap.add_argument("--rules", nargs="+", default=tuple(RULES), help=f"of {', '.join(RULES)}")
     ap.add_argument("--settings", default=None,
                     help='named NuminaConfig changes compared instead of the rules: a JSON object '
@@ -283,6 +291,10 @@ def main(argv=None) -> int:
     configs = {"default": NuminaConfig()}
     configs |= {r: dataclasses.replace(NuminaConfig(), **compared[r][0]) for r in names}
     cells = json.loads(args.resume.read_text()) if args.resume and args.resume.exists() else []
+    clutter = dict(DEFAULT_CLUTTER) if args.clutter else None
+    if any(bool(c.get("clutter")) != args.clutter for c in cells):
+        ap.error(f"--resume {args.resume}: its cells were run {'without' if args.clutter else 'with'} "
+                 "--clutter; pass another --resume file")
     other = sorted({c.get("heads", B.HEADS) for c in cells} - {args.heads})
     if other:
         ap.error(f"--resume {args.resume}: its cells have {', '.join(map(str, other))} heads a scene, "
@@ -295,10 +307,12 @@ def main(argv=None) -> int:
                     if (base, family, grid, noise) in done:
                         continue
                     t0 = time.time()
-                    hits = run_cell(family, grid, noise, base, args.scenes, args.frames, configs, args.heads)
+                    hits = run_cell(family, grid, noise, base, args.scenes, args.frames, configs, args.heads,
+                                    clutter)
                     cells.append({"set": base, "family": family, "grid": list(grid), "noise": noise,
                                   "seconds": round(time.time() - t0, 1), "hits": encoded(hits)}
-                                 | ({"heads": args.heads} if args.heads != B.HEADS else {}))
+                                 | ({"heads": args.heads} if args.heads != B.HEADS else {})
+                                 | ({"clutter": True} if args.clutter else {}))
                     d = np.mean(sum(hits["default"], []))
                     print(f"set {base} {family} {grid[0]}x{grid[1]} {noise}: default {d:.3f} ({time.time() - t0:.0f} s)",
                           flush=True)
@@ -306,7 +320,7 @@ def main(argv=None) -> int:
                         args.resume.write_text(json.dumps(cells))
     result = {"date": time.strftime("%Y-%m-%d"), "machine": B._machine(), "scenes": args.scenes,
               "frames": args.frames, "heads": args.heads, "seconds": sum(c.get("seconds", 0.0) for c in cells),
-              "kind": "rules" if args.settings is None else "settings",
+              "kind": "rules" if args.settings is None else "settings", "clutter": clutter,
               "rules": {r: compared[r][0] for r in names},
               "descriptions": {r: compared[r][1] for r in names}, "cells": cells}
     if args.title:

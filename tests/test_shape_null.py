@@ -201,3 +201,30 @@ def test_a_weak_bump_does_not_stop_the_map_reading_the_head_missed_objects(monke
     assert default.count == with_null.count == frame.count == 5 and with_null.from_cross
     monkeypatch.setattr(identify.NounInFrame, "strict_labels", lambda self: self.labels)
     assert layout_from_attention(frame.self_attn, frame.cross_attn, GRID, cfg).count == 4
+
+
+def test_the_null_area_off_bumps_lays_copies_on_the_heads_regions_too():
+    # the head's regions cover the whole frame but the instance: no copy fits on its
+    # background, so "background" leaves the fixed threshold; "off_bumps" lays the copies
+    # anywhere off the bumps, the instance's ring and the sinks, and counts the small object,
+    # while the clutter bump (the head holds nothing there) stays out either way
+    from numina_hooks.numina.layout import with_unclaimed, noun_focus
+
+    objects = _scene()
+    sa = _head(objects, small_share=0.03)
+    found, peaks = _found_and_bumps(objects, clutter=True)
+    cross = np.where(peaks > 0, 1.0, np.where(found > 0, 1.0, 0.02))
+    focus = noun_focus(torch.from_numpy(cross.reshape(-1)).float(), GRID)
+    no_background = np.zeros(GRID, dtype=bool)
+    counts = {}
+    for area in ("background", "off_bumps"):
+        cfg = NuminaConfig(unclaimed_peak_null_z=4.0, unclaimed_peak_null_area=area)
+        out = with_unclaimed(found, focus, sa, 0, cfg, np.zeros(N, dtype=bool), no_background)
+        counts[area] = int(out.max())
+        assert not (out[12, 4:7] > 0).any()
+    assert counts == {"background": 1, "off_bumps": 2}
+
+
+def test_the_config_refuses_an_unknown_null_area():
+    with pytest.raises(ValueError, match="unclaimed_peak_null_area"):
+        NuminaConfig(unclaimed_peak_null_area="everywhere")

@@ -47,6 +47,7 @@ _CHOICES = {
     "read_tokens": ("noun", "phrase"),
     "own_key": ("excluded", "kept"),
     "claim_measure": ("median", "share", "relative"),
+    "unclaimed_peak_null_area": ("background", "off_bumps"),
 }
 
 
@@ -331,8 +332,8 @@ class NuminaConfig:
     unclaimed_peak_null_z: float | None = 3.0
     """A bump of ``unclaimed_peaks`` whose lift stays under ``unclaimed_min_lift`` is an
     instance too when the lift stands this many standard deviations above the median lift
-    of copies of the bump's own shape laid on the head's background (its pixels in no region
-    of the head, off the map's bumps and the instances, no sink key; at least
+    of copies of the bump's own shape laid off the map's bumps, the instances and the sink
+    keys (``unclaimed_peak_null_area`` says where else; at least
     ``partition.SHAPE_NULL_MIN_COPIES`` copies that fit, and a lift of at least
     ``partition.SHAPE_NULL_FLOOR``). An object of a few patches keeps 0.001-0.03 of its rows
     inside itself beyond its moved copy, under the fixed threshold, while pieces of
@@ -341,6 +342,12 @@ class NuminaConfig:
     lets in are no evidence that the head holds every object: step 8b's test for missed
     objects reads the instances without them (``identify.NounInFrame.weak``). None = the
     fixed threshold alone (the rule before 2026-12-07's fourteenth session)."""
+    unclaimed_peak_null_area: Literal["background", "off_bumps"] = "off_bumps"
+    """Where the copies of ``unclaimed_peak_null_z``'s null may lie: "background" = the
+    head's pixels in no region of its partition (the rule of 2026-12-07's fourteenth and
+    fifteenth sessions); "off_bumps" = anywhere in the frame, the head's regions included
+    (since its sixteenth). Either way off the map's bumps, the instances with their ring of
+    pixels, and the sink keys."""
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""

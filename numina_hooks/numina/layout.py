@@ -612,8 +612,9 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     when ``unclaimed_min_lift`` is None. ``self_attn``: the frame's ``[heads, N, N]`` map or
     a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
     (``HeadPartitions.sink_keys``); ``background``: bool [H, W], the head's pixels in no
-    region of its partition, where the bumps' shape-matched null lies
-    (``cfg.unclaimed_peak_null_z``; None = no null). ``weak``: return ``(labels, mask)``,
+    region of its partition, where the bumps' shape-matched null lies with
+    ``cfg.unclaimed_peak_null_area`` "background" ("off_bumps": anywhere in the frame;
+    ``cfg.unclaimed_peak_null_z``; None = no null). ``weak``: return ``(labels, mask)``,
     ``mask`` bool [H, W] the pixels of the bumps that only the null let in."""
     none = np.zeros(np.shape(labels), dtype=bool)
     if cfg.unclaimed_min_lift is None:
@@ -624,6 +625,8 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     labels = unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                  **common)
     if cfg.unclaimed_peaks and isinstance(focus, NounFocus) and labels.max() > 0:
+        if background is not None and cfg.unclaimed_peak_null_area == "off_bumps":
+            background = np.ones(np.shape(labels), dtype=bool)
         return unclaimed_peaks(labels, map_bumps(focus, cfg), self_attn, head,
                                min_size=cfg.cross_fallback_min_size, background=background,
                                null_z=cfg.unclaimed_peak_null_z, weak=weak, **common)
