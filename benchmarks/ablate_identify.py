@@ -215,6 +215,12 @@ def _wording(result: dict) -> dict:
             "what": lambda name: RULES[name][1]}
 
 
+def _clutter_words(clutter: dict) -> str:
+    """``noun_map_clutter.add_clutter``'s keyword arguments in words."""
+    (a, b), (lo, hi) = clutter["amp"], clutter["num"]
+    return f"{lo}-{hi - 1} bumps a scene at {a}-{b} of the objects' strength, {clutter['clearance']} patches clear of them"
+
+
 def markdown(result: dict) -> str:
     cells, rows = result["cells"], result["summary"]
     say = _wording(result)
@@ -228,6 +234,7 @@ def markdown(result: dict) -> str:
         f"seed sets {', '.join(map(str, sets))} ({result['scenes']} scenes per count 1-8, "
         f"{result['frames']} frames each, seeds set + 100 s + n"
         + (f", {result['heads']} self-attention heads a scene" if result.get("heads", B.HEADS) != B.HEADS else "")
+        + (f", clutter added to every noun map ({_clutter_words(result['clutter'])})" if result.get("clutter") else "")
         + "), families "
         f"{', '.join(sorted({c['family'] for c in cells}))}, grids "
         f"{', '.join(sorted({'x'.join(map(str, c['grid'])) for c in cells}))}, noise "

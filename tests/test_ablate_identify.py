@@ -117,3 +117,27 @@ def test_a_resume_file_of_another_head_count_is_refused(tmp_path, capsys):
         A.main([*ARGS, "--rules", "link_ratio", "--resume", str(resume), "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert "40 heads" in err and "--heads 12" in err
+
+
+def test_clutter_reaches_the_noun_maps_and_the_table(tmp_path, monkeypatch, capsys):
+    added = []
+    real = A.add_clutter
+
+    def spy(frames, grid, seed, **kwargs):
+        before = frames[0].cross_attn.clone()
+        placed = real(frames, grid, seed, **kwargs)
+        added.append(bool((frames[0].cross_attn != before).any()))
+        return placed
+
+    monkeypatch.setattr(A, "add_clutter", spy)
+    resume = tmp_path / "cells.json"
+    assert A.main([*ARGS, "--rules", "link_ratio", "--clutter", "--out", str(tmp_path), "--name", "c",
+                   "--resume", str(resume)]) == 0
+    assert len(added) == 8 and all(added)  # one scene per count, each noun map changed
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["clutter"] == json.loads(json.dumps(A.DEFAULT_CLUTTER)) and result["cells"][0]["clutter"] is True
+    assert "clutter added to every noun map (3-5 bumps a scene" in (tmp_path / "c.md").read_text()
+    # the same cells are not mixed with a run without clutter
+    with pytest.raises(SystemExit):
+        A.main([*ARGS, "--rules", "link_ratio", "--resume", str(resume), "--out", str(tmp_path)])
+    assert "with --clutter" in capsys.readouterr().err
