@@ -228,3 +228,31 @@ def test_the_null_area_off_bumps_lays_copies_on_the_heads_regions_too():
 def test_the_config_refuses_an_unknown_null_area():
     with pytest.raises(ValueError, match="unclaimed_peak_null_area"):
         NuminaConfig(unclaimed_peak_null_area="everywhere")
+
+
+def test_the_null_area_keeps_off_the_regions_that_hold_objects():
+    # one head, three regions: an object (its rows keep half their attention on it), a
+    # piece of texture the cut made a region (rows spread like the background's), and
+    # another object; "off_objects" leaves out the objects' regions only, "background"
+    # every region, "off_bumps" none
+    from numina_hooks.numina.layout import null_area
+
+    regions = np.zeros(GRID, dtype=np.int32)
+    regions[2:6, 2:7] = 1
+    regions[8:13, 10:16] = 2
+    regions[3:7, 18:23] = 3
+    lab = regions.reshape(-1)
+    rows = np.full((N, N), 1.0 / N)
+    for k in (1, 3):
+        on = lab == k
+        rows[on] = 0.5 / N
+        rows[np.ix_(on, on)] += 0.5 / on.sum()
+    sa = torch.from_numpy(rows[None]).float()
+    areas = {a: null_area(regions, sa, 0, NuminaConfig(unclaimed_peak_null_area=a))
+             for a in ("background", "off_bumps", "off_objects")}
+    assert np.array_equal(areas["background"], regions == 0)
+    assert areas["off_bumps"].all()
+    assert np.array_equal(areas["off_objects"], (regions == 0) | (regions == 2))
+    # a background mask given instead of the regions: its components off it are the regions
+    assert np.array_equal(null_area(regions == 0, sa, 0, NuminaConfig(unclaimed_peak_null_area="off_objects")),
+                          areas["off_objects"])

@@ -47,7 +47,7 @@ _CHOICES = {
     "read_tokens": ("noun", "phrase"),
     "own_key": ("excluded", "kept"),
     "claim_measure": ("median", "share", "relative"),
-    "unclaimed_peak_null_area": ("background", "off_bumps"),
+    "unclaimed_peak_null_area": ("background", "off_bumps", "off_objects"),
 }
 
 
@@ -342,12 +342,14 @@ class NuminaConfig:
     lets in are no evidence that the head holds every object: step 8b's test for missed
     objects reads the instances without them (``identify.NounInFrame.weak``). None = the
     fixed threshold alone (the rule before 2026-12-07's fourteenth session)."""
-    unclaimed_peak_null_area: Literal["background", "off_bumps"] = "off_bumps"
-    """Where the copies of ``unclaimed_peak_null_z``'s null may lie: "background" = the
-    head's pixels in no region of its partition (the rule of 2026-12-07's fourteenth and
-    fifteenth sessions); "off_bumps" = anywhere in the frame, the head's regions included
-    (since its sixteenth). Either way off the map's bumps, the instances with their ring of
-    pixels, and the sink keys."""
+    unclaimed_peak_null_area: Literal["background", "off_bumps", "off_objects"] = "off_objects"
+    """Where the copies of ``unclaimed_peak_null_z``'s null may lie, always off the map's
+    bumps, the instances with their ring of pixels, and the sink keys: "off_objects" = also
+    off the head's regions (as cut) whose containment lift reaches ``min_lift``, the objects
+    of any noun (``layout.null_area``; a copy on another noun's object measures an object,
+    not chance); "off_bumps" = anywhere else in the frame; "background" = only the head's
+    pixels in no region of its partition (the rule of 2026-12-07's fourteenth and fifteenth
+    sessions)."""
     head_margin: float = 0.0
     """Heads scoring at least (1 - head_margin) of the best compete on instance count (the
     most wins): a remedy for class-level heads whose regions hold several instances."""

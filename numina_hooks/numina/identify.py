@@ -37,7 +37,7 @@ from .finer import finer_head
 from .layout import (Layout, _instances, _partition, _regions_to_instances, check_not_constant,
                      checked_cross_attention, checked_self_attention,
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
-                     link_chosen_head, partition_options, with_unclaimed, head_background, proposals_from_self_map, self_attention_source,
+                     link_chosen_head, partition_options, with_unclaimed, head_cut_regions, proposals_from_self_map, self_attention_source,
                      splinter_option, reach_option, bridge_option, head_missed_objects, strong_components)
 from .partition import (HeadPartitions, _as_source, _renumbered, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, head_region_lifts, link_head, link_regions,
@@ -616,7 +616,7 @@ def instances_by_noun(parts: HeadPartitions, head: int, focus: dict[str, np.ndar
         labels = head_labels(parts, head, keep, cfg)
         if source is not None:
             labels, only_null = with_unclaimed(labels, on_screen, source, source_head, cfg,
-                                               parts.sink_keys[head], head_background(parts, head),
+                                               parts.sink_keys[head], head_cut_regions(parts, head),
                                                weak=True)
             if weak is not None:
                 weak[noun] = only_null

@@ -33,7 +33,7 @@ from .config import NuminaConfig
 from .focus import FocusUnion, NounFocus, region_hits
 from .heads import (_check_grid, as_tensor, attention_rows, check_grid_orientation, check_not_constant,
                     check_probabilities, score_self_attention_heads, select_cross_attention)
-from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift,
+from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift, head_region_lifts,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
                         instance_evidence, link_regions, null_candidates, null_evidence, partition_heads, rim_grown, temporal_vote,
                         unclaimed_instances, unclaimed_peaks)
@@ -574,7 +574,7 @@ def choose_from_partitions(parts: HeadPartitions, self_attn, focus,
         labels = head_labels(parts, head, instances[head], cfg)
         if self_attn is not None:
             labels = with_unclaimed(labels, focus, self_attn, head, cfg, parts.sink_keys[head],
-                                    head_background(parts, head))
+                                    head_cut_regions(parts, head))
     return head, labels, scores
 
 
@@ -588,11 +588,33 @@ def head_labels(parts: HeadPartitions, head: int, keep: np.ndarray, cfg: NuminaC
     return _regions_to_instances(rim_grown(parts.regions[head], cut, cfg.peak_rim), keep)
 
 
-def head_background(parts: HeadPartitions, head: int) -> np.ndarray:
-    """bool [H, W]: the pixels of ``head`` in no region of its partition as cut (before the
-    peaks were trimmed: a trimmed rim is part of its object)."""
+def head_cut_regions(parts: HeadPartitions, head: int) -> np.ndarray:
+    """int32 [H, W]: the regions of ``head`` as cut (before the peaks were trimmed), 0 = none."""
     regions = parts.regions if parts.cut is None else parts.cut
-    return regions[head] == 0
+    return regions[head]
+
+
+def null_area(regions: np.ndarray, self_attn, head: int, cfg: NuminaConfig) -> np.ndarray:
+    """bool [H, W]: where step 5c's shape-matched null may lay copies besides the exclusions
+    ``partition.unclaimed_peaks`` makes, by ``cfg.unclaimed_peak_null_area``: "background" =
+    the head's pixels in no region; "off_bumps" = the whole frame; "off_objects" = the frame
+    less the regions whose containment lift in ``head`` reaches ``cfg.min_lift`` (objects of
+    any noun, which keep their attention by more than chance). ``regions``: int [H, W], the
+    head's partition as cut (0 = none), or bool [H, W], its background (the regions then
+    taken as the 4-connected components off it)."""
+    regions = np.asarray(regions)
+    if regions.dtype == bool:
+        from scipy.ndimage import label
+
+        regions = label(~regions)[0]
+    if cfg.unclaimed_peak_null_area == "background":
+        return regions == 0
+    if cfg.unclaimed_peak_null_area == "off_bumps":
+        return np.ones(regions.shape, dtype=bool)
+    lifts = head_region_lifts(self_attn, head, regions, max(cfg.lift_sample, UNCLAIMED_SAMPLE), regions.shape)
+    held = np.nan_to_num(lifts, nan=-np.inf) >= cfg.min_lift
+    held[0] = False
+    return ~held[regions]
 
 
 #: members measured per left-over focus component: they are few and large, and their lift
@@ -603,7 +625,7 @@ UNCLAIMED_SAMPLE = 256
 
 def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
                    cfg: NuminaConfig, sink_keys: np.ndarray,
-                   background: np.ndarray | None = None, weak: bool = False):
+                   head_regions: np.ndarray | None = None, weak: bool = False):
     """``labels`` (int [H, W], instances of ``head``) with the instances found in the focus
     they leave unclaimed (``cfg.unclaimed_min_lift``; ``partition.unclaimed_instances``;
     ``focus``: a bool [H, W] mask or a ``focus.NounFocus``, whose mask is read), then, with
@@ -611,10 +633,11 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     map's bumps no instance touches (``partition.unclaimed_peaks``); ``labels`` as they are
     when ``unclaimed_min_lift`` is None. ``self_attn``: the frame's ``[heads, N, N]`` map or
     a source of its entries; ``sink_keys``: bool [N], the head's attention-sink keys
-    (``HeadPartitions.sink_keys``); ``background``: bool [H, W], the head's pixels in no
-    region of its partition, where the bumps' shape-matched null lies with
-    ``cfg.unclaimed_peak_null_area`` "background" ("off_bumps": anywhere in the frame;
-    ``cfg.unclaimed_peak_null_z``; None = no null). ``weak``: return ``(labels, mask)``,
+    (``HeadPartitions.sink_keys``); ``head_regions``: int [H, W], the head's partition as
+    cut (``head_cut_regions``), or bool [H, W], its pixels in no region: where the bumps'
+    shape-matched null lays its copies follows from it (``null_area``,
+    ``cfg.unclaimed_peak_null_area``; ``cfg.unclaimed_peak_null_z``; None = no null),
+    worked out only when a bump needs the null. ``weak``: return ``(labels, mask)``,
     ``mask`` bool [H, W] the pixels of the bumps that only the null let in."""
     none = np.zeros(np.shape(labels), dtype=bool)
     if cfg.unclaimed_min_lift is None:
@@ -625,8 +648,7 @@ def with_unclaimed(labels: np.ndarray, focus, self_attn, head: int,
     labels = unclaimed_instances(labels, focus, self_attn, head, min_size=cfg.unclaimed_min_size,
                                  **common)
     if cfg.unclaimed_peaks and isinstance(focus, NounFocus) and labels.max() > 0:
-        if background is not None and cfg.unclaimed_peak_null_area == "off_bumps":
-            background = np.ones(np.shape(labels), dtype=bool)
+        background = None if head_regions is None else (lambda: null_area(head_regions, self_attn, head, cfg))
         return unclaimed_peaks(labels, map_bumps(focus, cfg), self_attn, head,
                                min_size=cfg.cross_fallback_min_size, background=background,
                                null_z=cfg.unclaimed_peak_null_z, weak=weak, **common)

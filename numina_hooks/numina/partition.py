@@ -1102,7 +1102,9 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
             ``unclaimed_instances``.
         min_size: smallest bump considered once the ring is taken off (patches).
         background: bool [H, W], where copies of a bump may lie for its shape-matched null
-            (the head's pixels in no region of its partition); None = no null.
+            (e.g. the head's pixels in no region of its partition), or a function of no
+            arguments returning it (called once, at the first bump the null decides); None =
+            no null.
         null_z: with ``background``, a bump under ``min_lift`` is an instance too when its
             lift stands ``null_z`` standard deviations above the median of its copies' lifts
             (``shape_null_lifts``; at least ``SHAPE_NULL_MIN_COPIES`` copies, a lift of at
@@ -1127,16 +1129,22 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
     kept = _ids_per_row(cand.reshape(1, -1), (min_size, np.inf))[0]
     over_null = None
     if null_z is not None and background is not None:
-        # copies lie off the map's bumps, the instances and their ring, and the sink keys
-        free = np.asarray(background, dtype=bool).reshape(H, W) & (peaks.reshape(H, W) == 0)
-        free &= ~_grow(labels > 0)
-        if sink_keys is not None:
-            free &= ~np.asarray(sink_keys, dtype=bool).reshape(H, W)
+        area = []  # the free pixels, worked out at the first bump the null decides
+
+        def free() -> np.ndarray:
+            if not area:  # copies lie off the map's bumps, the instances and their ring, and the sink keys
+                where = background() if callable(background) else background
+                mask = np.asarray(where, dtype=bool).reshape(H, W) & (peaks.reshape(H, W) == 0)
+                mask &= ~_grow(labels > 0)
+                if sink_keys is not None:
+                    mask &= ~np.asarray(sink_keys, dtype=bool).reshape(H, W)
+                area.append(mask)
+            return area[0]
 
         def over_null(source, i: int, lift: float) -> bool:
             if lift < SHAPE_NULL_FLOOR:
                 return False
-            copies = shape_null_lifts(source, head, (kept == i).reshape(H, W), free, sample)
+            copies = shape_null_lifts(source, head, (kept == i).reshape(H, W), free(), sample)
             if len(copies) < SHAPE_NULL_MIN_COPIES:
                 return False
             spread = max(float(np.std(copies)), SHAPE_NULL_MIN_SPREAD)
