@@ -96,10 +96,15 @@ def test_small_objects_are_counted_once_trimmed(n, seed):
     # fail the instance tests; trimmed to their peaks, every object counts
     from synthetic_rope_scenes import make_rope_scene  # benchmarks/ (on sys.path via conftest.py)
 
+    # step 5c's shape-matched null is off in both readings: it is a later step that can find
+    # a missed small object by other means (with its copies laid off the objects, it finds
+    # the third object of seed 603 untrimmed too); this test is about the trim
     frame = make_rope_scene(n, (30, 52), n_frames=1, noise=0.5, seed=seed, radius=(1.2, 2.0)).frames[0]
     assert frame.count == n
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52)).count == n
-    as_cut = NuminaConfig(peak_gap=None)
+    trimmed = NuminaConfig(unclaimed_peak_null_z=None)
+    assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), trimmed).count == n
+    as_cut = NuminaConfig(peak_gap=None, unclaimed_peak_null_z=None)
     assert layout_from_attention(frame.self_attn, frame.cross_attn, (30, 52), as_cut).count < n
 
 
