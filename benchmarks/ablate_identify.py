@@ -102,9 +102,10 @@ def run_cell(family: str, grid, noise: float, base: int, scenes: int, frames: in
     hits = {name: [] for name in configs}
     for n in range(1, 9):
         for s in range(scenes):
-            scene, _ = B._scene(family, n, grid, noise, base + 100 * s + n, frames, heads=heads)
+            seed = base + 100 * s + n
+            scene, _ = B._scene(family, n, grid, noise, seed, frames, heads=heads)
             if clutter is not None:
-                add_clutter(scene.frames, grid, base + 100 * s + n, **clutter)
+                add_clutter(scene.frames, grid, seed, **clutter)
             truth = [fr.count for fr in scene.frames]
             for name, cfg in configs.items():
                 counts = [layout_from_attention(fr.self_attn, fr.cross_attn, grid, cfg).count

@@ -1129,17 +1129,16 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
     kept = _ids_per_row(cand.reshape(1, -1), (min_size, np.inf))[0]
     over_null = None
     if null_z is not None and background is not None:
-        area = []  # the free pixels, worked out at the first bump the null decides
-
+        @functools.cache  # worked out at the first bump the null decides, then kept
         def free() -> np.ndarray:
-            if not area:  # copies lie off the map's bumps, the instances and their ring, and the sink keys
-                where = background() if callable(background) else background
-                mask = np.asarray(where, dtype=bool).reshape(H, W) & (peaks.reshape(H, W) == 0)
-                mask &= ~_grow(labels > 0)
-                if sink_keys is not None:
-                    mask &= ~np.asarray(sink_keys, dtype=bool).reshape(H, W)
-                area.append(mask)
-            return area[0]
+            """bool [H, W]: where copies lie: off the map's bumps, the instances and their
+            ring, and the sink keys."""
+            where = background() if callable(background) else background
+            mask = np.asarray(where, dtype=bool).reshape(H, W) & (peaks.reshape(H, W) == 0)
+            mask &= ~_grow(labels > 0)
+            if sink_keys is not None:
+                mask &= ~np.asarray(sink_keys, dtype=bool).reshape(H, W)
+            return mask
 
         def over_null(source, i: int, lift: float) -> bool:
             if lift < SHAPE_NULL_FLOOR:
