@@ -38,10 +38,12 @@ from .layout import (Layout, _instances, _partition, _regions_to_instances, chec
                      checked_cross_attention, checked_self_attention,
                      choose_head_on, fallback_layout, head_labels, lacks_self_evidence, noun_focus,
                      link_chosen_head, partition_options, with_unclaimed, head_cut_regions, proposals_from_self_map, self_attention_source,
-                     splinter_option, reach_option, bridge_option, head_missed_objects, strong_components)
+                     splinter_option, reach_option, bridge_option, head_missed_objects, map_bumps,
+                     strong_components)
 from .partition import (HeadPartitions, _as_source, _renumbered, concat_partitions, fill_lift, focus_regions,
                         head_instances, head_lift_threshold, head_region_lifts, link_head, link_regions,
                         partition_from_qk, temporal_vote)
+from .split import split_merged_instances
 
 
 @dataclass
@@ -471,6 +473,10 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
                                        weak=weak)[noun]
             if weak.get(noun) is not None and weak[noun].any():
                 only_null = weak[noun]
+            if cfg.merged_split_ratio is not None and src is not None and head >= 0:
+                labels = split_merged_instances(labels, map_bumps(on, cfg), on.cross, src, src_head,
+                                                cfg.merged_split_ratio, sample=max(cfg.lift_sample, 16),
+                                                min_size=cfg.cross_fallback_min_size)
             strict = labels if only_null is None else np.where(only_null, 0, labels)
             if not strict.any() and head >= 0 and cfg.instance_null_factor is not None and \
                     cfg.self_evidence_factor is not None and \

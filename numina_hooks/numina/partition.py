@@ -865,6 +865,28 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
         _merge_regions(parts, k, ids, group)
 
 
+def group_affinities(source, head: int, groups: list, sample: int) -> tuple[np.ndarray, np.ndarray]:
+    """(aff float64 [m, m], own float64 [m]) of pixel ``groups`` (m int arrays of flat
+    indices) in ``head`` of ``source`` (a source of entries or a ``[heads, N, N]`` map):
+    ``log(N * mean A[i, j])`` over at most ``sample`` evenly spaced members of each group,
+    both directions averaged, ``i != j`` within a group; ``own`` is the diagonal, -inf for a
+    group of one member."""
+    source = _as_source(source)
+    members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
+               for g in groups]
+    owner = torch.from_numpy(np.concatenate([np.full(len(m), j) for j, m in enumerate(members)]))
+    rows = torch.from_numpy(np.concatenate(members).astype(np.int64))
+    onehot = torch.nn.functional.one_hot(owner, len(groups)).double()  # [R, m]
+    vals = source.blocks(torch.tensor([head]), rows[None])[0].double()  # [R, R]
+    vals.fill_diagonal_(0.0)
+    count = onehot.sum(0)
+    pairs = count[:, None] * count[None, :] - torch.diag(count)
+    dens = (onehot.t() @ vals @ onehot) / pairs.clamp_min(1)
+    aff = torch.log(0.5 * (dens + dens.t()) * source.n + 1e-12).numpy()
+    own = np.where(pairs.diagonal().numpy() > 0, aff.diagonal(), -np.inf)
+    return aff, own
+
+
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
             splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
             by_ratio: np.ndarray | None = None, reach: tuple[float, float, float] | None = None,
@@ -900,18 +922,7 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     reach alone, weak groups by the splinter test alone.
 
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
-    members = [g if len(g) <= sample else g[np.round(np.linspace(0, len(g) - 1, sample)).astype(np.int64)]
-               for g in groups]
-    owner = np.concatenate([np.full(len(m), j) for j, m in enumerate(members)])
-    rows = torch.from_numpy(np.concatenate(members).astype(np.int64))
-    onehot = torch.nn.functional.one_hot(torch.from_numpy(owner), len(groups)).double()  # [R, m]
-    vals = source.blocks(torch.tensor([k]), rows[None])[0].double()  # [R, R]
-    vals.fill_diagonal_(0.0)
-    count = onehot.sum(0)
-    pairs = count[:, None] * count[None, :] - torch.diag(count)
-    dens = (onehot.t() @ vals @ onehot) / pairs.clamp_min(1)
-    aff = torch.log(0.5 * (dens + dens.t()) * source.n + 1e-12).numpy()
-    own = np.where(pairs.diagonal().numpy() > 0, aff.diagonal(), -np.inf)
+    aff, own = group_affinities(source, k, groups, sample)
     lower = np.minimum(own[:, None], own[None, :])
     bar = ratio * lower
     join = (aff >= bar) & (bar > 0)
