@@ -567,6 +567,34 @@ def test_untouched_strong_components_count_only_where_the_head_shows_an_object()
         head_missed_objects(two, focus, component_lift=lambda s: np.zeros(2))
 
 
+def test_the_evidence_floor_lets_a_weak_but_clear_head_speak_against_clutter():
+    # a head that keeps only 0.02 on the objects it found (under min_lift: high noise, a
+    # large object) but nothing on two untouched bumps: clutter by the floor's measure
+    objects = _four_objects()
+    focus = noun_focus(gaussian_filter((objects > 0).astype(np.float64), 1.0) + 0.01, GRID)
+    strong = strong_components(focus)
+    two = _instances_on(objects, (1, 2))
+    touched = np.unique(strong[two > 0])
+    untouched = [k for k in range(1, 5) if k not in touched]
+    weak_clear = _lifts({**{k: 0.02 for k in touched}, **{k: 0.0 for k in untouched}})
+    weak_missed = _lifts({**{k: 0.02 for k in touched}, **{k: 0.015 for k in untouched}})
+    assert head_missed_objects(two, focus, NuminaConfig(), component_lift=weak_clear)  # min_lift: map trusted
+    low = NuminaConfig(cross_fallback_evidence_floor=0.01)
+    assert not head_missed_objects(two, focus, low, component_lift=weak_clear)
+    assert head_missed_objects(two, focus, low, component_lift=weak_missed)  # objects it missed
+    # "head": the floor is the head's own instance threshold, given by the caller
+    own = NuminaConfig(cross_fallback_evidence_floor="head")
+    assert not head_missed_objects(two, focus, own, component_lift=weak_clear, head_threshold=0.01)
+    assert head_missed_objects(two, focus, own, component_lift=weak_clear, head_threshold=0.03)
+    assert head_missed_objects(two, focus, own, component_lift=weak_clear)  # no threshold: min_lift
+
+
+@pytest.mark.parametrize("value", ["own", -0.1, 1.0, float("nan"), True])
+def test_a_bad_evidence_floor_is_refused_by_name(value):
+    with pytest.raises(ValueError, match="cross_fallback_evidence_floor"):
+        NuminaConfig(cross_fallback_evidence_floor=value)
+
+
 def test_clutter_as_strong_as_the_objects_does_not_replace_a_right_head():
     # the instance head separates the three objects; the noun's map has three more bumps as
     # strong as they are, on background where no head holds an object: clutter

@@ -443,6 +443,15 @@ class NuminaConfig:
     the noun's map (bumps as strong as the objects where the self-attention holds no
     object) then no longer replaces a right head's instances. None = every strong component
     counts (the rule before 2026-12-06's seventh session)."""
+    cross_fallback_evidence_floor: float | str | None = "head"
+    """The median lift the chosen head must keep on the strong components its instances
+    touch for ``cross_fallback_evidence`` to apply (the head shows the objects it found):
+    "head" (default) = the head's own instance threshold (``partition.head_lift_threshold``:
+    ``min_lift``, or lower where its background pieces keep less, ``min_lift_null_factor``),
+    the bar its instances passed; a number = that lift; None = ``min_lift`` (the rule before
+    2026-12-07's seventeenth session). A head at high noise keeps 0.01-0.04 on the objects it
+    found, under ``min_lift``, and nothing on clutter bumps: with the fixed floor the map was
+    trusted there and its clutter counted (docs/method.md step 8b)."""
     instance_map_contrast: float | None = 0.0
     """Each instance read from the self-attention must show in its noun's map as a bump: its
     mean cross-attention must exceed the mean over its ring (the pixels 4-adjacent to it
@@ -579,6 +588,10 @@ class NuminaConfig:
         v = self.cross_fallback_excess
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             _fail("cross_fallback_excess", v, "an int >= 1, or None (no fallback for missed objects)")
+        v = self.cross_fallback_evidence_floor
+        if not (v is None or v == "head" or _number_between(v, 0, True, 1, False)):
+            _fail("cross_fallback_evidence_floor", v, 'a number in [0, 1), "head" (the chosen head\'s own '
+                  'instance threshold) or None (min_lift)')
         for name in ("edge_band", "temporal_window", "peak_rim"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:

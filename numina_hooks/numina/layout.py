@@ -299,7 +299,8 @@ def strong_components(focus, config: NuminaConfig | None = None) -> np.ndarray:
 
 
 def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None = None,
-                        strong: np.ndarray | None = None, component_lift=None) -> bool:
+                        strong: np.ndarray | None = None, component_lift=None,
+                        head_threshold: float | None = None) -> bool:
     """Whether the chosen head's instances of a noun (``labels``, int [H, W], 0 = none, at
     least one instance) leave ``cross_fallback_excess`` or more of its cross map's strong
     components unaccounted for: the map holds that many more strong components than the head
@@ -318,7 +319,9 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
     untouched strong component counts only when its lift reaches that share of the median
     lift of the touched ones, provided that median exceeds ``min_lift``
     (``NuminaConfig.cross_fallback_evidence``): clutter where the head shows no object is
-    not a missed object."""
+    not a missed object. ``head_threshold``: the chosen head's own instance threshold
+    (``partition.head_lift_threshold``), the floor that median must exceed with
+    ``cross_fallback_evidence_floor="head"``."""
     cfg = config or NuminaConfig()
     labels = np.asarray(labels)
     count = int(labels.max()) if labels.size else 0
@@ -338,10 +341,24 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
         return False
     if component_lift is None or cfg.cross_fallback_evidence is None:
         return True
-    return reached(_shown_components(strong, touched, component_lift, cfg))
+    return reached(_shown_components(strong, touched, component_lift, cfg, head_threshold))
 
 
-def _shown_components(strong: np.ndarray, touched: np.ndarray, component_lift, cfg: NuminaConfig) -> int:
+def evidence_floor(cfg: NuminaConfig, head_threshold: float | None = None) -> float:
+    """The median lift the chosen head must keep on the strong components its instances touch
+    for ``cross_fallback_evidence`` to apply (``cfg.cross_fallback_evidence_floor``): None =
+    ``min_lift``; "head" = the head's own instance threshold ``head_threshold`` (``min_lift``
+    when not given); a number = itself."""
+    floor = cfg.cross_fallback_evidence_floor
+    if floor is None:
+        return cfg.min_lift
+    if floor == "head":
+        return cfg.min_lift if head_threshold is None else float(head_threshold)
+    return float(floor)
+
+
+def _shown_components(strong: np.ndarray, touched: np.ndarray, component_lift, cfg: NuminaConfig,
+                      head_threshold: float | None = None) -> int:
     """How many of the ``m`` strong components (int [H, W] ids, ``touched`` bool [m + 1]:
     those holding an instance) count as objects for ``head_missed_objects``: every touched
     one, and each untouched one whose lift (``component_lift(strong)``, float [m + 1]) reaches
@@ -355,7 +372,7 @@ def _shown_components(strong: np.ndarray, touched: np.ndarray, component_lift, c
         raise ValueError(f"component_lift gave shape {lift.shape}; expected ({m + 1},): one lift per "
                          "strong component id 0..m")
     reference = float(np.median(lift[touched]))
-    if not reference > cfg.min_lift:  # the head does not show the objects it found (NaN too)
+    if not reference > evidence_floor(cfg, head_threshold):  # the head does not show the objects it found (NaN too)
         return m
     shown = ~touched & (lift >= cfg.cross_fallback_evidence * reference)
     shown[0] = False
