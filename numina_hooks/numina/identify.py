@@ -511,11 +511,13 @@ def read_nouns(parts: HeadPartitions, focus: dict, maps: dict, cfg: NuminaConfig
         for noun, r in out.items():
             # bumps only the shape-matched null let in are no evidence that the head holds
             # every object: the test reads the head's instances without them
+            if r.from_cross:
+                continue
+            # step 8b's floor: the bar the head's instances passed (``evidence_floor``)
             threshold = head_lift_threshold(parts, head, focus[noun], cfg.focus_overlap, cfg.min_lift,
                                             cfg.min_lift_null_factor) \
                 if cfg.cross_fallback_evidence_floor == "head" and head >= 0 else None
-            if not r.from_cross and head_missed_objects(r.strict_labels(), focus[noun], cfg, strong[noun], lifts,
-                                                        threshold):
+            if head_missed_objects(r.strict_labels(), focus[noun], cfg, strong[noun], lifts, threshold):
                 r.labels, r.from_cross, switched = fallback_layout(focus[noun], cfg), True, True
                 r.weak = None
         if exclusive and switched:

@@ -317,8 +317,9 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
     head's containment lift on each strong component (``strong`` int [H, W], ids 1..m);
     called only when the excess is reached. With it and ``cross_fallback_evidence``, an
     untouched strong component counts only when its lift reaches that share of the median
-    lift of the touched ones, provided that median exceeds ``min_lift``
-    (``NuminaConfig.cross_fallback_evidence``): clutter where the head shows no object is
+    lift of the touched ones, provided that median exceeds the floor (``evidence_floor``:
+    ``NuminaConfig.cross_fallback_evidence_floor``; ``NuminaConfig.cross_fallback_evidence``):
+    clutter where the head shows no object is
     not a missed object. ``head_threshold``: the chosen head's own instance threshold
     (``partition.head_lift_threshold``), the floor that median must exceed with
     ``cross_fallback_evidence_floor="head"``."""
@@ -363,7 +364,7 @@ def _shown_components(strong: np.ndarray, touched: np.ndarray, component_lift, c
     those holding an instance) count as objects for ``head_missed_objects``: every touched
     one, and each untouched one whose lift (``component_lift(strong)``, float [m + 1]) reaches
     ``cross_fallback_evidence`` times the touched ones' median lift; all ``m`` when no
-    component is touched or that median is at most ``min_lift``."""
+    component is touched or that median is at most the floor (``evidence_floor``)."""
     m = len(touched) - 1
     if not touched.any():
         return m
