@@ -317,12 +317,11 @@ def head_missed_objects(labels: np.ndarray, focus, config: NuminaConfig | None =
     head's containment lift on each strong component (``strong`` int [H, W], ids 1..m);
     called only when the excess is reached. With it and ``cross_fallback_evidence``, an
     untouched strong component counts only when its lift reaches that share of the median
-    lift of the touched ones, provided that median exceeds the floor (``evidence_floor``:
+    lift of the touched ones, provided that median exceeds the floor (``evidence_floor``,
     ``NuminaConfig.cross_fallback_evidence_floor``; ``NuminaConfig.cross_fallback_evidence``):
-    clutter where the head shows no object is
-    not a missed object. ``head_threshold``: the chosen head's own instance threshold
-    (``partition.head_lift_threshold``), the floor that median must exceed with
-    ``cross_fallback_evidence_floor="head"``."""
+    clutter where the head shows no object is not a missed object. ``head_threshold``: the
+    chosen head's own instance threshold (``partition.head_lift_threshold``), the floor that
+    median must exceed with ``cross_fallback_evidence_floor="head"``."""
     cfg = config or NuminaConfig()
     labels = np.asarray(labels)
     count = int(labels.max()) if labels.size else 0
@@ -373,7 +372,8 @@ def _shown_components(strong: np.ndarray, touched: np.ndarray, component_lift, c
         raise ValueError(f"component_lift gave shape {lift.shape}; expected ({m + 1},): one lift per "
                          "strong component id 0..m")
     reference = float(np.median(lift[touched]))
-    if not reference > evidence_floor(cfg, head_threshold):  # the head does not show the objects it found (NaN too)
+    # the head does not show the objects it found (NaN too): the map is trusted
+    if not reference > evidence_floor(cfg, head_threshold):
         return m
     shown = ~touched & (lift >= cfg.cross_fallback_evidence * reference)
     shown[0] = False

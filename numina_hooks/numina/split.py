@@ -76,8 +76,7 @@ def split_merged_instances(labels: np.ndarray, bumps: np.ndarray, cross: np.ndar
     peaks = bump_peaks(bumps, cross)
     owner = labels.reshape(-1)[peaks]  # the instance each bump's peak lies in (0 = none)
     out = labels.astype(np.int32, copy=True)
-    next_id = n + 1
-    changed = False
+    next_id = n + 1  # the split parts' ids, renumbered at the end
     for inst in np.unique(owner[owner > 0]):
         held = np.nonzero(owner == inst)[0] + 1  # bump labels
         if len(held) < 2:
@@ -97,5 +96,4 @@ def split_merged_instances(labels: np.ndarray, bumps: np.ndarray, cross: np.ndar
             for j in np.nonzero(group == g)[0]:
                 out.reshape(-1)[groups[j]] = next_id
             next_id += 1
-        changed = True
-    return _renumbered(out) if changed else out
+    return _renumbered(out) if next_id > n + 1 else out
