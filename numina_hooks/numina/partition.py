@@ -555,7 +555,7 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
     best_w = np.full(h * n, -np.inf, dtype=wt.dtype)
     best_at = np.full(h * n, -1, dtype=np.int64)
     while True:
-        step = np.flatnonzero((label[frm] > 0) & (label[to] == 0))
+        step = np.flatnonzero(label[frm] > 0)  # every edge left leads into an unlabelled pixel
         if not len(step):
             break
         into = to[step]
