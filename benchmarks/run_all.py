@@ -106,7 +106,9 @@ RESEARCH_SCRIPTS = (
     "layouts (what a speed change of the layout must show; its table follows the identify stage's); "
     "`ablate_identify.py` switches each rule of the default layout stage off in turn on fresh "
     "development seeds, the families written blind apart, and with `--settings` compares other values "
-    "of the default's settings the same way (their tables follow the identify stage's too)."
+    "of the default's settings the same way (their tables follow the identify stage's too); "
+    "`study_bump_self_evidence.py` measures whether the self-attention tells the noun map's clutter "
+    "bumps from its objects in the frames read from the map (a study; its table follows too)."
 )
 
 #: benchmarks that exit 1 when an aim is missed
@@ -185,6 +187,7 @@ def write_doc() -> None:
                   *sorted(RESULTS.glob(f"{stems[script]}_sensitivity*.md")),  # ablate_identify.py --settings
                   *sorted(RESULTS.glob(f"{stems[script]}_layout_cost*.md")),  # --layout-cost JSON (copies named by what they changed)
                   *sorted(RESULTS.glob(f"{stems[script]}_row_sums_cost.md")),  # --row-sums-cost
+                  *sorted(RESULTS.glob(f"{stems[script]}_bump_self_evidence.md")),  # study_bump_self_evidence.py
                   *(sorted(RESULTS.glob("layout_versions*.md")) if script == "bench_identify.py" else [])]
         for extra in extras:
             parts += ["##" + extra.read_text().strip(), ""]
