@@ -67,6 +67,7 @@ _INTERVALS = {
     "link_reach_grid_share": (0, True, math.inf, False, False, " (0 = link_reach on every grid)"),
     "splinter_link_gap": (0, True, math.inf, False, True, " (the ratio alone)"),
     "link_bridge": (0, False, 1, True, True, " (the reach alone)"),
+    "link_map_veto": (0, False, 1, True, True, " (no veto)"),
     "core_quantile": (0, True, 1, False, True, " (plain components)"),
     "peak_gap": (0, True, math.inf, False, True, " (regions as cut)"),
     "focus_floor_quantile": (0, True, 1, False, False, " (0.5 = the median)"),
@@ -305,6 +306,15 @@ class NuminaConfig:
     tell apart have a bump each, the map falling towards its background between them.
     Applied once the noun is known (the chosen head's linking, the finer head's trial, the
     unclaimed instances). None = the reach and the splinter test alone."""
+    link_map_veto: float | None = None
+    """Off by default (measured, not adopted yet): pieces that the noun's cross-attention
+    holds in separate bumps do not join, whatever their affinity: a pair whose pixels at or
+    above ``floor + link_map_veto * (lower - floor)`` of the map do not connect them (the
+    test of ``link_bridge``, read the other way; ``partition.map_bridged``) stays apart,
+    except a splinter that touches its region (``splinter_fraction``). A class-level or
+    saliency head gives two nearby objects a high mutual affinity, and the ratio joins them;
+    the map dips between two objects, not between the pieces of one. Used with
+    ``link_bridge`` (the same maps); None = no veto."""
     splinter_fraction: float = 0.25
     """Largest size of a splinter relative to the region it may join (see
     ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""

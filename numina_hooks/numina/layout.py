@@ -495,13 +495,16 @@ def reach_option(cfg: NuminaConfig) -> tuple[float, float, float] | None:
 def bridge_option(focus, cfg: NuminaConfig) -> tuple[list, float] | None:
     """The ``bridge`` argument of ``link_regions`` and ``unclaimed_instances`` that ``cfg``
     sets for ``focus`` (a ``focus.NounFocus``, a ``FocusUnion`` of them, or a bool mask):
-    ``([(map, floor), ...], link_bridge)`` with the map of each noun that responds, or None
-    (``link_bridge`` None, or no map: a bare mask)."""
+    ``([(map, floor), ...], link_bridge)`` with the map of each noun that responds, and
+    ``link_map_veto`` third when it is set, or None (``link_bridge`` None, or no map: a bare
+    mask)."""
     if cfg.link_bridge is None:
         return None
     members = focus.members if isinstance(focus, FocusUnion) else [focus]
     maps = [(f.cross, f.floor) for f in members if isinstance(f, NounFocus) and f.spread > 0]
-    return (maps, cfg.link_bridge) if maps else None
+    if not maps:
+        return None
+    return (maps, cfg.link_bridge) if cfg.link_map_veto is None else (maps, cfg.link_bridge, cfg.link_map_veto)
 
 
 def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:

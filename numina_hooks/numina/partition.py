@@ -976,7 +976,10 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
     lie within reach of each other on ``grid`` (``within_reach``); None = at any distance.
     ``bridge = (maps, level)``: a pair out of reach still joins when a map holds the two
     in one bump (``map_bridged``), and so do two weak groups (``by_ratio``); None = the
-    reach alone, weak groups by the splinter test alone.
+    reach alone, weak groups by the splinter test alone. ``bridge = (maps, level, veto)``
+    (``NuminaConfig.link_map_veto``): after every rule, a joined pair that the maps do not
+    hold in one bump at the ``veto`` level stays apart, unless it is a splinter touching
+    the other group.
 
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
     aff, own = group_affinities(source, k, groups, sample)
@@ -988,7 +991,7 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         weak = join & ~(by_ratio[:, None] | by_ratio[None, :])
         join &= ~weak
         if bridge is not None and weak.any():  # two weak pieces in one bump of the map
-            bridged = map_bridged(groups, weak, *bridge)
+            bridged = map_bridged(groups, weak, bridge[0], bridge[1])
             join |= bridged
     if reach is not None and join.any():
         if grid is None:
@@ -996,8 +999,9 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         near = within_reach(groups, grid, join & ~bridged, *reach)  # pairs not asked: True
         far = join & ~near
         if bridge is not None and far.any():
-            near |= map_bridged(groups, far, *bridge)
+            near |= map_bridged(groups, far, bridge[0], bridge[1])
         join &= near
+    touching = None
     if splinter is not None:
         fraction, gap = splinter
         size = np.array([len(g) for g in groups], dtype=np.float64)
@@ -1006,7 +1010,20 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         if close.any():  # the touch test (dilations of every group) only where it can matter
             if grid is None:
                 raise ValueError("_linked: the splinter test needs the grid (touching groups)")
-            join |= close & _touching(groups, grid)
+            touching = small & _touching(groups, grid)
+            join |= close & touching
+    if bridge is not None and len(bridge) > 2 and bridge[2] is not None and join.any():
+        # the map's veto: pieces it holds in separate bumps are two objects (a splinter
+        # touching its region excepted)
+        apart = join & ~map_bridged(groups, join, bridge[0], bridge[2])
+        if splinter is not None and grid is not None:
+            if touching is None:
+                fraction = splinter[0]
+                size = np.array([len(g) for g in groups], dtype=np.float64)
+                touching = (np.minimum(size[:, None], size[None, :])
+                            <= fraction * np.maximum(size[:, None], size[None, :])) & _touching(groups, grid)
+            apart &= ~touching
+        join &= ~apart
     return join
 
 
