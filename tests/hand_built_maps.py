@@ -13,6 +13,14 @@ def grid_block(rows: range, cols: range, width: int) -> np.ndarray:
     return np.array([r * width + c for r in rows for c in cols])
 
 
+def gaussian_bump(grid: tuple[int, int], cy: float, cx: float, sy: float, sx: float,
+                  height: float = 1.0) -> np.ndarray:
+    """float64 [H, W]: a Gaussian bump of ``height`` centred at (``cy``, ``cx``) with
+    standard deviations ``sy``, ``sx`` (patches): one object's blur in a noun map."""
+    ys, xs = np.mgrid[0:grid[0], 0:grid[1]].astype(np.float64)
+    return height * np.exp(-0.5 * (((ys - cy) / sy) ** 2 + ((xs - cx) / sx) ** 2))
+
+
 def noisy_heads(heads: list, noise: float, seed: int) -> torch.Tensor:
     """``[len(heads), N, N]`` float32: each ``[N, N]`` float64 head times per-entry log-normal
     noise ``exp(noise * z)`` (one generator seeded with ``seed``, drawn head by head), rows

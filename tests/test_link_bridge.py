@@ -5,7 +5,7 @@ how deep a dip between two bumps may be."""
 
 import numpy as np
 import pytest
-from hand_built_maps import grid_block, group_head
+from hand_built_maps import gaussian_bump, grid_block, group_head
 
 from numina_hooks.numina.config import NuminaConfig
 from numina_hooks.numina.focus import FocusUnion
@@ -22,8 +22,7 @@ def _block(rows: range, cols: range) -> np.ndarray:
 
 
 def _bump(cy: float, cx: float, sy: float, sx: float, height: float = 1.0) -> np.ndarray:
-    ys, xs = np.mgrid[0:GRID[0], 0:GRID[1]].astype(np.float64)
-    return height * np.exp(-0.5 * (((ys - cy) / sy) ** 2 + ((xs - cx) / sx) ** 2))
+    return gaussian_bump(GRID, cy, cx, sy, sx, height)
 
 
 #: the two ends of one long object (columns 2-5 and 30-33 of rows 8-11), 24 patches apart
