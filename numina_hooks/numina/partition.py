@@ -1001,11 +1001,10 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         if bridge is not None and far.any():
             near |= map_bridged(groups, far, bridge[0], bridge[1])
         join &= near
-    touching = None
+    touching = None  # splinters touching the other group (bool [m, m]), where measured
     if splinter is not None:
         fraction, gap = splinter
-        size = np.array([len(g) for g in groups], dtype=np.float64)
-        small = np.minimum(size[:, None], size[None, :]) <= fraction * np.maximum(size[:, None], size[None, :])
+        small = _splinter_sized(groups, fraction)
         close = small & np.isfinite(lower) & (aff >= lower - gap)
         if close.any():  # the touch test (dilations of every group) only where it can matter
             if grid is None:
@@ -1016,15 +1015,19 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         # the map's veto: pieces it holds in separate bumps are two objects (a splinter
         # touching its region excepted)
         apart = join & ~map_bridged(groups, join, bridge[0], bridge[2])
-        if splinter is not None and grid is not None:
+        if splinter is not None and grid is not None and apart.any():
             if touching is None:
-                fraction = splinter[0]
-                size = np.array([len(g) for g in groups], dtype=np.float64)
-                touching = (np.minimum(size[:, None], size[None, :])
-                            <= fraction * np.maximum(size[:, None], size[None, :])) & _touching(groups, grid)
+                touching = _splinter_sized(groups, splinter[0]) & _touching(groups, grid)
             apart &= ~touching
         join &= ~apart
     return join
+
+
+def _splinter_sized(groups: list, fraction: float) -> np.ndarray:
+    """bool [m, m]: pairs of ``groups`` (pixel index arrays) whose smaller holds at most
+    ``fraction`` of the larger's pixels (a splinter and the region it may join)."""
+    size = np.array([len(g) for g in groups], dtype=np.float64)
+    return np.minimum(size[:, None], size[None, :]) <= fraction * np.maximum(size[:, None], size[None, :])
 
 
 def within_reach(groups: list, grid: tuple[int, int], pairs: np.ndarray, floor: float,
