@@ -510,13 +510,6 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
                           thresholds=thr.numpy().astype(np.float32), sink_keys=sinks, cut=cut)
 
 
-def _marked(places: np.ndarray, h: int, e: int) -> np.ndarray:
-    """bool [h, e] with ``places`` (flat indices into it) True."""
-    out = np.zeros(h * e, dtype=bool)
-    out[places] = True
-    return out.reshape(h, e)
-
-
 def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.ndarray,
                  join: np.ndarray, grid: tuple[int, int], core_quantile: float,
                  min_region: int) -> np.ndarray:
@@ -538,10 +531,8 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
     flat_w = values.reshape(-1)
     joined = np.flatnonzero(join)  # one pass over the mask for the three arrays
     a, b, w = gp[joined], gq[joined], flat_w[joined]
-    head_of = a // n
     hi = _row_quantile(values, join.reshape(h, e), core_quantile)
-    strong = w >= hi[head_of]
-    comp = _grid_components(_marked(joined[strong], h, e), grid)
+    comp = _grid_components(join.reshape(h, e) & (values >= hi[:, None]), grid)  # the cores' edges
     size = np.bincount(comp)
     label = np.where(size[comp] >= min_region, comp + 1, 0)
     # growth: directed edges into unlabelled pixels; of several assignments to one pixel in
@@ -569,9 +560,9 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
         alive = np.flatnonzero(label[to] == 0)  # edges into labelled pixels never step again: dropped
         frm, to, wt = frm[alive], to[alive], wt[alive]
     rest = label == 0
-    keep = rest[a] & rest[b]
     grown_max = label.max()
-    label = np.where(rest, _grid_components(_marked(joined[keep], h, e), grid) + grown_max + 1, label)
+    rest_edges = (join & rest[gp] & rest[gq]).reshape(h, e)  # joined pairs no core reached
+    label = np.where(rest, _grid_components(rest_edges, grid) + grown_max + 1, label)
     # borders between grown regions (the rest was never split): join back the ones that are
     # not valleys
     la, lb = label[gp], label[gq]
