@@ -131,7 +131,12 @@ def test_objects_the_head_merges_are_read_from_the_cross_map(seed):
     # joined at any distance (``link_reach=None``), the head holds the four objects in two
     # regions, as a class-level head or noise merging touching objects would (step 8c off:
     # this is the excess rule's test, and the merged regions are cut wider than the objects)
-    merged = NuminaConfig(link_reach=None, instance_map_contrast=None)
+    # (the map's veto off: its four bumps would keep the pairs apart, below)
+    merged = NuminaConfig(link_reach=None, instance_map_contrast=None, link_map_veto=None)
+    # the default veto (``link_map_veto``): the map falls towards its background between the
+    # objects of a pair, so the head's pairs do not join even at any distance: four objects
+    vetoed = dataclasses.replace(merged, link_map_veto=0.5, cross_fallback_excess=None)
+    assert layout_from_attention(sa, cross, GRID, vetoed).count == 4
     # without the excess rule the head's instances stand: step 8 keeps them (in seed 0 a
     # 33-patch background piece keeps 0.136 against the instances' 0.09, but it is one of
     # only two pieces no larger than twice an instance: too few for the null comparison)
@@ -323,15 +328,17 @@ def test_the_phase_one_reader_falls_back_per_frame():
 
 def test_the_phase_one_reader_and_layouts_from_attention_read_missed_objects_from_the_cross_map():
     # the same rule in phase 1's reader and in the several-noun reading: a frame whose head
-    # merges the four objects in pairs (joined at any distance: ``link_reach=None``) is read
-    # from the cross map (4); with the rule off, 2; with the default reach the head's own 4
-    # (step 8c off: with it, 3, the head's region cut five times wider than its object dropped)
+    # merges the four objects in pairs (joined at any distance: ``link_reach=None``, the map's
+    # veto off) is read from the cross map (4); with the rule off, 2; with the default reach
+    # the head's own 4 (step 8c off: with it, 3, the head's region cut five times wider than
+    # its object dropped); with the veto (default) the pairs stay apart at any distance (3)
     from numina_hooks.numina.identify import LayoutReader, layouts_from_attention
 
     _, sa, cross = _merged_head_frame(0)
-    merged = NuminaConfig(link_reach=None)
+    merged = NuminaConfig(link_reach=None, link_map_veto=None)
     for cfg, want in ((merged, (True, 4)), (dataclasses.replace(merged, cross_fallback_excess=None), (False, 2)),
-                      (NuminaConfig(instance_map_contrast=None), (False, 4)), (NuminaConfig(), (False, 3))):
+                      (NuminaConfig(instance_map_contrast=None), (False, 4)), (NuminaConfig(), (False, 3)),
+                      (NuminaConfig(link_reach=None), (False, 3))):
         reader = LayoutReader({"objects": [0]}, step=0, layer=0, config=cfg)
         reader.self_source = "maps"
         for kind in ("self", "cross"):

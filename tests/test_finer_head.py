@@ -145,7 +145,7 @@ def test_a_herd_read_by_a_class_level_head_is_counted_by_the_instance_head(seed,
     frame, types = scene.frames[0], scene.head_types
     plain = layout_from_attention(frame.self_attn, frame.cross_attn, grid,
                                   NuminaConfig(finer_head_ratio=None))
-    assert types[plain.self_head] != "instance" and plain.count == 1
+    assert types[plain.self_head] != "instance" and plain.count < n  # the herd undercounted
     finer = layout_from_attention(frame.self_attn, frame.cross_attn, grid,
                                   NuminaConfig(finer_head_ratio=0.35))
     assert types[finer.self_head] == "instance" and finer.count == n == frame.count

@@ -2,6 +2,7 @@
 with known answers, the paper preset, and the shared-component scene family."""
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -295,20 +296,25 @@ def test_pieces_out_of_reach_are_not_joined(occluder):
     between them, lie ``occluder + 1`` apart (patch centres): beyond the default reach on
     this 8x12 grid (max(2, a tenth of 8, half the diameter of a disc of 18 patches, 2.4)).
     They count as two objects (two identical animals, or a head that gives a few objects one
-    identity, look like this too); a reach that takes them in, or none, joins them."""
+    identity, look like this too); a reach that takes them in, or none, joins them (the map's
+    veto off: the noun's map falls to its background over the occluder, and the default veto
+    keeps the two pieces apart at any reach: a known cost of ``link_map_veto``)."""
     labels = _split_object_and_neighbour(occluder=occluder)
     sa = _heads(labels, 2, ["positional", "diffuse", "instance", "positional"])
     cross = _cross(labels, 4)
     layout = layout_from_attention(sa, cross, GRID)
     assert layout.self_head == 2 and layout.count == 3
-    assert layout_from_attention(sa, cross, GRID, NuminaConfig(link_reach=occluder + 1.0)).count == 2
-    assert layout_from_attention(sa, cross, GRID, NuminaConfig(link_reach=None)).count == 2
+    assert layout_from_attention(sa, cross, GRID, NuminaConfig(link_reach=None)).count == 3  # vetoed
+    no_veto = NuminaConfig(link_map_veto=None)
+    assert layout_from_attention(sa, cross, GRID, no_veto).count == 3
+    assert layout_from_attention(sa, cross, GRID, replace(no_veto, link_reach=occluder + 1.0)).count == 2
+    assert layout_from_attention(sa, cross, GRID, replace(no_veto, link_reach=None)).count == 2
     # the reach grows with the pieces' size: a factor of 1 reaches the diameter of a disc
     # of 18 patches, 4.8: the pieces 3 and 4 apart join, those 5 apart do not
-    wide = NuminaConfig(link_reach_factor=1.0)
+    wide = replace(no_veto, link_reach_factor=1.0)
     assert layout_from_attention(sa, cross, GRID, wide).count == (2 if occluder <= 3 else 3)
     # and with the grid: half the grid's 8 rows reaches 4 patches
-    finer = NuminaConfig(link_reach_grid_share=0.5)
+    finer = replace(no_veto, link_reach_grid_share=0.5)
     assert layout_from_attention(sa, cross, GRID, finer).count == (2 if occluder <= 3 else 3)
 
 

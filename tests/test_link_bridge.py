@@ -69,8 +69,8 @@ def test_a_piece_below_the_floor_is_never_bridged():
 def test_any_noun_of_a_union_may_bridge_and_a_bare_mask_cannot():
     cfg = NuminaConfig(link_bridge=0.5)
     one, two = noun_focus(ONE_OBJECT, GRID, cfg), noun_focus(TWO_OBJECTS, GRID, cfg)
-    maps, level = bridge_option(FocusUnion([two, one]), cfg)
-    assert len(maps) == 2 and level == 0.5
+    maps, level, veto = bridge_option(FocusUnion([two, one]), cfg)
+    assert len(maps) == 2 and level == 0.5 and veto == cfg.link_map_veto
     pairs = np.ones((2, 2), dtype=bool)
     assert map_bridged([LEFT, RIGHT], pairs, maps, level)[0, 1]
     assert bridge_option(one.mask, cfg) is None

@@ -1,5 +1,5 @@
 """Pieces the noun's cross-attention holds in separate bumps stay apart whatever their
-affinity (``NuminaConfig.link_map_veto``, off by default): on hand-built maps, two nearby
+affinity (``NuminaConfig.link_map_veto``, 0.5 by default): on hand-built maps, two nearby
 objects of a class-level head (each attending to the other as to itself) join without the
 veto and stay apart with it; two pieces of one object inside one bump still join; a
 splinter touching its region joins across a dip; bad values are refused by name."""
@@ -37,11 +37,17 @@ def _links(groups, cross, cfg):
                    reach=reach_option(cfg), bridge=bridge_option(noun_focus(cross, GRID, cfg), cfg))
 
 
-def test_the_default_has_no_veto_and_joins_two_nearby_objects_of_a_class_head():
-    cfg = NuminaConfig()
-    assert cfg.link_map_veto is None
+def test_without_the_veto_two_nearby_objects_of_a_class_head_join():
+    cfg = NuminaConfig(link_map_veto=None)
     assert len(bridge_option(noun_focus(TWO_BUMPS, GRID, cfg), cfg)) == 2
     assert _links([A, B], TWO_BUMPS, cfg)[0, 1]
+
+
+def test_the_default_vetoes_at_half_the_way_from_floor_to_the_lower_peak():
+    cfg = NuminaConfig()
+    assert cfg.link_map_veto == 0.5
+    assert len(bridge_option(noun_focus(TWO_BUMPS, GRID, cfg), cfg)) == 3
+    assert not _links([A, B], TWO_BUMPS, cfg)[0, 1]
 
 
 def test_the_veto_keeps_two_bumps_apart_and_one_bump_together():

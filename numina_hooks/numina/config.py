@@ -306,12 +306,12 @@ class NuminaConfig:
     tell apart have a bump each, the map falling towards its background between them.
     Applied once the noun is known (the chosen head's linking, the finer head's trial, the
     unclaimed instances). None = the reach and the splinter test alone."""
-    link_map_veto: float | None = None
-    """Off by default (measured, not adopted yet): pieces that the noun's cross-attention
-    holds in separate bumps do not join, whatever their affinity: a pair whose pixels at or
-    above ``floor + link_map_veto * (lower - floor)`` of the map do not connect them (the
-    test of ``link_bridge``, read the other way; ``partition.map_bridged``) stays apart,
-    except a splinter that touches its region (``splinter_fraction``). A class-level or
+    link_map_veto: float | None = 0.5
+    """Pieces that the noun's cross-attention holds in separate bumps do not join, whatever
+    their affinity: a pair whose pixels at or above ``floor + link_map_veto * (lower -
+    floor)`` of the map do not connect them (the test of ``link_bridge``, read the other way;
+    ``partition.map_bridged``) stays apart, except a splinter that touches its region
+    (``splinter_fraction``). A class-level or
     saliency head gives two nearby objects a high mutual affinity, and the ratio joins them;
     the map dips between two objects, not between the pieces of one. Used with
     ``link_bridge`` (the same maps); None = no veto."""

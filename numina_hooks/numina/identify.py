@@ -118,6 +118,9 @@ class LayoutReader:
         # block -> per frame the source of its self-attention entries, kept until the layout is
         # built when ``unclaimed_min_lift`` needs them (q/k on the model's device, or one map)
         self._layer_sources: dict[int, list] = {}
+        # block -> per frame its HeadPartitions before the ratio linked them, kept with the
+        # sources when ``link_map_veto`` may undo a link of the chosen head (``_link_splinters``)
+        self._layer_unlinked: dict[int, list] = {}
 
     @property
     def done(self) -> bool:
@@ -142,6 +145,7 @@ class LayoutReader:
             if view.kind == "self":
                 if view.layer == self.layers[0]:  # a new reading starts
                     self._layer_parts, self._layer_cross, self._layer_sources = {}, {}, {}
+                    self._layer_unlinked = {}
                 self._read_self(view, rows[0])
             elif view.kind == "cross" and view.layer in self._layer_parts:
                 self._read_cross(view, rows[0])
@@ -218,12 +222,21 @@ class LayoutReader:
                              "(read from q/k) or 'maps' (read from full maps)")
         fill_lift(parts, source, None, cfg.lift_sample, cfg.min_member_lift,
                   null_tiles=cfg.min_lift_null_factor is not None)
+        if self._vetoes_links():
+            self._layer_unlinked.setdefault(view.layer, []).append(_copy_partitions(parts))
         if cfg.link_ratio is not None:
             # the ratio alone here, before any focus is known: a splinter joins its object
             # once the head is chosen, among that focus's candidates (``_link_splinters``)
             link_regions(parts, source, cfg.link_ratio, cfg.min_lift, cfg.lift_sample,
                          reach=reach_option(cfg))
         return parts, source
+
+    def _vetoes_links(self) -> bool:
+        """The chosen head's ratio links are made again once the focus is known: the map's
+        veto (``link_map_veto``) may undo some (the sources kept, the ratio and the bridge on)."""
+        cfg = self.config
+        return (cfg.link_map_veto is not None and cfg.link_bridge is not None
+                and cfg.link_ratio is not None and cfg.unclaimed_min_lift is not None)
 
     def _link_splinters(self, parts: HeadPartitions, f: int, head: int, block: int, in_block: int,
                         focus) -> None:
@@ -233,19 +246,25 @@ class LayoutReader:
         ``in_block``: the head's index within its ``block``. Before the focus was known only
         the ratio linked regions (of every head, on the focus or not): a splinter rule there
         joined objects of the toy model to background regions. With ``link_bridge``, pieces
-        the noun's map holds in one bump join too (``layout.link_chosen_head``)."""
+        the noun's map holds in one bump join too (``layout.link_chosen_head``). With
+        ``link_map_veto``, the head's regions are first put back as they were before the
+        ratio linked them and linked again, the map's veto and bridge applied: a pair the
+        map holds in separate bumps is not joined here either."""
         cfg = self.config
         splinter, bridge = splinter_option(cfg), bridge_option(focus, cfg)
         sources = self._layer_sources.get(block)
         if (splinter is None and bridge is None) or cfg.link_ratio is None or not sources:
             return
         source, head_in_source = sources[f]
+        own = in_block if head_in_source is None else head_in_source
+        if bridge is not None and len(bridge) > 2 and block in self._layer_unlinked:
+            _restore_head(parts, head, self._layer_unlinked[block][f], in_block)
+            link_head(parts, head, _as_source(source), own, cfg.link_ratio, cfg.min_lift,
+                      cfg.lift_sample, reach=reach_option(cfg), bridge=bridge)
         on_focus = focus_regions(parts, focus, cfg.focus_overlap)[head]
         threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                         cfg.min_lift_null_factor)
-        link_head(parts, head, _as_source(source),
-                  in_block if head_in_source is None else head_in_source,
-                  cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold,
+        link_head(parts, head, _as_source(source), own, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold,
                   reach=reach_option(cfg), bridge=bridge)
 
     def _read_cross(self, view, row: int) -> None:
@@ -547,6 +566,16 @@ def _copy_partitions(parts: HeadPartitions) -> HeadPartitions:
         parts, regions=parts.regions.copy(), lift=[x.copy() for x in parts.lift],
         contrast=list(parts.contrast), sink=list(parts.sink),
         null_lift=None if parts.null_lift is None else [None if x is None else x.copy() for x in parts.null_lift])
+
+
+def _restore_head(parts: HeadPartitions, head: int, unlinked: HeadPartitions, own: int) -> None:
+    """Put head ``head`` of ``parts`` back, in place, as head ``own`` of ``unlinked`` (the
+    same frame's partitions before any link: its regions, lifts, contrasts and sink flags;
+    copies, so that ``unlinked`` stays as it is)."""
+    parts.regions[head] = unlinked.regions[own]
+    parts.lift[head] = unlinked.lift[own].copy()
+    parts.contrast[head] = unlinked.contrast[own].copy()
+    parts.sink[head] = unlinked.sink[own].copy()
 
 
 def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
