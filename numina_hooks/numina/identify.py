@@ -257,7 +257,7 @@ class LayoutReader:
             return
         source, head_in_source = sources[f]
         own = in_block if head_in_source is None else head_in_source
-        if bridge is not None and len(bridge) > 2 and block in self._layer_unlinked:
+        if bridge is not None and bridge.veto is not None and block in self._layer_unlinked:
             _restore_head(parts, head, self._layer_unlinked[block][f], in_block)
             link_head(parts, head, _as_source(source), own, cfg.link_ratio, cfg.min_lift,
                       cfg.lift_sample, reach=reach_option(cfg), bridge=bridge)

@@ -33,7 +33,7 @@ from .config import NuminaConfig
 from .focus import FocusUnion, NounFocus, region_hits
 from .heads import (_check_grid, as_tensor, attention_rows, check_grid_orientation, check_not_constant,
                     check_probabilities, score_self_attention_heads, select_cross_attention)
-from .partition import (HeadPartitions, _as_source, _components, _relabel, choose_head, fill_lift, head_region_lifts,
+from .partition import (HeadPartitions, MapBridge, _as_source, _components, _relabel, choose_head, fill_lift, head_region_lifts,
                         focus_regions, grid_disc, head_instances, head_lift_threshold, head_scores_from_focus,
                         instance_evidence, link_regions, null_candidates, null_evidence, partition_heads, rim_grown, temporal_vote,
                         unclaimed_instances, unclaimed_peaks)
@@ -492,19 +492,19 @@ def reach_option(cfg: NuminaConfig) -> tuple[float, float, float] | None:
     return (cfg.link_reach, cfg.link_reach_factor, cfg.link_reach_grid_share)
 
 
-def bridge_option(focus, cfg: NuminaConfig) -> tuple[list, float] | None:
+def bridge_option(focus, cfg: NuminaConfig) -> MapBridge | None:
     """The ``bridge`` argument of ``link_regions`` and ``unclaimed_instances`` that ``cfg``
-    sets for ``focus`` (a ``focus.NounFocus``, a ``FocusUnion`` of them, or a bool mask):
-    ``([(map, floor), ...], link_bridge)`` with the map of each noun that responds, and
-    ``link_map_veto`` third when it is set, or None (``link_bridge`` None, or no map: a bare
-    mask)."""
+    sets for ``focus`` (a ``focus.NounFocus``, a ``FocusUnion`` of them, or a bool mask): a
+    ``partition.MapBridge`` of the ``(map, floor)`` of each noun that responds, at
+    ``link_bridge``, with ``link_map_veto``; or None (``link_bridge`` None, or no map: a
+    bare mask)."""
     if cfg.link_bridge is None:
         return None
     members = focus.members if isinstance(focus, FocusUnion) else [focus]
     maps = [(f.cross, f.floor) for f in members if isinstance(f, NounFocus) and f.spread > 0]
     if not maps:
         return None
-    return (maps, cfg.link_bridge) if cfg.link_map_veto is None else (maps, cfg.link_bridge, cfg.link_map_veto)
+    return MapBridge(maps, cfg.link_bridge, cfg.link_map_veto)
 
 
 def splinter_option(cfg: NuminaConfig) -> tuple[float, float] | None:

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -70,6 +71,21 @@ __all__ = ["HeadPartitions", "edge_weights", "edge_pairs", "otsu_threshold", "pa
            "choose_head", "lift_threshold", "head_lift_threshold", "background_tiles",
            "null_candidates", "peak_regions", "rim_grown", "temporal_vote", "within_reach",
            "head_region_lifts"]
+
+
+class MapBridge(NamedTuple):
+    """What the nouns' cross-attention says about joining a head's pieces (``_linked``;
+    ``layout.bridge_option`` builds it from a config).
+
+    maps: list of ``(map, floor)``: each responding noun's map (float [H, W]) and its floor.
+    level: ``link_bridge``: a pair out of reach, or two weak pieces, join by the ratio when a
+        map's pixels at or above ``floor + level * (lower - floor)`` connect them.
+    veto: ``link_map_veto`` (None = no veto): a joined pair that no map connects at that
+        level stays apart, a splinter touching its region excepted.
+    """
+    maps: list
+    level: float
+    veto: float | None = None
 
 
 @dataclass
@@ -841,7 +857,7 @@ def background_tiles(parts: HeadPartitions, most: int = NULL_TILES, heads=None) 
 def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float = 0.0,
                  sample: int = 16, heads=None, splinter: tuple[float, float] | None = None,
                  splinter_lift: float | None = None, reach: tuple[float, float, float] | None = None,
-                 bridge: tuple[list, float] | None = None) -> None:
+                 bridge: MapBridge | None = None) -> None:
     """Join, in place, the regions of a head that attend to each other about as much as to
     themselves: the pieces of one object cut apart by an occluder, by the frame's edge, or
     by the core cut of ``partition_heads``.
@@ -868,9 +884,9 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     diffuse head's weak regions attend to each other about as much as to themselves, and
     would join distinct objects). ``reach``: ``(floor, factor, grid_share)``, how far apart
     two regions may lie and still join by the ratio (``within_reach``); None = any distance.
-    ``bridge``: ``(maps, level)``, pairs out of reach that a map's bump holds together
-    join too, and so do two weak regions (``map_bridged``, ``_linked``); None = the reach
-    alone. Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
+    ``bridge``: a ``MapBridge``: pairs out of reach that a map's bump holds together
+    join too, and so do two weak regions, and with its veto pairs in separate bumps do not
+    (``map_bridged``, ``_linked``); None = the reach alone. Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
     members)."""
     source = _as_source(self_attn)
     h = source.heads
@@ -886,7 +902,7 @@ def link_head(parts: HeadPartitions, k: int, source, source_head: int, ratio: fl
               min_lift: float = 0.0, sample: int = 16, splinter: tuple[float, float] | None = None,
               candidates: np.ndarray | None = None, splinter_lift: float | None = None,
               reach: tuple[float, float, float] | None = None,
-              bridge: tuple[list, float] | None = None) -> None:
+              bridge: MapBridge | None = None) -> None:
     """``link_regions`` for head ``k`` of ``parts``, whose attention is head ``source_head``
     of ``source`` (a source of entries: ``_as_source``; the heads differ where ``parts``
     pools several blocks). ``candidates``: bool [m_k + 1], the regions that may join (None
@@ -938,7 +954,7 @@ def group_affinities(source, head: int, groups: list, sample: int) -> tuple[np.n
 def _linked(source, k: int, groups: list, ratio: float, sample: int,
             splinter: tuple[float, float] | None = None, grid: tuple[int, int] | None = None,
             by_ratio: np.ndarray | None = None, reach: tuple[float, float, float] | None = None,
-            bridge: tuple[list, float] | None = None) -> np.ndarray:
+            bridge: MapBridge | None = None) -> np.ndarray:
     """bool [m, m]: which of the pixel ``groups`` (a list of m int arrays of flat pixel
     indices) of head ``k`` attend to each other about as much as to themselves: the affinity
     ``log(N * mean A[i, j])`` over sampled members (at most ``sample`` evenly spaced ones of
@@ -965,14 +981,15 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
 
     ``reach = (floor, factor, grid_share)``: a pair joins by the ratio only when the groups
     lie within reach of each other on ``grid`` (``within_reach``); None = at any distance.
-    ``bridge = (maps, level)``: a pair out of reach still joins when a map holds the two
-    in one bump (``map_bridged``), and so do two weak groups (``by_ratio``); None = the
-    reach alone, weak groups by the splinter test alone. ``bridge = (maps, level, veto)``
-    (``NuminaConfig.link_map_veto``): after every rule, a joined pair that the maps do not
-    hold in one bump at the ``veto`` level stays apart, unless it is a splinter touching
-    the other group.
+    ``bridge``: a ``MapBridge`` (or a plain ``(maps, level[, veto])`` tuple): a pair out of
+    reach still joins when a map holds the two in one bump at ``level`` (``map_bridged``),
+    and so do two weak groups (``by_ratio``); with ``veto`` (``NuminaConfig.link_map_veto``),
+    after every rule, a joined pair that the maps do not hold in one bump at the ``veto``
+    level stays apart, unless it is a splinter touching the other group. None = the reach
+    alone, weak groups by the splinter test alone.
 
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
+    bridge = None if bridge is None else MapBridge(*bridge)
     aff, own = group_affinities(source, k, groups, sample)
     lower = np.minimum(own[:, None], own[None, :])
     bar = ratio * lower
@@ -982,7 +999,7 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         weak = join & ~(by_ratio[:, None] | by_ratio[None, :])
         join &= ~weak
         if bridge is not None and weak.any():  # two weak pieces in one bump of the map
-            bridged = map_bridged(groups, weak, bridge[0], bridge[1])
+            bridged = map_bridged(groups, weak, bridge.maps, bridge.level)
             join |= bridged
     if reach is not None and join.any():
         if grid is None:
@@ -990,7 +1007,7 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
         near = within_reach(groups, grid, join & ~bridged, *reach)  # pairs not asked: True
         far = join & ~near
         if bridge is not None and far.any():
-            near |= map_bridged(groups, far, bridge[0], bridge[1])
+            near |= map_bridged(groups, far, bridge.maps, bridge.level)
         join &= near
     touching = None  # splinters touching the other group (bool [m, m]), where measured
     if splinter is not None:
@@ -1002,10 +1019,10 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
                 raise ValueError("_linked: the splinter test needs the grid (touching groups)")
             touching = small & _touching(groups, grid)
             join |= close & touching
-    if bridge is not None and len(bridge) > 2 and bridge[2] is not None and join.any():
+    if bridge is not None and bridge.veto is not None and join.any():
         # the map's veto: pieces it holds in separate bumps are two objects (a splinter
         # touching its region excepted)
-        apart = join & ~map_bridged(groups, join, bridge[0], bridge[2])
+        apart = join & ~map_bridged(groups, join, bridge.maps, bridge.veto)
         if splinter is not None and grid is not None and apart.any():
             if touching is None:
                 touching = _splinter_sized(groups, splinter[0]) & _touching(groups, grid)
@@ -1143,7 +1160,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
                         sample: int = 16, sink_keys: np.ndarray | None = None,
                         splinter: tuple[float, float] | None = None,
                         reach: tuple[float, float, float] | None = None,
-                        bridge: tuple[list, float] | None = None) -> np.ndarray:
+                        bridge: MapBridge | None = None) -> np.ndarray:
     """Instances for the focus that no instance of ``head`` claims: objects too large for
     the edge cut.
 
@@ -1171,7 +1188,7 @@ def unclaimed_instances(labels: np.ndarray, focus: np.ndarray, self_attn, head: 
         link_ratio: ``link_regions``' ratio; None = never join to an instance.
         splinter: ``link_regions``' ``(fraction, gap)``, used with ``link_ratio``.
         reach: ``link_regions``' ``(floor, factor, grid_share)``, used with ``link_ratio``.
-        bridge: ``link_regions``' ``(maps, level)``.
+        bridge: ``link_regions``' ``MapBridge``.
         sample: members measured per component (``lift_sample``).
         sink_keys: bool [N], the sink keys of ``head`` (``HeadPartitions.sink_keys[head]``);
             None = no sink check.
@@ -1196,7 +1213,7 @@ def unclaimed_peaks(labels: np.ndarray, peaks: np.ndarray, self_attn, head: int,
                     sample: int = 16, sink_keys: np.ndarray | None = None,
                     splinter: tuple[float, float] | None = None,
                     reach: tuple[float, float, float] | None = None,
-                    bridge: tuple[list, float] | None = None,
+                    bridge: MapBridge | None = None,
                     background: np.ndarray | None = None,
                     null_z: float | None = None, weak: bool = False):
     """Instances for the noun map's bumps that no instance of ``head`` touches: objects too
@@ -1317,7 +1334,7 @@ def shape_null_lifts(self_attn, head: int, shape: np.ndarray, free: np.ndarray,
 def _claimed(labels: np.ndarray, cand: np.ndarray, self_attn, head: int, *, min_lift: float,
              link_ratio: float | None, sample: int, sink_keys: np.ndarray | None,
              splinter: tuple[float, float] | None, reach: tuple[float, float, float] | None,
-             bridge: tuple[list, float] | None = None, over_null=None, weak: bool = False):
+             bridge: MapBridge | None = None, over_null=None, weak: bool = False):
     """``labels`` (int [H, W]) with the candidates ``cand`` (int [N], 0 = none, 1..c) whose
     containment lift in ``head`` exceeds ``min_lift`` (or, with ``over_null``, a function
     ``(source, id, lift) -> bool``, passes it) and that hold no sink key added: each
