@@ -122,3 +122,46 @@ def test_touching_is_the_3x3_dilation_overlap(grid):
         grown = np.stack([binary_dilation(x.reshape(H, W), np.ones((3, 3), bool)).reshape(-1) for x in masks])
         want = (grown.astype(np.int32) @ masks.T.astype(np.int32)) > 0
         assert np.array_equal(P._touching(groups, grid), want)
+
+
+def _bridged_pair_by_pair(groups, pairs, maps, level):
+    """The map's bump test as first written: the map labelled again for every pair."""
+    from scipy.ndimage import label
+
+    out = np.zeros(pairs.shape, dtype=bool)
+    for a, b in zip(*np.nonzero(np.triu(pairs, 1))):
+        for cross, floor in maps:
+            flat = np.asarray(cross, dtype=np.float64).reshape(-1)
+            lower = min(flat[groups[a]].max(), flat[groups[b]].max())
+            if not lower > floor:
+                continue
+            high = flat >= floor + level * (lower - floor)
+            comp = label(high.reshape(cross.shape), np.ones((3, 3), bool))[0].reshape(-1)
+            ca, cb = comp[groups[a][high[groups[a]]]], comp[groups[b][high[groups[b]]]]
+            if np.intersect1d(ca, cb).size:
+                out[a, b] = out[b, a] = True
+    return out
+
+
+@pytest.mark.parametrize("grid", [(15, 26), (30, 52)])
+@pytest.mark.parametrize("level", [0.5, 0.9])
+def test_map_bridged_labels_once_per_level_with_the_same_answer(grid, level):
+    rng = np.random.default_rng(grid[0] * 10 + int(level * 10))
+    H, W = grid
+    yy, xx = np.mgrid[0:H, 0:W]
+    maps = []
+    for _ in range(2):  # blurry bumps over a floor, some merging, and a tie between two groups
+        cross = 0.05 + sum(rng.uniform(0.2, 1.0) * np.exp(-((yy - rng.uniform(0, H)) ** 2 + (xx - rng.uniform(0, W)) ** 2)
+                                                         / (2 * rng.uniform(1, 4) ** 2)) for _ in range(6))
+        maps.append((cross, float(np.median(cross))))
+    groups = []  # small blocks anywhere: on a bump, between bumps, on the floor
+    for _ in range(11):
+        y, x = int(rng.integers(0, H - 3)), int(rng.integers(0, W - 3))
+        groups.append(((yy >= y) & (yy < y + 3) & (xx >= x) & (xx < x + 3)).reshape(-1).nonzero()[0])
+    groups.append(groups[0].copy())  # two groups with the same best value: one level, labelled once
+    pairs = rng.random((len(groups), len(groups))) < 0.7
+    pairs = pairs | pairs.T
+    got = P.map_bridged(groups, pairs, maps, level)
+    want = _bridged_pair_by_pair(groups, pairs, maps, level)
+    assert (got == want).all()
+    assert want.any() and not want[np.triu(pairs, 1)].all()  # both answers occur

@@ -1113,7 +1113,8 @@ def map_bridged(groups: list, pairs: np.ndarray, maps: list, level: float) -> np
     piece's best pixel (``level`` 1 = no dip at all). Two objects have a bump each, and the
     map falls to its background between them unless their blurred rims merge. (A piece
     cut off by an occluder is apart in the map too: the occluder shows there; the reach
-    joins those.) Reads no attention."""
+    joins those.) Reads no attention. The map is labelled once per distinct level asked
+    (at most one per group: a pair's level follows from its lower group), not per pair."""
     from scipy.ndimage import label
 
     out = np.zeros(pairs.shape, dtype=bool)
@@ -1123,12 +1124,15 @@ def map_bridged(groups: list, pairs: np.ndarray, maps: list, level: float) -> np
     for cross, floor in maps:
         flat = np.asarray(cross, dtype=np.float64).reshape(-1)
         best = np.array([flat[g].max() if len(g) else -np.inf for g in idx])
+        labelled = {}  # the pair's lower best value -> (pixels at or above its level, their components)
         for a, b in zip(a_idx, b_idx):
             lower = min(best[a], best[b])
             if out[a, b] or not lower > floor:
                 continue
-            high = flat >= floor + level * (lower - floor)
-            comp = label(high.reshape(np.shape(cross)), eight)[0].reshape(-1)
+            if lower not in labelled:
+                high = flat >= floor + level * (lower - floor)
+                labelled[lower] = (high, label(high.reshape(np.shape(cross)), eight)[0].reshape(-1))
+            high, comp = labelled[lower]
             ga, gb = idx[a], idx[b]
             ca, cb = comp[ga[high[ga]]], comp[gb[high[gb]]]
             if np.intersect1d(ca, cb).size:
