@@ -311,10 +311,11 @@ class NuminaConfig:
     their affinity: a pair whose pixels at or above ``floor + link_map_veto * (lower -
     floor)`` of the map do not connect them (the test of ``link_bridge``, read the other way;
     ``partition.map_bridged``) stays apart, except a splinter that touches its region
-    (``splinter_fraction``). A class-level or
-    saliency head gives two nearby objects a high mutual affinity, and the ratio joins them;
-    the map dips between two objects, not between the pieces of one. Used with
-    ``link_bridge`` (the same maps); None = no veto."""
+    (``splinter_fraction``). A class-level or saliency head gives two nearby objects a high
+    mutual affinity, and the ratio joins them; the map dips between two objects, not between
+    the pieces of one. An object an occluder cuts in two, the map at its floor between the
+    pieces, stays two. Used with ``link_bridge`` (the same maps); None = no veto (the rule
+    before 2026-12-07's nineteenth session)."""
     splinter_fraction: float = 0.25
     """Largest size of a splinter relative to the region it may join (see
     ``splinter_link_gap``): regions of comparable size join by ``link_ratio`` alone."""
@@ -650,7 +651,7 @@ class NuminaConfig:
         field at its default; ``overrides`` as keywords."""
         settings = dict(proposal_cut="correlation", head_choice="image_score", temporal_window=0,
                         boost_mode="absolute", guide_tokens="noun", read_tokens="noun", suppress_outside=False,
-                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, core_quantile=None, peak_gap=None,
+                        exclusive_regions=False, link_ratio=None, splinter_link_gap=None, link_reach=None, link_bridge=None, link_map_veto=None, core_quantile=None, peak_gap=None,
                         borrow_layouts=False, target_mode="per_head", unclaimed_min_lift=None, unclaimed_peak_null_z=None,
                         self_evidence_factor=None, self_evidence_null_factor=None, instance_null_factor=None, cross_fallback_excess=None, cross_fallback_half_peak=False, cross_fallback_evidence=None, instance_map_contrast=None,
                         finer_head_ratio=None, own_key="kept", focus_specks=False, focus_contrast=None)

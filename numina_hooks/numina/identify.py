@@ -264,8 +264,8 @@ class LayoutReader:
         on_focus = focus_regions(parts, focus, cfg.focus_overlap)[head]
         threshold = head_lift_threshold(parts, head, focus, cfg.focus_overlap, cfg.min_lift,
                                         cfg.min_lift_null_factor)
-        link_head(parts, head, _as_source(source), own, cfg.link_ratio, cfg.min_lift, cfg.lift_sample, splinter, on_focus, splinter_lift=threshold,
-                  reach=reach_option(cfg), bridge=bridge)
+        link_head(parts, head, _as_source(source), own, cfg.link_ratio, cfg.min_lift, cfg.lift_sample,
+                  splinter, on_focus, splinter_lift=threshold, reach=reach_option(cfg), bridge=bridge)
 
     def _read_cross(self, view, row: int) -> None:
         cfg = self.config
