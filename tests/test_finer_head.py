@@ -145,7 +145,9 @@ def test_a_herd_read_by_a_class_level_head_is_counted_by_the_instance_head(seed,
     frame, types = scene.frames[0], scene.head_types
     plain = layout_from_attention(frame.self_attn, frame.cross_attn, grid,
                                   NuminaConfig(finer_head_ratio=None))
-    assert types[plain.self_head] != "instance" and plain.count < n  # the herd undercounted
+    # the herd undercounted: held in one region, or (seed 26, the map's veto keeping apart two
+    # of its texture head's pieces that the map shows as separate bumps) in two
+    assert types[plain.self_head] != "instance" and plain.count == {22: 1, 26: 2, 31: 1}[seed]
     finer = layout_from_attention(frame.self_attn, frame.cross_attn, grid,
                                   NuminaConfig(finer_head_ratio=0.35))
     assert types[finer.self_head] == "instance" and finer.count == n == frame.count

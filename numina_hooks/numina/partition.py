@@ -884,10 +884,10 @@ def link_regions(parts: HeadPartitions, self_attn, ratio: float, min_lift: float
     diffuse head's weak regions attend to each other about as much as to themselves, and
     would join distinct objects). ``reach``: ``(floor, factor, grid_share)``, how far apart
     two regions may lie and still join by the ratio (``within_reach``); None = any distance.
-    ``bridge``: a ``MapBridge``: pairs out of reach that a map's bump holds together
-    join too, and so do two weak regions, and with its veto pairs in separate bumps do not
-    (``map_bridged``, ``_linked``); None = the reach alone. Reads one ``[R, R]`` block per head with two or more candidates (R: their sampled
-    members)."""
+    ``bridge``: a ``MapBridge``: pairs out of reach that a map's bump holds together join
+    too, and so do two weak regions, and with its veto pairs in separate bumps do not
+    (``map_bridged``, ``_linked``); None = the reach alone. Reads one ``[R, R]`` block per
+    head with two or more candidates (R: their sampled members)."""
     source = _as_source(self_attn)
     h = source.heads
     if parts.regions.shape[0] != h:
@@ -981,15 +981,14 @@ def _linked(source, k: int, groups: list, ratio: float, sample: int,
 
     ``reach = (floor, factor, grid_share)``: a pair joins by the ratio only when the groups
     lie within reach of each other on ``grid`` (``within_reach``); None = at any distance.
-    ``bridge``: a ``MapBridge`` (or a plain ``(maps, level[, veto])`` tuple): a pair out of
-    reach still joins when a map holds the two in one bump at ``level`` (``map_bridged``),
+    ``bridge``: a ``MapBridge`` (``layout.bridge_option``): a pair out of reach still joins
+    when a map holds the two in one bump at ``level`` (``map_bridged``),
     and so do two weak groups (``by_ratio``); with ``veto`` (``NuminaConfig.link_map_veto``),
     after every rule, a joined pair that the maps do not hold in one bump at the ``veto``
     level stays apart, unless it is a splinter touching the other group. None = the reach
     alone, weak groups by the splinter test alone.
 
     Reads one ``[R, R]`` block of head ``k`` (R: every group's members together)."""
-    bridge = None if bridge is None else MapBridge(*bridge)
     aff, own = group_affinities(source, k, groups, sample)
     lower = np.minimum(own[:, None], own[None, :])
     bar = ratio * lower
