@@ -165,3 +165,21 @@ def test_map_bridged_labels_once_per_level_with_the_same_answer(grid, level):
     want = _bridged_pair_by_pair(groups, pairs, maps, level)
     assert (got == want).all()
     assert want.any() and not want[np.triu(pairs, 1)].all()  # both answers occur
+
+
+@pytest.mark.parametrize("q", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_row_quantile_from_sorted_rows_is_the_masked_sort(q):
+    """``_row_quantile`` reading the weights above each row's cut off the sorted rows gives
+    what sorting the masked rows gives: ties, -inf, rows with none and all masked, NaN."""
+    g = np.random.default_rng(int(q * 100))
+    values = np.round(g.normal(size=(12, 400)) * 3).astype(np.float32)  # ties
+    values[g.random(values.shape) < 0.05] = -np.inf
+    cut = np.quantile(values, 0.6, axis=1)
+    cut[3], cut[4] = np.inf, -np.inf  # a row with none, a row with all (but -inf)
+    mask = values > cut[:, None]
+    for vals in (values, np.where(g.random(values.shape) < 0.01, np.nan, values).astype(np.float32)):
+        m = mask & ~np.isnan(vals)
+        want = P._row_quantile(vals, m, q)
+        got = P._row_quantile(vals, m, q, np.sort(vals, axis=1))
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)

@@ -285,17 +285,19 @@ def column_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     return torch.lerp(srt[below], srt[above], rank - below).to(values.device)
 
 
-def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
+def otsu_threshold(values: torch.Tensor, sorted_rows: np.ndarray | None = None) -> torch.Tensor:
     """Otsu's threshold of each row of ``values`` ``[heads, E]`` -> ``[heads]``: the cut
     between sorted values that maximises the between-class variance (midpoint of the two
     values it falls between). Rows with fewer than 2 distinct values get +inf (no edge
-    passes)."""
+    passes). ``sorted_rows``: ``np.sort(values.numpy(), axis=1)`` when the caller has it."""
     h, e = values.shape
     if e < 2:
         return torch.full((h,), float("inf"), dtype=values.dtype)
+    if sorted_rows is None:
+        sorted_rows = np.sort(values.detach().cpu().numpy(), axis=1)
     # numpy's sort (3x torch's here) in the values' own precision, then widened: the same
     # order and values (float32 to float64 is exact), in about 0.2x the time of sorting float64
-    v = torch.from_numpy(np.sort(values.detach().cpu().numpy(), axis=1).astype(np.float64))
+    v = torch.from_numpy(sorted_rows.astype(np.float64))
     csum = v.cumsum(1)
     total = csum[:, -1:]
     k = torch.arange(1, e, dtype=v.dtype)  # size of the lower class
@@ -492,7 +494,10 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
     values = torch.cat([horiz.reshape(h, -1), vert.reshape(h, -1)], 1)
     if reference_quantile is not None and h > 2:
         values = values - column_quantile(values, reference_quantile)[None, :]
-    thr = otsu_threshold(values)
+    # each head's edge weights sorted once: for its Otsu cut and for the core quantile of the
+    # weights above it (``_grown_cores``), a suffix of the same sorted row
+    sorted_rows = np.sort(values.numpy(), axis=1)
+    thr = otsu_threshold(values, sorted_rows)
     idx = _grid_index(H, W)
     ph = torch.cat([idx[:, :-1].reshape(-1), idx[:-1, :].reshape(-1)])
     qh = torch.cat([idx[:, 1:].reshape(-1), idx[1:, :].reshape(-1)])
@@ -504,7 +509,7 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
         comp = _grid_components(join.reshape(h, -1), (H, W)).reshape(h, n)
     else:
         comp = _grown_cores(values.numpy(), thr.numpy(), gp, gq, join, (H, W), core_quantile,
-                            min_region).reshape(h, n)
+                            min_region, sorted_rows).reshape(h, n)
     hi = max(1, int(np.floor(max_region_fraction * n)))
     regions = _ids_per_row(comp, (min_region, hi), zero_is_region=True)
     edge_args = (values.numpy(), ph.numpy(), qh.numpy())
@@ -528,7 +533,7 @@ def partition_heads(self_attn, grid: tuple[int, int], *, band: int = 1,
 
 def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.ndarray,
                  join: np.ndarray, grid: tuple[int, int], core_quantile: float,
-                 min_region: int) -> np.ndarray:
+                 min_region: int, sorted_rows: np.ndarray | None = None) -> np.ndarray:
     """Regions of every head in which touching objects stay apart: component ids
     ``[heads * n]`` (head ``k``'s pixels at ``k * n ...``).
 
@@ -547,7 +552,7 @@ def _grown_cores(values: np.ndarray, thr: np.ndarray, gp: np.ndarray, gq: np.nda
     flat_w = values.reshape(-1)
     joined = np.flatnonzero(join)  # one pass over the mask for the three arrays
     a, b, w = gp[joined], gq[joined], flat_w[joined]
-    hi = _row_quantile(values, join.reshape(h, e), core_quantile)
+    hi = _row_quantile(values, join.reshape(h, e), core_quantile, sorted_rows)
     comp = _grid_components(join.reshape(h, e) & (values >= hi[:, None]), grid)  # the cores' edges
     size = np.bincount(comp)
     label = np.where(size[comp] >= min_region, comp + 1, 0)
@@ -705,16 +710,28 @@ def _group_otsu(values: np.ndarray, group: np.ndarray, n_groups: int
     return cut, lo, hi
 
 
-def _row_quantile(values: np.ndarray, mask: np.ndarray, q: float) -> np.ndarray:
+def _row_quantile(values: np.ndarray, mask: np.ndarray, q: float,
+                  sorted_rows: np.ndarray | None = None) -> np.ndarray:
     """The ``q`` quantile (linear interpolation) of each row's masked entries of ``values``
-    [rows, E] -> [rows]; +inf for a row with none."""
-    srt = np.sort(np.where(mask, values, np.inf), axis=1)
+    [rows, E] -> [rows]; +inf for a row with none.
+
+    ``sorted_rows``: ``np.sort(values, axis=1)``, given where ``mask`` is each row's values
+    above a cut (``_grown_cores``: the joined edges) and ``values`` has no NaN: the masked
+    entries, in order, are then the last ``count`` of the sorted row, read there instead of
+    sorting again (0.3 ms of a frame's layout at 30x52, 2-core AMD EPYC, one thread)."""
     count = mask.sum(1)
     pos = q * np.maximum(count - 1, 0)
     lo = np.floor(pos).astype(np.int64)
     up = np.minimum(lo + 1, np.maximum(count - 1, 0))
     rows = np.arange(len(values))
-    a, b = srt[rows, lo], srt[rows, up]
+    if sorted_rows is not None and not np.isnan(sorted_rows[:, -1:]).any():  # NaN sorts last
+        # the k-th masked entry is the sorted row's (E - count + k)-th (a row with none: any
+        # entry, its quantile is +inf below)
+        skip = np.minimum(values.shape[1] - count, values.shape[1] - 1)
+        a, b = sorted_rows[rows, skip + lo], sorted_rows[rows, np.minimum(skip + up, values.shape[1] - 1)]
+    else:
+        srt = np.sort(np.where(mask, values, np.inf), axis=1)
+        a, b = srt[rows, lo], srt[rows, up]
     with np.errstate(invalid="ignore"):  # inf - inf in a row with no entries
         out = a + (pos - lo) * np.where(up > lo, b - a, 0.0)
     return np.where(count > 0, out, np.inf)
