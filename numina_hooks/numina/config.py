@@ -659,6 +659,20 @@ class NuminaConfig:
         return cls(**settings)
 
     # --- resolving fractions ---------------------------------------------------------------
+    @classmethod
+    def given(cls, config: "NuminaConfig | None", where: str) -> "NuminaConfig":
+        """``config`` itself, or the defaults for None; ``TypeError`` naming ``where`` (the
+        function or class it was passed to) for anything else, e.g. a dict of settings
+        (``NuminaConfig(**settings)`` builds one)."""
+        if config is None:
+            return cls()
+        if not isinstance(config, cls):
+            hint = (f": build one with NuminaConfig(**{config!r})" if isinstance(config, dict)
+                    else "")
+            raise TypeError(f"{where}: config={config!r}: expected a numina_hooks.NuminaConfig "
+                            f"(or None for the defaults){hint}")
+        return config
+
     @staticmethod
     def _resolve(name: str, value: float | int, total: int, unit: str) -> int:
         if isinstance(total, bool) or not isinstance(total, int) or total < 1:

@@ -608,7 +608,7 @@ def layouts_from_attention(self_attn, cross_attn: dict, grid: tuple[int, int],
         ValueError: no noun, a config with another head choice or cut, or maps that
         ``layout_from_attention`` refuses (named by noun).
     """
-    cfg = config or NuminaConfig()
+    cfg = NuminaConfig.given(config, "layouts_from_attention")
     if not isinstance(cross_attn, dict) or not cross_attn:
         raise ValueError(f"cross_attn={type(cross_attn).__name__}: expected a dict noun -> [heads, HW] "
                          "cross-attention map with at least one noun (layout_from_attention reads one "

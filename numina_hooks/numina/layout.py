@@ -690,7 +690,7 @@ def layout_from_maps(self_map, cross_map, grid: tuple[int, int],
     (``focus_overlap`` and the local tests ``focus_specks``, ``focus_contrast``),
     attention-sink regions excepted; trimmed peaks are grown back by ``peak_rim`` in the
     labels (``head_labels``), as in ``layout_from_attention``."""
-    cfg = config or NuminaConfig()
+    cfg = NuminaConfig.given(config, "layout_from_maps")
     H, W = (int(g) for g in grid)
     sm = attention_rows(self_map, "self_map")  # finite, not constant, probabilities; rows summing to 1
     cm = as_tensor(cross_map, "cross_map")
@@ -798,7 +798,7 @@ def layout_from_attention(self_attn, cross_attn, grid: tuple[int, int],
         instead of probabilities), self-attention rows without positive mass, or shapes that
         do not match ``grid``.
     """
-    cfg = config or NuminaConfig()
+    cfg = NuminaConfig.given(config, "layout_from_attention")
     adaptive = cfg.proposal_cut == "adaptive"
     # the default: the map read only through its entries, with the cross-map fallbacks
     default_path = adaptive and cfg.head_choice == "containment"

@@ -36,11 +36,7 @@ class Numina(GenerationStrategy):
     ``NuminaConfig.paper()`` for the paper's algorithm)."""
 
     def __init__(self, config: Optional[NuminaConfig] = None):
-        if config is None:
-            config = NuminaConfig()
-        if not isinstance(config, NuminaConfig):
-            raise TypeError(f"config={config!r}: expected a numina_hooks.NuminaConfig (or None for the defaults)")
-        self.config = config
+        self.config = NuminaConfig.given(config, type(self).__name__)
 
     def generate(self, handle, *args: Any, **kwargs: Any):
         """NUMINA's two phases through ``handle``; ``prompt=`` is required, ``counts=``

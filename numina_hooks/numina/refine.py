@@ -233,7 +233,7 @@ def refine_frame(labels: np.ndarray, target: int, config: NuminaConfig | None = 
     ``previous_centres``: centres of the additions in the previous frame, in order.
     ``attention``: the noun's cross-attention map of the frame ``[H, W]`` (used when
     ``config.placement_attention > 0``)."""
-    cfg = config or NuminaConfig()
+    cfg = NuminaConfig.given(config, "refine_frame")
     before = np.asarray(labels)
     if before.ndim != 2:
         raise ValueError(f"refine: labels must be a 2-D [H, W] array, got shape {before.shape}")
@@ -294,7 +294,7 @@ def refine_layouts(layouts: Sequence, target: int, config: NuminaConfig | None =
     a neighbour's layout (:func:`borrowed_sources`). Additions follow their counterpart of
     the previous frame (temporal term, weight ``config.temporal_weight``). ``attention``: the
     noun's cross-attention map ``[H, W]`` of each frame (``config.placement_attention``)."""
-    cfg = config or NuminaConfig()
+    cfg = NuminaConfig.given(config, "refine_layouts")
     frames = [np.asarray(getattr(layout, "labels", layout)) for layout in layouts]
     sources = borrowed_sources([layout_count(f) for f in frames], cfg.temporal_window) \
         if cfg.borrow_layouts else list(range(len(frames)))
