@@ -162,6 +162,7 @@ from synthetic_early_scenes import EARLY_HEAD_TYPES, make_early_scene  # noqa: E
 from synthetic_video_scenes import FAMILY_HEAD_TYPES as VIDEO_HEAD_TYPES, make_video_scene  # noqa: E402
 from synthetic_heldout_scenes import HELDOUT_HEAD_TYPES, make_heldout_scene  # noqa: E402
 from synthetic_joint_scenes import JOINT_HEAD_TYPES, make_joint_scene  # noqa: E402
+from synthetic_partial_scenes import PARTIAL_HEAD_TYPES, make_partial_scene  # noqa: E402
 from noun_map_clutter import DEFAULT_CLUTTER, add_clutter  # noqa: E402
 from noun_map_blur import REFERENCE_ROWS, blur_noun_maps  # noqa: E402
 
@@ -395,12 +396,13 @@ FAMILY_HEAD_TYPES = {"project": SELF_HEAD_TYPES, "shared": SHARED_HEAD_TYPES,
                      "multi": MULTI_HEAD_TYPES, "crowd": CROWD_HEAD_TYPES,
                      "spread": SPREAD_HEAD_TYPES, "early": EARLY_HEAD_TYPES,
                      "video": VIDEO_HEAD_TYPES, "heldout": HELDOUT_HEAD_TYPES,
-                     "joint": JOINT_HEAD_TYPES}
+                     "joint": JOINT_HEAD_TYPES, "partial": PARTIAL_HEAD_TYPES}
 BAR_FAMILIES = ("project", "shared", "feature")  # the families whose makers draw bars (``shape``)
 SCENE_MAKERS = {"shared": make_shared_scene, "feature": make_feature_scene, "rope": make_rope_scene,
                 "multi": make_multi_scene, "crowd": make_crowd_scene,
                 "spread": make_spread_scene, "early": make_early_scene,
-                "video": make_video_scene, "heldout": make_heldout_scene, "joint": make_joint_scene}
+                "video": make_video_scene, "heldout": make_heldout_scene, "joint": make_joint_scene,
+                "partial": make_partial_scene}
 
 
 def cross_map_count(cross_attn, grid, cfg: NuminaConfig) -> int:
