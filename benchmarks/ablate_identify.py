@@ -55,8 +55,9 @@ from numina_hooks.numina.partition import temporal_vote  # noqa: E402
 #: ninth family, written blind", "A tenth family, written blind", "An eleventh family, written
 #: blind"); the two rules built on their development frames afterwards (step 8c on the video
 #: family's, the finer head's comparison on the held-out family's) say so in ``RULES``'
-#: descriptions; no rule has been built on the joint family's
-BLIND = ("video", "heldout", "joint")
+#: descriptions; no rule has been built on the joint family's, nor on the partial family's
+#: (the twelfth, written blind in 2026-12-07's twentieth session)
+BLIND = ("video", "heldout", "joint", "partial")
 
 #: rule -> (the NuminaConfig change that switches it off, what the rule does)
 RULES: dict[str, tuple[dict, str]] = {

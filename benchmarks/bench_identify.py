@@ -541,7 +541,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, nargs="+", default=(0.25, 0.5, 1.0))
     ap.add_argument("--grids", nargs="+", default=DEFAULT_GRIDS)
     ap.add_argument("--families", nargs="+", default=("project", "shared", "feature", "rope", "multi", "crowd", "spread", "early",
-                                                      "video", "heldout", "joint"))
+                                                      "video", "heldout", "joint", "partial"))
     ap.add_argument("--max-count", type=int, default=8)
     ap.add_argument("--reader-only", action="store_true", help="time the reader only (no accuracy)")
     ap.add_argument("--update-reader", metavar="NOTE",

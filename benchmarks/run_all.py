@@ -43,8 +43,8 @@ BENCHMARKS = [
     ("bench_identify.py", ["--seeds", "1"], [], "Identify stage",
      "The phase-1 reader (`LayoutReader`) from the kernel's q/k, seconds per frame and noun at 15x26, "
      "30x52 (Wan2.1-1.3B, 12 heads of 128) and 45x78 patches, one thread, reading from q/k against "
-     "building the maps first, with the growth exponent; and count accuracy on eleven families of "
-     "synthetic DiT-like scenes (`rope`, `multi`, `crowd`, `spread`, `early`, `video`, `heldout` and `joint` written blind to the identify code). Aim, checked (issue 16): at most 0.05 s per frame and noun at 30x52, the same layouts "
+     "building the maps first, with the growth exponent; and count accuracy on twelve families of "
+     "synthetic DiT-like scenes (`rope`, `multi`, `crowd`, `spread`, `early`, `video`, `heldout`, `joint` and `partial` written blind to the identify code). Aim, checked (issue 16): at most 0.05 s per frame and noun at 30x52, the same layouts "
      "as from the maps."),
     ("bench_focus_clustering.py", ["--rounds", "3"], [], "Focus clustering",
      "The focus mask's DBSCAN membership computed with two grid filters (`layout.dbscan_members`, the "
