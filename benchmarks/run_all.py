@@ -100,7 +100,7 @@ RESEARCH_SCRIPTS = (
     "docs/toy.md), and the synthetic attention scenes `synthetic_scenes.py`, "
     "`synthetic_shared_scenes.py`, `synthetic_feature_scenes.py`, `synthetic_rope_scenes.py`, "
     "`synthetic_multi_scenes.py`, `synthetic_crowd_scenes.py`, `synthetic_spread_scenes.py`, "
-    "`synthetic_early_scenes.py`, `synthetic_video_scenes.py`, `synthetic_heldout_scenes.py` and `synthetic_joint_scenes.py` (each family described in docs/identify-evidence.md) that "
+    "`synthetic_early_scenes.py`, `synthetic_video_scenes.py`, `synthetic_heldout_scenes.py`, `synthetic_joint_scenes.py` and `synthetic_partial_scenes.py` (each family described in docs/identify-evidence.md) that "
     "`bench_identify.py` and the tests use; `compare_layout_versions.py OLD_TREE NEW_TREE` times two "
     "source trees' layout stage side by side on the same frames and checks that they read the same "
     "layouts (what a speed change of the layout must show; its table follows the identify stage's); "
