@@ -20,10 +20,12 @@ def _maps():
     return self_attn, cross
 
 
+SELF, CROSS = _maps()  # one frame's maps for every call (the layout functions do not change them)
+
 CALLS = {
-    "layout_from_attention": lambda cfg: layout_from_attention(*_maps(), GRID, cfg),
-    "layout_from_maps": lambda cfg: layout_from_maps(_maps()[0][0], _maps()[1][0], GRID, cfg),
-    "layouts_from_attention": lambda cfg: layouts_from_attention(_maps()[0], {"cat": _maps()[1]}, GRID, cfg),
+    "layout_from_attention": lambda cfg: layout_from_attention(SELF, CROSS, GRID, cfg),
+    "layout_from_maps": lambda cfg: layout_from_maps(SELF[0], CROSS[0], GRID, cfg),
+    "layouts_from_attention": lambda cfg: layouts_from_attention(SELF, {"cat": CROSS}, GRID, cfg),
     "refine_frame": lambda cfg: refine_frame(np.zeros(GRID, dtype=np.int64), 1, cfg),
     "refine_layouts": lambda cfg: refine_layouts([np.zeros(GRID, dtype=np.int64)], 1, cfg),
     "Numina": lambda cfg: Numina(cfg),
