@@ -85,6 +85,18 @@ RULES: dict[str, tuple[dict, str]] = {
     "map_contrast": ({"instance_map_contrast": None},
                      "an instance must show as a bump in the noun map (8c; built on video frames)"),
     "exclusive": ({"exclusive_regions": False}, "a pixel belongs to one noun's instance at most"),
+    "own_key": ({"own_key": "kept"}, "rows read without the token's own key (off: as the softmax gives them)"),
+    "map_veto": ({"link_map_veto": None}, "pieces the noun map holds in separate bumps never linked"),
+    "bump_null": ({"unclaimed_peak_null_z": None},
+                  "a weak bump of 5c counted when it stands over copies of its shape (off: the fixed lift alone)"),
+    "self_evidence_null": ({"self_evidence_null_factor": None},
+                           "the cross map's reading where the instances keep no more than the head's size-matched pieces"),
+    "fallback_excess": ({"cross_fallback_excess": None},
+                        "the cross map's reading where the map shows objects the head missed (8b)"),
+    "evidence_floor": ({"cross_fallback_evidence_floor": None},
+                       "8b's evidence test from the head's own threshold (off: from min_lift)"),
+    "peak_smoothing": ({"cross_peak_sigma": 0}, "the noun map smoothed before its peaks are read"),
+    "temporal_vote": ({"temporal_window": 0}, "counts voted over neighbouring frames"),
 }
 
 
